@@ -1,0 +1,1 @@
+"""Rail: a self-hosted transactional email relay on Twisted."""

@@ -1,0 +1,268 @@
+"""The ``rail`` operator command.
+
+Exit codes are part of the interface: 0 ok, 1 the operation failed, 2 usage error or
+invalid config. Every failure is one line per problem on stderr, naming the item, and
+never a traceback. Subcommands only parse and print; the work is in rail.pki.operations
+and rail.devsetup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn
+
+from rail.config import Config, ConfigError, load_config
+from rail.pki.files import PKIError, load_or_create_ca
+from rail.pki.inspect import info_to_json, inspect_certificate, parse_certificate
+from rail.pki.issue import ClientRequest
+from rail.pki.keys import KEY_TYPES
+from rail.pki.operations import OperationError, issue_client, revoke
+from rail.pki.registry import Registry, RegistryError, registry_path
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "/etc/rail/rail.yaml"
+
+
+class _Failed(Exception):
+    """Carries the exit code and the lines to print."""
+
+    def __init__(self, code: int, lines: Sequence[str]) -> None:
+        super().__init__(*lines)
+        self.code = code
+        self.lines = list(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Failed(2, [f"{self.prog}: {message}"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _config(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise _Failed(2, [str(p) for p in e.problems]) from None
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    _config(args.config)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from rail.devsetup import init_dev
+
+    if not args.dev:
+        raise _Failed(2, ["rail init: only --dev is supported; write production configs by hand"])
+    setup = init_dev(Path(args.directory), args.hostname, args.https_port, _now())
+    d = setup.directory
+    https = setup.config.listen.https
+    port = https.port if https is not None else "(disabled)"
+    state = "created" if setup.created else "already initialised, reusing"
+    print(f"Rail development set-up in {d}/ ({state})")
+    print(f"  config       {setup.config_path}")
+    print(f"  data         {setup.config.data_dir}/")
+    print(f"  CA           {setup.ca_copy}  (also {setup.config.data_dir}/ca/ca.crt)")
+    print(f"  server cert  {setup.config.data_dir}/tls/server.crt, issued by the CA for")
+    print(f"               {setup.config.hostname}, localhost, 127.0.0.1, ::1")
+    print(f"  client cert  {setup.client_certificate} + {setup.client_key}")
+    print("Start Rail:")
+    print(f"  twistd -n --pidfile= rail --config {setup.config_path}")
+    print("Then, from the same directory:")
+    print(
+        f"  curl --cacert {setup.ca_copy} --cert {setup.client_certificate} "
+        f"--key {setup.client_key} https://127.0.0.1:{port}/api/who"
+    )
+    return 0
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    days = args.days
+    validity = (
+        timedelta(days=days) if days is not None else timedelta(seconds=config.pki.client_validity)
+    )
+    request = ClientRequest(
+        name=args.name,
+        emails=tuple(args.email or ()),
+        webhook=args.webhook,
+        key_type=args.key_type or config.pki.key_type,
+        validity=validity,
+    )
+    issued = issue_client(config, request, Path(args.out), _now(), force=args.force)
+    record = issued.record
+    print(f"issued {record.name}: serial {record.serial:x}, {record.key_type}")
+    print(f"  senders  {', '.join(record.senders)}")
+    print(f"  webhook  {record.webhook or '(none)'}")
+    print(f"  expires  {_rfc3339(record.not_after)}")
+    print(f"  wrote    {issued.certificate_path} and {issued.key_path} (mode 0600)")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    now = _now()
+    with Registry.open(registry_path(config.data_dir)) as registry:
+        records = registry.list_all()
+    if args.json:
+        rows = [
+            {
+                "name": r.name,
+                "serial": format(r.serial, "x"),
+                "senders": list(r.senders),
+                "webhook": r.webhook,
+                "key_type": r.key_type,
+                "not_after": _rfc3339(r.not_after),
+                "status": r.status(now),
+                "revoked_at": _rfc3339(r.revoked_at) if r.revoked_at else None,
+            }
+            for r in records
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("NAME", "SERIAL", "STATUS", "EXPIRES", "SENDERS", "WEBHOOK")
+    table = [header] + [
+        (
+            r.name,
+            format(r.serial, "x"),
+            r.status(now),
+            _rfc3339(r.not_after),
+            ",".join(r.senders),
+            r.webhook or "-",
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        print("  ".join([*cells, row[-1]]))
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    for record in revoke(config, args.certificate, _now()):
+        print(f"revoked {record.name}: serial {record.serial:x}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        raise _Failed(1, [f"{args.file}: {e.strerror}"]) from None
+    try:
+        certificate = parse_certificate(data)
+    except ValueError as e:
+        raise _Failed(1, [f"{args.file}: {e}"]) from None
+    now = _now()
+    ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
+    with Registry.open(registry_path(config.data_dir)) as registry:
+        revoked = frozenset(serial for serial, _when in registry.revoked())
+    info = inspect_certificate(certificate, ca.certificate, revoked, now)
+    print(json.dumps(info_to_json(info), indent=2))
+    return 0
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parser() -> argparse.ArgumentParser:
+    default_config = os.environ.get("RAIL_CONFIG", DEFAULT_CONFIG)
+    parser = _Parser(prog="rail", description="Operate a Rail mail relay.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            default=default_config,
+            help=f"configuration file (default: $RAIL_CONFIG or {DEFAULT_CONFIG})",
+        )
+
+    p = sub.add_parser("init", help="create a development set-up")
+    p.add_argument("--dev", metavar="DIR", dest="directory", required=True)
+    p.add_argument("--hostname", default="rail.test")
+    p.add_argument("--https-port", type=int, default=8443)
+    p.set_defaults(func=_cmd_init, dev=True)
+
+    p = sub.add_parser("config-check", help="validate a configuration file")
+    with_config(p)
+    p.set_defaults(func=_cmd_config_check)
+
+    certs = sub.add_parser("certs", help="client certificates").add_subparsers(
+        dest="certs_command", metavar="COMMAND", parser_class=_Parser
+    )
+    certs.required = True
+
+    p = certs.add_parser("issue", help="issue a client certificate")
+    with_config(p)
+    p.add_argument("--name", required=True, help="client name (certificate CN)")
+    p.add_argument("--email", action="append", help="allowed sender address (repeatable)")
+    p.add_argument("--webhook", help="https URL for inbound mail")
+    p.add_argument("--key-type", choices=KEY_TYPES, help="default from pki.key_type")
+    p.add_argument("--days", type=int, help="validity in days (default pki.client_validity)")
+    p.add_argument("--out", default=".", help="directory for NAME.crt and NAME.key")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=_cmd_issue)
+
+    p = certs.add_parser("list", help="list issued certificates")
+    with_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_list)
+
+    p = certs.add_parser("revoke", help="revoke by name or serial (effective immediately)")
+    with_config(p)
+    p.add_argument("certificate", metavar="NAME|SERIAL")
+    p.set_defaults(func=_cmd_revoke)
+
+    p = certs.add_parser("inspect", help="show what Rail makes of a certificate file")
+    with_config(p)
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the CLI and return the exit code (tests call this)."""
+    try:
+        args = _parser().parse_args(argv)
+        code: int = args.func(args)
+        return code
+    except _Failed as e:
+        for line in e.lines:
+            sys.stderr.write(f"{line}\n")
+        return e.code
+    except OperationError as e:
+        for line in e.problems:
+            sys.stderr.write(f"rail: {line}\n")
+        return 2
+    except (PKIError, RegistryError) as e:
+        sys.stderr.write(f"rail: {e}\n")
+        return 1
+    except sqlite3.Error as e:
+        sys.stderr.write(f"rail: registry: {e}\n")
+        return 1
+    except OSError as e:
+        where = e.filename if e.filename else "rail"
+        sys.stderr.write(f"rail: {where}: {e.strerror or e}\n")
+        return 1
+
+
+def main() -> NoReturn:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,54 @@
+"""PKI state a starting server needs, prepared before the reactor runs.
+
+Runs synchronously in ``makeService`` on purpose: a missing or corrupt CA, key or
+certificate must stop start-up with a clear message before any port is bound, and the
+reactor is not yet running, so there is nothing to block.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+from rail.config import Config
+from rail.pki.ca import CertificateAuthority
+from rail.pki.files import (
+    crl_path,
+    load_or_create_ca,
+    load_or_create_server_material,
+    load_server_material,
+)
+from rail.pki.operations import publish_crl
+from rail.pki.revocations import Revocations
+from rail.pki.tls import ServerMaterial
+
+__all__ = ["PKIState", "prepare_pki"]
+
+
+@attrs.frozen
+class PKIState:
+    ca: CertificateAuthority
+    server: ServerMaterial
+    revocations: Revocations
+
+
+def prepare_pki(config: Config, now: datetime) -> PKIState:
+    """Load (or on first start create) the CA, the CRL and the server material.
+
+    Raises ``PKIError`` naming the offending file.
+    """
+    ca, _created = load_or_create_ca(config.data_dir, config.hostname, now)
+    # Re-publish the CRL from the registry so a lost or stale file cannot un-revoke
+    # anything across a restart.
+    publish_crl(config.data_dir, ca, now)
+    if config.tls.mode == "self_signed":
+        leaf, key = load_or_create_server_material(config.data_dir, ca, config.hostname, now)
+        server = ServerMaterial(chain=(leaf,), key=key)
+    else:
+        assert config.tls.cert_file is not None and config.tls.key_file is not None
+        chain, key = load_server_material(config.tls.cert_file, config.tls.key_file)
+        server = ServerMaterial(chain=tuple(chain), key=key)
+    revocations = Revocations(crl_path(config.data_dir), ca.certificate)
+    revocations.load()
+    return PKIState(ca=ca, server=server, revocations=revocations)

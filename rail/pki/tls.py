@@ -1,0 +1,149 @@
+"""TLS server contexts for Rail's listeners, with Rail's client-certificate rules.
+
+Twisted's ``CertificateOptions`` verifies a client chain against the CA list it is given
+but has no hook for revocation, EKU presence or naming Rail's CA in the
+CertificateRequest; :func:`server_options` adds those to the context it builds, and
+builds it at once so bad TLS material fails at start-up, not at the first connection.
+:class:`ServerTLS` is what listeners hold, so new material (SIGHUP, ACME) can be swapped
+in for new connections without rebinding ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rail.pki.clientauth import client_certificate_problem, verify_error_text
+from rail.pki.keys import PrivateKey
+
+__all__ = ["ClientAuth", "ServerMaterial", "ServerTLS", "server_options"]
+
+_log = Logger()
+
+
+@attrs.frozen
+class ServerMaterial:
+    """The server's certificate chain (leaf first) and private key."""
+
+    chain: tuple[x509.Certificate, ...]
+    key: PrivateKey
+
+
+@attrs.frozen
+class ClientAuth:
+    """Client certificates verified against Rail's CA.
+
+    ``required`` is True for submission (no certificate, no handshake) and False for
+    HTTPS, where paths decide whether they need an identity.
+    """
+
+    ca: x509.Certificate
+    revoked: Callable[[], frozenset[int]]
+    required: bool
+
+
+def server_options(material: ServerMaterial, client_auth: ClientAuth | None) -> CertificateOptions:
+    """Build (and eagerly instantiate) the TLS options for one listener."""
+    leaf, *rest = material.chain
+    extra = [crypto.X509.from_cryptography(c) for c in rest]
+    if client_auth is None:
+        options = CertificateOptions(
+            privateKey=material.key,
+            certificate=leaf,
+            extraCertChain=extra,
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+        )
+        options.getContext()
+        return options
+    ca = crypto.X509.from_cryptography(client_auth.ca)
+    options = CertificateOptions(
+        privateKey=material.key,
+        certificate=leaf,
+        extraCertChain=extra,
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+        verify=True,
+        caCerts=[ca],
+        requireCertificate=client_auth.required,
+    )
+    context = options.getContext()
+    flags = SSL.VERIFY_PEER
+    if client_auth.required:
+        flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    context.set_verify(flags, _verifier(client_auth.revoked))
+    # Name Rail's CA in the CertificateRequest so clients holding several certificates
+    # (browsers, curl with a store) pick the right one.
+    context.set_client_ca_list([ca.get_subject()])
+    return options
+
+
+def _verifier(revoked: Callable[[], frozenset[int]]) -> Callable[..., bool]:
+    def verify(
+        connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
+    ) -> bool:
+        if not ok:
+            _refused(connection, certificate, verify_error_text(errno))
+            return False
+        if depth != 0:
+            return True
+        leaf = certificate.to_cryptography()
+        problem = client_certificate_problem(leaf, revoked())
+        if problem is not None:
+            _refused(connection, certificate, problem)
+            return False
+        return True
+
+    return verify
+
+
+def _refused(connection: SSL.Connection, certificate: crypto.X509, reason: str) -> None:
+    leaf = certificate.to_cryptography()
+    names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    _log.info(
+        "refused client certificate {cn!r} serial {serial} from {peer}: {reason}",
+        cn=str(names[0].value) if names else "",
+        serial=format(leaf.serial_number, "x"),
+        peer=_peer(connection),
+        reason=reason,
+    )
+
+
+def _peer(connection: SSL.Connection) -> str:
+    protocol: Any = connection.get_app_data()
+    try:
+        address = protocol.transport.getPeer()
+        return f"{address.host}:{address.port}"
+    except AttributeError:
+        return "unknown"
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """A listener's current TLS options; :meth:`replace` affects new connections only."""
+
+    def __init__(self, options: CertificateOptions) -> None:
+        self._options = options
+
+    def replace(self, options: CertificateOptions) -> None:
+        self._options = options
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = self._options.serverConnectionForTLS(tlsProtocol)
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+    def getContext(self) -> SSL.Context:
+        """The current context, for STARTTLS callers that want an old-style factory."""
+        return self._options.getContext()
+
+
+def material_from(chain: Sequence[x509.Certificate], key: PrivateKey) -> ServerMaterial:
+    """Pair a loaded chain and key (convenience for wiring and tests)."""
+    return ServerMaterial(chain=tuple(chain), key=key)

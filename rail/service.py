@@ -1,0 +1,93 @@
+"""The service tree ``twistd rail`` runs: wiring only, no decisions.
+
+Children are named so operators and later issues can find them (``https``; later
+``submission``, ``inbound``, ``dns``, ``delivery``). Shutdown is ordered: readiness turns
+503 first, then after ``shutdown.drain_delay`` the listeners close.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.logger import Logger
+
+from rail.config import Config
+from rail.config.listen import ListenSpec
+from rail.pki.startup import PKIState, prepare_pki
+from rail.pki.tls import ClientAuth, ServerTLS, server_options
+from rail.web.health import Readiness
+from rail.web.site import build_site
+
+__all__ = ["RailService", "build_service"]
+
+_log = Logger()
+
+
+class RailService(MultiService):
+    """Root of the tree; owns the drain-before-close shutdown order."""
+
+    def __init__(self, config: Config, readiness: Readiness, clock: Any) -> None:
+        super().__init__()
+        self.setName("rail")
+        self.config = config
+        self.readiness = readiness
+        self._clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        _log.info(
+            "rail {hostname} started; data in {data_dir}",
+            hostname=self.config.hostname,
+            data_dir=str(self.config.data_dir),
+        )
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        self.readiness.draining = True
+        delay = self.config.shutdown.drain_delay
+        _log.info("draining: /readyz answers 503 for {delay}s before listeners close", delay=delay)
+        if delay > 0:
+            yield task.deferLater(self._clock, delay, lambda: None)
+        yield super().stopService()
+        _log.info("rail stopped")
+
+
+def _listener(
+    reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str
+) -> StreamServerEndpointService:
+    endpoint = SSL4ServerEndpoint(
+        reactor, spec.port, tls, backlog=spec.backlog, interface=spec.interface
+    )
+    listener = StreamServerEndpointService(endpoint, factory)
+    # A port that cannot be bound must fail start-up, not be logged and ignored.
+    listener._raiseSynchronously = True
+    listener.setName(name)
+    return listener
+
+
+def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> RailService:
+    """Build the whole tree; ``pki`` may be passed in by tests that prepared it."""
+    if pki is None:
+        pki = prepare_pki(config, datetime.fromtimestamp(reactor.seconds(), UTC))
+    readiness = Readiness()
+    root = RailService(config, readiness, reactor)
+    if config.listen.https is not None:
+        auth = ClientAuth(ca=pki.ca.certificate, revoked=pki.revocations.current, required=False)
+        tls = ServerTLS(server_options(pki.server, auth))
+        site = build_site(
+            ca=pki.ca.certificate,
+            revoked=pki.revocations.current,
+            readiness=readiness,
+            clock=reactor,
+            max_body=config.limits.http_body_size,
+            idle_timeout=config.limits.http_idle_timeout,
+        )
+        _listener(reactor, config.listen.https, tls, site, "https").setServiceParent(root)
+    return root
+
+

@@ -1,0 +1,99 @@
+"""The HTTPS site: resource tree, request body limit, idle timeout.
+
+twisted.web buffers any request body the client cares to send (to a temporary file past
+100 KB); Rail refuses a body over ``limits.http_body_size`` as soon as its length is known
+or its chunks pass the limit, answers 413 and closes the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from rail.web.health import Healthz, Readiness, Readyz
+from rail.web.jsonapi import NotFound, error_body
+from rail.web.who import Who
+
+__all__ = ["LimitedRequest", "build_site"]
+
+
+class _Directory(Resource):
+    """A path segment whose unknown children are JSON 404s."""
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return NotFound()
+
+    def render(self, request: Any) -> bytes:
+        return NotFound().render(request)
+
+
+class LimitedRequest(Request):
+    """A request that refuses bodies larger than its site's ``max_body``."""
+
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        limit: int = self.channel.site.max_body
+        if length is not None and length > limit:
+            self._refuse(limit)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        limit: int = self.channel.site.max_body
+        if self._received > limit:
+            self._refuse(limit)
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self, limit: int) -> None:
+        # Answer before reading the body, as _respondToBadRequestAndDisconnect does:
+        # waiting for an unbounded body to finish is the thing being prevented.
+        self._refused = True
+        body = error_body("PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/json; charset=utf-8\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n\r\n" + body
+        )
+        self.channel.loseConnection()
+
+
+class RailSite(Site):
+    """Site with Rail's limits; access logs name no query strings or bodies."""
+
+    requestFactory = LimitedRequest
+
+    def __init__(self, root: Resource, max_body: int, idle_timeout: float, clock: Any) -> None:
+        super().__init__(root, timeout=idle_timeout, reactor=clock)
+        self.max_body = max_body
+        self.noisy = False
+        self.displayTracebacks = False
+
+
+def build_site(
+    *,
+    ca: x509.Certificate,
+    revoked: Callable[[], frozenset[int]],
+    readiness: Readiness,
+    clock: IReactorTime,
+    max_body: int,
+    idle_timeout: float,
+) -> RailSite:
+    root = _Directory()
+    api = _Directory()
+    api.putChild(b"who", Who(ca, revoked, clock, max_body))
+    root.putChild(b"api", api)
+    root.putChild(b"healthz", Healthz())
+    root.putChild(b"readyz", Readyz(readiness))
+    return RailSite(root, max_body=max_body, idle_timeout=idle_timeout, clock=clock)

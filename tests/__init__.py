@@ -1,0 +1,1 @@
+"""Rail tests, run with trial."""

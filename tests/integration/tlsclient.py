@@ -1,0 +1,78 @@
+"""A blocking HTTPS client for integration tests, run in a thread.
+
+Python's ``ssl`` module is an independent TLS peer (not Twisted, not pyOpenSSL), which is
+what a test of Rail's handshake rules should talk to.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+import attrs
+
+
+@attrs.frozen
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def https_request(
+    port: int,
+    method: str,
+    path: str,
+    ca_file: Path,
+    cert: tuple[Path, Path] | None = None,
+    body: bytes = b"",
+    extra_headers: dict[str, str] | None = None,
+    tls_version: ssl.TLSVersion | None = None,
+    host: str = "127.0.0.1",
+) -> Response:
+    """One request on a fresh connection; raises ssl.SSLError if the handshake is refused."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    if tls_version is not None:
+        context.minimum_version = tls_version
+        context.maximum_version = tls_version
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            headers = {"Host": "localhost", "Connection": "close", **(extra_headers or {})}
+            if body or method in ("POST", "PUT"):
+                headers["Content-Length"] = str(len(body))
+            head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in headers.items()
+            )
+            tls.sendall(head.encode("ascii") + b"\r\n" + body)
+            chunks = []
+            while True:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    raw_response = b"".join(chunks)
+    head_bytes, _, payload = raw_response.partition(b"\r\n\r\n")
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    parsed = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        parsed[key.strip().lower()] = value.strip()
+    if parsed.get("transfer-encoding") == "chunked":
+        payload = _dechunk(payload)
+    return Response(status=status, headers=parsed, body=payload)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = []
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        data = rest[size + 2 :]
+    return b"".join(out)
