@@ -31,7 +31,7 @@ __all__ = ["main"]
 DEFAULT_CONFIG = "/etc/rail/rail.yaml"
 
 
-class _Failed(Exception):
+class _CommandError(Exception):
     """Carries the exit code and the lines to print."""
 
     def __init__(self, code: int, lines: Sequence[str]) -> None:
@@ -42,7 +42,7 @@ class _Failed(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _Failed(2, [f"{self.prog}: {message}"])
+        raise _CommandError(2, [f"{self.prog}: {message}"])
 
 
 def _now() -> datetime:
@@ -53,7 +53,7 @@ def _config(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as e:
-        raise _Failed(2, [str(p) for p in e.problems]) from None
+        raise _CommandError(2, [str(p) for p in e.problems]) from None
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -66,7 +66,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from rail.devsetup import init_dev
 
     if not args.dev:
-        raise _Failed(2, ["rail init: only --dev is supported; write production configs by hand"])
+        raise _CommandError(
+            2, ["rail init: only --dev is supported; write production configs by hand"]
+        )
     setup = init_dev(Path(args.directory), args.hostname, args.https_port, _now())
     d = setup.directory
     https = setup.config.listen.https
@@ -164,11 +166,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         data = Path(args.file).read_bytes()
     except OSError as e:
-        raise _Failed(1, [f"{args.file}: {e.strerror}"]) from None
+        raise _CommandError(1, [f"{args.file}: {e.strerror}"]) from None
     try:
         certificate = parse_certificate(data)
     except ValueError as e:
-        raise _Failed(1, [f"{args.file}: {e}"]) from None
+        raise _CommandError(1, [f"{args.file}: {e}"]) from None
     now = _now()
     ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
     with Registry.open(registry_path(config.data_dir)) as registry:
@@ -244,7 +246,7 @@ def run(argv: Sequence[str]) -> int:
         args = _parser().parse_args(argv)
         code: int = args.func(args)
         return code
-    except _Failed as e:
+    except _CommandError as e:
         for line in e.lines:
             sys.stderr.write(f"{line}\n")
         return e.code

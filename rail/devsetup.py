@@ -37,9 +37,7 @@ class DevSetup:
     client_key: Path
 
 
-def init_dev(
-    directory: Path, hostname: str, https_port: int, now: datetime
-) -> DevSetup:
+def init_dev(directory: Path, hostname: str, https_port: int, now: datetime) -> DevSetup:
     """Create (or reuse) a development set-up under ``directory``."""
     ensure_directory(directory)
     config_path = directory / "rail.yaml"

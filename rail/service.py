@@ -7,10 +7,10 @@ Children are named so operators and later issues can find them (``https``; later
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import SSL4ServerEndpoint
@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from rail.config import Config
 from rail.config.listen import ListenSpec
+from rail.listener import Listener, ListenError
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS, server_options
 from rail.web.health import Readiness
@@ -38,6 +39,14 @@ class RailService(MultiService):
         self.readiness = readiness
         self._clock = clock
 
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            # twistd would print a traceback; an operator needs the one line.
+            sys.stderr.write(f"rail: {e}\n")
+            raise SystemExit(1) from None
+
     def startService(self) -> None:
         super().startService()
         _log.info(
@@ -57,15 +66,11 @@ class RailService(MultiService):
         _log.info("rail stopped")
 
 
-def _listener(
-    reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str
-) -> StreamServerEndpointService:
+def _listener(reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str) -> Listener:
     endpoint = SSL4ServerEndpoint(
         reactor, spec.port, tls, backlog=spec.backlog, interface=spec.interface
     )
-    listener = StreamServerEndpointService(endpoint, factory)
-    # A port that cannot be bound must fail start-up, not be logged and ignored.
-    listener._raiseSynchronously = True
+    listener = Listener(endpoint, factory, reactor)
     listener.setName(name)
     return listener
 
@@ -89,5 +94,3 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
         )
         _listener(reactor, config.listen.https, tls, site, "https").setServiceParent(root)
     return root
-
-

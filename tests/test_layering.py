@@ -61,8 +61,7 @@ class LayeringTests(SynchronousTestCase):
         offenders = [
             str(path.relative_to(_ROOT))
             for path in _ROOT.rglob("*.py")
-            if path.name not in _WIRING
-            and "twisted.internet.reactor" in _imports(path)
+            if path.name not in _WIRING and "twisted.internet.reactor" in _imports(path)
         ]
         self.assertEqual(offenders, [])
 

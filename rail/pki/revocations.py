@@ -77,9 +77,7 @@ class Revocations:
                     reason=_reason(e),
                 )
             else:
-                _log.info(
-                    "revocations reloaded: {count} revoked", count=len(self._serials)
-                )
+                _log.info("revocations reloaded: {count} revoked", count=len(self._serials))
             self._seen = signature
         return self._serials
 

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -54,19 +55,23 @@ def server_options(material: ServerMaterial, client_auth: ClientAuth | None) -> 
     """Build (and eagerly instantiate) the TLS options for one listener."""
     leaf, *rest = material.chain
     extra = [crypto.X509.from_cryptography(c) for c in rest]
+    # Twisted accepts cryptography objects here (pyOpenSSL's are deprecated) but its
+    # annotations still name PKey/X509.
+    key: Any = material.key
+    certificate: Any = leaf
     if client_auth is None:
         options = CertificateOptions(
-            privateKey=material.key,
-            certificate=leaf,
+            privateKey=key,
+            certificate=certificate,
             extraCertChain=extra,
             raiseMinimumTo=TLSVersion.TLSv1_2,
         )
-        options.getContext()
+        options.getContext().set_alpn_select_callback(_alpn_select)
         return options
     ca = crypto.X509.from_cryptography(client_auth.ca)
     options = CertificateOptions(
-        privateKey=material.key,
-        certificate=leaf,
+        privateKey=key,
+        certificate=certificate,
         extraCertChain=extra,
         raiseMinimumTo=TLSVersion.TLSv1_2,
         verify=True,
@@ -81,7 +86,22 @@ def server_options(material: ServerMaterial, client_auth: ClientAuth | None) -> 
     # Name Rail's CA in the CertificateRequest so clients holding several certificates
     # (browsers, curl with a store) pick the right one.
     context.set_client_ca_list([ca.get_subject()])
+    context.set_alpn_select_callback(_alpn_select)
     return options
+
+
+def _alpn_select(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """Pick the listener's preferred ALPN protocol, or carry on without ALPN.
+
+    Twisted's own callback answers ``b""`` when nothing overlaps, which OpenSSL turns
+    into an internal-error alert: curl (h2, http/1.1) against a factory without ALPN,
+    or any SMTPS client that offers ALPN, would fail the handshake.
+    """
+    acceptable = protosFromProtocol(connection.get_app_data(), ())
+    for protocol in acceptable:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _verifier(revoked: Callable[[], frozenset[int]]) -> Callable[..., bool]:

@@ -47,9 +47,7 @@ class JSONResource(Resource):
                 name.removeprefix("render_") for name in dir(self) if name.startswith("render_")
             )
             request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
-            return write_error(
-                request, 405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here"
-            )
+            return write_error(request, 405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
         if request.postpath not in ([], [b""]):
             return write_error(request, 404, "NOT_FOUND", "no such resource")
         result: bytes = super().render(request)

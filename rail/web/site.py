@@ -7,6 +7,7 @@ or its chunks pass the limit, answers 413 and closes the connection.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ class LimitedRequest(Request):
     _refused = False
 
     def gotLength(self, length: int | None) -> None:
-        limit: int = self.channel.site.max_body
+        limit = self._limit()
         if length is not None and length > limit:
             self._refuse(limit)
             return
@@ -49,18 +50,32 @@ class LimitedRequest(Request):
         if self._refused:
             return
         self._received += len(data)
-        limit: int = self.channel.site.max_body
+        limit = self._limit()
         if self._received > limit:
             self._refuse(limit)
             return
         super().handleContentChunk(data)
 
+    def _limit(self) -> int:
+        site: Any = self.channel.site  # type: ignore[attr-defined]
+        limit: int = site.max_body
+        return limit
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The rest of an oversized body may already be in the read buffer, so the
+        # channel can still complete the request; it has been answered, drop it.
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
     def _refuse(self, limit: int) -> None:
         # Answer before reading the body, as _respondToBadRequestAndDisconnect does:
         # waiting for an unbounded body to finish is the thing being prevented.
         self._refused = True
+        self.content = io.BytesIO()
         body = error_body("PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
-        self.channel.transport.write(
+        transport: Any = self.channel.transport
+        transport.write(
             b"HTTP/1.1 413 Content Too Large\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
             b"Connection: close\r\n"

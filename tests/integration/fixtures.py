@@ -41,7 +41,9 @@ class Identity:
         return (self.cert_path, self.key_path)
 
 
-def save_identity(directory: Path, name: str, certificate: x509.Certificate, key: PrivateKey) -> Identity:
+def save_identity(
+    directory: Path, name: str, certificate: x509.Certificate, key: PrivateKey
+) -> Identity:
     cert_path = directory / f"{name}.crt"
     key_path = directory / f"{name}.key"
     write_file_atomic(cert_path, certificate.public_bytes(Encoding.PEM), 0o644)
@@ -67,9 +69,7 @@ def client_identity(
         key_type=key_type,
         validity=validity,
     )
-    certificate = issue_client_certificate(
-        ca, request, key.public_key(), now or datetime.now(UTC)
-    )
+    certificate = issue_client_certificate(ca, request, key.public_key(), now or datetime.now(UTC))
     return save_identity(directory, name, certificate, key)
 
 

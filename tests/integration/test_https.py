@@ -42,8 +42,7 @@ class _RunningRail(TestCase):
 
     extra_config: dict[str, Any] = {}
 
-    @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> None:
         self.base = Path(self.mktemp()).absolute()
         self.base.mkdir(parents=True)
         self.data = self.base / "data"
@@ -53,9 +52,7 @@ class _RunningRail(TestCase):
         self.refusals: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
-            if "reason" in event and "refused client certificate" in event.get(
-                "log_format", ""
-            ):
+            if "reason" in event and "refused client certificate" in event.get("log_format", ""):
                 self.refusals.append(event["reason"])
 
         globalLogPublisher.addObserver(observe)
@@ -64,8 +61,7 @@ class _RunningRail(TestCase):
         self.service.privilegedStartService()
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        listening = yield self.service.getServiceNamed("https")._waitingForPort
-        self.port = listening.getHost().port
+        self.port = self.service.getServiceNamed("https").port.getHost().port
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return deferToThread(https_request, self.port, method, path, self.ca_file, **kwargs)
@@ -106,6 +102,13 @@ class WhoTests(_RunningRail):
         self.assertEqual(json.loads(response.body)["key_type"], "ecdsa-p256")
 
     @inlineCallbacks
+    def test_alpn_offers(self) -> Any:
+        """Clients offering ALPN (curl: h2, http/1.1; or protocols Rail lacks) still connect."""
+        for offer in (["h2", "http/1.1"], ["smtp"]):
+            response = yield self.request("GET", "/healthz", alpn=offer)
+            self.assertEqual(response.status, 200, offer)
+
+    @inlineCallbacks
     def test_tls11_refused(self) -> Any:
         """TLS below 1.2 is refused at the handshake."""
         d = self.request("GET", "/healthz", tls_version=ssl.TLSVersion.TLSv1_1)
@@ -116,9 +119,7 @@ class WhoTests(_RunningRail):
         """GET /api/who without a client certificate is a JSON 401, not a TLS failure."""
         response = yield self.request("GET", "/api/who")
         self.assertEqual(response.status, 401)
-        self.assertEqual(
-            json.loads(response.body)["error"]["code"], "CLIENT_CERTIFICATE_REQUIRED"
-        )
+        self.assertEqual(json.loads(response.body)["error"]["code"], "CLIENT_CERTIFICATE_REQUIRED")
 
     @inlineCallbacks
     def test_post_who_pem_and_der(self) -> Any:
@@ -146,7 +147,11 @@ class WhoTests(_RunningRail):
     @inlineCallbacks
     def test_post_who_garbage(self) -> Any:
         """Garbage or an empty body is a JSON 400 INVALID_CERTIFICATE."""
-        for body in (b"hello", b"", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"):
+        for body in (
+            b"hello",
+            b"",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ):
             response = yield self.request("POST", "/api/who", body=body)
             self.assertEqual(response.status, 400)
             self.assertEqual(json.loads(response.body)["error"]["code"], "INVALID_CERTIFICATE")
@@ -163,7 +168,7 @@ class WhoTests(_RunningRail):
         """Unsupported methods get a JSON 405 with an Allow header."""
         response = yield self.request("DELETE", "/api/who")
         self.assertEqual(response.status, 405)
-        self.assertEqual(response.headers["allow"], "GET, POST")
+        self.assertEqual(response.headers["allow"], "GET, HEAD, POST")
         self.assertEqual(json.loads(response.body)["error"]["code"], "METHOD_NOT_ALLOWED")
 
     @inlineCallbacks
@@ -188,6 +193,7 @@ class WhoTests(_RunningRail):
         def handshake() -> list[str]:
             context = SSL.Context(SSL.TLS_CLIENT_METHOD)
             with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                raw.setblocking(True)  # pyOpenSSL raises WantRead on sockets with timeouts
                 connection = SSL.Connection(context, raw)
                 connection.set_connect_state()
                 connection.do_handshake()
@@ -227,7 +233,10 @@ class HandshakeRefusalTests(_RunningRail):
 
     def test_server_auth_only(self) -> Any:
         """A certificate of Rail's CA without clientAuth EKU is refused."""
-        return self.assertRefused(server_auth_identity(self.base, self.ca).pair, "not a client certificate (wrong purpose)")
+        return self.assertRefused(
+            server_auth_identity(self.base, self.ca).pair,
+            "not a client certificate (wrong purpose)",
+        )
 
     @inlineCallbacks
     def test_revoked_without_restart(self) -> Any:

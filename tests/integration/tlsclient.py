@@ -30,6 +30,7 @@ def https_request(
     extra_headers: dict[str, str] | None = None,
     tls_version: ssl.TLSVersion | None = None,
     host: str = "127.0.0.1",
+    alpn: list[str] | None = None,
 ) -> Response:
     """One request on a fresh connection; raises ssl.SSLError if the handshake is refused."""
     context = ssl.create_default_context(cafile=str(ca_file))
@@ -38,6 +39,8 @@ def https_request(
     if tls_version is not None:
         context.minimum_version = tls_version
         context.maximum_version = tls_version
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
     with socket.create_connection((host, port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             headers = {"Host": "localhost", "Connection": "close", **(extra_headers or {})}

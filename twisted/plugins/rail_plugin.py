@@ -3,5 +3,8 @@
 from twisted.application.service import ServiceMaker
 
 rail = ServiceMaker(
-    "Rail", "rail.tap", "Rail transactional email relay (mTLS submission, DKIM, MX delivery).", "rail"
+    "Rail",
+    "rail.tap",
+    "Rail transactional email relay (mTLS submission, DKIM, MX delivery).",
+    "rail",
 )

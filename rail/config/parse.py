@@ -1,0 +1,108 @@
+"""Strict, fail-closed reading of a configuration document into a :class:`Config`.
+
+A typo in a mail relay's configuration must stop it from starting, not leave it running with
+a default the operator did not choose: so an unknown key, a value of the wrong type or an
+invalid value is an error. Every problem is collected, with its path, before
+:class:`ConfigError` is raised, so one ``rail config-check`` shows them all.
+
+Each section below is a table of readers (``readers.py``), one per key; the keys are the
+attribute names of the schema class. Adding a setting is adding its attribute to
+``schema.py`` and one line here; :func:`~rail.config.readers.section` refuses a table that
+does not match its class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+from rail.config import readers as r
+from rail.config.errors import ConfigError, Problem
+from rail.config.schema import PKI, TLS, Config, KeyType, Limits, Listen, Shutdown, Webhooks
+
+__all__ = ["parse_config"]
+
+
+def parse_config(data: object, base_dir: Path) -> Config:
+    """Check ``data`` (as ``yaml.safe_load`` returns it) and build the :class:`Config`.
+
+    Relative paths in ``data`` are taken relative to ``base_dir``, the directory of the
+    configuration file. Raises :class:`ConfigError` listing every problem, in document order.
+    """
+    problems: list[Problem] = []
+    ok, config = r.read_value(
+        _CONFIG, data, r.Cursor(path="", base_dir=base_dir, problems=problems)
+    )
+    if problems or not ok:
+        raise ConfigError(problems)
+    assert isinstance(config, Config)
+    return config
+
+
+_TLS_CHOICE = (
+    "set either self_signed: true (Rail issues its own certificate, for development)"
+    " or both cert_file and key_file"
+)
+
+
+def _tls_problem(values: Mapping[str, Any]) -> str | None:
+    """The server certificate must come from exactly one place; otherwise ask which."""
+    files = [key for key in ("cert_file", "key_file") if values.get(key) is not None]
+    if values.get("self_signed") and files:
+        return f"self_signed: true excludes {' and '.join(files)}: {_TLS_CHOICE}"
+    if len(files) == 1:
+        other = "key_file" if files == ["cert_file"] else "cert_file"
+        return f"{files[0]} is set without {other}: {_TLS_CHOICE}"
+    if not values.get("self_signed") and not files:
+        return f"no server certificate is configured: {_TLS_CHOICE}"
+    return None
+
+
+_LISTEN = r.section(Listen, {"https": r.listener})
+
+_TLS = r.section(
+    TLS,
+    {
+        "self_signed": r.boolean,
+        "cert_file": r.optional(r.path),
+        "key_file": r.optional(r.path),
+    },
+    check=_tls_problem,
+)
+
+_PKI = r.section(
+    PKI,
+    {
+        "key_type": r.choice(get_args(KeyType)),
+        "client_validity": r.duration("1d", "3650d"),
+    },
+)
+
+_WEBHOOKS = r.section(Webhooks, {"allow_http_loopback": r.boolean})
+
+_LIMITS = r.section(
+    Limits,
+    {
+        "http_body_size": r.size("1KB", "100MB"),
+        "http_idle_timeout": r.duration("1s", "1h"),
+    },
+)
+
+_SHUTDOWN = r.section(Shutdown, {"drain_delay": r.duration("0s", "10m")})
+
+_CONFIG = r.section(
+    Config,
+    {
+        "hostname": r.domain_name("host name"),
+        "data_dir": r.path,
+        "local_domains": r.unique(r.list_of(r.domain_name("domain name"), "strings")),
+        "listen": _LISTEN,
+        "tls": _TLS,
+        "pki": _PKI,
+        "webhooks": _WEBHOOKS,
+        "limits": _LIMITS,
+        "shutdown": _SHUTDOWN,
+    },
+    required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
+)

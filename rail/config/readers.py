@@ -1,0 +1,309 @@
+"""Readers: small functions that check one value of the document and convert it.
+
+A reader takes the value found at a :class:`Cursor` and returns the config value, or raises
+:class:`InvalidError` (one problem, reported at the cursor's path by whoever called it) or
+:class:`ReportedError` (a list or mapping whose items' problems are already recorded, each at
+its own path). Readers compose: :func:`section` turns a table of them into a reader of a
+mapping, :func:`list_of` one reader into a reader of a list. Every "expected X, got Y" message
+in the configuration comes from here, so they read alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rail.config.errors import ROOT, Problem, index_path, key_path
+from rail.config.listen import parse_listen
+from rail.config.units import parse_duration, parse_size
+
+__all__ = [
+    "Cursor",
+    "InvalidError",
+    "Reader",
+    "ReportedError",
+    "boolean",
+    "choice",
+    "domain_name",
+    "duration",
+    "kind",
+    "list_of",
+    "listener",
+    "optional",
+    "path",
+    "read_value",
+    "section",
+    "size",
+    "suggestion",
+    "unique",
+]
+
+
+class InvalidError(Exception):
+    """The value at the reader's path is wrong; the argument is the message for the operator."""
+
+
+class ReportedError(Exception):
+    """A reader of a mapping or list has already recorded its items' problems."""
+
+
+@attrs.frozen
+class Cursor:
+    """Where in the document a reader is, and where it records problems."""
+
+    path: str
+    base_dir: Path
+    problems: list[Problem]
+
+    def key(self, key: str) -> Cursor:
+        return attrs.evolve(self, path=key_path(self.path, key))
+
+    def index(self, index: int) -> Cursor:
+        return attrs.evolve(self, path=index_path(self.path, index))
+
+    def report(self, message: str) -> None:
+        self.problems.append(Problem(self.path or ROOT, message))
+
+
+Reader = Callable[[object, Cursor], Any]
+"""Turns the document's value at the cursor into a config value (see the module docstring)."""
+
+
+def read_value(reader: Reader, value: object, at: Cursor) -> tuple[bool, Any]:
+    """Run ``reader``, recording its problem; return whether it produced a value, and it."""
+    try:
+        return True, reader(value, at)
+    except InvalidError as e:
+        at.report(str(e))
+    except ReportedError:
+        pass
+    return False, None
+
+
+# -- Types and messages ---------------------------------------------------------------------
+
+
+def kind(value: object) -> str:
+    """The YAML name of ``value``'s type, for "expected X, got Y" messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, datetime):
+        return "timestamp"
+    names = {str: "string", dict: "mapping", list: "list", date: "date", bytes: "binary"}
+    return names.get(type(value), type(value).__name__)
+
+
+def suggestion(word: str, choices: Mapping[str, object] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a mistyped ``word``, if any is
+    close: most unknown keys are typos, and the fix is then obvious."""
+    matches = difflib.get_close_matches(word.lower(), list(choices), n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+# -- Leaf readers ---------------------------------------------------------------------------
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidError(f"expected a string, got {kind(value)}")
+    return value
+
+
+def boolean(value: object, at: Cursor) -> bool:
+    """A YAML boolean. The string ``"false"`` is truthy in Python, so strings are refused
+    rather than converted."""
+    if not isinstance(value, bool):
+        raise InvalidError(f"expected true or false, got {kind(value)}")
+    return value
+
+
+_LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def domain_name(noun: str) -> Reader:
+    """A reader of DNS names in letters, digits and hyphens, returned lowercase.
+
+    A name needs a dot (or is ``localhost``) because a single label is resolved through
+    search domains, which is never what a mail server's own name should depend on.
+    """
+
+    def read(value: object, at: Cursor) -> str:
+        text = _string(value)
+        name = text.lower().removesuffix(".")
+        if not name.isascii():
+            raise InvalidError(
+                f"expected an ASCII {noun} (write internationalized names in their xn-- form),"
+                f" got {text!r}"
+            )
+        if len(name) > 253 or not all(_LDH_LABEL.fullmatch(label) for label in name.split(".")):
+            raise InvalidError(
+                f"expected a {noun} of dot-separated labels of letters, digits and hyphens,"
+                f" got {text!r}"
+            )
+        if "." not in name and name != "localhost":
+            raise InvalidError(f"expected a fully qualified {noun} (with a dot), got {text!r}")
+        if name.rsplit(".", 1)[-1].isdigit():
+            raise InvalidError(f"expected a {noun}, not an IP address, got {text!r}")
+        return name
+
+    return read
+
+
+def path(value: object, at: Cursor) -> Path:
+    """A file system path; relative ones are joined to the config file's directory, so the
+    meaning of the file does not depend on where Rail is started from."""
+    if not isinstance(value, str):
+        raise InvalidError(f"expected a path, got {kind(value)}")
+    if not value or "\0" in value:
+        raise InvalidError(f"expected a path, got {value!r}")
+    if value.startswith("~"):
+        raise InvalidError(
+            f"'~' is not expanded: give an absolute path or one relative to the configuration"
+            f" file, got {value!r}"
+        )
+    return at.base_dir / value
+
+
+def optional(reader: Reader) -> Reader:
+    """``reader``, except that null means "not set"."""
+    return lambda value, at: None if value is None else reader(value, at)
+
+
+def choice(choices: tuple[str, ...]) -> Reader:
+    """A reader of one of ``choices``, spelled exactly."""
+    expected = "expected one of " + ", ".join(repr(option) for option in choices)
+
+    def read(value: object, at: Cursor) -> str:
+        if not isinstance(value, str):
+            raise InvalidError(f"{expected}, got {kind(value)}")
+        if value not in choices:
+            raise InvalidError(f"{expected}, got {value!r}{suggestion(value, choices)}")
+        return value
+
+    return read
+
+
+def duration(low: str, high: str) -> Reader:
+    """A reader of durations from ``low`` to ``high``, both written as in the documentation."""
+    bounds = parse_duration(low), parse_duration(high)
+
+    def read(value: object, at: Cursor) -> float:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidError(f'expected a duration like "15m" or "5d", got {kind(value)}')
+        try:
+            seconds = parse_duration(value)  # type: ignore[arg-type]  # numbers: a clear error
+        except ValueError as e:
+            raise InvalidError(str(e)) from None
+        if not bounds[0] <= seconds <= bounds[1]:
+            raise InvalidError(f'expected a duration from "{low}" to "{high}", got {value!r}')
+        return seconds
+
+    return read
+
+
+def size(low: str, high: str) -> Reader:
+    """A reader of sizes from ``low`` to ``high``, both written as in the documentation."""
+    bounds = parse_size(low), parse_size(high)
+
+    def read(value: object, at: Cursor) -> int:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidError(f'expected a size like "50MB" or "64KB", got {kind(value)}')
+        try:
+            count = parse_size(value)
+        except ValueError as e:
+            raise InvalidError(str(e)) from None
+        if not bounds[0] <= count <= bounds[1]:
+            raise InvalidError(f'expected a size from "{low}" to "{high}", got {value!r}')
+        return count
+
+    return read
+
+
+def listener(value: object, at: Cursor) -> object:
+    """An endpoint description, or null to disable the listener."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidError(
+            f'expected an endpoint description like "tcp:443:interface=0.0.0.0" or null,'
+            f" got {kind(value)}"
+        )
+    try:
+        return parse_listen(value)
+    except ValueError as e:
+        raise InvalidError(str(e)) from None
+
+
+# -- Lists and sections ---------------------------------------------------------------------
+
+
+def list_of(reader: Reader, what: str) -> Reader:
+    """A reader of a list whose items ``reader`` reads, each problem at its index."""
+
+    def read(value: object, at: Cursor) -> tuple[object, ...]:
+        if not isinstance(value, list):
+            raise InvalidError(f"expected a list of {what}, got {kind(value)}")
+        results = [read_value(reader, item, at.index(i)) for i, item in enumerate(value)]
+        if not all(ok for ok, _ in results):
+            raise ReportedError()
+        return tuple(item for _, item in results)
+
+    return read
+
+
+def unique(reader: Reader) -> Reader:
+    """``reader``, with repeated items of its tuple dropped (the first one stays)."""
+    return lambda value, at: tuple(dict.fromkeys(reader(value, at)))
+
+
+def section(
+    cls: type[Any],
+    fields: Mapping[str, Reader],
+    required: Mapping[str, str] | None = None,
+    check: Callable[[Mapping[str, Any]], str | None] | None = None,
+) -> Reader:
+    """A reader of a mapping into ``cls``, with one reader per attribute of ``cls``.
+
+    A key that is absent takes the schema's default, unless ``required`` maps it to the
+    problem to report. ``check`` looks at the section as a whole once its fields are valid,
+    and returns the problem, reported at the section's path, or ``None``.
+    """
+    if set(fields) != set(attrs.fields_dict(cls)):
+        raise TypeError(f"readers for {sorted(fields)} do not match the attributes of {cls}")
+    required = required or {}
+
+    def read(value: object, at: Cursor) -> object:
+        if not isinstance(value, dict):
+            raise InvalidError(f"expected a mapping, got {kind(value)}")
+        values: dict[str, Any] = {}
+        valid = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                at.report(f"expected keys to be strings, got {kind(key)} {key!r}")
+                valid = False
+            elif key not in fields:
+                at.key(key).report("unknown key" + suggestion(key, fields))
+                valid = False
+            else:
+                ok, values[key] = read_value(fields[key], item, at.key(key))
+                valid = valid and ok
+        for key, message in required.items():
+            if key not in value:
+                at.key(key).report(message)
+                valid = False
+        if not valid:
+            raise ReportedError()
+        problem = check(values) if check else None
+        if problem:
+            raise InvalidError(problem)
+        return cls(**values)
+
+    return read

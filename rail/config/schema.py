@@ -1,0 +1,119 @@
+"""The shape of Rail's configuration, with its defaults.
+
+These classes hold values that :func:`rail.config.parse.parse_config` has already checked:
+validation lives there, not in attrs validators, so that every problem can be reported with
+its path and all of them at once. Code and tests may build these classes directly; each class
+is keyword-only so that adding a field never shifts the meaning of existing calls.
+
+The defaults here are the documented defaults (``docs/configuration.md``): keep them in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from rail.config.listen import ListenSpec
+
+__all__ = ["PKI", "TLS", "Config", "KeyType", "Limits", "Listen", "Shutdown", "Webhooks"]
+
+KeyType = Literal["ed25519", "ecdsa-p256", "rsa2048"]
+
+_DAY = 24 * 3600.0
+_DEFAULT_HTTPS = ListenSpec(kind="tcp", port=443, interface="127.0.0.1")
+
+
+@attrs.frozen(kw_only=True)
+class Listen:
+    """The network listeners; ``None`` disables one."""
+
+    https: ListenSpec | None = _DEFAULT_HTTPS
+    """The HTTPS API, certificate inspection, health and stats. Loopback unless the operator
+    opens it, so that a fresh install exposes nothing by accident."""
+
+
+@attrs.frozen(kw_only=True)
+class TLS:
+    """Where the server certificate comes from: exactly one of the two modes is set."""
+
+    self_signed: bool = False
+    """Rail issues its server certificate from its own CA under ``data_dir``: for development
+    and tests, where no public certificate can be obtained."""
+    cert_file: Path | None = None
+    """PEM server certificate, optionally followed by its chain (leaf first)."""
+    key_file: Path | None = None
+    """PEM private key of ``cert_file``."""
+
+    @property
+    def mode(self) -> Literal["self_signed", "files"]:
+        """``"self_signed"`` or ``"files"`` (certificate and key read from ``cert_file`` and
+        ``key_file``)."""
+        return "self_signed" if self.self_signed else "files"
+
+
+@attrs.frozen(kw_only=True)
+class PKI:
+    """Rail's own CA, which issues the client certificates applications authenticate with."""
+
+    key_type: KeyType = "ed25519"
+    """Key type of client certificates made by ``rail certs issue`` without ``--key-type``:
+    ed25519 is small and fast; the others exist for clients whose TLS stack lacks it."""
+    client_validity: float = 365 * _DAY
+    """Seconds a new client certificate is valid. Bounded (1 to 3650 days) so that a typo
+    cannot issue a certificate that expires at once or never."""
+
+
+@attrs.frozen(kw_only=True)
+class Webhooks:
+    """Delivery of inbound mail to applications' webhook URLs."""
+
+    allow_http_loopback: bool = False
+    """Accept ``http://`` webhooks whose host is a loopback address or ``localhost``, so an
+    application under development can receive mail without a certificate. Anything that
+    leaves the host must use https."""
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Bounds on what one peer may make Rail hold in memory or keep open."""
+
+    http_body_size: int = 1024 * 1024
+    """Largest HTTP request body, in bytes, that Rail reads; larger requests are refused
+    before they are buffered."""
+    http_idle_timeout: float = 60.0
+    """Seconds after which an idle HTTP connection is closed, so idle clients cannot hold
+    connections open forever."""
+
+
+@attrs.frozen(kw_only=True)
+class Shutdown:
+    """How Rail stops on SIGTERM or SIGINT."""
+
+    drain_delay: float = 2.0
+    """Seconds ``/readyz`` answers 503 before the listeners close, so load balancers stop
+    sending new connections before they would be refused."""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole, valid Rail configuration."""
+
+    hostname: str
+    """Rail's own DNS name (lowercase): the name in its server certificate, its SMTP
+    greeting and the target of the MX records it publishes. Required: no guess is safe."""
+    tls: TLS
+    """Where the server certificate comes from. Required, because the two modes are for
+    different worlds (self-signed for development, files for production)."""
+    data_dir: Path = Path("/var/lib/rail")
+    """Where Rail keeps its CA, queue and registry. A relative path in the file is taken
+    relative to the file's directory, not to wherever Rail happens to be started."""
+    local_domains: tuple[str, ...] = ()
+    """Mail domains Rail receives mail for (lowercase, no duplicates), in addition to the
+    domains of valid client certificates' sender addresses."""
+    listen: Listen = Listen()
+    pki: PKI = PKI()
+    webhooks: Webhooks = Webhooks()
+    limits: Limits = Limits()
+    shutdown: Shutdown = Shutdown()

@@ -1,0 +1,358 @@
+"""The registry of issued client certificates: the source of truth for names and revocations.
+
+SQLite under ``data_dir``, synchronous (the CLI uses it directly, the server at start-up or
+from a thread). The CRL is exported from here; local domains and inbound routes are derived
+from the currently valid records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from rail.pki.files import PKIError, certificate_pem
+from rail.pki.inspect import certificate_identity
+from rail.pki.keys import key_type_of
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CertificateRecord",
+    "Registry",
+    "RegistryError",
+    "parse_serial",
+    "registry_path",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,          -- lowercase hex: serials have up to 159 bits
+    name TEXT NOT NULL,
+    senders TEXT NOT NULL,            -- JSON array of addresses
+    webhook TEXT,
+    key_type TEXT NOT NULL,
+    not_before TEXT NOT NULL,         -- fixed-width UTC, so text order is time order
+    not_after TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    revoked_at TEXT,
+    fingerprint_sha256 TEXT NOT NULL UNIQUE,
+    pem BLOB NOT NULL
+);
+CREATE INDEX certificates_by_name ON certificates (name);
+"""
+
+_COLUMNS = (
+    "serial, name, senders, webhook, key_type, not_before, not_after, issued_at,"
+    " revoked_at, fingerprint_sha256, pem"
+)
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+Status = Literal["valid", "revoked", "expired"]
+
+
+class RegistryError(PKIError):
+    """An operation the registry refuses; the message names the item (``--name 'x': ...``).
+
+    A ``PKIError`` so that the CLI can report every PKI failure the same way.
+    """
+
+
+def registry_path(data_dir: Path) -> Path:
+    return data_dir / "registry.sqlite3"
+
+
+def parse_serial(text: str) -> int | None:
+    """A serial as operators copy it: ``0x`` prefix and ``:`` separators optional, any case.
+    ``None`` if ``text`` is not hexadecimal."""
+    digits = text.strip().replace(":", "").lower()
+    digits = digits.removeprefix("0x")
+    if not digits or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return int(digits, 16)
+
+
+def _format_serial(serial: int) -> str:
+    return format(serial, "x")
+
+
+def _format_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+@attrs.frozen
+class CertificateRecord:
+    serial: int
+    name: str
+    senders: tuple[str, ...]
+    webhook: str | None
+    key_type: str
+    not_before: datetime
+    not_after: datetime
+    issued_at: datetime
+    revoked_at: datetime | None
+    fingerprint_sha256: str
+    pem: bytes
+
+    def status(self, now: datetime) -> Status:
+        """Revocation wins over expiry: "revoked" is the more useful thing to tell an operator
+        wondering why a certificate stopped working."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if now > self.not_after:
+            return "expired"
+        return "valid"
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate, issued_at: datetime) -> CertificateRecord:
+        """The record for a certificate Rail just issued."""
+        client_id, senders, webhook = certificate_identity(cert)
+        if client_id is None:
+            raise ValueError("certificate has no common name to record it under")
+        return cls(
+            serial=cert.serial_number,
+            name=client_id,
+            senders=senders,
+            webhook=webhook,
+            key_type=key_type_of(cert.public_key()),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            issued_at=issued_at,
+            revoked_at=None,
+            fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            pem=certificate_pem(cert),
+        )
+
+
+@contextlib.contextmanager
+def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the database lock at BEGIN, not at the first write, so
+    the reads that decide the write see the state the write applies to."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    with _immediate(connection):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"{path}: registry schema version {version} is newer than this Rail"
+                f" understands ({SCHEMA_VERSION}); upgrade Rail"
+            )
+        if version == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _record(row: sqlite3.Row) -> CertificateRecord:
+    return CertificateRecord(
+        serial=int(row["serial"], 16),
+        name=row["name"],
+        senders=tuple(json.loads(row["senders"])),
+        webhook=row["webhook"],
+        key_type=row["key_type"],
+        not_before=_parse_time(row["not_before"]),
+        not_after=_parse_time(row["not_after"]),
+        issued_at=_parse_time(row["issued_at"]),
+        revoked_at=None if row["revoked_at"] is None else _parse_time(row["revoked_at"]),
+        fingerprint_sha256=row["fingerprint_sha256"],
+        pem=bytes(row["pem"]),
+    )
+
+
+class Registry:
+    """One connection to the registry database. Use ``Registry.open(path)``.
+
+    The connection may be used from any thread (the server hands it to a thread pool), one
+    call at a time: a lock serialises calls. Writes use ``BEGIN IMMEDIATE`` so a check and
+    the write it guards cannot be interleaved with another process's.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._connection = connection
+        self._path = path
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Registry:
+        try:
+            connection = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as e:
+            raise RegistryError(f"{path}: cannot open registry ({e})") from e
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA busy_timeout = 5000")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise RegistryError(f"{path}: cannot enable WAL mode (journal mode is {mode})")
+            connection.execute("PRAGMA synchronous = FULL")
+            _migrate(connection, path)
+        except sqlite3.Error as e:
+            connection.close()
+            raise RegistryError(f"{path}: cannot open registry ({e})") from e
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _select(self, where: str = "", params: tuple[object, ...] = ()) -> list[CertificateRecord]:
+        rows = self._connection.execute(
+            f"SELECT {_COLUMNS} FROM certificates {where} ORDER BY issued_at, rowid",  # noqa: S608
+            params,
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as e:
+                raise RegistryError(f"{self._path}: {e}") from e
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                with _immediate(self._connection):
+                    yield
+            except sqlite3.Error as e:
+                raise RegistryError(f"{self._path}: {e}") from e
+
+    def add(self, record: CertificateRecord) -> None:
+        """Record a newly issued certificate; refuses a second valid certificate per name,
+        so that a name identifies one client in logs, routes and ``rail certs revoke``."""
+        with self._write():
+            for other in self._select("WHERE name = ?", (record.name,)):
+                if other.revoked_at is None and other.not_after > record.issued_at:
+                    raise RegistryError(
+                        f"--name {record.name!r}: a valid certificate with this name already"
+                        f" exists (serial {_format_serial(other.serial)}); revoke it first"
+                    )
+            try:
+                self._connection.execute(
+                    f"INSERT INTO certificates ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                    (
+                        _format_serial(record.serial),
+                        record.name,
+                        json.dumps(list(record.senders)),
+                        record.webhook,
+                        record.key_type,
+                        _format_time(record.not_before),
+                        _format_time(record.not_after),
+                        _format_time(record.issued_at),
+                        None if record.revoked_at is None else _format_time(record.revoked_at),
+                        record.fingerprint_sha256,
+                        record.pem,
+                    ),
+                )
+            except sqlite3.IntegrityError as e:
+                raise RegistryError(
+                    f"serial {_format_serial(record.serial)}: already recorded"
+                ) from e
+
+    def get(self, serial: int) -> CertificateRecord | None:
+        with self._read():
+            records = self._select("WHERE serial = ?", (_format_serial(serial),))
+        return records[0] if records else None
+
+    def _find(self, name_or_serial: str) -> tuple[list[CertificateRecord], int | None]:
+        serial = parse_serial(name_or_serial)
+        if serial is None:
+            return self._select("WHERE name = ?", (name_or_serial,)), None
+        return (
+            self._select("WHERE name = ? OR serial = ?", (name_or_serial, _format_serial(serial))),
+            serial,
+        )
+
+    def find(self, name_or_serial: str) -> list[CertificateRecord]:
+        """Certificates named ``name_or_serial`` and the one with that serial, if it parses as
+        one (a name may look like hex, e.g. ``cafe``: both interpretations are returned)."""
+        with self._read():
+            return self._find(name_or_serial)[0]
+
+    def list_all(self) -> list[CertificateRecord]:
+        with self._read():
+            return self._select()
+
+    def revoke(self, name_or_serial: str, now: datetime) -> list[CertificateRecord]:
+        """Revoke by serial (that certificate, even if expired) or by name (every currently
+        valid certificate of that name). Returns the records as revoked."""
+        with self._write():
+            matches, serial = self._find(name_or_serial)
+            if not matches:
+                raise RegistryError(f"{name_or_serial!r}: no such certificate")
+            targets = [
+                record
+                for record in matches
+                if record.revoked_at is None
+                and (record.serial == serial or record.status(now) == "valid")
+            ]
+            if not targets:
+                if all(record.revoked_at is not None for record in matches):
+                    raise RegistryError(f"{name_or_serial!r}: already revoked")
+                raise RegistryError(
+                    f"{name_or_serial!r}: no valid certificate to revoke (already expired;"
+                    " revoke it by serial to list it in the CRL anyway)"
+                )
+            stamp = _format_time(now)
+            for record in targets:
+                self._connection.execute(
+                    "UPDATE certificates SET revoked_at = ? WHERE serial = ?",
+                    (stamp, _format_serial(record.serial)),
+                )
+            revoked_at = _parse_time(stamp)
+            return [attrs.evolve(record, revoked_at=revoked_at) for record in targets]
+
+    def revoked(self) -> list[tuple[int, datetime]]:
+        """``(serial, revoked_at)`` of every revoked certificate, for ``build_crl``."""
+        with self._read():
+            rows = self._connection.execute(
+                "SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL"
+                " ORDER BY revoked_at, rowid"
+            ).fetchall()
+        return [(int(row["serial"], 16), _parse_time(row["revoked_at"])) for row in rows]
+
+    def valid_records(self, now: datetime) -> list[CertificateRecord]:
+        with self._read():
+            return [record for record in self._select() if record.status(now) == "valid"]
