@@ -20,7 +20,7 @@ from rail.config import Config
 from rail.config.listen import ListenSpec
 from rail.listener import Listener, ListenError
 from rail.pki.startup import PKIState, prepare_pki
-from rail.pki.tls import ClientAuth, ServerTLS, server_options
+from rail.pki.tls import ClientAuth, ServerTLS
 from rail.web.health import Readiness
 from rail.web.site import build_site
 
@@ -82,8 +82,8 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     if config.listen.https is not None:
-        auth = ClientAuth(ca=pki.ca.certificate, revoked=pki.revocations.current, required=False)
-        tls = ServerTLS(server_options(pki.server, auth))
+        auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
+        tls = ServerTLS(pki.server, auth)
         site = build_site(
             ca=pki.ca.certificate,
             revoked=pki.revocations.current,

@@ -42,10 +42,16 @@ class IssuedClient:
 
 
 def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None:
-    """Rewrite the CRL from the registry (the TLS layer picks it up on the next handshake)."""
+    """Rewrite the CRL from the registry (the TLS layer picks it up on the next handshake).
+
+    Rail's CRL is authoritative for Rail alone and rewritten on every change, so it is
+    valid until the CA expires: OpenSSL refuses every client once a CRL's nextUpdate has
+    passed, and a quiet week without revocations must not take the service down.
+    """
     with Registry.open(registry_path(data_dir)) as registry:
         revoked = registry.revoked()
-    write_crl(data_dir, build_crl(ca, revoked, now))
+    until_ca_expiry = ca.certificate.not_valid_after_utc - now
+    write_crl(data_dir, build_crl(ca, revoked, now, next_update=until_ca_expiry))
 
 
 def issue_client(

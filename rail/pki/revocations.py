@@ -1,10 +1,11 @@
 """Revoked client-certificate serials, as published in Rail's CRL file.
 
 The registry (SQLite) is the source of truth; every change to it rewrites the signed CRL
-atomically (``rail certs revoke``). The TLS layer asks :meth:`Revocations.current` on
-every handshake: one ``stat`` call, and a re-read only when the file was replaced, so a
-revocation takes effect on the very next connection without touching SQLite on the
-reactor thread.
+atomically (``rail certs revoke``). The TLS layer calls :meth:`Revocations.refresh` as
+each connection is created: one ``stat`` call, and a re-read only when the file was
+replaced, so a revocation takes effect on the very next connection without touching
+SQLite on the reactor thread. OpenSSL then checks the leaf against the parsed CRL itself
+(so a revoked client gets a "certificate revoked" alert, not a generic failure).
 """
 
 from __future__ import annotations
@@ -45,15 +46,33 @@ class Revocations:
         self._stat = stat
         self._seen: _Signature | None = None
         self._serials: frozenset[int] = frozenset()
+        self._crl: x509.CertificateRevocationList | None = None
+        self.generation = 0
+
+    @property
+    def crl(self) -> x509.CertificateRevocationList:
+        """The last good CRL (after :meth:`load`)."""
+        if self._crl is None:
+            raise RuntimeError("Revocations.load() was not called")
+        return self._crl
+
+    @property
+    def serials(self) -> frozenset[int]:
+        """Revoked serials as of the last refresh, without looking at the disk."""
+        return self._serials
 
     def load(self) -> None:
         """Read the CRL now; a missing or bad file is a start-up error."""
         try:
             signature = _signature(self._stat(self._path))
-            self._serials = self._read()
+            self._read()
         except (OSError, ValueError) as e:
             raise PKIError(f"{self._path}: {_reason(e)}") from e
         self._seen = signature
+
+    def refresh(self) -> None:
+        """Re-read the CRL if the file changed since the last look."""
+        self.current()
 
     def current(self) -> frozenset[int]:
         """Revoked serials as of the file on disk now.
@@ -69,7 +88,7 @@ class Revocations:
             return self._serials
         if signature != self._seen:
             try:
-                self._serials = self._read()
+                self._read()
             except (OSError, ValueError) as e:
                 _log.error(
                     "keeping previous revocations; CRL {path} unusable: {reason}",
@@ -81,9 +100,11 @@ class Revocations:
             self._seen = signature
         return self._serials
 
-    def _read(self) -> frozenset[int]:
+    def _read(self) -> None:
         crl = x509.load_pem_x509_crl(self._path.read_bytes())
-        return revoked_serials(crl, self._ca)
+        self._serials = revoked_serials(crl, self._ca)
+        self._crl = crl
+        self.generation += 1
 
 
 def _reason(error: Exception) -> str:

@@ -10,7 +10,7 @@ in for new connections without rebinding ports.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from rail.pki.clientauth import client_certificate_problem, verify_error_text
 from rail.pki.keys import PrivateKey
+from rail.pki.revocations import Revocations
 
 __all__ = ["ClientAuth", "ServerMaterial", "ServerTLS", "server_options"]
 
@@ -47,7 +48,7 @@ class ClientAuth:
     """
 
     ca: x509.Certificate
-    revoked: Callable[[], frozenset[int]]
+    revocations: Revocations
     required: bool
 
 
@@ -82,7 +83,11 @@ def server_options(material: ServerMaterial, client_auth: ClientAuth | None) -> 
     flags = SSL.VERIFY_PEER
     if client_auth.required:
         flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    context.set_verify(flags, _verifier(client_auth.revoked))
+    context.set_verify(flags, _verifier(lambda: client_auth.revocations.serials))
+    store = context.get_cert_store()
+    assert store is not None
+    store.add_crl(client_auth.revocations.crl)
+    store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
     # Name Rail's CA in the CertificateRequest so clients holding several certificates
     # (browsers, curl with a store) pick the right one.
     context.set_client_ca_list([ca.get_subject()])
@@ -146,24 +151,38 @@ def _peer(connection: SSL.Connection) -> str:
 
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
-    """A listener's current TLS options; :meth:`replace` affects new connections only."""
+    """A listener's current TLS context, rebuilt when its inputs change.
 
-    def __init__(self, options: CertificateOptions) -> None:
-        self._options = options
+    New material (:meth:`replace`: SIGHUP, ACME) or a new CRL affects new connections
+    only. A new CRL gets a whole new context rather than ``add_crl`` on the old store:
+    OpenSSL keeps every CRL added and may prefer an older one issued in the same second.
+    """
 
-    def replace(self, options: CertificateOptions) -> None:
-        self._options = options
+    def __init__(self, material: ServerMaterial, client_auth: ClientAuth | None) -> None:
+        self._client_auth = client_auth
+        self._material = material
+        self._options = server_options(material, client_auth)
+        self._generation = client_auth.revocations.generation if client_auth else 0
+
+    def replace(self, material: ServerMaterial) -> None:
+        """Build the context for new material now (errors surface to the caller)."""
+        self._options = server_options(material, self._client_auth)
+        self._material = material
+
+    def _current(self) -> CertificateOptions:
+        auth = self._client_auth
+        if auth is not None:
+            auth.revocations.refresh()
+            if auth.revocations.generation != self._generation:
+                self._options = server_options(self._material, auth)
+                self._generation = auth.revocations.generation
+        return self._options
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = self._options.serverConnectionForTLS(tlsProtocol)
+        connection = self._current().serverConnectionForTLS(tlsProtocol)
         connection.set_app_data(tlsProtocol)
         return connection
 
     def getContext(self) -> SSL.Context:
         """The current context, for STARTTLS callers that want an old-style factory."""
-        return self._options.getContext()
-
-
-def material_from(chain: Sequence[x509.Certificate], key: PrivateKey) -> ServerMaterial:
-    """Pair a loaded chain and key (convenience for wiring and tests)."""
-    return ServerMaterial(chain=tuple(chain), key=key)
+        return self._current().getContext()
