@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from rail.config import Config, ConfigError, load_config
-from rail.pki.files import PKIError, load_or_create_ca
-from rail.pki.inspect import info_to_json, inspect_certificate, parse_certificate
+from rail.pki.files import PKIError, load_ca
+from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
 from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client, revoke
@@ -65,10 +65,6 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     from rail.devsetup import init_dev
 
-    if not args.dev:
-        raise _CommandError(
-            2, ["rail init: only --dev is supported; write production configs by hand"]
-        )
     setup = init_dev(Path(args.directory), args.hostname, args.https_port, _now())
     d = setup.directory
     https = setup.config.listen.https
@@ -109,16 +105,19 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     print(f"issued {record.name}: serial {record.serial:x}, {record.key_type}")
     print(f"  senders  {', '.join(record.senders)}")
     print(f"  webhook  {record.webhook or '(none)'}")
-    print(f"  expires  {_rfc3339(record.not_after)}")
-    print(f"  wrote    {issued.certificate_path} and {issued.key_path} (mode 0600)")
+    print(f"  expires  {format_time(record.not_after)}")
+    print(f"  wrote    {issued.certificate_path} and {issued.key_path} (key mode 0600)")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args.config)
     now = _now()
-    with Registry.open(registry_path(config.data_dir)) as registry:
-        records = registry.list_all()
+    path = registry_path(config.data_dir)
+    records = []
+    if path.exists():  # listing must not create a data directory
+        with Registry.open(path) as registry:
+            records = registry.list_all()
     if args.json:
         rows = [
             {
@@ -127,9 +126,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 "senders": list(r.senders),
                 "webhook": r.webhook,
                 "key_type": r.key_type,
-                "not_after": _rfc3339(r.not_after),
+                "not_after": format_time(r.not_after),
                 "status": r.status(now),
-                "revoked_at": _rfc3339(r.revoked_at) if r.revoked_at else None,
+                "revoked_at": format_time(r.revoked_at) if r.revoked_at else None,
             }
             for r in records
         ]
@@ -141,7 +140,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             r.name,
             format(r.serial, "x"),
             r.status(now),
-            _rfc3339(r.not_after),
+            format_time(r.not_after),
             ",".join(r.senders),
             r.webhook or "-",
         )
@@ -172,7 +171,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _CommandError(1, [f"{args.file}: {e}"]) from None
     now = _now()
-    ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
+    ca = load_ca(config.data_dir)
     with Registry.open(registry_path(config.data_dir)) as registry:
         revoked = frozenset(serial for serial, _when in registry.revoked())
     info = inspect_certificate(certificate, ca.certificate, revoked, now)
@@ -180,8 +179,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -200,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a development set-up")
     p.add_argument("--dev", metavar="DIR", dest="directory", required=True)
     p.add_argument("--hostname", default="rail.test")
-    p.add_argument("--https-port", type=int, default=8443)
+    p.add_argument("--https-port", type=_port, default=8443)
     p.set_defaults(func=_cmd_init, dev=True)
 
     p = sub.add_parser("config-check", help="validate a configuration file")
@@ -250,6 +251,10 @@ def run(argv: Sequence[str]) -> int:
         for line in e.lines:
             sys.stderr.write(f"{line}\n")
         return e.code
+    except ConfigError as e:
+        for problem in e.problems:
+            sys.stderr.write(f"rail: {problem}\n")
+        return 2
     except OperationError as e:
         for line in e.problems:
             sys.stderr.write(f"rail: {line}\n")

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import attrs
+import yaml
 
-from rail.config import Config, load_config
+from rail.config import Config, load_config, parse_config
 from rail.config.render import dev_config_yaml
 from rail.pki.files import load_or_create_ca, load_or_create_server_material, write_file_atomic
 from rail.pki.issue import ClientRequest
@@ -38,12 +39,16 @@ class DevSetup:
 
 
 def init_dev(directory: Path, hostname: str, https_port: int, now: datetime) -> DevSetup:
-    """Create (or reuse) a development set-up under ``directory``."""
-    ensure_directory(directory)
+    """Create (or reuse) a development set-up under ``directory``.
+
+    Raises ``ConfigError`` before writing anything if the hostname or port is unusable.
+    """
     config_path = directory / "rail.yaml"
     created = not config_path.exists()
     if created:
         text = dev_config_yaml(hostname=hostname, data_dir="data", https_port=https_port)
+        parse_config(yaml.safe_load(text), directory.absolute())
+        ensure_directory(directory)
         write_file_atomic(config_path, text.encode("utf-8"), 0o644)
     config = load_config(config_path)
     ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)

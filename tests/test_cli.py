@@ -114,6 +114,15 @@ class CertsTests(_CLITestCase):
         self.assertEqual(self.rail("certs", "revoke", "--config", str(self.config), "myapp")[0], 0)
         self.assertEqual(self.issue("myapp", "--force")[0], 0)
 
+    def test_output_path_is_a_directory(self) -> None:
+        """An output path that is a directory is refused before anything is recorded."""
+        (self.dir / "myapp.key").mkdir()
+        code, out, err = self.issue("myapp", "--force")
+        self.assertEqual(code, 2)
+        self.assertIn("myapp.key: exists and is not a regular file", err)
+        code, out, err = self.rail("certs", "list", "--config", str(self.config), "--json")
+        self.assertEqual(json.loads(out), [])
+
     def test_existing_files_not_overwritten(self) -> None:
         """Issuing over existing files is refused unless --force."""
         (self.dir / "myapp.key").write_text("precious")
@@ -153,6 +162,7 @@ class CertsTests(_CLITestCase):
 
     def test_inspect_garbage(self) -> None:
         """Inspecting a non-certificate is one line naming the file, exit 1."""
+        self.issue()
         junk = self.dir / "junk.crt"
         junk.write_text("hello")
         code, out, err = self.rail("certs", "inspect", "--config", str(self.config), str(junk))
@@ -169,7 +179,30 @@ class CertsTests(_CLITestCase):
         self.assertIn("ca.key", err)
 
 
+class ReadOnlyTests(_CLITestCase):
+    def test_inspect_and_revoke_need_an_existing_ca(self) -> None:
+        """inspect and revoke never create a CA; without one they fail with exit 1."""
+        junk = self.dir / "x.crt"
+        junk.write_text("hello")
+        for args in (("certs", "revoke", "--config", str(self.config), "app"),):
+            code, out, err = self.rail(*args)
+            self.assertEqual(code, 1)
+            self.assertIn("ca.crt: missing", err)
+        self.assertFalse((self.dir / "data" / "ca" / "ca.key").exists())
+
+
 class InitTests(_CLITestCase):
+    def test_bad_hostname_or_port_writes_nothing(self) -> None:
+        """init --dev refuses a bad hostname or port (exit 2) before writing anything."""
+        target = self.dir / "dev"
+        code, out, err = self.rail("init", "--dev", str(target), "--hostname", "bad host")
+        self.assertEqual(code, 2)
+        self.assertTrue(err.startswith("rail: hostname: "), err)
+        code, out, err = self.rail("init", "--dev", str(target), "--https-port", "99999")
+        self.assertEqual(code, 2)
+        self.assertIn("--https-port", err)
+        self.assertFalse(target.exists())
+
     def test_init_dev_is_idempotent(self) -> None:
         """init --dev creates config, CA, server and sample client; a rerun reuses them."""
         target = self.dir / "dev"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from rail.config.errors import ROOT, ConfigError, Problem, index_path, key_path
+from rail.config.errors import ConfigError, Problem, index_path, key_path
 from rail.config.parse import parse_config
 from rail.config.schema import Config
 
@@ -49,7 +49,7 @@ class _StrictLoader(yaml.SafeLoader):
         """The single document in the stream, and one problem per repeated key."""
         node = self.get_single_node()
         if node is None:
-            raise ConfigError([Problem(ROOT, "empty file")])
+            raise ConfigError([Problem(self.name, "empty file")])
         duplicates = list(_duplicate_keys(node, "", set()))
         return self.construct_document(node), duplicates
 
@@ -63,6 +63,7 @@ def _load_yaml(name: str, data: bytes) -> tuple[object, list[Problem]]:
         ) from None
     try:
         loader = _StrictLoader(text)
+        loader.name = name  # so problems about the whole file name the file
         try:
             return loader.load_checked()
         finally:

@@ -9,7 +9,15 @@ TLS glue only has to map a problem to a refused handshake.
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from rail.pki.inspect import (
+    PROBLEM_CA_CERTIFICATE,
+    PROBLEM_MALFORMED_EXTENSIONS,
+    PROBLEM_NOT_CLIENT,
+    PROBLEM_REVOKED,
+    allows_client_auth,
+    is_ca,
+)
 
 __all__ = ["client_certificate_problem", "verify_error_text"]
 
@@ -19,20 +27,14 @@ def client_certificate_problem(
 ) -> str | None:
     """Return why an already chain-verified leaf must still be refused, or None."""
     try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        pass
-    else:
-        if constraints.value.ca:
-            return "is a CA certificate"
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
-        return "not a client certificate (no extended key usage)"
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in usage.value:
-        return "not a client certificate (no clientAuth extended key usage)"
+        if is_ca(certificate):
+            return PROBLEM_CA_CERTIFICATE
+        if not allows_client_auth(certificate):
+            return PROBLEM_NOT_CLIENT
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return PROBLEM_MALFORMED_EXTENSIONS
     if certificate.serial_number in revoked_serials:
-        return "revoked"
+        return PROBLEM_REVOKED
     return None
 
 
@@ -40,15 +42,18 @@ def client_certificate_problem(
 # reads in the log; anything else is reported by number.
 _VERIFY_ERRORS = {
     2: "issuer certificate not found",
+    3: "no revocation list for the issuer",
     7: "certificate signature failure",
     9: "not yet valid",
     10: "expired",
+    12: "revocation list expired",
     18: "self-signed certificate",
     19: "self-signed certificate in chain",
     20: "not issued by this Rail CA",
     21: "not issued by this Rail CA",
     23: "revoked",
     24: "invalid CA certificate",
+    25: "chain too long (Rail's CA issues no intermediates)",
     26: "not a client certificate (wrong purpose)",
     28: "certificate rejected",
 }

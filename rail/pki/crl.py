@@ -97,3 +97,11 @@ def revoked_serials(
     if not valid:
         raise ValueError("CRL signature does not verify with the CA key")
     return frozenset(entry.serial_number for entry in crl)
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    """The CRL's sequence number (RFC 5280 §5.2.3); -1 when absent."""
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return -1

@@ -205,7 +205,7 @@ def _make_directory(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def directory_lock(directory: Path) -> Iterator[None]:
     """Serialise creators across processes (the CLI and a starting server may race)."""
     path = directory / ".lock"
     try:
@@ -237,7 +237,7 @@ def load_or_create_ca(
     except OSError as e:
         raise PKIError(f"{e.filename}: cannot create directory ({e.strerror})") from e
     cert_path, key_path = ca_cert_path(data_dir), ca_key_path(data_dir)
-    with _locked(cert_path.parent):
+    with directory_lock(cert_path.parent):
         cert_exists, key_exists = cert_path.exists(), key_path.exists()
         if cert_exists and key_exists:
             return load_ca(data_dir), False
@@ -335,7 +335,7 @@ def load_or_create_server_material(
         _make_directory(cert_path.parent)
     except OSError as e:
         raise PKIError(f"{e.filename}: cannot create directory ({e.strerror})") from e
-    with _locked(cert_path.parent):
+    with directory_lock(cert_path.parent):
         try:
             chain, key = load_server_material(cert_path, key_path, now=now)
         except PKIError:

@@ -60,12 +60,18 @@ def parse_certificate(data: bytes) -> x509.Certificate:
     try:
         match = _PEM_CERTIFICATE.search(data)
         if match is not None:
-            return x509.load_pem_x509_certificate(match.group(0))
-        if b"-----BEGIN" in data:
+            certificate = x509.load_pem_x509_certificate(match.group(0))
+        elif b"-----BEGIN" in data:
             raise ValueError(_NOT_A_CERTIFICATE)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as e:
+        else:
+            certificate = x509.load_der_x509_certificate(data)
+        # cryptography decodes names lazily and raises TypeError/ValueError on malformed
+        # ones (a BIT STRING CN, bad UTF-8); decide here, not in the middle of a reply.
+        certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()
+    except (ValueError, TypeError) as e:
         raise ValueError(_NOT_A_CERTIFICATE) from e
+    return certificate
 
 
 @attrs.frozen
@@ -134,14 +140,14 @@ def certificate_identity(
     return _common_name(cert), senders, webhook
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
 
 
-def _allows_client_auth(cert: x509.Certificate) -> bool:
+def allows_client_auth(cert: x509.Certificate) -> bool:
     """A certificate without any EKU is "any purpose" to OpenSSL, but Rail wants the issuer to
     have said "client" explicitly: its own certificates always do."""
     try:
@@ -173,12 +179,12 @@ def inspect_certificate(
     webhook: str | None = None
     try:
         senders, webhook = _senders_and_webhook(cert)
-        is_ca = _is_ca(cert)
-        client_auth = _allows_client_auth(cert)
+        ca_flag = is_ca(cert)
+        client_auth = allows_client_auth(cert)
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
         problems.append(PROBLEM_MALFORMED_EXTENSIONS)
     else:
-        if is_ca:
+        if ca_flag:
             problems.append(PROBLEM_CA_CERTIFICATE)
         if not client_auth:
             problems.append(PROBLEM_NOT_CLIENT)

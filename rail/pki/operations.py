@@ -12,15 +12,21 @@ from datetime import datetime
 from pathlib import Path
 
 import attrs
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from rail.config import Config
 from rail.pki.ca import CertificateAuthority
-from rail.pki.crl import build_crl
-from rail.pki.files import PKIError, load_or_create_ca, write_crl, write_file_atomic
-from rail.pki.inspect import inspect_certificate
+from rail.pki.crl import build_crl, crl_number, parse_crl
+from rail.pki.files import (
+    PKIError,
+    crl_path,
+    directory_lock,
+    load_ca,
+    load_or_create_ca,
+    write_crl,
+    write_key_pair,
+)
 from rail.pki.issue import ClientRequest, check_client_request, issue_client_certificate
-from rail.pki.keys import generate_private_key, private_key_pem
+from rail.pki.keys import generate_private_key
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 
 __all__ = ["IssuedClient", "OperationError", "issue_client", "publish_crl", "revoke"]
@@ -48,10 +54,23 @@ def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None
     valid until the CA expires: OpenSSL refuses every client once a CRL's nextUpdate has
     passed, and a quiet week without revocations must not take the service down.
     """
-    with Registry.open(registry_path(data_dir)) as registry:
-        revoked = registry.revoked()
     until_ca_expiry = ca.certificate.not_valid_after_utc - now
-    write_crl(data_dir, build_crl(ca, revoked, now, next_update=until_ca_expiry))
+    # Under the CA lock so two publishers cannot write an older list last, and numbered
+    # strictly above the current file (servers refuse a lower number as a replay), even
+    # if the clock went backwards.
+    with directory_lock(crl_path(data_dir).parent):
+        with Registry.open(registry_path(data_dir)) as registry:
+            revoked = registry.revoked()
+        number = max(_current_crl_number(data_dir) + 1, int(now.timestamp()))
+        crl = build_crl(ca, revoked, now, next_update=until_ca_expiry, crl_number=number)
+        write_crl(data_dir, crl)
+
+
+def _current_crl_number(data_dir: Path) -> int:
+    try:
+        return crl_number(parse_crl(crl_path(data_dir).read_bytes()))
+    except (OSError, ValueError):
+        return -1
 
 
 def issue_client(
@@ -61,47 +80,42 @@ def issue_client(
     problems = check_client_request(request, config.webhooks.allow_http_loopback)
     certificate_path = out_dir / f"{request.name}.crt"
     key_path = out_dir / f"{request.name}.key"
-    if not problems and not force:
-        problems = [
-            f"{path}: already exists (use --force to overwrite, or --out DIR)"
-            for path in (certificate_path, key_path)
-            if path.exists()
-        ]
-    if not problems and not out_dir.is_dir():
-        problems = [f"--out {out_dir}: not a directory"]
+    if not problems:
+        problems = _output_problems(out_dir, (certificate_path, key_path), force)
     if problems:
         raise OperationError(problems)
     ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
     key = generate_private_key(request.key_type)
     certificate = issue_client_certificate(ca, request, key.public_key(), now)
-    info = inspect_certificate(certificate, ca.certificate, frozenset(), now)
-    pem = certificate.public_bytes(Encoding.PEM)
-    record = CertificateRecord(
-        serial=certificate.serial_number,
-        name=request.name,
-        senders=info.senders,
-        webhook=info.webhook,
-        key_type=info.key_type,
-        not_before=info.not_before,
-        not_after=info.not_after,
-        issued_at=now,
-        revoked_at=None,
-        fingerprint_sha256=info.fingerprint_sha256,
-        pem=pem,
-    )
+    record = CertificateRecord.from_certificate(certificate, now)
     with Registry.open(registry_path(config.data_dir)) as registry:
         registry.add(record)
-    try:
-        write_file_atomic(key_path, private_key_pem(key), 0o600)
-        write_file_atomic(certificate_path, pem, 0o644)
-    except OSError as e:
-        raise PKIError(f"{e.filename}: {e.strerror}") from e
+        try:
+            write_key_pair(certificate_path, key_path, certificate, key)
+        except PKIError:
+            # Nobody holds this certificate: retire it so the name is free again.
+            registry.revoke(format(record.serial, "x"), now)
+            raise
     return IssuedClient(record=record, certificate_path=certificate_path, key_path=key_path)
+
+
+def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> list[str]:
+    if not out_dir.is_dir():
+        return [f"--out {out_dir}: not a directory"]
+    if not os.access(out_dir, os.W_OK):
+        return [f"--out {out_dir}: not writable"]
+    problems = []
+    for path in paths:
+        if path.exists() and not path.is_file():
+            problems.append(f"{path}: exists and is not a regular file")
+        elif path.exists() and not force:
+            problems.append(f"{path}: already exists (use --force to overwrite, or --out DIR)")
+    return problems
 
 
 def revoke(config: Config, name_or_serial: str, now: datetime) -> list[CertificateRecord]:
     """Revoke in the registry, then publish the CRL so running servers refuse at once."""
-    ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
+    ca = load_ca(config.data_dir)
     with Registry.open(registry_path(config.data_dir)) as registry:
         revoked = registry.revoke(name_or_serial, now)
     publish_crl(config.data_dir, ca, now)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from twisted.logger import Logger
 
-from rail.pki.crl import revoked_serials
+from rail.pki.crl import crl_number, parse_crl, revoked_serials
 from rail.pki.files import PKIError
 
 __all__ = ["Revocations"]
@@ -47,6 +47,7 @@ class Revocations:
         self._seen: _Signature | None = None
         self._serials: frozenset[int] = frozenset()
         self._crl: x509.CertificateRevocationList | None = None
+        self._number = -1
         self.generation = 0
 
     @property
@@ -70,22 +71,23 @@ class Revocations:
             raise PKIError(f"{self._path}: {_reason(e)}") from e
         self._seen = signature
 
-    def refresh(self) -> None:
-        """Re-read the CRL if the file changed since the last look."""
-        self.current()
-
     def current(self) -> frozenset[int]:
-        """Revoked serials as of the file on disk now.
+        """Revoked serials as of the file on disk now (see :meth:`refresh`)."""
+        self.refresh()
+        return self._serials
 
-        A CRL that disappears or fails to verify after start-up keeps the last good set
-        (refusing every client because of a damaged file would take the service down)
-        and is logged as an error until it is fixed.
+    def refresh(self) -> None:
+        """Re-read the CRL if the file changed since the last look.
+
+        A CRL that disappears, fails to verify or is older than the loaded one (a replayed
+        file would un-revoke) keeps the last good set (refusing every client because of a
+        damaged file would take the service down) and is logged as an error.
         """
         try:
             signature = _signature(self._stat(self._path))
         except OSError as e:
             _log.error("cannot stat CRL {path}: {reason}", path=str(self._path), reason=str(e))
-            return self._serials
+            return
         if signature != self._seen:
             try:
                 self._read()
@@ -98,12 +100,14 @@ class Revocations:
             else:
                 _log.info("revocations reloaded: {count} revoked", count=len(self._serials))
             self._seen = signature
-        return self._serials
 
     def _read(self) -> None:
-        crl = x509.load_pem_x509_crl(self._path.read_bytes())
-        self._serials = revoked_serials(crl, self._ca)
-        self._crl = crl
+        crl = parse_crl(self._path.read_bytes())
+        serials = revoked_serials(crl, self._ca)
+        number = crl_number(crl)
+        if number < self._number:
+            raise ValueError(f"CRL number {number} is older than the loaded {self._number}")
+        self._serials, self._crl, self._number = serials, crl, number
         self.generation += 1
 
 

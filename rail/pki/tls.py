@@ -114,7 +114,10 @@ def _verifier(revoked: Callable[[], frozenset[int]]) -> Callable[..., bool]:
         connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
     ) -> bool:
         if not ok:
-            _refused(connection, certificate, verify_error_text(errno))
+            reason = verify_error_text(errno)
+            if depth > 0:
+                reason = f"{reason} (in the chain, depth {depth})"
+            _refused(connection, certificate, reason)
             return False
         if depth != 0:
             return True
@@ -130,10 +133,14 @@ def _verifier(revoked: Callable[[], frozenset[int]]) -> Callable[..., bool]:
 
 def _refused(connection: SSL.Connection, certificate: crypto.X509, reason: str) -> None:
     leaf = certificate.to_cryptography()
-    names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    try:
+        names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        cn = str(names[0].value) if names else ""
+    except (ValueError, TypeError):  # malformed name: still log the refusal
+        cn = "(malformed subject)"
     _log.info(
         "refused client certificate {cn!r} serial {serial} from {peer}: {reason}",
-        cn=str(names[0].value) if names else "",
+        cn=cn,
         serial=format(leaf.serial_number, "x"),
         peer=_peer(connection),
         reason=reason,

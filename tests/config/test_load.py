@@ -108,8 +108,9 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_empty_file(self) -> None:
         """A file with no document, or only comments, is an empty file."""
-        self.assertEqual(self._problems(self._write("")), ["(config): empty file"])
-        self.assertEqual(self._problems(self._write("# nothing\n")), ["(config): empty file"])
+        for text in ("", "# nothing\n"):
+            path = self._write(text)
+            self.assertEqual(self._problems(path), [f"{path}: empty file"])
 
     def test_null_document(self) -> None:
         """A document that is only null is not a mapping."""

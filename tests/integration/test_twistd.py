@@ -80,6 +80,7 @@ class TwistdTests(TestCase):
     def test_sigterm_drains_then_exits(self) -> Any:
         """On SIGTERM /readyz answers 503 during the drain delay, then Rail shuts down."""
         server = start_twistd(["rail", "--config", self.config])
+        self.addCleanup(self.stop, server)
         yield wait_for_port(self.port, server)
         out, err, code = yield self.curl(
             "-w", "%{http_code}", "-o", os.devnull, self.url("/readyz")

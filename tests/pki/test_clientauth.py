@@ -30,7 +30,7 @@ class ClientCertificateProblemTests(SynchronousTestCase):
         cert, _ = build_certificate(self.ca, usages=None)
         self.assertEqual(
             client_certificate_problem(cert, frozenset()),
-            "not a client certificate (no extended key usage)",
+            "not a client certificate (no clientAuth extended key usage)",
         )
 
     def test_server_auth_only(self) -> None:

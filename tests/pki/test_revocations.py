@@ -10,7 +10,7 @@ from cryptography import x509
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from rail.pki.crl import build_crl, crl_pem
+from rail.pki.crl import build_crl, crl_number, crl_pem, parse_crl
 from rail.pki.files import PKIError, crl_path, load_or_create_ca, write_file_atomic
 from rail.pki.operations import publish_crl
 from rail.pki.revocations import Revocations
@@ -96,3 +96,36 @@ class NextUpdateTests(SynchronousTestCase):
         crl = x509.load_pem_x509_crl(crl_path(data).read_bytes())
         self.assertEqual(crl.next_update_utc, ca.certificate.not_valid_after_utc)
         self.assertGreater(crl.next_update_utc - NOW, timedelta(days=3000))
+
+
+class ReplayTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.ca = make_ca()
+        self.path = Path(self.mktemp())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.revocations = Revocations(self.path, self.ca.certificate)
+
+    def write(self, number: int, *serials: int) -> None:
+        crl = build_crl(self.ca, [(s, NOW) for s in serials], NOW, crl_number=number)
+        write_file_atomic(self.path, crl_pem(crl), 0o644)
+
+    def test_older_crl_is_not_loaded(self) -> None:
+        """Putting back an older signed CRL does not un-revoke anything."""
+        self.write(10)
+        self.revocations.load()
+        self.write(11, 5)
+        self.assertEqual(self.revocations.current(), frozenset({5}))
+        self.write(10)
+        with capturedLogs() as events:
+            self.assertEqual(self.revocations.current(), frozenset({5}))
+        self.assertTrue(any(e["log_level"] is LogLevel.error for e in events))
+
+    def test_publish_numbers_increase_when_clock_goes_back(self) -> None:
+        """publish_crl numbers each CRL above the last even if the clock went backwards."""
+        data = Path(self.mktemp())
+        ca, _ = load_or_create_ca(data, "rail.test", NOW)
+        publish_crl(data, ca, NOW)
+        first = crl_number(parse_crl(crl_path(data).read_bytes()))
+        publish_crl(data, ca, NOW - timedelta(hours=1))
+        second = crl_number(parse_crl(crl_path(data).read_bytes()))
+        self.assertEqual(second, first + 1)
