@@ -65,7 +65,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     from rail.devsetup import init_dev
 
-    setup = init_dev(Path(args.directory), args.hostname, args.https_port, _now())
+    setup = init_dev(
+        Path(args.directory),
+        args.hostname,
+        args.https_port,
+        _now(),
+        submission_port=args.submission_port,
+    )
     d = setup.directory
     https = setup.config.listen.https
     port = https.port if https is not None else "(disabled)"
@@ -202,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", metavar="DIR", dest="directory", required=True)
     p.add_argument("--hostname", default="rail.test")
     p.add_argument("--https-port", type=_port, default=8443)
+    p.add_argument("--submission-port", type=_port, default=8465)
     p.set_defaults(func=_cmd_init, dev=True)
 
     p = sub.add_parser("config-check", help="validate a configuration file")

@@ -24,6 +24,7 @@ from rail.pki.operations import ensure_directory, issue_client, publish_crl
 __all__ = ["DevSetup", "init_dev"]
 
 DEV_HTTPS_PORT = 8443
+DEV_SUBMISSION_PORT = 8465
 SAMPLE_CLIENT = "app"
 
 
@@ -38,7 +39,13 @@ class DevSetup:
     client_key: Path
 
 
-def init_dev(directory: Path, hostname: str, https_port: int, now: datetime) -> DevSetup:
+def init_dev(
+    directory: Path,
+    hostname: str,
+    https_port: int,
+    now: datetime,
+    submission_port: int = DEV_SUBMISSION_PORT,
+) -> DevSetup:
     """Create (or reuse) a development set-up under ``directory``.
 
     Raises ``ConfigError`` before writing anything if the hostname or port is unusable.
@@ -46,7 +53,12 @@ def init_dev(directory: Path, hostname: str, https_port: int, now: datetime) -> 
     config_path = directory / "rail.yaml"
     created = not config_path.exists()
     if created:
-        text = dev_config_yaml(hostname=hostname, data_dir="data", https_port=https_port)
+        text = dev_config_yaml(
+            hostname=hostname,
+            data_dir="data",
+            https_port=https_port,
+            submission_port=submission_port,
+        )
         parse_config(yaml.safe_load(text), directory.absolute())
         ensure_directory(directory)
         write_file_atomic(config_path, text.encode("utf-8"), 0o644)

@@ -14,15 +14,16 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
+    IHandshakeListener,
     IListeningPort,
     IProtocolNegotiationFactory,
     IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 __all__ = ["ListenError", "Listener", "TrackingFactory"]
 
@@ -33,8 +34,20 @@ class ListenError(Exception):
     """A port could not be bound; the message names the config key and the reason."""
 
 
+@implementer(IHandshakeListener)
+class _TrackedProtocol(ProtocolWrapper):
+    """Passes the TLS handshake notification through, which ProtocolWrapper does not:
+    the SMTP session takes the client's identity from it."""
+
+    def handshakeCompleted(self) -> None:
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+
 class TrackingFactory(WrappingFactory):
     """Remembers live connections so they can be closed, and tells when all are gone."""
+
+    protocol = _TrackedProtocol
 
     def __init__(self, wrapped: Any) -> None:
         super().__init__(wrapped)

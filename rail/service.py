@@ -21,6 +21,11 @@ from rail.config.listen import ListenSpec
 from rail.listener import Listener, ListenError
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
+from rail.smtp.factory import SMTPServerFactory
+from rail.smtp.server import SMTPLimits
+from rail.smtp.submission import SubmissionSession
+from rail.store.service import StoreService
+from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
 from rail.web.site import build_site
 
@@ -79,8 +84,16 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
     """Build the whole tree; ``pki`` may be passed in by tests that prepared it."""
     if pki is None:
         pki = prepare_pki(config, datetime.fromtimestamp(reactor.seconds(), UTC))
+    store = SQLiteStore.open(
+        config.data_dir / "queue",
+        reactor,
+        max_queued=config.storage.max_queued,
+        min_free_bytes=config.storage.min_free_space,
+    )
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
+    # First child, so it stops last: after every listener has closed.
+    StoreService(store).setServiceParent(root)
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
@@ -93,4 +106,26 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             idle_timeout=config.limits.http_idle_timeout,
         )
         _listener(reactor, config.listen.https, tls, site, "https").setServiceParent(root)
+    if config.listen.submission is not None:
+        auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
+        factory = SMTPServerFactory(
+            lambda: SubmissionSession(store, reactor, config.hostname),
+            hostname=config.hostname,
+            limits=smtp_limits(config),
+            clock=reactor,
+        )
+        _listener(
+            reactor, config.listen.submission, ServerTLS(pki.server, auth), factory, "submission"
+        ).setServiceParent(root)
     return root
+
+
+def smtp_limits(config: Config) -> SMTPLimits:
+    limits = config.limits
+    return SMTPLimits(
+        message_size=limits.message_size,
+        max_recipients=limits.max_recipients,
+        idle_timeout=limits.smtp_idle_timeout,
+        transaction_timeout=limits.smtp_transaction_timeout,
+        bad_commands=limits.smtp_bad_commands,
+    )

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from rail.config import ConfigError, load_config
 from rail.pki.files import PKIError
+from rail.store.model import StoreUnavailableError
 
 __all__ = ["Options", "makeService"]
 
@@ -41,6 +42,6 @@ def makeService(options: Any) -> IService:
         raise SystemExit(2) from None
     try:
         return build_service(config, reactor)
-    except PKIError as e:
+    except (PKIError, StoreUnavailableError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None

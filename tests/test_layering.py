@@ -21,6 +21,16 @@ _PURE = [
     "pki/crl.py",
     "pki/names.py",
     "pki/clientauth.py",
+    "policy",
+    "mail",
+    "smtp/commands.py",
+    "smtp/framing.py",
+    "smtp/session.py",
+    "store/model.py",
+    "store/ids.py",
+    "store/writer.py",
+    "store/schema.py",
+    "store/inspect.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

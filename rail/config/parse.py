@@ -19,7 +19,17 @@ from typing import Any, get_args
 
 from rail.config import readers as r
 from rail.config.errors import ConfigError, Problem
-from rail.config.schema import PKI, TLS, Config, KeyType, Limits, Listen, Shutdown, Webhooks
+from rail.config.schema import (
+    PKI,
+    TLS,
+    Config,
+    KeyType,
+    Limits,
+    Listen,
+    Shutdown,
+    Storage,
+    Webhooks,
+)
 
 __all__ = ["parse_config"]
 
@@ -59,7 +69,7 @@ def _tls_problem(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-_LISTEN = r.section(Listen, {"https": r.listener})
+_LISTEN = r.section(Listen, {"https": r.listener, "submission": r.listener})
 
 _TLS = r.section(
     TLS,
@@ -86,7 +96,17 @@ _LIMITS = r.section(
     {
         "http_body_size": r.size("1KB", "100MB"),
         "http_idle_timeout": r.duration("1s", "1h"),
+        "message_size": r.size("1KB", "1GB"),
+        "max_recipients": r.integer(1, 10_000),
+        "smtp_idle_timeout": r.duration("10s", "1h"),
+        "smtp_transaction_timeout": r.duration("10s", "1h"),
+        "smtp_bad_commands": r.integer(1, 1000),
     },
+)
+
+_STORAGE = r.section(
+    Storage,
+    {"max_queued": r.integer(1, 1_000_000_000), "min_free_space": r.size("0B", "1024GB")},
 )
 
 _SHUTDOWN = r.section(Shutdown, {"drain_delay": r.duration("0s", "10m")})
@@ -102,6 +122,7 @@ _CONFIG = r.section(
         "pki": _PKI,
         "webhooks": _WEBHOOKS,
         "limits": _LIMITS,
+        "storage": _STORAGE,
         "shutdown": _SHUTDOWN,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},

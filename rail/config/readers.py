@@ -32,6 +32,7 @@ __all__ = [
     "choice",
     "domain_name",
     "duration",
+    "integer",
     "kind",
     "list_of",
     "listener",
@@ -205,6 +206,19 @@ def duration(low: str, high: str) -> Reader:
         if not bounds[0] <= seconds <= bounds[1]:
             raise InvalidError(f'expected a duration from "{low}" to "{high}", got {value!r}')
         return seconds
+
+    return read
+
+
+def integer(low: int, high: int) -> Reader:
+    """A reader of whole numbers from ``low`` to ``high`` (booleans and floats refused)."""
+
+    def read(value: object, at: Cursor) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidError(f"expected a whole number, got {kind(value)}")
+        if not low <= value <= high:
+            raise InvalidError(f"expected a number from {low} to {high}, got {value}")
+        return value
 
     return read
 

@@ -30,7 +30,8 @@ local_domains: [{hostname}]
 # Listeners are Twisted endpoint descriptions; null disables one. They stay on
 # 127.0.0.1: listening on other addresses is an explicit choice.
 listen:
-  https: {https}
+  https: {https}            # HTTPS API: send, who, health
+  submission: {submission}  # SMTPS (implicit TLS) for apps, client certificate required
 
 # Where the server certificate comes from: self_signed (issued by Rail's CA,
 # for development) or cert_file and key_file (PEM files, for production).
@@ -46,24 +47,42 @@ webhooks:
   allow_http_loopback: true  # accept http:// webhooks on localhost, for local apps
 
 limits:
-  http_body_size: 1MB        # largest HTTP request body Rail reads
+  http_body_size: 36MB       # largest HTTP request body Rail reads
   http_idle_timeout: 60s     # idle HTTP connections are closed after this
+  message_size: 25MB         # largest message (SMTP SIZE, DATA, API)
+  max_recipients: 100        # recipients per message
+  smtp_idle_timeout: 5m      # idle SMTP sessions are closed (421 4.4.2)
+  smtp_transaction_timeout: 10m  # MAIL to end of DATA
+  smtp_bad_commands: 10      # errors before an SMTP session is closed (421 4.7.0)
+
+# The durable queue under data_dir/queue.
+storage:
+  max_queued: 1000000        # beyond this, new mail is refused as temporary (452 4.3.1)
+  min_free_space: 100MB      # free disk below this refuses new mail as temporary
 
 shutdown:
   drain_delay: {drain_delay}  # /readyz answers 503 this long before listeners close
 """
 
 
-def dev_config_yaml(hostname: str, data_dir: str, https_port: int, drain_delay: str = "1s") -> str:
+def dev_config_yaml(
+    hostname: str,
+    data_dir: str,
+    https_port: int,
+    drain_delay: str = "1s",
+    submission_port: int = 8465,
+) -> str:
     """A commented development ``rail.yaml`` for ``hostname``, keeping data in ``data_dir``.
 
     Values are written as JSON strings, which YAML reads unchanged, so no name or path can
     be mistaken for another YAML type or break the document.
     """
     https = ListenSpec(kind="tcp", port=https_port, interface="127.0.0.1").description
+    submission = ListenSpec(kind="tcp", port=submission_port, interface="127.0.0.1").description
     return _TEMPLATE.format(
         hostname=json.dumps(hostname),
         data_dir=json.dumps(data_dir),
         https=json.dumps(https),
+        submission=json.dumps(submission),
         drain_delay=json.dumps(drain_delay),
     )

@@ -17,12 +17,24 @@ import attrs
 
 from rail.config.listen import ListenSpec
 
-__all__ = ["PKI", "TLS", "Config", "KeyType", "Limits", "Listen", "Shutdown", "Webhooks"]
+__all__ = [
+    "PKI",
+    "TLS",
+    "Config",
+    "KeyType",
+    "Limits",
+    "Listen",
+    "Shutdown",
+    "Storage",
+    "Webhooks",
+]
 
 KeyType = Literal["ed25519", "ecdsa-p256", "rsa2048"]
 
 _DAY = 24 * 3600.0
 _DEFAULT_HTTPS = ListenSpec(kind="tcp", port=443, interface="127.0.0.1")
+_DEFAULT_SUBMISSION = ListenSpec(kind="tcp", port=465, interface="127.0.0.1")
+_MB = 1024 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -32,6 +44,8 @@ class Listen:
     https: ListenSpec | None = _DEFAULT_HTTPS
     """The HTTPS API, certificate inspection, health and stats. Loopback unless the operator
     opens it, so that a fresh install exposes nothing by accident."""
+    submission: ListenSpec | None = _DEFAULT_SUBMISSION
+    """SMTPS (implicit TLS) for applications, client certificate required."""
 
 
 @attrs.frozen(kw_only=True)
@@ -79,12 +93,39 @@ class Webhooks:
 class Limits:
     """Bounds on what one peer may make Rail hold in memory or keep open."""
 
-    http_body_size: int = 1024 * 1024
+    http_body_size: int = 36 * _MB
     """Largest HTTP request body, in bytes, that Rail reads; larger requests are refused
-    before they are buffered."""
+    before they are buffered. The default leaves room for a ``message_size`` message whose
+    attachments are base64 inside JSON."""
     http_idle_timeout: float = 60.0
     """Seconds after which an idle HTTP connection is closed, so idle clients cannot hold
     connections open forever."""
+    message_size: int = 25 * _MB
+    """Largest message Rail accepts (SMTP SIZE, the real DATA size, and a message built by
+    the API). It bounds what one message makes Rail write and sign."""
+    max_recipients: int = 100
+    """Recipients per message (SMTP ``452 4.5.3`` beyond it, the API ``TOO_MANY_RECIPIENTS``)."""
+    smtp_idle_timeout: float = 300.0
+    """An SMTP session that sends nothing for this long is closed with ``421 4.4.2``
+    (RFC 5321 §4.5.3.2: at least 5 minutes)."""
+    smtp_transaction_timeout: float = 600.0
+    """Longest time from MAIL to the end of DATA; a client that trickles a message slower
+    than this is closed with ``421 4.4.2``."""
+    smtp_bad_commands: int = 10
+    """Refused or malformed commands one SMTP session may send before it is closed
+    (``421 4.7.0``): a client that is not speaking SMTP should not occupy a connection."""
+
+
+@attrs.frozen(kw_only=True)
+class Storage:
+    """The durable queue under ``data_dir/queue``."""
+
+    max_queued: int = 1_000_000
+    """Messages waiting for delivery beyond which new mail is refused as temporary
+    (``452 4.3.1`` / HTTP 503 ``QUEUE_FULL``), so a stuck destination cannot fill the disk."""
+    min_free_space: int = 512 * _MB
+    """Free space on the queue's file system below which new mail is refused as temporary,
+    leaving room for the queue's own bookkeeping and for the operator to act."""
 
 
 @attrs.frozen(kw_only=True)
@@ -116,4 +157,5 @@ class Config:
     pki: PKI = PKI()
     webhooks: Webhooks = Webhooks()
     limits: Limits = Limits()
+    storage: Storage = Storage()
     shutdown: Shutdown = Shutdown()

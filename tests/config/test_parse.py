@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rail.config import Config, ConfigError, Problem, parse_config
 from rail.config.listen import ListenSpec
 from rail.config.readers import boolean, section
-from rail.config.schema import PKI, TLS, Limits, Listen, Shutdown, Webhooks
+from rail.config.schema import PKI, TLS, Limits, Listen, Shutdown, Storage, Webhooks
 
 BASE = Path("/etc/rail")
 TLS_CHOICE = (
@@ -47,11 +47,21 @@ class DefaultsTests(SynchronousTestCase):
                 data_dir=Path("/var/lib/rail"),
                 local_domains=(),
                 listen=Listen(
-                    https=ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=50)
+                    https=ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=50),
+                    submission=ListenSpec(kind="tcp", port=465, interface="127.0.0.1", backlog=50),
                 ),
                 pki=PKI(key_type="ed25519", client_validity=365 * 86400.0),
                 webhooks=Webhooks(allow_http_loopback=False),
-                limits=Limits(http_body_size=1024 * 1024, http_idle_timeout=60.0),
+                limits=Limits(
+                    http_body_size=36 * 1024 * 1024,
+                    http_idle_timeout=60.0,
+                    message_size=25 * 1024 * 1024,
+                    max_recipients=100,
+                    smtp_idle_timeout=300.0,
+                    smtp_transaction_timeout=600.0,
+                    smtp_bad_commands=10,
+                ),
+                storage=Storage(max_queued=1_000_000, min_free_space=512 * 1024 * 1024),
                 shutdown=Shutdown(drain_delay=2.0),
             ),
         )

@@ -22,7 +22,10 @@ def make_config(data_dir: Path, **overrides: object) -> Config:
         "hostname": "rail.test",
         "data_dir": str(data_dir),
         "local_domains": ["rail.test"],
-        "listen": {"https": "tcp:0:interface=127.0.0.1"},
+        "listen": {
+            "https": "tcp:0:interface=127.0.0.1",
+            "submission": "tcp:0:interface=127.0.0.1",
+        },
         "tls": {"self_signed": True},
         "shutdown": {"drain_delay": "0s"},
     }

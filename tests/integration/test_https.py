@@ -74,6 +74,8 @@ class _RunningRail(TestCase):
 
 
 class WhoTests(_RunningRail):
+    extra_config: dict[str, Any] = {"limits": {"http_body_size": "1MB"}}
+
     @inlineCallbacks
     def test_get_who_with_certificate(self) -> Any:
         """GET /api/who describes the client certificate the caller authenticated with."""
@@ -159,7 +161,8 @@ class WhoTests(_RunningRail):
     @inlineCallbacks
     def test_post_who_too_large(self) -> Any:
         """A body over limits.http_body_size is refused with 413 before it is read."""
-        response = yield self.request("POST", "/api/who", body=b"x" * (1024 * 1024 + 1))
+        limit = self.config.limits.http_body_size
+        response = yield self.request("POST", "/api/who", body=b"x" * (limit + 1))
         self.assertEqual(response.status, 413)
         self.assertEqual(json.loads(response.body)["error"]["code"], "PAYLOAD_TOO_LARGE")
 

@@ -27,7 +27,16 @@ class TwistdTests(TestCase):
             raise SkipTest("curl is not installed (.ci/run installs it)")
         self.dir = Path(self.mktemp()).absolute()
         self.port = free_port()
-        out, err, code = yield rail("init", "--dev", str(self.dir), "--https-port", str(self.port))
+        self.smtps_port = free_port()
+        out, err, code = yield rail(
+            "init",
+            "--dev",
+            str(self.dir),
+            "--https-port",
+            str(self.port),
+            "--submission-port",
+            str(self.smtps_port),
+        )
         self.assertEqual(code, 0, err)
         self.config = str(self.dir / "rail.yaml")
 

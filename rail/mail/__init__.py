@@ -1,0 +1,1 @@
+"""Pure message handling: headers, composition from the API, canonical bytes."""

@@ -1,0 +1,34 @@
+"""Who a connection or request is, as read from its verified client certificate.
+
+The TLS layer has already checked chain, validity, EKU and revocation, so everything here
+is an authenticated fact about the peer.
+"""
+
+from __future__ import annotations
+
+import attrs
+from cryptography import x509
+
+from rail.pki.inspect import certificate_identity
+
+__all__ = ["ClientIdentity", "identity_from_certificate"]
+
+
+@attrs.frozen
+class ClientIdentity:
+    """An application: its name (the CN, for audit logs), allowed senders and webhook."""
+
+    name: str
+    senders: tuple[str, ...]
+    webhook: str | None = None
+    serial: int = 0
+
+
+def identity_from_certificate(certificate: x509.Certificate) -> ClientIdentity:
+    """Raises ``ValueError`` for a certificate without a CN or with unreadable extensions."""
+    name, senders, webhook = certificate_identity(certificate)
+    if not name:
+        raise ValueError("client certificate has no common name")
+    return ClientIdentity(
+        name=name, senders=senders, webhook=webhook, serial=certificate.serial_number
+    )

@@ -1,0 +1,47 @@
+"""Factories that give each SMTP connection its protocol and a fresh session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ServerFactory
+
+from rail.smtp.server import RailESMTP, SMTPLimits
+from rail.smtp.session import Session
+
+__all__ = ["SMTPServerFactory"]
+
+
+class SMTPServerFactory(ServerFactory):
+    """Builds :class:`RailESMTP` protocols; ``new_session`` makes the per-connection
+    :class:`~rail.smtp.session.Session` (submission or inbound)."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        new_session: Callable[[], Session],
+        *,
+        hostname: str,
+        limits: SMTPLimits,
+        clock: IReactorTime,
+        starttls: Any = None,
+    ) -> None:
+        self._new_session = new_session
+        self._hostname = hostname
+        self._limits = limits
+        self._clock = clock
+        self._starttls = starttls
+
+    def buildProtocol(self, addr: Any) -> RailESMTP:
+        protocol = RailESMTP(
+            self._new_session(),
+            hostname=self._hostname,
+            limits=self._limits,
+            clock=self._clock,
+            starttls=self._starttls,
+        )
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,81 @@
+"""Strict SMTP line framing: CRLF only, no bare CR, no bare LF, no NUL, bounded lines.
+
+twisted.mail's LineOnlyReceiver accepts bare CR and LF inside lines (the raw material of
+SMTP smuggling), runs the rest of a message as commands after an over-long line, and lets
+an unterminated line grow without bound. Rail frames the byte stream itself and stops at
+the first violation: the session answers ``500`` and closes, so nothing ambiguous is ever
+interpreted by Rail or passed on to the next hop.
+"""
+
+from __future__ import annotations
+
+from rail.policy.verdict import Reject
+
+__all__ = ["BARE_CR", "BARE_LF", "LINE_TOO_LONG", "MAX_LINE", "NUL", "LineFramer"]
+
+MAX_LINE = 1000
+"""Octets in a line including its CRLF (RFC 5321 §4.5.3.1.4 and .6)."""
+
+BARE_LF = Reject(500, "5.5.2", "Bare LF not allowed; lines must end with CRLF")
+BARE_CR = Reject(500, "5.5.2", "Bare CR not allowed; lines must end with CRLF")
+NUL = Reject(500, "5.5.2", "NUL not allowed")
+LINE_TOO_LONG = Reject(500, "5.5.6", "Line too long")
+
+
+class LineFramer:
+    """Splits a byte stream into lines, refusing anything that is not strict CRLF framing.
+
+    :meth:`feed` returns the complete lines (without CRLF) found so far and, once the
+    stream is invalid, the reason; after that every call returns nothing. The buffer never
+    holds more than one partial line of at most ``max_line`` octets.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._max_text = max_line - 2
+        self._buffer = b""
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> tuple[list[bytes], Reject | None]:
+        if self._failed:
+            return [], None
+        buf = self._buffer + data if self._buffer else data
+        lines: list[bytes] = []
+        start = 0
+        max_text = self._max_text
+        find = buf.find
+        while True:
+            end = find(b"\n", start)
+            if end < 0:
+                break
+            if end == start or buf[end - 1] != 0x0D:
+                return self._fail(lines, BARE_LF)
+            line = buf[start : end - 1]
+            if len(line) > max_text:
+                return self._fail(lines, LINE_TOO_LONG)
+            if b"\r" in line:
+                return self._fail(lines, BARE_CR)
+            if b"\x00" in line:
+                return self._fail(lines, NUL)
+            lines.append(line)
+            start = end + 1
+        rest = buf[start:]
+        # Judge the unterminated remainder now: waiting for its end would let a peer make
+        # Rail hold (and rescan) an unbounded line.
+        if len(rest) > max_text + 1:
+            return self._fail(lines, LINE_TOO_LONG)
+        if b"\x00" in rest:
+            return self._fail(lines, NUL)
+        cr = rest.find(b"\r")
+        if cr >= 0 and cr != len(rest) - 1:
+            return self._fail(lines, BARE_CR)
+        self._buffer = rest
+        return lines, None
+
+    def _fail(self, lines: list[bytes], reason: Reject) -> tuple[list[bytes], Reject | None]:
+        self._failed = True
+        self._buffer = b""
+        return lines, reason

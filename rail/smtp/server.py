@@ -1,0 +1,433 @@
+"""Rail's ESMTP server protocol: twisted.mail's ESMTP with the fixes it needs on a network.
+
+Kept from twisted.mail: the connection plumbing, greeting, idle timeout (TimeoutMixin),
+EHLO extension listing and STARTTLS transport switch. Replaced, because the stock versions
+are unsafe (``shared/notes/twisted-probe.md``):
+
+- input framing (:mod:`rail.smtp.framing`): CRLF only, bounded lines, close on violation;
+- command dispatch: one command at a time; while a reply is pending (validators and
+  storage are asynchronous) reading is paused and later pipelined commands wait, so
+  replies always come in order;
+- MAIL/RCPT parameters are parsed and enforced (:mod:`rail.smtp.commands`);
+- DATA: the message is collected once (not per recipient), its real size enforced, and a
+  storage failure answers ``451 4.3.0`` instead of stock's ``550``;
+- every reply after the greeting and EHLO carries an enhanced status code (RFC 2034).
+
+Decisions that differ by port live in a :class:`~rail.smtp.session.Session`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rail.policy.verdict import Reject
+from rail.smtp.commands import parse_helo, parse_mail, parse_rcpt
+from rail.smtp.framing import LineFramer
+from rail.smtp.session import Envelope, Reply, Session, reply_of
+
+__all__ = ["RailESMTP", "SMTPLimits"]
+
+_log = Logger()
+
+_HTTP_VERBS = frozenset({b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS", b"DELETE"})
+
+_OK = Reply(250, "2.0.0", "Ok")
+_SEND_HELO = Reply(503, "5.5.1", "Send EHLO or HELO first")
+_NEED_MAIL = Reply(503, "5.5.1", "Send MAIL first")
+_NEED_RCPT = Reply(503, "5.5.1", "Send RCPT first")
+_NESTED_MAIL = Reply(503, "5.5.1", "Nested MAIL command")
+_NO_ARGS = Reply(501, "5.5.4", "No parameters allowed")
+_UNKNOWN = Reply(500, "5.5.1", "Command unrecognized")
+_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+_TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
+_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+_LOCAL_ERROR = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
+_HTTP = Reply(500, "5.5.1", "This is an SMTP server, not HTTP; closing connection")
+_IDLE = Reply(421, "4.4.2", "Idle timeout; closing connection")
+_SLOW = Reply(421, "4.4.2", "Transaction took too long; closing connection")
+_DATA_GO = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+_TLS_GO = Reply(220, "2.0.0", "Ready to start TLS")
+_TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
+_BYE = Reply(221, "2.0.0", "Bye")
+
+_Result = Reply | defer.Deferred[Reply] | None
+
+
+@attrs.frozen(kw_only=True)
+class SMTPLimits:
+    """Per-session bounds (``limits.*`` in the configuration)."""
+
+    message_size: int
+    max_recipients: int
+    idle_timeout: float
+    transaction_timeout: float
+    bad_commands: int
+
+
+@implementer(IHandshakeListener)
+class RailESMTP(smtp.ESMTP):
+    """One SMTP session; see the module docstring for what differs from stock ESMTP."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        hostname: str,
+        limits: SMTPLimits,
+        clock: IReactorTime,
+        starttls: Any = None,
+    ) -> None:
+        super().__init__(contextFactory=starttls)
+        self.host = hostname.encode("ascii")
+        self._hostname = hostname
+        self._session = session
+        self._limits = limits
+        self._clock = clock
+        # TimeoutMixin would use the global reactor.
+        self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
+        self.timeout = limits.idle_timeout  # type: ignore[assignment]
+        self._framer = LineFramer()
+        self._pending: deque[bytes | Reject] = deque()
+        self._busy = False
+        self._draining = False
+        self._closing = False
+        self._errors = 0
+        self._helo_name: str | None = None
+        self._esmtp = False
+        self._envelope: Envelope | None = None
+        self._data: list[bytes] | None = None
+        self._data_size = 0
+        self._too_big = False
+        self._transaction_timer: IDelayedCall | None = None
+        self._tls = False
+        self._commands: dict[bytes, Callable[[bytes], _Result]] = {
+            b"EHLO": self._ehlo,
+            b"HELO": self._helo_command,
+            b"MAIL": self._mail,
+            b"RCPT": self._rcpt,
+            b"DATA": self._data_command,
+            b"RSET": self._rset,
+            b"NOOP": self._noop,
+            b"VRFY": self._vrfy,
+            b"EXPN": self._expn,
+            b"HELP": self._help,
+            b"QUIT": self._quit,
+            b"STARTTLS": self._starttls,
+        }
+
+    @property
+    def _io(self) -> Any:
+        """The transport, typed loosely: TLS and TCP transports add producer and
+        startTLS methods that ITransport does not declare."""
+        return self.transport
+
+    # Connection and TLS
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+
+    def greeting(self) -> bytes:
+        return self.host + b" ESMTP Rail"
+
+    def handshakeCompleted(self) -> None:
+        self._tls = True
+        self._session.handshake_completed(self.transport)
+
+    def connectionLost(self, reason: Failure = smtp.protocol.connectionDone) -> None:
+        self._closing = True
+        self._pending.clear()
+        self._data = None
+        self._cancel_transaction_timer()
+        self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        if self._busy:
+            # Rail is the slow side (storage): the client is waiting on us, not idle.
+            self.resetTimeout()
+            return
+        self._close_with(_IDLE)
+
+    # Input: framing, then one line at a time
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        lines, error = self._framer.feed(data)
+        self._pending.extend(lines)
+        if error is not None:
+            self._pending.append(error)
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._pending and not self._busy and not self._closing:
+                item = self._pending.popleft()
+                if isinstance(item, Reject):
+                    self._close_with(reply_of(item))
+                    return
+                result = self._line(item)
+                if result is None:
+                    continue
+                if isinstance(result, Reply):
+                    self._answer(result)
+                    continue
+                self._wait_for(result)
+        finally:
+            self._draining = False
+
+    def _wait_for(self, result: defer.Deferred[Reply]) -> None:
+        self._busy = True
+        self._io.pauseProducing()
+        result.addErrback(self._internal_error)
+        result.addCallback(self._answered)
+
+    def _answered(self, reply: Reply) -> None:
+        self._busy = False
+        if self._closing:
+            return
+        self._answer(reply)
+        if not self._closing:
+            self._io.resumeProducing()
+            self._drain()
+
+    def _internal_error(self, failure: Failure) -> Reply:
+        _log.failure("SMTP session error", failure, peer=self._peer())
+        return _LOCAL_ERROR
+
+    def _line(self, line: bytes) -> _Result:
+        if self._data is not None:
+            return self._data_line(line)
+        verb, _, arg = line.partition(b" ")
+        verb = verb.upper()
+        handler = self._commands.get(verb)
+        if handler is None:
+            if verb in _HTTP_VERBS:
+                self._close_with(_HTTP)
+                return None
+            return _UNKNOWN
+        return handler(arg)
+
+    # Output
+
+    def _answer(self, reply: Reply) -> None:
+        self._send(reply)
+        if reply.failed and reply.code not in (421, 452):
+            self._errors += 1
+            if self._errors >= self._limits.bad_commands:
+                self._close_with(_TOO_MANY_ERRORS)
+
+    def _send(self, reply: Reply) -> None:
+        enhanced = f"{reply.enhanced} " if reply.enhanced else ""
+        self._io.write(f"{reply.code} {enhanced}{reply.text}\r\n".encode())
+
+    def _close_with(self, reply: Reply) -> None:
+        if self._closing:
+            return
+        self._send(reply)
+        self._closing = True
+        self._pending.clear()
+        self._data = None
+        self._cancel_transaction_timer()
+        self._io.loseConnection()
+
+    # Transactions
+
+    def _reset_transaction(self) -> None:
+        self._envelope = None
+        self._data = None
+        self._cancel_transaction_timer()
+
+    def _cancel_transaction_timer(self) -> None:
+        if self._transaction_timer is not None and self._transaction_timer.active():
+            self._transaction_timer.cancel()
+        self._transaction_timer = None
+
+    def _transaction_timed_out(self) -> None:
+        self._transaction_timer = None
+        self._close_with(_SLOW)
+
+    def _peer(self) -> str:
+        peer = self._io.getPeer() if self.transport is not None else None
+        return str(getattr(peer, "host", peer))
+
+    # Commands
+
+    def _greet(self, arg: bytes, esmtp: bool) -> _Result:
+        name = parse_helo(arg)
+        if isinstance(name, Reject):
+            return reply_of(name)
+        self._reset_transaction()
+        self._helo_name = name
+        self._esmtp = esmtp
+        if not esmtp:
+            return Reply(250, "", f"{self._hostname} Hello {name}")
+        lines = [f"{self._hostname} Hello {name}", *self._extensions()]
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        self._io.write(text.encode("ascii"))
+        return None
+
+    def _extensions(self) -> list[str]:
+        extensions = [
+            "PIPELINING",
+            f"SIZE {self._limits.message_size}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+        ]
+        if self.ctx is not None and self.canStartTLS and not self._tls:
+            extensions.append("STARTTLS")
+        return extensions
+
+    def _ehlo(self, arg: bytes) -> _Result:
+        return self._greet(arg, esmtp=True)
+
+    def _helo_command(self, arg: bytes) -> _Result:
+        return self._greet(arg, esmtp=False)
+
+    def _mail(self, arg: bytes) -> _Result:
+        if self._helo_name is None:
+            return _SEND_HELO
+        if self._envelope is not None:
+            return _NESTED_MAIL
+        command = parse_mail(arg, esmtp=self._esmtp, max_size=self._limits.message_size)
+        if isinstance(command, Reject):
+            return reply_of(command)
+        envelope = Envelope(
+            helo=self._helo_name,
+            peer=self._peer(),
+            sender=command.sender,
+            declared_size=command.size,
+            eight_bit=command.eight_bit,
+            smtputf8=command.smtputf8,
+            tls=self._tls,
+        )
+        verdict = defer.maybeDeferred(self._session.check_mail, envelope)
+        return verdict.addCallback(self._mail_checked, envelope)
+
+    def _mail_checked(self, verdict: Reject | None, envelope: Envelope) -> Reply:
+        if verdict is not None:
+            return reply_of(verdict)
+        self._envelope = envelope
+        self._transaction_timer = self._clock.callLater(
+            self._limits.transaction_timeout, self._transaction_timed_out
+        )
+        return Reply(250, "2.1.0", "Sender ok")
+
+    def _rcpt(self, arg: bytes) -> _Result:
+        envelope = self._envelope
+        if envelope is None:
+            return _NEED_MAIL
+        command = parse_rcpt(arg, smtputf8=envelope.smtputf8, hostname=self._hostname)
+        if isinstance(command, Reject):
+            return reply_of(command)
+        if len(envelope.recipients) >= self._limits.max_recipients:
+            return _TOO_MANY_RCPTS
+        verdict = defer.maybeDeferred(self._session.check_rcpt, envelope, command.recipient)
+        return verdict.addCallback(self._rcpt_checked, envelope, command.recipient)
+
+    def _rcpt_checked(self, verdict: Reject | None, envelope: Envelope, recipient: str) -> Reply:
+        if verdict is not None:
+            return reply_of(verdict)
+        if self._envelope is envelope:
+            self._envelope = attrs.evolve(envelope, recipients=(*envelope.recipients, recipient))
+        return Reply(250, "2.1.5", "Recipient ok")
+
+    def _data_command(self, arg: bytes) -> _Result:
+        if arg.strip():
+            return _NO_ARGS
+        if self._envelope is None:
+            return _NEED_MAIL
+        if not self._envelope.recipients:
+            return _NEED_RCPT
+        self._data = []
+        self._data_size = 0
+        self._too_big = False
+        return _DATA_GO
+
+    def _data_line(self, line: bytes) -> _Result:
+        if line[:1] == b".":
+            if line == b".":
+                return self._end_of_data()
+            line = line[1:]
+        if self._too_big:
+            return None
+        self._data_size += len(line) + 2
+        if self._data_size > self._limits.message_size:
+            # Keep reading to the end (the client cannot be stopped mid-DATA) but keep nothing.
+            self._too_big = True
+            self._data = []
+            return None
+        assert self._data is not None
+        self._data.append(line)
+        return None
+
+    def _end_of_data(self) -> _Result:
+        envelope, lines = self._envelope, self._data
+        too_big = self._too_big
+        self._reset_transaction()
+        if too_big:
+            return _TOO_BIG
+        assert envelope is not None and lines is not None
+        data = b"\r\n".join(lines) + b"\r\n" if lines else b""
+        result = defer.maybeDeferred(self._session.deliver, envelope, data)
+        return result.addCallback(reply_of)
+
+    def _rset(self, arg: bytes) -> _Result:
+        if arg.strip():
+            return _NO_ARGS
+        self._reset_transaction()
+        return _OK
+
+    def _noop(self, arg: bytes) -> _Result:
+        return _OK
+
+    def _vrfy(self, arg: bytes) -> _Result:
+        if not arg.strip():
+            return Reply(501, "5.5.4", "VRFY requires an address")
+        return Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def _expn(self, arg: bytes) -> _Result:
+        return _NOT_IMPLEMENTED
+
+    def _help(self, arg: bytes) -> _Result:
+        return Reply(214, "2.0.0", "See RFC 5321")
+
+    def _quit(self, arg: bytes) -> _Result:
+        self._close_with(_BYE)
+        return None
+
+    def _starttls(self, arg: bytes) -> _Result:
+        if self._tls:
+            return _TLS_ALREADY
+        if self.ctx is None or not self.canStartTLS:
+            return _NOT_IMPLEMENTED
+        if arg.strip():
+            return _NO_ARGS
+        # RFC 3207 §4.2: forget everything learnt before TLS, and anything the client
+        # pipelined after STARTTLS (it would run inside TLS as if sent there: injection).
+        self._send(_TLS_GO)
+        self._pending.clear()
+        self._framer = LineFramer()
+        self._reset_transaction()
+        self._helo_name = None
+        self._esmtp = False
+        self._io.startTLS(self.ctx)
+        self.startedTLS = True
+        return None

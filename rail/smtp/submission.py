@@ -1,0 +1,120 @@
+"""Port 465: applications submit mail, authenticated by their client certificate.
+
+The identity is read when the TLS handshake completes (the TLS layer has already refused
+anyone without a valid certificate from Rail's CA). MAIL FROM and every From header
+address must be one of the certificate's senders; any recipient may be addressed
+(authenticated relay). The message is completed (Received, and Message-ID, Date and From
+when absent) and acknowledged only once the queue has it on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rail.audit import log_accepted
+from rail.mail.headers import completed, format_date, parse_header_section
+from rail.policy.identity import ClientIdentity, identity_from_certificate
+from rail.policy.sender import check_from_header, check_sender
+from rail.policy.verdict import Reject
+from rail.smtp.session import Envelope, Reply
+from rail.store.ids import new_message_id
+from rail.store.model import IQueueStore, NewMessage, QueueFullError, StoreUnavailableError
+
+__all__ = ["SubmissionSession"]
+
+_log = Logger()
+
+_NO_IDENTITY = Reject(530, "5.7.0", "Client certificate required")
+_MANY_FROM = Reject(550, "5.6.0", "Message has more than one From header")
+_QUEUE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+_UNAVAILABLE = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+
+
+class SubmissionSession:
+    """The port-465 half of one SMTP session (see :class:`rail.smtp.session.Session`)."""
+
+    def __init__(self, store: IQueueStore, clock: IReactorTime, hostname: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._hostname = hostname
+        self.identity: ClientIdentity | None = None
+
+    def handshake_completed(self, transport: Any) -> None:
+        certificate = transport.getPeerCertificate()
+        if certificate is None:
+            return
+        try:
+            self.identity = identity_from_certificate(certificate.to_cryptography())
+        except ValueError:
+            _log.warn("client certificate without a usable identity; refusing mail")
+
+    def check_mail(self, envelope: Envelope) -> Reject | None:
+        if self.identity is None:
+            return _NO_IDENTITY
+        return check_sender(self.identity, envelope.sender)
+
+    def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        return None
+
+    def deliver(self, envelope: Envelope, data: bytes) -> Any:
+        identity = self.identity
+        if identity is None:
+            return _NO_IDENTITY
+        section = parse_header_section(data)
+        if len(section.values("from")) > 1:
+            return _MANY_FROM
+        verdict = check_from_header(identity, section.addresses("from"))
+        if verdict is not None:
+            return verdict
+        now = self._clock.seconds()
+        message_id = new_message_id(now)
+        date = format_date(now)
+        protocol = "UTF8SMTPSA" if envelope.smtputf8 else "ESMTPSA"
+        received = (
+            f"Received: from {envelope.helo} ([{envelope.peer}])\r\n"
+            f"\t(authenticated client {identity.name})\r\n"
+            f"\tby {self._hostname} (Rail) with {protocol} id {message_id};\r\n"
+            f"\t{date}"
+        )
+        full = completed(
+            data,
+            section,
+            prepend=[received],
+            defaults=[
+                ("From", f"From: <{envelope.sender}>"),
+                ("Date", f"Date: {date}"),
+                ("Message-ID", f"Message-ID: <{message_id}@{self._hostname}>"),
+            ],
+        )
+        message = NewMessage(
+            id=message_id,
+            client=identity.name,
+            sender=envelope.sender,
+            recipients=envelope.recipients,
+            data=full,
+            channel="smtp",
+            received_at=now,
+            smtputf8=envelope.smtputf8,
+            eight_bit=not full.isascii(),
+        )
+        accepted: defer.Deferred[Any] = self._store.accept(message)
+        return accepted.addCallbacks(self._accepted, self._failed, callbackArgs=(message,))
+
+    def _accepted(self, result: Any, message: NewMessage) -> Reply:
+        log_accepted(message)
+        return Reply(250, "2.0.0", f"Ok: queued as {message.id}")
+
+    def _failed(self, failure: Failure) -> Reply:
+        if failure.check(QueueFullError):
+            _log.warn("queue full: refusing a message ({why})", why=str(failure.value))
+            return _QUEUE_FULL
+        if failure.check(StoreUnavailableError):
+            _log.error("queue unavailable: {why}", why=str(failure.value))
+        else:
+            _log.failure("storing a message failed", failure)
+        return _UNAVAILABLE

@@ -1,0 +1,1 @@
+"""The durable queue: accepted messages and their per-recipient state."""

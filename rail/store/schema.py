@@ -1,0 +1,155 @@
+"""The SQLite queue's file, schema and connection settings, shared by the store and inspect.
+
+One database file under the queue directory. WAL lets the ``rail queue`` CLI read while the
+server writes; ``synchronous=FULL`` makes every COMMIT an fsync, which is what "accepted"
+promises. ``PRAGMA user_version`` carries the schema version so a later Rail can migrate.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from rail.store.model import StoreUnavailableError
+
+__all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
+
+DATABASE_NAME = "queue.sqlite3"
+SCHEMA_VERSION = 1
+
+# Recipients are found by the delivery scheduler through (status, next_attempt_at), so it
+# never needs the whole queue in memory. ``data`` is the last column of ``messages`` so
+# scans that skip it never read its overflow pages.
+_SCHEMA = """
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    channel TEXT NOT NULL CHECK (channel IN ('smtp', 'api')),
+    smtputf8 INTEGER NOT NULL,
+    eight_bit INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE recipients (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'deferred', 'sent', 'bounced')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL,
+    last_reply TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX recipients_due ON recipients (status, next_attempt_at);
+CREATE TABLE idempotency (
+    client TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (client, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_created ON idempotency (created_at);
+"""
+
+
+def database_path(directory: Path) -> Path:
+    """Where the queue database of ``directory`` lives."""
+    return directory / DATABASE_NAME
+
+
+def open_writable(directory: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the queue database in ``directory`` for the one writer.
+
+    Creates ``directory`` with mode 0700 and, when the file is new, fsyncs the directory so
+    the file's name is as durable as its contents. Raises :class:`StoreUnavailableError`
+    with a one-line message naming the file when it cannot be used.
+    """
+    path = database_path(directory)
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+            directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+        created = not path.exists()
+        # The connection is opened here and then used only by the writer thread.
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as error:
+        raise StoreUnavailableError(f"{path}: cannot open queue database: {error}") from error
+    try:
+        _prepare(connection, path)
+        if created:
+            _fsync_directory(directory)
+    except OSError as error:
+        connection.close()
+        raise StoreUnavailableError(f"{path}: cannot sync queue directory: {error}") from error
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def open_readonly(directory: Path) -> sqlite3.Connection:
+    """Open the queue database of ``directory`` read-only, alongside a running server."""
+    path = database_path(directory)
+    if not path.exists():
+        raise StoreUnavailableError(f"{path}: no queue database")
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as error:
+        raise StoreUnavailableError(f"{path}: cannot read queue database: {error}") from error
+    if version != SCHEMA_VERSION:
+        connection.close()
+        raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
+    return connection
+
+
+def _prepare(connection: sqlite3.Connection, path: Path) -> None:
+    try:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreUnavailableError(f"{path}: cannot use WAL mode (got {mode!r})")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=5000")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            _create(connection, path)
+        elif version != SCHEMA_VERSION:
+            raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
+        # Fail now, not on the first message, if the file is damaged or read-only.
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
+
+
+def _create(connection: sqlite3.Connection, path: Path) -> None:
+    tables = connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if tables:
+        raise StoreUnavailableError(f"{path}: not a Rail queue database (no schema version)")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,178 @@
+"""The embedded durable queue: :class:`IQueueStore` on SQLite, nothing to install.
+
+The reactor side only enqueues operations and hands out Deferreds; all SQLite work happens
+on the single writer thread of :mod:`rail.store.writer`, which group-commits acceptances and
+fires the Deferreds back on the reactor with ``callFromThread``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rail.store.model import (
+    Accepted,
+    Conflict,
+    IdempotencyKey,
+    IQueueStore,
+    MessageStatus,
+    NewMessage,
+    Replayed,
+    StoreUnavailableError,
+)
+from rail.store.schema import database_path, open_writable
+from rail.store.writer import AcceptOp, Outcome, StatusOp, Writer, count_pending
+
+__all__ = ["SQLiteStore"]
+
+_log = Logger()
+
+
+@implementer(IQueueStore)
+class SQLiteStore:
+    """The SQLite queue under one directory. Build it with :meth:`open`."""
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        directory: Path,
+        *,
+        max_queued: int,
+        min_free_bytes: int,
+    ) -> None:
+        self._reactor = reactor
+        self.directory = directory
+        self._started = False
+        self._closing = False
+        self._close_waiters: list[Deferred[None]] | None = None
+        self._writer = Writer(
+            directory,
+            max_queued=max_queued,
+            min_free_bytes=min_free_bytes,
+            deliver=self._deliver_from_thread,
+            stopped=self._stopped_from_thread,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        reactor: IReactorFromThreads,
+        *,
+        max_queued: int,
+        min_free_bytes: int,
+    ) -> SQLiteStore:
+        """Create or check the queue in ``directory`` (created with mode 0700); call
+        :meth:`start` before the store answers anything.
+
+        Synchronous, for start-up before the reactor runs. Raises
+        :class:`StoreUnavailableError` with a one-line message naming the database file
+        when it is corrupt, unreadable or not writable. No connection or thread is kept,
+        so twistd may fork (daemonize) between ``open`` and ``start``.
+        """
+        connection = open_writable(directory)
+        try:
+            count_pending(connection)  # reads the tables the writer needs: fail now
+        except sqlite3.Error as error:
+            path = database_path(directory)
+            raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
+        finally:
+            connection.close()
+        return cls(reactor, directory, max_queued=max_queued, min_free_bytes=min_free_bytes)
+
+    def start(self) -> None:
+        """Open the database again and start the writer thread (from ``startService``).
+
+        Raises :class:`StoreUnavailableError` if the database became unusable since
+        :meth:`open`. Accepts submitted earlier are answered once it runs.
+        """
+        if self._started or self._closing:
+            return
+        connection = open_writable(self.directory)
+        try:
+            self._writer.start(connection)
+        except sqlite3.Error as error:
+            connection.close()
+            path = database_path(self.directory)
+            raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
+        self._started = True
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far: fewer than acceptances when group commit works."""
+        return self._writer.commits
+
+    @property
+    def queued(self) -> int:
+        """Messages with a recipient still to deliver, as counted against ``max_queued``."""
+        return self._writer.pending
+
+    def accept(
+        self, message: NewMessage, idempotency: IdempotencyKey | None = None
+    ) -> Deferred[Accepted | Replayed | Conflict]:
+        """Fires once ``message`` is fsynced (or was already, for a replay); see
+        :class:`IQueueStore`."""
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        result: Deferred[Accepted | Replayed | Conflict] = Deferred()
+        self._writer.submit(AcceptOp(message, idempotency, result))
+        return result
+
+    def status(self, client: str, message_id: str) -> Deferred[MessageStatus | None]:
+        """The status of ``message_id`` if ``client`` owns it, else None."""
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        result: Deferred[MessageStatus | None] = Deferred()
+        self._writer.submit(StatusOp(client, message_id, result))
+        return result
+
+    def close(self) -> Deferred[None]:
+        """Answer everything already submitted, stop the writer thread and close the
+        database; later calls fail with :class:`StoreUnavailableError`."""
+        done: Deferred[None] = Deferred()
+        if not self._started:
+            self._closing = True
+            self._close_waiters = []
+            self._fire(self._writer.refuse_waiting())
+            done.callback(None)
+        elif self._close_waiters is None:
+            self._closing = True
+            self._close_waiters = [done]
+            self._writer.stop()
+        elif self._closing and not self._close_waiters:
+            done.callback(None)  # already closed
+        else:
+            self._close_waiters.append(done)
+        return done
+
+    def _deliver_from_thread(self, outcomes: list[Outcome]) -> None:
+        self._reactor.callFromThread(self._fire, outcomes)
+
+    def _fire(self, outcomes: list[Outcome]) -> None:
+        failed = [r for _, r in outcomes if isinstance(r, StoreUnavailableError)]
+        if failed:
+            _log.error(
+                "Queue store failed {count} operation(s): {error}",
+                count=len(failed),
+                error=str(failed[0]),
+            )
+        for deferred, result in outcomes:
+            if isinstance(result, BaseException):
+                deferred.errback(result)
+            else:
+                deferred.callback(result)
+
+    def _stopped_from_thread(self) -> None:
+        self._reactor.callFromThread(self._finish_close)
+
+    def _finish_close(self) -> None:
+        self._closing = True
+        self._writer.join()  # its last act was to schedule this call: returns at once
+        waiters, self._close_waiters = self._close_waiters or [], []
+        for waiter in waiters:
+            waiter.callback(None)

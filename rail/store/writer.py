@@ -1,0 +1,357 @@
+"""The SQLite queue's single writer thread: group commit of acceptances.
+
+Every SQLite call of the server runs here, never on the reactor. The thread takes the first
+waiting operation, drains whatever else is waiting (up to :data:`MAX_BATCH`) and writes all
+acceptances of that batch in ONE transaction, with a savepoint per message so one bad message
+does not fail the others. The COMMIT is the fsync, so concurrent acceptances share it and
+throughput grows with concurrency. Status reads of the batch run after the commit.
+
+This module knows nothing of Deferreds: results go back through the ``deliver`` callable,
+as ``(token, result)`` pairs where a result that is an exception means failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from queue import Empty, SimpleQueue
+from typing import Any
+
+import attrs
+
+from rail.store.model import (
+    Accepted,
+    Conflict,
+    IdempotencyKey,
+    MessageStatus,
+    NewMessage,
+    QueueFullError,
+    RecipientStatus,
+    Replayed,
+    StoreUnavailableError,
+    overall_status,
+)
+
+__all__ = [
+    "IDEMPOTENCY_TTL",
+    "MAX_BATCH",
+    "AcceptOp",
+    "StatusOp",
+    "Writer",
+    "count_pending",
+    "read_status",
+]
+
+MAX_BATCH = 512
+# Idempotency rows live at least this long, in ``received_at`` seconds (request_id: 24 h).
+IDEMPOTENCY_TTL = 24 * 60 * 60.0
+# Expired idempotency rows are purged at most this often, in ``received_at`` seconds.
+_PURGE_EVERY = 10 * 60.0
+
+Outcome = tuple[Any, object]
+Deliver = Callable[[list[Outcome]], None]
+
+
+@attrs.frozen
+class AcceptOp:
+    """Make ``message`` durable; ``token`` comes back with the result."""
+
+    message: NewMessage
+    idempotency: IdempotencyKey | None
+    token: Any
+
+
+@attrs.frozen
+class StatusOp:
+    """Read the status of ``message_id`` as seen by ``client``."""
+
+    client: str
+    message_id: str
+    token: Any
+
+
+_STOP = object()
+
+
+@attrs.define
+class _Budget:
+    """What the batch being written adds, checked against the capacity limits."""
+
+    free_bytes: int
+    messages: int = 0
+    bytes: int = 0
+
+
+def count_pending(connection: sqlite3.Connection) -> int:
+    """Messages with a recipient still to deliver: what ``max_queued`` limits."""
+    row = connection.execute(
+        "SELECT count(DISTINCT message_id) FROM recipients WHERE status IN ('queued', 'deferred')"
+    ).fetchone()
+    return int(row[0])
+
+
+class Writer:
+    """Owns the connection once started; talk to it only through :meth:`submit`.
+
+    Operations submitted before :meth:`start` wait in the queue. ``pending`` and ``commits``
+    are written by the thread only; reading them from another thread gives a recent value,
+    which is all tests and metrics need.
+    """
+
+    _connection: sqlite3.Connection
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_queued: int,
+        min_free_bytes: int,
+        deliver: Deliver,
+        stopped: Callable[[], None],
+    ) -> None:
+        self._directory = directory
+        self._max_queued = max_queued
+        self._min_free_bytes = min_free_bytes
+        self._deliver = deliver
+        self._stopped = stopped
+        self._queue: SimpleQueue[object] = SimpleQueue()
+        self._last_purge = float("-inf")
+        self.pending = 0
+        self.commits = 0
+        # A daemon thread: if the process exits without close(), SQLite's journal already
+        # keeps every committed message and discards the uncommitted ones.
+        self._thread = threading.Thread(target=self._run, name="rail-store-writer", daemon=True)
+
+    def start(self, connection: sqlite3.Connection) -> None:
+        """Hand ``connection`` to a new thread; from now on only that thread uses it."""
+        self._connection = connection
+        self.pending = count_pending(connection)
+        self._thread.start()
+
+    def submit(self, op: AcceptOp | StatusOp) -> None:
+        self._queue.put(op)
+
+    def stop(self) -> None:
+        """Finish what was submitted before, close the connection, then call ``stopped``."""
+        self._queue.put(_STOP)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def refuse_waiting(self) -> list[Outcome]:
+        """For a writer never started: fail whatever was submitted."""
+        outcomes: list[Outcome] = []
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except Empty:
+                return outcomes
+            if isinstance(op, AcceptOp | StatusOp):
+                outcomes.append((op.token, StoreUnavailableError("queue store closed")))
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except Empty:
+                        break
+                stopping = any(op is _STOP for op in batch)
+                ops = [op for op in batch if isinstance(op, AcceptOp | StatusOp)]
+                if ops:
+                    self._deliver(self._run_batch(ops))
+        finally:
+            try:
+                self._connection.close()
+            finally:
+                self._stopped()
+
+    def _run_batch(self, ops: Sequence[AcceptOp | StatusOp]) -> list[Outcome]:
+        accepts = [op for op in ops if isinstance(op, AcceptOp)]
+        outcomes: list[Outcome] = []
+        try:
+            if accepts:
+                outcomes.extend(self._write(accepts))
+            outcomes.extend((op.token, self._status(op)) for op in ops if isinstance(op, StatusOp))
+        except Exception as error:  # a bug: answer every caller rather than hang them
+            answered = {id(token) for token, _ in outcomes}
+            outcomes.extend((op.token, error) for op in ops if id(op.token) not in answered)
+        return outcomes
+
+    def _write(self, accepts: list[AcceptOp]) -> list[Outcome]:
+        """One transaction for the whole batch: one fsync however many messages."""
+        connection = self._connection
+        try:
+            stats = os.statvfs(self._directory)
+            budget = _Budget(free_bytes=stats.f_bavail * stats.f_frsize)
+            if connection.in_transaction:  # a failed ROLLBACK left one open
+                connection.execute("ROLLBACK")
+            connection.execute("BEGIN IMMEDIATE")
+            self._purge(max(op.message.received_at for op in accepts))
+            results = [self._accept_one(op, budget) for op in accepts]
+            connection.execute("COMMIT")
+        except (sqlite3.Error, OSError) as error:
+            self._rollback()
+            return [(op.token, _unavailable("cannot write to queue", error)) for op in accepts]
+        except BaseException:
+            self._rollback()
+            raise
+        self.commits += 1
+        self.pending += budget.messages
+        return [(op.token, result) for op, result in zip(accepts, results, strict=True)]
+
+    def _rollback(self) -> None:
+        try:
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # retried before the next BEGIN
+
+    def _purge(self, now: float) -> None:
+        if now - self._last_purge < _PURGE_EVERY:
+            return
+        self._connection.execute(
+            "DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL,)
+        )
+        self._last_purge = now
+
+    def _accept_one(self, op: AcceptOp, budget: _Budget) -> object:
+        connection = self._connection
+        connection.execute("SAVEPOINT accept")
+        try:
+            result = self._insert(op.message, op.idempotency, budget)
+        except (sqlite3.Error, QueueFullError) as error:
+            if not connection.in_transaction:
+                raise  # SQLite rolled back the whole transaction: fail the batch
+            connection.execute("ROLLBACK TO accept")
+            connection.execute("RELEASE accept")
+            if isinstance(error, QueueFullError):
+                return error
+            return _unavailable(f"cannot store message {op.message.id}", error)
+        connection.execute("RELEASE accept")
+        return result
+
+    def _insert(
+        self, message: NewMessage, idempotency: IdempotencyKey | None, budget: _Budget
+    ) -> object:
+        connection = self._connection
+        if idempotency is not None:
+            row = connection.execute(
+                "SELECT fingerprint, message_id, recipients, created_at FROM idempotency"
+                " WHERE client = ? AND key = ?",
+                (message.client, idempotency.key),
+            ).fetchone()
+            if row is not None:
+                fingerprint, message_id, recipients, created_at = row
+                if created_at >= message.received_at - IDEMPOTENCY_TTL:
+                    if fingerprint == idempotency.fingerprint:
+                        return Replayed(message_id, recipients)
+                    return Conflict(message_id)
+                connection.execute(
+                    "DELETE FROM idempotency WHERE client = ? AND key = ?",
+                    (message.client, idempotency.key),
+                )
+        size = len(message.data)
+        if self.pending + budget.messages >= self._max_queued:
+            raise QueueFullError("queue at capacity")
+        if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
+            raise QueueFullError("free disk space under the floor")
+        connection.execute(
+            "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+            " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.id,
+                message.client,
+                message.sender,
+                message.channel,
+                message.smtputf8,
+                message.eight_bit,
+                message.received_at,
+                size,
+                hashlib.sha256(message.data).hexdigest(),
+                message.data,
+            ),
+        )
+        connection.executemany(
+            "INSERT INTO recipients (message_id, idx, address, status, attempts,"
+            " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)",
+            [
+                (message.id, index, address, message.received_at, message.received_at)
+                for index, address in enumerate(message.recipients)
+            ],
+        )
+        if idempotency is not None:
+            connection.execute(
+                "INSERT INTO idempotency (client, key, fingerprint, message_id, recipients,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message.client,
+                    idempotency.key,
+                    idempotency.fingerprint,
+                    message.id,
+                    len(message.recipients),
+                    message.received_at,
+                ),
+            )
+        budget.messages += 1
+        budget.bytes += size
+        return Accepted(message.id, len(message.recipients))
+
+    def _status(self, op: StatusOp) -> object:
+        try:
+            return read_status(self._connection, op.client, op.message_id)
+        except sqlite3.Error as error:
+            return _unavailable("cannot read queue", error)
+
+
+def read_status(
+    connection: sqlite3.Connection, client: str, message_id: str
+) -> MessageStatus | None:
+    """The status of ``message_id`` if ``client`` owns it, else None; never reads the data."""
+    row = connection.execute(
+        "SELECT id, client, sender, channel, size, received_at FROM messages"
+        " WHERE id = ? AND client = ?",
+        (message_id, client),
+    ).fetchone()
+    if row is None:
+        return None
+    recipients = tuple(
+        RecipientStatus(
+            address=address,
+            status=status,
+            attempts=attempts,
+            last_reply=last_reply,
+            next_attempt_at=next_attempt_at,
+            updated_at=updated_at,
+        )
+        for address, status, attempts, last_reply, next_attempt_at, updated_at in (
+            connection.execute(
+                "SELECT address, status, attempts, last_reply, next_attempt_at, updated_at"
+                " FROM recipients WHERE message_id = ? ORDER BY idx",
+                (message_id,),
+            )
+        )
+    )
+    return MessageStatus(
+        id=row[0],
+        client=row[1],
+        sender=row[2],
+        channel=row[3],
+        size=row[4],
+        received_at=row[5],
+        status=overall_status(tuple(r.status for r in recipients)),
+        recipients=recipients,
+    )
+
+
+def _unavailable(text: str, cause: BaseException) -> StoreUnavailableError:
+    error = StoreUnavailableError(f"{text}: {cause}")
+    error.__cause__ = cause
+    return error

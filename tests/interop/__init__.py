@@ -1,0 +1,1 @@
+"""Rail against real peers on loopback: Python smtplib, swaks, curl."""

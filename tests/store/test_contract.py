@@ -1,0 +1,196 @@
+"""The IQueueStore contract, run against the SQLite store and against MemoryStore alike."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from rail.store.ids import new_message_id
+from rail.store.model import (
+    Accepted,
+    Conflict,
+    IdempotencyKey,
+    IQueueStore,
+    NewMessage,
+    Replayed,
+    StoreUnavailableError,
+)
+from rail.store.sqlite import SQLiteStore
+from rail.testing import MemoryStore
+
+_BASE_TIME = 1_750_000_000.0
+_sequence = itertools.count()
+
+
+def make_message(
+    *,
+    client: str = "alice",
+    recipients: tuple[str, ...] = ("bob@example.net",),
+    data: bytes | None = None,
+    received_at: float | None = None,
+    message_id: str | None = None,
+) -> NewMessage:
+    """A valid NewMessage with a fresh ULID; each call is a little later than the last."""
+    n = next(_sequence)
+    when = _BASE_TIME + n if received_at is None else received_at
+    mid = message_id or new_message_id(when)
+    return NewMessage(
+        id=mid,
+        client=client,
+        sender=f"{client}@example.com",
+        recipients=recipients,
+        data=data if data is not None else f"Subject: {n}\r\n\r\nHello {n}\r\n".encode(),
+        channel="api",
+        received_at=when,
+    )
+
+
+def open_sqlite(test: TestCase, directory: Path | None = None, **limits: int) -> SQLiteStore:
+    """A real SQLiteStore in a fresh temporary directory, closed when ``test`` ends."""
+    limits.setdefault("max_queued", 10_000)
+    limits.setdefault("min_free_bytes", 0)
+    store = SQLiteStore.open(
+        directory or Path(test.mktemp()) / "queue",
+        reactor,
+        max_queued=limits["max_queued"],
+        min_free_bytes=limits["min_free_bytes"],
+    )
+    test.addCleanup(store.close)
+    store.start()
+    return store
+
+
+class _StoreContract:
+    """Behaviour every IQueueStore shows; mixed into a TestCase that provides
+    ``make_store``."""
+
+    def make_store(self) -> IQueueStore:
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make_store()
+
+    def test_provides_interface(self) -> None:
+        """The store fully provides IQueueStore."""
+        self.assertTrue(verifyObject(IQueueStore, self.store))
+
+    async def test_accept_then_status(self) -> None:
+        """An accepted message reads back with its envelope and every recipient queued at
+        ``received_at``, never tried."""
+        message = make_message(recipients=("a@example.net", "b@example.net"))
+        result = await self.store.accept(message)
+        status = await self.store.status("alice", message.id)
+        self.assertEqual(result, Accepted(message.id, 2))
+        self.assertEqual(
+            (status.id, status.client, status.sender, status.channel, status.size),
+            (message.id, "alice", "alice@example.com", "api", len(message.data)),
+        )
+        self.assertEqual(status.received_at, message.received_at)
+        self.assertEqual(status.status, "queued")
+        for recipient in status.recipients:
+            self.assertEqual(recipient.status, "queued")
+            self.assertEqual(recipient.attempts, 0)
+            self.assertIsNone(recipient.last_reply)
+            self.assertEqual(recipient.next_attempt_at, message.received_at)
+            self.assertEqual(recipient.updated_at, message.received_at)
+
+    async def test_recipients_keep_their_order(self) -> None:
+        """Recipients come back in the order they were given, not sorted."""
+        order = ("zed@example.net", "amy@example.net", "max@example.net", "amy@example.org")
+        message = make_message(recipients=order)
+        await self.store.accept(message)
+        status = await self.store.status("alice", message.id)
+        self.assertEqual(tuple(r.address for r in status.recipients), order)
+
+    async def test_other_client_sees_nothing(self) -> None:
+        """A client asking about another client's message gets None, as for an unknown id."""
+        message = make_message(client="alice")
+        await self.store.accept(message)
+        self.assertIsNone(await self.store.status("mallory", message.id))
+        self.assertIsNone(await self.store.status("alice", new_message_id(_BASE_TIME)))
+
+    async def test_replay_same_fingerprint(self) -> None:
+        """The same key and fingerprint answers the first message's id and recipient count,
+        and stores nothing new."""
+        first = make_message(recipients=("a@example.net", "b@example.net"))
+        second = make_message()
+        key = IdempotencyKey("req-1", "fp-1")
+        self.assertEqual(await self.store.accept(first, key), Accepted(first.id, 2))
+        self.assertEqual(await self.store.accept(second, key), Replayed(first.id, 2))
+        self.assertIsNone(await self.store.status("alice", second.id))
+
+    async def test_conflict_other_fingerprint(self) -> None:
+        """The same key with another fingerprint is a Conflict naming the first message,
+        and stores nothing new."""
+        first = make_message()
+        second = make_message()
+        await self.store.accept(first, IdempotencyKey("req-1", "fp-1"))
+        result = await self.store.accept(second, IdempotencyKey("req-1", "fp-2"))
+        self.assertEqual(result, Conflict(first.id))
+        self.assertIsNone(await self.store.status("alice", second.id))
+
+    async def test_keys_belong_to_one_client(self) -> None:
+        """Two clients may use the same key independently."""
+        first = make_message(client="alice")
+        second = make_message(client="bob")
+        key = IdempotencyKey("req-1", "fp-1")
+        self.assertEqual(await self.store.accept(first, key), Accepted(first.id, 1))
+        self.assertEqual(await self.store.accept(second, key), Accepted(second.id, 1))
+
+    async def test_concurrent_same_key(self) -> None:
+        """Two accepts with the same key submitted together: the first wins, the second is
+        a replay or a conflict according to its fingerprint."""
+        first, second, third = make_message(), make_message(), make_message()
+        results = [
+            self.store.accept(first, IdempotencyKey("k", "fp")),
+            self.store.accept(second, IdempotencyKey("k", "fp")),
+            self.store.accept(third, IdempotencyKey("k", "other")),
+        ]
+        self.assertEqual(
+            [await d for d in results],
+            [Accepted(first.id, 1), Replayed(first.id, 1), Conflict(first.id)],
+        )
+
+    async def test_key_forgotten_after_a_day(self) -> None:
+        """A key is honoured for 24 hours of ``received_at`` time, then may be reused."""
+        key = IdempotencyKey("req-1", "fp-1")
+        first = make_message(received_at=_BASE_TIME)
+        within = make_message(received_at=_BASE_TIME + 23 * 3600)
+        after = make_message(received_at=_BASE_TIME + 24 * 3600 + 1)
+        await self.store.accept(first, key)
+        self.assertEqual(await self.store.accept(within, key), Replayed(first.id, 1))
+        self.assertEqual(await self.store.accept(after, key), Accepted(after.id, 1))
+        self.assertEqual(await self.store.accept(make_message(), key), Replayed(after.id, 1))
+
+    async def test_duplicate_id_is_refused(self) -> None:
+        """Accepting a second message under an id already stored fails as a store error and
+        leaves the first intact."""
+        first = make_message()
+        clash = make_message(client="bob", message_id=first.id)
+        await self.store.accept(first)
+        with self.assertRaises(StoreUnavailableError):
+            await self.store.accept(clash)
+        status = await self.store.status("alice", first.id)
+        self.assertEqual(status.client, "alice")
+        self.assertIsNone(await self.store.status("bob", first.id))
+
+    async def test_closed_store_refuses(self) -> None:
+        """After close, accept fails with StoreUnavailableError."""
+        await self.store.close()
+        with self.assertRaises(StoreUnavailableError):
+            await self.store.accept(make_message())
+
+
+class SQLiteStoreContractTests(_StoreContract, TestCase):
+    def make_store(self) -> IQueueStore:
+        return open_sqlite(self)
+
+
+class MemoryStoreContractTests(_StoreContract, TestCase):
+    def make_store(self) -> IQueueStore:
+        return MemoryStore(Clock())
