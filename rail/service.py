@@ -104,6 +104,10 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             clock=reactor,
             max_body=config.limits.http_body_size,
             idle_timeout=config.limits.http_idle_timeout,
+            store=store,
+            hostname=config.hostname,
+            max_message_size=config.limits.message_size,
+            max_recipients=config.limits.max_recipients,
         )
         _listener(reactor, config.listen.https, tls, site, "https").setServiceParent(root)
     if config.listen.submission is not None:

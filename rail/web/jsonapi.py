@@ -42,9 +42,13 @@ class JSONResource(Resource):
 
     def render(self, request: Any) -> bytes:
         method = request.method.decode("ascii", "replace")
-        if getattr(self, f"render_{method}", None) is None and method != "HEAD":
+        handler = "render_GET" if method == "HEAD" else f"render_{method}"
+        if getattr(self, handler, None) is None:
+            # Resource defines render_HEAD for everyone; it exists only where GET does.
             allowed = sorted(
-                name.removeprefix("render_") for name in dir(self) if name.startswith("render_")
+                name.removeprefix("render_")
+                for name in dir(self)
+                if name.startswith("render_") and (name != "render_HEAD" or self._has_get())
             )
             request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
             return write_error(request, 405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
@@ -52,6 +56,9 @@ class JSONResource(Resource):
             return write_error(request, 404, "NOT_FOUND", "no such resource")
         result: bytes = super().render(request)
         return result
+
+    def _has_get(self) -> bool:
+        return getattr(self, "render_GET", None) is not None
 
 
 class NotFound(Resource):

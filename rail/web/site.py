@@ -16,8 +16,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from rail.store.model import IQueueStore
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.jsonapi import NotFound, error_body
+from rail.web.messages import MessageStatusResource
+from rail.web.send import Send
 from rail.web.who import Who
 
 __all__ = ["LimitedRequest", "build_site"]
@@ -104,10 +107,29 @@ def build_site(
     clock: IReactorTime,
     max_body: int,
     idle_timeout: float,
+    store: IQueueStore,
+    hostname: str,
+    max_message_size: int,
+    max_recipients: int,
 ) -> RailSite:
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
+    send = Send(
+        store,
+        clock,
+        hostname=hostname,
+        max_message_size=max_message_size,
+        max_recipients=max_recipients,
+    )
+    v1 = _Directory()
+    v1.putChild(b"send", send)
+    v1.putChild(b"messages", MessageStatusResource(store))
+    api.putChild(b"v1", v1)
+    # The seed's examples post to /v1/send as well as /api/v1/send.
+    short_v1 = _Directory()
+    short_v1.putChild(b"send", send)
+    root.putChild(b"v1", short_v1)
     root.putChild(b"api", api)
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(readiness))

@@ -1,0 +1,111 @@
+"""``GET /api/v1/messages/{id}``: where a message the caller sent stands.
+
+Only the owner may look: a message of another client answers exactly like an id that
+does not exist, and so does a malformed id, so the endpoint reveals nothing about what
+other apps send (or which ids are in use).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from rail.store.ids import is_message_id
+from rail.store.model import IQueueStore, MessageStatus, RecipientStatus, StoreUnavailableError
+from rail.web.jsonapi import JSONResource, write_error, write_json
+from rail.web.send import RETRY_AFTER, client_identity, finish_later
+
+__all__ = ["MessageStatusResource", "status_to_json"]
+
+_log = Logger()
+
+
+def _rfc3339(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _recipient_to_json(recipient: RecipientStatus) -> dict[str, Any]:
+    return {
+        "address": recipient.address,
+        "status": recipient.status,
+        "attempts": recipient.attempts,
+        "last_reply": recipient.last_reply,
+        "next_attempt_at": _rfc3339(recipient.next_attempt_at),
+        "updated_at": _rfc3339(recipient.updated_at),
+    }
+
+
+def status_to_json(status: MessageStatus) -> dict[str, Any]:
+    """The documented answer (docs/api.md); times are RFC 3339 UTC to the second."""
+    return {
+        "id": status.id,
+        "status": status.status,
+        "channel": status.channel,
+        "from": status.sender,
+        "size": status.size,
+        "received_at": _rfc3339(status.received_at),
+        "recipients": [_recipient_to_json(r) for r in status.recipients],
+    }
+
+
+def _not_found(request: Any) -> bytes:
+    return write_error(request, 404, "NOT_FOUND", "no such message")
+
+
+class MessageStatusResource(Resource):
+    """Mounted at ``/api/v1/messages``; each child path segment is a message id."""
+
+    def __init__(self, store: IQueueStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return _Message(self._store, path)
+
+    def render(self, request: Any) -> bytes:
+        return write_error(request, 404, "NOT_FOUND", "no such resource")
+
+
+class _Message(JSONResource):
+    def __init__(self, store: IQueueStore, segment: bytes) -> None:
+        super().__init__()
+        self._store = store
+        self._segment = segment
+
+    def render_GET(self, request: Any) -> Any:
+        identity = client_identity(request)
+        if isinstance(identity, bytes):
+            return identity
+        message_id = self._segment.decode("ascii", "replace")
+        if not is_message_id(message_id):
+            return _not_found(request)
+        answer = maybeDeferred(self._store.status, identity.name, message_id)
+        answer.addCallback(self._found, request)
+        answer.addErrback(self._failed, request, identity.name, message_id)
+        return finish_later(request, answer)
+
+    def _found(self, status: MessageStatus | None, request: Any) -> bytes:
+        if status is None:
+            return _not_found(request)
+        return write_json(request, 200, status_to_json(status))
+
+    def _failed(self, failure: Failure, request: Any, client: str, message_id: str) -> bytes:
+        if failure.check(StoreUnavailableError):
+            _log.warn(
+                "store unavailable for a status query by {client}: {reason}",
+                client=client,
+                reason=str(failure.value),
+            )
+        else:
+            _log.failure("status query failed", failure, client=client, msg_id=message_id)
+        request.setHeader(b"Retry-After", str(RETRY_AFTER).encode("ascii"))
+        return write_error(
+            request, 503, "QUEUE_UNAVAILABLE", "the queue is unavailable; retry later"
+        )

@@ -1,0 +1,185 @@
+"""``POST /api/v1/send``: an app submits a message as JSON over mTLS.
+
+The resource is glue: :func:`rail.mail.compose.compose` decides everything about the
+request, the store makes it durable, and this module maps both outcomes to HTTP. The
+answer waits for the store's fsync (RAIL.md §4: 202 only once the message is on disk),
+so rendering is asynchronous.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
+
+from rail.audit import log_accepted
+from rail.mail.compose import ComposeError, Submission, compose
+from rail.policy.identity import ClientIdentity, identity_from_certificate
+from rail.store.ids import new_message_id
+from rail.store.model import (
+    Accepted,
+    Conflict,
+    IQueueStore,
+    QueueFullError,
+    Replayed,
+    StoreUnavailableError,
+)
+from rail.web.identity import peer_certificate
+from rail.web.jsonapi import JSONResource, write_error, write_json
+
+__all__ = ["RETRY_AFTER", "Send", "client_identity", "finish_later"]
+
+_log = Logger()
+
+# Seconds a client should wait after a 503 before trying again.
+RETRY_AFTER = 60
+
+
+def client_identity(request: Any) -> ClientIdentity | bytes:
+    """The authenticated client, or the body of a 401 already set on ``request``."""
+    certificate = peer_certificate(request)
+    identity = None
+    if certificate is not None:
+        try:
+            identity = identity_from_certificate(certificate)
+        except ValueError:
+            identity = None
+    if identity is None:
+        request.setHeader(b"WWW-Authenticate", b"mutual-tls")
+        return write_error(
+            request,
+            401,
+            "CLIENT_CERTIFICATE_REQUIRED",
+            "present a client certificate issued by this Rail (curl --cert/--key)",
+        )
+    return identity
+
+
+def finish_later(request: Any, answer: Deferred[bytes]) -> Any:
+    """Return NOT_DONE_YET and write ``answer``'s body when it fires, unless the client
+    has gone: writing to a finished or disconnected request raises."""
+    gone = False
+
+    def went_away(_: object) -> None:
+        nonlocal gone
+        gone = True
+
+    def write(body: bytes) -> None:
+        if gone:
+            return
+        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        request.write(body)
+        request.finish()
+
+    request.notifyFinish().addBoth(went_away)
+    answer.addCallback(write)
+    answer.addErrback(lambda failure: _log.failure("writing an API answer failed", failure))
+    return NOT_DONE_YET
+
+
+def _json_content_type(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    media_type, _, parameters = value.partition(b";")
+    if media_type.strip().lower() != b"application/json":
+        return False
+    for parameter in parameters.split(b";"):
+        name, _, charset = parameter.partition(b"=")
+        if name.strip().lower() == b"charset" and charset.strip(b' "').lower() != b"utf-8":
+            return False
+    return True
+
+
+class Send(JSONResource):
+    """Mounted at ``/api/v1/send`` and ``/v1/send``."""
+
+    def __init__(
+        self,
+        store: IQueueStore,
+        clock: IReactorTime,
+        *,
+        hostname: str,
+        max_message_size: int,
+        max_recipients: int,
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._clock = clock
+        self._hostname = hostname
+        self._max_message_size = max_message_size
+        self._max_recipients = max_recipients
+
+    def render_POST(self, request: Any) -> Any:
+        identity = client_identity(request)
+        if isinstance(identity, bytes):
+            return identity
+        if not _json_content_type(request.getHeader(b"Content-Type")):
+            return write_error(
+                request,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the message as Content-Type: application/json",
+            )
+        key = request.getHeader(b"Idempotency-Key")
+        now = self._clock.seconds()
+        try:
+            result = compose(
+                request.content.read(),
+                None if key is None else key.decode("latin-1"),
+                identity,
+                message_id=new_message_id(now),
+                hostname=self._hostname,
+                now=now,
+                max_recipients=self._max_recipients,
+                max_message_size=self._max_message_size,
+            )
+        except Exception:
+            _log.failure("composing a message failed", client=identity.name)
+            return write_error(request, 500, "INTERNAL_ERROR", "Rail failed to build the message")
+        if isinstance(result, ComposeError):
+            return write_error(request, result.http_status, result.code, result.message)
+        answer = maybeDeferred(self._store.accept, result.message, result.idempotency)
+        answer.addCallback(self._stored, request, result)
+        # Also catches a bug in _stored, so the request is always answered.
+        answer.addErrback(self._failed, request, identity)
+        return finish_later(request, answer)
+
+    def _stored(self, outcome: object, request: Any, submission: Submission) -> bytes:
+        if isinstance(outcome, Conflict):
+            return write_error(
+                request,
+                409,
+                "IDEMPOTENCY_CONFLICT",
+                "this request_id was already used for a different request",
+            )
+        if isinstance(outcome, Replayed):
+            request.setHeader(b"Idempotent-Replayed", b"true")
+        elif isinstance(outcome, Accepted):
+            # The same line as SMTP submission writes, from the same function.
+            log_accepted(submission.message)
+        else:
+            raise TypeError(f"unexpected store outcome {outcome!r}")
+        return write_json(
+            request, 202, {"id": outcome.id, "status": "queued", "recipients": outcome.recipients}
+        )
+
+    def _failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
+        request.setHeader(b"Retry-After", str(RETRY_AFTER).encode("ascii"))
+        if failure.check(QueueFullError):
+            _log.warn("queue full, refused a message from {client}", client=identity.name)
+            return write_error(request, 503, "QUEUE_FULL", "the queue is full; retry later")
+        if failure.check(StoreUnavailableError):
+            _log.warn(
+                "store unavailable, refused a message from {client}: {reason}",
+                client=identity.name,
+                reason=str(failure.value),
+            )
+        else:
+            _log.failure("storing a message failed", failure, client=identity.name)
+        return write_error(
+            request, 503, "QUEUE_UNAVAILABLE", "the queue is unavailable; retry later"
+        )
