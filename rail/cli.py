@@ -62,6 +62,9 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+SAMPLE_SENDER = "app@{hostname}"
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from rail.devsetup import init_dev
 
@@ -90,6 +93,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
         f"  curl --cacert {setup.ca_copy} --cert {setup.client_certificate} "
         f"--key {setup.client_key} https://127.0.0.1:{port}/api/who"
     )
+    submission = setup.config.listen.submission
+    if submission is not None:
+        print(
+            f"  swaks --server 127.0.0.1 --port {submission.port} --tls-on-connect "
+            f"--tls-cert {setup.client_certificate} --tls-key {setup.client_key} "
+            f"--from {SAMPLE_SENDER.format(hostname=setup.config.hostname)} --to you@example.com"
+        )
     return 0
 
 

@@ -75,8 +75,10 @@ class SubmissionSession:
         message_id = new_message_id(now)
         date = format_date(now)
         protocol = "UTF8SMTPSA" if envelope.smtputf8 else "ESMTPSA"
+        # RFC 5321 §4.4 TCP-info: an address literal, IPv6 ones tagged.
+        literal = f"IPv6:{envelope.peer}" if ":" in envelope.peer else envelope.peer
         received = (
-            f"Received: from {envelope.helo} ([{envelope.peer}])\r\n"
+            f"Received: from {envelope.helo} ([{literal}])\r\n"
             f"\t(authenticated client {identity.name})\r\n"
             f"\tby {self._hostname} (Rail) with {protocol} id {message_id};\r\n"
             f"\t{date}"

@@ -17,7 +17,8 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 
 from rail.audit import log_accepted
-from rail.mail.compose import ComposeError, Submission, compose
+from rail.mail.compose import Submission, compose
+from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity, identity_from_certificate
 from rail.store.ids import new_message_id
 from rail.store.model import (

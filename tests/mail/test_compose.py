@@ -12,17 +12,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rail.mail.compose import (
-    ComposeError,
-    Mailbox,
-    SendRequest,
-    Submission,
-    authorize,
-    build_message,
-    compose,
-    fingerprint,
-    parse_request,
-)
+from rail.mail.addresses import Mailbox
+from rail.mail.compose import Submission, authorize, build_message, compose
+from rail.mail.request import ComposeError, SendRequest, fingerprint, parse_request
 from rail.policy.identity import ClientIdentity
 from rail.store.model import IdempotencyKey
 
