@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
@@ -67,7 +67,15 @@ class RailService(MultiService):
         _log.info("draining: /readyz answers 503 for {delay}s before listeners close", delay=delay)
         if delay > 0:
             yield task.deferLater(self._clock, delay, lambda: None)
-        yield super().stopService()
+        # MultiService would stop every child at once; the store must close only after the
+        # listeners have closed and their sessions finished, or in-flight mail gets 451.
+        Service.stopService(self)
+        children = list(self)
+        first = [child for child in reversed(children) if child.name != "store"]
+        yield defer.DeferredList([defer.maybeDeferred(child.stopService) for child in first])
+        yield defer.DeferredList(
+            [defer.maybeDeferred(child.stopService) for child in children if child.name == "store"]
+        )
         _log.info("rail stopped")
 
 

@@ -17,8 +17,8 @@ from email.message import EmailMessage
 import attrs
 
 from rail.mail.addresses import Mailbox
-from rail.mail.headers import format_date
-from rail.mail.request import ComposeError, SendRequest, _invalid, parse_request
+from rail.mail.headers import format_date, parse_header_section
+from rail.mail.request import _UNSAFE, ComposeError, SendRequest, _invalid, parse_request
 from rail.policy.identity import ClientIdentity
 from rail.policy.sender import check_from_header, check_sender
 from rail.policy.verdict import Reject
@@ -110,10 +110,28 @@ def build_message(
         # set_content stamps MIME-Version on every part; it belongs on the top only.
         if part is not message:
             del part["MIME-Version"]
+    # The email package decodes RFC 2047 encoded words when a header is set and writes a
+    # decoded CR or LF out as a real line break, so the raw fields passing validation is
+    # not enough: check the values as the package holds them, then the output's shape.
+    for part in message.walk():
+        for name, value in part.items():
+            if _UNSAFE.search(str(value)):
+                return _invalid(
+                    f"header {name} would contain a line break or control character"
+                    " (encoded words are decoded before this check)"
+                )
     data = message.as_bytes()
     if _NOT_CRLF.search(data) or not data.endswith(b"\r\n"):
-        # Validation above should make this impossible; never queue a smuggling vector.
-        raise ValueError("composed message is not CRLF-canonical")
+        return _invalid("the message could not be built with CRLF line ends")
+    section = parse_header_section(data)
+    if (
+        not section.has_separator
+        or len(section.fields) != len(message.items())
+        or len(section.values("from")) != 1
+        or section.has("bcc")
+    ):
+        # Never queue a header section other than the one the request describes.
+        return _invalid("the header fields could not be built as requested")
     if any(len(line) > _MAX_LINE for line in data.split(b"\r\n")):
         return _invalid(
             f"a header line would be longer than {_MAX_LINE} octets;"

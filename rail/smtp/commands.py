@@ -83,9 +83,10 @@ def _domain_ok(domain: bytes, utf8: bool) -> bool:
 
 
 def _literal_ok(literal: bytes) -> bool:
-    if not literal.endswith(b"]"):
+    # ipaddress accepts IPv6 zone ids ("%anything"); an address literal has none.
+    if not literal.endswith(b"]") or not literal.isascii() or b"%" in literal:
         return False
-    inner = literal[1:-1].decode("ascii", "replace")
+    inner = literal[1:-1].decode("ascii")
     try:
         if inner[:5].lower() == "ipv6:":
             ipaddress.IPv6Address(inner[5:])

@@ -24,7 +24,12 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
@@ -61,7 +66,20 @@ _TLS_GO = Reply(220, "2.0.0", "Ready to start TLS")
 _TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
 _BYE = Reply(221, "2.0.0", "Bye")
 
+_RCPT_OK = Reply(250, "2.1.5", "Recipient ok")
+
 _Result = Reply | defer.Deferred[Reply] | None
+
+
+def _contains(recipients: tuple[str, ...], address: str) -> bool:
+    """Mailbox equality as delivery sees it: local part exact, domain in any case."""
+    local, _, domain = address.rpartition("@")
+    domain = domain.lower()
+    for other in recipients:
+        other_local, _, other_domain = other.rpartition("@")
+        if other_local == local and other_domain.lower() == domain:
+            return True
+    return False
 
 
 @attrs.frozen(kw_only=True)
@@ -75,7 +93,7 @@ class SMTPLimits:
     bad_commands: int
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class RailESMTP(smtp.ESMTP):
     """One SMTP session; see the module docstring for what differs from stock ESMTP."""
 
@@ -102,14 +120,15 @@ class RailESMTP(smtp.ESMTP):
         self._framer = LineFramer()
         self._pending: deque[bytes | Reject] = deque()
         self._busy = False
+        self._write_blocked = False
+        self._reading_paused = False
         self._draining = False
         self._closing = False
         self._errors = 0
         self._helo_name: str | None = None
         self._esmtp = False
         self._envelope: Envelope | None = None
-        self._data: list[bytes] | None = None
-        self._data_size = 0
+        self._data: bytearray | None = None
         self._too_big = False
         self._transaction_timer: IDelayedCall | None = None
         self._tls = False
@@ -137,7 +156,38 @@ class RailESMTP(smtp.ESMTP):
     # Connection and TLS
 
     def connectionMade(self) -> None:
+        # As a producer, the transport tells us when the peer stops reading our replies;
+        # without that, a client pipelining NOOPs it never reads makes Rail buffer replies
+        # without bound.
+        self._io.registerProducer(self, True)
         super().connectionMade()
+
+    def pauseProducing(self) -> None:
+        self._write_blocked = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_blocked = False
+        self._update_reading()
+        self._drain()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    def _update_reading(self) -> None:
+        """Read from the peer only while no reply is pending and replies are flowing.
+
+        A blocked write pauses reading only once commands are waiting: TLS also blocks
+        writes during its handshake (the greeting waits), and the handshake needs reads.
+        """
+        blocked = self._write_blocked and bool(self._pending)
+        pause = (self._busy or blocked) and not self._closing
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            self._io.pauseProducing()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            self._io.resumeProducing()
 
     def greeting(self) -> bytes:
         return self.host + b" ESMTP Rail"
@@ -171,18 +221,26 @@ class RailESMTP(smtp.ESMTP):
         if error is not None:
             self._pending.append(error)
         self._drain()
+        self._update_reading()
 
     def _drain(self) -> None:
         if self._draining:
             return
         self._draining = True
         try:
-            while self._pending and not self._busy and not self._closing:
+            while (
+                self._pending and not self._busy and not self._closing and not self._write_blocked
+            ):
                 item = self._pending.popleft()
                 if isinstance(item, Reject):
                     self._close_with(reply_of(item))
                     return
-                result = self._line(item)
+                try:
+                    result = self._line(item)
+                except Exception:
+                    _log.failure("SMTP command failed", peer=self._peer())
+                    self._close_with(_LOCAL_ERROR)
+                    return
                 if result is None:
                     continue
                 if isinstance(result, Reply):
@@ -194,7 +252,7 @@ class RailESMTP(smtp.ESMTP):
 
     def _wait_for(self, result: defer.Deferred[Reply]) -> None:
         self._busy = True
-        self._io.pauseProducing()
+        self._update_reading()
         result.addErrback(self._internal_error)
         result.addCallback(self._answered)
 
@@ -204,7 +262,7 @@ class RailESMTP(smtp.ESMTP):
             return
         self._answer(reply)
         if not self._closing:
-            self._io.resumeProducing()
+            self._update_reading()
             self._drain()
 
     def _internal_error(self, failure: Failure) -> Reply:
@@ -324,6 +382,8 @@ class RailESMTP(smtp.ESMTP):
     def _mail_checked(self, verdict: Reject | None, envelope: Envelope) -> Reply:
         if verdict is not None:
             return reply_of(verdict)
+        if self._closing:
+            return _LOCAL_ERROR  # not sent: the connection is gone; arm no timer
         self._envelope = envelope
         self._transaction_timer = self._clock.callLater(
             self._limits.transaction_timeout, self._transaction_timed_out
@@ -337,6 +397,9 @@ class RailESMTP(smtp.ESMTP):
         command = parse_rcpt(arg, smtputf8=envelope.smtputf8, hostname=self._hostname)
         if isinstance(command, Reject):
             return reply_of(command)
+        if _contains(envelope.recipients, command.recipient):
+            # Twice the same mailbox is one delivery (and does not use up the limit).
+            return _RCPT_OK
         if len(envelope.recipients) >= self._limits.max_recipients:
             return _TOO_MANY_RCPTS
         verdict = defer.maybeDeferred(self._session.check_rcpt, envelope, command.recipient)
@@ -347,7 +410,7 @@ class RailESMTP(smtp.ESMTP):
             return reply_of(verdict)
         if self._envelope is envelope:
             self._envelope = attrs.evolve(envelope, recipients=(*envelope.recipients, recipient))
-        return Reply(250, "2.1.5", "Recipient ok")
+        return _RCPT_OK
 
     def _data_command(self, arg: bytes) -> _Result:
         if arg.strip():
@@ -356,8 +419,7 @@ class RailESMTP(smtp.ESMTP):
             return _NEED_MAIL
         if not self._envelope.recipients:
             return _NEED_RCPT
-        self._data = []
-        self._data_size = 0
+        self._data = bytearray()
         self._too_big = False
         return _DATA_GO
 
@@ -368,25 +430,26 @@ class RailESMTP(smtp.ESMTP):
             line = line[1:]
         if self._too_big:
             return None
-        self._data_size += len(line) + 2
-        if self._data_size > self._limits.message_size:
+        data = self._data
+        assert data is not None
+        if len(data) + len(line) + 2 > self._limits.message_size:
             # Keep reading to the end (the client cannot be stopped mid-DATA) but keep nothing.
             self._too_big = True
-            self._data = []
+            self._data = bytearray()
             return None
-        assert self._data is not None
-        self._data.append(line)
+        # One buffer, not a list of lines: a list costs ten times the message in objects.
+        data += line
+        data += b"\r\n"
         return None
 
     def _end_of_data(self) -> _Result:
-        envelope, lines = self._envelope, self._data
+        envelope, buffered = self._envelope, self._data
         too_big = self._too_big
         self._reset_transaction()
         if too_big:
             return _TOO_BIG
-        assert envelope is not None and lines is not None
-        data = b"\r\n".join(lines) + b"\r\n" if lines else b""
-        result = defer.maybeDeferred(self._session.deliver, envelope, data)
+        assert envelope is not None and buffered is not None
+        result = defer.maybeDeferred(self._session.deliver, envelope, bytes(buffered))
         return result.addCallback(reply_of)
 
     def _rset(self, arg: bytes) -> _Result:

@@ -31,6 +31,7 @@ _log = Logger()
 
 _NO_IDENTITY = Reject(530, "5.7.0", "Client certificate required")
 _MANY_FROM = Reject(550, "5.6.0", "Message has more than one From header")
+_AUTHOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 _QUEUE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
 _UNAVAILABLE = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
 
@@ -68,9 +69,11 @@ class SubmissionSession:
         section = parse_header_section(data)
         if len(section.values("from")) > 1:
             return _MANY_FROM
-        verdict = check_from_header(identity, section.addresses("from"))
-        if verdict is not None:
-            return verdict
+        # Sender and Resent-* name who sent the message as much as From does.
+        for field in _AUTHOR_FIELDS:
+            verdict = check_from_header(identity, section.addresses(field))
+            if verdict is not None:
+                return verdict
         now = self._clock.seconds()
         message_id = new_message_id(now)
         date = format_date(now)

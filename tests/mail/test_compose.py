@@ -308,6 +308,31 @@ class InjectionTests(SynchronousTestCase):
         self.assertEqual(_parsed(subject="a\tb").subject, "a\tb")
 
 
+class EncodedWordInjectionTests(SynchronousTestCase):
+    def test_encoded_line_breaks_refused(self) -> None:
+        """RFC 2047 encoded words that decode to CR or LF (which the email package would
+        write out as real line breaks) are refused with 400, in every header-bound field:
+        no second From, no Bcc header, no injected body."""
+        cases = [
+            {"headers": {"X-A": "=?utf-8?q?x=0D=0AFrom:_evil@z.com?="}},
+            {"subject": "=?utf-8?q?x=0D=0ABcc:_evil@z.com?="},
+            {"subject": "=?utf-8?q?a=0Db?="},
+            {"subject": "=?utf-8?q?a=0Ab?="},
+            {"from": "=?utf-8?q?a=0D=0AFrom:_evil@z.com=0D=0A?= <noreply@ataca.io>"},
+            {"reply_to": "=?utf-8?q?=0D=0A=0D=0Abody?= <r@example.com>"},
+            {"to": ["=?utf-8?q?x=0D=0ABcc:_e@z.com?= <bob@example.com>"]},
+        ]
+        for changes in cases:
+            result = _compose(_body(**changes))
+            assert isinstance(result, ComposeError), changes
+            self.assertEqual((result.code, result.http_status), ("INVALID_REQUEST", 400))
+
+    def test_harmless_encoded_words_pass(self) -> None:
+        """An encoded word without control characters is kept as the app wrote it."""
+        data = _data(subject="=?utf-8?q?caf=C3=A9?=")
+        self.assertIn(b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", data)
+
+
 class HeaderFieldTests(SynchronousTestCase):
     def test_extra_headers_kept_in_order(self) -> None:
         """``headers`` become header fields, in the order given."""

@@ -395,3 +395,71 @@ class ReplyFormatTests(SynchronousTestCase):
         h.send(b"EHLO a.example\r\n" + h.transaction() + b"BOGUS\r\nQUIT\r\n")
         for line in h.take():
             self.assertRegex(line, REPLY)
+
+
+class ResourceTests(SynchronousTestCase):
+    def test_replies_wait_for_a_reading_peer(self) -> None:
+        """When the transport says the peer stopped reading (producer paused), Rail stops
+        reading and answering; pipelined NOOPs cannot make it buffer replies."""
+        h = Harness()
+        h.ehlo()
+        h.protocol.pauseProducing()
+        # Reading goes on while nothing waits (a TLS handshake blocks writes too)...
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"NOOP\r\n" * 1000)
+        # ...and stops once commands wait for the peer to read their replies.
+        self.assertEqual(h.transport.producerState, "paused")
+        self.assertEqual(h.take(), [])
+        h.protocol.resumeProducing()
+        self.assertEqual(len(h.take()), 1000)
+        self.assertEqual(h.transport.producerState, "producing")
+
+    def test_duplicate_recipient_is_one(self) -> None:
+        """The same mailbox twice (domain in other case) is accepted once and stored
+        once, and does not count twice against the recipient limit."""
+        h = Harness()
+        h.ehlo()
+        h.send(
+            b"MAIL FROM:<a@rail.test>\r\nRCPT TO:<x@d.example>\r\nRCPT TO:<x@D.EXAMPLE>\r\n"
+            b"RCPT TO:<X@d.example>\r\nDATA\r\nbody\r\n.\r\n"
+        )
+        self.assertEqual(h.codes(), [250, 250, 250, 250, 354, 250])
+        self.assertEqual(h.session.delivered[0][0].recipients, ("x@d.example", "X@d.example"))
+
+    def test_ipv6_zone_literal_refused(self) -> None:
+        """An IPv6 literal with a zone id (ASCII or not) is refused, not crashed on."""
+        for argument in (b"[IPv6:fe80::1%\xff]", b"[IPv6:fe80::1%x);(evil]"):
+            h = Harness()
+            h.send(b"EHLO " + argument + b"\r\n")
+            self.assertEqual(h.take()[0][:9], b"501 5.5.4")
+
+    def test_unexpected_error_closes_with_451(self) -> None:
+        """A bug while handling a command answers 451 4.3.0 and closes, logged; a failed
+        asynchronous check answers 451 4.3.0 and the session goes on."""
+        h = Harness()
+        h.ehlo()
+
+        def broken(*args: object) -> None:
+            raise ZeroDivisionError()
+
+        h.session.check_mail = broken  # type: ignore[method-assign]
+        h.send(b"MAIL FROM:<a@rail.test>\r\n")
+        self.assertEqual(h.take()[0][:9], b"451 4.3.0")
+        self.assertFalse(h.closed)
+        h.protocol._commands[b"NOOP"] = broken
+        h.send(b"NOOP\r\n")
+        self.assertEqual(h.take()[0][:9], b"451 4.3.0")
+        self.assertTrue(h.closed)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_late_verdict_after_disconnect_arms_nothing(self) -> None:
+        """A MAIL verdict that arrives after the client left sends nothing and leaves no
+        transaction timer behind."""
+        session = ScriptedSession(asynchronous=True)
+        h = Harness(session)
+        h.ehlo()
+        h.send(b"MAIL FROM:<a@rail.test>\r\n")
+        h.protocol.connectionLost(None)  # type: ignore[arg-type]
+        session.fire_all()
+        self.assertEqual(h.take(), [])
+        self.assertEqual(h.clock.getDelayedCalls(), [])

@@ -101,6 +101,20 @@ class SubmissionTests(SynchronousTestCase):
             self.assertEqual(replies[-1], b"550 5.7.1 From header address not authorized")
         self.assertEqual(self.store.messages, {})
 
+    def test_sender_and_resent_fields_authorized(self) -> None:
+        """Sender, Resent-From and Resent-Sender name the sender too: a stranger there is
+        refused like one in From."""
+        for header in (b"Sender: ceo@bank.example", b"Resent-From: ceo@bank.example"):
+            replies = self.submit(
+                b"noreply@ataca.io", b"From: noreply@ataca.io\r\n" + header + b"\r\n\r\nx\r\n"
+            )
+            self.assertEqual(replies[-1][:9], b"550 5.7.1", header)
+        replies = self.submit(
+            b"noreply@ataca.io",
+            b"From: noreply@ataca.io\r\nSender: alerts@smtp.ataca.io\r\n\r\nx\r\n",
+        )
+        self.assertEqual(replies[-1][:9], b"250 2.0.0")
+
     def test_two_from_headers_refused(self) -> None:
         """A message with two From fields is refused (RFC 5322 allows one)."""
         replies = self.submit(
