@@ -8,6 +8,7 @@ with a client that shares no code with Twisted, and reads the queue back with
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import smtplib
 import ssl
@@ -156,8 +157,11 @@ class SMTPSubmissionTests(TestCase):
             "10",
         )
         self.assertEqual(code, 0, out + err)
-        self.assertIn(b"<-  250 2.0.0 Ok: queued as ", out)
+        # swaks marks lines read over TLS with "<~".
+        queued = re.search(rb"^<~  250 2\.0\.0 Ok: queued as (\w+)$", out, re.MULTILINE)
+        assert queued is not None, out
         [stored] = self.rail.stored()
+        self.assertEqual(stored.id, queued.group(1).decode("ascii"))
         self.assertEqual((stored.sender, stored.recipients), (SENDER, (_RECIPIENT,)))
         self.assertIn(b"\tby rail.test (Rail) with ESMTPSA id ", stored.data)
         self.assertIn(b"X-Mailer: swaks", stored.data)
