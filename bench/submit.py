@@ -477,8 +477,9 @@ def target_from(args: argparse.Namespace) -> Target:
             https_port = listen.https.port
         if host is None:
             spec = listen.submission or listen.https
-            wildcard = spec is None or ipaddress.ip_address(spec.interface).is_unspecified
-            host = "127.0.0.1" if wildcard else spec.interface
+            host = "127.0.0.1"
+            if spec is not None and not ipaddress.ip_address(spec.interface).is_unspecified:
+                host = spec.interface
         ca = ca or next(
             (p for p in (directory / "ca.crt", config.data_dir / "ca" / "ca.crt") if p.exists()),
             directory / "ca.crt",

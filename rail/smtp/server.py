@@ -303,6 +303,8 @@ class RailESMTP(smtp.ESMTP):
         self._pending.clear()
         self._data = None
         self._cancel_transaction_timer()
+        # TLS only closes once no producer is registered: unregister or the socket stays.
+        self._io.unregisterProducer()
         self._io.loseConnection()
 
     # Transactions

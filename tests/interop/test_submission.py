@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import smtplib
+import socket
 import ssl
 from typing import Any
 
@@ -93,7 +94,7 @@ class SMTPSubmissionTests(TestCase):
             smtplib.SMTPServerDisconnected,
             ConnectionError,
         )
-        if isinstance(failure, ssl.SSLError):
+        if not isinstance(failure, ConnectionResetError):
             self.assertIn("CERTIFICATE_REQUIRED", str(failure))
         self.assertEqual(self.rail.stored(), [])
 
@@ -111,6 +112,26 @@ class SMTPSubmissionTests(TestCase):
         self.assertEqual(failure.smtp_code, 550)
         self.assertTrue(failure.smtp_error.startswith(b"5.7.1 "), failure.smtp_error)
         self.assertEqual(self.rail.stored(), [])
+
+    @inlineCallbacks
+    def test_too_many_errors_closes_tls_session(self) -> Any:
+        """After 421 4.7.0 (too many errors, pipelined) the server really closes the TLS
+        connection: the client reads end-of-file, not silence."""
+
+        def session() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", self.rail.smtps_port), timeout=10)
+            with self.rail.smtp_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"EHLO interop.test\r\n")
+                bad = b"MAIL FROM:<other@rail.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n"
+                for _ in range(4):
+                    tls.sendall(bad)
+                received = b""
+                while chunk := tls.recv(4096):  # raises TimeoutError if never closed
+                    received += chunk
+                return received
+
+        received = yield deferToThread(session)
+        self.assertTrue(received.endswith(b"421 4.7.0 Too many errors; closing connection\r\n"))
 
     @inlineCallbacks
     def test_smtplib_unauthorized_from_header(self) -> Any:
