@@ -42,13 +42,18 @@ RETRY_AFTER = 60
 
 def client_identity(request: Any) -> ClientIdentity | bytes:
     """The authenticated client, or the body of a 401 already set on ``request``."""
-    certificate = peer_certificate(request)
-    identity = None
-    if certificate is not None:
-        try:
-            identity = identity_from_certificate(certificate)
-        except ValueError:
-            identity = None
+    # One connection has one certificate: read it once, not on every keep-alive request.
+    channel = request.channel
+    identity = getattr(channel, "_rail_identity", None)
+    if identity is None:
+        certificate = peer_certificate(request)
+        if certificate is not None:
+            try:
+                identity = identity_from_certificate(certificate)
+            except ValueError:
+                identity = None
+        if identity is not None and channel is not None:
+            channel._rail_identity = identity
     if identity is None:
         request.setHeader(b"WWW-Authenticate", b"mutual-tls")
         return write_error(
