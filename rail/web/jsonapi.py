@@ -12,7 +12,14 @@ from typing import Any
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-__all__ = ["JSONResource", "error_body", "json_body", "write_error", "write_json"]
+__all__ = [
+    "JSONResource",
+    "certificate_required",
+    "error_body",
+    "json_body",
+    "write_error",
+    "write_json",
+]
 
 
 def json_body(value: Any) -> bytes:
@@ -33,6 +40,17 @@ def write_json(request: IRequest, status: int, value: Any) -> bytes:
 
 def write_error(request: IRequest, status: int, code: str, message: str) -> bytes:
     return write_json(request, status, {"error": {"code": code, "message": message}})
+
+
+def certificate_required(request: IRequest) -> bytes:
+    """The 401 for endpoints that need the caller's client certificate."""
+    request.setHeader(b"WWW-Authenticate", b"mutual-tls")
+    return write_error(
+        request,
+        401,
+        "CLIENT_CERTIFICATE_REQUIRED",
+        "present a client certificate issued by this Rail (curl --cert/--key)",
+    )
 
 
 class JSONResource(Resource):

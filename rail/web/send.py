@@ -30,7 +30,7 @@ from rail.store.model import (
     StoreUnavailableError,
 )
 from rail.web.identity import peer_certificate
-from rail.web.jsonapi import JSONResource, write_error, write_json
+from rail.web.jsonapi import JSONResource, certificate_required, write_error, write_json
 
 __all__ = ["RETRY_AFTER", "Send", "client_identity", "finish_later"]
 
@@ -55,13 +55,7 @@ def client_identity(request: Any) -> ClientIdentity | bytes:
         if identity is not None and channel is not None:
             channel._rail_identity = identity
     if identity is None:
-        request.setHeader(b"WWW-Authenticate", b"mutual-tls")
-        return write_error(
-            request,
-            401,
-            "CLIENT_CERTIFICATE_REQUIRED",
-            "present a client certificate issued by this Rail (curl --cert/--key)",
-        )
+        return certificate_required(request)
     return identity
 
 

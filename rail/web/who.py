@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from rail.pki.inspect import info_to_json, inspect_certificate, parse_certificate
 from rail.web.identity import peer_certificate
-from rail.web.jsonapi import JSONResource, write_error, write_json
+from rail.web.jsonapi import JSONResource, certificate_required, write_error, write_json
 
 __all__ = ["Who"]
 
@@ -43,13 +43,7 @@ class Who(JSONResource):
     def render_GET(self, request: Any) -> bytes:
         certificate = peer_certificate(request)
         if certificate is None:
-            request.setHeader(b"WWW-Authenticate", b"mutual-tls")
-            return write_error(
-                request,
-                401,
-                "CLIENT_CERTIFICATE_REQUIRED",
-                "present a client certificate issued by this Rail (curl --cert/--key)",
-            )
+            return certificate_required(request)
         return self._describe(request, certificate)
 
     def render_POST(self, request: Any) -> bytes:
