@@ -1,0 +1,1 @@
+"""Outbound delivery: routing, the SMTP client, retries, DSNs and the scheduler."""

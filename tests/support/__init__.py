@@ -1,0 +1,1 @@
+"""Shared test fixtures that run real servers on loopback."""
