@@ -79,11 +79,13 @@ class RailService(MultiService):
         _log.info("rail stopped")
 
 
-def _listener(reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str) -> Listener:
+def _listener(
+    reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str, grace: float
+) -> Listener:
     endpoint = SSL4ServerEndpoint(
         reactor, spec.port, tls, backlog=spec.backlog, interface=spec.interface
     )
-    listener = Listener(endpoint, factory, reactor)
+    listener = Listener(endpoint, factory, reactor, grace=grace)
     listener.setName(name)
     return listener
 
@@ -117,7 +119,9 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
         )
-        _listener(reactor, config.listen.https, tls, site, "https").setServiceParent(root)
+        _listener(
+            reactor, config.listen.https, tls, site, "https", config.shutdown.grace_period
+        ).setServiceParent(root)
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
         factory = SMTPServerFactory(
@@ -127,7 +131,12 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             clock=reactor,
         )
         _listener(
-            reactor, config.listen.submission, ServerTLS(pki.server, auth), factory, "submission"
+            reactor,
+            config.listen.submission,
+            ServerTLS(pki.server, auth),
+            factory,
+            "submission",
+            config.shutdown.grace_period,
         ).setServiceParent(root)
     return root
 

@@ -23,10 +23,12 @@ from rail.config.schema import (
     PKI,
     TLS,
     Config,
+    Delivery,
     KeyType,
     Limits,
     Listen,
     Shutdown,
+    Smarthost,
     Storage,
     Webhooks,
 )
@@ -109,7 +111,34 @@ _STORAGE = r.section(
     {"max_queued": r.integer(1, 1_000_000_000), "min_free_space": r.size("0B", "1024GB")},
 )
 
-_SHUTDOWN = r.section(Shutdown, {"drain_delay": r.duration("0s", "10m")})
+_SHUTDOWN = r.section(
+    Shutdown, {"drain_delay": r.duration("0s", "10m"), "grace_period": r.duration("0s", "10m")}
+)
+
+_SMARTHOST = r.section(
+    Smarthost,
+    {
+        "host": r.host,
+        "port": r.integer(1, 65535),
+        "tls": r.choice(("required", "opportunistic")),
+    },
+    required={"host": "required: the relay's host name or IP address"},
+)
+
+_DELIVERY = r.section(
+    Delivery,
+    {
+        "nameservers": r.optional(r.non_empty(r.list_of(r.nameserver, "addresses"))),
+        "port": r.integer(1, 65535),
+        "smarthost": r.optional(_SMARTHOST),
+        "retry": r.non_empty(r.list_of(r.duration("1s", "7d"), "durations")),
+        "max_age": r.duration("1m", "60d"),
+        "concurrency": r.integer(1, 10_000),
+        "per_destination": r.integer(1, 1000),
+        "messages_per_connection": r.integer(1, 100_000),
+        "connect_timeout": r.duration("1s", "10m"),
+    },
+)
 
 _CONFIG = r.section(
     Config,
@@ -123,6 +152,7 @@ _CONFIG = r.section(
         "webhooks": _WEBHOOKS,
         "limits": _LIMITS,
         "storage": _STORAGE,
+        "delivery": _DELIVERY,
         "shutdown": _SHUTDOWN,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},

@@ -11,6 +11,7 @@ in the configuration comes from here, so they read alike.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -32,10 +33,13 @@ __all__ = [
     "choice",
     "domain_name",
     "duration",
+    "host",
     "integer",
     "kind",
     "list_of",
     "listener",
+    "nameserver",
+    "non_empty",
     "optional",
     "path",
     "read_value",
@@ -241,6 +245,39 @@ def size(low: str, high: str) -> Reader:
     return read
 
 
+def host(value: object, at: Cursor) -> str:
+    """A host name (lower-cased) or an IP address literal."""
+    text = _string(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return domain_name("host name")(text, at)
+
+
+def nameserver(value: object, at: Cursor) -> tuple[str, int]:
+    """A resolver address: ``"ip"``, ``"ip:port"`` or ``"[ip6]:port"`` (port 53 if absent)."""
+    text = _string(value)
+    address, port = text, 53
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or (text[end + 1 :] and not text[end + 1 :].startswith(":")):
+            raise InvalidError(f'expected "ip", "ip:port" or "[ip6]:port", got {text!r}')
+        address, rest = text[1:end], text[end + 2 :]
+        port_text: str | None = rest if text[end + 1 :] else None
+    elif text.count(":") == 1:
+        address, port_text = text.split(":")
+    else:
+        port_text = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise InvalidError(f"expected a port from 1 to 65535 in {text!r}")
+        port = int(port_text)
+    try:
+        return str(ipaddress.ip_address(address)), port
+    except ValueError:
+        raise InvalidError(f"expected an IP address (not a name), got {address!r}") from None
+
+
 def listener(value: object, at: Cursor) -> object:
     """An endpoint description, or null to disable the listener."""
     if value is None:
@@ -269,6 +306,18 @@ def list_of(reader: Reader, what: str) -> Reader:
         if not all(ok for ok, _ in results):
             raise ReportedError()
         return tuple(item for _, item in results)
+
+    return read
+
+
+def non_empty(reader: Reader) -> Reader:
+    """``reader`` of a list, refusing an empty one (null is how to say "not set")."""
+
+    def read(value: object, at: Cursor) -> tuple[object, ...]:
+        items: tuple[object, ...] = reader(value, at)
+        if not items:
+            raise InvalidError("expected at least one item, got an empty list")
+        return items
 
     return read
 

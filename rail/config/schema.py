@@ -21,10 +21,12 @@ __all__ = [
     "PKI",
     "TLS",
     "Config",
+    "Delivery",
     "KeyType",
     "Limits",
     "Listen",
     "Shutdown",
+    "Smarthost",
     "Storage",
     "Webhooks",
 ]
@@ -129,12 +131,56 @@ class Storage:
 
 
 @attrs.frozen(kw_only=True)
+class Smarthost:
+    """A provider's relay that takes all outbound mail instead of recipients' MX hosts."""
+
+    host: str
+    """Host name or IP address of the relay; its A/AAAA records are used, not MX."""
+    port: int = 25
+    """The relay's SMTP port (STARTTLS on it; implicit-TLS port 465 is not supported)."""
+    tls: Literal["required", "opportunistic"] = "required"
+    """``required``: STARTTLS with the relay's certificate verified against the system trust
+    store and ``host``, or no delivery (deferred). ``opportunistic``: as for MX hosts."""
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """Outbound delivery to recipients' MX hosts: routing, retries and concurrency."""
+
+    nameservers: tuple[tuple[str, int], ...] | None = None
+    """Resolvers for MX and address look-ups as ``"ip"`` or ``"ip:port"`` (``"[ip6]:port"``);
+    null uses the system's ``/etc/resolv.conf``. Tests point it at a local server."""
+    port: int = 25
+    """Port of recipients' MX hosts. Only tests change it."""
+    smarthost: Smarthost | None = None
+    """Relay everything through this host instead of looking up MX records."""
+    retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+    """Delay before each retry of a deferred recipient, the last one repeating, each with
+    ±10% jitter so retries of a burst spread out."""
+    max_age: float = 5 * _DAY
+    """A recipient still undelivered this long after acceptance bounces (RFC 5321 §4.5.4.1
+    suggests 4 to 5 days)."""
+    concurrency: int = 100
+    """Outbound SMTP connections open at once, in all."""
+    per_destination: int = 10
+    """Connections open at once to one recipient domain, so Rail does not look like an
+    attack to a small site's server."""
+    messages_per_connection: int = 100
+    """Messages sent over one connection before it is closed and a new one opened."""
+    connect_timeout: float = 30.0
+    """Seconds to wait for a TCP connection to an MX host before trying the next address."""
+
+
+@attrs.frozen(kw_only=True)
 class Shutdown:
     """How Rail stops on SIGTERM or SIGINT."""
 
     drain_delay: float = 2.0
     """Seconds ``/readyz`` answers 503 before the listeners close, so load balancers stop
     sending new connections before they would be refused."""
+    grace_period: float = 10.0
+    """Seconds in-flight SMTP sessions and deliveries get to finish once the listeners have
+    closed; what is still running then is cut off (its mail stays queued) and Rail exits."""
 
 
 @attrs.frozen(kw_only=True)
@@ -158,4 +204,5 @@ class Config:
     webhooks: Webhooks = Webhooks()
     limits: Limits = Limits()
     storage: Storage = Storage()
+    delivery: Delivery = Delivery()
     shutdown: Shutdown = Shutdown()
