@@ -6,16 +6,25 @@ so those tests need no threads, files or wall time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.model import (
     Accepted,
+    BouncedRecipient,
+    BounceReport,
     Conflict,
+    DeliveryJob,
+    DueRecipient,
+    IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
+    JobResult,
     MessageStatus,
     NewMessage,
     QueueFullError,
@@ -38,7 +47,7 @@ class _Remembered:
     created_at: float
 
 
-@implementer(IQueueStore)
+@implementer(IQueueStore, IDeliveryQueue)
 class MemoryStore:
     """An in-memory :class:`IQueueStore` with the same answers as the SQLite store.
 
@@ -58,6 +67,8 @@ class MemoryStore:
         self.messages: dict[str, NewMessage] = {}
         self._recipients: dict[str, list[RecipientStatus]] = {}
         self._idempotency: dict[tuple[str, str], _Remembered] = {}
+        self._remote_mta: dict[tuple[str, int], str | None] = {}
+        self._observers: list[Callable[[], object]] = []
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -88,6 +99,7 @@ class MemoryStore:
                 recipients=len(message.recipients),
                 created_at=message.received_at,
             )
+        self._notify()
         return succeed(Accepted(message.id, len(message.recipients)))
 
     def status(self, client: str, message_id: str) -> Deferred[MessageStatus | None]:
@@ -118,6 +130,114 @@ class MemoryStore:
         self.closed = True
         return succeed(None)
 
+    def claim(
+        self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
+    ) -> Deferred[list[DeliveryJob]]:
+        """Due jobs, oldest due first, as the SQLite store finds them."""
+        due = sorted(
+            (row.next_attempt_at, message_id, index)
+            for message_id, rows in self._recipients.items()
+            for index, row in enumerate(rows)
+            if row.status in ("queued", "deferred")
+            and row.next_attempt_at is not None
+            and row.next_attempt_at <= now
+        )
+        grouped: dict[tuple[str, str], list[DueRecipient]] = {}
+        for _, message_id, index in due:
+            row = self._recipients[message_id][index]
+            key = (message_id, recipient_domain(row.address))
+            if key in exclude or (key not in grouped and len(grouped) >= limit):
+                continue
+            grouped.setdefault(key, []).append(
+                DueRecipient(index, row.address, row.attempts, row.last_reply)
+            )
+        jobs = []
+        for (message_id, domain), recipients in grouped.items():
+            message = self.messages[message_id]
+            jobs.append(
+                DeliveryJob(
+                    message_id=message_id,
+                    domain=domain,
+                    client=message.client,
+                    sender=message.sender,
+                    received_at=message.received_at,
+                    smtputf8=message.smtputf8,
+                    eight_bit=message.eight_bit,
+                    recipients=tuple(sorted(recipients, key=lambda r: r.idx)),
+                    data=message.data,
+                )
+            )
+        return succeed(jobs)
+
+    def record(
+        self, result: JobResult, dsn: DSNBuilder | None = None
+    ) -> Deferred[NewMessage | None]:
+        """Apply ``result`` like the SQLite store, including the DSN hand-over."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        message_id = result.message_id
+        rows = self._rows(self.messages[message_id])
+        was_pending = _pending(rows)
+        for update in result.updates:
+            old = rows[update.idx]
+            if old.status not in ("queued", "deferred"):
+                continue
+            rows[update.idx] = attrs.evolve(
+                old,
+                status=update.status,
+                attempts=old.attempts + 1,
+                last_reply=update.reply,
+                next_attempt_at=update.next_attempt_at if update.status == "deferred" else None,
+                updated_at=result.attempted_at,
+            )
+            self._remote_mta[(message_id, update.idx)] = update.remote_mta
+        if not was_pending or _pending(rows) or dsn is None:
+            return succeed(None)
+        bounced = tuple(
+            BouncedRecipient(
+                row.address,
+                row.last_reply or "",
+                self._remote_mta.get((message_id, index)),
+                row.updated_at,
+            )
+            for index, row in enumerate(rows)
+            if row.status == "bounced"
+        )
+        if not bounced:
+            return succeed(None)
+        message = self.messages[message_id]
+        notification = dsn(
+            BounceReport(
+                message_id,
+                message.client,
+                message.sender,
+                message.received_at,
+                message.data,
+                bounced,
+            )
+        )
+        if notification is not None:
+            self.messages[notification.id] = notification
+            self._recipients[notification.id] = _fresh_rows(notification)
+            self._notify()
+        return succeed(notification)
+
+    def recipient_counts(self) -> Deferred[dict[str, int]]:
+        """Recipients by status, every status present."""
+        counts = dict.fromkeys(("queued", "deferred", "sent", "bounced"), 0)
+        for message in self.messages.values():
+            for row in self._rows(message):
+                counts[row.status] += 1
+        return succeed(counts)
+
+    def observe_accepted(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` after every accept and every queued DSN."""
+        self._observers.append(callback)
+
+    def _notify(self) -> None:
+        for observer in self._observers:
+            observer()
+
     def update_recipient(
         self,
         message_id: str,
@@ -140,6 +260,10 @@ class MemoryStore:
             next_attempt_at=next_attempt_at,
             updated_at=self.clock.seconds(),
         )
+
+
+def _pending(rows: list[RecipientStatus]) -> bool:
+    return any(row.status in ("queued", "deferred") for row in rows)
 
 
 def _fresh_rows(message: NewMessage) -> list[RecipientStatus]:

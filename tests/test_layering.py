@@ -31,6 +31,7 @@ _PURE = [
     "store/writer.py",
     "store/schema.py",
     "store/inspect.py",
+    "store/deliveries.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

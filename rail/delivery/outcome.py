@@ -28,7 +28,7 @@ Disposition = Literal["sent", "deferred", "bounced"]
 
 @attrs.frozen
 class Reply:
-    """An SMTP reply: ``code`` 200–599, optional enhanced status (``"5.1.1"``) and text.
+    """An SMTP reply: ``code`` 200 to 599, optional enhanced status (``"5.1.1"``) and text.
 
     ``remote`` is False when Rail made the reply up for a local conclusion.
     """

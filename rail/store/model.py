@@ -13,13 +13,20 @@ from zope.interface import Interface
 
 __all__ = [
     "Accepted",
+    "BounceReport",
+    "BouncedRecipient",
     "Conflict",
+    "DeliveryJob",
+    "DueRecipient",
+    "IDeliveryQueue",
     "IQueueStore",
     "IdempotencyKey",
+    "JobResult",
     "MessageStatus",
     "NewMessage",
     "QueueFullError",
     "RecipientStatus",
+    "RecipientUpdate",
     "Replayed",
     "StoreUnavailableError",
     "overall_status",
@@ -115,6 +122,80 @@ class MessageStatus:
     recipients: tuple[RecipientStatus, ...]
 
 
+@attrs.frozen
+class DueRecipient:
+    """A recipient whose next attempt is due; ``idx`` is its position in the message."""
+
+    idx: int
+    address: str
+    attempts: int
+    last_reply: str | None
+
+
+@attrs.frozen
+class DeliveryJob:
+    """The due recipients of one message in one recipient domain: what one SMTP
+    transaction to that domain's MX delivers."""
+
+    message_id: str
+    domain: str
+    client: str
+    sender: str
+    received_at: float
+    smtputf8: bool
+    eight_bit: bool
+    recipients: tuple[DueRecipient, ...]
+    data: bytes
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identifies the job among those in flight."""
+        return (self.message_id, self.domain)
+
+
+@attrs.frozen
+class RecipientUpdate:
+    """The outcome of one attempt for one recipient. ``next_attempt_at`` is set for
+    ``deferred`` only; ``reply`` is the remote (or Rail's) reply as text."""
+
+    idx: int
+    status: Literal["sent", "deferred", "bounced"]
+    reply: str
+    remote_mta: str | None = None
+    next_attempt_at: float | None = None
+
+
+@attrs.frozen
+class JobResult:
+    """What one delivery attempt of a :class:`DeliveryJob` decided, recorded at once."""
+
+    message_id: str
+    attempted_at: float
+    updates: tuple[RecipientUpdate, ...]
+
+
+@attrs.frozen
+class BouncedRecipient:
+    address: str
+    reply: str
+    remote_mta: str | None
+    updated_at: float
+
+
+@attrs.frozen
+class BounceReport:
+    """A message that has just become final with bounced recipients: the material of its
+    delivery status notification. ``data`` is the stored message (its header section is
+    quoted in the DSN)."""
+
+    message_id: str
+    client: str
+    sender: str
+    received_at: float
+    data: bytes
+    bounced: tuple[BouncedRecipient, ...]
+
+
 class IQueueStore(Interface):
     """The durable queue. Every method returns a Deferred and never blocks the reactor."""
 
@@ -128,6 +209,26 @@ class IQueueStore(Interface):
 
     def close() -> Any:
         """Finish pending work, then release the database; fires when done."""
+
+
+class IDeliveryQueue(Interface):
+    """The queue as the delivery scheduler sees it. Every method returns a Deferred."""
+
+    def claim(now: float, limit: int, exclude: frozenset[tuple[str, str]]) -> Any:  # noqa: N805
+        """Fires with up to ``limit`` :class:`DeliveryJob` due at ``now``, oldest due
+        first, none whose :attr:`DeliveryJob.key` is in ``exclude``."""
+
+    def record(result: JobResult, dsn: Any = None) -> Any:  # noqa: N805
+        """Make ``result`` durable; when it leaves its message with no pending recipient
+        and some bounced, ``dsn(BounceReport)`` is called and the NewMessage it returns is
+        queued in the same transaction. Fires with that NewMessage or None."""
+
+    def recipient_counts() -> Any:
+        """Fires with the number of recipients in each status."""
+
+    def observe_accepted(callback: Any) -> None:  # noqa: N805
+        """Call ``callback()`` (on the reactor) whenever new mail becomes due at once:
+        after an accept, or after a DSN was queued."""
 
 
 def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:

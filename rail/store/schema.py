@@ -16,11 +16,20 @@ from rail.store.model import StoreUnavailableError
 __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Recipients are found by the delivery scheduler through (status, next_attempt_at), so it
-# never needs the whole queue in memory. ``data`` is the last column of ``messages`` so
+# Due recipients are found through a partial index over the pending ones ordered by
+# next_attempt_at, so the scheduler reads the next few in order without sorting (or holding)
+# a million queued rows; final rows leave the index. ``data`` is the last column of ``messages`` so
 # scans that skip it never read its overflow pages.
+#
+# Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at).
+_MIGRATE_1_TO_2 = """
+ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
+DROP INDEX recipients_due;
+CREATE INDEX recipients_pending ON recipients (next_attempt_at)
+    WHERE status IN ('queued', 'deferred');
+"""
 _SCHEMA = """
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
@@ -43,9 +52,11 @@ CREATE TABLE recipients (
     next_attempt_at REAL,
     last_reply TEXT,
     updated_at REAL NOT NULL,
+    remote_mta TEXT,
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
-CREATE INDEX recipients_due ON recipients (status, next_attempt_at);
+CREATE INDEX recipients_pending ON recipients (next_attempt_at)
+    WHERE status IN ('queued', 'deferred');
 CREATE TABLE idempotency (
     client TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -121,6 +132,8 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             _create(connection, path)
+        elif version == 1:
+            _run_script(connection, _MIGRATE_1_TO_2)
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.
@@ -135,9 +148,14 @@ def _create(connection: sqlite3.Connection, path: Path) -> None:
     tables = connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
     if tables:
         raise StoreUnavailableError(f"{path}: not a Rail queue database (no schema version)")
+    _run_script(connection, _SCHEMA)
+
+
+def _run_script(connection: sqlite3.Connection, script: str) -> None:
+    """Run ``script`` and set the current schema version, all in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA.split(";"):
+        for statement in script.split(";"):
             if statement.strip():
                 connection.execute(statement)
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -8,32 +8,47 @@ fires the Deferreds back on the reactor with ``callFromThread``.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rail.store.deliveries import DSNBuilder
 from rail.store.model import (
     Accepted,
     Conflict,
+    DeliveryJob,
+    IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
+    JobResult,
     MessageStatus,
     NewMessage,
     Replayed,
     StoreUnavailableError,
 )
 from rail.store.schema import database_path, open_writable
-from rail.store.writer import AcceptOp, Outcome, StatusOp, Writer, count_pending
+from rail.store.writer import (
+    AcceptOp,
+    ClaimOp,
+    CountsOp,
+    Outcome,
+    RecordOp,
+    StatusOp,
+    Writer,
+    count_pending,
+)
 
 __all__ = ["SQLiteStore"]
 
 _log = Logger()
 
 
-@implementer(IQueueStore)
+@implementer(IQueueStore, IDeliveryQueue)
 class SQLiteStore:
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
@@ -50,6 +65,7 @@ class SQLiteStore:
         self._started = False
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
+        self._observers: list[Callable[[], object]] = []
         self._writer = Writer(
             directory,
             max_queued=max_queued,
@@ -131,6 +147,33 @@ class SQLiteStore:
         self._writer.submit(StatusOp(client, message_id, result))
         return result
 
+    def claim(
+        self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
+    ) -> Deferred[list[DeliveryJob]]:
+        """Due jobs; see :class:`IDeliveryQueue`."""
+        return self._submit(lambda token: ClaimOp(now, limit, exclude, token))
+
+    def record(
+        self, result: JobResult, dsn: DSNBuilder | None = None
+    ) -> Deferred[NewMessage | None]:
+        """Record a delivery attempt; see :class:`IDeliveryQueue`."""
+        return self._submit(lambda token: RecordOp(result, dsn, token))
+
+    def recipient_counts(self) -> Deferred[dict[str, int]]:
+        """Recipients by status."""
+        return self._submit(CountsOp)
+
+    def observe_accepted(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` whenever new mail is queued; see :class:`IDeliveryQueue`."""
+        self._observers.append(callback)
+
+    def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        result: Deferred[Any] = Deferred()
+        self._writer.submit(make(result))
+        return result
+
     def close(self) -> Deferred[None]:
         """Answer everything already submitted, stop the writer thread and close the
         database; later calls fail with :class:`StoreUnavailableError`."""
@@ -161,6 +204,10 @@ class SQLiteStore:
                 count=len(failed),
                 error=str(failed[0]),
             )
+        # Observers first: the scheduler's claim is queued before callers react.
+        if any(isinstance(result, Accepted | NewMessage) for _, result in outcomes):
+            for observer in self._observers:
+                observer()
         for deferred, result in outcomes:
             if isinstance(result, BaseException):
                 deferred.errback(result)

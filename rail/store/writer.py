@@ -12,7 +12,6 @@ as ``(token, result)`` pairs where a result that is an exception means failure.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -23,10 +22,18 @@ from typing import Any
 
 import attrs
 
+from rail.store.deliveries import (
+    DSNBuilder,
+    claim_due,
+    insert_message,
+    recipient_counts,
+    record_result,
+)
 from rail.store.model import (
     Accepted,
     Conflict,
     IdempotencyKey,
+    JobResult,
     MessageStatus,
     NewMessage,
     QueueFullError,
@@ -40,6 +47,9 @@ __all__ = [
     "IDEMPOTENCY_TTL",
     "MAX_BATCH",
     "AcceptOp",
+    "ClaimOp",
+    "CountsOp",
+    "RecordOp",
     "StatusOp",
     "Writer",
     "count_pending",
@@ -74,6 +84,34 @@ class StatusOp:
     token: Any
 
 
+@attrs.frozen
+class ClaimOp:
+    """Read up to ``limit`` due jobs (see :func:`rail.store.deliveries.claim_due`)."""
+
+    now: float
+    limit: int
+    exclude: frozenset[tuple[str, str]]
+    token: Any
+
+
+@attrs.frozen
+class RecordOp:
+    """Record one delivery attempt; a DSN, if due, is made with ``dsn``."""
+
+    result: JobResult
+    dsn: DSNBuilder | None
+    token: Any
+
+
+@attrs.frozen
+class CountsOp:
+    """Count recipients by status."""
+
+    token: Any
+
+
+Op = AcceptOp | StatusOp | ClaimOp | RecordOp | CountsOp
+_WRITES = (AcceptOp, RecordOp)
 _STOP = object()
 
 
@@ -132,7 +170,7 @@ class Writer:
         self.pending = count_pending(connection)
         self._thread.start()
 
-    def submit(self, op: AcceptOp | StatusOp) -> None:
+    def submit(self, op: Op) -> None:
         self._queue.put(op)
 
     def stop(self) -> None:
@@ -150,7 +188,7 @@ class Writer:
                 op = self._queue.get_nowait()
             except Empty:
                 return outcomes
-            if isinstance(op, AcceptOp | StatusOp):
+            if isinstance(op, Op):
                 outcomes.append((op.token, StoreUnavailableError("queue store closed")))
 
     def _run(self) -> None:
@@ -164,7 +202,7 @@ class Writer:
                     except Empty:
                         break
                 stopping = any(op is _STOP for op in batch)
-                ops = [op for op in batch if isinstance(op, AcceptOp | StatusOp)]
+                ops = [op for op in batch if isinstance(op, Op)]
                 if ops:
                     self._deliver(self._run_batch(ops))
         finally:
@@ -173,20 +211,21 @@ class Writer:
             finally:
                 self._stopped()
 
-    def _run_batch(self, ops: Sequence[AcceptOp | StatusOp]) -> list[Outcome]:
-        accepts = [op for op in ops if isinstance(op, AcceptOp)]
+    def _run_batch(self, ops: Sequence[Op]) -> list[Outcome]:
+        writes = [op for op in ops if isinstance(op, _WRITES)]
         outcomes: list[Outcome] = []
         try:
-            if accepts:
-                outcomes.extend(self._write(accepts))
-            outcomes.extend((op.token, self._status(op)) for op in ops if isinstance(op, StatusOp))
+            if writes:
+                outcomes.extend(self._write(writes))
+            outcomes.extend((op.token, self._read(op)) for op in ops if not isinstance(op, _WRITES))
         except Exception as error:  # a bug: answer every caller rather than hang them
             answered = {id(token) for token, _ in outcomes}
             outcomes.extend((op.token, error) for op in ops if id(op.token) not in answered)
         return outcomes
 
-    def _write(self, accepts: list[AcceptOp]) -> list[Outcome]:
+    def _write(self, writes: list[AcceptOp | RecordOp]) -> list[Outcome]:
         """One transaction for the whole batch: one fsync however many messages."""
+        accepts = [op for op in writes if isinstance(op, AcceptOp)]
         connection = self._connection
         try:
             stats = os.statvfs(self._directory)
@@ -194,18 +233,28 @@ class Writer:
             if connection.in_transaction:  # a failed ROLLBACK left one open
                 connection.execute("ROLLBACK")
             connection.execute("BEGIN IMMEDIATE")
-            self._purge(max(op.message.received_at for op in accepts))
-            results = [self._accept_one(op, budget) for op in accepts]
+            if accepts:
+                self._purge(max(op.message.received_at for op in accepts))
+            finished = 0
+            results: list[object] = []
+            for op in writes:
+                if isinstance(op, AcceptOp):
+                    results.append(self._accept_one(op, budget))
+                else:
+                    left, notification = record_result(connection, op.result, op.dsn)
+                    finished += left
+                    budget.messages += notification is not None
+                    results.append(notification)
             connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             self._rollback()
-            return [(op.token, _unavailable("cannot write to queue", error)) for op in accepts]
+            return [(op.token, _unavailable("cannot write to queue", error)) for op in writes]
         except BaseException:
             self._rollback()
             raise
         self.commits += 1
-        self.pending += budget.messages
-        return [(op.token, result) for op, result in zip(accepts, results, strict=True)]
+        self.pending += budget.messages - finished
+        return [(op.token, result) for op, result in zip(writes, results, strict=True)]
 
     def _rollback(self) -> None:
         try:
@@ -263,30 +312,7 @@ class Writer:
             raise QueueFullError("queue at capacity")
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
-        connection.execute(
-            "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
-            " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.id,
-                message.client,
-                message.sender,
-                message.channel,
-                message.smtputf8,
-                message.eight_bit,
-                message.received_at,
-                size,
-                hashlib.sha256(message.data).hexdigest(),
-                message.data,
-            ),
-        )
-        connection.executemany(
-            "INSERT INTO recipients (message_id, idx, address, status, attempts,"
-            " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)",
-            [
-                (message.id, index, address, message.received_at, message.received_at)
-                for index, address in enumerate(message.recipients)
-            ],
-        )
+        insert_message(connection, message)
         if idempotency is not None:
             connection.execute(
                 "INSERT INTO idempotency (client, key, fingerprint, message_id, recipients,"
@@ -304,9 +330,14 @@ class Writer:
         budget.bytes += size
         return Accepted(message.id, len(message.recipients))
 
-    def _status(self, op: StatusOp) -> object:
+    def _read(self, op: Op) -> object:
+        connection = self._connection
         try:
-            return read_status(self._connection, op.client, op.message_id)
+            if isinstance(op, StatusOp):
+                return read_status(connection, op.client, op.message_id)
+            if isinstance(op, ClaimOp):
+                return claim_due(connection, op.now, op.limit, op.exclude)
+            return recipient_counts(connection)
         except sqlite3.Error as error:
             return _unavailable("cannot read queue", error)
 

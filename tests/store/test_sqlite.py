@@ -81,14 +81,21 @@ class DurabilityTests(TestCase):
         self.assertTrue(database_path(directory).is_file())
 
     def test_schema(self) -> None:
-        """The database is in WAL mode, at schema version 1, and recipients are indexed on
-        (status, next_attempt_at) for the delivery scheduler."""
+        """The database is in WAL mode, at schema version 2, and pending recipients are
+        indexed on next_attempt_at for the delivery scheduler."""
         directory = Path(self.mktemp()) / "queue"
         open_sqlite(self, directory)
         self.assertEqual(_sql(directory, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(1,)])
-        columns = _sql(directory, "PRAGMA index_info(recipients_due)")
-        self.assertEqual([c[2] for c in columns], ["status", "next_attempt_at"])
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(2,)])
+        columns = _sql(directory, "PRAGMA index_info(recipients_pending)")
+        self.assertEqual([c[2] for c in columns], ["next_attempt_at"])
+        plan = _sql(
+            directory,
+            "EXPLAIN QUERY PLAN SELECT message_id FROM recipients WHERE status IN"
+            " ('queued', 'deferred') AND next_attempt_at <= 1 ORDER BY next_attempt_at LIMIT 5",
+        )
+        self.assertIn("recipients_pending", plan[0][3])
+        self.assertNotIn("TEMP B-TREE", " ".join(row[3] for row in plan))
 
     def test_corrupt_file(self) -> None:
         """A damaged database file fails open with a one-line StoreUnavailableError naming
@@ -106,11 +113,11 @@ class DurabilityTests(TestCase):
         """A database from a newer Rail (higher user_version) is refused, not modified."""
         directory = Path(self.mktemp()) / "queue"
         directory.mkdir(parents=True)
-        _sql(directory, "PRAGMA user_version=2")
+        _sql(directory, "PRAGMA user_version=3")
         with self.assertRaises(StoreUnavailableError) as caught:
             SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
-        self.assertIn("version 2", str(caught.exception))
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(2,)])
+        self.assertIn("version 3", str(caught.exception))
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(3,)])
 
 
 class LifecycleTests(TestCase):

@@ -1,0 +1,187 @@
+"""Delivery's side of the SQLite queue: find due work, record attempts, hand over bounces.
+
+These functions run on the writer thread (:mod:`rail.store.writer`), inside its
+transactions. Due recipients are read through the partial index over pending rows in
+``next_attempt_at`` order, ``limit`` at a time, so a million queued recipients cost the
+scheduler nothing until they are due. Recording an attempt that leaves a message with no
+pending recipient and some bounced ones builds the bounce (through the caller's
+``dsn`` function) and stores it in the same transaction: a crash cannot lose it, and
+it cannot be made twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Collection
+from typing import Any
+
+from rail.store.model import (
+    BouncedRecipient,
+    BounceReport,
+    DeliveryJob,
+    DueRecipient,
+    JobResult,
+    NewMessage,
+)
+
+__all__ = ["DSNBuilder", "claim_due", "recipient_counts", "recipient_domain", "record_result"]
+
+DSNBuilder = Callable[[BounceReport], NewMessage | None]
+"""Makes the delivery status notification for a message that bounced (or None: no DSN,
+e.g. for a null reverse-path)."""
+
+
+def recipient_domain(address: str) -> str:
+    """The domain part of ``address``, lower-cased: recipients are grouped by it."""
+    return address.rpartition("@")[2].lower()
+
+
+def claim_due(
+    connection: sqlite3.Connection,
+    now: float,
+    limit: int,
+    exclude: Collection[tuple[str, str]],
+) -> list[DeliveryJob]:
+    """Up to ``limit`` jobs whose recipients are due at ``now``, oldest due first,
+    skipping the (message id, domain) pairs of ``exclude`` (already in flight)."""
+    rows = connection.execute(
+        "SELECT message_id, idx, address, attempts, last_reply FROM recipients"
+        " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at LIMIT ?",
+        (now, limit + len(exclude)),
+    ).fetchall()
+    grouped: dict[tuple[str, str], list[DueRecipient]] = {}
+    for message_id, idx, address, attempts, last_reply in rows:
+        key = (message_id, recipient_domain(address))
+        if key in exclude:
+            continue
+        if key not in grouped:
+            if len(grouped) >= limit:
+                continue
+            grouped[key] = []
+        grouped[key].append(DueRecipient(idx, address, attempts, last_reply))
+    jobs: list[DeliveryJob] = []
+    messages: dict[str, tuple[Any, ...]] = {}
+    for (message_id, domain), recipients in grouped.items():
+        if message_id not in messages:
+            messages[message_id] = connection.execute(
+                "SELECT client, sender, received_at, smtputf8, eight_bit, data FROM messages"
+                " WHERE id = ?",
+                (message_id,),
+            ).fetchone()
+        client, sender, received_at, smtputf8, eight_bit, data = messages[message_id]
+        jobs.append(
+            DeliveryJob(
+                message_id=message_id,
+                domain=domain,
+                client=str(client),
+                sender=str(sender),
+                received_at=float(received_at),
+                smtputf8=bool(smtputf8),
+                eight_bit=bool(eight_bit),
+                recipients=tuple(recipients),
+                data=bytes(data),
+            )
+        )
+    return jobs
+
+
+def record_result(
+    connection: sqlite3.Connection, result: JobResult, dsn: DSNBuilder | None
+) -> tuple[bool, NewMessage | None]:
+    """Apply ``result``; return whether its message just left the pending set, and the
+    DSN stored for it, if any. Updates of recipients that are already final are ignored,
+    so recording the same result twice changes nothing."""
+    message_id = result.message_id
+    was_pending = _pending(connection, message_id)
+    for update in result.updates:
+        connection.execute(
+            "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
+            " remote_mta = ?, next_attempt_at = ?, updated_at = ?"
+            " WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')",
+            (
+                update.status,
+                update.reply,
+                update.remote_mta,
+                update.next_attempt_at if update.status == "deferred" else None,
+                result.attempted_at,
+                message_id,
+                update.idx,
+            ),
+        )
+    if not was_pending or _pending(connection, message_id):
+        return False, None
+    report = _bounce_report(connection, message_id)
+    if report is None or dsn is None:
+        return True, None
+    notification = dsn(report)
+    if notification is not None:
+        insert_message(connection, notification)
+    return True, notification
+
+
+def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
+    """Store ``message`` and its queued recipient rows (no limits: the caller decided)."""
+    connection.execute(
+        "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+        " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.id,
+            message.client,
+            message.sender,
+            message.channel,
+            message.smtputf8,
+            message.eight_bit,
+            message.received_at,
+            len(message.data),
+            hashlib.sha256(message.data).hexdigest(),
+            message.data,
+        ),
+    )
+    connection.executemany(
+        "INSERT INTO recipients (message_id, idx, address, status, attempts,"
+        " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)",
+        [
+            (message.id, index, address, message.received_at, message.received_at)
+            for index, address in enumerate(message.recipients)
+        ],
+    )
+
+
+def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:
+    """Recipients by status, every status present (zero when none)."""
+    counts = dict.fromkeys(("queued", "deferred", "sent", "bounced"), 0)
+    for status, count in connection.execute(
+        "SELECT status, count(*) FROM recipients GROUP BY status"
+    ):
+        counts[status] = count
+    return counts
+
+
+def _pending(connection: sqlite3.Connection, message_id: str) -> bool:
+    return (
+        connection.execute(
+            "SELECT 1 FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')"
+            " LIMIT 1",
+            (message_id,),
+        ).fetchone()
+        is not None
+    )
+
+
+def _bounce_report(connection: sqlite3.Connection, message_id: str) -> BounceReport | None:
+    bounced = tuple(
+        BouncedRecipient(address, reply or "", remote_mta, updated_at)
+        for address, reply, remote_mta, updated_at in connection.execute(
+            "SELECT address, last_reply, remote_mta, updated_at FROM recipients"
+            " WHERE message_id = ? AND status = 'bounced' ORDER BY idx",
+            (message_id,),
+        )
+    )
+    if not bounced:
+        return None
+    client, sender, received_at, data = connection.execute(
+        "SELECT client, sender, received_at, data FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    return BounceReport(message_id, client, sender, received_at, bytes(data), bounced)
