@@ -32,6 +32,13 @@ _PURE = [
     "store/schema.py",
     "store/inspect.py",
     "store/deliveries.py",
+    "delivery/outcome.py",
+    "delivery/schedule.py",
+    "delivery/mx.py",
+    "delivery/dsn.py",
+    "delivery/decide.py",
+    "delivery/bounces.py",
+    "delivery/stats.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

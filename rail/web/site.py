@@ -16,11 +16,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rail.store.model import IQueueStore
+from rail.delivery.stats import DeliveryStats
+from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.jsonapi import NotFound, error_body
 from rail.web.messages import MessageStatusResource
 from rail.web.send import Send
+from rail.web.stats import Metrics, Stats
 from rail.web.who import Who
 
 __all__ = ["LimitedRequest", "build_site"]
@@ -111,6 +113,7 @@ def build_site(
     hostname: str,
     max_message_size: int,
     max_recipients: int,
+    stats: DeliveryStats | None = None,
 ) -> RailSite:
     root = _Directory()
     api = _Directory()
@@ -133,4 +136,7 @@ def build_site(
     root.putChild(b"api", api)
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(readiness))
+    if stats is not None and IDeliveryQueue.providedBy(store):
+        root.putChild(b"stats", Stats(stats, store, clock))
+        root.putChild(b"metrics", Metrics(stats, store))
     return RailSite(root, max_body=max_body, idle_timeout=idle_timeout, clock=clock)

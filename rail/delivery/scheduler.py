@@ -1,0 +1,397 @@
+"""The delivery scheduler: claims due jobs from the queue and runs connections to deliver them.
+
+Only a bounded window of the queue is in memory: at most ``backlog`` claimed jobs, waiting
+per recipient domain, while the rest stays on disk until due. A connection ("worker") is
+opened per domain while jobs wait for it, within ``concurrency`` in all and
+``per_destination`` per domain; it delivers that domain's waiting jobs one transaction at a
+time, up to ``messages_per_connection``, then says QUIT. Results are recorded without
+waiting (the store group-commits them); a job stays "in flight", and so is never claimed
+twice, until its result is on disk.
+
+Stopping: no new claims or transactions; running transactions get ``grace`` seconds, then
+their connections are cut and their jobs left untouched in the queue (a message cut after
+its final dot may be delivered twice: the safe side).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all
+from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
+from rail.delivery.resolve import Route, RouteError
+from rail.store.deliveries import DSNBuilder
+from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult
+
+__all__ = ["DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
+
+_log = Logger()
+
+_IDLE_POLL = 1.0
+_NO_ROUTE = Reply(451, "4.4.0", "no route to any MX host", remote=False)
+
+
+class Session(Protocol):
+    """What the scheduler needs of an open SMTP client session."""
+
+    tls_active: bool
+
+    def send(self, message: OutboundMessage) -> Deferred[MessageResult]: ...
+    def quit(self) -> Deferred[None]: ...
+    def abort(self) -> None: ...
+
+
+class IAttemptObserver(Protocol):
+    """Told about every recorded attempt and connection (stats, metrics, logs)."""
+
+    def attempt(self, job: DeliveryJob, result: JobResult, seconds: float) -> None: ...
+    def connection(self, domain: str, tls: bool) -> None: ...
+
+
+@attrs.frozen
+class DeliveryLimits:
+    concurrency: int = 100
+    per_destination: int = 10
+    messages_per_connection: int = 100
+    backlog: int = 2000
+    claim_batch: int = 500
+
+
+class _Quiet:
+    def attempt(self, job: DeliveryJob, result: JobResult, seconds: float) -> None:
+        pass
+
+    def connection(self, domain: str, tls: bool) -> None:
+        pass
+
+
+class Scheduler:
+    """Feeds due jobs to per-domain connections; see the module docstring.
+
+    ``route(domain)`` fires with a :class:`Route` or fails with :class:`RouteError`;
+    ``connect(address, host_name)`` fires with a :class:`Session` or fails with
+    :class:`SessionError`; ``prepare(job)`` returns the bytes to send (DKIM-signed).
+    """
+
+    def __init__(
+        self,
+        queue: IDeliveryQueue,
+        clock: IReactorTime,
+        *,
+        route: Callable[[str], Deferred[Route]],
+        connect: Callable[[str, str], Deferred[Session]],
+        prepare: Callable[[DeliveryJob], bytes],
+        dsn: DSNBuilder,
+        policy: RetryPolicy,
+        limits: DeliveryLimits,
+        rng: random.Random,
+        observer: IAttemptObserver | None = None,
+    ) -> None:
+        self._queue = queue
+        self._clock = clock
+        self._route = route
+        self._connect = connect
+        self._prepare = prepare
+        self._dsn = dsn
+        self._policy = policy
+        self._limits = limits
+        self._rng = rng
+        self._observer: IAttemptObserver = observer or _Quiet()
+        self._waiting: dict[str, deque[DeliveryJob]] = {}
+        self._in_flight: set[tuple[str, str]] = set()
+        self._active: dict[str, int] = {}
+        self._sessions: set[Session] = set()
+        self._workers: set[Deferred[None]] = set()
+        self._records: set[Deferred[Any]] = set()
+        self._claiming = False
+        self._again = False
+        self._filling = False
+        self._refill = False
+        self._poll: IDelayedCall | None = None
+        self._running = False
+        self._cut = False
+
+    def reconfigure(
+        self,
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        per_destination: int,
+        messages_per_connection: int,
+    ) -> None:
+        """New retry policy and limits (SIGHUP); running connections finish as they are."""
+        self._policy = policy
+        self._limits = attrs.evolve(
+            self._limits,
+            concurrency=concurrency,
+            per_destination=per_destination,
+            messages_per_connection=messages_per_connection,
+        )
+        self._fill()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed and not yet recorded."""
+        return len(self._in_flight)
+
+    @property
+    def connections(self) -> int:
+        return sum(self._active.values())
+
+    def start(self) -> None:
+        self._running = True
+        self._queue.observe_accepted(self.wake)
+        self.wake()
+
+    def wake(self) -> None:
+        """New mail may be due: claim now rather than at the next poll."""
+        if not self._running:
+            return
+        if self._claiming:
+            self._again = True
+            return
+        if self._poll is not None and self._poll.active():
+            self._poll.cancel()
+        self._poll = None
+        self._claim()
+
+    def stop(self, grace: float) -> Deferred[None]:
+        """Stop claiming and starting transactions; wait up to ``grace`` seconds for the
+        running ones, then cut their connections; fires once every result is recorded."""
+        self._running = False
+        if self._poll is not None and self._poll.active():
+            self._poll.cancel()
+        self._poll = None
+        for jobs in self._waiting.values():
+            for job in jobs:
+                self._in_flight.discard(job.key)
+        self._waiting.clear()
+        timer = self._clock.callLater(grace, self._cut_all)
+        done: Deferred[None] = Deferred()
+
+        def finished(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            records = DeferredList(list(self._records), consumeErrors=True)
+            records.addBoth(lambda _: done.callback(None))
+
+        DeferredList(list(self._workers), consumeErrors=True).addBoth(finished)
+        return done
+
+    def _cut_all(self) -> None:
+        self._cut = True
+        for session in list(self._sessions):
+            session.abort()
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        room = self._limits.backlog - len(self._in_flight)
+        if room <= 0:
+            return  # a finishing worker calls _fill, which claims again
+        self._claiming = True
+        limit = min(room, self._limits.claim_batch)
+        claimed = self._queue.claim(self._clock.seconds(), limit, frozenset(self._in_flight))
+        claimed.addCallbacks(lambda jobs: self._claimed(jobs, limit), self._claim_failed)
+
+    def _claimed(self, jobs: list[DeliveryJob], limit: int) -> None:
+        self._claiming = False
+        if not self._running:
+            return
+        for job in jobs:
+            self._in_flight.add(job.key)
+            self._waiting.setdefault(job.domain, deque()).append(job)
+        self._fill()
+        if self._again or len(jobs) >= limit:
+            self._again = False
+            if len(self._in_flight) < self._limits.backlog:
+                self._claim()
+                return
+        self._schedule_poll()
+
+    def _claim_failed(self, failure: Any) -> None:
+        self._claiming = False
+        _log.error("cannot read due deliveries: {error}", error=failure.getErrorMessage())
+        self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        if self._running and (self._poll is None or not self._poll.active()):
+            self._poll = self._clock.callLater(_IDLE_POLL, self.wake)
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Open connections for waiting jobs, as the limits allow, domains in turn.
+
+        Workers may finish synchronously (and call back here): such a nested call only
+        asks the running loop for another round.
+        """
+        if not self._running:
+            return
+        if self._filling:
+            self._refill = True
+            return
+        self._filling = True
+        try:
+            self._refill = True
+            while self._refill:
+                self._refill = False
+                self._fill_round()
+        finally:
+            self._filling = False
+
+    def _fill_round(self) -> None:
+        for domain, jobs in list(self._waiting.items()):
+            if self.connections >= self._limits.concurrency or not self._running:
+                return
+            if not jobs:
+                self._waiting.pop(domain, None)
+                continue
+            active = self._active.get(domain, 0)
+            if active >= min(self._limits.per_destination, len(jobs)):
+                continue
+            self._active[domain] = active + 1
+            worker = ensureDeferred(self._work(domain))
+            self._workers.add(worker)
+            worker.addBoth(self._worker_done, worker, domain)
+            self._refill = True
+
+    def _worker_done(self, result: object, worker: Deferred[None], domain: str) -> None:
+        self._workers.discard(worker)
+        self._active[domain] -= 1
+        if not self._active[domain]:
+            del self._active[domain]
+        if isinstance(result, Failure):
+            _log.failure("delivery worker for {domain} failed", result, domain=domain)
+        self._fill()
+        if self._running and len(self._in_flight) < self._limits.backlog // 2:
+            self.wake()
+
+    def _take(self, domain: str) -> DeliveryJob | None:
+        jobs = self._waiting.get(domain)
+        if not self._running or not jobs:
+            return None
+        return jobs.popleft()
+
+    async def _work(self, domain: str) -> None:
+        job = self._take(domain)
+        if job is None:
+            return
+        try:
+            route = await self._route(domain)
+        except RouteError as error:
+            self._fail_domain(domain, job, error.reply, None)
+            return
+        session, host, last = await self._open(route)
+        if session is None:
+            self._fail_domain(domain, job, last or _NO_ROUTE, None)
+            return
+        self._observer.connection(domain, session.tls_active)
+        self._sessions.add(session)
+        sent = 0
+        try:
+            while job is not None:
+                if not await self._transaction(session, job, host):
+                    return
+                sent += 1
+                if sent >= self._limits.messages_per_connection:
+                    break
+                job = self._take(domain)
+            await session.quit()
+        finally:
+            self._sessions.discard(session)
+
+    async def _open(self, route: Route) -> tuple[Session | None, str | None, Reply | None]:
+        last: Reply | None = None
+        for host in route.hosts:
+            for address in host.addresses:
+                if not self._running:
+                    return None, None, last
+                try:
+                    return await self._connect(address, host.name), host.name, None
+                except SessionError as error:
+                    _log.info(
+                        "cannot deliver through {mx} ({address}): {reply}",
+                        mx=host.name,
+                        address=address,
+                        reply=str(error.reply),
+                    )
+                    last = error.reply
+        return None, None, last
+
+    async def _transaction(self, session: Session, job: DeliveryJob, host: str | None) -> bool:
+        """Deliver ``job``; return whether the session can carry another one."""
+        started = self._clock.seconds()
+        message = OutboundMessage(
+            sender=job.sender,
+            recipients=tuple(r.address for r in job.recipients),
+            data=self._prepare(job),
+            smtputf8=job.smtputf8,
+            eight_bit=job.eight_bit,
+        )
+        try:
+            result = await session.send(message)
+        except SessionError as error:
+            if self._cut:
+                self._in_flight.discard(job.key)  # left untouched in the queue
+                return False
+            self._record(
+                job,
+                job_result_for_all(
+                    job,
+                    error.reply,
+                    now=self._clock.seconds(),
+                    policy=self._policy,
+                    rng=self._rng,
+                    remote_mta=host,
+                ),
+                started,
+            )
+            return False
+        now = self._clock.seconds()
+        self._record(
+            job,
+            job_result(job, result, now=now, policy=self._policy, rng=self._rng, remote_mta=host),
+            started,
+        )
+        return True
+
+    def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, host: str | None) -> None:
+        """Routing or every connection failed: the same answer holds for every job of the
+        domain that is waiting now."""
+        jobs = [first, *self._waiting.pop(domain, ())]
+        now = self._clock.seconds()
+        for job in jobs:
+            self._record(
+                job,
+                job_result_for_all(
+                    job, reply, now=now, policy=self._policy, rng=self._rng, remote_mta=host
+                ),
+                now,
+            )
+
+    def _record(self, job: DeliveryJob, result: JobResult, started: float) -> None:
+        self._observer.attempt(job, result, self._clock.seconds() - started)
+        recorded = self._queue.record(result, self._dsn)
+        self._records.add(recorded)
+
+        def done(outcome: object) -> None:
+            self._records.discard(recorded)
+            self._in_flight.discard(job.key)
+            if isinstance(outcome, Failure):
+                _log.error(
+                    "cannot record delivery of {msg_id}: {error}",
+                    msg_id=job.message_id,
+                    error=outcome.getErrorMessage(),
+                )
+
+        recorded.addBoth(done)

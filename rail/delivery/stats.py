@@ -1,0 +1,129 @@
+"""Delivery figures for ``/stats`` and ``/metrics``, fed by the scheduler's observer calls.
+
+Kept in memory, bounded: per-second counts of sent recipients for the last five minutes
+(the 1 m and 5 m rates) and the accept-to-sent latencies of the last
+:data:`LATENCY_SAMPLES` sent recipients (the percentiles). Prometheus series live in their
+own registry, so tests and several services in one process never collide. Pure: times come
+from the results and the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rail.store.model import DeliveryJob, JobResult
+
+__all__ = ["LATENCY_SAMPLES", "DeliveryStats", "percentile"]
+
+LATENCY_SAMPLES = 10_000
+_WINDOW = 300
+_STATUSES = ("queued", "deferred", "sent", "bounced")
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of already sorted values (None when there are none)."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+class DeliveryStats:
+    """Counts, rates and latencies of outbound delivery since ``started_at``."""
+
+    def __init__(self, started_at: float, registry: CollectorRegistry | None = None) -> None:
+        self.started_at = started_at
+        self.registry = registry or CollectorRegistry()
+        self.results = dict.fromkeys(("sent", "deferred", "bounced"), 0)
+        self._per_second: deque[list[float]] = deque()  # [second, sent count]
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._results = Counter(
+            "rail_delivery_results",
+            "Recipients by the outcome of a delivery attempt.",
+            ["result"],
+            registry=self.registry,
+        )
+        self._attempt_seconds = Histogram(
+            "rail_delivery_attempt_seconds",
+            "Duration of one SMTP transaction (or failed routing/connection) per job.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self._connections = Counter(
+            "rail_outbound_connections",
+            "Outbound SMTP connections by whether STARTTLS was in use.",
+            ["tls"],
+            registry=self.registry,
+        )
+        self._queue = Gauge(
+            "rail_queue_recipients",
+            "Recipients in the queue by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        for result in self.results:
+            self._results.labels(result=result)
+        for tls in ("yes", "no"):
+            self._connections.labels(tls=tls)
+
+    def attempt(self, job: DeliveryJob, result: JobResult, seconds: float) -> None:
+        """Count one recorded attempt (scheduler observer)."""
+        self._attempt_seconds.observe(max(0.0, seconds))
+        now = result.attempted_at
+        sent = 0
+        for update in result.updates:
+            self.results[update.status] += 1
+            self._results.labels(result=update.status).inc()
+            if update.status == "sent":
+                sent += 1
+                self._latencies.append(max(0.0, now - job.received_at))
+        if sent:
+            second = math.floor(now)
+            if self._per_second and self._per_second[-1][0] == second:
+                self._per_second[-1][1] += sent
+            else:
+                self._per_second.append([second, sent])
+            self._trim(now)
+
+    def connection(self, domain: str, tls: bool) -> None:
+        """Count one outbound connection (scheduler observer)."""
+        self._connections.labels(tls="yes" if tls else "no").inc()
+
+    def set_queue(self, counts: dict[str, int]) -> None:
+        """Publish the queue depth by status (read from the store at scrape time)."""
+        for status in _STATUSES:
+            self._queue.labels(status=status).set(counts.get(status, 0))
+
+    def rate(self, now: float, seconds: int) -> float:
+        """Recipients sent per minute over the last ``seconds``."""
+        self._trim(now)
+        since = math.floor(now) - seconds
+        total = sum(count for second, count in self._per_second if second > since)
+        return total * 60.0 / seconds
+
+    def snapshot(self, now: float, counts: dict[str, int]) -> dict[str, object]:
+        """The ``/stats`` document."""
+        ordered = sorted(self._latencies)
+        return {
+            "uptime_seconds": round(now - self.started_at, 3),
+            "recipients": {status: counts.get(status, 0) for status in _STATUSES},
+            "delivered_per_minute": {
+                "1m": round(self.rate(now, 60), 2),
+                "5m": round(self.rate(now, _WINDOW), 2),
+            },
+            "results_since_start": dict(self.results),
+            "accept_to_sent_seconds": {
+                "samples": len(ordered),
+                "p50": percentile(ordered, 0.50),
+                "p95": percentile(ordered, 0.95),
+                "p99": percentile(ordered, 0.99),
+            },
+        }
+
+    def _trim(self, now: float) -> None:
+        horizon = math.floor(now) - _WINDOW
+        while self._per_second and self._per_second[0][0] <= horizon:
+            self._per_second.popleft()

@@ -1,0 +1,72 @@
+"""``/stats`` (JSON for people and scripts) and ``/metrics`` (Prometheus text format).
+
+Both read the queue depth from the store at request time, off the reactor thread, and the
+delivery figures from :class:`rail.delivery.stats.DeliveryStats`. They need no client
+certificate: they carry counts, never addresses or content, and the HTTPS listener is on
+loopback unless the operator opens it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.interfaces import IReactorTime
+
+from rail.delivery.stats import DeliveryStats
+from rail.store.model import IDeliveryQueue
+from rail.web.jsonapi import JSONResource, error_body
+from rail.web.send import finish_later
+
+__all__ = ["Metrics", "Stats"]
+
+
+class Stats(JSONResource):
+    isLeaf = True
+
+    def __init__(self, stats: DeliveryStats, queue: IDeliveryQueue, clock: IReactorTime) -> None:
+        super().__init__()
+        self._stats = stats
+        self._queue = queue
+        self._clock = clock
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+
+        def render(counts: dict[str, int]) -> bytes:
+            document = self._stats.snapshot(self._clock.seconds(), counts)
+            return json.dumps(document, indent=2).encode() + b"\n"
+
+        return finish_later(request, _or_unavailable(request, self._queue, render))
+
+
+class Metrics(JSONResource):
+    isLeaf = True
+
+    def __init__(self, stats: DeliveryStats, queue: IDeliveryQueue) -> None:
+        super().__init__()
+        self._stats = stats
+        self._queue = queue
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"Cache-Control", b"no-store")
+
+        def render(counts: dict[str, int]) -> bytes:
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+            self._stats.set_queue(counts)
+            return bytes(generate_latest(self._stats.registry))
+
+        return finish_later(request, _or_unavailable(request, self._queue, render))
+
+
+def _or_unavailable(request: Any, queue: IDeliveryQueue, render: Any) -> Any:
+    """``render(counts)``, or a JSON 503 when the store cannot answer."""
+
+    def unavailable(failure: Any) -> bytes:
+        request.setResponseCode(503)
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        return error_body("QUEUE_UNAVAILABLE", "the queue cannot be read now")
+
+    return queue.recipient_counts().addCallbacks(render, unavailable)

@@ -1,0 +1,341 @@
+"""The delivery scheduler against MemoryStore, a Clock and scripted SMTP sessions.
+
+No sockets: routing and connections are fakes that answer as the real ones would
+(Route / RouteError, Session / SessionError), so every timing is exact.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from rail.delivery.decide import RetryPolicy
+from rail.delivery.outcome import (
+    MessageResult,
+    OutboundMessage,
+    RecipientResult,
+    Reply,
+    SessionError,
+)
+from rail.delivery.resolve import Route, RouteError, RouteHost
+from rail.delivery.scheduler import DeliveryLimits, Scheduler
+from rail.store.model import BounceReport, NewMessage
+from rail.testing import MemoryStore
+
+_T0 = 1_800_000_000.0
+_OK = Reply(250, "2.0.0", "ok")
+
+
+class _MidRandom(random.Random):
+    """Jitter factor exactly 1: retry times are the schedule's."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+
+class FakeSession:
+    """Answers each transaction with ``answer(message)``; or stays silent when it returns
+    None, until the test fires ``self.pending``."""
+
+    def __init__(self, answer: Callable[[OutboundMessage], MessageResult | SessionError | None]):
+        self.answer = answer
+        self.tls_active = True
+        self.sent: list[OutboundMessage] = []
+        self.quitted = False
+        self.aborted = False
+        self.pending: Deferred[MessageResult] | None = None
+
+    def send(self, message: OutboundMessage) -> Deferred[MessageResult]:
+        self.sent.append(message)
+        outcome = self.answer(message)
+        if outcome is None:
+            self.pending = Deferred()
+            return self.pending
+        if isinstance(outcome, SessionError):
+            return fail(outcome)
+        return succeed(outcome)
+
+    def quit(self) -> Deferred[None]:
+        self.quitted = True
+        return succeed(None)
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.pending is not None and not self.pending.called:
+            self.pending.errback(SessionError(Reply(451, "4.4.2", "aborted", remote=False)))
+
+
+def all_reply(reply: Reply) -> Callable[[OutboundMessage], MessageResult]:
+    return lambda m: MessageResult(tuple(RecipientResult(r, reply) for r in m.recipients))
+
+
+def _dsn(report: BounceReport) -> NewMessage | None:
+    if not report.sender:
+        return None
+    return NewMessage(
+        id="DSN" + report.message_id,
+        client=report.client,
+        sender="",
+        recipients=(report.sender,),
+        data=b"Subject: bounce\r\n\r\n" + ",".join(b.reply for b in report.bounced).encode(),
+        channel="smtp",
+        received_at=_T0,
+    )
+
+
+class SchedulerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(_T0)
+        self.store = MemoryStore(self.clock)
+        self.routes: dict[str, Route | RouteError] = {}
+        self.connects: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+        self.sessions: list[FakeSession] = []
+        self.answer: Callable[[OutboundMessage], MessageResult | SessionError | None] = all_reply(
+            _OK
+        )
+        self.limits = DeliveryLimits(concurrency=10, per_destination=2, messages_per_connection=3)
+
+    def _route(self, domain: str) -> Deferred[Route]:
+        route = self.routes.get(domain, Route(hosts=(RouteHost(f"mx.{domain}", ("192.0.2.1",)),)))
+        if isinstance(route, RouteError):
+            return fail(route)
+        return succeed(route)
+
+    def _connect(self, address: str, host: str) -> Deferred[FakeSession]:
+        self.connects.append((address, host))
+        if address in self.refuse:
+            return fail(SessionError(Reply(451, "4.4.1", "connection refused", remote=False)))
+        session = FakeSession(lambda m: self.answer(m))
+        self.sessions.append(session)
+        return succeed(session)
+
+    def scheduler(self) -> Scheduler:
+        scheduler = Scheduler(
+            self.store,
+            self.clock,
+            route=self._route,
+            connect=self._connect,  # type: ignore[arg-type]
+            prepare=lambda job: b"DKIM-Signature: x\r\n" + job.data,
+            dsn=_dsn,
+            policy=RetryPolicy(schedule=(60.0, 300.0), max_age=3600.0),
+            limits=self.limits,
+            rng=_MidRandom(),
+        )
+        return scheduler
+
+    def accept(
+        self, *recipients: str, received_at: float = _T0, sender: str = "app@rail.example"
+    ) -> str:
+        message_id = f"M{len(self.store.messages):03d}"
+        self.store.accept(
+            NewMessage(
+                id=message_id,
+                client="app",
+                sender=sender,
+                recipients=recipients,
+                data=f"Subject: {message_id}\r\n\r\nbody\r\n".encode(),
+                channel="api",
+                received_at=received_at,
+            )
+        )
+        return message_id
+
+    def status(self, message_id: str) -> list[tuple[str, str, int, float | None]]:
+        status = self.successResultOf(self.store.status("app", message_id))
+        return [(r.status, r.last_reply, r.attempts, r.next_attempt_at) for r in status.recipients]
+
+    def test_delivers_and_reuses_the_connection(self) -> None:
+        """Due mail is sent (prepared bytes, envelope kept) and recorded as sent; jobs to
+        one domain share a connection up to messages_per_connection, then QUIT."""
+        ids = [self.accept("a@one.example") for _ in range(4)]
+        scheduler = self.scheduler()
+        scheduler.start()
+        for message_id in ids:
+            self.assertEqual(self.status(message_id), [("sent", "250 2.0.0 ok", 1, None)])
+        self.assertEqual(len(self.sessions), 2)
+        self.assertEqual([len(s.sent) for s in self.sessions], [3, 1])
+        self.assertTrue(all(s.quitted for s in self.sessions))
+        first = self.sessions[0].sent[0]
+        self.assertEqual((first.sender, first.recipients), ("app@rail.example", ("a@one.example",)))
+        self.assertTrue(first.data.startswith(b"DKIM-Signature: x\r\nSubject: M000"))
+        self.assertEqual(scheduler.in_flight, 0)
+        self.successResultOf(scheduler.stop(10))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_per_domain_transactions(self) -> None:
+        """A message to two domains makes one transaction per domain, each with only its
+        own recipients."""
+        message_id = self.accept("a@one.example", "b@two.example", "c@one.example")
+        self.scheduler().start()
+        sent = sorted(s.sent[0].recipients for s in self.sessions)
+        self.assertEqual(sent, [("a@one.example", "c@one.example"), ("b@two.example",)])
+        self.assertEqual([s for s, *_ in self.status(message_id)], ["sent"] * 3)
+
+    def test_temporary_failure_retried_on_schedule(self) -> None:
+        """A 4xx defers the recipient to exactly now + 60 s (then + 300 s), and the
+        scheduler tries again at that time, not before."""
+        message_id = self.accept("a@one.example")
+        self.answer = all_reply(Reply(451, "4.7.1", "greylisted"))
+        self.scheduler().start()
+        self.assertEqual(
+            self.status(message_id), [("deferred", "451 4.7.1 greylisted", 1, _T0 + 60)]
+        )
+        self.clock.advance(59)
+        self.assertEqual(len(self.sessions), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.sessions), 2)
+        self.assertEqual(
+            self.status(message_id), [("deferred", "451 4.7.1 greylisted", 2, _T0 + 360)]
+        )
+        self.answer = all_reply(_OK)
+        self.clock.advance(300)
+        self.assertEqual(self.status(message_id), [("sent", "250 2.0.0 ok", 3, None)])
+
+    def test_permanent_failure_bounces_with_one_dsn(self) -> None:
+        """5xx bounces at once; once the message is final, one DSN to the sender is queued
+        with a null reverse-path, and delivered in turn."""
+        message_id = self.accept("a@one.example", "b@one.example")
+        self.answer = lambda m: MessageResult(
+            tuple(
+                RecipientResult(r, Reply(550, "5.1.1", "no such user") if r[0] == "a" else _OK)
+                for r in m.recipients
+            )
+        )
+        self.scheduler().start()
+        self.assertEqual([s for s, *_ in self.status(message_id)], ["bounced", "sent"])
+        dsn = self.store.messages["DSN" + message_id]
+        self.assertEqual((dsn.sender, dsn.recipients), ("", ("app@rail.example",)))
+        self.assertIn(b"550 5.1.1 no such user", dsn.data)
+        delivered = [m for s in self.sessions for m in s.sent if m.sender == ""]
+        self.assertEqual(len(delivered), 1)
+
+    def test_next_mx_after_refused_connection(self) -> None:
+        """A refused connection to the first MX moves on to the next host."""
+        self.routes["one.example"] = Route(
+            hosts=(
+                RouteHost("mx1.one.example", ("192.0.2.1",)),
+                RouteHost("mx2.one.example", ("192.0.2.2",)),
+            )
+        )
+        self.refuse.add("192.0.2.1")
+        message_id = self.accept("a@one.example")
+        self.scheduler().start()
+        self.assertEqual(
+            self.connects, [("192.0.2.1", "mx1.one.example"), ("192.0.2.2", "mx2.one.example")]
+        )
+        self.assertEqual(self.status(message_id)[0][0], "sent")
+
+    def test_no_host_reachable_defers(self) -> None:
+        """When every address refuses, the recipient is deferred with the last local reply."""
+        self.refuse.add("192.0.2.1")
+        message_id = self.accept("a@one.example")
+        self.scheduler().start()
+        self.assertEqual(
+            self.status(message_id), [("deferred", "451 4.4.1 connection refused", 1, _T0 + 60)]
+        )
+
+    def test_null_mx_bounces(self) -> None:
+        """A routing bounce (null MX) bounces every recipient of the domain at once."""
+        self.routes["one.example"] = RouteError(
+            Reply(556, "5.1.10", "recipient domain does not accept mail", remote=False)
+        )
+        message_id = self.accept("a@one.example", "b@one.example")
+        self.scheduler().start()
+        self.assertEqual([s for s, *_ in self.status(message_id)], ["bounced", "bounced"])
+        self.assertIn("DSN" + message_id, self.store.messages)
+        self.assertNotIn("mx.one.example", [host for _, host in self.connects])
+
+    def test_lost_after_data_is_retried(self) -> None:
+        """A connection lost after the final dot defers the job (it is retried)."""
+        self.answer = lambda m: SessionError(
+            Reply(451, "4.4.2", "connection lost", remote=False), after_data=True
+        )
+        message_id = self.accept("a@one.example")
+        self.scheduler().start()
+        self.assertEqual(self.status(message_id)[0][:2], ("deferred", "451 4.4.2 connection lost"))
+
+    def test_expiry_bounces(self) -> None:
+        """A deferral after max_age bounces with 5.4.7, quoting the last reply."""
+        message_id = self.accept("a@one.example", received_at=_T0 - 3600)
+        self.answer = all_reply(Reply(421, "4.3.2", "busy"))
+        self.scheduler().start()
+        ((state, reply, _, _),) = self.status(message_id)
+        self.assertEqual(state, "bounced")
+        self.assertEqual(reply, "554 5.4.7 delivery time expired; last attempt: 421 4.3.2 busy")
+
+    def test_per_destination_limit(self) -> None:
+        """No more than per_destination connections to one domain at once."""
+        self.answer = lambda m: None  # every transaction hangs
+        for _ in range(6):
+            self.accept("a@one.example")
+        self.accept("b@two.example")
+        scheduler = self.scheduler()
+        scheduler.start()
+        by_host = [c[1] for c in self.connects]
+        self.assertEqual(sorted(by_host), ["mx.one.example", "mx.one.example", "mx.two.example"])
+        self.assertEqual(scheduler.connections, 3)
+        stopped = scheduler.stop(5)
+        self.assertNoResult(stopped)
+        self.clock.advance(5)
+        self.successResultOf(stopped)
+
+    def test_stop_leaves_cut_jobs_untouched(self) -> None:
+        """Stopping waits up to the grace period, then cuts the connection; the job stays
+        queued, never tried, and nothing is left scheduled."""
+        self.answer = lambda m: None
+        message_id = self.accept("a@one.example")
+        scheduler = self.scheduler()
+        scheduler.start()
+        stopped = scheduler.stop(5)
+        self.clock.advance(4.9)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertTrue(self.sessions[0].aborted)
+        self.assertEqual(self.status(message_id), [("queued", None, 0, _T0)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_lets_a_running_transaction_finish(self) -> None:
+        """A transaction that completes within the grace period is recorded."""
+        self.answer = lambda m: None
+        message_id = self.accept("a@one.example")
+        scheduler = self.scheduler()
+        scheduler.start()
+        stopped = scheduler.stop(5)
+        self.sessions[0].pending.callback(all_reply(_OK)(self.sessions[0].sent[0]))
+        self.successResultOf(stopped)
+        self.assertEqual(self.status(message_id)[0][0], "sent")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_new_mail_wakes_the_scheduler(self) -> None:
+        """Mail accepted while idle goes out at once, not at the next poll."""
+        scheduler = self.scheduler()
+        scheduler.start()
+        message_id = self.accept("a@one.example")
+        self.assertEqual(self.status(message_id)[0][0], "sent")
+
+    def test_claims_a_bounded_window(self) -> None:
+        """With a small backlog, only that many jobs are claimed at once; the rest wait on
+        disk and are claimed as the first ones finish."""
+        self.limits = DeliveryLimits(
+            concurrency=2, per_destination=2, messages_per_connection=1, backlog=4, claim_batch=4
+        )
+        self.answer = lambda m: None
+        ids = [self.accept(f"a{i}@one.example") for i in range(10)]
+        scheduler = self.scheduler()
+        scheduler.start()
+        self.assertEqual(scheduler.in_flight, 4)
+        for session in list(self.sessions):
+            session.pending.callback(all_reply(_OK)(session.sent[0]))
+        self.assertLessEqual(scheduler.in_flight, 4)
+        while any(s.pending and not s.pending.called for s in self.sessions):
+            for session in list(self.sessions):
+                if session.pending and not session.pending.called:
+                    session.pending.callback(all_reply(_OK)(session.sent[0]))
+        self.assertEqual({self.status(i)[0][0] for i in ids}, {"sent"})
