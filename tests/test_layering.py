@@ -33,6 +33,8 @@ _PURE = [
     "store/inspect.py",
     "store/deliveries.py",
     "delivery/outcome.py",
+    "delivery/dotstuff.py",
+    "delivery/replies.py",
     "delivery/schedule.py",
     "delivery/mx.py",
     "delivery/dsn.py",

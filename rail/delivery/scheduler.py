@@ -44,6 +44,7 @@ class Session(Protocol):
     """What the scheduler needs of an open SMTP client session."""
 
     tls_active: bool
+    closed: bool
 
     def send(self, message: OutboundMessage) -> Deferred[MessageResult]: ...
     def quit(self) -> Deferred[None]: ...
@@ -303,10 +304,11 @@ class Scheduler:
                 if not await self._transaction(session, job, host):
                     return
                 sent += 1
-                if sent >= self._limits.messages_per_connection:
-                    break
+                if sent >= self._limits.messages_per_connection or session.closed:
+                    break  # a closed session's leftover jobs go to a new connection
                 job = self._take(domain)
-            await session.quit()
+            if not session.closed:
+                await session.quit()
         finally:
             self._sessions.discard(session)
 

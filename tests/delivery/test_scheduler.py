@@ -44,6 +44,7 @@ class FakeSession:
     def __init__(self, answer: Callable[[OutboundMessage], MessageResult | SessionError | None]):
         self.answer = answer
         self.tls_active = True
+        self.closed = False
         self.sent: list[OutboundMessage] = []
         self.quitted = False
         self.aborted = False
@@ -61,10 +62,12 @@ class FakeSession:
 
     def quit(self) -> Deferred[None]:
         self.quitted = True
+        self.closed = True
         return succeed(None)
 
     def abort(self) -> None:
         self.aborted = True
+        self.closed = True
         if self.pending is not None and not self.pending.called:
             self.pending.errback(SessionError(Reply(451, "4.4.2", "aborted", remote=False)))
 
