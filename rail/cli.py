@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import NoReturn
 
 from rail.config import Config, ConfigError, load_config
+from rail.dkim.domains import local_domains
+from rail.dkim.keys import DKIMKeyError, KeyStore
+from rail.dkim.names import a_label
+from rail.dkim.records import zone_line
 from rail.pki.files import PKIError, load_ca
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
 from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client, revoke
 from rail.pki.registry import Registry, RegistryError, registry_path
+from rail.store.inspect import oldest_pending_received_at
+from rail.store.model import StoreUnavailableError
 
 __all__ = ["main"]
 
@@ -195,6 +201,65 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[str]]:
+    """The key store and the domains a ``rail dkim`` command acts on: DOMAIN if it is local
+    (or already has keys), else every local domain and every domain with keys."""
+    now = _now()
+    records = []
+    path = registry_path(config.data_dir)
+    if path.exists():  # a set-up without clients has no registry yet
+        with Registry.open(path) as registry:
+            records = registry.valid_records(now)
+    known = local_domains(config, records, now)
+    store = KeyStore.open(config.data_dir / "dkim")
+    candidates = sorted({*known, *store.domains()})
+    if domain is None:
+        if not candidates:
+            raise _CommandError(
+                1, ["rail: no local domains (set local_domains or issue a client certificate)"]
+            )
+        return store, candidates
+    name = a_label(domain)
+    if name is None or name not in candidates:
+        listed = ", ".join(candidates) or "none"
+        raise _CommandError(1, [f"rail: {domain}: not a local domain (local: {listed})"])
+    return store, [name]
+
+
+def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
+    oldest_pending = oldest_pending_received_at(config.data_dir / "queue")
+    for domain in domains:
+        for key in store.published(domain, oldest_pending):
+            print(zone_line(domain, key))
+
+
+def _cmd_dkim_show(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    try:
+        store, domains = _dkim_domains(config, args.domain)
+        store.ensure(domains, _now().timestamp())
+        _print_dkim_records(config, store, domains)
+    except (DKIMKeyError, StoreUnavailableError) as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
+    return 0
+
+
+def _cmd_dkim_rotate(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    try:
+        store, (domain,) = _dkim_domains(config, args.domain)
+        generation = store.rotate(domain, _now().timestamp())
+        _print_dkim_records(config, store, [domain])
+    except (DKIMKeyError, StoreUnavailableError) as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
+    print(
+        f"; {domain}: new selectors {generation.ed25519_selector} and"
+        f" {generation.rsa_selector}. Publish the records above, then send SIGHUP to the"
+        " running server: it signs with the new keys from then on."
+    )
+    return 0
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -255,6 +320,21 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=_cmd_inspect)
+
+    dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
+        dest="dkim_command", metavar="COMMAND", parser_class=_Parser
+    )
+    dkim.required = True
+
+    p = dkim.add_parser("show", help="print the DKIM records to publish (creates missing keys)")
+    with_config(p)
+    p.add_argument("domain", metavar="DOMAIN", nargs="?", help="default: every local domain")
+    p.set_defaults(func=_cmd_dkim_show)
+
+    p = dkim.add_parser("rotate", help="add new DKIM keys for a domain")
+    with_config(p)
+    p.add_argument("domain", metavar="DOMAIN")
+    p.set_defaults(func=_cmd_dkim_rotate)
     return parser
 
 

@@ -18,7 +18,13 @@ from rail.store.model import Channel, MessageStatus, StoreUnavailableError
 from rail.store.schema import database_path, open_readonly
 from rail.store.writer import read_status
 
-__all__ = ["StoredMessage", "get_message", "get_status", "list_messages"]
+__all__ = [
+    "StoredMessage",
+    "get_message",
+    "get_status",
+    "list_messages",
+    "oldest_pending_received_at",
+]
 
 _SELECT_ALL = (
     "SELECT id, client, sender, channel, size, sha256, data, received_at, smtputf8, eight_bit"
@@ -69,6 +75,24 @@ def get_status(directory: Path, message_id: str) -> MessageStatus | None:
             "SELECT client FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
         return None if row is None else read_status(connection, row[0], message_id)
+
+
+def oldest_pending_received_at(directory: Path) -> float | None:
+    """When the oldest message still waiting for delivery (a recipient ``queued`` or
+    ``deferred``) was received; None when there is none, or no queue database yet.
+
+    ``rail dkim`` uses it to keep an old key published while queued mail may still be
+    signed with it.
+    """
+    if not database_path(directory).exists():
+        return None
+    with _reading(directory) as connection:
+        row = connection.execute(
+            "SELECT min(received_at) FROM messages WHERE EXISTS (SELECT 1 FROM recipients"
+            " WHERE recipients.message_id = messages.id"
+            " AND recipients.status IN ('queued', 'deferred'))"
+        ).fetchone()
+    return None if row[0] is None else float(row[0])
 
 
 @contextmanager
