@@ -7,8 +7,10 @@ Children are named so operators and later issues can find them (``https``; later
 
 from __future__ import annotations
 
+import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -18,9 +20,15 @@ from twisted.logger import Logger
 
 from rail.config import Config
 from rail.config.listen import ListenSpec
+from rail.delivery.service import build_delivery
+from rail.delivery.stats import DeliveryStats
+from rail.dkim.domains import local_domains
+from rail.dkim.keys import KeyStore
 from rail.listener import Listener, ListenError
+from rail.pki.registry import Registry, registry_path
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
+from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
@@ -52,8 +60,15 @@ class RailService(MultiService):
             sys.stderr.write(f"rail: {e}\n")
             raise SystemExit(1) from None
 
+    reloader: Reloader | None = None
+
     def startService(self) -> None:
         super().startService()
+        if self.reloader is not None:
+            reloader, reactor = self.reloader, self._clock
+            # The handler runs between bytecodes of whatever the reactor is doing; the
+            # reload itself runs as a normal reactor call.
+            signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reloader.reload))
         _log.info(
             "rail {hostname} started; data in {data_dir}",
             hostname=self.config.hostname,
@@ -90,10 +105,30 @@ def _listener(
     return listener
 
 
-def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> RailService:
-    """Build the whole tree; ``pki`` may be passed in by tests that prepared it."""
+def dkim_domains(config: Config, now: datetime) -> list[str]:
+    """Domains that sign mail: local domains (configured and from valid certificates'
+    sender addresses) and the host name itself, which DSNs come from."""
+    records = []
+    path = registry_path(config.data_dir)
+    if path.exists():
+        with Registry.open(path) as registry:
+            records = registry.valid_records(now)
+    return sorted({*local_domains(config, records, now), config.hostname})
+
+
+def build_service(
+    config: Config,
+    reactor: Any,
+    pki: PKIState | None = None,
+    config_path: Path | None = None,
+) -> RailService:
+    """Build the whole tree; ``pki`` may be passed in by tests that prepared it; with
+    ``config_path``, SIGHUP reloads from it."""
+    now = datetime.fromtimestamp(reactor.seconds(), UTC)
     if pki is None:
-        pki = prepare_pki(config, datetime.fromtimestamp(reactor.seconds(), UTC))
+        pki = prepare_pki(config, now)
+    keys = KeyStore.open(config.data_dir / "dkim")
+    keys.ensure(dkim_domains(config, now), now.timestamp())
     store = SQLiteStore.open(
         config.data_dir / "queue",
         reactor,
@@ -104,9 +139,12 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
     StoreService(store).setServiceParent(root)
+    stats = DeliveryStats(reactor.seconds())
+    tls_contexts: list[ServerTLS] = []
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
+        tls_contexts.append(tls)
         site = build_site(
             ca=pki.ca.certificate,
             revoked=pki.revocations.current,
@@ -118,6 +156,7 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             hostname=config.hostname,
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
+            stats=stats,
         )
         _listener(
             reactor, config.listen.https, tls, site, "https", config.shutdown.grace_period
@@ -130,14 +169,33 @@ def build_service(config: Config, reactor: Any, pki: PKIState | None = None) -> 
             limits=smtp_limits(config),
             clock=reactor,
         )
+        submission_tls = ServerTLS(pki.server, auth)
+        tls_contexts.append(submission_tls)
         _listener(
             reactor,
             config.listen.submission,
-            ServerTLS(pki.server, auth),
+            submission_tls,
             factory,
             "submission",
             config.shutdown.grace_period,
         ).setServiceParent(root)
+    delivery = None
+    if config.delivery.hold:
+        _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
+    else:
+        delivery = build_delivery(config, reactor, store, keys, stats)
+        delivery.setServiceParent(root)
+    if config_path is not None:
+        root.reloader = Reloader(
+            config_path=config_path,
+            config=config,
+            ca=pki.ca,
+            tls=tls_contexts,
+            keys=keys,
+            scheduler=delivery.scheduler if delivery is not None else None,
+            dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
+            now=reactor.seconds,
+        )
     return root
 
 

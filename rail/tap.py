@@ -8,12 +8,14 @@ certificate exits 1, each problem on one line of stderr.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from rail.config import ConfigError, load_config
+from rail.dkim.keys import DKIMKeyError
 from rail.pki.files import PKIError
 from rail.store.model import StoreUnavailableError
 
@@ -41,7 +43,7 @@ def makeService(options: Any) -> IService:
             sys.stderr.write(f"rail: {problem}\n")
         raise SystemExit(2) from None
     try:
-        return build_service(config, reactor)
-    except (PKIError, StoreUnavailableError) as e:
+        return build_service(config, reactor, config_path=Path(options["config"]))
+    except (PKIError, StoreUnavailableError, DKIMKeyError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None

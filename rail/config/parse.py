@@ -128,6 +128,7 @@ _SMARTHOST = r.section(
 _DELIVERY = r.section(
     Delivery,
     {
+        "hold": r.boolean,
         "nameservers": r.optional(r.non_empty(r.list_of(r.nameserver, "addresses"))),
         "port": r.integer(1, 65535),
         "smarthost": r.optional(_SMARTHOST),

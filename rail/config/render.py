@@ -60,8 +60,19 @@ storage:
   max_queued: 1000000        # beyond this, new mail is refused as temporary (452 4.3.1)
   min_free_space: 100MB      # free disk below this refuses new mail as temporary
 
+# Outbound delivery to recipients' MX hosts. A development machine usually has no
+# route to the internet's port 25, so mail is held in the queue (visible through
+# GET /api/v1/messages/ID); set hold: false to deliver it.
+delivery:
+  hold: true                 # keep accepted mail queued, deliver nothing
+  retry: [1m, 5m, 15m, 30m, 1h, 2h, 4h]  # delays between attempts; the last repeats
+  max_age: 5d                # undelivered this long after acceptance: bounce
+  concurrency: 100           # outbound connections in all
+  per_destination: 10        # outbound connections per recipient domain
+
 shutdown:
   drain_delay: {drain_delay}  # /readyz answers 503 this long before listeners close
+  grace_period: 10s          # in-flight sessions and deliveries get this long to finish
 """
 
 

@@ -147,6 +147,10 @@ class Smarthost:
 class Delivery:
     """Outbound delivery to recipients' MX hosts: routing, retries and concurrency."""
 
+    hold: bool = False
+    """Keep accepted mail queued and deliver nothing: for development machines with no
+    route to port 25, and for maintenance. Queued mail goes out once a restart clears it."""
+
     nameservers: tuple[tuple[str, int], ...] | None = None
     """Resolvers for MX and address look-ups as ``"ip"`` or ``"ip:port"`` (``"[ip6]:port"``);
     null uses the system's ``/etc/resolv.conf``. Tests point it at a local server."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+import yaml
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
@@ -77,9 +79,11 @@ class RunningRail:
 
 
 @inlineCallbacks
-def start_rail(case: TestCase) -> Any:
+def start_rail(case: TestCase, configure: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """``rail init --dev`` into a fresh directory, start ``twistd rail`` on free ports, wait
-    until both listeners accept, and stop it (SIGTERM, wait for exit) when ``case`` ends."""
+    until both listeners accept, and stop it (SIGTERM, wait for exit) when ``case`` ends.
+
+    ``configure`` may change the generated configuration (as loaded YAML) first."""
     directory = Path(case.mktemp()).absolute()
     https_port, smtps_port = free_port(), free_port()
     out, err, code = yield rail(
@@ -96,6 +100,10 @@ def start_rail(case: TestCase) -> Any:
     # The shutdown drain delay only slows each test's tearDown.
     text = config.read_text()
     config.write_text(re.sub(r"(?m)^(\s*drain_delay:).*$", r'\1 "0s"', text))
+    if configure is not None:
+        document = yaml.safe_load(config.read_text())
+        configure(document)
+        config.write_text(yaml.safe_dump(document))
     server = start_twistd(["rail", "--config", str(config)])
     case.addCleanup(_stop, server)
     yield wait_for_port(https_port, server)
