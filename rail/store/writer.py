@@ -241,10 +241,14 @@ class Writer:
                 if isinstance(op, AcceptOp):
                     results.append(self._accept_one(op, budget))
                 else:
-                    left, notification = record_result(connection, op.result, op.dsn)
-                    finished += left
-                    budget.messages += notification is not None
-                    results.append(notification)
+                    outcome = self._record_one(op)
+                    if isinstance(outcome, tuple):
+                        left, notification = outcome
+                        finished += left
+                        budget.messages += notification is not None
+                        results.append(notification)
+                    else:
+                        results.append(outcome)
             connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             self._rollback()
@@ -270,6 +274,22 @@ class Writer:
             "DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL,)
         )
         self._last_purge = now
+
+    def _record_one(self, op: RecordOp) -> object:
+        """One attempt's result under its own savepoint, so a failure (a DSN that cannot
+        be stored) fails only that caller, as for acceptances."""
+        connection = self._connection
+        connection.execute("SAVEPOINT record")
+        try:
+            outcome = record_result(connection, op.result, op.dsn)
+        except sqlite3.Error as error:
+            if not connection.in_transaction:
+                raise
+            connection.execute("ROLLBACK TO record")
+            connection.execute("RELEASE record")
+            return _unavailable(f"cannot record delivery of {op.result.message_id}", error)
+        connection.execute("RELEASE record")
+        return outcome
 
     def _accept_one(self, op: AcceptOp, budget: _Budget) -> object:
         connection = self._connection

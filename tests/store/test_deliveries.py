@@ -6,16 +6,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from rail.store.ids import new_message_id
 from rail.store.model import (
     BounceReport,
     IDeliveryQueue,
     JobResult,
     NewMessage,
     RecipientUpdate,
+    StoreUnavailableError,
 )
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
@@ -28,7 +31,7 @@ def _dsn_for(report: BounceReport) -> NewMessage:
     """A stand-in DSN: the contract is about when it is made, not what it says."""
     text = ",".join(f"{r.address}={r.reply}@{r.remote_mta}" for r in report.bounced)
     return NewMessage(
-        id=report.message_id[:-1] + "Z",
+        id=new_message_id(_NOW + 1),
         client=report.client,
         sender="",
         recipients=(report.sender,),
@@ -184,6 +187,31 @@ class _DeliveryContract:
 class SQLiteDeliveryTests(_DeliveryContract, TestCase):
     def make_store(self) -> IDeliveryQueue:
         return open_sqlite(self)
+
+    async def test_failed_record_fails_alone(self) -> None:
+        """A result whose DSN cannot be stored fails only its own caller; acceptances and
+        other results written in the same batch commit."""
+        store = open_sqlite(self)
+        first, second = make_message(received_at=_NOW), make_message(received_at=_NOW)
+        await store.accept(first)
+        await store.accept(second)
+        taken = new_message_id(_NOW)
+        await store.accept(make_message(received_at=_NOW, message_id=taken))
+
+        def clashing(report: BounceReport) -> NewMessage:
+            return attrs.evolve(_dsn_for(report), id=taken)
+
+        bad = store.record(
+            JobResult(first.id, _NOW, (RecipientUpdate(0, "bounced", "550 5.1.1 no"),)), clashing
+        )
+        good = store.record(JobResult(second.id, _NOW, (RecipientUpdate(0, "sent", "250 ok"),)))
+        third = store.accept(make_message(received_at=_NOW))
+        with self.assertRaises(StoreUnavailableError):
+            await bad
+        await good
+        await third
+        self.assertEqual((await store.status(first.client, first.id)).status, "queued")
+        self.assertEqual((await store.status(second.client, second.id)).status, "sent")
 
     async def test_dsn_survives_restart(self) -> None:
         """The bounce and its DSN are committed together: a reopened store has both."""
