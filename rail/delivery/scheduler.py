@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -111,6 +111,7 @@ class Scheduler:
         self._in_flight: set[tuple[str, str]] = set()
         self._active: dict[str, int] = {}
         self._sessions: set[Session] = set()
+        self._connecting: set[Deferred[Session]] = set()
         self._workers: set[Deferred[None]] = set()
         self._records: set[Deferred[Any]] = set()
         self._claiming = False
@@ -190,6 +191,8 @@ class Scheduler:
 
     def _cut_all(self) -> None:
         self._cut = True
+        for connecting in list(self._connecting):
+            connecting.cancel()
         for session in list(self._sessions):
             session.abort()
 
@@ -283,6 +286,10 @@ class Scheduler:
             return None
         return jobs.popleft()
 
+    def _release(self, job: DeliveryJob) -> None:
+        """Stopping: leave ``job`` untouched in the queue (never recorded as tried)."""
+        self._in_flight.discard(job.key)
+
     async def _work(self, domain: str) -> None:
         job = self._take(domain)
         if job is None:
@@ -290,9 +297,21 @@ class Scheduler:
         try:
             route = await self._route(domain)
         except RouteError as error:
+            if not self._running:
+                self._release(job)
+                return
             self._fail_domain(domain, job, error.reply, None)
             return
-        session, host, last = await self._open(route)
+        try:
+            session, host, last = await self._open(route)
+        except CancelledError:  # cut while connecting
+            self._release(job)
+            return
+        if not self._running:
+            if session is not None:
+                session.abort()
+            self._release(job)
+            return
         if session is None:
             self._fail_domain(domain, job, last or _NO_ROUTE, None)
             return
@@ -318,8 +337,10 @@ class Scheduler:
             for address in host.addresses:
                 if not self._running:
                     return None, None, last
+                connecting = self._connect(address, host.name)
+                self._connecting.add(connecting)
                 try:
-                    return await self._connect(address, host.name), host.name, None
+                    return await connecting, host.name, None
                 except SessionError as error:
                     _log.info(
                         "cannot deliver through {mx} ({address}): {reply}",
@@ -328,6 +349,8 @@ class Scheduler:
                         reply=str(error.reply),
                     )
                     last = error.reply
+                finally:
+                    self._connecting.discard(connecting)
         return None, None, last
 
     async def _transaction(self, session: Session, job: DeliveryJob, host: str | None) -> bool:
