@@ -38,6 +38,7 @@ _log = Logger()
 
 _IDLE_POLL = 1.0
 _NO_ROUTE = Reply(451, "4.4.0", "no route to any MX host", remote=False)
+_INTERNAL = Reply(451, "4.3.0", "local error in processing", remote=False)
 
 
 class Session(Protocol):
@@ -330,6 +331,8 @@ class Scheduler:
                 await session.quit()
         finally:
             self._sessions.discard(session)
+            if not session.closed:
+                session.abort()
 
     async def _open(self, route: Route) -> tuple[Session | None, str | None, Reply | None]:
         last: Reply | None = None
@@ -356,16 +359,34 @@ class Scheduler:
     async def _transaction(self, session: Session, job: DeliveryJob, host: str | None) -> bool:
         """Deliver ``job``; return whether the session can carry another one."""
         started = self._clock.seconds()
-        message = OutboundMessage(
-            sender=job.sender,
-            recipients=tuple(r.address for r in job.recipients),
-            data=self._prepare(job),
-            smtputf8=job.smtputf8,
-            eight_bit=job.eight_bit,
-        )
+        try:
+            message = OutboundMessage(
+                sender=job.sender,
+                recipients=tuple(r.address for r in job.recipients),
+                data=self._prepare(job),
+                smtputf8=job.smtputf8,
+                eight_bit=job.eight_bit,
+            )
+        except Exception:  # a bug (signing): defer the job rather than strand it
+            _log.failure("cannot prepare {msg_id}", msg_id=job.message_id)
+            self._record(
+                job,
+                job_result_for_all(
+                    job, _INTERNAL, now=self._clock.seconds(), policy=self._policy, rng=self._rng
+                ),
+                started,
+            )
+            return True
         try:
             result = await session.send(message)
-        except SessionError as error:
+        except Exception as failure:
+            error = (
+                failure
+                if isinstance(failure, SessionError)
+                else SessionError(_INTERNAL)  # a bug: defer the job, drop the session
+            )
+            if not isinstance(failure, SessionError):
+                _log.failure("delivery of {msg_id} failed", msg_id=job.message_id)
             if self._cut:
                 self._in_flight.discard(job.key)  # left untouched in the queue
                 return False

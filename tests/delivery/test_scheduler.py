@@ -342,3 +342,24 @@ class SchedulerTests(SynchronousTestCase):
                 if session.pending and not session.pending.called:
                     session.pending.callback(all_reply(_OK)(session.sent[0]))
         self.assertEqual({self.status(i)[0][0] for i in ids}, {"sent"})
+
+    def test_unexpected_error_defers_the_job(self) -> None:
+        """A bug while preparing a message (e.g. signing) defers that job with 451 4.3.0
+        instead of stranding it in flight; the other jobs go out."""
+        bad = self.accept("a@one.example")
+        good = self.accept("b@one.example")
+        scheduler = self.scheduler()
+
+        def prepare(job: object) -> bytes:
+            if getattr(job, "message_id", None) == bad:
+                raise RuntimeError("boom")
+            return b"x"
+
+        scheduler._prepare = prepare  # type: ignore[method-assign]
+        scheduler.start()
+        self.assertEqual(
+            self.status(bad)[0][:2], ("deferred", "451 4.3.0 local error in processing")
+        )
+        self.assertEqual(self.status(good)[0][0], "sent")
+        self.assertEqual(scheduler.in_flight, 0)
+        self.flushLoggedErrors(RuntimeError)
