@@ -1,20 +1,46 @@
-"""Reading and completing the header section of a submitted message (CRLF bytes).
+"""Header sections on the wire (CRLF bytes): reading and completing what an SMTP client
+submitted, and writing the fields of a message the API composes.
 
 Rail changes a submitted message only by adding header fields, never by rewriting the
 ones the app wrote, so what the app signed off is what is DKIM-signed and sent. Parsing is
 deliberately small: header fields are found by RFC 5322 syntax on raw lines; addresses are
 read with the stdlib's strict ``getaddresses``.
+
+Writing gives exactly the bytes ``EmailMessage`` gives for ``message[name] = value`` under
+:data:`ASCII_POLICY` or :data:`UTF8_POLICY`. The stdlib parses every value into a token
+tree and folds it again, about 30 µs per field; a value that is printable ASCII words and
+fits on one 78-character line comes out of that unchanged, so such values are written
+directly and everything else still goes through the header registry.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
+from email.policy import EmailPolicy
 from email.utils import format_datetime, getaddresses
+from typing import Any
 
 import attrs
 
-__all__ = ["HeaderSection", "completed", "format_date", "parse_header_section"]
+from rail.mail.addresses import Mailbox
+
+__all__ = [
+    "ASCII_POLICY",
+    "UTF8_POLICY",
+    "HeaderSection",
+    "WrittenField",
+    "completed",
+    "format_date",
+    "line_limit",
+    "parse_header_section",
+    "write_address_field",
+    "write_field",
+]
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
@@ -100,3 +126,110 @@ def completed(
     if not section.has_separator:
         body = b"\r\n" + body
     return top + head + added + body
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The stdlib's registry builds a new header class (``type(...)``) on every lookup,
+    which was a third of the API's CPU per message; the classes never change. Every name
+    the registry does not know gets the same class, so apps choosing new field names
+    cannot grow the cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str | None, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        key: str | None = name.lower()
+        if key not in self.registry:
+            key = None
+        found = self._classes.get(key)
+        if found is None:
+            found = self._classes[key] = super().__getitem__(name)
+        return found
+
+
+_REGISTRY = _CachedHeaderRegistry()
+# SMTP line ends, folding at 78, 7-bit bodies; raw UTF-8 headers only with SMTPUTF8.
+ASCII_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=_REGISTRY)
+UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit", header_factory=_REGISTRY)
+
+# Printable ASCII words separated by single spaces: the stdlib's parse and fold give such
+# a value back unchanged (when the field fits on one line and holds no encoded word).
+_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")
+# RFC 5322 specials: a display name holding one is written as a quoted string.
+_SPECIALS = frozenset('()<>@,:;.\\"[]')
+
+
+@attrs.frozen
+class WrittenField:
+    """A header field ready for the wire (folded, CRLF-terminated) and its value as the
+    ``email`` package reads it, encoded words decoded: what a line-break check must see.
+    ``plain`` fields were written directly, printable ASCII on one line."""
+
+    name: str
+    data: bytes
+    value: str
+    plain: bool = False
+
+
+def line_limit(write_policy: EmailPolicy[Any]) -> int:
+    """Where the policy folds header lines (and the stdlib's rule for ``None``)."""
+    return write_policy.max_line_length or sys.maxsize
+
+
+def _plain(line: str, value: str, limit: int) -> bool:
+    return len(line) <= limit and "=?" not in value and _PLAIN.fullmatch(value) is not None
+
+
+def _registry_field(name: str, value: Any, write_policy: EmailPolicy[Any]) -> WrittenField:
+    # Exactly what EmailMessage.__setitem__ stores and BytesGenerator writes.
+    _, header = write_policy.header_store_parse(name, value)
+    return WrittenField(name, write_policy.fold_binary(name, header), str(header))
+
+
+def write_field(
+    name: str, value: str, write_policy: EmailPolicy[Any], *, canonical: bool = False
+) -> WrittenField:
+    """``name: value`` as ``EmailMessage`` writes it. ``canonical`` says Rail generated the
+    value in the form the registry writes it (a :func:`format_date` date, a
+    ``<id@host>`` Message-ID), so a structured field may skip the registry too."""
+    line = f"{name}: {value}"
+    if (canonical or issubclass(_REGISTRY[name], UnstructuredHeader)) and _plain(
+        line, value, line_limit(write_policy)
+    ):
+        return WrittenField(name, line.encode("ascii") + b"\r\n", value, plain=True)
+    return _registry_field(name, value, write_policy)
+
+
+def _mailbox_text(mailbox: Mailbox) -> str | None:
+    """The mailbox as ``str(mailbox.header())`` writes it, when that is plain ASCII."""
+    address = mailbox.address
+    name = mailbox.display_name
+    if not address.isascii() or not _PLAIN.fullmatch(address):
+        return None
+    if not name:
+        return address
+    if '"' in name or "\\" in name or "=?" in name or not _PLAIN.fullmatch(name):
+        return None
+    if not _SPECIALS.isdisjoint(name):
+        name = f'"{name}"'
+    return f"{name} <{address}>"
+
+
+def write_address_field(
+    name: str, mailboxes: Sequence[Mailbox], write_policy: EmailPolicy[Any]
+) -> WrittenField:
+    """An address field (From, To, Cc, Reply-To) as ``EmailMessage`` writes
+    ``message[name] = [Address(...), ...]``."""
+    texts: list[str] = []
+    for mailbox in mailboxes:
+        text = _mailbox_text(mailbox)
+        if text is None:
+            break
+        texts.append(text)
+    else:
+        value = ", ".join(texts)
+        line = f"{name}: {value}"
+        if len(line) <= line_limit(write_policy):
+            return WrittenField(name, line.encode("ascii") + b"\r\n", value, plain=True)
+    return _registry_field(name, [mailbox.header() for mailbox in mailboxes], write_policy)

@@ -14,6 +14,8 @@ import binascii
 import hashlib
 import json
 import re
+from email.errors import HeaderParseError
+from email.header import decode_header
 from typing import Any
 
 import attrs
@@ -60,6 +62,8 @@ _CONTENT_TYPE = re.compile(rf"({_MIME_ATOM})/({_MIME_ATOM})")
 _PARAMETER = re.compile(rf'\s*({_MIME_ATOM})\s*=\s*(?:({_MIME_ATOM})|"((?:[^"\\]|\\.)*)")\s*')
 # C0 controls (except TAB), DEL, and what str.splitlines() also treats as line breaks.
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# An RFC 2047 encoded word, found as broadly as email.header.decode_header finds them.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[qQbB]\?.*?\?=", re.DOTALL)
 _BASE64_SPACE = re.compile(r"[ \t\r\n]+")
 _MAX_DISPLAY_NAME = 256
 _MAX_KEY = 255
@@ -140,8 +144,9 @@ def _reject_constant(name: str) -> Any:
 def _load(body: bytes) -> dict[str, Any] | ComposeError:
     try:
         document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        if isinstance(document, dict):
-            # Lone surrogates decode from \ud800 escapes but cannot become UTF-8 later.
+        if isinstance(document, dict) and b"\\u" in body:
+            # Lone surrogates decode from \ud800 escapes (strict UTF-8 decoding refuses
+            # them in raw form) but cannot become UTF-8 later.
             json.dumps(document, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         return ComposeError(INVALID_JSON, 400, "the body is not valid UTF-8 JSON")
@@ -150,9 +155,35 @@ def _load(body: bytes) -> dict[str, Any] | ComposeError:
     return document
 
 
+def _encoded_unsafe(value: str) -> bool:
+    """Whether an RFC 2047 encoded word in ``value`` decodes to a control character or
+    cannot be decoded strictly. The ``email`` package decodes such words (leniently,
+    mid-word and inside quoted display names too) and can write what they hold out raw,
+    so a CR or LF here would become a line break in the header."""
+    for match in _ENCODED_WORD.finditer(value):
+        try:
+            parts = decode_header(match.group())
+        except (HeaderParseError, ValueError):
+            return True
+        for data, charset in parts:
+            if not isinstance(data, bytes):
+                continue
+            try:
+                text = data.decode(charset or "ascii", "replace")
+            except (LookupError, UnicodeError):
+                # Not a text codec: the email package falls back to ASCII, controls kept.
+                text = data.decode("latin-1")
+            if _UNSAFE.search(text):
+                return True
+    return False
+
+
 def _unsafe(label: str, value: str) -> ComposeError | None:
-    if _UNSAFE.search(value):
-        return _invalid(f"{label} must not contain CR, LF, NUL or other control characters")
+    if _UNSAFE.search(value) or ("=?" in value and _encoded_unsafe(value)):
+        return _invalid(
+            f"{label} must not contain CR, LF, NUL or other control characters,"
+            " nor RFC 2047 encoded words that decode to them"
+        )
     return None
 
 

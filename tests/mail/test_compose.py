@@ -327,10 +327,48 @@ class EncodedWordInjectionTests(SynchronousTestCase):
             assert isinstance(result, ComposeError), changes
             self.assertEqual((result.code, result.http_status), ("INVALID_REQUEST", 400))
 
+    def test_encoded_controls_named_at_validation(self) -> None:
+        """An encoded word decoding to CR, LF, NUL or another control character (Q or B,
+        mid-word, quoted, any charset) is refused when the request is validated, naming
+        the field, as is a B word that does not decode strictly (the email package would
+        decode it leniently)."""
+        attachment = {"filename": "a.txt", "content_type": "text/plain", "content": "YQ=="}
+        words = (
+            "=?utf-8?q?a=0D=0Ab?=",
+            "x=?UTF-8?Q?=00?=y",
+            '"=?iso-8859-1?b?YQ1i?="',
+            "=?bogus-charset?q?a=1Bb?=",
+            "=?utf-8*en?q?a=7Fb?=",
+            "=?utf-8?b?YQ0K!?=",
+        )
+        for word in words:
+            fields = {
+                "from": {"from": f"{word} <noreply@ataca.io>"},
+                "to[0]": {"to": [f"Bob {word} <bob@example.com>"]},
+                "cc[0]": {"cc": [f"{word} <c@example.com>"]},
+                "bcc[0]": {"bcc": [f"{word} <d@example.com>"]},
+                "reply_to[0]": {"reply_to": f"{word} <r@example.com>"},
+                "subject": {"subject": f"Hi {word}"},
+                "headers.X-A": {"headers": {"X-A": word}},
+                "attachments[0].filename": {
+                    "attachments": [{**attachment, "filename": f"{word}.txt"}]
+                },
+                "attachments[0].content_type": {
+                    "attachments": [{**attachment, "content_type": f'text/plain; name="{word}"'}]
+                },
+            }
+            for field, changes in fields.items():
+                error = _error(_body(**changes))
+                self.assertEqual(error.code, "INVALID_REQUEST", (word, field))
+                self.assertTrue(error.message.startswith(field), (word, field, error.message))
+                self.assertIn("encoded words", error.message)
+
     def test_harmless_encoded_words_pass(self) -> None:
         """An encoded word without control characters is kept as the app wrote it."""
         data = _data(subject="=?utf-8?q?caf=C3=A9?=")
         self.assertIn(b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", data)
+        for subject in ("=?utf-8?b?Y2Fmw6k=?=", "x =?iso-8859-1?q?caf=E9?= y", "a =? b ?= c"):
+            self.assertIsInstance(_compose(_body(subject=subject)), Submission, subject)
 
 
 class HeaderFieldTests(SynchronousTestCase):

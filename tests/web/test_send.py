@@ -314,6 +314,36 @@ class SendTests(APITestCase):
             )
         self.assertEqual(self.store.messages, {})
 
+    def test_encoded_word_injection(self) -> None:
+        """RFC 2047 encoded words that decode to CR or LF are 400 INVALID_REQUEST in every
+        header-bound field, plain-looking or not, and nothing is queued."""
+        bad = "=?utf-8?q?x=0D=0ABcc:_victim@example.net?="
+        for changes in (
+            {"from": "Ataca, =?utf-8?q?a=00?= <noreply@ataca.io>"},
+            {"to": ["Bob: =?utf-8?b?YQ1i?= <bob@example.com>"]},
+            {"subject": "=?utf-8?b?YQ0K!?="},
+            {"subject": bad},
+            {"subject": f"Your receipt {bad}"},
+            {"from": f"{bad} <noreply@ataca.io>"},
+            {"to": [f"{bad} <bob@example.com>"]},
+            {"cc": [f"Carl {bad} <carl@example.com>"]},
+            {"reply_to": f"{bad} <help@ataca.io>"},
+            {"headers": {"X-Campaign": bad}},
+            {"headers": {"X-Campaign": bad}, "body_html": "<p>x</p>"},
+        ):
+            response = self.post(document(**changes))
+            self.assertEqual(response.error(), (400, "INVALID_REQUEST"), changes)
+            self.assertIn("control characters", response.json()["error"]["message"], changes)
+        self.assertEqual(self.store.messages, {})
+
+    def test_field_allowed_once(self) -> None:
+        """A custom field the RFC allows once (Orig-Date), given twice in different case,
+        is 400 INVALID_REQUEST, not a 500, and nothing is queued."""
+        date = "Sat, 28 Mar 2026 11:00:00 +0000"
+        response = self.post(document(headers={"Orig-Date": date, "orig-date": date}))
+        self.assertEqual(response.error(), (400, "INVALID_REQUEST"))
+        self.assertEqual(self.store.messages, {})
+
     def test_unauthorized_from(self) -> None:
         """A From address outside the certificate is 403 SENDER_NOT_AUTHORIZED, whether
         bare or behind a display name (even one that looks like an allowed address)."""
