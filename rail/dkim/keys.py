@@ -19,7 +19,6 @@ a new view of the disk as a whole, or, if anything is wrong with it, keeps the o
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,7 +41,7 @@ from rail.dkim.generations import (
 from rail.dkim.names import a_label
 from rail.dkim.records import PublishedKey, txt_value
 from rail.dkim.sign import DomainKeys
-from rail.pki.files import write_file_atomic
+from rail.pki.files import PKIError, directory_lock, write_file_atomic
 
 __all__ = ["DKIMKeyError", "KeyStore"]
 
@@ -203,17 +202,16 @@ def _make_directory(path: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialise writers of one domain across processes."""
-    path = directory / ".lock"
+    """Serialise writers of one domain across processes (the PKI's lock, DKIM's error)."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, _FILE_MODE)
-    except OSError as e:
-        raise DKIMKeyError(f"{path}: cannot open lock file ({e.strerror})") from e
+        lock = directory_lock(directory)
+        lock.__enter__()
+    except PKIError as e:
+        raise DKIMKeyError(str(e)) from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        lock.__exit__(None, None, None)
 
 
 def _write(path: Path, data: bytes) -> None:
