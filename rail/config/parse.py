@@ -20,13 +20,18 @@ from typing import Any, get_args
 from rail.config import readers as r
 from rail.config.errors import ConfigError, Problem
 from rail.config.schema import (
+    ACME,
+    DNS,
     PKI,
     TLS,
     Config,
     Delivery,
+    Inbound,
+    InboundRoute,
     KeyType,
     Limits,
     Listen,
+    RateLimit,
     Shutdown,
     Smarthost,
     Storage,
@@ -53,14 +58,19 @@ def parse_config(data: object, base_dir: Path) -> Config:
 
 
 _TLS_CHOICE = (
-    "set either self_signed: true (Rail issues its own certificate, for development)"
-    " or both cert_file and key_file"
+    "set either self_signed: true (Rail issues its own certificate, for development),"
+    " both cert_file and key_file, or acme"
 )
 
 
 def _tls_problem(values: Mapping[str, Any]) -> str | None:
     """The server certificate must come from exactly one place; otherwise ask which."""
     files = [key for key in ("cert_file", "key_file") if values.get(key) is not None]
+    if values.get("acme") is not None:
+        others = [*files, *(["self_signed"] if values.get("self_signed") else [])]
+        if others:
+            return f"acme excludes {' and '.join(others)}: {_TLS_CHOICE}"
+        return None
     if values.get("self_signed") and files:
         return f"self_signed: true excludes {' and '.join(files)}: {_TLS_CHOICE}"
     if len(files) == 1:
@@ -71,7 +81,28 @@ def _tls_problem(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-_LISTEN = r.section(Listen, {"https": r.listener, "submission": r.listener})
+_LISTEN = r.section(
+    Listen,
+    {
+        "https": r.listener,
+        "submission": r.listener,
+        "inbound": r.listener,
+        "http": r.listener,
+        "dns": r.listener,
+    },
+)
+
+_ACME = r.section(
+    ACME,
+    {
+        "directory": r.uri(("https",)),
+        "email": r.optional(r.email),
+        "ca_file": r.optional(r.path),
+        "challenge": r.choice(("http-01", "dns-01")),
+        "renew_before": r.duration("1d", "60d"),
+    },
+    required={"directory": "required: the ACME CA's directory URL"},
+)
 
 _TLS = r.section(
     TLS,
@@ -79,6 +110,7 @@ _TLS = r.section(
         "self_signed": r.boolean,
         "cert_file": r.optional(r.path),
         "key_file": r.optional(r.path),
+        "acme": r.optional(_ACME),
     },
     check=_tls_problem,
 )
@@ -91,7 +123,65 @@ _PKI = r.section(
     },
 )
 
-_WEBHOOKS = r.section(Webhooks, {"allow_http_loopback": r.boolean})
+_WEBHOOKS = r.section(
+    Webhooks,
+    {
+        "allow_http_loopback": r.boolean,
+        "allow_private": r.boolean,
+        "timeout": r.duration("1s", "10m"),
+        "retry": r.non_empty(r.list_of(r.duration("1s", "7d"), "durations")),
+        "max_age": r.duration("1m", "60d"),
+        "concurrency": r.integer(1, 1000),
+        "ca_file": r.optional(r.path),
+    },
+)
+
+_ROUTE = r.section(
+    InboundRoute,
+    {"match": r.route_match, "client": r.client_name},
+    required={"match": "required: the addresses this route takes", "client": "required"},
+)
+
+_INBOUND = r.section(
+    Inbound,
+    {
+        "nameservers": r.optional(r.non_empty(r.list_of(r.nameserver, "addresses"))),
+        "require_tls": r.boolean,
+        "spf_fail": r.choice(("reject", "tag")),
+        "dmarc": r.choice(("enforce", "tag")),
+        "routes": r.list_of(_ROUTE, "routes"),
+        "postmaster": r.optional(r.client_name),
+        "max_connections_per_ip": r.integer(1, 10_000),
+    },
+)
+
+_RATE_LIMIT = r.section(
+    RateLimit,
+    {
+        "responses_per_second": r.integer(0, 1_000_000),
+        "slip": r.integer(0, 10),
+        "ipv4_prefix": r.integer(8, 32),
+        "ipv6_prefix": r.integer(16, 128),
+    },
+)
+
+_DNS = r.section(
+    DNS,
+    {
+        "ipv4": r.unique(r.list_of(r.ip_address(4), "IPv4 addresses")),
+        "ipv6": r.unique(r.list_of(r.ip_address(6), "IPv6 addresses")),
+        "nameservers": r.unique(r.list_of(r.domain_name("host name"), "host names")),
+        "ttl": r.duration("1m", "7d"),
+        "spf_include": r.list_of(r.spf_term, "SPF terms"),
+        "dmarc_policy": r.choice(("none", "quarantine", "reject")),
+        "dmarc_rua": r.optional(r.uri(("mailto",))),
+        "mta_sts_mode": r.choice(("enforce", "testing", "none")),
+        "mta_sts_max_age": r.duration("1d", "365d"),
+        "tls_rpt": r.optional(r.uri(("mailto", "https"))),
+        "caa": r.unique(r.list_of(r.domain_name("CA domain"), "CA domains")),
+        "rate_limit": _RATE_LIMIT,
+    },
+)
 
 _LIMITS = r.section(
     Limits,
@@ -154,6 +244,8 @@ _CONFIG = r.section(
         "limits": _LIMITS,
         "storage": _STORAGE,
         "delivery": _DELIVERY,
+        "inbound": _INBOUND,
+        "dns": _DNS,
         "shutdown": _SHUTDOWN,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},

@@ -31,10 +31,13 @@ __all__ = [
     "ReportedError",
     "boolean",
     "choice",
+    "client_name",
     "domain_name",
     "duration",
+    "email",
     "host",
     "integer",
+    "ip_address",
     "kind",
     "list_of",
     "listener",
@@ -43,10 +46,13 @@ __all__ = [
     "optional",
     "path",
     "read_value",
+    "route_match",
     "section",
     "size",
+    "spf_term",
     "suggestion",
     "unique",
+    "uri",
 ]
 
 
@@ -252,6 +258,86 @@ def host(value: object, at: Cursor) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return domain_name("host name")(text, at)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def client_name(value: object, at: Cursor) -> str:
+    """A client name (a certificate CN as ``rail certs issue --name`` accepts it)."""
+    text = _string(value)
+    if not _NAME.fullmatch(text):
+        raise InvalidError(
+            f"expected a client name of letters, digits, '.', '_' and '-', got {text!r}"
+        )
+    return text
+
+
+_SPF_TERM = re.compile(r"[+?~-]?(include|a|mx|ip4|ip6|exists|ptr)([:/][!-~]+)?")
+
+
+def spf_term(value: object, at: Cursor) -> str:
+    """One SPF mechanism (RFC 7208 §5), e.g. ``include:_spf.example.net``."""
+    text = _string(value)
+    if not _SPF_TERM.fullmatch(text):
+        raise InvalidError(f"expected an SPF mechanism like include:_spf.example.net, got {text!r}")
+    return text
+
+
+def ip_address(version: int) -> Reader:
+    """A reader of IPv4 (``version`` 4) or IPv6 (6) addresses, returned in canonical form."""
+
+    def read(value: object, at: Cursor) -> str:
+        text = _string(value)
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise InvalidError(f"expected an IPv{version} address, got {text!r}") from None
+        if address.version != version:
+            raise InvalidError(f"expected an IPv{version} address, got {text!r}")
+        return str(address)
+
+    return read
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def email(value: object, at: Cursor) -> str:
+    """An email address ``local@domain`` (shape only: the CA or the mail will judge it)."""
+    text = _string(value)
+    if not _EMAIL.fullmatch(text):
+        raise InvalidError(f"expected an email address like ops@example.org, got {text!r}")
+    return text
+
+
+def uri(schemes: tuple[str, ...]) -> Reader:
+    """A reader of URIs with one of ``schemes`` (``https``, ``mailto``...)."""
+    expected = " or ".join(f"{scheme}:" for scheme in schemes)
+
+    def read(value: object, at: Cursor) -> str:
+        text = _string(value)
+        scheme, colon, rest = text.partition(":")
+        if not colon or scheme.lower() not in schemes or not rest.strip("/") or " " in text:
+            raise InvalidError(f"expected a {expected} URI, got {text!r}")
+        return text
+
+    return read
+
+
+def route_match(value: object, at: Cursor) -> str:
+    """An inbound route pattern: ``*@domain``, ``local@domain`` or ``regex:PATTERN``."""
+    text = _string(value)
+    if text.startswith("regex:"):
+        try:
+            re.compile(text[6:])
+        except re.error as e:
+            raise InvalidError(f"invalid regular expression {text[6:]!r}: {e}") from None
+        return text
+    local, at_sign, domain = text.rpartition("@")
+    if not at_sign or not local or not domain:
+        raise InvalidError(f'expected "*@domain", "local@domain" or "regex:PATTERN", got {text!r}')
+    return f"{local}@{domain_name('domain name')(domain, at)}"
 
 
 def nameserver(value: object, at: Cursor) -> tuple[str, int]:

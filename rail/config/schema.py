@@ -18,13 +18,18 @@ import attrs
 from rail.config.listen import ListenSpec
 
 __all__ = [
+    "ACME",
+    "DNS",
     "PKI",
     "TLS",
     "Config",
     "Delivery",
+    "Inbound",
+    "InboundRoute",
     "KeyType",
     "Limits",
     "Listen",
+    "RateLimit",
     "Shutdown",
     "Smarthost",
     "Storage",
@@ -36,6 +41,9 @@ KeyType = Literal["ed25519", "ecdsa-p256", "rsa2048"]
 _DAY = 24 * 3600.0
 _DEFAULT_HTTPS = ListenSpec(kind="tcp", port=443, interface="127.0.0.1")
 _DEFAULT_SUBMISSION = ListenSpec(kind="tcp", port=465, interface="127.0.0.1")
+_DEFAULT_INBOUND = ListenSpec(kind="tcp", port=25, interface="127.0.0.1")
+_DEFAULT_HTTP = ListenSpec(kind="tcp", port=80, interface="127.0.0.1")
+_DEFAULT_DNS = ListenSpec(kind="tcp", port=53, interface="127.0.0.1")
 _MB = 1024 * 1024
 
 
@@ -48,11 +56,36 @@ class Listen:
     opens it, so that a fresh install exposes nothing by accident."""
     submission: ListenSpec | None = _DEFAULT_SUBMISSION
     """SMTPS (implicit TLS) for applications, client certificate required."""
+    inbound: ListenSpec | None = _DEFAULT_INBOUND
+    """SMTP with STARTTLS for mail from the internet to local domains (port 25)."""
+    http: ListenSpec | None = _DEFAULT_HTTP
+    """Plain HTTP: ACME HTTP-01 challenges; every other path redirects to https."""
+    dns: ListenSpec | None = _DEFAULT_DNS
+    """Authoritative DNS for the local domains, on UDP and TCP at the same address and port."""
+
+
+@attrs.frozen(kw_only=True)
+class ACME:
+    """Obtaining and renewing the server certificate from an ACME CA (RFC 8555)."""
+
+    directory: str
+    """The CA's directory URL (https), e.g. Let's Encrypt's
+    ``https://acme-v02.api.letsencrypt.org/directory``; tests use pebble on loopback."""
+    email: str | None = None
+    """Contact address registered with the account, for the CA's expiry warnings."""
+    ca_file: Path | None = None
+    """PEM bundle that verifies the ACME server's own HTTPS certificate, when it is not in
+    the system trust store (pebble's test CA)."""
+    challenge: Literal["http-01", "dns-01"] = "http-01"
+    """How domain control is proven: ``http-01`` on the port-80 listener, or ``dns-01``
+    through Rail's own authoritative DNS."""
+    renew_before: float = 30 * _DAY
+    """Renew once the certificate expires within this long (checked daily)."""
 
 
 @attrs.frozen(kw_only=True)
 class TLS:
-    """Where the server certificate comes from: exactly one of the two modes is set."""
+    """Where the server certificate comes from: exactly one of the three modes is set."""
 
     self_signed: bool = False
     """Rail issues its server certificate from its own CA under ``data_dir``: for development
@@ -61,11 +94,16 @@ class TLS:
     """PEM server certificate, optionally followed by its chain (leaf first)."""
     key_file: Path | None = None
     """PEM private key of ``cert_file``."""
+    acme: ACME | None = None
+    """Obtain the certificate by ACME; until the first one is issued Rail serves a
+    certificate from its own CA."""
 
     @property
-    def mode(self) -> Literal["self_signed", "files"]:
-        """``"self_signed"`` or ``"files"`` (certificate and key read from ``cert_file`` and
-        ``key_file``)."""
+    def mode(self) -> Literal["self_signed", "files", "acme"]:
+        """``"self_signed"``, ``"files"`` (certificate and key read from ``cert_file`` and
+        ``key_file``) or ``"acme"``."""
+        if self.acme is not None:
+            return "acme"
         return "self_signed" if self.self_signed else "files"
 
 
@@ -89,6 +127,118 @@ class Webhooks:
     """Accept ``http://`` webhooks whose host is a loopback address or ``localhost``, so an
     application under development can receive mail without a certificate. Anything that
     leaves the host must use https."""
+    allow_private: bool = False
+    """Allow webhook hosts that resolve to loopback, private, link-local or other internal
+    addresses. Off in production, so a certificate's webhook URL cannot make Rail reach
+    into the operator's network (SSRF); the development configuration turns it on."""
+    timeout: float = 30.0
+    """Seconds a webhook POST may take, connection included, before it counts as failed
+    and is retried."""
+    retry: tuple[float, ...] = (
+        30.0,
+        60.0,
+        120.0,
+        300.0,
+        600.0,
+        1200.0,
+        2400.0,
+        3600.0,
+        7200.0,
+        14400.0,
+    )
+    """Delay before each retry of a failed POST, the last one repeating, each with ±10%
+    jitter; a ``Retry-After`` from the application replaces the delay (capped by it)."""
+    max_age: float = 3 * _DAY
+    """A message whose webhook has not answered 2xx this long after receipt fails: a DSN
+    goes to its sender (unless null, or its SPF or DMARC failed)."""
+    concurrency: int = 4
+    """POSTs in flight at once to one webhook URL, so a burst of mail cannot overwhelm an
+    application."""
+    ca_file: Path | None = None
+    """Extra PEM CA certificates trusted for https webhooks, besides the system store."""
+
+
+@attrs.frozen(kw_only=True)
+class InboundRoute:
+    """Mail to addresses matching ``match`` goes to the application ``client``."""
+
+    match: str
+    """``*@domain`` (every address of a domain), ``local@domain`` (one address), or
+    ``regex:PATTERN`` (a Python regular expression matched against the whole address,
+    lower-cased domain)."""
+    client: str
+    """The client name (certificate CN) whose webhook receives the mail."""
+
+
+@attrs.frozen(kw_only=True)
+class Inbound:
+    """Mail from the internet on port 25."""
+
+    nameservers: tuple[tuple[str, int], ...] | None = None
+    """Resolvers for SPF, DKIM and DMARC look-ups, as in ``delivery.nameservers``; null uses
+    ``/etc/resolv.conf``."""
+    require_tls: bool = False
+    """Refuse MAIL before STARTTLS (``530 5.7.0``). RFC 3207 forbids this on a public MX,
+    whose peers may not have TLS: for private relays only."""
+    spf_fail: Literal["reject", "tag"] = "reject"
+    """SPF ``fail``: ``reject`` with ``550 5.7.23`` or only ``tag`` it in
+    Authentication-Results."""
+    dmarc: Literal["enforce", "tag"] = "enforce"
+    """``enforce`` the sender domain's DMARC policy (``p=reject`` refused with ``550 5.7.1``,
+    ``p=quarantine`` tagged) or only ``tag`` the result."""
+    routes: tuple[InboundRoute, ...] = ()
+    """Where mail to addresses that are not a certificate's sender address goes, tried in
+    order after exact certificate addresses."""
+    postmaster: str | None = None
+    """The client that receives ``postmaster@`` every local domain (RFC 5321 §4.5.1);
+    without it, postmaster mail follows the routes."""
+    max_connections_per_ip: int = 20
+    """Connections one client IP address may hold open at once on port 25."""
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """DNS response rate limiting: answers per second per client network, against
+    reflection attacks that spoof a victim's address."""
+
+    responses_per_second: int = 20
+    """Answers per second to one network before Rail starts dropping; 0 disables."""
+    slip: int = 2
+    """Of the answers over the limit, every ``slip``-th is sent truncated (TC=1) so a real
+    client retries over TCP; 0 drops them all."""
+    ipv4_prefix: int = 24
+    """IPv4 addresses in one network of this length share a budget."""
+    ipv6_prefix: int = 56
+    """IPv6 addresses in one network of this length share a budget."""
+
+
+@attrs.frozen(kw_only=True)
+class DNS:
+    """The zone Rail publishes for each local domain."""
+
+    ipv4: tuple[str, ...] = ()
+    """Public IPv4 addresses of ``hostname`` (its A records, and SPF ``ip4:``)."""
+    ipv6: tuple[str, ...] = ()
+    """Public IPv6 addresses of ``hostname`` (its AAAA records, and SPF ``ip6:``)."""
+    nameservers: tuple[str, ...] = ()
+    """Names of the zone's NS records; empty means ``hostname`` alone."""
+    ttl: float = 3600.0
+    """TTL of every record Rail serves, and the SOA minimum (negative caching)."""
+    spf_include: tuple[str, ...] = ()
+    """Extra SPF mechanisms after ``mx`` and the addresses, e.g. ``include:_spf.provider``."""
+    dmarc_policy: Literal["none", "quarantine", "reject"] = "reject"
+    """``p=`` of the published DMARC record."""
+    dmarc_rua: str | None = None
+    """``mailto:`` URI for DMARC aggregate reports, if wanted."""
+    mta_sts_mode: Literal["enforce", "testing", "none"] = "enforce"
+    """Mode of the published MTA-STS policy."""
+    mta_sts_max_age: float = 7 * _DAY
+    """How long senders cache the MTA-STS policy."""
+    tls_rpt: str | None = None
+    """``mailto:`` or ``https:`` URI for TLS reports (``_smtp._tls``); null publishes none."""
+    caa: tuple[str, ...] = ()
+    """CA domains allowed to issue for the local domains (CAA ``issue``); empty: no CAA."""
+    rate_limit: RateLimit = RateLimit()
 
 
 @attrs.frozen(kw_only=True)
@@ -209,4 +359,6 @@ class Config:
     limits: Limits = Limits()
     storage: Storage = Storage()
     delivery: Delivery = Delivery()
+    inbound: Inbound = Inbound()
+    dns: DNS = DNS()
     shutdown: Shutdown = Shutdown()

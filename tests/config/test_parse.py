@@ -15,8 +15,8 @@ from rail.config.schema import PKI, TLS, Limits, Listen, Shutdown, Storage, Webh
 
 BASE = Path("/etc/rail")
 TLS_CHOICE = (
-    "set either self_signed: true (Rail issues its own certificate, for development)"
-    " or both cert_file and key_file"
+    "set either self_signed: true (Rail issues its own certificate, for development),"
+    " both cert_file and key_file, or acme"
 )
 
 
