@@ -13,6 +13,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from rail.inbound.model import (
+    IInboundStore,
+    InboundMessage,
+    InboundStatus,
+    WebhookJob,
+    WebhookResult,
+    WebhookState,
+)
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.model import (
     Accepted,
@@ -47,7 +55,21 @@ class _Remembered:
     created_at: float
 
 
-@implementer(IQueueStore, IDeliveryQueue)
+@attrs.define
+class _Hook:
+    """One webhook job of the in-memory spool."""
+
+    client: str
+    url: str
+    recipients: tuple[str, ...]
+    status: WebhookState
+    attempts: int
+    next_attempt_at: float | None
+    last_reply: str | None
+    updated_at: float
+
+
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore)
 class MemoryStore:
     """An in-memory :class:`IQueueStore` with the same answers as the SQLite store.
 
@@ -69,6 +91,9 @@ class MemoryStore:
         self._idempotency: dict[tuple[str, str], _Remembered] = {}
         self._remote_mta: dict[tuple[str, int], str | None] = {}
         self._observers: list[Callable[[], object]] = []
+        self.inbound: dict[str, InboundMessage] = {}
+        self._hooks: dict[str, list[_Hook]] = {}
+        self._inbound_observers: list[Callable[[], object]] = []
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -260,6 +285,144 @@ class MemoryStore:
             next_attempt_at=next_attempt_at,
             updated_at=self.clock.seconds(),
         )
+
+    # IInboundStore
+
+    def accept_inbound(self, message: InboundMessage) -> Deferred[Accepted]:
+        """Spool ``message`` with one queued webhook job per target."""
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            return fail(error)
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        if self.full:
+            return fail(QueueFullError("queue full"))
+        if message.id in self.inbound:
+            return fail(StoreUnavailableError(f"message {message.id} already stored"))
+        self.inbound[message.id] = message
+        self._hooks[message.id] = [
+            _Hook(
+                client=target.client,
+                url=target.url,
+                recipients=target.recipients,
+                status="queued",
+                attempts=0,
+                next_attempt_at=message.received_at,
+                last_reply=None,
+                updated_at=message.received_at,
+            )
+            for target in message.targets
+        ]
+        for observer in self._inbound_observers:
+            observer()
+        return succeed(Accepted(message.id, len(message.targets)))
+
+    def claim_webhooks(
+        self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
+    ) -> Deferred[list[WebhookJob]]:
+        """Due webhook jobs, oldest due first, as the SQLite store finds them."""
+        due = sorted(
+            (hook.next_attempt_at, message_id, index)
+            for message_id, hooks in self._hooks.items()
+            for index, hook in enumerate(hooks)
+            if hook.status in ("queued", "deferred")
+            and hook.next_attempt_at is not None
+            and hook.next_attempt_at <= now
+            and (message_id, hook.client) not in exclude
+        )
+        jobs = []
+        for _, message_id, index in due[:limit]:
+            hook = self._hooks[message_id][index]
+            message = self.inbound[message_id]
+            jobs.append(
+                WebhookJob(
+                    message_id=message_id,
+                    client=hook.client,
+                    url=hook.url,
+                    recipients=hook.recipients,
+                    sender=message.sender,
+                    subject=message.subject,
+                    received_at=message.received_at,
+                    authentication=message.authentication,
+                    bounce_allowed=message.bounce_allowed,
+                    attempts=hook.attempts,
+                    data=message.data,
+                )
+            )
+        return succeed(jobs)
+
+    def record_webhook(
+        self, result: WebhookResult, dsn: DSNBuilder | None = None
+    ) -> Deferred[NewMessage | None]:
+        """Apply ``result`` like the SQLite store, including the DSN on failure."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        message = self.inbound[result.message_id]
+        hook = next(h for h in self._hooks[result.message_id] if h.client == result.client)
+        if hook.status not in ("queued", "deferred"):
+            return succeed(None)
+        hook.status = result.status
+        hook.attempts += 1
+        hook.last_reply = result.reply
+        hook.next_attempt_at = result.next_attempt_at if result.status == "deferred" else None
+        hook.updated_at = result.attempted_at
+        if result.status != "failed" or dsn is None or not message.bounce_allowed:
+            return succeed(None)
+        notification = dsn(
+            BounceReport(
+                message.id,
+                hook.client,
+                message.sender,
+                message.received_at,
+                message.data,
+                tuple(
+                    BouncedRecipient(address, result.reply, None, result.attempted_at)
+                    for address in hook.recipients
+                ),
+            )
+        )
+        if notification is not None:
+            self.messages[notification.id] = notification
+            self._recipients[notification.id] = _fresh_rows(notification)
+            self._notify()
+        return succeed(notification)
+
+    def inbound_status(self, client: str, message_id: str) -> Deferred[InboundStatus | None]:
+        """``client``'s view of inbound ``message_id``, or None."""
+        message = self.inbound.get(message_id)
+        hooks = [h for h in self._hooks.get(message_id, []) if h.client == client]
+        if message is None or not hooks:
+            return succeed(None)
+        hook = hooks[0]
+        return succeed(
+            InboundStatus(
+                id=message.id,
+                client=client,
+                sender=message.sender,
+                recipients=hook.recipients,
+                subject=message.subject,
+                size=len(message.data),
+                received_at=message.received_at,
+                status=hook.status,
+                attempts=hook.attempts,
+                last_reply=hook.last_reply,
+                next_attempt_at=hook.next_attempt_at,
+                updated_at=hook.updated_at,
+                authentication=message.authentication,
+            )
+        )
+
+    def webhook_counts(self) -> Deferred[dict[str, int]]:
+        """Webhook jobs by status, every status present."""
+        counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
+        for hooks in self._hooks.values():
+            for hook in hooks:
+                counts[hook.status] += 1
+        return succeed(counts)
+
+    def observe_inbound(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` after every accepted inbound message."""
+        self._inbound_observers.append(callback)
 
 
 def _pending(rows: list[RecipientStatus]) -> bool:

@@ -22,6 +22,7 @@ __all__ = [
     "InboundStatus",
     "WebhookJob",
     "WebhookResult",
+    "WebhookState",
     "WebhookTarget",
 ]
 

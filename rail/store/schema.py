@@ -11,26 +11,29 @@ import os
 import sqlite3
 from pathlib import Path
 
+from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 
 __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Due recipients are found through a partial index over the pending ones ordered by
 # next_attempt_at, so the scheduler reads the next few in order without sorting (or holding)
 # a million queued rows; final rows leave the index. ``data`` is the last column of ``messages`` so
 # scans that skip it never read its overflow pages.
 #
-# Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at).
+# Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at); version 2
+# (issue 4) had no inbound spool.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
 CREATE INDEX recipients_pending ON recipients (next_attempt_at)
     WHERE status IN ('queued', 'deferred');
 """
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
     client TEXT NOT NULL,
@@ -68,6 +71,8 @@ CREATE TABLE idempotency (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_created ON idempotency (created_at);
 """
+    + INBOUND_SCHEMA
+)
 
 
 def database_path(directory: Path) -> Path:
@@ -133,7 +138,9 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0:
             _create(connection, path)
         elif version == 1:
-            _run_script(connection, _MIGRATE_1_TO_2)
+            _run_script(connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA)
+        elif version == 2:
+            _run_script(connection, INBOUND_SCHEMA)
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.

@@ -17,6 +17,13 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rail.inbound.model import (
+    IInboundStore,
+    InboundMessage,
+    InboundStatus,
+    WebhookJob,
+    WebhookResult,
+)
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import (
     Accepted,
@@ -36,9 +43,14 @@ from rail.store.writer import (
     AcceptOp,
     ClaimOp,
     CountsOp,
+    InboundAcceptOp,
+    InboundStatusOp,
     Outcome,
     RecordOp,
     StatusOp,
+    WebhookClaimOp,
+    WebhookCountsOp,
+    WebhookRecordOp,
     Writer,
     count_pending,
 )
@@ -48,7 +60,7 @@ __all__ = ["SQLiteStore"]
 _log = Logger()
 
 
-@implementer(IQueueStore, IDeliveryQueue)
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore)
 class SQLiteStore:
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
@@ -66,6 +78,8 @@ class SQLiteStore:
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
         self._observers: list[Callable[[], object]] = []
+        self._inbound_observers: list[Callable[[], object]] = []
+        self._inbound_accepts: set[int] = set()
         self._writer = Writer(
             directory,
             max_queued=max_queued,
@@ -167,6 +181,39 @@ class SQLiteStore:
         """Call ``callback()`` whenever new mail is queued; see :class:`IDeliveryQueue`."""
         self._observers.append(callback)
 
+    def accept_inbound(self, message: InboundMessage) -> Deferred[Accepted]:
+        """Fires once ``message`` and its webhook jobs are fsynced; see IInboundStore."""
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        result: Deferred[Accepted] = Deferred()
+        self._inbound_accepts.add(id(result))
+        self._writer.submit(InboundAcceptOp(message, result))
+        return result
+
+    def claim_webhooks(
+        self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
+    ) -> Deferred[list[WebhookJob]]:
+        """Due webhook jobs; see IInboundStore."""
+        return self._submit(lambda token: WebhookClaimOp(now, limit, exclude, token))
+
+    def record_webhook(
+        self, result: WebhookResult, dsn: DSNBuilder | None = None
+    ) -> Deferred[NewMessage | None]:
+        """Record a webhook POST; see IInboundStore."""
+        return self._submit(lambda token: WebhookRecordOp(result, dsn, token))
+
+    def inbound_status(self, client: str, message_id: str) -> Deferred[InboundStatus | None]:
+        """``client``'s view of inbound ``message_id``, or None."""
+        return self._submit(lambda token: InboundStatusOp(client, message_id, token))
+
+    def webhook_counts(self) -> Deferred[dict[str, int]]:
+        """Webhook jobs by status."""
+        return self._submit(WebhookCountsOp)
+
+    def observe_inbound(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` whenever inbound mail is spooled."""
+        self._inbound_observers.append(callback)
+
     def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
         if self._closing:
             return fail(StoreUnavailableError("queue store closed"))
@@ -205,8 +252,19 @@ class SQLiteStore:
                 error=str(failed[0]),
             )
         # Observers first: the scheduler's claim is queued before callers react.
-        if any(isinstance(result, Accepted | NewMessage) for _, result in outcomes):
+        inbound = [id(token) in self._inbound_accepts for token, _ in outcomes]
+        self._inbound_accepts.difference_update(id(token) for token, _ in outcomes)
+        if any(
+            isinstance(result, Accepted | NewMessage) and not spooled
+            for (_, result), spooled in zip(outcomes, inbound, strict=True)
+        ):
             for observer in self._observers:
+                observer()
+        if any(
+            isinstance(result, Accepted) and spooled
+            for (_, result), spooled in zip(outcomes, inbound, strict=True)
+        ):
+            for observer in self._inbound_observers:
                 observer()
         for deferred, result in outcomes:
             if isinstance(result, BaseException):

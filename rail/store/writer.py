@@ -22,12 +22,20 @@ from typing import Any
 
 import attrs
 
+from rail.inbound.model import InboundMessage, WebhookResult
 from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
     insert_message,
     recipient_counts,
     record_result,
+)
+from rail.store.inbound import (
+    claim_webhooks,
+    inbound_status,
+    insert_inbound,
+    record_webhook,
+    webhook_counts,
 )
 from rail.store.model import (
     Accepted,
@@ -49,8 +57,13 @@ __all__ = [
     "AcceptOp",
     "ClaimOp",
     "CountsOp",
+    "InboundAcceptOp",
+    "InboundStatusOp",
     "RecordOp",
     "StatusOp",
+    "WebhookClaimOp",
+    "WebhookCountsOp",
+    "WebhookRecordOp",
     "Writer",
     "count_pending",
     "read_status",
@@ -110,8 +123,59 @@ class CountsOp:
     token: Any
 
 
-Op = AcceptOp | StatusOp | ClaimOp | RecordOp | CountsOp
-_WRITES = (AcceptOp, RecordOp)
+@attrs.frozen
+class InboundAcceptOp:
+    """Spool an inbound message with its webhook jobs."""
+
+    message: InboundMessage
+    token: Any
+
+
+@attrs.frozen
+class WebhookClaimOp:
+    """Read up to ``limit`` due webhook jobs."""
+
+    now: float
+    limit: int
+    exclude: frozenset[tuple[str, str]]
+    token: Any
+
+
+@attrs.frozen
+class WebhookRecordOp:
+    """Record one webhook POST; a DSN, if due, is made with ``dsn``."""
+
+    result: WebhookResult
+    dsn: DSNBuilder | None
+    token: Any
+
+
+@attrs.frozen
+class InboundStatusOp:
+    client: str
+    message_id: str
+    token: Any
+
+
+@attrs.frozen
+class WebhookCountsOp:
+    token: Any
+
+
+Op = (
+    AcceptOp
+    | StatusOp
+    | ClaimOp
+    | RecordOp
+    | CountsOp
+    | InboundAcceptOp
+    | WebhookClaimOp
+    | WebhookRecordOp
+    | InboundStatusOp
+    | WebhookCountsOp
+)
+_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp)
+_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp
 _STOP = object()
 
 
@@ -223,9 +287,9 @@ class Writer:
             outcomes.extend((op.token, error) for op in ops if id(op.token) not in answered)
         return outcomes
 
-    def _write(self, writes: list[AcceptOp | RecordOp]) -> list[Outcome]:
+    def _write(self, writes: list[_Write]) -> list[Outcome]:
         """One transaction for the whole batch: one fsync however many messages."""
-        accepts = [op for op in writes if isinstance(op, AcceptOp)]
+        accepts = [op for op in writes if isinstance(op, AcceptOp | InboundAcceptOp)]
         connection = self._connection
         try:
             stats = os.statvfs(self._directory)
@@ -240,6 +304,12 @@ class Writer:
             for op in writes:
                 if isinstance(op, AcceptOp):
                     results.append(self._accept_one(op, budget))
+                elif isinstance(op, InboundAcceptOp):
+                    results.append(self._spool_one(op, budget))
+                elif isinstance(op, WebhookRecordOp):
+                    notification = self._record_webhook_one(op)
+                    budget.messages += isinstance(notification, NewMessage)
+                    results.append(notification)
                 else:
                     outcome = self._record_one(op)
                     if isinstance(outcome, tuple):
@@ -290,6 +360,40 @@ class Writer:
             return _unavailable(f"cannot record delivery of {op.result.message_id}", error)
         connection.execute("RELEASE record")
         return outcome
+
+    def _record_webhook_one(self, op: WebhookRecordOp) -> object:
+        connection = self._connection
+        connection.execute("SAVEPOINT hook")
+        try:
+            outcome = record_webhook(connection, op.result, op.dsn)
+        except sqlite3.Error as error:
+            if not connection.in_transaction:
+                raise
+            connection.execute("ROLLBACK TO hook")
+            connection.execute("RELEASE hook")
+            return _unavailable(f"cannot record webhook of {op.result.message_id}", error)
+        connection.execute("RELEASE hook")
+        return outcome
+
+    def _spool_one(self, op: InboundAcceptOp, budget: _Budget) -> object:
+        """An inbound message under its own savepoint. Only the free-space floor applies:
+        ``max_queued`` bounds outbound mail waiting on remote hosts."""
+        connection = self._connection
+        size = len(op.message.data)
+        if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
+            return QueueFullError("free disk space under the floor")
+        connection.execute("SAVEPOINT spool")
+        try:
+            insert_inbound(connection, op.message)
+        except sqlite3.Error as error:
+            if not connection.in_transaction:
+                raise
+            connection.execute("ROLLBACK TO spool")
+            connection.execute("RELEASE spool")
+            return _unavailable(f"cannot store inbound message {op.message.id}", error)
+        connection.execute("RELEASE spool")
+        budget.bytes += size
+        return Accepted(op.message.id, len(op.message.targets))
 
     def _accept_one(self, op: AcceptOp, budget: _Budget) -> object:
         connection = self._connection
@@ -357,6 +461,12 @@ class Writer:
                 return read_status(connection, op.client, op.message_id)
             if isinstance(op, ClaimOp):
                 return claim_due(connection, op.now, op.limit, op.exclude)
+            if isinstance(op, WebhookClaimOp):
+                return claim_webhooks(connection, op.now, op.limit, op.exclude)
+            if isinstance(op, InboundStatusOp):
+                return inbound_status(connection, op.client, op.message_id)
+            if isinstance(op, WebhookCountsOp):
+                return webhook_counts(connection)
             return recipient_counts(connection)
         except sqlite3.Error as error:
             return _unavailable("cannot read queue", error)

@@ -81,12 +81,12 @@ class DurabilityTests(TestCase):
         self.assertTrue(database_path(directory).is_file())
 
     def test_schema(self) -> None:
-        """The database is in WAL mode, at schema version 2, and pending recipients are
+        """The database is in WAL mode, at schema version 3, and pending recipients are
         indexed on next_attempt_at for the delivery scheduler."""
         directory = Path(self.mktemp()) / "queue"
         open_sqlite(self, directory)
         self.assertEqual(_sql(directory, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(2,)])
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(3,)])
         columns = _sql(directory, "PRAGMA index_info(recipients_pending)")
         self.assertEqual([c[2] for c in columns], ["next_attempt_at"])
         plan = _sql(
@@ -113,11 +113,11 @@ class DurabilityTests(TestCase):
         """A database from a newer Rail (higher user_version) is refused, not modified."""
         directory = Path(self.mktemp()) / "queue"
         directory.mkdir(parents=True)
-        _sql(directory, "PRAGMA user_version=3")
+        _sql(directory, "PRAGMA user_version=9")
         with self.assertRaises(StoreUnavailableError) as caught:
             SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
-        self.assertIn("version 3", str(caught.exception))
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(3,)])
+        self.assertIn("version 9", str(caught.exception))
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(9,)])
 
 
 class LifecycleTests(TestCase):

@@ -1,0 +1,241 @@
+"""The inbound spool's side of the SQLite store: store received mail, find due webhooks,
+record their outcomes and hand failures over as DSNs.
+
+These functions run on the writer thread (:mod:`rail.store.writer`), inside its
+transactions, like :mod:`rail.store.deliveries`. A message and its webhook jobs are one
+insert in the batch's group-committed transaction: fsynced before ``250``. A job that fails
+for good and whose message allows bounces gets its DSN queued for outbound delivery in the
+same transaction, so it is made exactly once, even across crashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Collection
+
+from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
+from rail.store.deliveries import DSNBuilder, insert_message
+from rail.store.model import BouncedRecipient, BounceReport, NewMessage
+
+__all__ = [
+    "INBOUND_SCHEMA",
+    "claim_webhooks",
+    "inbound_status",
+    "insert_inbound",
+    "record_webhook",
+    "webhook_counts",
+]
+
+# ``data`` last, as in ``messages``; jobs are found through a partial index over the pending
+# ones in ``next_attempt_at`` order, like outbound recipients.
+INBOUND_SCHEMA = """
+CREATE TABLE inbound (
+    id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    subject TEXT NOT NULL,
+    authentication TEXT NOT NULL,
+    bounce_allowed INTEGER NOT NULL,
+    peer TEXT NOT NULL,
+    tls INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE webhooks (
+    message_id TEXT NOT NULL REFERENCES inbound (id) ON DELETE CASCADE,
+    client TEXT NOT NULL,
+    url TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'deferred', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL,
+    last_reply TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (message_id, client)
+) WITHOUT ROWID;
+CREATE INDEX webhooks_pending ON webhooks (next_attempt_at)
+    WHERE status IN ('queued', 'deferred');
+"""
+
+
+def insert_inbound(connection: sqlite3.Connection, message: InboundMessage) -> None:
+    """Insert ``message`` and one queued job per target (in the caller's transaction)."""
+    connection.execute(
+        "INSERT INTO inbound (id, sender, received_at, subject, authentication,"
+        " bounce_allowed, peer, tls, size, sha256, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.id,
+            message.sender,
+            message.received_at,
+            message.subject,
+            json.dumps(message.authentication, separators=(",", ":")),
+            int(message.bounce_allowed),
+            message.peer,
+            int(message.tls),
+            len(message.data),
+            hashlib.sha256(message.data).hexdigest(),
+            message.data,
+        ),
+    )
+    connection.executemany(
+        "INSERT INTO webhooks (message_id, client, url, recipients, status, attempts,"
+        " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?)",
+        [
+            (
+                message.id,
+                target.client,
+                target.url,
+                json.dumps(list(target.recipients)),
+                message.received_at,
+                message.received_at,
+            )
+            for target in message.targets
+        ],
+    )
+
+
+def claim_webhooks(
+    connection: sqlite3.Connection,
+    now: float,
+    limit: int,
+    exclude: Collection[tuple[str, str]],
+) -> list[WebhookJob]:
+    """Up to ``limit`` jobs due at ``now``, oldest due first, skipping ``exclude``."""
+    rows = connection.execute(
+        "SELECT message_id, client, url, recipients, attempts FROM webhooks"
+        " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at LIMIT ?",
+        (now, limit + len(exclude)),
+    ).fetchall()
+    jobs: list[WebhookJob] = []
+    for message_id, client, url, recipients, attempts in rows:
+        if (message_id, client) in exclude:
+            continue
+        if len(jobs) >= limit:
+            break
+        sender, subject, received_at, authentication, bounce_allowed, data = connection.execute(
+            "SELECT sender, subject, received_at, authentication, bounce_allowed, data"
+            " FROM inbound WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        jobs.append(
+            WebhookJob(
+                message_id=message_id,
+                client=client,
+                url=url,
+                recipients=tuple(json.loads(recipients)),
+                sender=sender,
+                subject=subject,
+                received_at=float(received_at),
+                authentication=json.loads(authentication),
+                bounce_allowed=bool(bounce_allowed),
+                attempts=int(attempts),
+                data=bytes(data),
+            )
+        )
+    return jobs
+
+
+def record_webhook(
+    connection: sqlite3.Connection, result: WebhookResult, dsn: DSNBuilder | None
+) -> NewMessage | None:
+    """Record one POST's outcome; on a final failure queue the DSN ``dsn`` makes, if the
+    message allows one. Returns that DSN. A job already final is left alone (a late
+    duplicate result cannot undo ``delivered``)."""
+    updated = connection.execute(
+        "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
+        " last_reply = ?, updated_at = ?"
+        " WHERE message_id = ? AND client = ? AND status IN ('queued', 'deferred')",
+        (
+            result.status,
+            result.next_attempt_at if result.status == "deferred" else None,
+            result.reply,
+            result.attempted_at,
+            result.message_id,
+            result.client,
+        ),
+    ).rowcount
+    if not updated or result.status != "failed" or dsn is None:
+        return None
+    row = connection.execute(
+        "SELECT i.sender, i.received_at, i.bounce_allowed, i.data, w.recipients"
+        " FROM inbound i JOIN webhooks w ON w.message_id = i.id"
+        " WHERE i.id = ? AND w.client = ?",
+        (result.message_id, result.client),
+    ).fetchone()
+    sender, received_at, bounce_allowed, data, recipients = row
+    if not bounce_allowed:
+        return None
+    notification = dsn(
+        BounceReport(
+            message_id=result.message_id,
+            client=result.client,
+            sender=sender,
+            received_at=float(received_at),
+            data=bytes(data),
+            bounced=tuple(
+                BouncedRecipient(address, result.reply, None, result.attempted_at)
+                for address in json.loads(recipients)
+            ),
+        )
+    )
+    if notification is not None:
+        insert_message(connection, notification)
+    return notification
+
+
+def inbound_status(
+    connection: sqlite3.Connection, client: str, message_id: str
+) -> InboundStatus | None:
+    """``client``'s job for ``message_id``, or None; never reads the message data."""
+    row = connection.execute(
+        "SELECT i.sender, i.subject, i.size, i.received_at, i.authentication, w.recipients,"
+        " w.status, w.attempts, w.last_reply, w.next_attempt_at, w.updated_at"
+        " FROM inbound i JOIN webhooks w ON w.message_id = i.id"
+        " WHERE i.id = ? AND w.client = ?",
+        (message_id, client),
+    ).fetchone()
+    if row is None:
+        return None
+    (
+        sender,
+        subject,
+        size,
+        received_at,
+        authentication,
+        recipients,
+        status,
+        attempts,
+        last_reply,
+        next_attempt_at,
+        updated_at,
+    ) = row
+    return InboundStatus(
+        id=message_id,
+        client=client,
+        sender=sender,
+        recipients=tuple(json.loads(recipients)),
+        subject=subject,
+        size=int(size),
+        received_at=float(received_at),
+        status=status,
+        attempts=int(attempts),
+        last_reply=last_reply,
+        next_attempt_at=next_attempt_at,
+        updated_at=float(updated_at),
+        authentication=json.loads(authentication),
+    )
+
+
+def webhook_counts(connection: sqlite3.Connection) -> dict[str, int]:
+    """Webhook jobs by status, every status present."""
+    counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
+    for status, count in connection.execute(
+        "SELECT status, count(*) FROM webhooks GROUP BY status"
+    ):
+        counts[status] = int(count)
+    return counts
