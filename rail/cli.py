@@ -80,6 +80,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         args.https_port,
         _now(),
         submission_port=args.submission_port,
+        inbound_port=args.inbound_port,
+        http_port=args.http_port,
+        dns_port=args.dns_port,
     )
     d = setup.directory
     https = setup.config.listen.https
@@ -284,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", default="rail.test")
     p.add_argument("--https-port", type=_port, default=8443)
     p.add_argument("--submission-port", type=_port, default=8465)
+    p.add_argument("--inbound-port", type=_port, default=8025)
+    p.add_argument("--http-port", type=_port, default=8080)
+    p.add_argument("--dns-port", type=_port, default=8053)
     p.set_defaults(func=_cmd_init, dev=True)
 
     p = sub.add_parser("config-check", help="validate a configuration file")

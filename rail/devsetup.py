@@ -25,6 +25,9 @@ __all__ = ["DevSetup", "init_dev"]
 
 DEV_HTTPS_PORT = 8443
 DEV_SUBMISSION_PORT = 8465
+DEV_INBOUND_PORT = 8025
+DEV_HTTP_PORT = 8080
+DEV_DNS_PORT = 8053
 SAMPLE_CLIENT = "app"
 
 
@@ -45,6 +48,9 @@ def init_dev(
     https_port: int,
     now: datetime,
     submission_port: int = DEV_SUBMISSION_PORT,
+    inbound_port: int = DEV_INBOUND_PORT,
+    http_port: int = DEV_HTTP_PORT,
+    dns_port: int = DEV_DNS_PORT,
 ) -> DevSetup:
     """Create (or reuse) a development set-up under ``directory``.
 
@@ -58,6 +64,9 @@ def init_dev(
             data_dir="data",
             https_port=https_port,
             submission_port=submission_port,
+            inbound_port=inbound_port,
+            http_port=http_port,
+            dns_port=dns_port,
         )
         parse_config(yaml.safe_load(text), directory.absolute())
         ensure_directory(directory)

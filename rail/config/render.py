@@ -32,6 +32,9 @@ local_domains: [{hostname}]
 listen:
   https: {https}            # HTTPS API: send, who, health
   submission: {submission}  # SMTPS (implicit TLS) for apps, client certificate required
+  inbound: {inbound}     # SMTP with STARTTLS for mail to local domains (25 in production)
+  http: {http}        # ACME challenges, redirect to https (80 in production)
+  dns: {dns}         # authoritative DNS, UDP and TCP (53 in production)
 
 # Where the server certificate comes from: self_signed (issued by Rail's CA,
 # for development) or cert_file and key_file (PEM files, for production).
@@ -45,6 +48,24 @@ pki:
 
 webhooks:
   allow_http_loopback: true  # accept http:// webhooks on localhost, for local apps
+  allow_private: true        # let webhooks reach loopback and private addresses
+  timeout: 30s               # a POST that takes longer counts as failed and is retried
+  max_age: 3d                # undelivered this long after receipt: fail, DSN to the sender
+  concurrency: 4             # POSTs in flight at once to one webhook URL
+
+# Mail from the internet on the inbound listener.
+inbound:
+  require_tls: false         # true refuses MAIL before STARTTLS (private relays only)
+  spf_fail: reject           # SPF fail: reject (550 5.7.23) or tag
+  dmarc: enforce             # DMARC p=reject refused (550 5.7.1), p=quarantine tagged
+  postmaster: app            # client that receives postmaster@ every local domain
+  routes: []                 # e.g. [{{match: "*@{bare_hostname}", client: app}}]
+
+# The records Rail's DNS serves for each local domain (see `rail dns records`).
+dns:
+  ipv4: ["127.0.0.1"]        # public addresses of the host name (A, SPF ip4:)
+  ttl: 1h
+  dmarc_policy: reject
 
 limits:
   http_body_size: 36MB       # largest HTTP request body Rail reads
@@ -82,6 +103,9 @@ def dev_config_yaml(
     https_port: int,
     drain_delay: str = "1s",
     submission_port: int = 8465,
+    inbound_port: int = 8025,
+    http_port: int = 8080,
+    dns_port: int = 8053,
 ) -> str:
     """A commented development ``rail.yaml`` for ``hostname``, keeping data in ``data_dir``.
 
@@ -90,8 +114,16 @@ def dev_config_yaml(
     """
     https = ListenSpec(kind="tcp", port=https_port, interface="127.0.0.1").description
     submission = ListenSpec(kind="tcp", port=submission_port, interface="127.0.0.1").description
+
+    def listen(port: int) -> str:
+        return json.dumps(ListenSpec(kind="tcp", port=port, interface="127.0.0.1").description)
+
     return _TEMPLATE.format(
         hostname=json.dumps(hostname),
+        bare_hostname=hostname,
+        inbound=listen(inbound_port),
+        http=listen(http_port),
+        dns=listen(dns_port),
         data_dir=json.dumps(data_dir),
         https=json.dumps(https),
         submission=json.dumps(submission),

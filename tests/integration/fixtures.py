@@ -25,6 +25,9 @@ def make_config(data_dir: Path, **overrides: object) -> Config:
         "listen": {
             "https": "tcp:0:interface=127.0.0.1",
             "submission": "tcp:0:interface=127.0.0.1",
+            "inbound": None,
+            "http": None,
+            "dns": None,
         },
         "tls": {"self_signed": True},
         "shutdown": {"drain_delay": "0s"},

@@ -16,6 +16,19 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
+def other_listeners() -> list[str]:
+    """``rail init --dev`` arguments giving the inbound, HTTP and DNS listeners free ports,
+    so a test's Rail never collides with another process on the default dev ports."""
+    return [
+        "--inbound-port",
+        str(free_port()),
+        "--http-port",
+        str(free_port()),
+        "--dns-port",
+        str(free_port()),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

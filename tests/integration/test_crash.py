@@ -23,7 +23,13 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from rail.store.inspect import list_messages
-from tests.integration.processes import free_port, rail, start_twistd, wait_for_port
+from tests.integration.processes import (
+    free_port,
+    other_listeners,
+    rail,
+    start_twistd,
+    wait_for_port,
+)
 
 _ROUNDS = 3
 _SMTP_CLIENTS = 4
@@ -142,6 +148,7 @@ class CrashSafetyTests(TestCase):
             str(https_port),
             "--submission-port",
             str(smtp_port),
+            *other_listeners(),
         )
         self.assertEqual(code, 0, err)
         config = str(directory / "rail.yaml")

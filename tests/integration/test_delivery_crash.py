@@ -41,7 +41,14 @@ from rail.store.deliveries import recipient_counts
 from rail.store.inspect import list_messages
 from rail.store.schema import open_readonly
 from rail.store.writer import read_status
-from tests.integration.processes import Server, free_port, rail, start_twistd, wait_for_port
+from tests.integration.processes import (
+    Server,
+    free_port,
+    other_listeners,
+    rail,
+    start_twistd,
+    wait_for_port,
+)
 from tests.support.dnsserver import start_dns
 from tests.support.smtpsink import read_dump, start_smtp_sink
 
@@ -183,6 +190,7 @@ class DeliveryCrashTests(TestCase):
             str(https_port),
             "--submission-port",
             str(smtps_port),
+            *other_listeners(),
         )
         self.assertEqual(code, 0, err)
         config_path = directory / "rail.yaml"

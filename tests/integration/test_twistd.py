@@ -13,7 +13,15 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.integration.processes import REPO, free_port, rail, run, start_twistd, wait_for_port
+from tests.integration.processes import (
+    REPO,
+    free_port,
+    other_listeners,
+    rail,
+    run,
+    start_twistd,
+    wait_for_port,
+)
 
 _CURL = shutil.which("curl")
 
@@ -36,6 +44,7 @@ class TwistdTests(TestCase):
             str(self.port),
             "--submission-port",
             str(self.smtps_port),
+            *other_listeners(),
         )
         self.assertEqual(code, 0, err)
         self.config = str(self.dir / "rail.yaml")

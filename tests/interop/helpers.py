@@ -94,6 +94,12 @@ def start_rail(case: TestCase, configure: Callable[[dict[str, Any]], None] | Non
         str(https_port),
         "--submission-port",
         str(smtps_port),
+        "--inbound-port",
+        str(free_port()),
+        "--http-port",
+        str(free_port()),
+        "--dns-port",
+        str(free_port()),
     )
     case.assertEqual(code, 0, err)
     config = directory / "rail.yaml"
