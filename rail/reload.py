@@ -60,6 +60,10 @@ class Reloader:
     scheduler: Scheduler | None
     dkim_domains: Callable[[Config], list[str]]
     now: Callable[[], float]
+    hooks: Sequence[Callable[[Config], object]] = ()
+    """Called with the new configuration after the rest is applied: the inbound
+    directory, the DNS zones and the webhook dispatcher follow it this way. A hook that
+    raises is logged and does not stop the others."""
 
     def reload(self) -> bool:
         """Re-read and apply everything; False (and nothing changed) if the configuration
@@ -73,9 +77,11 @@ class Reloader:
                 _log.error("reload refused: {problem}", problem=str(problem))
             return False
         try:
-            material = self._server_material(config)
-            for tls in self.tls:
-                tls.replace(material)
+            # With ACME the certificate is the ACME service's to replace, not SIGHUP's.
+            if config.tls.mode != "acme":
+                material = self._server_material(config)
+                for tls in self.tls:
+                    tls.replace(material)
         except (PKIError, OSError, ValueError) as error:
             _log.error("reload refused: TLS material: {error}", error=str(error))
             return False
@@ -102,6 +108,11 @@ class Reloader:
             data_dir=self.config.data_dir,
             listen=self.config.listen,
         )
+        for hook in self.hooks:
+            try:
+                hook(self.config)
+            except Exception:
+                _log.failure("reload: {hook} failed", hook=getattr(hook, "__qualname__", hook))
         _log.info("reload done")
         return True
 

@@ -14,6 +14,7 @@ import yaml
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from rail.config import Config, load_config
 from rail.store.inspect import StoredMessage, get_message, list_messages
 from rail.store.model import StoreUnavailableError
 from rail.store.schema import database_path
@@ -50,6 +51,16 @@ class RunningRail:
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.https_port}{path}"
 
+    @property
+    def config(self) -> Config:
+        return load_config(self.directory / "rail.yaml")
+
+    @property
+    def inbound_port(self) -> int:
+        spec = self.config.listen.inbound
+        assert spec is not None
+        return spec.port
+
     def stored(self) -> list[StoredMessage]:
         """Every queued message; none while the queue database does not exist yet."""
         try:
@@ -79,11 +90,16 @@ class RunningRail:
 
 
 @inlineCallbacks
-def start_rail(case: TestCase, configure: Callable[[dict[str, Any]], None] | None = None) -> Any:
+def start_rail(
+    case: TestCase,
+    configure: Callable[[dict[str, Any]], None] | None = None,
+    setup: Callable[[Path], None] | None = None,
+) -> Any:
     """``rail init --dev`` into a fresh directory, start ``twistd rail`` on free ports, wait
     until both listeners accept, and stop it (SIGTERM, wait for exit) when ``case`` ends.
 
-    ``configure`` may change the generated configuration (as loaded YAML) first."""
+    ``configure`` may change the generated configuration (as loaded YAML) first; ``setup``
+    is then called with the directory (to issue certificates, say) before Rail starts."""
     directory = Path(case.mktemp()).absolute()
     https_port, smtps_port = free_port(), free_port()
     out, err, code = yield rail(
@@ -110,6 +126,8 @@ def start_rail(case: TestCase, configure: Callable[[dict[str, Any]], None] | Non
         document = yaml.safe_load(config.read_text())
         configure(document)
         config.write_text(yaml.safe_dump(document))
+    if setup is not None:
+        setup(directory)
     server = start_twistd(["rail", "--config", str(config)])
     case.addCleanup(_stop, server)
     yield wait_for_port(https_port, server)

@@ -1,4 +1,5 @@
-"""A private Postfix instance on loopback, as the recipient MX of interop tests.
+"""A private Postfix instance on loopback, as the recipient MX of interop tests, or as
+the internet MTA that relays to Rail's inbound port (``relay_to``).
 
 Its own main.cf/master.cf, queue and Maildir under a fresh directory in /tmp (Postfix's
 unprivileged processes must be able to reach it, which trial's temp directory does not
@@ -105,10 +106,17 @@ def _certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
 
 
 def start_postfix(
-    port: int, domains: tuple[str, ...], hostname: str = "mx.dest.test"
+    port: int,
+    domains: tuple[str, ...],
+    hostname: str = "mx.dest.test",
+    relay_to: int | None = None,
 ) -> RunningPostfix:
     """Start Postfix's master on 127.0.0.1:``port``; the caller waits for the port and
-    calls :meth:`RunningPostfix.stop`."""
+    calls :meth:`RunningPostfix.stop`.
+
+    With ``relay_to``, mail for every domain not in ``domains`` is relayed to
+    127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
+    unverified) and the TLS session logged."""
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
     root = Path(tempfile.mkdtemp(prefix="rail-postfix-"))
@@ -161,6 +169,15 @@ smtpd_tls_key_file = {key}
 smtpd_tls_received_header = yes
 smtputf8_enable = yes
 """
+        + (
+            f"""relayhost = [127.0.0.1]:{relay_to}
+smtp_tls_security_level = encrypt
+smtp_tls_loglevel = 1
+smtp_helo_name = {hostname}
+"""
+            if relay_to is not None
+            else ""
+        )
     )
     master = (Path("/etc/postfix/master.cf")).read_text().splitlines()
     lines = []
