@@ -38,7 +38,7 @@ class ConfigurationDocTests(SynchronousTestCase):
         except the one that illustrates error messages."""
         examples = [text for language, text in _blocks() if language == "yaml"]
         valid = [e for e in examples if e.startswith("hostname:") and "colour:" not in e]
-        self.assertEqual(len(valid), 2)
+        self.assertEqual(len(valid), 3)
         for example in valid:
             load_config(self._write(example))
 
