@@ -48,6 +48,22 @@ _PURE = [
     "delivery/decide.py",
     "delivery/bounces.py",
     "delivery/stats.py",
+    "store/inbound.py",
+    "inbound/model.py",
+    "inbound/recipients.py",
+    "inbound/policy.py",
+    "inbound/answers.py",
+    "inbound/spfcheck.py",
+    "inbound/dkimverify.py",
+    "inbound/dmarc.py",
+    "inbound/results.py",
+    "webhooks/key.py",
+    "webhooks/signing.py",
+    "webhooks/payload.py",
+    "webhooks/outcome.py",
+    "webhooks/addresses.py",
+    "acme/challenges.py",
+    "acme/decide.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

@@ -1,0 +1,236 @@
+"""Port 25: mail from the internet for Rail's clients.
+
+No client certificate is asked for (the listener's STARTTLS context has no client
+authentication). Recipients are routed by :mod:`rail.inbound.recipients` (no open relay);
+at the end of DATA the message is checked with SPF, DKIM and DMARC, refused or tagged by
+:mod:`rail.inbound.policy`, given Rail's ``Received`` and ``Authentication-Results``
+fields (any such field claiming to be Rail's own is removed first: it would be forged)
+and spooled with one webhook job per client. ``250`` is sent only once the spool has it
+on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rail.config.schema import Inbound
+from rail.inbound.model import Authentication, IInboundStore, InboundMessage
+from rail.inbound.policy import (
+    authentication_verdict,
+    bounce_allowed,
+    decode_subject,
+    received_field,
+)
+from rail.inbound.recipients import (
+    RecipientTable,
+    Refusal,
+    Route,
+    route_recipient,
+    webhook_targets,
+)
+from rail.inbound.results import authentication_results, remove_own_results
+from rail.mail.headers import format_date, parse_header_section
+from rail.policy.verdict import Reject
+from rail.smtp.session import Envelope, Reply
+from rail.store.ids import new_message_id
+from rail.store.model import QueueFullError, StoreUnavailableError
+
+__all__ = ["InboundSession", "Verifier"]
+
+_log = Logger()
+
+_NEED_TLS = Reject(530, "5.7.0", "Must issue a STARTTLS command first")
+_VERIFY_FAILED = Reply(451, "4.4.3", "Temporary failure checking the sender; try again later")
+_QUEUE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+_UNAVAILABLE = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+
+
+class Verifier(Protocol):
+    """What the session needs of :class:`rail.inbound.verifier.Verifier`."""
+
+    def verify(self, peer_ip: str, helo: str, sender: str, data: bytes) -> Any:
+        """A Deferred firing with the message's :class:`Authentication`."""
+
+
+class InboundSession:
+    """The port-25 half of one SMTP session (see :class:`rail.smtp.session.Session`).
+
+    ``recipients()`` returns the current routing table
+    (:meth:`rail.inbound.directory.Directory.current`); ``settings`` is ``config.inbound``.
+    ``verify_timeout`` bounds the SPF/DKIM/DMARC checks: past it the client is told to
+    try again later (``451 4.4.3``) rather than being held forever.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: IInboundStore,
+        verifier: Verifier,
+        recipients: Callable[[], RecipientTable],
+        settings: Inbound,
+        clock: IReactorTime,
+        hostname: str,
+        authserv_id: str | None = None,
+        verify_timeout: float = 120.0,
+    ) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._recipients = recipients
+        self._settings = settings
+        self._clock = clock
+        self._hostname = hostname
+        self._authserv_id = authserv_id or hostname
+        self._verify_timeout = verify_timeout
+        self._routes: dict[str, Route] = {}
+        self._tls_info: str | None = None
+
+    def handshake_completed(self, transport: Any) -> None:
+        # No client certificate on port 25: only note the TLS version for Received.
+        try:
+            handle = transport.getHandle()
+            self._tls_info = (
+                f"using {handle.get_protocol_version_name()} with cipher {handle.get_cipher_name()}"
+            )
+        except Exception:  # informational only: a transport without it is fine
+            self._tls_info = None
+
+    def check_mail(self, envelope: Envelope) -> Reject | None:
+        self._routes = {}
+        if self._settings.require_tls and not envelope.tls:
+            return _NEED_TLS
+        return None
+
+    def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        decision = route_recipient(self._recipients(), recipient)
+        if isinstance(decision, Refusal):
+            _log.info(
+                "refused rcpt={rcpt} peer={peer} reason={reason} code={code}",
+                rcpt=recipient,
+                peer=envelope.peer,
+                reason=decision.reason,
+                code=decision.reject.code,
+                client=decision.client,
+            )
+            return decision.reject
+        self._routes[recipient] = decision
+        return None
+
+    def deliver(self, envelope: Envelope, data: bytes) -> Any:
+        routed: list[tuple[str, Route]] = []
+        for recipient in envelope.recipients:
+            route = self._routes.get(recipient)
+            if route is None:  # not expected: every recipient passed check_rcpt
+                decision = route_recipient(self._recipients(), recipient)
+                if isinstance(decision, Refusal):
+                    return decision.reject
+                route = decision
+            routed.append((recipient, route))
+        self._routes = {}
+        verifying: defer.Deferred[Authentication] = defer.maybeDeferred(
+            self._verifier.verify, envelope.peer, envelope.helo, envelope.sender, data
+        )
+        verifying.addTimeout(self._verify_timeout, self._clock)
+        return verifying.addCallbacks(
+            self._verified,
+            self._verify_failed,
+            callbackArgs=(envelope, data, tuple(routed)),
+            errbackArgs=(envelope,),
+        )
+
+    def _verify_failed(self, failure: Failure, envelope: Envelope) -> Reply:
+        _log.warn(
+            "authentication checks failed for peer={peer} sender={sender}: {why}",
+            peer=envelope.peer,
+            sender=envelope.sender or "<>",
+            why=failure.getErrorMessage() or type(failure.value).__name__,
+        )
+        return _VERIFY_FAILED
+
+    def _verified(
+        self,
+        auth: Authentication,
+        envelope: Envelope,
+        data: bytes,
+        routed: tuple[tuple[str, Route], ...],
+    ) -> Any:
+        verdict = authentication_verdict(auth, self._settings)
+        if verdict is not None:
+            _log.info(
+                "refused message peer={peer} sender={sender} spf={spf} dmarc={dmarc} code={code}",
+                peer=envelope.peer,
+                sender=envelope.sender or "<>",
+                spf=auth.spf,
+                dmarc=auth.dmarc,
+                code=verdict.code,
+            )
+            return verdict
+        now = self._clock.seconds()
+        message_id = new_message_id(now)
+        received = received_field(
+            helo=envelope.helo,
+            peer=envelope.peer,
+            hostname=self._hostname,
+            message_id=message_id,
+            date=format_date(now),
+            tls=envelope.tls,
+            smtputf8=envelope.smtputf8,
+            recipients=envelope.recipients,
+            tls_info=self._tls_info if envelope.tls else None,
+        )
+        body = remove_own_results(data, self._authserv_id)
+        results = authentication_results(self._authserv_id, auth)
+        stored = (received + "\r\n" + results + "\r\n").encode("utf-8") + body
+        subjects = parse_header_section(body).values("subject")
+        targets = webhook_targets(routed)
+        message = InboundMessage(
+            id=message_id,
+            sender=envelope.sender,
+            targets=targets,
+            data=stored,
+            received_at=now,
+            subject=decode_subject(subjects[0] if subjects else None),
+            authentication=auth.as_json(),
+            bounce_allowed=bounce_allowed(envelope.sender, auth),
+            peer=envelope.peer,
+            tls=envelope.tls,
+        )
+        accepted: defer.Deferred[Any] = defer.maybeDeferred(self._store.accept_inbound, message)
+        return accepted.addCallbacks(
+            self._accepted, self._failed, callbackArgs=(message, auth), errbackArgs=(message,)
+        )
+
+    def _accepted(self, result: Any, message: InboundMessage, auth: Authentication) -> Reply:
+        _log.info(
+            "inbound accepted msg_id={msg_id} peer={peer} from={sender} clients={clients}"
+            " recipients={recipients} size={size} spf={spf} dmarc={dmarc} tls={tls}",
+            msg_id=message.id,
+            peer=message.peer,
+            sender=message.sender or "<>",
+            clients=",".join(target.client for target in message.targets),
+            recipients=sum(len(target.recipients) for target in message.targets),
+            size=len(message.data),
+            spf=auth.spf,
+            dmarc=auth.dmarc,
+            tls=message.tls,
+        )
+        return Reply(250, "2.0.0", f"Ok: queued as {message.id}")
+
+    def _failed(self, failure: Failure, message: InboundMessage) -> Reply:
+        if isinstance(failure.value, QueueFullError):
+            _log.warn(
+                "inbound spool full: refusing a message from peer={peer} ({why})",
+                peer=message.peer,
+                why=str(failure.value),
+            )
+            return _QUEUE_FULL
+        if isinstance(failure.value, StoreUnavailableError):
+            _log.error("inbound spool unavailable: {why}", why=str(failure.value))
+        else:
+            _log.failure("storing an inbound message failed", failure)
+        return _UNAVAILABLE

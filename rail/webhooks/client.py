@@ -1,0 +1,250 @@
+"""The HTTP client that POSTs webhooks, safely: treq over an Agent that connects only to
+addresses :mod:`rail.webhooks.addresses` allowed.
+
+For each POST the host is resolved once, every address is checked, and the Agent is built
+with an endpoint factory pinned to the checked address (no second resolution, so DNS
+rebinding cannot redirect the connection). https uses the URL's host name for SNI and
+certificate verification (system trust, plus ``ca_file`` when configured). Redirects are
+never followed, the response body is read to at most :data:`MAX_BODY` bytes and thrown
+away. The overall timeout is the dispatcher's, on its clock: it cancels the Deferred
+:meth:`WebhookClient.post` returns.
+"""
+
+from __future__ import annotations
+
+import ssl as stdlib_ssl
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from treq.client import HTTPClient
+from twisted.internet import error
+from twisted.internet import ssl as _ssl
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from rail.webhooks.addresses import WebhookURL, addresses_problem, parse_webhook_url
+from rail.webhooks.outcome import Answered, Attempt, Refused, Unreachable
+
+# Untyped parts of Twisted, called through Any so that mypy --strict passes.
+_tls: Any = _ssl
+_Agent: Any = Agent
+
+__all__ = ["MAX_BODY", "Resolve", "WebhookClient", "system_resolver", "webhook_trust"]
+
+MAX_BODY = 64 * 1024
+"""Bytes of a webhook's response body read (and discarded) before the connection is cut."""
+USER_AGENT = "Rail-Webhook/1"
+
+Resolve = Callable[[str], Deferred[list[str]]]
+"""Resolves a host name to its IP addresses (empty list: none)."""
+
+
+def system_resolver(reactor: Any) -> Resolve:
+    """Resolution through the reactor's name resolver (getaddrinfo in a thread)."""
+
+    def resolve(host: str) -> Deferred[list[str]]:
+        done: Deferred[list[str]] = Deferred()
+        found: list[str] = []
+
+        @implementer(IResolutionReceiver)
+        class _Receiver:
+            def resolutionBegan(self, resolution: object) -> None:
+                pass
+
+            def addressResolved(self, address: Any) -> None:
+                if address.host not in found:
+                    found.append(address.host)
+
+            def resolutionComplete(self) -> None:
+                done.callback(found)
+
+        reactor.nameResolver.resolveHostName(_Receiver(), host, 0)
+        return done
+
+    return resolve
+
+
+def webhook_trust(ca_file: Path | None) -> Any:
+    """The trust root for https webhooks: the system store, plus ``ca_file``'s PEM
+    certificates when given (read now: a bad file is an error at start-up)."""
+    if ca_file is None:
+        return _tls.platformTrust()
+    certificates = list(x509.load_pem_x509_certificates(ca_file.read_bytes()))
+    system = stdlib_ssl.get_default_verify_paths().cafile
+    if system is not None:
+        try:
+            with warnings.catch_warnings():  # old roots with odd serials: not ours to fix
+                warnings.simplefilter("ignore")
+                certificates.extend(x509.load_pem_x509_certificates(Path(system).read_bytes()))
+        except (OSError, ValueError):
+            pass  # no readable system bundle: ca_file alone
+    return _tls.trustRootFromCertificates(
+        [_tls.Certificate(crypto.X509.from_cryptography(c)) for c in certificates]
+    )
+
+
+@implementer(IAgentEndpointFactory)
+class _Pinned:
+    """Every URI goes to the one endpoint chosen (and checked) beforehand."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        return self._endpoint
+
+
+class _Drain(Protocol):
+    """Reads a response body up to ``limit`` bytes, then cuts the connection."""
+
+    def __init__(self, limit: int, done: Deferred[None]) -> None:
+        self._left = limit
+        self._done = done
+
+    def dataReceived(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left < 0 and self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self._done.called:
+            self._done.callback(None)
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _describe(failure: BaseException, target: WebhookURL, address: str) -> str:
+    """The stored reply for a request that got no HTTP answer."""
+    where = _hostport(address, target.port)
+    if isinstance(failure, error.ConnectionRefusedError):
+        return f"connection refused ({where})"
+    if isinstance(failure, error.TimeoutError):
+        return f"connection timed out ({where})"
+    if isinstance(failure, error.ConnectError):
+        return f"cannot connect ({where})"
+    # ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed... carry the
+    # underlying failures in ``reasons``.
+    reasons: list[Failure] = list(getattr(failure, "reasons", None) or [])
+    for reason in reasons:
+        value = reason.value
+        if type(value).__name__ == "VerificationError":
+            return f"TLS failure ({where}): certificate does not match {target.host}"
+        if isinstance(value, SSL.Error):
+            return f"TLS failure ({where}): handshake or certificate verification failed"
+    if reasons:
+        return f"connection closed before the response was complete ({where})"
+    return f"request failed ({where}): {type(failure).__name__}"
+
+
+class WebhookClient:
+    """POSTs one signed webhook and reports the :data:`Attempt`; never fails (except
+    when cancelled: then the dispatcher knows why)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        resolve: Resolve,
+        allow_private: bool,
+        allow_http_loopback: bool,
+        trust: Any,
+        connect_timeout: float,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self._reactor = reactor
+        self._resolve = resolve
+        self._allow_private = allow_private
+        self._allow_http_loopback = allow_http_loopback
+        self._trust = trust
+        self._connect_timeout = connect_timeout
+        self._max_body = max_body
+        self.connections: list[tuple[str, int]] = []
+        """Addresses connected to (the most recent 100), for tests and debugging."""
+
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> Deferred[Attempt]:
+        return Deferred.fromCoroutine(self._post(url, headers, body))
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
+        target = parse_webhook_url(url, allow_http_loopback=self._allow_http_loopback)
+        if isinstance(target, str):
+            return Refused(target)
+        if target.is_ip_literal:
+            addresses = [target.host]
+        else:
+            try:
+                addresses = await self._resolve(target.host)
+            except CancelledError:
+                raise
+            except Exception as e:
+                return Unreachable(f"cannot resolve {target.host}: {type(e).__name__}")
+            if not addresses:
+                return Unreachable(f"cannot resolve {target.host}: no address")
+        problem = addresses_problem(target, addresses, allow_private=self._allow_private)
+        if problem is not None:
+            return Refused(problem)
+        last: Attempt = Unreachable(f"cannot connect to {target.host}")
+        for address in addresses:
+            try:
+                return await self._request(target, address, headers, body)
+            except error.ConnectError as e:  # nothing was sent: try the next address
+                last = Unreachable(_describe(e, target, address))
+        return last
+
+    def _endpoint(self, target: WebhookURL, address: str) -> IStreamClientEndpoint:
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint: IStreamClientEndpoint = endpoint_type(
+            self._reactor, address, target.port, timeout=self._connect_timeout
+        )
+        if target.scheme == "https":
+            options = _tls.optionsForClientTLS(target.host, trustRoot=self._trust)
+            endpoint = wrapClientTLS(options, endpoint)
+        return endpoint
+
+    async def _request(
+        self, target: WebhookURL, address: str, headers: dict[str, str], body: bytes
+    ) -> Attempt:
+        self.connections = [*self.connections[-99:], (address, target.port)]
+        agent = _Agent.usingEndpointFactory(self._reactor, _Pinned(self._endpoint(target, address)))
+        sent = Headers(
+            {
+                "Content-Type": ["application/json"],
+                "User-Agent": [USER_AGENT],
+                **{name: [value] for name, value in headers.items()},
+            }
+        )
+        try:
+            response = await HTTPClient(agent).request(
+                "POST",
+                target.url,
+                headers=sent,
+                data=body,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+        except error.ConnectError:
+            raise
+        except CancelledError:
+            raise
+        except Exception as e:
+            return Unreachable(_describe(e, target, address))
+        retry_after = response.headers.getRawHeaders(b"retry-after")
+        drained: Deferred[None] = Deferred()
+        response.deliverBody(_Drain(self._max_body, drained))
+        await drained
+        return Answered(
+            code=int(response.code),
+            retry_after=retry_after[0].decode("latin-1") if retry_after else None,
+        )

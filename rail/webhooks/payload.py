@@ -1,0 +1,44 @@
+"""The JSON body of an inbound-mail webhook (docs/webhooks.md).
+
+The seed's fields, exactly (``message_id``, ``from``, ``to``, ``subject``, ``raw_message``,
+``received_at``), plus additive ones (``type``, ``authentication``, ``size``). Pure; the
+body is compact ASCII JSON, so what the application hashes is what Rail signed whatever
+its JSON library does with non-ASCII text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from rail.inbound.model import WebhookJob
+
+__all__ = ["rfc3339", "webhook_body", "webhook_payload"]
+
+
+def rfc3339(when: float) -> str:
+    """``2026-03-28T12:00:00Z``: UTC, to the second."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def webhook_payload(job: WebhookJob) -> dict[str, Any]:
+    return {
+        "type": "inbound",
+        "message_id": job.message_id,
+        "from": job.sender,
+        "to": list(job.recipients),
+        "subject": job.subject,
+        "raw_message": base64.b64encode(job.data).decode("ascii"),
+        "received_at": rfc3339(job.received_at),
+        "size": len(job.data),
+        "authentication": job.authentication,
+    }
+
+
+def webhook_body(job: WebhookJob) -> bytes:
+    """The bytes POSTed (and signed)."""
+    return json.dumps(webhook_payload(job), separators=(",", ":"), ensure_ascii=True).encode(
+        "ascii"
+    )
