@@ -10,10 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import attrs
+from twisted.logger import Logger
 
+from rail.acme.storage import load_acme_material
 from rail.config import Config
 from rail.pki.ca import CertificateAuthority
 from rail.pki.files import (
+    PKIError,
     crl_path,
     load_or_create_ca,
     load_or_create_server_material,
@@ -24,6 +27,8 @@ from rail.pki.revocations import Revocations
 from rail.pki.tls import ServerMaterial
 
 __all__ = ["PKIState", "prepare_pki"]
+
+_log = Logger()
 
 
 @attrs.frozen
@@ -45,6 +50,8 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
     if config.tls.mode == "self_signed":
         leaf, key = load_or_create_server_material(config.data_dir, ca, config.hostname, now)
         server = ServerMaterial(chain=(leaf,), key=key)
+    elif config.tls.mode == "acme":
+        server = _acme_material(config, ca, now)
     else:
         assert config.tls.cert_file is not None and config.tls.key_file is not None
         chain, key = load_server_material(config.tls.cert_file, config.tls.key_file)
@@ -52,3 +59,19 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
     revocations = Revocations(crl_path(config.data_dir), ca.certificate)
     revocations.load()
     return PKIState(ca=ca, server=server, revocations=revocations)
+
+
+def _acme_material(config: Config, ca: CertificateAuthority, now: datetime) -> ServerMaterial:
+    """The last ACME certificate if it is still usable, else one from Rail's own CA (as
+    for ``self_signed``) until the ACME service gets one: a missing, expired or damaged
+    ACME certificate must not keep the server from starting, the service will replace it.
+    """
+    try:
+        material = load_acme_material(config.data_dir, now)
+    except PKIError as e:
+        _log.warn("not serving the saved ACME certificate: {problem}", problem=str(e))
+        material = None
+    if material is not None:
+        return material
+    leaf, key = load_or_create_server_material(config.data_dir, ca, config.hostname, now)
+    return ServerMaterial(chain=(leaf,), key=key)

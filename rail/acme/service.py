@@ -1,0 +1,234 @@
+"""The ACME renewal service: orders the server certificate when needed and installs it.
+
+On start, and then daily, it asks :func:`rail.acme.decide.renewal_reason` whether the
+current certificate must be replaced; if so it runs an order off the reactor thread and
+hands the result to ``install`` (wired to every listener's ``ServerTLS.replace``), so new
+connections get the new certificate without a restart. A failed order is retried after
+:func:`rail.acme.decide.backoff_delay`. Scheduling only: the decisions are in ``decide``,
+the order in ``client``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+from cryptography import x509
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rail.acme.challenges import PendingChallenges
+from rail.acme.client import OrderRequest, OrderStopped, issue_certificate
+from rail.acme.decide import backoff_delay, next_check_delay, renewal_reason
+from rail.acme.storage import load_acme_material
+from rail.config import Config
+from rail.pki.files import PKIError
+from rail.pki.inspect import format_time
+from rail.pki.tls import ServerMaterial
+
+__all__ = ["AcmeService", "build_acme"]
+
+_log = Logger()
+_T = TypeVar("_T")
+_JITTER = random.SystemRandom().random
+
+
+class AcmeService(Service):
+    """Keeps an ACME certificate for ``names`` current; see the module docstring.
+
+    ``obtain`` runs one order and fires with the new material (already saved); cancelling
+    its Deferred asks the order to stop. ``current`` is the leaf served at start-up if it
+    came from ACME (None otherwise). ``rng`` returns floats in [0, 1) for back-off jitter.
+    """
+
+    name = "acme"
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        obtain: Callable[[], Deferred[ServerMaterial]],
+        install: Callable[[ServerMaterial], object],
+        names: Sequence[str],
+        renew_before: float,
+        current: x509.Certificate | None = None,
+        rng: Callable[[], float] = _JITTER,
+    ) -> None:
+        self._clock = clock
+        self._obtain = obtain
+        self._install = install
+        self._names = tuple(names)
+        self._renew_before = renew_before
+        self._current = current
+        self._rng = rng
+        self._call: IDelayedCall | None = None
+        self._in_flight: Deferred[Any] | None = None
+        self.failures = 0
+        """Orders failed in a row since the last success."""
+
+    def startService(self) -> None:
+        cast(Any, super()).startService()  # Service is untyped (mypy --strict)
+        self._schedule(0)
+
+    def stopService(self) -> None:
+        cast(Any, super()).stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.cancel()
+
+    @property
+    def next_check(self) -> float | None:
+        """When the next check is scheduled (clock seconds), None while an order runs."""
+        return self._call.getTime() if self._call is not None else None
+
+    def _schedule(self, delay: float) -> None:
+        self._call = self._clock.callLater(delay, self._check)
+
+    def _check(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        reason = renewal_reason(self._current, self._names, now, self._renew_before)
+        if reason is None:
+            assert self._current is not None
+            self._schedule(next_check_delay(self._current, now, self._renew_before))
+            return
+        _log.info(
+            "ordering an ACME certificate for {names}: {reason}",
+            names=list(self._names),
+            reason=reason,
+        )
+        ordered = maybeDeferred(self._obtain)
+        ordered.addCallback(self._issued)
+        ordered.addErrback(self._failed)
+        if not ordered.called:
+            self._in_flight = ordered
+
+    def _issued(self, material: ServerMaterial) -> None:
+        self._in_flight = None
+        if not self.running:
+            return  # saved on disk: the next start serves it
+        self._install(material)
+        leaf = material.chain[0]
+        self._current = leaf
+        self.failures = 0
+        _log.info(
+            "installed ACME certificate serial {serial} for {names}, valid until {not_after}",
+            serial=format(leaf.serial_number, "x"),
+            names=list(self._names),
+            not_after=format_time(leaf.not_valid_after_utc),
+        )
+        now = self._clock.seconds()
+        due = renewal_reason(leaf, self._names, now, self._renew_before)
+        if due is None:
+            self._schedule(next_check_delay(leaf, now, self._renew_before))
+            return
+        # Already due again (the CA issues certificates shorter-lived than renew_before, or
+        # left a name out): do not order in a tight loop, wait like after a failure.
+        delay = backoff_delay(1, self._rng())
+        _log.warn(
+            "the new ACME certificate is already due for renewal ({reason}); next order in"
+            " {delay:.0f}s; check tls.acme.renew_before",
+            reason=due,
+            delay=delay,
+        )
+        self._schedule(delay)
+
+    def _failed(self, failure: Failure) -> None:
+        self._in_flight = None
+        if not self.running or isinstance(failure.value, (CancelledError, OrderStopped)):
+            return
+        self.failures += 1
+        delay = backoff_delay(self.failures, self._rng())
+        self._schedule(delay)
+        _log.warn(
+            "ACME order for {names} failed ({failures} in a row): {error}; retrying in"
+            " {delay:.0f}s",
+            names=list(self._names),
+            failures=self.failures,
+            error=f"{type(failure.value).__name__}: {failure.getErrorMessage()}",
+            delay=delay,
+        )
+
+
+def in_thread(reactor: Any, function: Callable[[threading.Event], _T]) -> Deferred[_T]:
+    """Run ``function(stop)`` in the reactor's thread pool; cancelling the Deferred sets
+    ``stop`` (the function checks it between steps) and fires CancelledError at once;
+    the thread's late result is dropped."""
+    stop = threading.Event()
+    outer: Deferred[_T] = Deferred(lambda _: stop.set())
+
+    def relay(result: _T | Failure) -> None:
+        if outer.called:
+            return  # cancelled; the late result (or error) is dropped
+        if isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    deferToThreadPool(reactor, reactor.getThreadPool(), function, stop).addBoth(relay)
+    return outer
+
+
+def build_acme(
+    config: Config,
+    reactor: Any,
+    *,
+    install: Callable[[ServerMaterial], object],
+    names: Sequence[str],
+    challenges: PendingChallenges,
+    clock: IReactorTime | None = None,
+    rng: Callable[[], float] | None = None,
+) -> AcmeService:
+    """The renewal service for ``config.tls.acme``.
+
+    ``names`` are the certificate's DNS names (``[hostname, *mta-sts names]``);
+    ``challenges`` is shared with the port-80 site (:func:`rail.web.http80.http80_site`);
+    ``install`` receives each new certificate on the reactor thread. Orders run in
+    ``reactor``'s thread pool; ``clock`` (default ``reactor``) schedules the checks.
+    Raises ValueError for a configuration this version cannot serve (dns-01).
+    """
+    acme = config.tls.acme
+    if acme is None:
+        raise ValueError("tls.acme: not configured")
+    if acme.challenge != "http-01":
+        raise ValueError(f"tls.acme.challenge: {acme.challenge} is not supported yet; use http-01")
+    request = OrderRequest(
+        directory=acme.directory,
+        names=tuple(names),
+        data_dir=config.data_dir,
+        email=acme.email,
+        ca_file=acme.ca_file,
+    )
+    timer: IReactorTime = reactor if clock is None else clock
+    current = _current_leaf(config, datetime.fromtimestamp(timer.seconds(), UTC))
+
+    def obtain() -> Deferred[ServerMaterial]:
+        return in_thread(reactor, lambda stop: issue_certificate(request, challenges, stop))
+
+    return AcmeService(
+        clock=timer,
+        obtain=obtain,
+        install=install,
+        names=names,
+        renew_before=acme.renew_before,
+        current=current,
+        rng=_JITTER if rng is None else rng,
+    )
+
+
+def _current_leaf(config: Config, now: datetime) -> x509.Certificate | None:
+    try:
+        material = load_acme_material(config.data_dir, now)
+    except PKIError:
+        return None  # prepare_pki has said why it is not served; the service replaces it
+    return material.chain[0] if material is not None else None
