@@ -15,27 +15,38 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from rail.acme.challenges import PendingChallenges
+from rail.acme.service import build_acme
 from rail.config import Config
 from rail.config.listen import ListenSpec
+from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import KeyStore
+from rail.inbound.directory import Directory, DirectoryService
+from rail.inbound.verifier import Verifier
 from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
+from rail.smtp.inbound import InboundSession
+from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
+from rail.web.http80 import http80_site
 from rail.web.site import build_site
+from rail.webhooks.key import load_or_create_key
+from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
 
 __all__ = ["RailService", "build_service"]
 
@@ -105,15 +116,45 @@ def _listener(
     return listener
 
 
+def _plain_listener(
+    reactor: Any, spec: ListenSpec, factory: Any, name: str, grace: float
+) -> Listener:
+    """A TCP listener without TLS on accept: port 25 (STARTTLS) and port 80."""
+    kind = TCP6ServerEndpoint if spec.kind == "tcp6" else TCP4ServerEndpoint
+    endpoint = kind(reactor, spec.port, backlog=spec.backlog, interface=spec.interface)
+    listener = Listener(endpoint, factory, reactor, grace=grace)
+    listener.setName(name)
+    return listener
+
+
+def _valid_records(config: Config) -> Any:
+    """A reader of the registry's valid certificates, for the inbound directory (called at
+    start-up, then from a worker thread); no registry yet means no certificates."""
+    path = registry_path(config.data_dir)
+
+    def read(now: datetime) -> list[Any]:
+        if not path.exists():
+            return []
+        with Registry.open(path) as registry:
+            return registry.valid_records(now)
+
+    return read
+
+
+def local_domain_names(config: Config, now: datetime) -> list[str]:
+    """Local domains: configured ones and those of valid certificates' sender addresses."""
+    return sorted(local_domains(config, _valid_records(config)(now), now))
+
+
 def dkim_domains(config: Config, now: datetime) -> list[str]:
     """Domains that sign mail: local domains (configured and from valid certificates'
     sender addresses) and the host name itself, which DSNs come from."""
-    records = []
-    path = registry_path(config.data_dir)
-    if path.exists():
-        with Registry.open(path) as registry:
-            records = registry.valid_records(now)
-    return sorted({*local_domains(config, records, now), config.hostname})
+    return sorted({*local_domain_names(config, now), config.hostname})
+
+
+def webhook_settings(config: Config) -> tuple[Any, Any, float]:
+    """What a reload changes in the webhook dispatcher: policy, limits, timeout."""
+    return webhook_policy(config), webhook_limits(config), config.webhooks.timeout
 
 
 def build_service(
@@ -135,6 +176,7 @@ def build_service(
         max_queued=config.storage.max_queued,
         min_free_bytes=config.storage.min_free_space,
     )
+    webhook_key = load_or_create_key(config.data_dir)
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
@@ -157,6 +199,7 @@ def build_service(
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
             stats=stats,
+            webhook_key=webhook_key,
         )
         _listener(
             reactor, config.listen.https, tls, site, "https", config.shutdown.grace_period
@@ -179,6 +222,90 @@ def build_service(
             "submission",
             config.shutdown.grace_period,
         ).setServiceParent(root)
+    hooks: list[Any] = []
+    if config.listen.inbound is not None:
+        directory = Directory(
+            config,
+            _valid_records(config),
+            clock=reactor,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+        directory.load()
+        DirectoryService(directory).setServiceParent(root)
+
+        def follow(new: Config) -> None:
+            directory.reconfigure(new)
+            directory.refresh()
+
+        hooks.append(follow)
+        verifier = Verifier(reactor, make_resolver(config.inbound.nameservers, reactor))
+        inbound_tls = ServerTLS(pki.server, None)
+        tls_contexts.append(inbound_tls)
+        inbound_settings = [config.inbound]
+        hooks.append(lambda c: inbound_settings.__setitem__(0, c.inbound))
+        inbound_factory = PerAddressSMTPFactory(
+            lambda: InboundSession(
+                store=store,
+                verifier=verifier,
+                recipients=directory.current,
+                settings=inbound_settings[0],
+                clock=reactor,
+                hostname=config.hostname,
+            ),
+            hostname=config.hostname,
+            limits=smtp_limits(config),
+            clock=reactor,
+            max_per_address=config.inbound.max_connections_per_ip,
+            starttls=inbound_tls,
+        )
+        _plain_listener(
+            reactor,
+            config.listen.inbound,
+            inbound_factory,
+            "inbound",
+            config.shutdown.grace_period,
+        ).setServiceParent(root)
+    webhooks = build_webhooks(config, reactor, store, webhook_key)
+    webhooks.setServiceParent(root)
+    hooks.append(lambda c: webhooks.dispatcher.reconfigure(*webhook_settings(c)))
+    if config.tls.mode == "acme":
+        challenges = PendingChallenges()
+        if config.listen.http is not None:
+            _plain_listener(
+                reactor,
+                config.listen.http,
+                http80_site(
+                    config.hostname,
+                    challenges,
+                    clock=reactor,
+                    idle_timeout=config.limits.http_idle_timeout,
+                ),
+                "http",
+                config.shutdown.grace_period,
+            ).setServiceParent(root)
+        names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
+        contexts = tls_contexts
+
+        def install(material: Any) -> None:
+            for context in contexts:
+                context.replace(material)
+
+        build_acme(
+            config, reactor, install=install, names=names, challenges=challenges
+        ).setServiceParent(root)
+    elif config.listen.http is not None:
+        _plain_listener(
+            reactor,
+            config.listen.http,
+            http80_site(
+                config.hostname,
+                PendingChallenges(),
+                clock=reactor,
+                idle_timeout=config.limits.http_idle_timeout,
+            ),
+            "http",
+            config.shutdown.grace_period,
+        ).setServiceParent(root)
     delivery = None
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
@@ -195,6 +322,7 @@ def build_service(
             scheduler=delivery.scheduler if delivery is not None else None,
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
+            hooks=hooks,
         )
     return root
 

@@ -76,9 +76,9 @@ class ACME:
     ca_file: Path | None = None
     """PEM bundle that verifies the ACME server's own HTTPS certificate, when it is not in
     the system trust store (pebble's test CA)."""
-    challenge: Literal["http-01", "dns-01"] = "http-01"
-    """How domain control is proven: ``http-01`` on the port-80 listener, or ``dns-01``
-    through Rail's own authoritative DNS."""
+    challenge: Literal["http-01"] = "http-01"
+    """How domain control is proven: ``http-01`` on the port-80 listener (the only
+    challenge supported so far)."""
     renew_before: float = 30 * _DAY
     """Renew once the certificate expires within this long (checked daily)."""
 

@@ -17,13 +17,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from rail.delivery.stats import DeliveryStats
+from rail.inbound.model import IInboundStore
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.health import Healthz, Readiness, Readyz
+from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body
 from rail.web.messages import MessageStatusResource
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
+from rail.web.webhookkey import WebhookKeyResource, WebhookSecretResource
 from rail.web.who import Who
+from rail.webhooks.key import WebhookKey
 
 __all__ = ["LimitedRequest", "build_site"]
 
@@ -116,6 +120,7 @@ def build_site(
     max_message_size: int,
     max_recipients: int,
     stats: DeliveryStats | None = None,
+    webhook_key: WebhookKey | None = None,
 ) -> RailSite:
     root = _Directory()
     api = _Directory()
@@ -130,6 +135,11 @@ def build_site(
     v1 = _Directory()
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessageStatusResource(store))
+    if IInboundStore.providedBy(store):
+        v1.putChild(b"inbound", InboundStatusResource(store))
+    if webhook_key is not None:
+        v1.putChild(b"webhook-key", WebhookKeyResource(webhook_key.public_text))
+        v1.putChild(b"webhook-secret", WebhookSecretResource(webhook_key))
     api.putChild(b"v1", v1)
     # The seed's examples post to /v1/send as well as /api/v1/send.
     short_v1 = _Directory()

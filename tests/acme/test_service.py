@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import AcmeService, build_acme
 from rail.acme.storage import save_acme_material
+from rail.config import ConfigError
 from rail.pki.tls import ServerMaterial
 from tests.acme.helpers import DAY, NOW, leaf, material
 from tests.integration.fixtures import make_config
@@ -196,14 +197,7 @@ class BuildAcmeTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_dns01_refused(self) -> None:
-        """dns-01 is not implemented: build_acme says so instead of failing later."""
-        error = self.assertRaises(
-            ValueError,
-            build_acme,
-            self.config(challenge="dns-01"),
-            Clock(),
-            install=lambda m: None,
-            names=_NAMES,
-            challenges=PendingChallenges(),
-        )
+        """dns-01 is not implemented: the configuration is refused at load time, with
+        its path, instead of failing at the first order."""
+        error = self.assertRaises(ConfigError, self.config, challenge="dns-01")
         self.assertIn("tls.acme.challenge", str(error))
