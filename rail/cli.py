@@ -263,6 +263,17 @@ def _cmd_dkim_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dns_records(args: argparse.Namespace) -> int:
+    from rail.dns.cli import DNSCommandError, records_text
+
+    config = _config(args.config)
+    try:
+        sys.stdout.write(records_text(config, args.domain))
+    except (DNSCommandError, DKIMKeyError, StoreUnavailableError) as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
+    return 0
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -341,6 +352,16 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("domain", metavar="DOMAIN")
     p.set_defaults(func=_cmd_dkim_rotate)
+
+    dns = sub.add_parser("dns", help="authoritative DNS").add_subparsers(
+        dest="dns_command", metavar="COMMAND", parser_class=_Parser
+    )
+    dns.required = True
+
+    p = dns.add_parser("records", help="print the zones Rail serves as zone files")
+    with_config(p)
+    p.add_argument("--domain", metavar="DOMAIN", help="default: every local domain")
+    p.set_defaults(func=_cmd_dns_records)
     return parser
 
 

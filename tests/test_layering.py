@@ -64,6 +64,15 @@ _PURE = [
     "webhooks/addresses.py",
     "acme/challenges.py",
     "acme/decide.py",
+    "dns/records.py",
+    "dns/zone.py",
+    "dns/serial.py",
+    "dns/mtasts.py",
+    "dns/lookup.py",
+    "dns/ratelimit.py",
+    "dns/zonefile.py",
+    "dns/sources.py",
+    "dns/cli.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

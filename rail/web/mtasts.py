@@ -25,7 +25,7 @@ class MTASTSPolicy(Resource):
     isLeaf = True
 
     def __init__(self, policy: str) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call, unused-ignore]
         self.policy = policy
 
     @classmethod

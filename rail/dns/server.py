@@ -1,0 +1,109 @@
+"""Rail's authoritative DNS server: from a request's bytes to the response's bytes.
+
+The transports (:mod:`rail.dns.protocol`) call :meth:`DNSServer.respond` with each
+message; this class applies the rules of RFC 1035/2308/6891/8482 that twisted.names'
+stock ``DNSServerFactory`` lacks (see ``docs/dns.md``) and, for UDP, response rate
+limiting. Zones are replaced as a whole with :meth:`DNSServer.update` (SIGHUP, DKIM
+rotation, a new client certificate's domain): queries in flight see either the old or the
+new set, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.names import dns
+
+from rail.dns.lookup import FORMERR, NOTIMP, Answer, ZoneIndex
+from rail.dns.ratelimit import RateLimiter
+from rail.dns.records import Record
+from rail.dns.wire import ParsedQuery, encode_response, parse_query, to_rr
+from rail.dns.zone import Zone
+
+__all__ = ["DNSServer"]
+
+_BADVERS = 16
+_TCP_LIMIT = 65535
+
+
+class DNSServer:
+    """Answers queries from the zones it holds; one instance serves UDP and TCP."""
+
+    def __init__(
+        self,
+        zones: Iterable[Zone],
+        clock: IReactorTime,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self._index = ZoneIndex(zones)
+        self._clock = clock
+        self._limiter = rate_limiter
+        self.counts: Counter[str] = Counter()
+        """Requests by outcome: ``answered``, ``dropped`` (malformed, QR=1, unknown
+        opcode, own address), ``rate-limited``, ``slipped``. For tests and metrics."""
+
+    @property
+    def origins(self) -> list[str]:
+        """The zones being served."""
+        return self._index.origins
+
+    def update(self, zones: Iterable[Zone]) -> None:
+        """Serve ``zones`` from now on, instead of the previous ones."""
+        self._index = ZoneIndex(zones)
+
+    def set_rate_limiter(self, rate_limiter: RateLimiter | None) -> None:
+        """Limit UDP answers with ``rate_limiter`` from now on (None: no limit)."""
+        self._limiter = rate_limiter
+
+    def respond(self, data: bytes, source: str | None) -> bytes | None:
+        """The response to the message ``data``, or ``None`` to send nothing.
+
+        ``source`` is the client's IP address for UDP, which is size-limited and rate
+        limited; ``None`` for TCP, which is neither.
+        """
+        query = parse_query(data)
+        if query is None:
+            self.counts["dropped"] += 1
+            return None
+        limit = _TCP_LIMIT if source is None else query.udp_limit()
+        if source is not None and self._limiter is not None:
+            decision = self._limiter.check(source, self._clock.seconds())
+            if decision == "drop":
+                self.counts["rate-limited"] += 1
+                return None
+            if decision == "slip":
+                self.counts["slipped"] += 1
+                return encode_response(query, 0, limit=limit, truncated=True)
+        self.counts["answered"] += 1
+        return self._answer(query, limit)
+
+    def _answer(self, query: ParsedQuery, limit: int) -> bytes:
+        if query.opcode != dns.OP_QUERY:
+            return encode_response(query, NOTIMP, limit=limit)
+        if query.bad_opt or len(query.questions) != 1:
+            return encode_response(query, FORMERR, limit=limit)
+        if query.edns is not None and query.edns.version > 0:
+            return encode_response(query, _BADVERS, limit=limit)
+        question = query.questions[0]
+        asked = question.name.name
+        name = asked.lower().decode("latin-1")
+        answer = self._index.answer(name, question.type, question.cls)
+        return encode_response(
+            query,
+            answer.rcode,
+            limit=limit,
+            authoritative=answer.authoritative,
+            answers=[_rr(r, name, asked) for r in answer.answers],
+            authority=[to_rr(r) for r in answer.authority],
+            additional=[to_rr(r) for r in answer.additional],
+        )
+
+    def lookup(self, name: str, rtype: int) -> Answer:
+        """The decided answer for ``name`` and ``rtype`` (class IN), without encoding."""
+        return self._index.answer(name.lower().rstrip("."), rtype)
+
+
+def _rr(record: Record, name: str, asked: bytes) -> dns.RRHeader:
+    return to_rr(record, asked if record.name == name else None)

@@ -1,0 +1,68 @@
+"""Rail's zones from its configuration and data directory.
+
+Gathers the inputs :mod:`rail.dns.zone` needs: the local domains (configured, plus the
+domains of valid client certificates in the registry), the DKIM keys each domain and
+``hostname`` publish (older generations stay while queued mail may be signed with them),
+and the serials kept in ``data_dir/dns/serials.json``. Reads files and SQLite only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rail.config import Config
+from rail.dkim.domains import local_domains
+from rail.dkim.keys import KeyStore
+from rail.dkim.records import PublishedKey
+from rail.dns.serial import SerialFile
+from rail.dns.zone import Zone, digest, domain_records, make_zone
+from rail.pki.registry import Registry, registry_path
+from rail.store.inspect import oldest_pending_received_at
+
+__all__ = ["load_zones", "serial_path", "zone_domains"]
+
+
+def serial_path(data_dir: Path) -> Path:
+    """Where the SOA serials are kept."""
+    return data_dir / "dns" / "serials.json"
+
+
+def zone_domains(config: Config, now: float) -> list[str]:
+    """The local domains at ``now``: each is a zone."""
+    when = datetime.fromtimestamp(now, UTC)
+    records = []
+    path = registry_path(config.data_dir)
+    if path.exists():  # no client certificate issued yet
+        with Registry.open(path) as registry:
+            records = registry.valid_records(when)
+    return local_domains(config, records, when)
+
+
+def load_zones(
+    config: Config,
+    keys: KeyStore,
+    now: float,
+    *,
+    domains: list[str] | None = None,
+    save_serials: bool = True,
+) -> list[Zone]:
+    """Every local domain's zone (or those of ``domains``), with DKIM keys from ``keys``
+    and serials from the state file, which is updated when ``save_serials`` is true.
+
+    Raises :class:`~rail.store.model.StoreUnavailableError` if the queue cannot be read,
+    and ``sqlite3.Error`` / :class:`~rail.pki.registry.RegistryError` for the registry.
+    """
+    origins = zone_domains(config, now) if domains is None else domains
+    oldest = oldest_pending_received_at(config.data_dir / "queue")
+    published: dict[str, list[PublishedKey]] = {
+        domain: keys.published(domain, oldest) for domain in {*origins, config.hostname}
+    }
+    records = domain_records(origins, config.hostname, config.dns, published)
+    serials = SerialFile(serial_path(config.data_dir)).assign(
+        {origin: digest(rs) for origin, rs in records.items()}, now, save=save_serials
+    )
+    return [
+        make_zone(origin, records[origin], serials[origin], config.hostname, config.dns)
+        for origin in origins
+    ]
