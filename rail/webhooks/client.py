@@ -28,7 +28,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -92,6 +92,16 @@ def webhook_trust(ca_file: Path | None) -> Any:
     return _tls.trustRootFromCertificates(
         [_tls.Certificate(crypto.X509.from_cryptography(c)) for c in certificates]
     )
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """Twisted logs "Starting/Stopping factory" for every client connection."""
+
+    noisy = False
+
+
+class _Pool(HTTPConnectionPool):
+    _factory = _QuietFactory
 
 
 @implementer(IAgentEndpointFactory)
@@ -163,8 +173,19 @@ class WebhookClient:
         trust: Any,
         connect_timeout: float,
         max_body: int = MAX_BODY,
+        persistent: bool = False,
+        idle_timeout: float = 30.0,
+        per_host: int = 4,
     ) -> None:
+        """With ``persistent``, connections are kept (``per_host`` idle ones per checked
+        address, for ``idle_timeout`` seconds) and reused by later POSTs to the same URL
+        host and address: a new TCP (and TLS) connection per webhook costs more than the
+        POST. Call :meth:`close` when done."""
         self._reactor = reactor
+        self._persistent = persistent
+        self._idle_timeout = idle_timeout
+        self._per_host = per_host
+        self._agents: dict[tuple[str, str, int, str], tuple[Any, HTTPConnectionPool]] = {}
         self._resolve = resolve
         self._allow_private = allow_private
         self._allow_http_loopback = allow_http_loopback
@@ -173,6 +194,34 @@ class WebhookClient:
         self._max_body = max_body
         self.connections: list[tuple[str, int]] = []
         """Addresses connected to (the most recent 100), for tests and debugging."""
+
+    def close(self) -> Deferred[Any]:
+        """Close every kept connection; fires when they are closed."""
+        from twisted.internet.defer import DeferredList
+
+        agents, self._agents = self._agents, {}
+        return DeferredList([pool.closeCachedConnections() for _, pool in agents.values()])
+
+    def _agent(self, target: WebhookURL, address: str) -> Any:
+        if not self._persistent:
+            return _Agent.usingEndpointFactory(
+                self._reactor, _Pinned(self._endpoint(target, address))
+            )
+        key = (target.scheme, target.host, target.port, address)
+        found = self._agents.get(key)
+        if found is None:
+            if len(self._agents) >= 1000:  # bounded: drop the oldest endpoint's pool
+                oldest = next(iter(self._agents))
+                self._agents.pop(oldest)[1].closeCachedConnections()
+            pool = _Pool(self._reactor, persistent=True)
+            pool.maxPersistentPerHost = self._per_host
+            pool.cachedConnectionTimeout = int(self._idle_timeout)
+            pool.retryAutomatically = False  # a POST is not idempotent
+            agent = _Agent.usingEndpointFactory(
+                self._reactor, _Pinned(self._endpoint(target, address)), pool=pool
+            )
+            found = self._agents[key] = (agent, pool)
+        return found[0]
 
     def post(self, url: str, headers: dict[str, str], body: bytes) -> Deferred[Attempt]:
         return Deferred.fromCoroutine(self._post(url, headers, body))
@@ -217,7 +266,7 @@ class WebhookClient:
         self, target: WebhookURL, address: str, headers: dict[str, str], body: bytes
     ) -> Attempt:
         self.connections = [*self.connections[-99:], (address, target.port)]
-        agent = _Agent.usingEndpointFactory(self._reactor, _Pinned(self._endpoint(target, address)))
+        agent = self._agent(target, address)
         sent = Headers(
             {
                 "Content-Type": ["application/json"],

@@ -26,18 +26,25 @@ __all__ = ["WebhooksService", "build_webhooks", "webhook_limits", "webhook_polic
 class WebhooksService(Service):
     """Runs the dispatcher between start and stop."""
 
-    def __init__(self, dispatcher: Dispatcher, grace: float) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, grace: float, client: WebhookClient | None = None
+    ) -> None:
         self.dispatcher = dispatcher
         self._grace = grace
+        self._client = client
         cast(Any, self).setName("webhooks")  # Twisted's Service is untyped (mypy --strict)
 
     def startService(self) -> None:
         cast(Any, super()).startService()
         self.dispatcher.start()
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[Any]:
         cast(Any, super()).stopService()
-        return self.dispatcher.stop(self._grace)
+        stopped: Deferred[Any] = self.dispatcher.stop(self._grace)
+        client = self._client
+        if client is not None:
+            stopped.addCallback(lambda _: client.close())
+        return stopped
 
 
 def webhook_policy(config: Config) -> WebhookPolicy:
@@ -66,6 +73,8 @@ def build_webhooks(
         allow_http_loopback=webhooks.allow_http_loopback,
         trust=webhook_trust(webhooks.ca_file),
         connect_timeout=webhooks.timeout,
+        persistent=True,
+        per_host=webhooks.concurrency,
     )
     dispatcher = Dispatcher(
         store,
@@ -79,4 +88,4 @@ def build_webhooks(
         rng=rng or random.SystemRandom(),
         observer=observer,
     )
-    return WebhooksService(dispatcher, config.shutdown.grace_period)
+    return WebhooksService(dispatcher, config.shutdown.grace_period, client)
