@@ -28,6 +28,7 @@ from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import KeyStore
+from rail.dns.service import build_dns
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.listener import Listener, ListenError
@@ -44,6 +45,7 @@ from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
 from rail.web.http80 import http80_site
+from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
 from rail.webhooks.key import load_or_create_key
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
@@ -183,6 +185,9 @@ def build_service(
     StoreService(store).setServiceParent(root)
     stats = DeliveryStats(reactor.seconds())
     tls_contexts: list[ServerTLS] = []
+    hooks: list[Any] = []
+    mta_sts = MTASTSPolicy.from_config(config)
+    hooks.append(mta_sts.update)
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
@@ -200,6 +205,7 @@ def build_service(
             max_recipients=config.limits.max_recipients,
             stats=stats,
             webhook_key=webhook_key,
+            mta_sts=mta_sts,
         )
         _listener(
             reactor, config.listen.https, tls, site, "https", config.shutdown.grace_period
@@ -222,7 +228,10 @@ def build_service(
             "submission",
             config.shutdown.grace_period,
         ).setServiceParent(root)
-    hooks: list[Any] = []
+    dns = build_dns(config, reactor, keys)
+    if dns is not None:
+        dns.setServiceParent(root)
+        hooks.append(dns.refresh)
     if config.listen.inbound is not None:
         directory = Directory(
             config,

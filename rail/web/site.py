@@ -121,6 +121,7 @@ def build_site(
     max_recipients: int,
     stats: DeliveryStats | None = None,
     webhook_key: WebhookKey | None = None,
+    mta_sts: Resource | None = None,
 ) -> RailSite:
     root = _Directory()
     api = _Directory()
@@ -146,6 +147,10 @@ def build_site(
     short_v1.putChild(b"send", send)
     root.putChild(b"v1", short_v1)
     root.putChild(b"api", api)
+    if mta_sts is not None:
+        well_known = _Directory()
+        well_known.putChild(b"mta-sts.txt", mta_sts)
+        root.putChild(b".well-known", well_known)
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(readiness))
     if stats is not None and IDeliveryQueue.providedBy(store):
