@@ -74,6 +74,21 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds by thread id (the reactor thread's id is the process id)."""
+    found: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = "reactor" if stat.parent.name == str(pid) else f"thread {stat.parent.name}"
+        fields = text.rpartition(")")[2].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found[name] = found.get(name, 0.0) + seconds
+    return found
+
+
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -189,6 +204,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         elapsed = time.monotonic() - begin
         cpu = _cpu(process.pid) - cpu0
         peak = _peak_rss_mb(process.pid)
+        threads = _threads_cpu(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
@@ -205,6 +221,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         f" p99 {_percentile(receiver.latencies, 0.99) * 1000:.0f} ms"
     )
     print(f"server CPU {cpu:.2f} s = {cpu / args.messages * 1000:.3f} ms per message")
+    busiest = sorted(threads.items(), key=lambda i: -i[1])[:6]
+    print("CPU by thread: " + ", ".join(f"{n} {c:.2f} s" for n, c in busiest))
     print(f"peak RSS {peak:.1f} MB; work directory (delete when done): {workdir}")
 
 

@@ -132,6 +132,13 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     print(f"  webhook  {record.webhook or '(none)'}")
     print(f"  expires  {format_time(record.not_after)}")
     print(f"  wrote    {issued.certificate_path} and {issued.key_path} (key mode 0600)")
+    if record.webhook:
+        from rail.webhooks.key import load_or_create_key
+
+        key = load_or_create_key(config.data_dir)
+        print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
+        print(f"    public key  {key.public_text}  (v1a, ed25519)")
+        print(f"    secret      {key.client_secret_text(record.name)}  (v1, this client's only)")
     return 0
 
 

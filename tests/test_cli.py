@@ -94,6 +94,18 @@ class CertsTests(_CLITestCase):
         self.assertEqual(info["webhook"], "https://myapp.com/hooks/email")
         self.assertIs(info["valid"], True)
 
+    def test_issue_prints_webhook_verification_keys(self) -> None:
+        """For a client with a webhook, certs issue prints Rail's webhook public key and
+        the client's own v1 secret, the same ones Rail signs with."""
+        from rail.config import load_config
+        from rail.webhooks.key import load_or_create_key
+
+        code, out, err = self.issue()
+        self.assertEqual(code, 0, err)
+        key = load_or_create_key(load_config(self.config).data_dir)
+        self.assertIn(f"public key  {key.public_text}", out)
+        self.assertIn(f"secret      {key.client_secret_text('myapp')}", out)
+
     def test_key_types(self) -> None:
         """--key-type selects ecdsa-p256 or rsa2048."""
         for kind in ("ecdsa-p256", "rsa2048"):

@@ -231,7 +231,7 @@ class CheckZoneTests(TestCase):
     async def test_named_checkzone(self) -> None:
         """named-checkzone accepts every zone ``rail dns records`` prints."""
         if CHECKZONE is None:
-            raise SkipTest("named-checkzone not installed (Debian package bind9utils)")
+            raise SkipTest("named-checkzone not installed (Debian package bind9-utils)")
         directory = Path(self.mktemp()).absolute()
         directory.mkdir(parents=True)
         config = directory / "rail.yaml"
