@@ -6,8 +6,10 @@ are unsafe (``shared/notes/twisted-probe.md``):
 
 - input framing (:mod:`rail.smtp.framing`): CRLF only, bounded lines, close on violation;
 - command dispatch: one command at a time; while a reply is pending (validators and
-  storage are asynchronous) reading is paused and later pipelined commands wait, so
-  replies always come in order;
+  storage are asynchronous) later pipelined commands wait, so replies always come in
+  order, and reading pauses as soon as any input is waiting (not before: a client that
+  does not pipeline sends nothing until it has the reply, and pausing and resuming the
+  socket around every reply would cost two system calls for nothing);
 - MAIL/RCPT parameters are parsed and enforced (:mod:`rail.smtp.commands`);
 - DATA: the message is collected once (not per recipient), its real size enforced, and a
   storage failure answers ``451 4.3.0`` instead of stock's ``550``;
@@ -175,13 +177,16 @@ class RailESMTP(smtp.ESMTP):
         self._closing = True
 
     def _update_reading(self) -> None:
-        """Read from the peer only while no reply is pending and replies are flowing.
+        """Stop reading from the peer while input waits behind a pending reply or behind
+        replies the peer does not read.
 
-        A blocked write pauses reading only once commands are waiting: TLS also blocks
-        writes during its handshake (the greeting waits), and the handshake needs reads.
+        Nothing is read ahead of the reply either way beyond what one read brought (the
+        framer holds at most one partial line). A blocked write with nothing waiting
+        does not pause: TLS also blocks writes during its handshake (the greeting
+        waits), and the handshake needs reads.
         """
-        blocked = self._write_blocked and bool(self._pending)
-        pause = (self._busy or blocked) and not self._closing
+        waiting = bool(self._pending) or self._framer.buffered > 0
+        pause = (self._busy or self._write_blocked) and waiting and not self._closing
         if pause and not self._reading_paused:
             self._reading_paused = True
             self._io.pauseProducing()
@@ -231,6 +236,8 @@ class RailESMTP(smtp.ESMTP):
             while (
                 self._pending and not self._busy and not self._closing and not self._write_blocked
             ):
+                if self._data is not None and self._take_data_lines():
+                    continue
                 item = self._pending.popleft()
                 if isinstance(item, Reject):
                     self._close_with(reply_of(item))
@@ -252,9 +259,10 @@ class RailESMTP(smtp.ESMTP):
 
     def _wait_for(self, result: defer.Deferred[Reply]) -> None:
         self._busy = True
-        self._update_reading()
         result.addErrback(self._internal_error)
-        result.addCallback(self._answered)
+        result.addCallback(self._answered)  # at once if it has fired
+        if self._busy:
+            self._update_reading()
 
     def _answered(self, reply: Reply) -> None:
         self._busy = False
@@ -264,6 +272,20 @@ class RailESMTP(smtp.ESMTP):
         if not self._closing:
             self._update_reading()
             self._drain()
+
+    def _ask(
+        self, question: Callable[..., Any], answered: Callable[..., Reply], *args: Any
+    ) -> _Result:
+        """``answered(question(*args), *args)``: at once when the session answers at once
+        (no Deferred, no pause), later when it returns a Deferred. An exception is a
+        bug, answered ``451 4.3.0`` as a failed Deferred would be."""
+        try:
+            verdict = question(*args)
+            if isinstance(verdict, defer.Deferred):
+                return verdict.addCallback(answered, *args)
+            return answered(verdict, *args)
+        except Exception:
+            return self._internal_error(Failure())  # type: ignore[no-untyped-call, unused-ignore]
 
     def _internal_error(self, failure: Failure) -> Reply:
         _log.failure("SMTP session error", failure, peer=self._peer())
@@ -378,8 +400,7 @@ class RailESMTP(smtp.ESMTP):
             smtputf8=command.smtputf8,
             tls=self._tls,
         )
-        verdict = defer.maybeDeferred(self._session.check_mail, envelope)
-        return verdict.addCallback(self._mail_checked, envelope)
+        return self._ask(self._session.check_mail, self._mail_checked, envelope)
 
     def _mail_checked(self, verdict: Reject | None, envelope: Envelope) -> Reply:
         if verdict is not None:
@@ -404,8 +425,7 @@ class RailESMTP(smtp.ESMTP):
             return _RCPT_OK
         if len(envelope.recipients) >= self._limits.max_recipients:
             return _TOO_MANY_RCPTS
-        verdict = defer.maybeDeferred(self._session.check_rcpt, envelope, command.recipient)
-        return verdict.addCallback(self._rcpt_checked, envelope, command.recipient)
+        return self._ask(self._session.check_rcpt, self._rcpt_checked, envelope, command.recipient)
 
     def _rcpt_checked(self, verdict: Reject | None, envelope: Envelope, recipient: str) -> Reply:
         if verdict is not None:
@@ -425,24 +445,43 @@ class RailESMTP(smtp.ESMTP):
         self._too_big = False
         return _DATA_GO
 
+    def _take_data_lines(self) -> bool:
+        """In DATA, take the run of waiting lines that need no decision (no leading dot)
+        into the message at once rather than one command dispatch per line; whether
+        there was any."""
+        pending = self._pending
+        run: list[bytes] = []
+        while pending:
+            line = pending[0]
+            if isinstance(line, Reject) or line[:1] == b".":
+                break
+            run.append(line)
+            pending.popleft()
+        if run:
+            self._append_data(run)
+        return bool(run)
+
     def _data_line(self, line: bytes) -> _Result:
         if line[:1] == b".":
             if line == b".":
                 return self._end_of_data()
             line = line[1:]
+        self._append_data([line])
+        return None
+
+    def _append_data(self, lines: list[bytes]) -> None:
         if self._too_big:
-            return None
+            return
         data = self._data
         assert data is not None
-        if len(data) + len(line) + 2 > self._limits.message_size:
+        if len(data) + sum(map(len, lines)) + 2 * len(lines) > self._limits.message_size:
             # Keep reading to the end (the client cannot be stopped mid-DATA) but keep nothing.
             self._too_big = True
             self._data = bytearray()
-            return None
+            return
         # One buffer, not a list of lines: a list costs ten times the message in objects.
-        data += line
+        data += b"\r\n".join(lines)
         data += b"\r\n"
-        return None
 
     def _end_of_data(self) -> _Result:
         envelope, buffered = self._envelope, self._data

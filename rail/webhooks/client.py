@@ -1,13 +1,18 @@
-"""The HTTP client that POSTs webhooks, safely: treq over an Agent that connects only to
+"""The HTTP client that POSTs webhooks, safely: Twisted's Agent, connecting only to
 addresses :mod:`rail.webhooks.addresses` allowed.
 
 For each POST the host is resolved once, every address is checked, and the Agent is built
 with an endpoint factory pinned to the checked address (no second resolution, so DNS
 rebinding cannot redirect the connection). https uses the URL's host name for SNI and
 certificate verification (system trust, plus ``ca_file`` when configured). Redirects are
-never followed, the response body is read to at most :data:`MAX_BODY` bytes and thrown
-away. The overall timeout is the dispatcher's, on its clock: it cancels the Deferred
-:meth:`WebhookClient.post` returns.
+never followed (the Agent is not wrapped in a RedirectAgent), the response body is read
+to at most :data:`MAX_BODY` bytes and thrown away. The overall timeout is the
+dispatcher's, on its clock: it cancels the Deferred :meth:`WebhookClient.post` returns.
+
+The Agent is used without treq: every inbound message costs one POST, and treq's URL
+handling, cookie jar and agent wrappers cost more than the request itself. A URL is
+checked and split once (:class:`_Target`, cached), and a POST to an IP-literal URL runs
+without a coroutine.
 """
 
 from __future__ import annotations
@@ -18,19 +23,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from treq.client import HTTPClient
 from twisted.internet import error
 from twisted.internet import ssl as _ssl
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IResolutionReceiver, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from rail.webhooks.addresses import WebhookURL, addresses_problem, parse_webhook_url
@@ -132,8 +137,54 @@ class _Drain(Protocol):
             self._done.callback(None)
 
 
+@implementer(IBodyProducer)
+class _Body:
+    """A request body already in memory, written at once (Twisted's FileBodyProducer
+    would take a turn of the global Cooperator)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@attrs.frozen
+class _Target:
+    """A webhook URL that passed :func:`parse_webhook_url`, with what every POST to it
+    needs: the absolute URI for the Agent, the ``Host`` header (host lower-cased, port
+    unless the scheme's default) and, for an IP literal, the verdict on its address."""
+
+    url: WebhookURL
+    uri: bytes
+    host: str
+    literal: bool
+    problem: str | None
+
+
+_MAX_TARGETS = 1000
+"""URLs whose :class:`_Target` is kept (the cache is emptied when full)."""
+
+
 def _hostport(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _reason(failure: Failure) -> BaseException:
+    reason = failure.value
+    assert reason is not None
+    return reason
 
 
 def _describe(failure: BaseException, target: WebhookURL, address: str) -> str:
@@ -192,6 +243,7 @@ class WebhookClient:
         self._trust = trust
         self._connect_timeout = connect_timeout
         self._max_body = max_body
+        self._targets: dict[str, _Target | str] = {}
         self.connections: list[tuple[str, int]] = []
         """Addresses connected to (the most recent 100), for tests and debugging."""
 
@@ -224,33 +276,74 @@ class WebhookClient:
         return found[0]
 
     def post(self, url: str, headers: dict[str, str], body: bytes) -> Deferred[Attempt]:
-        return Deferred.fromCoroutine(self._post(url, headers, body))
-
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
-        target = parse_webhook_url(url, allow_http_loopback=self._allow_http_loopback)
+        target = self._target(url)
         if isinstance(target, str):
-            return Refused(target)
-        if target.is_ip_literal:
-            addresses = [target.host]
-        else:
-            try:
-                addresses = await self._resolve(target.host)
-            except CancelledError:
-                raise
-            except Exception as e:
-                return Unreachable(f"cannot resolve {target.host}: {type(e).__name__}")
-            if not addresses:
-                return Unreachable(f"cannot resolve {target.host}: no address")
-        problem = addresses_problem(target, addresses, allow_private=self._allow_private)
+            return succeed(Refused(target))
+        if not target.literal:
+            return Deferred.fromCoroutine(self._post_resolving(target, headers, body))
+        if target.problem is not None:
+            return succeed(Refused(target.problem))
+        address = target.url.host
+        posting = self._request(target, address, headers, body)
+        return posting.addErrback(self._not_connected, target.url, address)
+
+    def _target(self, url: str) -> _Target | str:
+        """The checked form of ``url``, or why Rail will not POST to it (pure, so kept)."""
+        found = self._targets.get(url)
+        if found is None:
+            found = self._check(url)
+            if len(self._targets) >= _MAX_TARGETS:
+                self._targets.clear()
+            self._targets[url] = found
+        return found
+
+    def _check(self, url: str) -> _Target | str:
+        parsed = parse_webhook_url(url, allow_http_loopback=self._allow_http_loopback)
+        if isinstance(parsed, str):
+            return parsed
+        literal = parsed.is_ip_literal
+        problem = (
+            addresses_problem(parsed, [parsed.host], allow_private=self._allow_private)
+            if literal
+            else None
+        )
+        host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+        if (parsed.scheme, parsed.port) not in (("http", 80), ("https", 443)):
+            host = f"{host}:{parsed.port}"
+        return _Target(
+            url=parsed,
+            uri=url.encode("ascii"),  # validate_webhook allows only ASCII URI characters
+            host=host,
+            literal=literal,
+            problem=problem,
+        )
+
+    async def _post_resolving(
+        self, target: _Target, headers: dict[str, str], body: bytes
+    ) -> Attempt:
+        url = target.url
+        try:
+            addresses = await self._resolve(url.host)
+        except CancelledError:
+            raise
+        except Exception as e:
+            return Unreachable(f"cannot resolve {url.host}: {type(e).__name__}")
+        if not addresses:
+            return Unreachable(f"cannot resolve {url.host}: no address")
+        problem = addresses_problem(url, addresses, allow_private=self._allow_private)
         if problem is not None:
             return Refused(problem)
-        last: Attempt = Unreachable(f"cannot connect to {target.host}")
+        last: Attempt = Unreachable(f"cannot connect to {url.host}")
         for address in addresses:
             try:
                 return await self._request(target, address, headers, body)
             except error.ConnectError as e:  # nothing was sent: try the next address
-                last = Unreachable(_describe(e, target, address))
+                last = Unreachable(_describe(e, url, address))
         return last
+
+    def _not_connected(self, failure: Failure, url: WebhookURL, address: str) -> Attempt:
+        failure.trap(error.ConnectError)
+        return Unreachable(_describe(_reason(failure), url, address))
 
     def _endpoint(self, target: WebhookURL, address: str) -> IStreamClientEndpoint:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
@@ -262,38 +355,40 @@ class WebhookClient:
             endpoint = wrapClientTLS(options, endpoint)
         return endpoint
 
-    async def _request(
-        self, target: WebhookURL, address: str, headers: dict[str, str], body: bytes
-    ) -> Attempt:
-        self.connections = [*self.connections[-99:], (address, target.port)]
-        agent = self._agent(target, address)
+    def _request(
+        self, target: _Target, address: str, headers: dict[str, str], body: bytes
+    ) -> Deferred[Attempt]:
+        """One POST to ``address``: the Attempt, or a failure with a ConnectError
+        (nothing was sent) or CancelledError."""
+        connections = self.connections
+        connections.append((address, target.url.port))
+        if len(connections) > 100:
+            del connections[0]
         sent = Headers(
             {
+                "Host": [target.host],
                 "Content-Type": ["application/json"],
                 "User-Agent": [USER_AGENT],
                 **{name: [value] for name, value in headers.items()},
             }
         )
-        try:
-            response = await HTTPClient(agent).request(
-                "POST",
-                target.url,
-                headers=sent,
-                data=body,
-                allow_redirects=False,
-                unbuffered=True,
-            )
-        except error.ConnectError:
-            raise
-        except CancelledError:
-            raise
-        except Exception as e:
-            return Unreachable(_describe(e, target, address))
+        agent = self._agent(target.url, address)
+        requested: Deferred[Any] = agent.request(b"POST", target.uri, sent, _Body(body))
+        return requested.addCallbacks(
+            self._answered, self._failed, errbackArgs=(target.url, address)
+        )
+
+    def _answered(self, response: Any) -> Deferred[Attempt]:
         retry_after = response.headers.getRawHeaders(b"retry-after")
-        drained: Deferred[None] = Deferred()
-        response.deliverBody(_Drain(self._max_body, drained))
-        await drained
-        return Answered(
+        answer = Answered(
             code=int(response.code),
             retry_after=retry_after[0].decode("latin-1") if retry_after else None,
         )
+        drained: Deferred[None] = Deferred()
+        response.deliverBody(_Drain(self._max_body, drained))
+        return drained.addCallback(lambda _: answer)
+
+    def _failed(self, failure: Failure, url: WebhookURL, address: str) -> Attempt | Failure:
+        if failure.check(error.ConnectError, CancelledError):
+            return failure
+        return Unreachable(_describe(_reason(failure), url, address))

@@ -8,7 +8,8 @@ and ``concurrency`` in all. Each POST is signed at the moment it starts
 Results are recorded without waiting; a job stays "in flight" (never claimed twice) until
 its result is on disk. A permanent failure queues a DSN when the job allows bounces (the
 store checks again). New inbound mail wakes the dispatcher (``observe_inbound``); due
-retries are found by a one-second poll.
+retries are found by a one-second poll. A finishing POST claims again only when the last
+claim may have left due jobs behind (the backlog was full, or the claim was).
 
 Stopping: no new claims or POSTs; running POSTs get ``grace`` seconds, then they are
 cancelled and their jobs left untouched in the spool: after a restart they are POSTed
@@ -21,6 +22,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -66,6 +68,7 @@ class _Quiet:
         pass
 
 
+@lru_cache(maxsize=1024)  # one line per webhook outcome: a few URLs, over and over
 def _host(url: str) -> str:
     try:
         return urlsplit(url).hostname or "?"
@@ -109,6 +112,7 @@ class Dispatcher:
         self._records: set[Deferred[Any]] = set()
         self._claiming = False
         self._again = False
+        self._more = False  # due jobs may be waiting beyond the backlog or the last batch
         self._filling = False
         self._refill = False
         self._poll: IDelayedCall | None = None
@@ -183,8 +187,10 @@ class Dispatcher:
     def _claim(self) -> None:
         room = self._limits.backlog - len(self._in_flight)
         if room <= 0:
-            return  # a finishing POST calls _fill and wakes us
+            self._more = True  # a finishing POST calls _fill and wakes us
+            return
         self._claiming = True
+        self._more = False
         limit = min(room, self._limits.claim_batch)
         claimed = self._store.claim_webhooks(
             self._clock.seconds(), limit, frozenset(self._in_flight)
@@ -200,6 +206,8 @@ class Dispatcher:
                 continue
             self._in_flight.add(job.key)
             self._waiting.setdefault(job.url, deque()).append(job)
+        if len(jobs) >= limit:
+            self._more = True
         self._fill()
         if self._again or len(jobs) >= limit:
             self._again = False
@@ -285,7 +293,11 @@ class Dispatcher:
             finally:
                 finished.callback(None)
                 self._fill()
-                if self._running and len(self._in_flight) < self._limits.backlog // 2:
+                if (
+                    self._more
+                    and self._running
+                    and len(self._in_flight) < self._limits.backlog // 2
+                ):
                     self.wake()
 
         posting.addBoth(posted)

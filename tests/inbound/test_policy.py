@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email import policy as email_policy
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -145,3 +146,17 @@ class SubjectTests(SynchronousTestCase):
         for raw, expected in cases:
             with self.subTest(raw=raw):
                 self.assertEqual(decode_subject(raw), expected)
+
+    def test_plain_ascii_read_as_the_stdlib_reads_it(self) -> None:
+        """An ASCII Subject without encoded-words (decoded without the email package)
+        reads exactly as the stdlib's header parser reads it."""
+        for raw in [
+            'a (comment) "quoted" back\\slash',
+            "x=y? z ?= =",
+            "tab\there\x01\x1f ctl\x7f",
+            "  leading and trailing  ",
+            "Re: [list] <tag> a@b.example;",
+        ]:
+            with self.subTest(raw=raw):
+                stdlib = " ".join(str(email_policy.default.header_factory("subject", raw)).split())
+                self.assertEqual(decode_subject(raw), stdlib)

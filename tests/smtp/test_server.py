@@ -349,6 +349,35 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(h.codes(), [250, 250, 354, 451, 250])
         self.flushLoggedErrors(OSError)
 
+    def test_reading_pauses_only_when_input_waits(self) -> None:
+        """A pending reply alone does not pause reading (a client that does not pipeline
+        sends nothing until it has the reply); input arriving behind it pauses reading
+        until the reply is out, and then waits its turn."""
+        session = ScriptedSession(asynchronous=True)
+        h = Harness(session)
+        h.ehlo()
+        h.send(b"MAIL FROM:<a@rail.test>\r\n")
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"NO")
+        self.assertEqual(h.transport.producerState, "paused")
+        h.send(b"OP\r\n")
+        self.assertEqual(h.take(), [])
+        session.fire_all()
+        self.assertEqual(h.codes(), [250, 250])
+        self.assertEqual(h.transport.producerState, "producing")
+
+    def test_synchronous_answer_does_not_pause(self) -> None:
+        """A session answering at once (an already fired Deferred) never pauses the
+        transport."""
+        h = Harness(ScriptedSession())
+        h.ehlo()
+        states: list[str] = []
+        pause = h.transport.pauseProducing
+        h.transport.pauseProducing = lambda: (states.append("paused"), pause())[1]  # type: ignore[method-assign]
+        h.send(h.transaction())
+        self.assertEqual(h.codes(), [250, 250, 354, 250])
+        self.assertEqual(states, [])
+
 
 class TimeoutTests(SynchronousTestCase):
     def test_idle_timeout(self) -> None:

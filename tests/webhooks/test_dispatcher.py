@@ -96,6 +96,38 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(counts["delivered"], 8)
         self.stop(dispatcher)
 
+    def test_full_backlog_refilled_as_posts_finish(self) -> None:
+        """Jobs left in the spool because the backlog was full are claimed as soon as
+        POSTs finish, without waiting for the poll."""
+        dispatcher = self.dispatcher(WebhookLimits(backlog=2))
+        self.spool(5, "https://a.example/h")
+        self.assertEqual(len(self.posts), 2)
+        while any(not p[3].called for p in self.posts):
+            for _, _, _, d in list(self.posts):
+                if not d.called:
+                    d.callback(Answered(200))
+        self.assertEqual(len(self.posts), 5)
+        self.stop(dispatcher)
+
+    def test_finished_post_claims_only_when_more_may_be_due(self) -> None:
+        """A POST finishing after a claim that took everything due does not ask the
+        store again (new mail and the poll do)."""
+        dispatcher = self.dispatcher(WebhookLimits())
+        self.spool(1, "https://a.example/h")
+        claims: list[float] = []
+        claim = self.store.claim_webhooks
+
+        def counted(now: float, limit: int, exclude: Any) -> Any:
+            claims.append(now)
+            return claim(now, limit, exclude)
+
+        self.store.claim_webhooks = counted
+        self.posts[0][3].callback(Answered(200))
+        self.assertEqual(claims, [])
+        self.clock.advance(1)
+        self.assertEqual(len(claims), 1)
+        self.stop(dispatcher)
+
     def test_new_mail_wakes_and_is_signed(self) -> None:
         """Inbound mail spooled while idle is POSTed at once (observe_inbound), signed
         with the key at the current time."""

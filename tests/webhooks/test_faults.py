@@ -1,5 +1,5 @@
-"""Webhook faults end to end: the real dispatcher, signing and HTTP client (treq over the
-pinned-address Agent) against a real twisted.web receiver on 127.0.0.1.
+"""Webhook faults end to end: the real dispatcher, signing and HTTP client (Twisted's Agent
+with the pinned-address endpoint) against a real twisted.web receiver on 127.0.0.1.
 
 As in tests/integration/test_delivery_faults.py, the spool (a :class:`MemoryStore`) and
 the dispatcher run on a :class:`Clock`, while the real reactor carries the sockets.
