@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 
 from rail.smtp.server import RailESMTP, SMTPLimits
 from rail.smtp.session import Session
@@ -35,7 +35,7 @@ class SMTPServerFactory(ServerFactory):
         self._clock = clock
         self._starttls = starttls
 
-    def buildProtocol(self, addr: Any) -> RailESMTP:
+    def buildProtocol(self, addr: Any) -> Protocol:
         protocol = RailESMTP(
             self._new_session(),
             hostname=self._hostname,

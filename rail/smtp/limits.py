@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.server import RailESMTP, SMTPLimits
 from rail.smtp.session import Session
 
@@ -92,12 +93,10 @@ class _TooMany(Protocol):
         self.transport.loseConnection()
 
 
-class PerAddressSMTPFactory(ServerFactory):
-    """Like :class:`rail.smtp.factory.SMTPServerFactory` (same arguments), plus
+class PerAddressSMTPFactory(SMTPServerFactory):
+    """:class:`rail.smtp.factory.SMTPServerFactory` (same arguments), plus
     ``max_per_address``: the connection beyond that many open ones from one IP address
     is answered ``421 4.7.0`` and closed."""
-
-    noisy = False
 
     def __init__(
         self,
@@ -109,11 +108,9 @@ class PerAddressSMTPFactory(ServerFactory):
         max_per_address: int,
         starttls: Any = None,
     ) -> None:
-        self._new_session = new_session
-        self._hostname = hostname
-        self._limits = limits
-        self._clock = clock
-        self._starttls = starttls
+        super().__init__(
+            new_session, hostname=hostname, limits=limits, clock=clock, starttls=starttls
+        )
         self.counter = ConnectionCounter(max_per_address)
 
     def buildProtocol(self, addr: Any) -> Protocol:

@@ -345,71 +345,58 @@ class Writer:
         )
         self._last_purge = now
 
-    def _record_one(self, op: RecordOp) -> object:
-        """One attempt's result under its own savepoint, so a failure (a DSN that cannot
-        be stored) fails only that caller, as for acceptances."""
+    def _savepoint(self, work: Callable[[], object], failed: str) -> object:
+        """Run ``work`` under its own savepoint, so one operation's failure (a DSN that
+        cannot be stored, a message over the limits) fails only its caller. A
+        QueueFullError is returned as the result; an SQLite error becomes
+        StoreUnavailableError naming ``failed``, unless SQLite rolled back the whole
+        transaction (then the batch fails)."""
         connection = self._connection
-        connection.execute("SAVEPOINT record")
+        connection.execute("SAVEPOINT op")
         try:
-            outcome = record_result(connection, op.result, op.dsn)
-        except sqlite3.Error as error:
+            result = work()
+        except (sqlite3.Error, QueueFullError) as error:
             if not connection.in_transaction:
                 raise
-            connection.execute("ROLLBACK TO record")
-            connection.execute("RELEASE record")
-            return _unavailable(f"cannot record delivery of {op.result.message_id}", error)
-        connection.execute("RELEASE record")
-        return outcome
+            connection.execute("ROLLBACK TO op")
+            connection.execute("RELEASE op")
+            if isinstance(error, QueueFullError):
+                return error
+            return _unavailable(failed, error)
+        connection.execute("RELEASE op")
+        return result
+
+    def _record_one(self, op: RecordOp) -> object:
+        return self._savepoint(
+            lambda: record_result(self._connection, op.result, op.dsn),
+            f"cannot record delivery of {op.result.message_id}",
+        )
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
-        connection = self._connection
-        connection.execute("SAVEPOINT hook")
-        try:
-            outcome = record_webhook(connection, op.result, op.dsn)
-        except sqlite3.Error as error:
-            if not connection.in_transaction:
-                raise
-            connection.execute("ROLLBACK TO hook")
-            connection.execute("RELEASE hook")
-            return _unavailable(f"cannot record webhook of {op.result.message_id}", error)
-        connection.execute("RELEASE hook")
-        return outcome
+        return self._savepoint(
+            lambda: record_webhook(self._connection, op.result, op.dsn),
+            f"cannot record webhook of {op.result.message_id}",
+        )
 
     def _spool_one(self, op: InboundAcceptOp, budget: _Budget) -> object:
-        """An inbound message under its own savepoint. Only the free-space floor applies:
-        ``max_queued`` bounds outbound mail waiting on remote hosts."""
-        connection = self._connection
+        """Only the free-space floor applies to inbound mail: ``max_queued`` bounds
+        outbound mail waiting on remote hosts."""
         size = len(op.message.data)
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             return QueueFullError("free disk space under the floor")
-        connection.execute("SAVEPOINT spool")
-        try:
-            insert_inbound(connection, op.message)
-        except sqlite3.Error as error:
-            if not connection.in_transaction:
-                raise
-            connection.execute("ROLLBACK TO spool")
-            connection.execute("RELEASE spool")
-            return _unavailable(f"cannot store inbound message {op.message.id}", error)
-        connection.execute("RELEASE spool")
-        budget.bytes += size
-        return Accepted(op.message.id, len(op.message.targets))
+
+        def spool() -> object:
+            insert_inbound(self._connection, op.message)
+            budget.bytes += size
+            return Accepted(op.message.id, len(op.message.targets))
+
+        return self._savepoint(spool, f"cannot store inbound message {op.message.id}")
 
     def _accept_one(self, op: AcceptOp, budget: _Budget) -> object:
-        connection = self._connection
-        connection.execute("SAVEPOINT accept")
-        try:
-            result = self._insert(op.message, op.idempotency, budget)
-        except (sqlite3.Error, QueueFullError) as error:
-            if not connection.in_transaction:
-                raise  # SQLite rolled back the whole transaction: fail the batch
-            connection.execute("ROLLBACK TO accept")
-            connection.execute("RELEASE accept")
-            if isinstance(error, QueueFullError):
-                return error
-            return _unavailable(f"cannot store message {op.message.id}", error)
-        connection.execute("RELEASE accept")
-        return result
+        return self._savepoint(
+            lambda: self._insert(op.message, op.idempotency, budget),
+            f"cannot store message {op.message.id}",
+        )
 
     def _insert(
         self, message: NewMessage, idempotency: IdempotencyKey | None, budget: _Budget
