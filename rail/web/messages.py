@@ -7,6 +7,7 @@ other apps send (or which ids are in use).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from rail.store.model import IQueueStore, MessageStatus, RecipientStatus, StoreU
 from rail.web.jsonapi import JSONResource, write_error, write_json
 from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
-__all__ = ["MessageStatusResource", "status_to_json"]
+__all__ = ["MessageStatusResource", "OwnedStatusResource", "status_to_json"]
 
 _log = Logger()
 
@@ -59,24 +60,10 @@ def _not_found(request: Any) -> bytes:
     return write_error(request, 404, "NOT_FOUND", "no such message")
 
 
-class MessageStatusResource(Resource):
-    """Mounted at ``/api/v1/messages``; each child path segment is a message id."""
-
-    def __init__(self, store: IQueueStore) -> None:
+class _Owned(JSONResource):
+    def __init__(self, owner: OwnedStatusResource, segment: bytes) -> None:
         super().__init__()
-        self._store = store
-
-    def getChild(self, path: bytes, request: Any) -> Resource:
-        return _Message(self._store, path)
-
-    def render(self, request: Any) -> bytes:
-        return write_error(request, 404, "NOT_FOUND", "no such resource")
-
-
-class _Message(JSONResource):
-    def __init__(self, store: IQueueStore, segment: bytes) -> None:
-        super().__init__()
-        self._store = store
+        self._owner = owner
         self._segment = segment
 
     def render_GET(self, request: Any) -> Any:
@@ -86,26 +73,59 @@ class _Message(JSONResource):
         message_id = self._segment.decode("ascii", "replace")
         if not is_message_id(message_id):
             return _not_found(request)
-        answer = maybeDeferred(self._store.status, identity.name, message_id)
+        answer = maybeDeferred(self._owner.lookup, identity.name, message_id)
         answer.addCallback(self._found, request)
         answer.addErrback(self._failed, request, identity.name, message_id)
         return finish_later(request, answer)
 
-    def _found(self, status: MessageStatus | None, request: Any) -> bytes:
+    def _found(self, status: Any, request: Any) -> bytes:
         if status is None:
             return _not_found(request)
-        return write_json(request, 200, status_to_json(status))
+        return write_json(request, 200, self._owner.to_json(status))
 
     def _failed(self, failure: Failure, request: Any, client: str, message_id: str) -> bytes:
+        what = self._owner.what
         if failure.check(StoreUnavailableError):
             _log.warn(
-                "store unavailable for a status query by {client}: {reason}",
+                "store unavailable for {what} query by {client}: {reason}",
+                what=what,
                 client=client,
                 reason=str(failure.value),
             )
         else:
-            _log.failure("status query failed", failure, client=client, msg_id=message_id)
+            _log.failure(
+                "{what} query failed", failure, what=what, client=client, msg_id=message_id
+            )
         request.setHeader(b"Retry-After", str(RETRY_AFTER).encode("ascii"))
         return write_error(
             request, 503, "QUEUE_UNAVAILABLE", "the queue is unavailable; retry later"
         )
+
+
+class OwnedStatusResource(Resource):
+    """A collection whose child path segment is a message id that only its owner may
+    see: ``lookup(client, id)`` fires with the status or None, ``to_json`` renders it."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str, str], Any],
+        to_json: Callable[[Any], dict[str, Any]],
+        what: str,
+    ) -> None:
+        super().__init__()
+        self.lookup = lookup
+        self.to_json = to_json
+        self.what = what
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return _Owned(self, path)
+
+    def render(self, request: Any) -> bytes:
+        return write_error(request, 404, "NOT_FOUND", "no such resource")
+
+
+class MessageStatusResource(OwnedStatusResource):
+    """Mounted at ``/api/v1/messages``; each child path segment is a message id."""
+
+    def __init__(self, store: IQueueStore) -> None:
+        super().__init__(lambda client, id_: store.status(client, id_), status_to_json, "a status")
