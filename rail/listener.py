@@ -25,6 +25,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
+from rail.writethrough import use_write_through
+
 __all__ = ["ListenError", "Listener", "TrackingFactory"]
 
 _log = Logger()
@@ -129,6 +131,7 @@ class Listener(Service):
                 raise ListenError(f"listen.{self.name}: cannot listen on {where}: {reason}")
             results[0].raiseException()
         self.port = results[0]
+        use_write_through(self.port)
         address = self.port.getHost()
         _log.info(
             "{name} listening on {host}:{port}",

@@ -31,6 +31,7 @@ from rail.dkim.keys import KeyStore
 from rail.dns.service import build_dns
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
+from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.startup import PKIState, prepare_pki
@@ -247,7 +248,11 @@ def build_service(
             directory.refresh()
 
         hooks.append(follow)
-        verifier = Verifier(reactor, make_resolver(config.inbound.nameservers, reactor))
+        cached = Workers(reactor, name="rail-verify")
+        cached.setServiceParent(root)
+        verifier = Verifier(
+            reactor, make_resolver(config.inbound.nameservers, reactor), cached=cached
+        )
         inbound_tls = ServerTLS(pki.server, None)
         tls_contexts.append(inbound_tls)
         inbound_settings = [config.inbound]

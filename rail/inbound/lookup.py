@@ -10,6 +10,11 @@ SOA's negative TTL (RFC 2308 §5), in a bounded least-recently-used table shared
 thread, so a repeated sender costs no round trip. Temporary failures are not cached.
 Identical questions in flight at the same time share one query.
 
+A check may first run *cache only* (:meth:`ThreadedLookup.cache_only`): a question the
+cache cannot answer then raises :class:`CacheMiss` at once instead of waiting, so that
+run can be given up and made again in a thread that may block (see
+:mod:`rail.inbound.verifier`).
+
 CNAMEs are followed through the answer section, and asked again when a server returned
 only the alias, up to :data:`MAX_CNAME` links.
 """
@@ -20,6 +25,8 @@ import queue
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,7 +38,7 @@ from twisted.python.threadable import isInIOThread
 
 from rail.inbound.answers import DNSTemporaryError, RecordType, Value
 
-__all__ = ["MAX_CNAME", "MAX_TTL", "NEGATIVE_TTL", "ThreadedLookup"]
+__all__ = ["MAX_CNAME", "MAX_TTL", "NEGATIVE_TTL", "CacheMiss", "ThreadedLookup"]
 
 MAX_TTL = 86400
 """No answer is kept longer than a day, whatever its TTL says."""
@@ -47,6 +54,11 @@ _TYPES: dict[str, int] = {
     "TXT": dns.TXT,
 }
 _NOT_FOUND: tuple[Value, ...] = ()
+
+
+class CacheMiss(BaseException):
+    """A cache-only run met a question the cache cannot answer. A BaseException, so the
+    libraries' and the checks' ``except Exception`` clauses let it through."""
 
 
 class ThreadedLookup:
@@ -73,8 +85,24 @@ class ThreadedLookup:
         self._cache: OrderedDict[tuple[bytes, int], tuple[float, tuple[Value, ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self._inflight: dict[tuple[bytes, int], list[Deferred[tuple[Value, ...]]]] = {}
+        self._local = threading.local()
         self.queries = 0
         """Questions that went to the resolver (cache misses), for tests and benchmarks."""
+
+    @contextmanager
+    def cache_only(self) -> Iterator[None]:
+        """In this thread, for the ``with`` block: a cache miss raises :class:`CacheMiss`
+        (and :meth:`missed` tells afterwards, even when a library caught and hid it)."""
+        self._local.cache_only = True
+        self._local.missed = False
+        try:
+            yield
+        finally:
+            self._local.cache_only = False
+
+    def missed(self) -> bool:
+        """Whether this thread's last cache-only block met a miss."""
+        return bool(getattr(self._local, "missed", False))
 
     def txt(self, name: str) -> tuple[bytes, ...]:
         """The TXT records at ``name``, strings joined."""
@@ -96,6 +124,9 @@ class ThreadedLookup:
                     self._cache.move_to_end(key)
                     return cached[1]
                 del self._cache[key]
+        if getattr(self._local, "cache_only", False):
+            self._local.missed = True
+            raise CacheMiss(name, rtype)
         return self._ask(key)
 
     def _ask(self, key: tuple[bytes, int]) -> tuple[Value, ...]:

@@ -5,6 +5,14 @@ DNS through :class:`rail.inbound.lookup.ThreadedLookup` (twisted.names on the re
 a TTL cache shared by all checks). The result is an
 :class:`rail.inbound.model.Authentication`.
 
+Each check first runs *cache only* in a few threads of its own (``cached``, see
+:mod:`rail.inbound.workers`). With the sender's records cached, the common case under
+load, that is the whole check. A question the cache cannot answer ends that run at once,
+and the check is made again in the larger pool (``threadpool``), whose threads may wait
+for DNS. Ten busy pool threads competing for the GIL made the reactor thread wait after
+each of its system calls; a first message from a new domain now costs one short
+cache-only attempt more.
+
 A bug must never read as a pass: an exception inside a check makes that check
 ``temperror`` (and DMARC is then evaluated on what is left), and is logged on the
 reactor thread once the check is done.
@@ -23,9 +31,10 @@ from twisted.python.failure import Failure
 
 from rail.inbound.dkimverify import MAX_SIGNATURES, verify_dkim
 from rail.inbound.dmarc import DMARCOutcome, author_domain, discover, evaluate
-from rail.inbound.lookup import ThreadedLookup
+from rail.inbound.lookup import CacheMiss, ThreadedLookup
 from rail.inbound.model import Authentication, DKIMResult
 from rail.inbound.spfcheck import SPFOutcome, check_spf
+from rail.inbound.workers import Workers
 
 __all__ = ["Verifier"]
 
@@ -36,9 +45,10 @@ _Broken = list[tuple[str, Failure]]
 class Verifier:
     """Authenticates inbound messages; one per resolver configuration.
 
-    ``threadpool`` runs the checks (the reactor's own when None); ``cache_size`` bounds
-    the DNS cache (entries). ``rng`` samples DMARC ``pct``; ``max_signatures`` bounds the
-    DKIM signatures verified per message.
+    ``threadpool`` runs the checks that wait for DNS (the reactor's own when None);
+    ``cached``, when given, first tries each check from the cache in its threads;
+    ``cache_size`` bounds the DNS cache (entries). ``rng`` samples DMARC ``pct``;
+    ``max_signatures`` bounds the DKIM signatures verified per message.
     """
 
     def __init__(
@@ -48,11 +58,13 @@ class Verifier:
         threadpool: Any = None,
         cache_size: int = 10_000,
         *,
+        cached: Workers | None = None,
         rng: random.Random | None = None,
         max_signatures: int = MAX_SIGNATURES,
     ) -> None:
         self._reactor = reactor
         self._threadpool = threadpool
+        self._cached = cached
         self._rng = rng or random.SystemRandom()
         self._max_signatures = max_signatures
         self.lookup = ThreadedLookup(reactor, resolver, cache_size)
@@ -61,16 +73,42 @@ class Verifier:
     def verify(self, peer_ip: str, helo: str, sender: str, data: bytes) -> Deferred[Authentication]:
         """Check a message from ``peer_ip`` that said ``helo``, with MAIL FROM ``sender``
         ("" for the null reverse path) and content ``data`` (CRLF lines). Never fails."""
-        pool = self._threadpool if self._threadpool is not None else self._reactor.getThreadPool()
-        running: Deferred[tuple[Authentication, _Broken]] = deferToThreadPool(
-            self._reactor, pool, self._authenticate, peer_ip, helo, sender, data
-        )
+        args = (peer_ip, helo, sender, data)
+        running: Deferred[Any]
+        if self._cached is None:
+            running = self._waiting(*args)
+        else:
+            first: Deferred[tuple[Authentication, _Broken] | None]
+            first = self._cached.run(self._from_cache, *args, default=None)
+            running = first.addCallback(
+                lambda done: done if done is not None else self._waiting(*args)
+            )
         return running.addCallbacks(
             self._reported,
             self._broken,
             callbackKeywords={"peer": peer_ip},
             errbackArgs=(peer_ip, helo, sender),
         )
+
+    def _waiting(
+        self, peer_ip: str, helo: str, sender: str, data: bytes
+    ) -> Deferred[tuple[Authentication, _Broken]]:
+        pool = self._threadpool if self._threadpool is not None else self._reactor.getThreadPool()
+        return deferToThreadPool(
+            self._reactor, pool, self._authenticate, peer_ip, helo, sender, data
+        )
+
+    def _from_cache(
+        self, peer_ip: str, helo: str, sender: str, data: bytes
+    ) -> tuple[Authentication, _Broken] | None:
+        """In a worker thread: the checks if the DNS cache answers every question, else
+        None (also when a library caught the miss: its result would be wrong)."""
+        try:
+            with self.lookup.cache_only():
+                done = self._authenticate(peer_ip, helo, sender, data)
+        except CacheMiss:
+            return None
+        return None if self.lookup.missed() else done
 
     def _reported(self, done: tuple[Authentication, _Broken], peer: str) -> Authentication:
         auth, broken = done

@@ -4,6 +4,7 @@ the real reactor."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet import reactor
@@ -11,7 +12,7 @@ from twisted.names import dns
 from twisted.trial.unittest import TestCase
 
 from rail.inbound.answers import DNSTemporaryError
-from rail.inbound.lookup import ThreadedLookup
+from rail.inbound.lookup import CacheMiss, ThreadedLookup
 from tests.inbound.authsupport import DNSFixture, start, txt
 
 
@@ -151,6 +152,40 @@ class LookupTests(TestCase):
         fixture, lookup, _ = await self.fixture()
         self.assertEqual(await fixture.run(lookup.query, "a..test", "A"), ())
         self.assertEqual(lookup.queries, 0)
+
+    async def test_cache_only_answers_hits_and_refuses_misses(self) -> None:
+        """In a cache-only block a cached question is answered; an uncached one raises
+        CacheMiss without asking the server, and ``missed`` still tells so after a
+        caller swallowed it (pyspf has bare ``except:`` clauses)."""
+        fixture, lookup, _ = await self.fixture()
+        await fixture.run(lookup.txt, "t.test")
+
+        def cached() -> tuple[tuple[bytes, ...], bool]:
+            with lookup.cache_only():
+                answer = lookup.txt("t.test")
+            return answer, lookup.missed()
+
+        def swallowed() -> bool:
+            # What a careless library does: a bare ``except:`` around the question.
+            with lookup.cache_only(), contextlib.suppress(BaseException):
+                lookup.query("a.test", "A")
+            return lookup.missed()
+
+        def raised() -> str:
+            try:
+                with lookup.cache_only():
+                    lookup.query("mx.test", "MX")
+            except CacheMiss as miss:
+                return str(miss.args)
+            return "answered"
+
+        self.assertEqual(await fixture.run(cached), ((b"hello", b"two strings"), False))
+        self.assertTrue(await fixture.run(swallowed))
+        self.assertEqual(await fixture.run(raised), "('mx.test', 'MX')")
+        self.assertEqual(lookup.queries, 1)
+        # Outside the block the same thread asks the server again.
+        self.assertEqual(await fixture.run(lookup.query, "a.test", "A"), ("192.0.2.1",))
+        self.assertEqual(lookup.queries, 2)
 
     def test_refuses_reactor_thread(self) -> None:
         """Called on the reactor thread it raises instead of deadlocking."""

@@ -16,6 +16,7 @@ from rail.inbound import verifier as verifier_module
 from rail.inbound.model import Authentication
 from rail.inbound.results import authentication_results
 from rail.inbound.verifier import Verifier
+from rail.inbound.workers import Workers
 from tests.inbound.authsupport import (
     PEER,
     TTL,
@@ -135,8 +136,10 @@ class VerifierTests(TestCase):
         """While DNS is silent, the reactor keeps running other work."""
         verifier, _ = await self.verifier(silent=[DOMAIN])
         checking = verifier.verify(PEER, "mx", f"b@{DOMAIN}", message(f"<a@{DOMAIN}>"))
+        finished: list[object] = []
+        checking.addBoth(lambda result: finished.append(result) or result)  # type: ignore[func-returns-value]
         await deferLater(reactor, 0.05, lambda: None)
-        self.assertFalse(checking.called)
+        self.assertEqual(finished, [])
         auth = await checking
         self.assertEqual(auth.spf, "temperror")
 
@@ -186,3 +189,40 @@ class VerifierTests(TestCase):
         self.assertEqual(field.count("dkim=pass"), 2)
         self.assertIn("spf=pass", field)
         self.assertIn("dmarc=pass", field)
+
+
+class CachedFirstVerifierTests(VerifierTests):
+    """Every check above again, with the cache-only first attempt in Rail's own worker
+    threads (as ``twistd rail`` runs it): a cold cache falls back to the waiting pool
+    and gives the same results."""
+
+    async def verifier(self, **kw: Any) -> tuple[Verifier, DNSFixture]:
+        records = {**RECORDS, **key_records(rail_keys(DOMAIN))}
+        fixture = await start(self, records, **kw)
+        workers = Workers(reactor, name="test-verify")
+        workers.startService()
+        self.addCleanup(workers.stopService)
+        verifier = Verifier(
+            reactor, fixture.resolver, fixture.pool, rng=random.Random(1), cached=workers
+        )
+        return verifier, fixture
+
+    async def test_warm_cache_never_uses_the_waiting_pool(self) -> None:
+        """Once a sender's records are cached, the check is done entirely by the
+        cache-only attempt; only the first message of a domain needed the waiting pool."""
+        verifier, _ = await self.verifier()
+        waited: list[object] = []
+        real = verifier._waiting
+
+        def counting(*args: Any) -> Any:
+            waited.append(args)
+            return real(*args)
+
+        verifier._waiting = counting  # type: ignore[method-assign]
+        data = signed(message(f"<a@{DOMAIN}>"), rail_keys(DOMAIN))
+        first = await verifier.verify(PEER, "mx", f"b@{DOMAIN}", data)
+        self.assertEqual(len(waited), 1)
+        for _ in range(3):
+            self.assertEqual(await verifier.verify(PEER, "mx", f"b@{DOMAIN}", data), first)
+        self.assertEqual(len(waited), 1)
+        self.assertEqual(first.dmarc, "pass")
