@@ -20,6 +20,7 @@ from rail.inbound.model import (
     WebhookJob,
     WebhookResult,
     WebhookState,
+    new_jobs,
 )
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.model import (
@@ -93,7 +94,7 @@ class MemoryStore:
         self._observers: list[Callable[[], object]] = []
         self.inbound: dict[str, InboundMessage] = {}
         self._hooks: dict[str, list[_Hook]] = {}
-        self._inbound_observers: list[Callable[[], object]] = []
+        self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -313,8 +314,9 @@ class MemoryStore:
             )
             for target in message.targets
         ]
+        jobs = new_jobs(message)
         for observer in self._inbound_observers:
-            observer()
+            observer(jobs)
         return succeed(Accepted(message.id, len(message.targets)))
 
     def claim_webhooks(
@@ -420,8 +422,8 @@ class MemoryStore:
                 counts[hook.status] += 1
         return succeed(counts)
 
-    def observe_inbound(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` after every accepted inbound message."""
+    def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
+        """Call ``callback(jobs)`` after every accepted inbound message."""
         self._inbound_observers.append(callback)
 
 

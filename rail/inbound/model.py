@@ -24,6 +24,7 @@ __all__ = [
     "WebhookResult",
     "WebhookState",
     "WebhookTarget",
+    "new_jobs",
 ]
 
 WebhookState = Literal["queued", "deferred", "delivered", "failed"]
@@ -139,6 +140,27 @@ class WebhookJob:
         return (self.message_id, self.client)
 
 
+def new_jobs(message: InboundMessage) -> list[WebhookJob]:
+    """The webhook jobs a just-stored ``message`` creates, as a claim would read them:
+    the dispatcher can start them without reading the message back."""
+    return [
+        WebhookJob(
+            message_id=message.id,
+            client=target.client,
+            url=target.url,
+            recipients=target.recipients,
+            sender=message.sender,
+            subject=message.subject,
+            received_at=message.received_at,
+            authentication=message.authentication,
+            bounce_allowed=message.bounce_allowed,
+            attempts=0,
+            data=message.data,
+        )
+        for target in message.targets
+    ]
+
+
 @attrs.frozen
 class WebhookResult:
     """The outcome of one POST. ``next_attempt_at`` is set for ``deferred`` only; ``reply``
@@ -197,4 +219,6 @@ class IInboundStore(Interface):
         """Fires with the number of webhook jobs in each status."""
 
     def observe_inbound(callback: Any) -> None:  # noqa: N805
-        """Call ``callback()`` on the reactor whenever a new inbound message is stored."""
+        """Call ``callback(jobs)`` on the reactor whenever a new inbound message is
+        stored, with its new webhook jobs (:func:`new_jobs`), before the caller of
+        ``accept_inbound`` hears of it."""

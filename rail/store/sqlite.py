@@ -23,6 +23,7 @@ from rail.inbound.model import (
     InboundStatus,
     WebhookJob,
     WebhookResult,
+    new_jobs,
 )
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import (
@@ -78,8 +79,8 @@ class SQLiteStore:
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
         self._observers: list[Callable[[], object]] = []
-        self._inbound_observers: list[Callable[[], object]] = []
-        self._inbound_accepts: set[int] = set()
+        self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
+        self._inbound_accepts: dict[int, InboundMessage] = {}
         self._writer = Writer(
             directory,
             max_queued=max_queued,
@@ -186,7 +187,7 @@ class SQLiteStore:
         if self._closing:
             return fail(StoreUnavailableError("queue store closed"))
         result: Deferred[Accepted] = Deferred()
-        self._inbound_accepts.add(id(result))
+        self._inbound_accepts[id(result)] = message
         self._writer.submit(InboundAcceptOp(message, result))
         return result
 
@@ -210,8 +211,8 @@ class SQLiteStore:
         """Webhook jobs by status."""
         return self._submit(WebhookCountsOp)
 
-    def observe_inbound(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` whenever inbound mail is spooled."""
+    def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
+        """Call ``callback(jobs)`` whenever inbound mail is spooled; see IInboundStore."""
         self._inbound_observers.append(callback)
 
     def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
@@ -252,20 +253,22 @@ class SQLiteStore:
                 error=str(failed[0]),
             )
         # Observers first: the scheduler's claim is queued before callers react.
-        inbound = [id(token) in self._inbound_accepts for token, _ in outcomes]
-        self._inbound_accepts.difference_update(id(token) for token, _ in outcomes)
+        inbound = [self._inbound_accepts.pop(id(token), None) for token, _ in outcomes]
         if any(
-            isinstance(result, Accepted | NewMessage) and not spooled
+            isinstance(result, Accepted | NewMessage) and spooled is None
             for (_, result), spooled in zip(outcomes, inbound, strict=True)
         ):
             for observer in self._observers:
                 observer()
-        if any(
-            isinstance(result, Accepted) and spooled
+        jobs = [
+            job
             for (_, result), spooled in zip(outcomes, inbound, strict=True)
-        ):
-            for observer in self._inbound_observers:
-                observer()
+            if isinstance(result, Accepted) and spooled is not None
+            for job in new_jobs(spooled)
+        ]
+        if jobs:
+            for hand_over in self._inbound_observers:
+                hand_over(jobs)
         for deferred, result in outcomes:
             if isinstance(result, BaseException):
                 deferred.errback(result)

@@ -7,7 +7,8 @@ and ``concurrency`` in all. Each POST is signed at the moment it starts
 :data:`Attempt` becomes a :class:`WebhookResult` by :func:`rail.webhooks.outcome.decide`.
 Results are recorded without waiting; a job stays "in flight" (never claimed twice) until
 its result is on disk. A permanent failure queues a DSN when the job allows bounces (the
-store checks again). New inbound mail wakes the dispatcher (``observe_inbound``); due
+store checks again). The store hands over the jobs of newly spooled mail
+(``observe_inbound``), so they start without a claim reading the message back; due
 retries are found by a one-second poll. A finishing POST claims again only when the last
 claim may have left due jobs behind (the backlog was full, or the claim was).
 
@@ -138,7 +139,7 @@ class Dispatcher:
 
     def start(self) -> None:
         self._running = True
-        self._store.observe_inbound(self.wake)
+        self._store.observe_inbound(self.offer)
         self.wake()
 
     def wake(self) -> None:
@@ -152,6 +153,24 @@ class Dispatcher:
             self._poll.cancel()
         self._poll = None
         self._claim()
+
+    def offer(self, jobs: list[WebhookJob]) -> None:
+        """Jobs of mail just spooled, handed over by the store: they start without a
+        claim reading them back. Beyond the backlog they stay for a later claim."""
+        if not self._running:
+            return
+        taken = False
+        for job in jobs:
+            if job.key in self._in_flight:
+                continue
+            if len(self._in_flight) >= self._limits.backlog:
+                self._more = True  # a finishing POST wakes the claim for these
+                break
+            self._in_flight.add(job.key)
+            self._waiting.setdefault(job.url, deque()).append(job)
+            taken = True
+        if taken:
+            self._fill()
 
     def stop(self, grace: float) -> Deferred[None]:
         """Stop claiming and starting POSTs; wait up to ``grace`` seconds for the running

@@ -12,7 +12,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from rail.inbound.model import IInboundStore, InboundMessage, WebhookResult, WebhookTarget
+from rail.inbound.model import (
+    IInboundStore,
+    InboundMessage,
+    WebhookJob,
+    WebhookResult,
+    WebhookTarget,
+)
 from rail.store.ids import new_message_id
 from rail.store.model import BounceReport, NewMessage, QueueFullError
 from rail.store.schema import SCHEMA_VERSION, database_path
@@ -71,10 +77,12 @@ class _InboundContract:
     def setUp(self) -> None:
         self.store = self.make_store()
         self.woken = 0
+        self.offered: list[WebhookJob] = []
         self.store.observe_inbound(self._wake)
 
-    def _wake(self) -> None:
+    def _wake(self, jobs: list[WebhookJob]) -> None:
         self.woken += 1
+        self.offered.extend(jobs)
 
     def test_provides_interface(self) -> None:
         """The store fully provides IInboundStore."""
@@ -82,7 +90,8 @@ class _InboundContract:
 
     async def test_spool_and_claim(self) -> None:
         """One job per client, due at receipt, carrying the message, its envelope and
-        authentication; observers are told; excluded keys and the limit are honoured."""
+        authentication; observers are handed exactly the jobs a claim reads; excluded
+        keys and the limit are honoured."""
         message = make_inbound()
         accepted = await self.store.accept_inbound(message)
         self.assertEqual((accepted.id, accepted.recipients), (message.id, 2))
@@ -102,6 +111,7 @@ class _InboundContract:
         left = await self.store.claim_webhooks(_NOW, 10, frozenset({(message.id, "app1")}))
         self.assertEqual([j.client for j in left], ["app2"])
         self.assertEqual(len(await self.store.claim_webhooks(_NOW, 1, frozenset())), 1)
+        self.assertEqual(sorted(self.offered, key=str), jobs)
 
     async def test_deferred_then_delivered(self) -> None:
         """A deferred job is due again at its next attempt time; delivered is final and

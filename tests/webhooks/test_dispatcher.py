@@ -129,12 +129,21 @@ class DispatcherTests(SynchronousTestCase):
         self.stop(dispatcher)
 
     def test_new_mail_wakes_and_is_signed(self) -> None:
-        """Inbound mail spooled while idle is POSTed at once (observe_inbound), signed
-        with the key at the current time."""
+        """Inbound mail spooled while idle is POSTed at once, handed over by the store
+        (observe_inbound) without a claim, and signed with the key at the current time."""
         dispatcher = self.dispatcher(WebhookLimits())
         self.assertEqual(self.posts, [])
         self.clock.advance(7)
+        claims: list[float] = []
+        claim = self.store.claim_webhooks
+
+        def counted(now: float, limit: int, exclude: Any) -> Any:
+            claims.append(now)
+            return claim(now, limit, exclude)
+
+        self.store.claim_webhooks = counted
         [message_id] = self.spool(1, "https://a.example/h")
+        self.assertEqual(claims, [])
         [(url, headers, body, d)] = self.posts
         verify(self.key.public_text, headers, body, now=T0 + 7)
         self.assertEqual(headers["webhook-timestamp"], str(int(T0 + 7)))
