@@ -63,6 +63,18 @@ class DispatcherTests(SynchronousTestCase):
             self.successResultOf(self.store.accept_inbound(inbound(message_id, url)))
         return ids
 
+    def count_claims(self) -> list[float]:
+        """The times the store is asked for due jobs from now on."""
+        claims: list[float] = []
+        claim = self.store.claim_webhooks
+
+        def counted(now: float, limit: int, exclude: Any) -> Any:
+            claims.append(now)
+            return claim(now, limit, exclude)
+
+        self.store.claim_webhooks = counted
+        return claims
+
     def stop(self, dispatcher: Dispatcher, grace: float = 0) -> None:
         stopped = dispatcher.stop(grace)
         self.clock.advance(grace)
@@ -114,14 +126,7 @@ class DispatcherTests(SynchronousTestCase):
         store again (new mail and the poll do)."""
         dispatcher = self.dispatcher(WebhookLimits())
         self.spool(1, "https://a.example/h")
-        claims: list[float] = []
-        claim = self.store.claim_webhooks
-
-        def counted(now: float, limit: int, exclude: Any) -> Any:
-            claims.append(now)
-            return claim(now, limit, exclude)
-
-        self.store.claim_webhooks = counted
+        claims = self.count_claims()
         self.posts[0][3].callback(Answered(200))
         self.assertEqual(claims, [])
         self.clock.advance(1)
@@ -134,14 +139,7 @@ class DispatcherTests(SynchronousTestCase):
         dispatcher = self.dispatcher(WebhookLimits())
         self.assertEqual(self.posts, [])
         self.clock.advance(7)
-        claims: list[float] = []
-        claim = self.store.claim_webhooks
-
-        def counted(now: float, limit: int, exclude: Any) -> Any:
-            claims.append(now)
-            return claim(now, limit, exclude)
-
-        self.store.claim_webhooks = counted
+        claims = self.count_claims()
         [message_id] = self.spool(1, "https://a.example/h")
         self.assertEqual(claims, [])
         [(url, headers, body, d)] = self.posts
