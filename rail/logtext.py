@@ -1,0 +1,166 @@
+"""twistd's text log, with the same lines formatted at a fraction of the cost.
+
+At 1,000 inbound messages a second Rail writes 2,000 log lines a second, and
+twisted.logger's formatter spent 14% of the reactor thread on them: for every line it
+re-parses the format string, wraps each field in a proxy that looks for ``()`` calls, and
+works out the local timezone from scratch. Here a format string is parsed once, plain
+``{name}``/``{name!r:spec}`` fields are looked up directly, and the timestamp is formatted
+once per second. Anything else (attribute or index lookups, ``()`` calls, tracebacks,
+flattened events, a field that is missing) goes to Twisted's own formatter, so the text is
+Twisted's in every case.
+
+``twistd rail`` installs this through twistd's ``logger`` option (see ``rail.tap``), with
+the file, stdout and syslog choices that ``-l``, ``-n`` and ``--syslog`` make.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from string import Formatter
+from typing import Any
+
+from twisted.logger import (
+    FileLogObserver,
+    LegacyLogObserverWrapper,
+    LogEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
+)
+from twisted.python.logfile import LogFile
+
+__all__ = ["classic_line", "twistd_observer"]
+
+_Part = tuple[str, str | None, str | None, str]
+_parse = Formatter().parse
+_stamp: list[Any] = [None, "-"]  # [whole second, its text]
+
+
+@lru_cache(maxsize=1024)
+def _compiled(log_format: str) -> tuple[_Part, ...] | None:
+    """The parts of a format string, or None when one needs Twisted's formatter."""
+    parts: list[_Part] = []
+    try:
+        for literal, field, spec, conversion in _parse(log_format):
+            if field is not None and (not field.isidentifier() or "{" in (spec or "")):
+                return None
+            parts.append((literal, field, conversion, spec or ""))
+    except ValueError:
+        return None
+    return tuple(parts)
+
+
+def _field(value: object, conversion: str | None, spec: str) -> str:
+    if conversion == "r":
+        value = repr(value)
+    elif conversion == "s":
+        value = str(value)
+    elif conversion == "a":
+        value = ascii(value)
+    elif conversion:
+        raise ValueError(conversion)
+    return format(value, spec)
+
+
+def _text(event: LogEvent) -> str | None:
+    """The event's message, or None when only Twisted's formatter can give it exactly."""
+    log_format = event.get("log_format")
+    if log_format is None:
+        return ""
+    if not isinstance(log_format, str):
+        return None
+    parts = _compiled(log_format)
+    if parts is None:
+        return None
+    pieces: list[str] = []
+    for literal, field, conversion, spec in parts:
+        pieces.append(literal)
+        if field is not None:
+            if field not in event:
+                return None
+            pieces.append(_field(event[field], conversion, spec))
+    return "".join(pieces)
+
+
+def _time(when: float | None) -> str:
+    if when is None:
+        return "-"
+    second = int(when)
+    if _stamp[0] != second:  # the offset from UTC can only change on a whole second
+        _stamp[1] = formatTime(second, timeFormatRFC3339)
+        _stamp[0] = second
+    return str(_stamp[1])
+
+
+def _system(event: LogEvent) -> str:
+    system = event.get("log_system")
+    if system is not None:
+        return str(system)
+    level = event.get("log_level")
+    return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+
+
+def classic_line(event: LogEvent) -> str | None:
+    """The line twistd writes for an event (``formatEventAsClassicLogText``)."""
+    if "log_failure" in event or "log_flattened" in event:
+        return formatEventAsClassicLogText(event)
+    try:
+        text = _text(event)
+        if text is None:
+            return formatEventAsClassicLogText(event)
+        if not text:
+            return None
+        line = f"{_time(event.get('log_time'))} [{_system(event)}] {text}"
+    except Exception:
+        return formatEventAsClassicLogText(event)
+    return line.replace("\n", "\n\t") + "\n"
+
+
+def twistd_observer(
+    options: Mapping[str, Any], call_from_thread: Callable[[Callable[[], object]], object]
+) -> Callable[[], Any]:
+    """A factory for twistd's ``logger`` option: twistd's own choice of output, this format.
+
+    The choice is ``UnixAppLogger``'s: syslog with ``--syslog`` (unchanged, syslog has its
+    own format), stdout for ``-l -`` or ``-n`` without ``-l``, otherwise the ``-l`` file
+    (default ``twistd.log``), rotated on SIGUSR1 as twistd does (``call_from_thread`` is the
+    reactor's, which the rotation is handed to from the signal handler).
+    """
+
+    def build() -> Any:
+        if options.get("syslog"):
+            from twisted.python import syslog
+
+            emit = syslog.SyslogObserver(options.get("prefix", "")).emit
+            return LegacyLogObserverWrapper(emit)  # type: ignore[arg-type]
+        filename = options.get("logfile") or ""
+        nodaemon = bool(options.get("nodaemon"))
+        out: Any
+        if filename == "-":
+            if not nodaemon:
+                sys.exit("Daemons cannot log to stdout, exiting!")
+            out = sys.stdout
+        elif nodaemon and not filename:
+            out = sys.stdout
+        else:
+            out = LogFile.fromFullPath(filename or "twistd.log")
+            _rotate_on_sigusr1(out, call_from_thread)
+        return FileLogObserver(out, classic_line)
+
+    return build
+
+
+def _rotate_on_sigusr1(
+    log_file: LogFile, call_from_thread: Callable[[Callable[[], object]], object]
+) -> None:
+    """Rotate on SIGUSR1 unless something else handles it, as twistd's file log does."""
+    if signal.getsignal(signal.SIGUSR1):
+        return
+
+    def rotate(signum: int, frame: object) -> None:
+        call_from_thread(log_file.rotate)
+
+    signal.signal(signal.SIGUSR1, rotate)
