@@ -1,18 +1,18 @@
-"""The HTTP client that POSTs webhooks, safely: Twisted's Agent, connecting only to
-addresses :mod:`rail.webhooks.addresses` allowed.
+"""The HTTP client that POSTs webhooks, safely: connecting only to addresses
+:mod:`rail.webhooks.addresses` allowed.
 
-For each POST the host is resolved once, every address is checked, and the Agent is built
-with an endpoint factory pinned to the checked address (no second resolution, so DNS
-rebinding cannot redirect the connection). https uses the URL's host name for SNI and
-certificate verification (system trust, plus ``ca_file`` when configured). Redirects are
-never followed (the Agent is not wrapped in a RedirectAgent), the response body is read
-to at most :data:`MAX_BODY` bytes and thrown away. The overall timeout is the
-dispatcher's, on its clock: it cancels the Deferred :meth:`WebhookClient.post` returns.
+For each POST the host is resolved once, every address is checked, and the connection goes
+to the checked address (no second resolution, so DNS rebinding cannot redirect it). https
+uses the URL's host name for SNI and certificate verification (system trust, plus
+``ca_file`` when configured). Redirects are never followed (a 3xx is an answer like any
+other), the response body is read to at most :data:`MAX_BODY` bytes and thrown away. The
+overall timeout is the dispatcher's, on its clock: it cancels the Deferred
+:meth:`WebhookClient.post` returns, which cuts the connection.
 
-The Agent is used without treq: every inbound message costs one POST, and treq's URL
-handling, cookie jar and agent wrappers cost more than the request itself. A URL is
-checked and split once (:class:`_Target`, cached), and a POST to an IP-literal URL runs
-without a coroutine.
+Requests go through :mod:`rail.webhooks.http` rather than Twisted's Agent or treq: every
+inbound message costs one POST, and their general machinery cost more than the request
+itself. A URL is checked and split once (:class:`_Target`, cached), and a POST to an
+IP-literal URL runs without a coroutine.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from cryptography import x509
@@ -30,20 +31,17 @@ from twisted.internet import error
 from twisted.internet import ssl as _ssl
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IConsumer, IResolutionReceiver, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from rail.webhooks.addresses import WebhookURL, addresses_problem, parse_webhook_url
+from rail.webhooks.http import HTTPPool, request_bytes
 from rail.webhooks.outcome import Answered, Attempt, Refused, Unreachable
+from rail.webhooks.response import HTTPResponse
 
 # Untyped parts of Twisted, called through Any so that mypy --strict passes.
 _tls: Any = _ssl
-_Agent: Any = Agent
 
 __all__ = ["MAX_BODY", "Resolve", "WebhookClient", "system_resolver", "webhook_trust"]
 
@@ -99,75 +97,15 @@ def webhook_trust(ca_file: Path | None) -> Any:
     )
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    """Twisted logs "Starting/Stopping factory" for every client connection."""
-
-    noisy = False
-
-
-class _Pool(HTTPConnectionPool):
-    _factory = _QuietFactory
-
-
-@implementer(IAgentEndpointFactory)
-class _Pinned:
-    """Every URI goes to the one endpoint chosen (and checked) beforehand."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
-        return self._endpoint
-
-
-class _Drain(Protocol):
-    """Reads a response body up to ``limit`` bytes, then cuts the connection."""
-
-    def __init__(self, limit: int, done: Deferred[None]) -> None:
-        self._left = limit
-        self._done = done
-
-    def dataReceived(self, data: bytes) -> None:
-        self._left -= len(data)
-        if self._left < 0 and self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if not self._done.called:
-            self._done.callback(None)
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A request body already in memory, written at once (Twisted's FileBodyProducer
-    would take a turn of the global Cooperator)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 @attrs.frozen
 class _Target:
     """A webhook URL that passed :func:`parse_webhook_url`, with what every POST to it
-    needs: the absolute URI for the Agent, the ``Host`` header (host lower-cased, port
-    unless the scheme's default) and, for an IP literal, the verdict on its address."""
+    needs: the request target (path and query), the ``Host`` header (host lower-cased,
+    port unless the scheme's default) and, for an IP literal, the verdict on its
+    address."""
 
     url: WebhookURL
-    uri: bytes
+    path: str
     host: str
     literal: bool
     problem: str | None
@@ -175,6 +113,17 @@ class _Target:
 
 _MAX_TARGETS = 1000
 """URLs whose :class:`_Target` is kept (the cache is emptied when full)."""
+
+
+def _origin_form(url: str) -> str:
+    """The request target for ``url``: its path (``/`` if empty) and query."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+def _answered(response: HTTPResponse) -> Attempt:
+    return Answered(code=response.code, retry_after=response.retry_after)
 
 
 def _hostport(address: str, port: int) -> str:
@@ -196,8 +145,7 @@ def _describe(failure: BaseException, target: WebhookURL, address: str) -> str:
         return f"connection timed out ({where})"
     if isinstance(failure, error.ConnectError):
         return f"cannot connect ({where})"
-    # ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed... carry the
-    # underlying failures in ``reasons``.
+    # RequestFailedError carries the failures that ended the request in ``reasons``.
     reasons: list[Failure] = list(getattr(failure, "reasons", None) or [])
     for reason in reasons:
         value = reason.value
@@ -225,55 +173,38 @@ class WebhookClient:
         connect_timeout: float,
         max_body: int = MAX_BODY,
         persistent: bool = False,
-        idle_timeout: float = 30.0,
+        idle_timeout: float = 4.0,
         per_host: int = 4,
     ) -> None:
         """With ``persistent``, connections are kept (``per_host`` idle ones per checked
         address, for ``idle_timeout`` seconds) and reused by later POSTs to the same URL
         host and address: a new TCP (and TLS) connection per webhook costs more than the
-        POST. Call :meth:`close` when done."""
+        POST. Call :meth:`close` when done.
+
+        The idle timeout is shorter than common servers' own (Node.js closes after 5 s,
+        nginx after 75 s): a POST sent just as the server closes the connection fails and
+        is only retried later, and it is never sent twice on its own."""
         self._reactor = reactor
         self._persistent = persistent
-        self._idle_timeout = idle_timeout
-        self._per_host = per_host
-        self._agents: dict[tuple[str, str, int, str], tuple[Any, HTTPConnectionPool]] = {}
+        self._pool = HTTPPool(
+            reactor,
+            idle_per_key=per_host if persistent else 0,
+            idle_timeout=idle_timeout,
+            max_body=max_body,
+        )
+        self._endpoints: dict[tuple[str, str, int, str], IStreamClientEndpoint] = {}
         self._resolve = resolve
         self._allow_private = allow_private
         self._allow_http_loopback = allow_http_loopback
         self._trust = trust
         self._connect_timeout = connect_timeout
-        self._max_body = max_body
         self._targets: dict[str, _Target | str] = {}
         self.connections: list[tuple[str, int]] = []
         """Addresses connected to (the most recent 100), for tests and debugging."""
 
     def close(self) -> Deferred[Any]:
         """Close every kept connection; fires when they are closed."""
-        from twisted.internet.defer import DeferredList
-
-        agents, self._agents = self._agents, {}
-        return DeferredList([pool.closeCachedConnections() for _, pool in agents.values()])
-
-    def _agent(self, target: WebhookURL, address: str) -> Any:
-        if not self._persistent:
-            return _Agent.usingEndpointFactory(
-                self._reactor, _Pinned(self._endpoint(target, address))
-            )
-        key = (target.scheme, target.host, target.port, address)
-        found = self._agents.get(key)
-        if found is None:
-            if len(self._agents) >= 1000:  # bounded: drop the oldest endpoint's pool
-                oldest = next(iter(self._agents))
-                self._agents.pop(oldest)[1].closeCachedConnections()
-            pool = _Pool(self._reactor, persistent=True)
-            pool.maxPersistentPerHost = self._per_host
-            pool.cachedConnectionTimeout = int(self._idle_timeout)
-            pool.retryAutomatically = False  # a POST is not idempotent
-            agent = _Agent.usingEndpointFactory(
-                self._reactor, _Pinned(self._endpoint(target, address)), pool=pool
-            )
-            found = self._agents[key] = (agent, pool)
-        return found[0]
+        return self._pool.close()
 
     def post(self, url: str, headers: dict[str, str], body: bytes) -> Deferred[Attempt]:
         target = self._target(url)
@@ -312,7 +243,7 @@ class WebhookClient:
             host = f"{host}:{parsed.port}"
         return _Target(
             url=parsed,
-            uri=url.encode("ascii"),  # validate_webhook allows only ASCII URI characters
+            path=_origin_form(url),
             host=host,
             literal=literal,
             problem=problem,
@@ -364,29 +295,20 @@ class WebhookClient:
         connections.append((address, target.url.port))
         if len(connections) > 100:
             del connections[0]
-        sent = Headers(
-            {
-                "Host": [target.host],
-                "Content-Type": ["application/json"],
-                "User-Agent": [USER_AGENT],
-                **{name: [value] for name, value in headers.items()},
-            }
-        )
-        agent = self._agent(target.url, address)
-        requested: Deferred[Any] = agent.request(b"POST", target.uri, sent, _Body(body))
-        return requested.addCallbacks(
-            self._answered, self._failed, errbackArgs=(target.url, address)
-        )
-
-    def _answered(self, response: Any) -> Deferred[Attempt]:
-        retry_after = response.headers.getRawHeaders(b"retry-after")
-        answer = Answered(
-            code=int(response.code),
-            retry_after=retry_after[0].decode("latin-1") if retry_after else None,
-        )
-        drained: Deferred[None] = Deferred()
-        response.deliverBody(_Drain(self._max_body, drained))
-        return drained.addCallback(lambda _: answer)
+        fields = [("Content-Type", "application/json"), ("User-Agent", USER_AGENT)]
+        if not self._persistent:
+            fields.append(("Connection", "close"))
+        fields.extend(headers.items())
+        data = request_bytes(target.path, target.host, fields, body)
+        url = target.url
+        key = (url.scheme, url.host, url.port, address)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            if len(self._endpoints) >= 1000:  # bounded: forget the oldest
+                del self._endpoints[next(iter(self._endpoints))]
+            endpoint = self._endpoints[key] = self._endpoint(url, address)
+        requested = self._pool.request(key, endpoint, data)
+        return requested.addCallbacks(_answered, self._failed, errbackArgs=(url, address))
 
     def _failed(self, failure: Failure, url: WebhookURL, address: str) -> Attempt | Failure:
         if failure.check(error.ConnectError, CancelledError):
