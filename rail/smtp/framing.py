@@ -43,6 +43,25 @@ class LineFramer:
         if self._failed:
             return [], None
         buf = self._buffer + data if self._buffer else data
+        # Clean input (every CR and LF in CRLF pairs but a final CR, no NUL, no long line)
+        # is split by bytes methods in C; anything else is judged line by line below, which
+        # also finds the lines that came before the fault.
+        crlf = buf.count(b"\r\n")
+        if (
+            buf.count(b"\n") == crlf
+            and buf.count(b"\r") - crlf == (buf[-1:] == b"\r")
+            and b"\x00" not in buf
+        ):
+            lines = buf.split(b"\r\n")
+            rest = lines.pop()
+            if len(rest) <= self._max_text + 1 and (
+                not lines or max(map(len, lines)) <= self._max_text
+            ):
+                self._buffer = rest
+                return lines, None
+        return self._feed_checked(buf)
+
+    def _feed_checked(self, buf: bytes) -> tuple[list[bytes], Reject | None]:
         lines: list[bytes] = []
         start = 0
         max_text = self._max_text

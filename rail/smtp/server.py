@@ -95,6 +95,24 @@ class SMTPLimits:
     bad_commands: int
 
 
+# Verb → handler method name (looked up per command, so subclasses can override them;
+# a table of bound methods built per connection cost more than the rest of __init__).
+_COMMANDS: dict[bytes, str] = {
+    b"EHLO": "_ehlo",
+    b"HELO": "_helo_command",
+    b"MAIL": "_mail",
+    b"RCPT": "_rcpt",
+    b"DATA": "_data_command",
+    b"RSET": "_rset",
+    b"NOOP": "_noop",
+    b"VRFY": "_vrfy",
+    b"EXPN": "_expn",
+    b"HELP": "_help",
+    b"QUIT": "_quit",
+    b"STARTTLS": "_starttls",
+}
+
+
 @implementer(IHandshakeListener, IPushProducer)
 class RailESMTP(smtp.ESMTP):
     """One SMTP session; see the module docstring for what differs from stock ESMTP."""
@@ -134,20 +152,6 @@ class RailESMTP(smtp.ESMTP):
         self._too_big = False
         self._transaction_timer: IDelayedCall | None = None
         self._tls = False
-        self._commands: dict[bytes, Callable[[bytes], _Result]] = {
-            b"EHLO": self._ehlo,
-            b"HELO": self._helo_command,
-            b"MAIL": self._mail,
-            b"RCPT": self._rcpt,
-            b"DATA": self._data_command,
-            b"RSET": self._rset,
-            b"NOOP": self._noop,
-            b"VRFY": self._vrfy,
-            b"EXPN": self._expn,
-            b"HELP": self._help,
-            b"QUIT": self._quit,
-            b"STARTTLS": self._starttls,
-        }
 
     @property
     def _io(self) -> Any:
@@ -296,13 +300,14 @@ class RailESMTP(smtp.ESMTP):
             return self._data_line(line)
         verb, _, arg = line.partition(b" ")
         verb = verb.upper()
-        handler = self._commands.get(verb)
+        handler = _COMMANDS.get(verb)
         if handler is None:
             if verb in _HTTP_VERBS:
                 self._close_with(_HTTP)
                 return None
             return _UNKNOWN
-        return handler(arg)
+        method: Callable[[bytes], _Result] = getattr(self, handler)
+        return method(arg)
 
     # Output
 

@@ -475,7 +475,7 @@ class ResourceTests(SynchronousTestCase):
         h.send(b"MAIL FROM:<a@rail.test>\r\n")
         self.assertEqual(h.take()[0][:9], b"451 4.3.0")
         self.assertFalse(h.closed)
-        h.protocol._commands[b"NOOP"] = broken
+        h.protocol._noop = broken  # type: ignore[method-assign,assignment]
         h.send(b"NOOP\r\n")
         self.assertEqual(h.take()[0][:9], b"451 4.3.0")
         self.assertTrue(h.closed)
