@@ -8,7 +8,6 @@ ours, one clause per line, since authres writes one long line.
 
 from __future__ import annotations
 
-import copy
 import re
 
 import authres  # type: ignore[import-untyped]
@@ -98,9 +97,12 @@ def _parts(clause: object) -> list[str]:
     """A clause's words, as authres writes and quotes them: ``method=result (comment)
     reason=...`` first, then each property."""
     properties = list(getattr(clause, "properties", []))
-    bare = copy.copy(clause)
-    bare.properties = []  # type: ignore[attr-defined]
-    return [str(bare), *(str(p) for p in properties)]
+    clause.properties = []  # type: ignore[attr-defined]  # each clause is built for this call
+    try:
+        head = str(clause)
+    finally:
+        clause.properties = properties  # type: ignore[attr-defined]
+    return [head, *(str(p) for p in properties)]
 
 
 def _fold_clause(parts: list[str], end: str) -> str:

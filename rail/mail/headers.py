@@ -102,8 +102,17 @@ def _section(fields: list[tuple[str, bytes]], end: int, separator: bool) -> Head
 
 
 def format_date(now: float) -> str:
-    """An RFC 5322 date-time in UTC (``Sat, 21 Nov 2026 04:07:13 +0000``)."""
-    return format_datetime(datetime.fromtimestamp(now, UTC))
+    """An RFC 5322 date-time in UTC (``Sat, 21 Nov 2026 04:07:13 +0000``).
+
+    The text of the last second is kept: a busy relay stamps many messages a second, and
+    formatting a date costs more than the rest of a Received field."""
+    second = int(now)
+    if _last_date[0] != second:
+        _last_date[:] = [second, format_datetime(datetime.fromtimestamp(second, UTC))]
+    return str(_last_date[1])
+
+
+_last_date: list[Any] = [None, ""]
 
 
 def completed(

@@ -47,6 +47,8 @@ class WebhookKey:
     """The signing key and its published forms."""
 
     private_key: ed25519.Ed25519PrivateKey = attrs.field(repr=False)
+    _client_secrets: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+    """Derived secrets by client (one derivation per POST cost as much as the signing)."""
 
     @classmethod
     def from_secret_text(cls, text: str) -> WebhookKey:
@@ -92,12 +94,18 @@ class WebhookKey:
         Standard Webhooks' published libraries (the ``standardwebhooks`` Python package)
         verify only ``v1``; applications that have them check this signature, others the
         ``v1a`` one with the public key."""
-        seed = self.private_key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        return hmac.new(seed, _CLIENT_SECRET_LABEL + client.encode(), hashlib.sha256).digest()
+        found = self._client_secrets.get(client)
+        if found is None:
+            seed = self.private_key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            found = hmac.new(seed, _CLIENT_SECRET_LABEL + client.encode(), hashlib.sha256).digest()
+            if len(self._client_secrets) >= 10_000:
+                self._client_secrets.clear()
+            self._client_secrets[client] = found
+        return found
 
     def client_secret_text(self, client: str) -> str:
         """``whsec_...``: what ``standardwebhooks.Webhook(...)`` takes for ``client``."""

@@ -76,3 +76,11 @@ class CompleteTests(SynchronousTestCase):
     def test_date_format(self) -> None:
         """Dates are RFC 5322 in UTC."""
         self.assertEqual(format_date(0), "Thu, 01 Jan 1970 00:00:00 +0000")
+
+    def test_date_kept_for_one_second_only(self) -> None:
+        """The kept text of the last second never leaks into the next one."""
+        when = 1_763_700_000
+        self.assertEqual(format_date(when + 0.1), "Fri, 21 Nov 2025 04:40:00 +0000")
+        self.assertEqual(format_date(when + 0.9), "Fri, 21 Nov 2025 04:40:00 +0000")
+        self.assertEqual(format_date(when + 1), "Fri, 21 Nov 2025 04:40:01 +0000")
+        self.assertEqual(format_date(when - 86_400), "Thu, 20 Nov 2025 04:40:00 +0000")
