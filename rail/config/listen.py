@@ -20,7 +20,10 @@ ListenKind = Literal["tcp", "tcp6"]
 
 _EXAMPLE = '"tcp:443:interface=0.0.0.0"'
 _DEFAULT_INTERFACE: dict[ListenKind, str] = {"tcp": "127.0.0.1", "tcp6": "::1"}
-_DEFAULT_BACKLOG = 50  # Twisted's own default for listenTCP.
+# Twisted's listenTCP default is 50: a burst of new SMTP connections while the reactor is
+# busy overflowed it (the kernel drops the SYN, the client waits a second to retry). 511 is
+# nginx's and Redis's default; the kernel caps it at net.core.somaxconn.
+_DEFAULT_BACKLOG = 511
 _KEYWORDS = ("port", "interface", "backlog")
 _EVERY_ADDRESS: dict[ListenKind, str] = {
     "tcp": "write interface=0.0.0.0 to listen on every IPv4 address",
@@ -46,8 +49,9 @@ class ListenSpec:
     def description(self) -> str:
         """The canonical Twisted endpoint description, e.g. ``tcp6:443:interface=\\:\\:1``.
 
-        The backlog is written only when it differs from Twisted's default, so the
-        description of a default listener reads the way operators write it.
+        The backlog is written only when it differs from Rail's default, so the
+        description of a default listener reads the way operators write it (Rail binds
+        with :attr:`backlog`; Twisted would read a description without one as 50).
         """
         text = f"{self.kind}:{self.port}:interface={_escape(self.interface)}"
         if self.backlog != _DEFAULT_BACKLOG:

@@ -17,27 +17,27 @@ class ParseListenTests(SynchronousTestCase):
         """Port positional or as port=, optional interface and backlog, Twisted's backslash
         escapes for IPv6 colons, and loopback as the default interface of each family."""
         table = {
-            "tcp:443": ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=50),
-            "tcp6:443": ListenSpec(kind="tcp6", port=443, interface="::1", backlog=50),
-            "tcp:0": ListenSpec(kind="tcp", port=0, interface="127.0.0.1", backlog=50),
-            "tcp:65535": ListenSpec(kind="tcp", port=65535, interface="127.0.0.1", backlog=50),
+            "tcp:443": ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=511),
+            "tcp6:443": ListenSpec(kind="tcp6", port=443, interface="::1", backlog=511),
+            "tcp:0": ListenSpec(kind="tcp", port=0, interface="127.0.0.1", backlog=511),
+            "tcp:65535": ListenSpec(kind="tcp", port=65535, interface="127.0.0.1", backlog=511),
             "tcp:443:interface=0.0.0.0": ListenSpec(
-                kind="tcp", port=443, interface=EVERY_IPV4, backlog=50
+                kind="tcp", port=443, interface=EVERY_IPV4, backlog=511
             ),
             "tcp:port=443:interface=10.0.0.1": ListenSpec(
-                kind="tcp", port=443, interface="10.0.0.1", backlog=50
+                kind="tcp", port=443, interface="10.0.0.1", backlog=511
             ),
             "tcp:interface=10.0.0.1:port=25:backlog=7": ListenSpec(
                 kind="tcp", port=25, interface="10.0.0.1", backlog=7
             ),
             r"tcp6:443:interface=\:\:1": ListenSpec(
-                kind="tcp6", port=443, interface="::1", backlog=50
+                kind="tcp6", port=443, interface="::1", backlog=511
             ),
             r"tcp6:443:interface=\:\:": ListenSpec(
-                kind="tcp6", port=443, interface="::", backlog=50
+                kind="tcp6", port=443, interface="::", backlog=511
             ),
             r"tcp6:53:interface=2001\:db8\:0\:0\:0\:0\:0\:1": ListenSpec(
-                kind="tcp6", port=53, interface="2001:db8::1", backlog=50
+                kind="tcp6", port=53, interface="2001:db8::1", backlog=511
             ),
             "tcp:80:backlog=65535": ListenSpec(
                 kind="tcp", port=80, interface="127.0.0.1", backlog=65535
@@ -105,7 +105,7 @@ class ParseListenTests(SynchronousTestCase):
 class DescriptionTests(SynchronousTestCase):
     def test_description(self) -> None:
         """The description is Twisted's syntax with colons escaped, and names the backlog
-        only when it is not Twisted's default of 50."""
+        only when it is not Rail's default of 511."""
         table = {
             ListenSpec(kind="tcp", port=443, interface="127.0.0.1"): "tcp:443:interface=127.0.0.1",
             ListenSpec(kind="tcp6", port=443, interface="::1"): r"tcp6:443:interface=\:\:1",
@@ -123,9 +123,11 @@ class DescriptionTests(SynchronousTestCase):
 
     def test_twisted_agrees(self) -> None:
         """Twisted's own ``serverFromString`` binds the description to the same port,
-        interface and backlog (tests may import Twisted; the config package may not)."""
+        interface and backlog (tests may import Twisted; the config package may not). With
+        Rail's default backlog the description leaves it out, and Twisted would use its own
+        (50): Rail binds with ``spec.backlog``, never from the description."""
         specs = [
-            ListenSpec(kind="tcp", port=443, interface="10.1.2.3"),
+            ListenSpec(kind="tcp", port=443, interface="10.1.2.3", backlog=50),
             ListenSpec(kind="tcp6", port=8443, interface="fe80::1", backlog=9),
         ]
         reactor = MemoryReactor()

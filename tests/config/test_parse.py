@@ -47,8 +47,8 @@ class DefaultsTests(SynchronousTestCase):
                 data_dir=Path("/var/lib/rail"),
                 local_domains=(),
                 listen=Listen(
-                    https=ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=50),
-                    submission=ListenSpec(kind="tcp", port=465, interface="127.0.0.1", backlog=50),
+                    https=ListenSpec(kind="tcp", port=443, interface="127.0.0.1", backlog=511),
+                    submission=ListenSpec(kind="tcp", port=465, interface="127.0.0.1", backlog=511),
                 ),
                 pki=PKI(key_type="ed25519", client_validity=365 * 86400.0),
                 webhooks=Webhooks(allow_http_loopback=False),
@@ -316,7 +316,7 @@ class ListenTests(SynchronousTestCase):
         """Twisted's escaped colons give an IPv6 listener."""
         config = parse_config(_minimal(listen={"https": r"tcp6:443:interface=\:\:1"}), BASE)
         self.assertEqual(
-            config.listen.https, ListenSpec(kind="tcp6", port=443, interface="::1", backlog=50)
+            config.listen.https, ListenSpec(kind="tcp6", port=443, interface="::1", backlog=511)
         )
 
     def test_errors(self) -> None:
