@@ -60,6 +60,7 @@ _PURE = [
     "webhooks/key.py",
     "webhooks/signing.py",
     "webhooks/payload.py",
+    "webhooks/response.py",
     "webhooks/outcome.py",
     "webhooks/addresses.py",
     "acme/challenges.py",
