@@ -34,7 +34,7 @@ from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
-from rail.pki.startup import PKIState, prepare_pki
+from rail.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
