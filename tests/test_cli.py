@@ -22,7 +22,7 @@ class _CLITestCase(SynchronousTestCase):
             "hostname: rail.test\n"
             "data_dir: data\n"
             "tls:\n  self_signed: true\n"
-            "webhooks:\n  allow_http_loopback: true\n"
+            "webhooks:\n  allow_http_loopback: true\n  allow_private: true\n"
         )
 
     def rail(self, *args: str) -> tuple[int, str, str]:

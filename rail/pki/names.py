@@ -24,7 +24,7 @@ __all__ = [
 
 HTTP_WEBHOOK_MESSAGE = (
     "webhook must use https:// (plain http:// is only allowed for loopback hosts"
-    " when webhooks.allow_http_loopback is true)"
+    " when webhooks.allow_http_loopback and webhooks.allow_private are both true)"
 )
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")

@@ -77,7 +77,12 @@ def issue_client(
     config: Config, request: ClientRequest, out_dir: Path, now: datetime, force: bool = False
 ) -> IssuedClient:
     """Issue a client certificate, record it, and write ``NAME.crt`` and ``NAME.key``."""
-    problems = check_client_request(request, config.webhooks.allow_http_loopback)
+    # allow_private wins: without it Rail never POSTs to loopback, so an http:// webhook
+    # could never be used (rail.webhooks.addresses).
+    webhooks = config.webhooks
+    problems = check_client_request(
+        request, webhooks.allow_http_loopback and webhooks.allow_private
+    )
     certificate_path = out_dir / f"{request.name}.crt"
     key_path = out_dir / f"{request.name}.key"
     if not problems:

@@ -10,8 +10,10 @@ HTTP client connects to exactly the address checked here, never resolving again 
 rebinding).
 
 ``http://`` is accepted only for loopback hosts when ``allow_http_loopback`` is set; the
-host must then resolve to loopback addresses only, which are allowed for it whatever
-``allow_private`` says.
+host must then resolve to loopback addresses only. Loopback is internal, so
+``allow_private`` wins: while it is off no webhook reaches loopback, ``http://`` or not
+(a certificate holder could otherwise POST to Rail's own ports, or to anything else
+listening on the host).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def addresses_problem(
 ) -> str | None:
     """Why Rail refuses to connect to ``target`` at these resolved ``addresses`` (all of
     them are checked, so a host cannot hide an internal address behind a public one),
-    or None."""
+    or None. An ``http://`` target needs loopback addresses *and* ``allow_private``."""
     if not addresses:
         return "address not allowed: the host has no address"
     for address in addresses:
@@ -124,7 +126,12 @@ def addresses_problem(
                 loopback = ipaddress.ip_address(address).is_loopback
             except ValueError:
                 loopback = False
-            problem = None if loopback else f"{address} is not loopback (http webhook)"
+            if not loopback:
+                problem = f"{address} is not loopback (http webhook)"
+            elif not allow_private:
+                problem = f"{address} is loopback (webhooks.allow_private is false)"
+            else:
+                problem = None
         else:
             problem = address_problem(address, allow_private=allow_private)
         if problem is not None:

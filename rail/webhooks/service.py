@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
@@ -21,6 +22,8 @@ from rail.webhooks.key import WebhookKey
 from rail.webhooks.outcome import WebhookPolicy
 
 __all__ = ["WebhooksService", "build_webhooks", "webhook_limits", "webhook_policy"]
+
+_log = Logger()
 
 
 class WebhooksService(Service):
@@ -66,6 +69,11 @@ def build_webhooks(
     """The ``webhooks`` service for ``config``; ``store`` is the IInboundStore and ``key``
     comes from :func:`rail.webhooks.key.load_or_create_key` (``config.data_dir``)."""
     webhooks = config.webhooks
+    if webhooks.allow_http_loopback and not webhooks.allow_private:
+        _log.warn(
+            "webhooks.allow_http_loopback has no effect while webhooks.allow_private is"
+            " false: no webhook reaches a loopback address"
+        )
     client = WebhookClient(
         reactor,
         resolve=system_resolver(reactor),

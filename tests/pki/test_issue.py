@@ -42,7 +42,8 @@ class CheckClientRequestTests(SynchronousTestCase):
                 "--email 'a b@x.com': must not contain whitespace or control characters",
                 "--email 'ok@X.COM': duplicate of 'ok@x.com'",
                 "--webhook 'http://myapp.com/hook': webhook must use https:// (plain http:// is"
-                " only allowed for loopback hosts when webhooks.allow_http_loopback is true)",
+                " only allowed for loopback hosts when webhooks.allow_http_loopback and"
+                " webhooks.allow_private are both true)",
                 "--key-type 'dsa': must be one of ed25519, ecdsa-p256, rsa2048",
                 "--validity: must be between 1 day and 3650 days",
             ],

@@ -142,7 +142,7 @@ class WebhookTests(SynchronousTestCase):
         self.assertEqual(
             HTTP_WEBHOOK_MESSAGE,
             "webhook must use https:// (plain http:// is only allowed for loopback hosts"
-            " when webhooks.allow_http_loopback is true)",
+            " when webhooks.allow_http_loopback and webhooks.allow_private are both true)",
         )
 
     def test_rejected(self) -> None:

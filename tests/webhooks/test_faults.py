@@ -319,6 +319,27 @@ class FaultTests(_Harness):
         self.assertEqual(self.client.connections, [])
         await self.finish(dispatcher)
 
+    async def test_http_loopback_refused_when_private_off(self) -> None:
+        """allow_http_loopback is on but allow_private is off: an http:// webhook to a
+        listening loopback port fails without a connection being made."""
+        self.allow_private = False
+        port = self.receiver([(200, {})])
+        message_id = self.spool(f"http://127.0.0.1:{port}/hook")
+        dispatcher = self.dispatcher()
+        await self.attempted(message_id, 1)
+        self.assertEqual(
+            self.state(message_id),
+            (
+                "failed",
+                "address not allowed: 127.0.0.1 is loopback (webhooks.allow_private is false)",
+                1,
+                None,
+            ),
+        )
+        self.assertEqual(self.client.connections, [])
+        self.assertEqual(self.resource.requests, [])
+        await self.finish(dispatcher)
+
     async def test_connection_refused_retried(self) -> None:
         """Nothing listening: connection refused (naming the address), deferred on the
         schedule."""

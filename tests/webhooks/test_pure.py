@@ -196,7 +196,7 @@ class AddressPolicyTests(SynchronousTestCase):
     def test_urls(self) -> None:
         """https URLs parse (default port 443, host lower-cased, IPv6 unbracketed);
         http only to loopback with allow_http_loopback, and then only loopback
-        addresses, whatever allow_private says."""
+        addresses."""
         self.assertEqual(
             parse_webhook_url("https://Hooks.Example.com/mail?x=1", allow_http_loopback=False),
             WebhookURL("https://Hooks.Example.com/mail?x=1", "https", "hooks.example.com", 443),
@@ -215,11 +215,36 @@ class AddressPolicyTests(SynchronousTestCase):
         local = parse_webhook_url("http://localhost:8080/h", allow_http_loopback=True)
         assert isinstance(local, WebhookURL)
         self.assertEqual((local.scheme, local.host, local.port), ("http", "localhost", 8080))
-        self.assertIsNone(addresses_problem(local, ["127.0.0.1", "::1"], allow_private=False))
+        self.assertIsNone(addresses_problem(local, ["127.0.0.1", "::1"], allow_private=True))
         self.assertEqual(
             addresses_problem(local, ["192.0.2.1"], allow_private=True),
             "address not allowed: 192.0.2.1 is not loopback (http webhook)",
         )
         self.assertIsInstance(
             parse_webhook_url("https://user:pw@hooks.example.com/", allow_http_loopback=False), str
+        )
+
+    def test_private_off_means_no_loopback(self) -> None:
+        """allow_private off wins over allow_http_loopback: an http:// webhook to
+        127.0.0.1, ::1 or localhost (Rail's own ports included) is refused at every
+        resolved address, and so is https:// to loopback."""
+        for url, addresses in (
+            ("http://127.0.0.1:8025/", ["127.0.0.1"]),
+            ("http://[::1]:8443/hook", ["::1"]),
+            ("http://localhost:8465/", ["127.0.0.1", "::1"]),
+        ):
+            target = parse_webhook_url(url, allow_http_loopback=True)
+            assert isinstance(target, WebhookURL), url
+            self.assertEqual(
+                addresses_problem(target, addresses, allow_private=False),
+                f"address not allowed: {addresses[0]} is loopback"
+                " (webhooks.allow_private is false)",
+                url,
+            )
+            self.assertIsNone(addresses_problem(target, addresses, allow_private=True), url)
+        secure = parse_webhook_url("https://localhost:8443/", allow_http_loopback=True)
+        assert isinstance(secure, WebhookURL)
+        self.assertEqual(
+            addresses_problem(secure, ["127.0.0.1"], allow_private=False),
+            "address not allowed: 127.0.0.1 is loopback",
         )
