@@ -28,7 +28,8 @@ from rail.pki.inspect import format_time, info_to_json, inspect_certificate, par
 from rail.pki.issue import ClientRequest
 from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client, revoke
-from rail.pki.registry import Registry, RegistryError, registry_path
+from rail.pki.ownership import address_conflicts
+from rail.pki.registry import AddressConflictError, Registry, RegistryError, registry_path
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
 
@@ -63,9 +64,38 @@ def _config(path: str) -> Config:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    _config(args.config)
-    print(f"{args.config}: ok")
+    config = _config(args.config)
+    warnings = _config_warnings(config)
+    for line in warnings:
+        sys.stderr.write(f"rail: warning: {line}\n")
+    plural = "" if len(warnings) == 1 else "s"
+    print(f"{args.config}: ok" + (f" ({len(warnings)} warning{plural})" if warnings else ""))
     return 0
+
+
+def _config_warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: settings that cancel out, and addresses
+    that valid certificates of several clients hold (older registries, or issued with
+    --allow-shared-address)."""
+    warnings = []
+    webhooks = config.webhooks
+    if webhooks.allow_http_loopback and not webhooks.allow_private:
+        warnings.append(
+            "webhooks.allow_http_loopback has no effect while webhooks.allow_private is"
+            " false: no webhook reaches a loopback address"
+        )
+    path = registry_path(config.data_dir)
+    if path.exists():  # checking must not create a data directory
+        with Registry.open(path) as registry:
+            records = registry.list_all()
+        for conflict in address_conflicts(records, _now()):
+            warnings.append(
+                f"{conflict.address} is in valid certificates of more than one client:"
+                f" {conflict.describe()}; each may send as it, and inbound mail for it"
+                f" goes to {conflict.owner!r}, issued first (revoke the certificates"
+                " that should not hold it)"
+            )
+    return warnings
 
 
 SAMPLE_SENDER = "app@{hostname}"
@@ -125,8 +155,21 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         key_type=args.key_type or config.pki.key_type,
         validity=validity,
     )
-    issued = issue_client(config, request, Path(args.out), _now(), force=args.force)
+    issued = issue_client(
+        config,
+        request,
+        Path(args.out),
+        _now(),
+        force=args.force,
+        allow_shared_addresses=args.allow_shared_address,
+    )
     record = issued.record
+    for conflict in issued.shared:
+        sys.stderr.write(
+            f"rail: warning: {conflict.address} is shared (--allow-shared-address) with the"
+            f" valid certificate of {conflict.describe()}; each may send as it, and its"
+            f" inbound mail goes to {conflict.owner!r}, whose certificate was issued first\n"
+        )
     print(f"issued {record.name}: serial {record.serial:x}, {record.key_type}")
     print(f"  senders  {', '.join(record.senders)}")
     print(f"  webhook  {record.webhook or '(none)'}")
@@ -139,6 +182,12 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
         print(f"    public key  {key.public_text}  (v1a, ed25519)")
         print(f"    secret      {key.client_secret_text(record.name)}  (v1, this client's only)")
+    if issued.siblings:
+        serials = ", ".join(format(r.serial, "x") for r in issued.siblings)
+        print(
+            f"  note     {record.name} has other valid certificates (serial {serials}); once"
+            f" the new one is deployed, revoke each old one by serial: rail certs revoke SERIAL"
+        )
     return 0
 
 
@@ -328,6 +377,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, help="validity in days (default pki.client_validity)")
     p.add_argument("--out", default=".", help="directory for NAME.crt and NAME.key")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument(
+        "--allow-shared-address",
+        action="store_true",
+        help="issue even if another client's valid certificate holds an --email address",
+    )
     p.set_defaults(func=_cmd_issue)
 
     p = certs.add_parser("list", help="list issued certificates")
@@ -390,6 +444,10 @@ def run(argv: Sequence[str]) -> int:
         for line in e.problems:
             sys.stderr.write(f"rail: {line}\n")
         return 2
+    except AddressConflictError as e:
+        for line in e.problems:
+            sys.stderr.write(f"rail: {line}\n")
+        return 1
     except (PKIError, RegistryError) as e:
         sys.stderr.write(f"rail: {e}\n")
         return 1

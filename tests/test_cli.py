@@ -32,12 +32,28 @@ class _CLITestCase(SynchronousTestCase):
         code = run(list(args))
         return code, out.getvalue(), err.getvalue()
 
-    def issue(self, name: str = "myapp", *extra: str) -> tuple[int, str, str]:
+    def issue(
+        self, name: str = "myapp", *extra: str, emails: tuple[str, ...] | None = None
+    ) -> tuple[int, str, str]:
+        """``rail certs issue``; without ``emails``, 'myapp' gets two ataca.io senders
+        and any other name one address of its own."""
+        if emails is None:
+            emails = (
+                ("noreply@ataca.io", "alerts@smtp.ataca.io")
+                if name == "myapp"
+                else (f"noreply@{name}.example",)
+            )
+        senders = [arg for email in emails for arg in ("--email", email)]
         return self.rail(
-            "certs", "issue", "--config", str(self.config), "--name", name,
-            "--email", "noreply@ataca.io", "--email", "alerts@smtp.ataca.io",
+            "certs", "issue", "--config", str(self.config), "--name", name, *senders,
             "--webhook", "https://myapp.com/hooks/email", "--out", str(self.dir), *extra,
         )  # fmt: skip
+
+    def listed(self) -> list[dict[str, object]]:
+        code, out, err = self.rail("certs", "list", "--config", str(self.config), "--json")
+        self.assertEqual(code, 0, err)
+        rows: list[dict[str, object]] = json.loads(out)
+        return rows
 
 
 class ConfigCheckTests(_CLITestCase):
@@ -46,6 +62,34 @@ class ConfigCheckTests(_CLITestCase):
         code, out, err = self.rail("config-check", "--config", str(self.config))
         self.assertEqual((code, err), (0, ""))
         self.assertIn("ok", out)
+
+    def test_reports_address_conflicts(self) -> None:
+        """A registry where two clients' valid certificates hold one address (issued with
+        the override, or by an older Rail): config-check still exits 0 but warns, one
+        line per address, naming both holders and who gets the inbound mail."""
+        self.assertEqual(self.issue("app", emails=("app@rail.test",))[0], 0)
+        self.issue("two", "--allow-shared-address", emails=("app@rail.test",))
+        code, out, err = self.rail("config-check", "--config", str(self.config))
+        self.assertEqual(code, 0, err)
+        self.assertIn("ok (1 warning)", out)
+        [line] = err.splitlines()
+        self.assertTrue(line.startswith("rail: warning: app@rail.test is in valid"), line)
+        self.assertIn("'app' (serial ", line)
+        self.assertIn("'two' (serial ", line)
+        self.assertIn("inbound mail for it goes to 'app', issued first", line)
+        self.rail("certs", "revoke", "--config", str(self.config), "two")
+        code, out, err = self.rail("config-check", "--config", str(self.config))
+        self.assertEqual((code, err), (0, ""))
+
+    def test_warns_http_loopback_without_private(self) -> None:
+        """allow_http_loopback without allow_private is valid but does nothing: warned."""
+        self.config.write_text(
+            "hostname: rail.test\ntls:\n  self_signed: true\n"
+            "webhooks:\n  allow_http_loopback: true\n"
+        )
+        code, out, err = self.rail("config-check", "--config", str(self.config))
+        self.assertEqual(code, 0)
+        self.assertIn("webhooks.allow_http_loopback has no effect", err)
 
     def test_three_problems(self) -> None:
         """Unknown key, wrong type and bad duration: three path-qualified lines, exit 2."""
@@ -116,15 +160,74 @@ class CertsTests(_CLITestCase):
             )
             self.assertEqual(json.loads(out)["key_type"], kind)
 
-    def test_duplicate_name_refused(self) -> None:
-        """A second valid certificate with the same name is refused; after revoke it is not."""
-        self.assertEqual(self.issue()[0], 0)
-        code, out, err = self.issue("myapp", "--force")
-        self.assertEqual(code, 1)
-        self.assertEqual(len(err.splitlines()), 1, err)
-        self.assertIn("myapp", err)
-        self.assertEqual(self.rail("certs", "revoke", "--config", str(self.config), "myapp")[0], 0)
-        self.assertEqual(self.issue("myapp", "--force")[0], 0)
+    def test_address_of_another_client_refused(self) -> None:
+        """--email an address another client's valid certificate holds: exit 1, one line
+        per such address naming the holder and the override; nothing is issued."""
+        self.assertEqual(self.issue("app", emails=("app@rail.test", "info@rail.test"))[0], 0)
+        code, out, err = self.issue("two", emails=("app@rail.test", "two@rail.test"))
+        self.assertEqual(code, 1, err)
+        [line] = err.splitlines()
+        self.assertTrue(line.startswith("rail: --email 'app@rail.test': already held by"), line)
+        self.assertIn("'app' (serial ", line)
+        self.assertIn("--allow-shared-address", line)
+        self.assertEqual(out, "")
+        self.assertEqual([row["name"] for row in self.listed()], ["app"])
+        self.assertFalse((self.dir / "two.crt").exists())
+
+    def test_shared_address_override_warns(self) -> None:
+        """--allow-shared-address issues anyway, with a warning on stderr saying who
+        keeps the inbound mail (the earlier certificate's client)."""
+        self.assertEqual(self.issue("app", emails=("app@rail.test",))[0], 0)
+        code, out, err = self.issue("two", "--allow-shared-address", emails=("app@rail.test",))
+        self.assertEqual(code, 0, err)
+        [line] = err.splitlines()
+        self.assertTrue(line.startswith("rail: warning: app@rail.test is shared"), line)
+        self.assertIn("its inbound mail goes to 'app'", line)
+        self.assertIn("issued two", out)
+        self.assertEqual([row["status"] for row in self.listed()], ["valid", "valid"])
+
+    def test_rotation_keeps_identity(self) -> None:
+        """Rotation: a second certificate for the same name and addresses is issued
+        while the first is valid (a note names the old serial), both are valid at once,
+        revoking the old one by serial leaves the new one, and the client's webhook
+        secret is the same throughout (it depends on the name only)."""
+        code, out, err = self.issue()
+        self.assertEqual(code, 0, err)
+        secret = next(line for line in out.splitlines() if "secret" in line)
+        [old] = self.listed()
+        new_dir = self.dir / "new"
+        new_dir.mkdir()
+        code, out, err = self.issue("myapp", "--out", str(new_dir))
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn(secret, out.splitlines())
+        self.assertIn(f"has other valid certificates (serial {old['serial']})", out)
+        rows = self.listed()
+        self.assertEqual([(r["name"], r["status"]) for r in rows], [("myapp", "valid")] * 2)
+        code, out, err = self.rail("certs", "revoke", "--config", str(self.config), old["serial"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(
+            [(r["serial"], r["status"]) for r in self.listed()],
+            [(old["serial"], "revoked"), (rows[1]["serial"], "valid")],
+        )
+        code, out, err = self.rail("config-check", "--config", str(self.config))
+        self.assertEqual((code, err), (0, ""))
+
+    def test_http_webhook_needs_allow_private(self) -> None:
+        """An http:// loopback webhook is refused (exit 2) when allow_http_loopback is on
+        but allow_private is off: Rail would never POST to it."""
+        self.config.write_text(
+            "hostname: rail.test\n"
+            "data_dir: data\n"
+            "tls:\n  self_signed: true\n"
+            "webhooks:\n  allow_http_loopback: true\n"
+        )
+        code, out, err = self.rail(
+            "certs", "issue", "--config", str(self.config), "--name", "dev",
+            "--email", "dev@rail.test", "--webhook", "http://127.0.0.1:8088/inbound",
+            "--out", str(self.dir),
+        )  # fmt: skip
+        self.assertEqual(code, 2, err)
+        self.assertIn("webhooks.allow_private", err)
 
     def test_output_path_is_a_directory(self) -> None:
         """An output path that is a directory is refused before anything is recorded."""

@@ -14,9 +14,12 @@ routes (``<@a,@b:user@domain>``) never reach this module: the command parser dro
 Routing order (RAIL.md §5): ``postmaster@`` any local domain (or Rail's own host name)
 goes to ``inbound.postmaster`` when it can take mail; then the exact email SAN of a valid
 certificate whose client has a webhook (local part exact, domain in any case); then the
-configured routes, first match wins. A route whose client has no valid certificate with a
-webhook cannot deliver: its addresses are refused ``550 5.1.1`` (and
-:func:`routing_problems` says so, for the start-up log).
+configured routes, first match wins. An address that valid certificates of several
+clients list (issued with ``--allow-shared-address``, or from before that was refused)
+belongs to the client whose certificate listing it was issued first
+(:mod:`rail.pki.ownership`); :func:`routing_problems` names each such address. A route
+whose client has no valid certificate with a webhook cannot deliver: its addresses are
+refused ``550 5.1.1`` (and :func:`routing_problems` says so, for the start-up log).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rail.config.schema import Config, InboundRoute
 from rail.dkim.domains import local_domains
 from rail.dkim.names import a_label
 from rail.inbound.model import WebhookTarget
+from rail.pki.ownership import AddressConflict, address_conflicts, address_key, valid_in_issue_order
 from rail.pki.registry import CertificateRecord
 from rail.policy.verdict import Reject
 
@@ -103,8 +107,9 @@ class RecipientTable:
     """Everything :func:`route_recipient` needs, at one moment.
 
     ``addresses`` maps (local part, lower-case A-label domain) of valid certificates'
-    email SANs to their client; ``webhooks`` maps each client with a valid certificate
-    that names a webhook to its URL (the most recently issued certificate's).
+    email SANs to their client, when that client can take mail; ``webhooks`` maps each
+    client with a valid certificate that names a webhook to its URL (the most recently
+    issued such certificate's); ``conflicts`` lists addresses several clients hold.
     """
 
     hostname: str
@@ -113,6 +118,7 @@ class RecipientTable:
     webhooks: Mapping[str, str] = attrs.field(factory=dict)
     routes: tuple[InboundRoute, ...] = ()
     postmaster: str | None = None
+    conflicts: tuple[AddressConflict, ...] = ()
     _compiled: tuple[_CompiledRoute, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -127,19 +133,18 @@ def recipient_table(
     config: Config, records: Iterable[CertificateRecord], now: datetime
 ) -> RecipientTable:
     """The table for ``config`` and the registry ``records`` (any order, any status:
-    only those valid at ``now`` count; later-issued certificates win ties)."""
-    valid = sorted(
-        (r for r in records if r.status(now) == "valid"), key=lambda r: (r.issued_at, r.serial)
-    )
-    addresses: dict[tuple[str, str], str] = {}
+    only those valid at ``now`` count). An address belongs to the client whose valid
+    certificate listing it was issued first; that client's mail goes to the webhook of
+    its most recently issued valid certificate that names one (a rotation may move it)."""
+    valid = valid_in_issue_order(records, now)
+    owners: dict[tuple[str, str], str] = {}
     webhooks: dict[str, str] = {}
     for record in valid:
-        if record.webhook is None:
-            continue
-        webhooks[record.name] = record.webhook
+        if record.webhook is not None:
+            webhooks[record.name] = record.webhook
         for sender in record.senders:
-            local, _, domain = sender.rpartition("@")
-            addresses[(local, a_label(domain) or domain.lower())] = record.name
+            owners.setdefault(address_key(sender), record.name)
+    addresses = {key: client for key, client in owners.items() if client in webhooks}
     return RecipientTable(
         hostname=config.hostname.lower(),
         local_domains=frozenset(local_domains(config, valid, now)),
@@ -147,6 +152,7 @@ def recipient_table(
         webhooks=webhooks,
         routes=config.inbound.routes,
         postmaster=config.inbound.postmaster,
+        conflicts=tuple(address_conflicts(valid, now)),
     )
 
 
@@ -218,6 +224,17 @@ def routing_problems(table: RecipientTable) -> list[str]:
         problems.append(
             f"inbound.postmaster: client {table.postmaster!r} has no valid certificate"
             " with a webhook; postmaster mail follows the routes"
+        )
+    for conflict in table.conflicts:
+        owner = conflict.owner
+        where = (
+            f"its mail goes to {owner!r}"
+            if owner in table.webhooks
+            else f"{owner!r} has no webhook, so its mail follows the routes"
+        )
+        problems.append(
+            f"{conflict.address} is in valid certificates of more than one client"
+            f" ({conflict.describe()}); it belongs to {owner!r}, issued first: {where}"
         )
     domains = sorted(table.local_domains | {table.hostname})
     lost = [d for d in domains if not isinstance(route_recipient(table, f"postmaster@{d}"), Route)]

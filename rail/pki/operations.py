@@ -27,6 +27,7 @@ from rail.pki.files import (
 )
 from rail.pki.issue import ClientRequest, check_client_request, issue_client_certificate
 from rail.pki.keys import generate_private_key
+from rail.pki.ownership import AddressConflict
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 
 __all__ = ["IssuedClient", "OperationError", "issue_client", "publish_crl", "revoke"]
@@ -42,9 +43,15 @@ class OperationError(Exception):
 
 @attrs.frozen
 class IssuedClient:
+    """``shared``: addresses issued although other clients hold them
+    (``allow_shared_addresses``); ``siblings``: the name's other valid certificates
+    (a rotation in progress)."""
+
     record: CertificateRecord
     certificate_path: Path
     key_path: Path
+    shared: tuple[AddressConflict, ...] = ()
+    siblings: tuple[CertificateRecord, ...] = ()
 
 
 def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None:
@@ -74,9 +81,17 @@ def _current_crl_number(data_dir: Path) -> int:
 
 
 def issue_client(
-    config: Config, request: ClientRequest, out_dir: Path, now: datetime, force: bool = False
+    config: Config,
+    request: ClientRequest,
+    out_dir: Path,
+    now: datetime,
+    force: bool = False,
+    allow_shared_addresses: bool = False,
 ) -> IssuedClient:
-    """Issue a client certificate, record it, and write ``NAME.crt`` and ``NAME.key``."""
+    """Issue a client certificate, record it, and write ``NAME.crt`` and ``NAME.key``.
+
+    Raises ``AddressConflictError`` for an address another client's valid certificate
+    holds, unless ``allow_shared_addresses``."""
     # allow_private wins: without it Rail never POSTs to loopback, so an http:// webhook
     # could never be used (rail.webhooks.addresses).
     webhooks = config.webhooks
@@ -94,14 +109,25 @@ def issue_client(
     certificate = issue_client_certificate(ca, request, key.public_key(), now)
     record = CertificateRecord.from_certificate(certificate, now)
     with Registry.open(registry_path(config.data_dir)) as registry:
-        registry.add(record)
+        shared = registry.add(record, allow_shared_addresses=allow_shared_addresses)
+        siblings = tuple(
+            r
+            for r in registry.find(request.name)
+            if r.name == request.name and r.serial != record.serial and r.status(now) == "valid"
+        )
         try:
             write_key_pair(certificate_path, key_path, certificate, key)
         except PKIError:
             # Nobody holds this certificate: retire it so the name is free again.
             registry.revoke(format(record.serial, "x"), now)
             raise
-    return IssuedClient(record=record, certificate_path=certificate_path, key_path=key_path)
+    return IssuedClient(
+        record=record,
+        certificate_path=certificate_path,
+        key_path=key_path,
+        shared=tuple(shared),
+        siblings=siblings,
+    )
 
 
 def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> list[str]:

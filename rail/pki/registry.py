@@ -24,9 +24,11 @@ from cryptography.hazmat.primitives import hashes
 from rail.pki.files import PKIError, certificate_pem
 from rail.pki.inspect import certificate_identity
 from rail.pki.keys import key_type_of
+from rail.pki.ownership import AddressConflict, claim_conflicts
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AddressConflictError",
     "CertificateRecord",
     "Registry",
     "RegistryError",
@@ -67,6 +69,28 @@ class RegistryError(PKIError):
 
     A ``PKIError`` so that the CLI can report every PKI failure the same way.
     """
+
+
+class AddressConflictError(RegistryError):
+    """A new certificate lists addresses other clients' valid certificates hold;
+    ``problems`` has one line per address."""
+
+    def __init__(self, conflicts: list[AddressConflict]) -> None:
+        self.conflicts = conflicts
+        self.problems = [
+            f"--email {c.address!r}: already held by the valid certificate of"
+            f" {_others(c)}; two clients could each send as it and its inbound mail"
+            f" would stay with {c.owner!r}. Revoke that certificate first, or pass"
+            " --allow-shared-address"
+            for c in conflicts
+        ]
+        super().__init__("; ".join(self.problems))
+
+
+def _others(conflict: AddressConflict) -> str:
+    return ", ".join(
+        f"{h.name!r} (serial {_format_serial(h.serial)})" for h in conflict.holders[:-1]
+    )
 
 
 def registry_path(data_dir: Path) -> Path:
@@ -259,16 +283,23 @@ class Registry:
             except sqlite3.Error as e:
                 raise RegistryError(f"{self._path}: {e}") from e
 
-    def add(self, record: CertificateRecord) -> None:
-        """Record a newly issued certificate; refuses a second valid certificate per name,
-        so that a name identifies one client in logs, routes and ``rail certs revoke``."""
+    def add(
+        self, record: CertificateRecord, *, allow_shared_addresses: bool = False
+    ) -> list[AddressConflict]:
+        """Record a newly issued certificate.
+
+        A name may have several valid certificates (rotation: issue, deploy, revoke the
+        old one); they are one client. An address that another client's valid certificate
+        holds is refused with :class:`AddressConflictError` (checked in the same
+        transaction as the insert, so two issuers cannot both claim it), unless
+        ``allow_shared_addresses``: then the conflicts are returned for a warning.
+        """
         with self._write():
-            for other in self._select("WHERE name = ?", (record.name,)):
-                if other.revoked_at is None and other.not_after > record.issued_at:
-                    raise RegistryError(
-                        f"--name {record.name!r}: a valid certificate with this name already"
-                        f" exists (serial {_format_serial(other.serial)}); revoke it first"
-                    )
+            conflicts = claim_conflicts(
+                record, self._select("WHERE revoked_at IS NULL"), record.issued_at
+            )
+            if conflicts and not allow_shared_addresses:
+                raise AddressConflictError(conflicts)
             try:
                 self._connection.execute(
                     f"INSERT INTO certificates ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
@@ -290,6 +321,7 @@ class Registry:
                 raise RegistryError(
                     f"serial {_format_serial(record.serial)}: already recorded"
                 ) from e
+        return conflicts
 
     def get(self, serial: int) -> CertificateRecord | None:
         with self._read():

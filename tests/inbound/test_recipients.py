@@ -121,6 +121,66 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(result.webhooks, {})
 
 
+class SharedAddressTests(SynchronousTestCase):
+    """An address in valid certificates of two clients (--allow-shared-address, or a
+    registry from before issuance refused it)."""
+
+    def test_older_certificate_keeps_the_address(self) -> None:
+        """Mail goes to the client whose certificate was issued first, whatever order
+        the records come in; routing_problems names the conflict and the owner."""
+        older = record("app", ["app@rail.test"], issued=NOW - timedelta(days=2))
+        newer = record("two", ["app@rail.test", "two@rail.test"], issued=NOW - timedelta(days=1))
+        for records in ([older, newer], [newer, older]):
+            result = table(records, routes=[])
+            self.assertEqual(client_of(route_recipient(result, "app@rail.test")), "app")
+            self.assertEqual(client_of(route_recipient(result, "two@rail.test")), "two")
+            [problem] = [p for p in routing_problems(result) if "app@rail.test" in p]
+            self.assertIn("more than one client", problem)
+            self.assertIn(f"'app' (serial {older.serial:x}", problem)
+            self.assertIn(f"'two' (serial {newer.serial:x}", problem)
+            self.assertTrue(
+                problem.endswith("it belongs to 'app', issued first: its mail goes to 'app'")
+            )
+
+    def test_newer_takes_over_when_older_revoked(self) -> None:
+        """Once the older certificate is revoked the address is the other client's, and
+        nothing is reported."""
+        older = record("app", ["app@rail.test"], issued=NOW - timedelta(days=2), revoked=True)
+        newer = record("two", ["app@rail.test"], issued=NOW - timedelta(days=1))
+        result = table([older, newer], routes=[])
+        self.assertEqual(client_of(route_recipient(result, "app@rail.test")), "two")
+        self.assertEqual(result.conflicts, ())
+
+    def test_owner_without_webhook(self) -> None:
+        """The owner cannot take mail: the address is not given to the later client; it
+        follows the routes, and the problem says so."""
+        older = attrs.evolve(
+            record("sender", ["app@rail.test"], issued=NOW - timedelta(days=2)), webhook=None
+        )
+        newer = record("two", ["app@rail.test"], issued=NOW - timedelta(days=1))
+        result = table([*RECORDS, older, newer])
+        self.assertEqual(client_of(route_recipient(result, "app@rail.test")), "catchall")
+        self.assertTrue(
+            any("'sender' has no webhook, so its mail follows the routes" in p
+                for p in routing_problems(result))
+        )  # fmt: skip
+
+    def test_rotation_is_not_a_conflict(self) -> None:
+        """Two valid certificates of one name listing the same address are one client:
+        no conflict, mail to that client at its newest webhook."""
+        old = record(
+            "app", ["app@rail.test"], "https://app.example/v1", issued=NOW - timedelta(days=2)
+        )
+        new = record(
+            "app", ["app@rail.test"], "https://app.example/v2", issued=NOW - timedelta(days=1)
+        )
+        result = table([old, new], routes=[])
+        self.assertEqual(result.conflicts, ())
+        self.assertEqual(
+            route_recipient(result, "app@rail.test"), Route("app", "https://app.example/v2")
+        )
+
+
 class RouteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.table = table()

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rail.pki.crl import build_crl, revoked_serials
 from rail.pki.registry import (
     SCHEMA_VERSION,
+    AddressConflictError,
     CertificateRecord,
     Registry,
     RegistryError,
@@ -36,13 +37,17 @@ class RegistryTestCase(SynchronousTestCase):
         name: str = "myapp",
         now: datetime = NOW,
         validity: timedelta = timedelta(days=90),
-        emails: tuple[str, ...] = DEFAULT_EMAILS,
+        emails: tuple[str, ...] | None = None,
         registry: Registry | None = None,
+        shared: bool = False,
     ) -> CertificateRecord:
-        """Issue a certificate and record it, as 'rail certs issue' does."""
+        """Issue a certificate and record it, as 'rail certs issue' does. Without
+        ``emails``, 'myapp' gets DEFAULT_EMAILS and other names an address of their own."""
+        if emails is None:
+            emails = DEFAULT_EMAILS if name == "myapp" else (f"noreply@{name}.example",)
         cert, _ = issue_client(self.ca, name=name, emails=emails, now=now, validity=validity)
         record = CertificateRecord.from_certificate(cert, issued_at=now)
-        (registry or self.registry).add(record)
+        (registry or self.registry).add(record, allow_shared_addresses=shared)
         return record
 
 
@@ -107,16 +112,67 @@ class AddTests(RegistryTestCase):
         """get() of an unknown serial is None."""
         self.assertIsNone(self.registry.get(12345))
 
-    def test_duplicate_name(self) -> None:
-        """A second valid certificate with the same name is refused, naming the first."""
+    def test_same_name_twice_is_a_rotation(self) -> None:
+        """A name may hold two valid certificates with the same addresses (rotation):
+        no conflict, both are listed as valid, and the old one can go by serial."""
         first = self.issue()
-        e = self.assertRaises(RegistryError, self.issue)
+        second = self.issue(now=NOW + timedelta(minutes=1))
+        later = NOW + timedelta(minutes=1)
+        self.assertEqual(self.registry.valid_records(later), [first, second])
+        self.registry.revoke(f"{first.serial:x}", later)
+        self.assertEqual(self.registry.valid_records(later), [second])
+
+    def test_address_of_another_client_refused(self) -> None:
+        """An address another client's valid certificate holds is refused, one problem per
+        address, naming the holder; nothing is recorded."""
+        first = self.issue(emails=("app@rail.test", "info@rail.test"))
+        e = self.assertRaises(
+            AddressConflictError,
+            self.issue,
+            name="two",
+            emails=("app@RAIL.test", "two@rail.test", "info@rail.test"),
+        )
         self.assertEqual(
-            str(e),
-            f"--name 'myapp': a valid certificate with this name already exists"
-            f" (serial {first.serial:x}); revoke it first",
+            e.problems,
+            [
+                f"--email {address!r}: already held by the valid certificate of 'myapp'"
+                f" (serial {first.serial:x}); two clients could each send as it and its"
+                " inbound mail would stay with 'myapp'. Revoke that certificate first, or"
+                " pass --allow-shared-address"
+                for address in ("app@rail.test", "info@rail.test")
+            ],
         )
         self.assertEqual(self.registry.list_all(), [first])
+
+    def test_case_of_local_part_differs(self) -> None:
+        """Local parts are compared exactly (as sender authorization and routing do):
+        App@ and app@ are different addresses."""
+        self.issue(emails=("app@rail.test",))
+        self.issue(name="two", emails=("App@rail.test",))
+        self.assertEqual(len(self.registry.list_all()), 2)
+
+    def test_shared_address_with_override(self) -> None:
+        """With allow_shared_addresses the certificate is recorded and the conflicts are
+        returned, the older holder first."""
+        first = self.issue(emails=("app@rail.test",))
+        cert, _ = issue_client(self.ca, name="two", emails=("app@rail.test",), now=NOW)
+        record = CertificateRecord.from_certificate(cert, issued_at=NOW + timedelta(seconds=1))
+        [conflict] = self.registry.add(record, allow_shared_addresses=True)
+        self.assertEqual(conflict.address, "app@rail.test")
+        self.assertEqual(
+            [(h.name, h.serial) for h in conflict.holders],
+            [("myapp", first.serial), ("two", record.serial)],
+        )
+        self.assertEqual(conflict.owner, "myapp")
+        self.assertEqual(len(self.registry.list_all()), 2)
+
+    def test_address_free_after_revoke_or_expiry(self) -> None:
+        """Revoked and expired certificates hold no address."""
+        self.issue(emails=("app@rail.test",))
+        self.registry.revoke("myapp", NOW)
+        self.issue(name="two", emails=("app@rail.test",), validity=timedelta(days=1))
+        self.issue(name="three", emails=("app@rail.test",), now=NOW + timedelta(days=2))
+        self.assertEqual(len(self.registry.list_all()), 3)
 
     def test_name_free_after_revoke(self) -> None:
         """After revocation the name can be issued again."""
@@ -135,7 +191,9 @@ class AddTests(RegistryTestCase):
     def test_duplicate_serial(self) -> None:
         """The same serial twice is refused."""
         record = self.issue()
-        again = attrs.evolve(record, name="other", fingerprint_sha256="0" * 64)
+        again = attrs.evolve(
+            record, name="other", senders=("other@x.example",), fingerprint_sha256="0" * 64
+        )
         e = self.assertRaises(RegistryError, self.registry.add, again)
         self.assertEqual(str(e), f"serial {record.serial:x}: already recorded")
 
@@ -150,12 +208,13 @@ class AddTests(RegistryTestCase):
             self.assertEqual(registry.revoked(), [(gone.serial, NOW + timedelta(hours=1))])
 
     def test_two_connections(self) -> None:
-        """The name check sees certificates added through another connection (another process)."""
+        """The address check sees certificates added through another connection (another
+        process)."""
         other = Registry.open(self.path)
         self.addCleanup(other.close)
         first = self.issue(registry=other)
         self.assertEqual(self.registry.list_all(), [first])
-        self.assertRaises(RegistryError, self.issue)
+        self.assertRaises(AddressConflictError, self.issue, name="other", emails=DEFAULT_EMAILS)
 
     def test_list_order(self) -> None:
         """list_all is ordered by issue time, not by insertion or name."""
