@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from rail.dkim.names import a_label
+from rail.pki.names import normalize_domain
 
 if TYPE_CHECKING:  # the registry checks claims with this module
     from rail.pki.registry import CertificateRecord
@@ -41,9 +41,11 @@ AddressKey = tuple[str, str]
 
 
 def address_key(address: str) -> AddressKey:
-    """The local part is case-sensitive (as for sender authorization), the domain is not."""
+    """The local part is case-sensitive (as for sender authorization), the domain is not.
+    Certificates hold ASCII domains only (U-labels are refused at issue), so this is
+    also the A-label that routing compares with."""
     local, _, domain = address.rpartition("@")
-    return local, a_label(domain) or domain.lower()
+    return local, normalize_domain(domain)
 
 
 @attrs.frozen
