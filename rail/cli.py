@@ -238,6 +238,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     config = _config(args.config)
     for record in revoke(config, args.certificate, _now()):
         print(f"revoked {record.name}: serial {record.serial:x}")
+    print("a running Rail refuses it within a second (it re-reads the CRL every second)")
     return 0
 
 
@@ -389,7 +390,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
 
-    p = certs.add_parser("revoke", help="revoke by name or serial (effective immediately)")
+    p = certs.add_parser(
+        "revoke", help="revoke by name or serial (a running Rail applies it within a second)"
+    )
     with_config(p)
     p.add_argument("certificate", metavar="NAME|SERIAL")
     p.set_defaults(func=_cmd_revoke)

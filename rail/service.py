@@ -34,7 +34,7 @@ from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
-from rail.startup import PKIState, prepare_pki
+from rail.pki.revocationwatch import RevocationWatch
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
@@ -43,6 +43,7 @@ from rail.smtp.inbound import InboundSession
 from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
+from rail.startup import PKIState, prepare_pki
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
@@ -190,6 +191,20 @@ def build_service(
     refusals = Refusals(reactor, registry=stats.registry)
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
+    # The CRL file is looked at every second and on SIGHUP, in a thread; handshakes,
+    # MAIL FROM and HTTP requests consult the set it loaded.
+    revocation_watch = RevocationWatch(
+        pki.revocations,
+        clock=reactor,
+        in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+    )
+    revocation_watch.setServiceParent(root)
+    hooks.append(lambda _config: revocation_watch.refresh())
+    revocations = pki.revocations
+
+    def revoked() -> frozenset[int]:
+        return revocations.serials
+
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -198,7 +213,7 @@ def build_service(
         tls_contexts.append(tls)
         site = build_site(
             ca=pki.ca.certificate,
-            revoked=pki.revocations.current,
+            revoked=revoked,
             readiness=readiness,
             clock=reactor,
             max_body=config.limits.http_body_size,
@@ -217,7 +232,7 @@ def build_service(
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
         factory = SMTPServerFactory(
-            lambda: SubmissionSession(store, reactor, config.hostname),
+            lambda: SubmissionSession(store, reactor, config.hostname, revoked=revoked),
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,

@@ -21,6 +21,7 @@ _PURE = [
     "pki/crl.py",
     "pki/names.py",
     "pki/clientauth.py",
+    "pki/ownership.py",
     "policy",
     "mail",
     "smtp/commands.py",

@@ -55,7 +55,7 @@ class IssuedClient:
 
 
 def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None:
-    """Rewrite the CRL from the registry (the TLS layer picks it up on the next handshake).
+    """Rewrite the CRL from the registry (a running server loads it within a second).
 
     Rail's CRL is authoritative for Rail alone and rewritten on every change, so it is
     valid until the CA expires: OpenSSL refuses every client once a CRL's nextUpdate has
@@ -145,7 +145,8 @@ def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> lis
 
 
 def revoke(config: Config, name_or_serial: str, now: datetime) -> list[CertificateRecord]:
-    """Revoke in the registry, then publish the CRL so running servers refuse at once."""
+    """Revoke in the registry, then publish the CRL, which running servers look at every
+    second (rail.pki.revocationwatch)."""
     ca = load_ca(config.data_dir)
     with Registry.open(registry_path(config.data_dir)) as registry:
         revoked = registry.revoke(name_or_serial, now)

@@ -1,11 +1,13 @@
 """Revoked client-certificate serials, as published in Rail's CRL file.
 
 The registry (SQLite) is the source of truth; every change to it rewrites the signed CRL
-atomically (``rail certs revoke``). The TLS layer calls :meth:`Revocations.refresh` as
-each connection is created: one ``stat`` call, and a re-read only when the file was
-replaced, so a revocation takes effect on the very next connection without touching
-SQLite on the reactor thread. OpenSSL then checks the leaf against the parsed CRL itself
-(so a revoked client gets a "certificate revoked" alert, not a generic failure).
+atomically (``rail certs revoke``). A running server learns of it by looking at the file:
+:class:`RevocationWatch` does so every second and on SIGHUP, in a worker thread (one
+``stat``; the file is read, parsed and its signature verified only when it was replaced),
+and installs the new set on the reactor thread. Everything that decides (the TLS
+handshake, each SMTP ``MAIL FROM``, each HTTP request) then consults the loaded set
+without touching the disk. OpenSSL checks the leaf against the parsed CRL itself (so a
+revoked client gets a "certificate revoked" alert, not a generic failure).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 from cryptography import x509
 from twisted.logger import Logger
 
@@ -48,6 +51,7 @@ class Revocations:
         self._serials: frozenset[int] = frozenset()
         self._crl: x509.CertificateRevocationList | None = None
         self._number = -1
+        self._problem: str | None = None
         self.generation = 0
 
     @property
@@ -72,34 +76,59 @@ class Revocations:
         self._seen = signature
 
     def current(self) -> frozenset[int]:
-        """Revoked serials as of the file on disk now (see :meth:`refresh`)."""
+        """Revoked serials as of the file on disk now (see :meth:`refresh`); for callers
+        off the reactor thread (the server uses :attr:`serials`)."""
         self.refresh()
         return self._serials
 
     def refresh(self) -> None:
-        """Re-read the CRL if the file changed since the last look.
+        """Re-read the CRL if the file changed since the last look (synchronously: at
+        start-up, in tests, or from a thread that owns this object)."""
+        self.apply(self.look())
 
-        A CRL that disappears, fails to verify or is older than the loaded one (a replayed
-        file would un-revoke) keeps the last good set (refusing every client because of a
-        damaged file would take the service down) and is logged as an error.
-        """
+    def look(self) -> _Look:
+        """Stat the file and, if it changed, read and verify it. Changes nothing here, so
+        it may run in a worker thread while the reactor reads :attr:`serials`; hand the
+        result to :meth:`apply` on the thread that owns this object."""
         try:
             signature = _signature(self._stat(self._path))
         except OSError as e:
-            _log.error("cannot stat CRL {path}: {reason}", path=str(self._path), reason=str(e))
-            return
-        if signature != self._seen:
-            try:
-                self._read()
-            except (OSError, ValueError) as e:
-                _log.error(
-                    "keeping previous revocations; CRL {path} unusable: {reason}",
-                    path=str(self._path),
-                    reason=_reason(e),
-                )
-            else:
-                _log.info("revocations reloaded: {count} revoked", count=len(self._serials))
-            self._seen = signature
+            return _Look(None, problem=f"cannot stat CRL {self._path}: {_reason(e)}")
+        if signature == self._seen:
+            return _Look(signature)
+        try:
+            crl = parse_crl(self._path.read_bytes())
+            serials = revoked_serials(crl, self._ca)
+        except (OSError, ValueError) as e:
+            return _Look(
+                signature,
+                problem=f"keeping previous revocations; CRL {self._path} unusable: {_reason(e)}",
+            )
+        return _Look(signature, crl=crl, serials=serials, number=crl_number(crl))
+
+    def apply(self, look: _Look) -> None:
+        """Install what :meth:`look` found.
+
+        A CRL that disappears, fails to verify or is older than the loaded one (a replayed
+        file would un-revoke) keeps the last good set (refusing every client because of a
+        damaged file would take the service down) and is logged as an error, once per
+        problem rather than at every look.
+        """
+        problem = look.problem
+        if look.crl is not None and look.number < self._number:
+            problem = (
+                f"keeping previous revocations; CRL {self._path} unusable: CRL number"
+                f" {look.number} is older than the loaded {self._number}"
+            )
+        elif look.crl is not None:
+            self._serials, self._crl, self._number = look.serials, look.crl, look.number
+            self.generation += 1
+            _log.info("revocations reloaded: {count} revoked", count=len(self._serials))
+        if problem is not None and problem != self._problem:
+            _log.error("{problem}", problem=problem)
+        self._problem = problem
+        if look.signature is not None:
+            self._seen = look.signature
 
     def _read(self) -> None:
         crl = parse_crl(self._path.read_bytes())
@@ -109,6 +138,18 @@ class Revocations:
             raise ValueError(f"CRL number {number} is older than the loaded {self._number}")
         self._serials, self._crl, self._number = serials, crl, number
         self.generation += 1
+
+
+@attrs.frozen
+class _Look:
+    """What one look at the CRL file found: its signature (None when it cannot be
+    stat'ed), a new verified CRL if the file changed, or a problem to log."""
+
+    signature: _Signature | None
+    crl: x509.CertificateRevocationList | None = None
+    serials: frozenset[int] = frozenset()
+    number: int = -1
+    problem: str | None = None
 
 
 def _reason(error: Exception) -> str:

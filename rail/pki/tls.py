@@ -160,8 +160,10 @@ def _peer(connection: SSL.Connection) -> str:
 class ServerTLS:
     """A listener's current TLS context, rebuilt when its inputs change.
 
-    New material (:meth:`replace`: SIGHUP, ACME) or a new CRL affects new connections
-    only. A new CRL gets a whole new context rather than ``add_crl`` on the old store:
+    New material (:meth:`replace`: SIGHUP, ACME) or a new CRL (installed by
+    :class:`~rail.pki.revocationwatch.RevocationWatch`) affects new handshakes; open
+    connections are checked against the new CRL by their protocols (SMTP ``MAIL FROM``,
+    each HTTP request). A new CRL gets a whole new context rather than ``add_crl`` on the old store:
     OpenSSL keeps every CRL added and may prefer an older one issued in the same second.
     """
 
@@ -178,8 +180,9 @@ class ServerTLS:
 
     def _current(self) -> CertificateOptions:
         auth = self._client_auth
+        # No file work here, on the reactor thread: RevocationWatch installs a new CRL
+        # and this notices its generation.
         if auth is not None:
-            auth.revocations.refresh()
             if auth.revocations.generation != self._generation:
                 self._options = server_options(self._material, auth)
                 self._generation = auth.revocations.generation

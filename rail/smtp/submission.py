@@ -1,7 +1,9 @@
 """Port 465: applications submit mail, authenticated by their client certificate.
 
 The identity is read when the TLS handshake completes (the TLS layer has already refused
-anyone without a valid certificate from Rail's CA). MAIL FROM and every From header
+anyone without a valid certificate from Rail's CA). A session outlives the handshake, so
+each MAIL FROM checks the certificate against the revocations loaded since
+(``530 5.7.0`` once it is revoked). MAIL FROM and every From header
 address must be one of the certificate's senders; any recipient may be addressed
 (authenticated relay). The message is completed (Received, and Message-ID, Date and From
 when absent) and acknowledged only once the queue has it on disk.
@@ -9,6 +11,7 @@ when absent) and acknowledged only once the queue has it on disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -30,6 +33,8 @@ __all__ = ["SubmissionSession"]
 _log = Logger()
 
 _NO_IDENTITY = Reject(530, "5.7.0", "Client certificate required")
+# RFC 4954's "Authentication required": the session's credential no longer counts.
+_REVOKED = Reject(530, "5.7.0", "Client certificate revoked")
 _MANY_FROM = Reject(550, "5.6.0", "Message has more than one From header")
 _AUTHOR_FIELDS = ("from", "sender", "resent-from", "resent-sender")
 _QUEUE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
@@ -39,10 +44,21 @@ _UNAVAILABLE = Reply(451, "4.3.0", "Requested action aborted: local error in pro
 class SubmissionSession:
     """The port-465 half of one SMTP session (see :class:`rail.smtp.session.Session`)."""
 
-    def __init__(self, store: IQueueStore, clock: IReactorTime, hostname: str) -> None:
+    def __init__(
+        self,
+        store: IQueueStore,
+        clock: IReactorTime,
+        hostname: str,
+        *,
+        revoked: Callable[[], frozenset[int]] = frozenset,
+    ) -> None:
+        """``revoked()`` returns the loaded revoked serials (no I/O: it is called on
+        every MAIL FROM)."""
         self._store = store
         self._clock = clock
         self._hostname = hostname
+        self._revoked = revoked
+        self._logged_revoked = False
         self.identity: ClientIdentity | None = None
 
     def handshake_completed(self, transport: Any) -> None:
@@ -55,9 +71,21 @@ class SubmissionSession:
             _log.warn("client certificate without a usable identity; refusing mail")
 
     def check_mail(self, envelope: Envelope) -> Reject | None:
-        if self.identity is None:
+        identity = self.identity
+        if identity is None:
             return _NO_IDENTITY
-        return check_sender(self.identity, envelope.sender)
+        if identity.serial in self._revoked():
+            if not self._logged_revoked:  # once per session, however often it retries
+                self._logged_revoked = True
+                _log.info(
+                    "refused MAIL FROM of {client} from {peer}: client certificate serial"
+                    " {serial} was revoked during the session",
+                    client=identity.name,
+                    peer=envelope.peer,
+                    serial=format(identity.serial, "x"),
+                )
+            return _REVOKED
+        return check_sender(identity, envelope.sender)
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
         return None

@@ -3,6 +3,10 @@
 twisted.web buffers any request body the client cares to send (to a temporary file past
 100 KB); Rail refuses a body over ``limits.http_body_size`` as soon as its length is known
 or its chunks pass the limit, answers 413 and closes the connection.
+
+A kept-alive connection outlives its TLS handshake, so every request on a connection
+whose client certificate has been revoked since is answered ``401 CERTIFICATE_REVOKED``
+(and the connection closed), whatever its path, as the handshake itself would now refuse.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -20,8 +25,9 @@ from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.health import Healthz, Readiness, Readyz
+from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
-from rail.web.jsonapi import NotFound, error_body
+from rail.web.jsonapi import NotFound, error_body, write_error
 from rail.web.messages import MessageStatusResource
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
@@ -29,7 +35,9 @@ from rail.web.webhookkey import WebhookKeyResource, WebhookSecretResource
 from rail.web.who import Who
 from rail.webhooks.key import WebhookKey
 
-__all__ = ["LimitedRequest", "build_site"]
+__all__ = ["LimitedRequest", "RailSite", "build_site"]
+
+_log = Logger()
 
 
 class _Directory(Resource):
@@ -93,18 +101,70 @@ class LimitedRequest(Request):
         self.channel.loseConnection()
 
 
+class _CertificateRevoked(Resource):
+    """Every request on a connection whose certificate was revoked after its handshake."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setHeader(b"WWW-Authenticate", b"mutual-tls")
+        # The connection's credential will not come back: end it after this answer.
+        request.setHeader(b"Connection", b"close")
+        request.channel.persistent = False
+        return write_error(
+            request,
+            401,
+            "CERTIFICATE_REVOKED",
+            "the client certificate of this connection has been revoked",
+        )
+
+
 class RailSite(Site):
-    """Site with Rail's limits; access logs name no query strings or bodies."""
+    """Site with Rail's limits; access logs name no query strings or bodies.
+
+    ``revoked()`` returns the loaded revoked serials (no I/O: it is called on every
+    request that came with a client certificate)."""
 
     requestFactory = LimitedRequest
 
-    def __init__(self, root: Resource, max_body: int, idle_timeout: float, clock: Any) -> None:
+    def __init__(
+        self,
+        root: Resource,
+        max_body: int,
+        idle_timeout: float,
+        clock: Any,
+        revoked: Callable[[], frozenset[int]] = frozenset,
+    ) -> None:
         # Rail reads no form arguments; without this twisted.web parses every POST's
         # Content-Type with an EmailMessage (~50 us) looking for a form.
         super().__init__(root, timeout=idle_timeout, reactor=clock, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.noisy = False
         self.displayTracebacks = False
+        self._revoked = revoked
+
+    def getResourceFor(self, request: Any) -> Any:
+        serial = peer_serial(request)
+        if serial is not None and serial in self._revoked():
+            request.site = self
+            _log.info(
+                "refused {method} {path} from {peer}: client certificate serial {serial}"
+                " was revoked after the handshake",
+                method=request.method.decode("ascii", "replace"),
+                path=request.path.split(b"?", 1)[0].decode("ascii", "replace"),
+                peer=_peer(request),
+                serial=format(serial, "x"),
+            )
+            return _REVOKED
+        return super().getResourceFor(request)
+
+
+_REVOKED = _CertificateRevoked()
+
+
+def _peer(request: Any) -> str:
+    address = request.getClientAddress()
+    return f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
 
 
 def build_site(
@@ -156,4 +216,6 @@ def build_site(
     if stats is not None and IDeliveryQueue.providedBy(store):
         root.putChild(b"stats", Stats(stats, store, clock))
         root.putChild(b"metrics", Metrics(stats, store))
-    return RailSite(root, max_body=max_body, idle_timeout=idle_timeout, clock=clock)
+    return RailSite(
+        root, max_body=max_body, idle_timeout=idle_timeout, clock=clock, revoked=revoked
+    )

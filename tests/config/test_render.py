@@ -15,7 +15,8 @@ from rail.config.render import dev_config_yaml
 class DevConfigTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         """The generated text parses into a development config: self-signed TLS, loopback
-        HTTPS on the given port, http webhooks to loopback, the given drain delay."""
+        HTTPS on the given port, http webhooks to loopback (which needs allow_private as
+        well as allow_http_loopback), the given drain delay."""
         text = dev_config_yaml("rail.test", "var", 8443, drain_delay="3s")
         config = parse_config(yaml.safe_load(text), Path("/work"))
         self.assertEqual(config.hostname, "rail.test")
@@ -26,6 +27,7 @@ class DevConfigTests(SynchronousTestCase):
         )
         self.assertEqual(config.tls.mode, "self_signed")
         self.assertTrue(config.webhooks.allow_http_loopback)
+        self.assertTrue(config.webhooks.allow_private)
         self.assertEqual(config.shutdown.drain_delay, 3.0)
 
     def test_default_drain_delay(self) -> None:

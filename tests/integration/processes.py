@@ -103,3 +103,17 @@ def wait_for_port(port: int, server: Server, timeout: float = 20.0) -> Any:
         yield task.deferLater(reactor, 0.1, lambda: None)
         waited += 0.1
     raise AssertionError(f"nothing listening on {port} after {timeout}s:\n{server.output.decode()}")
+
+
+@inlineCallbacks
+def wait_for_output(text: bytes, server: Server, timeout: float = 20.0) -> Any:
+    """Poll until the server has logged ``text`` (bounded), or it died."""
+    waited = 0.0
+    while waited < timeout:
+        if text in server.output:
+            returnValue(None)
+        if server.ended.called:
+            raise AssertionError(f"server exited early:\n{server.output.decode()}")
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        waited += 0.1
+    raise AssertionError(f"{text!r} not logged after {timeout}s:\n{server.output.decode()}")

@@ -243,7 +243,8 @@ class HandshakeRefusalTests(_RunningRail):
 
     @inlineCallbacks
     def test_revoked_without_restart(self) -> Any:
-        """A revocation applies to the next handshake of the running server."""
+        """A revocation applies to the next handshake once the running server has
+        looked at the CRL file."""
         request = ClientRequest(
             name="soon-revoked",
             emails=("app@rail.test",),
@@ -256,6 +257,8 @@ class HandshakeRefusalTests(_RunningRail):
         response = yield self.request("GET", "/api/who", cert=pair)
         self.assertEqual(response.status, 200)
         revoke(self.config, "soon-revoked", datetime.now(UTC))
+        # What the running server does within a second on its own (RevocationWatch).
+        yield self.service.getServiceNamed("revocations").refresh()
         d = self.request("GET", "/api/who", cert=pair)
         failure = yield self.assertFailure(d, ssl.SSLError)
         # OpenSSL checks the CRL itself, so the client is told why.

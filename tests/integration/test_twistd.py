@@ -20,6 +20,7 @@ from tests.integration.processes import (
     rail,
     run,
     start_twistd,
+    wait_for_output,
     wait_for_port,
 )
 
@@ -65,7 +66,8 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def test_plugin_serves_who_and_revocation(self) -> Any:
-        """twistd rail serves /api/who to curl; a revoke refuses the next request."""
+        """twistd rail serves /api/who to curl; a revoke is picked up by the running
+        server on its own and refuses the next connection."""
         server = start_twistd(["rail", "--config", self.config])
         self.addCleanup(self.stop, server)
         yield wait_for_port(self.port, server)
@@ -90,6 +92,8 @@ class TwistdTests(TestCase):
 
         out, err, code = yield rail("certs", "revoke", "--config", self.config, "app")
         self.assertEqual(code, 0, err)
+        # The server looks at the CRL file every second, by itself.
+        yield wait_for_output(b"revocations reloaded: 1 revoked", server)
         out, err, code = yield self.curl(*cert, self.url("/api/who"))
         self.assertNotEqual(code, 0)
         self.assertIn(b"refused client certificate 'app'", bytes(server.output))

@@ -79,3 +79,67 @@ def _dechunk(data: bytes) -> bytes:
         out.append(rest[:size])
         data = rest[size + 2 :]
     return b"".join(out)
+
+
+class PersistentConnection:
+    """One TLS connection kept open across calls (each call blocks: run it in a thread),
+    so a test can change the server's state between two requests or commands."""
+
+    def __init__(self, port: int, ca_file: Path, cert: tuple[Path, Path]) -> None:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.tls = context.wrap_socket(raw, server_hostname="localhost")
+        self._buffer = b""
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            data = self.tls.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed before {marker!r}: {self._buffer!r}")
+            self._buffer += data
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head + marker
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            data = self.tls.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed after {len(self._buffer)} of {size} bytes")
+            self._buffer += data
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def smtp_reply(self) -> bytes:
+        """The bytes of one (possibly multi-line) SMTP reply."""
+        lines = [self._read_until(b"\r\n")]
+        while lines[-1][3:4] == b"-":
+            lines.append(self._read_until(b"\r\n"))
+        return b"".join(lines)
+
+    def smtp(self, line: bytes) -> bytes:
+        """Send one command line (CRLF added) and return the reply's bytes."""
+        self.tls.sendall(line + b"\r\n")
+        return self.smtp_reply()
+
+    def http(self, method: str, path: str, body: bytes = b"", **headers: str) -> Response:
+        """One HTTP/1.1 keep-alive request; the answer must have a Content-Length."""
+        fields = {"Host": "localhost", "Content-Length": str(len(body)), **headers}
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+        self.tls.sendall(head.encode("ascii") + b"\r\n" + body)
+        lines = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        parsed = {}
+        for line in lines[1:]:
+            if line:
+                key, _, value = line.partition(":")
+                parsed[key.strip().lower()] = value.strip()
+        payload = self._read_exactly(int(parsed["content-length"]))
+        return Response(status=status, headers=parsed, body=payload)
+
+    def at_eof(self) -> bool:
+        """True once the server has closed the connection (and sent nothing more)."""
+        return not self._buffer and self.tls.recv(1) == b""
+
+    def close(self) -> None:
+        self.tls.close()

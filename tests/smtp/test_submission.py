@@ -205,3 +205,47 @@ class NoIdentityTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         protocol.dataReceived(b"EHLO a.example\r\nMAIL FROM:<noreply@ataca.io>\r\n")
         self.assertTrue(transport.value().endswith(b"530 5.7.0 Client certificate required\r\n"))
+
+
+class RevokedDuringSessionTests(SynchronousTestCase):
+    """The certificate is revoked while the session is open."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        certificate, _ = issue_client(make_ca(), name="myapp", emails=SENDERS)
+        self.serial = certificate.serial_number
+        self.revoked: frozenset[int] = frozenset()
+        self.transport = _TLSTransport(crypto.X509.from_cryptography(certificate))
+        session = SubmissionSession(
+            self.store, self.clock, "mx.rail.test", revoked=lambda: self.revoked
+        )
+        self.protocol = RailESMTP(session, hostname="mx.rail.test", limits=LIMITS, clock=self.clock)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.handshakeCompleted()
+        self.send(b"EHLO app.example\r\n")
+
+    def send(self, data: bytes) -> list[bytes]:
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        return [line for line in self.transport.value().split(b"\r\n") if line]
+
+    def test_next_mail_from_refused(self) -> None:
+        """MAIL FROM after the serial enters the loaded revocations is 530 5.7.0, every
+        time, logged once per session; nothing is queued."""
+        self.assertEqual(self.send(b"MAIL FROM:<noreply@ataca.io>\r\nRSET\r\n")[0][:3], b"250")
+        self.revoked = frozenset({self.serial})
+        with capturedLogs() as events:
+            for _ in range(2):
+                self.assertEqual(
+                    self.send(b"MAIL FROM:<noreply@ataca.io>\r\n"),
+                    [b"530 5.7.0 Client certificate revoked"],
+                )
+        [event] = [e for e in events if "revoked during the session" in e["log_format"]]
+        self.assertEqual((event["client"], event["serial"]), ("myapp", format(self.serial, "x")))
+        self.assertEqual(self.store.messages, {})
+
+    def test_other_serials_do_not_matter(self) -> None:
+        """Revoking another certificate changes nothing for this session."""
+        self.revoked = frozenset({self.serial + 1})
+        self.assertEqual(self.send(b"MAIL FROM:<noreply@ataca.io>\r\n")[0][:3], b"250")
