@@ -100,7 +100,7 @@ class OpenSessionRevocationTests(_RunningRail):
         yield self.revoke_and_load("doomed")
 
         body = json.dumps(
-            {"from": "doomed@rail.test", "to": ["x@example.com"], "subject": "s", "text": "t"}
+            {"from": "doomed@rail.test", "to": ["x@example.com"], "subject": "s", "body_text": "t"}
         ).encode()
         response = yield deferToThread(
             connection.http, "POST", "/api/v1/send", body, **{"Content-Type": "application/json"}
