@@ -81,6 +81,15 @@ class ConfigCheckTests(_CLITestCase):
         code, out, err = self.rail("config-check", "--config", str(self.config))
         self.assertEqual((code, err), (0, ""))
 
+    def test_unreadable_registry_is_a_warning(self) -> None:
+        """A registry that cannot be opened does not make a valid file invalid: exit 0,
+        and a warning says the conflicts were not checked."""
+        (self.dir / "data").mkdir()
+        (self.dir / "data" / "registry.sqlite3").write_bytes(b"not a database" * 100)
+        code, out, err = self.rail("config-check", "--config", str(self.config))
+        self.assertEqual(code, 0, err)
+        self.assertTrue(err.startswith("rail: warning: address conflicts not checked: "), err)
+
     def test_warns_http_loopback_without_private(self) -> None:
         """allow_http_loopback without allow_private is valid but does nothing: warned."""
         self.config.write_text(
