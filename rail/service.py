@@ -35,6 +35,7 @@ from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
+from rail.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
@@ -43,7 +44,6 @@ from rail.smtp.inbound import InboundSession
 from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
-from rail.startup import PKIState, prepare_pki
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
