@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from twisted.internet import defer
@@ -169,6 +169,25 @@ class DirectoryTests(SynchronousTestCase):
         # Routes to billing and catchall, which have no certificate; postmaster gaps.
         self.assertEqual(len(warnings), 3)
         self.assertIn("inbound.routes[0]", warnings[0]["problem"])
+
+    def test_shared_address_warned_and_kept_by_first(self) -> None:
+        """A certificate issued later with --allow-shared-address does not take the
+        address: after the refresh the first client still gets its mail, and one warning
+        names the conflict."""
+        self.directory.load()
+        self.registry.records.append(
+            record("intruder", ["hello@app.test"], issued=NOW - timedelta(hours=1))
+        )
+        with capturedLogs() as events:
+            self.directory.refresh()
+            self.threads.finish()
+        self.assertEqual(self.client("hello@app.test"), "app")
+        [warning] = [
+            e
+            for e in events
+            if e["log_level"] == LogLevel.warn and "hello@app.test" in e["problem"]
+        ]
+        self.assertIn("it belongs to 'app', issued first", warning["problem"])
 
     def test_service(self) -> None:
         """DirectoryService starts the periodic refresh and stops it (waiting for a read
