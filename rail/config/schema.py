@@ -279,6 +279,9 @@ class Storage:
     min_free_space: int = 512 * _MB
     """Free space on the queue's file system below which new mail is refused as temporary,
     leaving room for the queue's own bookkeeping and for the operator to act."""
+    reserve: int = 16 * _MB
+    """Space kept allocated in ``data_dir/queue/reserve`` and freed when the disk is
+    nearly full, so that Rail can still start and record deliveries; 0 keeps none."""
 
 
 @attrs.frozen(kw_only=True)

@@ -11,6 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from rail.diskfull import is_disk_full
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 
@@ -86,8 +87,22 @@ def open_writable(directory: Path) -> sqlite3.Connection:
     Creates ``directory`` with mode 0700 and, when the file is new, fsyncs the directory so
     the file's name is as durable as its contents. Raises :class:`StoreUnavailableError`
     with a one-line message naming the file when it cannot be used.
+
+    On a full disk SQLite cannot create the shared-memory file of a WAL database; the
+    database is then opened in exclusive locking mode, which keeps that index in the
+    process's memory (see ``docs/delivery.md``, "Full disk"): the server can read and
+    deliver its queue, while other processes (``rail queue``) wait until it stops.
     """
     path = database_path(directory)
+    try:
+        return _open_writable(directory, path, exclusive=False)
+    except StoreUnavailableError as error:
+        if not path.exists() or not is_disk_full(error):
+            raise
+    return _open_writable(directory, path, exclusive=True)
+
+
+def _open_writable(directory: Path, path: Path, exclusive: bool) -> sqlite3.Connection:
     try:
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
@@ -95,6 +110,8 @@ def open_writable(directory: Path) -> sqlite3.Connection:
         created = not path.exists()
         # The connection is opened here and then used only by the writer thread.
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if exclusive:
+            connection.execute("PRAGMA locking_mode=EXCLUSIVE")
     except (OSError, sqlite3.Error) as error:
         raise StoreUnavailableError(f"{path}: cannot open queue database: {error}") from error
     try:
@@ -111,13 +128,26 @@ def open_writable(directory: Path) -> sqlite3.Connection:
 
 
 def open_readonly(directory: Path) -> sqlite3.Connection:
-    """Open the queue database of ``directory`` read-only, alongside a running server."""
+    """Open the queue database of ``directory`` read-only, alongside a running server.
+
+    On a full disk (no room for the shared-memory file) the database is read through an
+    exclusive-mode connection instead, which fails at once ("database is locked") while
+    a server holds the queue open that way.
+    """
     path = database_path(directory)
     if not path.exists():
         raise StoreUnavailableError(f"{path}: no queue database")
     try:
         connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as error:
+            connection.close()
+            if not is_disk_full(error):
+                raise
+            connection = sqlite3.connect(path, timeout=0)
+            connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as error:
         raise StoreUnavailableError(f"{path}: cannot read queue database: {error}") from error
     if version != SCHEMA_VERSION:
