@@ -242,6 +242,7 @@ def build_service(
         min_free_bytes=config.storage.min_free_space,
         reserve_bytes=config.storage.reserve,
     )
+    settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
     readiness = Readiness()
     root = RailService(config, readiness, reactor)

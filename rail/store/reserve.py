@@ -42,8 +42,9 @@ def settle(directory: Path, size: int, min_free: int, free: int | None = None) -
     """Free or allocate the reserve in ``directory`` according to the free space
     (``free``, measured now when not given); returns what was done.
 
-    Raises ``OSError`` only if the reserve cannot be removed; a failed allocation (the
-    space went meanwhile) leaves no file behind and returns None.
+    The reserve is made only in an existing ``directory`` (the queue's, which the store
+    creates). Raises ``OSError`` only if the reserve cannot be removed; a failed
+    allocation (the space went meanwhile) leaves no file behind and returns None.
     """
     path = directory / RESERVE_NAME
     present = path.exists()
@@ -52,14 +53,13 @@ def settle(directory: Path, size: int, min_free: int, free: int | None = None) -
     if present and (size <= 0 or free < size):
         path.unlink()
         return "released"
-    if not present and size > 0 and free >= max(min_free, size) + size:
+    if not present and size > 0 and free >= max(min_free, size) + size and directory.is_dir():
         return "created" if _allocate(directory, path, size) else None
     return None
 
 
 def _allocate(directory: Path, path: Path, size: int) -> bool:
     """Allocate ``size`` bytes at ``path`` (really allocated, not sparse), atomically."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = directory / f".{RESERVE_NAME}.{secrets.token_hex(8)}.tmp"
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:

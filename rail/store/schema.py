@@ -11,11 +11,15 @@ import os
 import sqlite3
 from pathlib import Path
 
+from twisted.logger import Logger
+
 from rail.diskfull import is_disk_full
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 
 __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
+
+_log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
 SCHEMA_VERSION = 3
@@ -91,7 +95,7 @@ def open_writable(directory: Path) -> sqlite3.Connection:
     On a full disk SQLite cannot create the shared-memory file of a WAL database; the
     database is then opened in exclusive locking mode, which keeps that index in the
     process's memory (see ``docs/delivery.md``, "Full disk"): the server can read and
-    deliver its queue, while other processes (``rail queue``) wait until it stops.
+    deliver its queue, while other processes (``rail queue``) cannot read it meanwhile.
     """
     path = database_path(directory)
     try:
@@ -99,7 +103,14 @@ def open_writable(directory: Path) -> sqlite3.Connection:
     except StoreUnavailableError as error:
         if not path.exists() or not is_disk_full(error):
             raise
-    return _open_writable(directory, path, exclusive=True)
+        problem = str(error)
+    connection = _open_writable(directory, path, exclusive=True)
+    _log.warn(
+        "disk full: queue opened in exclusive locking mode ({problem}); `rail queue` cannot"
+        " read it while Rail runs, and Rail leaves this mode at its next start with free space",
+        problem=problem,
+    )
+    return connection
 
 
 def _open_writable(directory: Path, path: Path, exclusive: bool) -> sqlite3.Connection:
