@@ -37,7 +37,7 @@ from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
-from rail.pki.startup import PKIState, prepare_pki
+from rail.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader

@@ -128,3 +128,80 @@ class LayeringTests(SynchronousTestCase):
                 self.assertIsInstance(
                     node, (ast.Expr, ast.Import, ast.ImportFrom, ast.Assign), str(path)
                 )
+
+
+_ARCHITECTURE = _ROOT.parent / "docs" / "architecture.md"
+
+
+def _allowed_imports() -> dict[str, set[str] | None]:
+    """docs/architecture.md's package table: package -> the Rail packages it may import
+    (``None`` for "any")."""
+    table: dict[str, set[str] | None] = {}
+    for line in _ARCHITECTURE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        name = cells[0].strip("`")
+        allowed = cells[2]
+        if allowed == "any":
+            table[name] = None
+        else:
+            table[name] = {part.strip().strip("`") for part in allowed.split(",")} - {"—"}
+    return table
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Rail package -> the other Rail packages its modules import."""
+    graph: dict[str, set[str]] = {}
+    for path in _ROOT.rglob("*.py"):
+        parts = path.relative_to(_ROOT).parts
+        if parts == ("__init__.py",):
+            continue
+        package = parts[0] if len(parts) > 1 else parts[0].removesuffix(".py")
+        targets = graph.setdefault(package, set())
+        for name in _imports(path):
+            if name.startswith("rail."):
+                target = name.split(".")[1]
+                if target != package:
+                    targets.add(target)
+    return graph
+
+
+class ArchitectureTests(SynchronousTestCase):
+    def test_every_package_is_in_the_architecture_table(self) -> None:
+        """docs/architecture.md names every package and top-level module of rail/."""
+        self.assertEqual(sorted(set(_package_imports()) - set(_allowed_imports())), [])
+
+    def test_imports_follow_the_architecture_table(self) -> None:
+        """No package imports a Rail package its row in docs/architecture.md does not allow."""
+        allowed = _allowed_imports()
+        offenders = [
+            f"{package} -> {target}"
+            for package, targets in sorted(_package_imports().items())
+            for target in sorted(targets)
+            if allowed.get(package) is not None and target not in (allowed[package] or set())
+        ]
+        self.assertEqual(offenders, [])
+
+    def test_package_imports_have_no_cycles(self) -> None:
+        """The package import graph is acyclic (wiring modules aside, which import anything)."""
+        graph = _package_imports()
+        wiring = {name for name, allowed in _allowed_imports().items() if allowed is None}
+        state: dict[str, int] = {}
+        cycles: list[str] = []
+
+        def visit(node: str, path: list[str]) -> None:
+            state[node] = 1
+            for target in sorted(graph.get(node, ())):
+                if target in wiring:
+                    continue
+                if state.get(target) == 1:
+                    cycles.append(" -> ".join([*path[path.index(target) :], target]))
+                elif target not in state:
+                    visit(target, [*path, target])
+            state[node] = 2
+
+        for node in sorted(graph):
+            if node not in wiring and node not in state:
+                visit(node, [node])
+        self.assertEqual(cycles, [])

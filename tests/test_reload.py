@@ -16,7 +16,7 @@ from rail.config import load_config
 from rail.delivery.decide import RetryPolicy
 from rail.delivery.scheduler import DeliveryLimits, Scheduler
 from rail.dkim.keys import KeyStore
-from rail.pki.startup import prepare_pki
+from rail.startup import prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.reload import Reloader
 from rail.testing import MemoryStore

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rail.acme.storage import save_acme_material
 from rail.pki.inspect import issued_by
-from rail.pki.startup import prepare_pki
+from rail.startup import prepare_pki
 from tests.acme.helpers import NOW, at, material
 from tests.integration.fixtures import make_config
 

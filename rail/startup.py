@@ -1,4 +1,4 @@
-"""PKI state a starting server needs, prepared before the reactor runs.
+"""PKI and ACME state a starting server needs, prepared before the reactor runs.
 
 Runs synchronously in ``makeService`` on purpose: a missing or corrupt CA, key or
 certificate must stop start-up with a clear message before any port is bound, and the
