@@ -37,7 +37,6 @@ from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
-from rail.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
@@ -46,6 +45,7 @@ from rail.smtp.inbound import InboundSession
 from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
+from rail.startup import PKIState, prepare_pki
 from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
