@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -26,16 +27,17 @@ from rail.config.listen import ListenSpec
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
+from rail.diskfull import is_disk_full
 from rail.dkim.domains import local_domains
-from rail.dkim.keys import KeyStore
+from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
+from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
-from rail.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
@@ -44,13 +46,15 @@ from rail.smtp.inbound import InboundSession
 from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
+from rail.startup import PKIState, prepare_pki
+from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
 from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
-from rail.webhooks.key import load_or_create_key
+from rail.webhooks.key import WebhookKey, load_or_create_key
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
 
 __all__ = ["RailService", "build_service"]
@@ -157,6 +161,61 @@ def dkim_domains(config: Config, now: datetime) -> list[str]:
     return sorted({*local_domain_names(config, now), config.hostname})
 
 
+def settle_reserve(config: Config) -> None:
+    """Free the disk reserve if the disk is nearly full, or make it if there is room
+    (see :mod:`rail.store.reserve`); start-up goes on whatever happens here."""
+    queue = config.data_dir / "queue"
+    storage = config.storage
+    try:
+        action = settle(queue, storage.reserve, storage.min_free_space)
+    except OSError as error:
+        _log.error("cannot free the disk reserve: {error}", error=str(error))
+        return
+    if action == "released":
+        _log.warn(
+            "disk nearly full: freed the {size}-byte reserve in {path} so Rail can start and"
+            " record deliveries; new mail is refused until free space is back",
+            size=storage.reserve,
+            path=str(queue / RESERVE_NAME),
+        )
+    elif action == "created":
+        _log.info("disk reserve of {size} bytes allocated", size=storage.reserve)
+
+
+def ensure_dkim_keys(keys: KeyStore, domains: list[str], now: float) -> None:
+    """Create the DKIM keys of new ``domains``; on a full disk a domain's keys are left
+    for later (its first signed message or a reload creates them) rather than stopping
+    start-up."""
+    for domain in domains:
+        try:
+            keys.ensure([domain], now)
+        except DKIMKeyError as error:
+            if not is_disk_full(error):
+                raise
+            _log.warn(
+                "disk full: DKIM keys for {domain} not created now ({error}); they are made"
+                " when mail from {domain} is signed or at a reload, once there is room",
+                domain=domain,
+                error=str(error),
+            )
+
+
+def webhook_signing_key(config: Config) -> WebhookKey:
+    """The webhook signing key; on a full disk where none was saved yet, one kept in
+    memory until a start that can save its own."""
+    try:
+        return load_or_create_key(config.data_dir)
+    except PKIError as error:
+        if not is_disk_full(error):
+            raise
+        _log.warn(
+            "disk full: webhook signing key not saved ({error}); signing with a key kept in"
+            " memory, which the next start replaces",
+            error=str(error),
+        )
+        return WebhookKey(ed25519.Ed25519PrivateKey.generate())
+
+
 def webhook_settings(config: Config) -> tuple[Any, Any, float]:
     """What a reload changes in the webhook dispatcher: policy, limits, timeout."""
     return webhook_policy(config), webhook_limits(config), config.webhooks.timeout
@@ -171,17 +230,21 @@ def build_service(
     """Build the whole tree; ``pki`` may be passed in by tests that prepared it; with
     ``config_path``, SIGHUP reloads from it."""
     now = datetime.fromtimestamp(reactor.seconds(), UTC)
+    # First, so that on a full disk the start-up below has the reserve's room.
+    settle_reserve(config)
     if pki is None:
         pki = prepare_pki(config, now)
     keys = KeyStore.open(config.data_dir / "dkim")
-    keys.ensure(dkim_domains(config, now), now.timestamp())
+    ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
     store = SQLiteStore.open(
         config.data_dir / "queue",
         reactor,
         max_queued=config.storage.max_queued,
         min_free_bytes=config.storage.min_free_space,
+        reserve_bytes=config.storage.reserve,
     )
-    webhook_key = load_or_create_key(config.data_dir)
+    settle_reserve(config)  # on a first start, the queue directory exists only now
+    webhook_key = webhook_signing_key(config)
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.

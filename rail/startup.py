@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from rail.acme.storage import load_acme_material
 from rail.config import Config
+from rail.diskfull import is_disk_full
 from rail.pki.ca import CertificateAuthority
 from rail.pki.files import (
     PKIError,
@@ -22,7 +23,7 @@ from rail.pki.files import (
     load_or_create_server_material,
     load_server_material,
 )
-from rail.pki.operations import publish_crl
+from rail.pki.operations import current_crl, publish_crl
 from rail.pki.revocations import Revocations
 from rail.pki.tls import ServerMaterial
 
@@ -45,10 +46,23 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
     """
     ca, _created = load_or_create_ca(config.data_dir, config.hostname, now)
     # Re-publish the CRL from the registry so a lost or stale file cannot un-revoke
-    # anything across a restart.
-    publish_crl(config.data_dir, ca, now)
+    # anything across a restart; on a full disk, serve that CRL from memory instead.
+    unpublished = None
+    try:
+        publish_crl(config.data_dir, ca, now)
+    except PKIError as e:
+        if not is_disk_full(e):
+            raise
+        unpublished = current_crl(config.data_dir, ca, now)
+        _log.warn(
+            "disk full: CRL not rewritten ({error}); serving the registry's revocations"
+            " from memory",
+            error=str(e),
+        )
     if config.tls.mode == "self_signed":
-        leaf, key = load_or_create_server_material(config.data_dir, ca, config.hostname, now)
+        leaf, key = load_or_create_server_material(
+            config.data_dir, ca, config.hostname, now, unsaved=_unsaved
+        )
         server = ServerMaterial(chain=(leaf,), key=key)
     elif config.tls.mode == "acme":
         server = _acme_material(config, ca, now)
@@ -57,7 +71,10 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
         chain, key = load_server_material(config.tls.cert_file, config.tls.key_file)
         server = ServerMaterial(chain=tuple(chain), key=key)
     revocations = Revocations(crl_path(config.data_dir), ca.certificate)
-    revocations.load()
+    if unpublished is None:
+        revocations.load()
+    else:
+        revocations.adopt(unpublished)
     return PKIState(ca=ca, server=server, revocations=revocations)
 
 
@@ -73,5 +90,14 @@ def _acme_material(config: Config, ca: CertificateAuthority, now: datetime) -> S
         material = None
     if material is not None:
         return material
-    leaf, key = load_or_create_server_material(config.data_dir, ca, config.hostname, now)
+    leaf, key = load_or_create_server_material(
+        config.data_dir, ca, config.hostname, now, unsaved=_unsaved
+    )
     return ServerMaterial(chain=(leaf,), key=key)
+
+
+def _unsaved(error: PKIError) -> None:
+    _log.warn(
+        "disk full: the renewed server certificate is served from memory, not saved ({error})",
+        error=str(error),
+    )

@@ -75,6 +75,8 @@ _PURE = [
     "dns/zonefile.py",
     "dns/sources.py",
     "dns/cli.py",
+    "diskfull.py",
+    "store/reserve.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

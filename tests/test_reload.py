@@ -16,9 +16,9 @@ from rail.config import load_config
 from rail.delivery.decide import RetryPolicy
 from rail.delivery.scheduler import DeliveryLimits, Scheduler
 from rail.dkim.keys import KeyStore
-from rail.startup import prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.reload import Reloader
+from rail.startup import prepare_pki
 from rail.testing import MemoryStore
 
 _NOW = 1_800_000_000.0

@@ -200,7 +200,11 @@ _LIMITS = r.section(
 
 _STORAGE = r.section(
     Storage,
-    {"max_queued": r.integer(1, 1_000_000_000), "min_free_space": r.size("0B", "1024GB")},
+    {
+        "max_queued": r.integer(1, 1_000_000_000),
+        "min_free_space": r.size("0B", "1024GB"),
+        "reserve": r.size("0B", "1GB"),
+    },
 )
 
 _SHUTDOWN = r.section(

@@ -198,11 +198,12 @@ class Inbound:
 
 @attrs.frozen(kw_only=True)
 class RateLimit:
-    """DNS response rate limiting: answers per second per client network, against
-    reflection attacks that spoof a victim's address."""
+    """DNS response rate limiting: answers per second per client network and response
+    (as in BIND's RRL), against reflection attacks that spoof a victim's address."""
 
     responses_per_second: int = 20
-    """Answers per second to one network before Rail starts dropping; 0 disables."""
+    """Answers per second to one network for one response (query name, type and class;
+    for NXDOMAIN the zone; for errors none) before Rail starts dropping; 0 disables."""
     slip: int = 2
     """Of the answers over the limit, every ``slip``-th is sent truncated (TC=1) so a real
     client retries over TCP; 0 drops them all."""
@@ -278,6 +279,9 @@ class Storage:
     min_free_space: int = 512 * _MB
     """Free space on the queue's file system below which new mail is refused as temporary,
     leaving room for the queue's own bookkeeping and for the operator to act."""
+    reserve: int = 16 * _MB
+    """Space kept allocated in ``data_dir/queue/reserve`` and freed when the disk is
+    nearly full, so that Rail can still start and record deliveries; 0 keeps none."""
 
 
 @attrs.frozen(kw_only=True)

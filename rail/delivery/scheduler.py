@@ -37,6 +37,8 @@ __all__ = ["DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
 _log = Logger()
 
 _IDLE_POLL = 1.0
+RECORD_RETRY = 10.0
+"""Seconds between tries to record a delivery result the store could not write."""
 _NO_ROUTE = Reply(451, "4.4.0", "no route to any MX host", remote=False)
 _INTERNAL = Reply(451, "4.3.0", "local error in processing", remote=False)
 
@@ -115,6 +117,7 @@ class Scheduler:
         self._connecting: set[Deferred[Session]] = set()
         self._workers: set[Deferred[None]] = set()
         self._records: set[Deferred[Any]] = set()
+        self._unrecorded: dict[tuple[str, str], IDelayedCall] = {}
         self._claiming = False
         self._again = False
         self._filling = False
@@ -178,6 +181,16 @@ class Scheduler:
             for job in jobs:
                 self._in_flight.discard(job.key)
         self._waiting.clear()
+        if self._unrecorded:
+            _log.warn(
+                "{count} delivery results could not be recorded; those recipients are tried"
+                " again after the restart",
+                count=len(self._unrecorded),
+            )
+        for key, call in self._unrecorded.items():
+            call.cancel()
+            self._in_flight.discard(key)
+        self._unrecorded.clear()
         timer = self._clock.callLater(grace, self._cut_all)
         done: Deferred[None] = Deferred()
 
@@ -427,17 +440,33 @@ class Scheduler:
 
     def _record(self, job: DeliveryJob, result: JobResult, started: float) -> None:
         self._observer.attempt(job, result, self._clock.seconds() - started)
+        self._store_result(job, result)
+
+    def _store_result(self, job: DeliveryJob, result: JobResult) -> None:
+        """Record ``result``; if the store cannot (a full disk), keep the job in flight
+        and try again every ``RECORD_RETRY`` seconds: claiming it again would repeat an
+        attempt whose outcome is known, only not yet written."""
         recorded = self._queue.record(result, self._dsn)
         self._records.add(recorded)
 
         def done(outcome: object) -> None:
             self._records.discard(recorded)
-            self._in_flight.discard(job.key)
             if isinstance(outcome, Failure):
                 _log.error(
-                    "cannot record delivery of {msg_id}: {error}",
+                    "cannot record delivery of {msg_id}: {error}; trying again in {delay}s",
                     msg_id=job.message_id,
                     error=outcome.getErrorMessage(),
+                    delay=RECORD_RETRY,
                 )
+                if self._running:
+                    self._unrecorded[job.key] = self._clock.callLater(
+                        RECORD_RETRY, self._retry_record, job, result
+                    )
+                    return
+            self._in_flight.discard(job.key)
 
         recorded.addBoth(done)
+
+    def _retry_record(self, job: DeliveryJob, result: JobResult) -> None:
+        del self._unrecorded[job.key]
+        self._store_result(job, result)

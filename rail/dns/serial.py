@@ -17,6 +17,8 @@ from pathlib import Path
 
 import attrs
 
+from rail.diskfull import is_disk_full
+
 __all__ = ["SerialEntry", "SerialFile", "next_serial"]
 
 _MAX_SERIAL = 2**32 - 1
@@ -52,8 +54,14 @@ class SerialFile:
         for origin, digest in digests.items():
             entries[origin] = next_serial(entries.get(origin), digest, now)
         if save and entries != self._entries:
-            _write(self.path, entries)
-            self._entries = entries
+            try:
+                _write(self.path, entries)
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                # Served all the same; written at a later refresh, once there is room.
+            else:
+                self._entries = entries
         return {origin: entries[origin].serial for origin in digests}
 
 

@@ -11,13 +11,13 @@ new set, never a mix.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.names import dns
 
 from rail.dns.lookup import FORMERR, NOTIMP, Answer, ZoneIndex
-from rail.dns.ratelimit import RateLimiter
+from rail.dns.ratelimit import RateLimiter, response_key
 from rail.dns.records import Record
 from rail.dns.wire import ParsedQuery, encode_response, parse_query, to_rr
 from rail.dns.zone import Zone
@@ -26,6 +26,9 @@ __all__ = ["DNSServer"]
 
 _BADVERS = 16
 _TCP_LIMIT = 65535
+_NOTIMP = Answer(NOTIMP)
+_FORMERR = Answer(FORMERR)
+_BADVERS_ANSWER = Answer(_BADVERS)
 
 
 class DNSServer:
@@ -61,15 +64,18 @@ class DNSServer:
         """The response to the message ``data``, or ``None`` to send nothing.
 
         ``source`` is the client's IP address for UDP, which is size-limited and rate
-        limited; ``None`` for TCP, which is neither.
+        limited per client network and response (:mod:`rail.dns.ratelimit`); ``None`` for
+        TCP, which is neither.
         """
         query = parse_query(data)
         if query is None:
             self.counts["dropped"] += 1
             return None
         limit = _TCP_LIMIT if source is None else query.udp_limit()
+        decided, name, asked = self._decide(query)
         if source is not None and self._limiter is not None:
-            decision = self._limiter.check(source, self._clock.seconds())
+            key = _response_key(query, decided, name)
+            decision = self._limiter.check(source, key, self._clock.seconds())
             if decision == "drop":
                 self.counts["rate-limited"] += 1
                 return None
@@ -77,32 +83,42 @@ class DNSServer:
                 self.counts["slipped"] += 1
                 return encode_response(query, 0, limit=limit, truncated=True)
         self.counts["answered"] += 1
-        return self._answer(query, limit)
+        return encode_response(
+            query,
+            decided.rcode,
+            limit=limit,
+            authoritative=decided.authoritative,
+            answers=[_rr(r, name, asked) for r in decided.answers],
+            authority=[to_rr(r) for r in decided.authority],
+            additional=[to_rr(r) for r in decided.additional],
+        )
 
-    def _answer(self, query: ParsedQuery, limit: int) -> bytes:
+    def _decide(self, query: ParsedQuery) -> tuple[Answer, str, bytes]:
+        """The answer to ``query``, with the asked name lower-cased (empty when the query
+        is refused before its question is read) and as spelled by the client."""
         if query.opcode != dns.OP_QUERY:
-            return encode_response(query, NOTIMP, limit=limit)
+            return _NOTIMP, "", b""
         if query.bad_opt or len(query.questions) != 1:
-            return encode_response(query, FORMERR, limit=limit)
+            return _FORMERR, "", b""
         if query.edns is not None and query.edns.version > 0:
-            return encode_response(query, _BADVERS, limit=limit)
+            return _BADVERS_ANSWER, "", b""
         question = query.questions[0]
         asked = question.name.name
         name = asked.lower().decode("latin-1")
-        answer = self._index.answer(name, question.type, question.cls)
-        return encode_response(
-            query,
-            answer.rcode,
-            limit=limit,
-            authoritative=answer.authoritative,
-            answers=[_rr(r, name, asked) for r in answer.answers],
-            authority=[to_rr(r) for r in answer.authority],
-            additional=[to_rr(r) for r in answer.additional],
-        )
+        return self._index.answer(name, question.type, question.cls), name, asked
 
     def lookup(self, name: str, rtype: int) -> Answer:
         """The decided answer for ``name`` and ``rtype`` (class IN), without encoding."""
         return self._index.answer(name.lower().rstrip("."), rtype)
+
+
+def _response_key(query: ParsedQuery, answer: Answer, name: str) -> tuple[Hashable, ...]:
+    """What the rate limiter counts this response as (with the client's network)."""
+    if not name:
+        return response_key(answer.rcode, False, "", 0, 0, None)
+    question = query.questions[0]
+    zone = answer.authority[0].name if answer.authority else None
+    return response_key(answer.rcode, bool(answer.answers), name, question.type, question.cls, zone)
 
 
 def _rr(record: Record, name: str, asked: bytes) -> dns.RRHeader:

@@ -17,13 +17,14 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from rail.diskfull import is_disk_full
 from rail.pki.ca import CertificateAuthority, create_ca
 from rail.pki.crl import crl_pem, parse_crl, revoked_serials
 from rail.pki.inspect import format_time, issued_by
@@ -323,12 +324,19 @@ def _names_host(cert: x509.Certificate, hostname: str) -> bool:
 
 
 def load_or_create_server_material(
-    data_dir: Path, ca: CertificateAuthority, hostname: str, now: datetime
+    data_dir: Path,
+    ca: CertificateAuthority,
+    hostname: str,
+    now: datetime,
+    unsaved: Callable[[PKIError], None] | None = None,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """The ``tls.self_signed`` server certificate, issued by Rail's CA.
 
     Reused while it is issued by this CA, names ``hostname`` and has more than
     ``SERVER_REUSE_MARGIN`` left; otherwise replaced (it identifies nothing worth keeping).
+    With ``unsaved``, a replacement that cannot be written for lack of disk space is
+    returned all the same, and ``unsaved`` is called with the error (a starting server
+    serves it from memory and writes it at a later start).
     """
     cert_path, key_path = server_cert_path(data_dir), server_key_path(data_dir)
     try:
@@ -352,5 +360,10 @@ def load_or_create_server_material(
         cert = issue_server_certificate(
             ca, hostname, ("localhost", "127.0.0.1", "::1"), key.public_key(), now
         )
-        write_key_pair(cert_path, key_path, cert, key)
+        try:
+            write_key_pair(cert_path, key_path, cert, key)
+        except PKIError as e:
+            if unsaved is None or not is_disk_full(e):
+                raise
+            unsaved(e)
         return cert, key

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import attrs
+from cryptography import x509
 
 from rail.config import Config
 from rail.pki.ca import CertificateAuthority
@@ -30,7 +31,14 @@ from rail.pki.keys import generate_private_key
 from rail.pki.ownership import AddressConflict
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 
-__all__ = ["IssuedClient", "OperationError", "issue_client", "publish_crl", "revoke"]
+__all__ = [
+    "IssuedClient",
+    "OperationError",
+    "current_crl",
+    "issue_client",
+    "publish_crl",
+    "revoke",
+]
 
 
 class OperationError(Exception):
@@ -61,16 +69,23 @@ def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None
     valid until the CA expires: OpenSSL refuses every client once a CRL's nextUpdate has
     passed, and a quiet week without revocations must not take the service down.
     """
-    until_ca_expiry = ca.certificate.not_valid_after_utc - now
     # Under the CA lock so two publishers cannot write an older list last, and numbered
     # strictly above the current file (servers refuse a lower number as a replay), even
     # if the clock went backwards.
     with directory_lock(crl_path(data_dir).parent):
-        with Registry.open(registry_path(data_dir)) as registry:
-            revoked = registry.revoked()
-        number = max(_current_crl_number(data_dir) + 1, int(now.timestamp()))
-        crl = build_crl(ca, revoked, now, next_update=until_ca_expiry, crl_number=number)
-        write_crl(data_dir, crl)
+        write_crl(data_dir, current_crl(data_dir, ca, now))
+
+
+def current_crl(
+    data_dir: Path, ca: CertificateAuthority, now: datetime
+) -> x509.CertificateRevocationList:
+    """The CRL :func:`publish_crl` writes, built from the registry without writing it:
+    what a server starting on a full disk serves from memory."""
+    until_ca_expiry = ca.certificate.not_valid_after_utc - now
+    with Registry.open(registry_path(data_dir)) as registry:
+        revoked = registry.revoked()
+    number = max(_current_crl_number(data_dir) + 1, int(now.timestamp()))
+    return build_crl(ca, revoked, now, next_update=until_ca_expiry, crl_number=number)
 
 
 def _current_crl_number(data_dir: Path) -> int:

@@ -21,6 +21,7 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from rail.diskfull import is_disk_full
 from rail.pki.files import PKIError, certificate_pem
 from rail.pki.inspect import certificate_identity
 from rail.pki.keys import key_type_of
@@ -222,6 +223,23 @@ class Registry:
 
     @classmethod
     def open(cls, path: Path) -> Registry:
+        """Open (creating if needed) the registry at ``path``.
+
+        On a full disk SQLite cannot create the shared-memory file a WAL database is
+        shared through, and the open fails with an I/O error; the registry is then
+        opened again in exclusive locking mode, which keeps that index in memory, so it
+        can still be read (writes fail for want of space as they would anyway). Another
+        process waits (``busy_timeout``) until such a connection is closed.
+        """
+        try:
+            return cls._open(path, exclusive=False)
+        except RegistryError as e:
+            if not path.exists() or not is_disk_full(e):
+                raise
+        return cls._open(path, exclusive=True)
+
+    @classmethod
+    def _open(cls, path: Path, exclusive: bool) -> Registry:
         try:
             connection = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=5.0
@@ -231,6 +249,8 @@ class Registry:
         try:
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA busy_timeout = 5000")
+            if exclusive:
+                connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise RegistryError(f"{path}: cannot enable WAL mode (journal mode is {mode})")

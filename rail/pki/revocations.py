@@ -75,6 +75,18 @@ class Revocations:
             raise PKIError(f"{self._path}: {_reason(e)}") from e
         self._seen = signature
 
+    def adopt(self, crl: x509.CertificateRevocationList) -> None:
+        """Use ``crl`` (built from the registry at start-up, when the file could not be
+        rewritten for lack of disk space) instead of the file as it is now; the file is
+        read again once it changes, and only if it is not older than ``crl``."""
+        self._serials = revoked_serials(crl, self._ca)
+        self._crl, self._number = crl, crl_number(crl)
+        self.generation += 1
+        try:
+            self._seen = _signature(self._stat(self._path))
+        except OSError:
+            self._seen = None
+
     def current(self) -> frozenset[int]:
         """Revoked serials as of the file on disk now (see :meth:`refresh`); for callers
         off the reactor thread (the server uses :attr:`serials`)."""

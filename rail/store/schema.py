@@ -11,10 +11,15 @@ import os
 import sqlite3
 from pathlib import Path
 
+from twisted.logger import Logger
+
+from rail.diskfull import is_disk_full
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 
 __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
+
+_log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
 SCHEMA_VERSION = 3
@@ -86,8 +91,29 @@ def open_writable(directory: Path) -> sqlite3.Connection:
     Creates ``directory`` with mode 0700 and, when the file is new, fsyncs the directory so
     the file's name is as durable as its contents. Raises :class:`StoreUnavailableError`
     with a one-line message naming the file when it cannot be used.
+
+    On a full disk SQLite cannot create the shared-memory file of a WAL database; the
+    database is then opened in exclusive locking mode, which keeps that index in the
+    process's memory (see ``docs/delivery.md``, "Full disk"): the server can read and
+    deliver its queue, while other processes (``rail queue``) cannot read it meanwhile.
     """
     path = database_path(directory)
+    try:
+        return _open_writable(directory, path, exclusive=False)
+    except StoreUnavailableError as error:
+        if not path.exists() or not is_disk_full(error):
+            raise
+        problem = str(error)
+    connection = _open_writable(directory, path, exclusive=True)
+    _log.warn(
+        "disk full: queue opened in exclusive locking mode ({problem}); `rail queue` cannot"
+        " read it while Rail runs, and Rail leaves this mode at its next start with free space",
+        problem=problem,
+    )
+    return connection
+
+
+def _open_writable(directory: Path, path: Path, exclusive: bool) -> sqlite3.Connection:
     try:
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
@@ -95,6 +121,8 @@ def open_writable(directory: Path) -> sqlite3.Connection:
         created = not path.exists()
         # The connection is opened here and then used only by the writer thread.
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if exclusive:
+            connection.execute("PRAGMA locking_mode=EXCLUSIVE")
     except (OSError, sqlite3.Error) as error:
         raise StoreUnavailableError(f"{path}: cannot open queue database: {error}") from error
     try:
@@ -111,13 +139,26 @@ def open_writable(directory: Path) -> sqlite3.Connection:
 
 
 def open_readonly(directory: Path) -> sqlite3.Connection:
-    """Open the queue database of ``directory`` read-only, alongside a running server."""
+    """Open the queue database of ``directory`` read-only, alongside a running server.
+
+    On a full disk (no room for the shared-memory file) the database is read through an
+    exclusive-mode connection instead, which fails at once ("database is locked") while
+    a server holds the queue open that way.
+    """
     path = database_path(directory)
     if not path.exists():
         raise StoreUnavailableError(f"{path}: no queue database")
     try:
         connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as error:
+            connection.close()
+            if not is_disk_full(error):
+                raise
+            connection = sqlite3.connect(path, timeout=0)
+            connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as error:
         raise StoreUnavailableError(f"{path}: cannot read queue database: {error}") from error
     if version != SCHEMA_VERSION:

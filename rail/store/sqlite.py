@@ -72,6 +72,7 @@ class SQLiteStore:
         *,
         max_queued: int,
         min_free_bytes: int,
+        reserve_bytes: int = 0,
     ) -> None:
         self._reactor = reactor
         self.directory = directory
@@ -87,6 +88,7 @@ class SQLiteStore:
             min_free_bytes=min_free_bytes,
             deliver=self._deliver_from_thread,
             stopped=self._stopped_from_thread,
+            reserve_bytes=reserve_bytes,
         )
 
     @classmethod
@@ -97,6 +99,7 @@ class SQLiteStore:
         *,
         max_queued: int,
         min_free_bytes: int,
+        reserve_bytes: int = 0,
     ) -> SQLiteStore:
         """Create or check the queue in ``directory`` (created with mode 0700); call
         :meth:`start` before the store answers anything.
@@ -114,7 +117,13 @@ class SQLiteStore:
             raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
         finally:
             connection.close()
-        return cls(reactor, directory, max_queued=max_queued, min_free_bytes=min_free_bytes)
+        return cls(
+            reactor,
+            directory,
+            max_queued=max_queued,
+            min_free_bytes=min_free_bytes,
+            reserve_bytes=reserve_bytes,
+        )
 
     def start(self) -> None:
         """Open the database again and start the writer thread (from ``startService``).

@@ -21,6 +21,7 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from rail.inbound.model import InboundMessage, WebhookResult
 from rail.store.deliveries import (
@@ -50,6 +51,7 @@ from rail.store.model import (
     StoreUnavailableError,
     overall_status,
 )
+from rail.store.reserve import settle
 
 __all__ = [
     "IDEMPOTENCY_TTL",
@@ -74,6 +76,8 @@ MAX_BATCH = 512
 IDEMPOTENCY_TTL = 24 * 60 * 60.0
 # Expired idempotency rows are purged at most this often, in ``received_at`` seconds.
 _PURGE_EVERY = 10 * 60.0
+
+_log = Logger()
 
 Outcome = tuple[Any, object]
 Deliver = Callable[[list[Outcome]], None]
@@ -214,10 +218,14 @@ class Writer:
         min_free_bytes: int,
         deliver: Deliver,
         stopped: Callable[[], None],
+        reserve_bytes: int = 0,
     ) -> None:
+        """``reserve_bytes``: the disk reserve kept in ``directory`` (see
+        :mod:`rail.store.reserve`), freed and made again as free space changes."""
         self._directory = directory
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
+        self._reserve_bytes = reserve_bytes
         self._deliver = deliver
         self._stopped = stopped
         self._queue: SimpleQueue[object] = SimpleQueue()
@@ -292,8 +300,7 @@ class Writer:
         accepts = [op for op in writes if isinstance(op, AcceptOp | InboundAcceptOp)]
         connection = self._connection
         try:
-            stats = os.statvfs(self._directory)
-            budget = _Budget(free_bytes=stats.f_bavail * stats.f_frsize)
+            budget = _Budget(free_bytes=self._free_bytes())
             if connection.in_transaction:  # a failed ROLLBACK left one open
                 connection.execute("ROLLBACK")
             connection.execute("BEGIN IMMEDIATE")
@@ -329,6 +336,29 @@ class Writer:
         self.commits += 1
         self.pending += budget.messages - finished
         return [(op.token, result) for op, result in zip(writes, results, strict=True)]
+
+    def _free_bytes(self) -> int:
+        """Free space for this batch, after freeing or making the disk reserve as the
+        free space asks (:mod:`rail.store.reserve`)."""
+        stats = os.statvfs(self._directory)
+        free = stats.f_bavail * stats.f_frsize
+        try:
+            action = settle(self._directory, self._reserve_bytes, self._min_free_bytes, free)
+        except OSError as error:
+            _log.error("cannot free the disk reserve: {error}", error=str(error))
+            return free
+        if action is None:
+            return free
+        if action == "released":
+            _log.warn(
+                "disk nearly full: freed the {size}-byte reserve so the queue can keep"
+                " recording deliveries; new mail is refused until free space is back",
+                size=self._reserve_bytes,
+            )
+        else:
+            _log.info("disk reserve of {size} bytes allocated again", size=self._reserve_bytes)
+        stats = os.statvfs(self._directory)
+        return stats.f_bavail * stats.f_frsize
 
     def _rollback(self) -> None:
         try:

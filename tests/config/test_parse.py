@@ -61,7 +61,11 @@ class DefaultsTests(SynchronousTestCase):
                     smtp_transaction_timeout=600.0,
                     smtp_bad_commands=10,
                 ),
-                storage=Storage(max_queued=1_000_000, min_free_space=512 * 1024 * 1024),
+                storage=Storage(
+                    max_queued=1_000_000,
+                    min_free_space=512 * 1024 * 1024,
+                    reserve=16 * 1024 * 1024,
+                ),
                 shutdown=Shutdown(drain_delay=2.0),
             ),
         )
@@ -99,6 +103,19 @@ class DefaultsTests(SynchronousTestCase):
                 limits=Limits(http_body_size=10 * 1024 * 1024, http_idle_timeout=300.0),
                 shutdown=Shutdown(drain_delay=0.25),
             ),
+        )
+
+    def test_storage_reserve(self) -> None:
+        """``storage.reserve`` is a size from 0 (no reserve) to 1GB, 16MB by default."""
+        self.assertEqual(parse_config(_minimal(), BASE).storage.reserve, 16 * 1024 * 1024)
+        self.assertEqual(parse_config(_minimal(storage={"reserve": "0B"}), BASE).storage.reserve, 0)
+        self.assertEqual(
+            parse_config(_minimal(storage={"reserve": "64MB"}), BASE).storage.reserve,
+            64 * 1024 * 1024,
+        )
+        self.assertEqual(
+            _problems(_minimal(storage={"reserve": "2GB"})),
+            ['storage.reserve: expected a size from "0B" to "1GB", got \'2GB\''],
         )
 
     def test_frozen(self) -> None:

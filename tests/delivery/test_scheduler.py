@@ -22,8 +22,9 @@ from rail.delivery.outcome import (
     SessionError,
 )
 from rail.delivery.resolve import Route, RouteError, RouteHost
-from rail.delivery.scheduler import DeliveryLimits, Scheduler
-from rail.store.model import BounceReport, NewMessage
+from rail.delivery.scheduler import RECORD_RETRY, DeliveryLimits, Scheduler
+from rail.store.deliveries import DSNBuilder
+from rail.store.model import BounceReport, JobResult, NewMessage, StoreUnavailableError
 from rail.testing import MemoryStore
 
 _T0 = 1_800_000_000.0
@@ -169,6 +170,45 @@ class SchedulerTests(SynchronousTestCase):
         self.assertTrue(first.data.startswith(b"DKIM-Signature: x\r\nSubject: M000"))
         self.assertEqual(scheduler.in_flight, 0)
         self.successResultOf(scheduler.stop(10))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unrecorded_result_kept_in_flight_and_retried(self) -> None:
+        """A delivery whose result the store cannot write (a full disk) is not claimed and
+        sent again: the job stays in flight and the same result is recorded once the
+        store takes it, RECORD_RETRY seconds later."""
+        message_id = self.accept("a@one.example")
+        record = self.store.record
+        failures = [StoreUnavailableError("cannot write to queue: database or disk is full")]
+
+        def flaky(result: JobResult, dsn: DSNBuilder | None = None) -> Deferred[NewMessage | None]:
+            if failures:
+                return fail(failures.pop())
+            return record(result, dsn)
+
+        self.store.record = flaky  # type: ignore[method-assign]
+        scheduler = self.scheduler()
+        scheduler.start()
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual(self.status(message_id), [("queued", None, 0, _T0)])
+        self.clock.advance(RECORD_RETRY - 1)
+        self.assertEqual((len(self.sessions), scheduler.in_flight), (1, 1))
+        self.clock.advance(1)
+        self.assertEqual(self.status(message_id), [("sent", "250 2.0.0 ok", 1, None)])
+        self.assertEqual((len(self.sessions), scheduler.in_flight), (1, 0))
+        self.flushLoggedErrors()
+
+    def test_unrecorded_result_abandoned_at_stop(self) -> None:
+        """At stop, a result still unrecorded is given up (logged): the recipient stays
+        queued and is tried again after the restart; no retry timer is left behind."""
+        message_id = self.accept("a@one.example")
+        self.store.record = lambda result, dsn=None: fail(  # type: ignore[method-assign]
+            StoreUnavailableError("cannot write to queue: database or disk is full")
+        )
+        scheduler = self.scheduler()
+        scheduler.start()
+        self.successResultOf(scheduler.stop(10))
+        self.assertEqual(scheduler.in_flight, 0)
+        self.assertEqual(self.status(message_id), [("queued", None, 0, _T0)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_per_domain_transactions(self) -> None:

@@ -337,6 +337,37 @@ class RateLimitTests(_ServerCase):
         again = await client.ask(query_bytes("example.com", dns.SOA, message_id=9))
         self.assertEqual((again.id, again.trunc, len(again.answers)), (9, 0, 1))
 
+    async def test_different_questions_not_limited(self) -> None:
+        """Different questions from one client are different responses, each with its
+        own budget: a resolver asking for many names is answered in full."""
+        client = self.udp()
+        questions = [
+            ("example.com", dns.SOA),
+            ("example.com", dns.MX),
+            ("example.com", dns.TXT),
+            ("example.org", dns.MX),
+            ("mail.example.com", dns.A),
+            ("mail.example.com", dns.AAAA),
+            ("_dmarc.example.com", dns.TXT),
+            ("mta-sts.example.org", dns.A),
+        ]
+        for i, (name, rtype) in enumerate(questions * 2):
+            response = await client.ask(query_bytes(name, rtype, message_id=i))
+            self.assertEqual((response.id, response.trunc, len(response.answers)), (i, 0, 1))
+        self.assertEqual(self.server.counts["rate-limited"], 0)
+
+    async def test_nxdomain_limited_per_zone(self) -> None:
+        """Made-up names in one zone share one NXDOMAIN budget; another zone's NXDOMAIN
+        has its own."""
+        client = self.udp()
+        first = await client.ask(query_bytes("x1.example.com", message_id=1))
+        second = await client.ask(query_bytes("x2.example.com", message_id=2))
+        self.assertEqual((first.rCode, second.rCode), (dns.ENAME, dns.ENAME))
+        client.send(query_bytes("x3.example.com", message_id=3))
+        other = await client.ask(query_bytes("x1.example.org", message_id=4))
+        self.assertEqual((other.id, other.rCode), (4, dns.ENAME))
+        self.assertEqual(self.server.counts["rate-limited"], 1)
+
     async def test_tcp_not_limited(self) -> None:
         """TCP answers are never rate limited."""
         client = await self.tcp()

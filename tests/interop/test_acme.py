@@ -37,8 +37,8 @@ from rail.pki.ca import create_ca
 from rail.pki.files import certificate_pem, write_file_atomic
 from rail.pki.issue import issue_server_certificate
 from rail.pki.keys import generate_private_key, private_key_pem
-from rail.startup import prepare_pki
 from rail.pki.tls import ServerMaterial, ServerTLS
+from rail.startup import prepare_pki
 from rail.web.http80 import http80_site
 from tests.integration.fixtures import make_config
 from tests.integration.processes import Server, free_port, wait_for_port

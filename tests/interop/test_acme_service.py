@@ -4,8 +4,9 @@ every TLS listener: the wiring of ``tls.acme`` in :func:`rail.service.build_serv
 tests/interop/test_acme.py drives :mod:`rail.acme` against pebble with a hand-built
 ``ServerTLS``; here Rail runs as a child process started from ``rail init --dev`` with
 ``tls.acme`` pointing at pebble (Debian package ``pebble``, a child process too). pebble
-resolves Rail's names through a loopback DNS server to 127.0.0.1 and validates HTTP-01 on
-Rail's own ``listen.http`` port. Clients connect with Python's ``ssl``, trusting only
+resolves Rail's names to 127.0.0.1 through a loopback DNS server, or through Rail's own
+``listen.dns`` with its default response rate limits, and validates HTTP-01 on Rail's own
+``listen.http`` port. Clients connect with Python's ``ssl``, trusting only
 pebble's root, to the HTTPS, submission (implicit TLS) and inbound (STARTTLS) listeners.
 """
 
@@ -18,6 +19,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,23 +119,26 @@ def _starttls_leaf(port: int, context: ssl.SSLContext) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-class AcmeServiceTests(TestCase):
+class _PebbleCase(TestCase):
+    """pebble and a Rail in ACME mode against it; see the module docstring."""
+
     timeout = 180
 
     def setUp(self) -> Any:
         if PEBBLE is None:
             raise SkipTest("pebble is not installed (Debian: apt-get install pebble)")
-        return Deferred.fromCoroutine(self._start_pebble())
+        return Deferred.fromCoroutine(self._start_dns_and_pebble())
 
-    async def _start_pebble(self) -> None:
-        """The loopback DNS and pebble, validating HTTP-01 on ``self.http_port``."""
+    async def _start_dns_and_pebble(self) -> None:
+        """The DNS server pebble resolves through, and pebble."""
+        raise NotImplementedError
+
+    async def _start_pebble(self, dns_port: int) -> None:
+        """pebble, resolving names through the DNS server on 127.0.0.1 ``dns_port`` and
+        validating HTTP-01 on ``self.http_port``."""
         self.base = Path(self.mktemp()).absolute()
         self.base.mkdir(parents=True)
         self.http_port = free_port()
-
-        address = dns.Record_A("127.0.0.1", ttl=1)
-        self.dns = await start_dns(reactor, {name: [address] for name in NAMES})
-        self.addCleanup(self.dns.stop)
 
         self.tls_ca = _pebble_tls(self.base)
         acme_port, management_port = free_port(), free_port()
@@ -159,7 +164,7 @@ class AcmeServiceTests(TestCase):
         reactor.spawnProcess(
             self.pebble,
             PEBBLE,
-            [PEBBLE, "-config", str(config_path), "-dnsserver", f"127.0.0.1:{self.dns.port}"],
+            [PEBBLE, "-config", str(config_path), "-dnsserver", f"127.0.0.1:{dns_port}"],
             env={
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "PEBBLE_VA_NOSLEEP": "1",
@@ -183,7 +188,11 @@ class AcmeServiceTests(TestCase):
             self.pebble.signal("KILL")
         await self.pebble.ended
 
-    async def _start_rail(self) -> RunningRail:
+    async def _start_rail(
+        self, more: Callable[[dict[str, Any]], None] | None = None
+    ) -> RunningRail:
+        """Rail in ACME mode against pebble; ``more`` changes the configuration further."""
+
         def configure(document: dict[str, Any]) -> None:
             document["tls"] = {
                 "acme": {
@@ -193,6 +202,8 @@ class AcmeServiceTests(TestCase):
                 }
             }
             document["listen"]["http"] = f"tcp:{self.http_port}:interface=127.0.0.1"
+            if more is not None:
+                more(document)
 
         running: RunningRail = await start_rail(self, configure)
         await wait_for_port(self.http_port, running.server)
@@ -229,6 +240,15 @@ class AcmeServiceTests(TestCase):
                 continue
             self.assertEqual(status, 200)
             return leaf
+
+
+class AcmeServiceTests(_PebbleCase):
+    async def _start_dns_and_pebble(self) -> None:
+        """The loopback DNS and pebble resolving through it."""
+        address = dns.Record_A("127.0.0.1", ttl=1)
+        self.dns = await start_dns(reactor, {name: [address] for name in NAMES})
+        self.addCleanup(self.dns.stop)
+        await self._start_pebble(self.dns.port)
 
     async def test_certificate_from_pebble_on_every_listener(self) -> None:
         """twistd rail with ``tls.acme`` orders a certificate for its host name and the
@@ -269,3 +289,38 @@ class AcmeServiceTests(TestCase):
         )
         self.assertEqual(after_reload, leaf)
         self.assertFalse(running.server.ended.called)
+
+
+# Five more local domains: seven names, each validated from three vantage points by A and
+# AAAA look-ups (42 queries within a moment from 127.0.0.1), where a budget of 20 per
+# client network (the limiter before per-response keys) answered only about 20.
+_MORE_DOMAINS = tuple(f"d{i}.test" for i in range(1, 6))
+MANY_NAMES = NAMES | {f"mta-sts.{domain}" for domain in _MORE_DOMAINS}
+
+
+class AcmeThroughRailDNSTests(_PebbleCase):
+    """pebble resolves Rail's names through Rail's own DNS server (``listen.dns``), whose
+    default response rate limits stay in force."""
+
+    async def _start_dns_and_pebble(self) -> None:
+        self.dns_port = free_port()
+        await self._start_pebble(self.dns_port)
+
+    async def test_many_names_with_default_rate_limits(self) -> None:
+        """An order for seven names (the host name and the MTA-STS names of six local
+        domains) is validated by pebble through Rail's DNS with the default
+        ``dns.rate_limit``: each name's A and AAAA questions are their own responses, so
+        the CA's burst of look-ups from one network is answered in full."""
+
+        def configure(document: dict[str, Any]) -> None:
+            document["local_domains"] = [HOSTNAME, *_MORE_DOMAINS]
+            document["listen"]["dns"] = f"tcp:{self.dns_port}:interface=127.0.0.1"
+            document["dns"] = {"ipv4": ["127.0.0.1"]}
+            self.assertNotIn("rate_limit", document["dns"])
+
+        running = await self._start_rail(configure)
+        self.assertEqual(running.config.dns.rate_limit.responses_per_second, 20)
+        leaf = await self._wait_for_pebble_leaf(running)
+        self.assertEqual(leaf.issuer, self.intermediate.subject)
+        self.assertEqual(certificate_names(leaf), MANY_NAMES)
+        self.assertNotIn(b"ACME order for", running.server.output)

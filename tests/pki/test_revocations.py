@@ -129,3 +129,16 @@ class ReplayTests(SynchronousTestCase):
         publish_crl(data, ca, NOW - timedelta(hours=1))
         second = crl_number(parse_crl(crl_path(data).read_bytes()))
         self.assertEqual(second, first + 1)
+
+    def test_adopted_crl_wins_over_stale_file(self) -> None:
+        """A CRL built in memory at start-up (the file could not be rewritten: full disk)
+        is served instead of the stale file, which does not replace it even when touched;
+        a newer file (``rail certs revoke`` once there is room) does."""
+        self.write(10)
+        self.revocations.adopt(build_crl(self.ca, [(7, NOW)], NOW, crl_number=11))
+        self.assertEqual(self.revocations.current(), frozenset({7}))
+        self.write(10)
+        with capturedLogs():
+            self.assertEqual(self.revocations.current(), frozenset({7}))
+        self.write(12, 7, 8)
+        self.assertEqual(self.revocations.current(), frozenset({7, 8}))
