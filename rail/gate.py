@@ -83,7 +83,8 @@ class _Admitted(ProtocolWrapper):
         if self._counted:
             self._counted = False
             self.factory.gone(self)
-        super().connectionLost(reason)
+        if self.wrappedProtocol is not None:  # not lost twice
+            super().connectionLost(reason)
 
 
 class Gate(WrappingFactory):
