@@ -39,7 +39,7 @@ class _Recorder(Protocol):
     def handshakeCompleted(self) -> None:
         self.handshakes += 1
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.lost = True
 
 
