@@ -317,23 +317,26 @@ class Flood:
                 sock.send(data)
 
     def census(self) -> Counter[str]:
-        """How the server left each connection: open, closed, or said something."""
+        """How the server left each connection: still open or closed (after a 421 or
+        after a greeting or nothing), read without blocking."""
         states: Counter[str] = Counter()
         for sock in self.socks:
-            try:
-                data = sock.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                states["open (silent)"] += 1
-                continue
-            except OSError:
-                states["closed (reset)"] += 1
-                continue
-            if not data:
-                states["closed"] += 1
-            elif data.startswith(b"421"):
-                states["421 then closed"] += 1
-            else:
-                states["open (answered)"] += 1
+            first = b""
+            state = "open"
+            while True:
+                try:
+                    data = sock.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    state = "closed"
+                    break
+                if not data:
+                    state = "closed"
+                    break
+                first = first or data
+            said = "421" if first.startswith(b"421") else "data" if first else "nothing"
+            states[f"{state} (server said {said})"] += 1
         return states
 
     def close(self) -> None:

@@ -5,12 +5,22 @@ a cap costs an accept and a close: no TLS state, no protocol object, no greeting
 listeners say ``421 4.7.0`` first (RFC 5321 §3.8 lets a server close at once with 421);
 the others close. Every refusal is reported to :class:`rail.refusals.Refusals`.
 
-When the listener is full, a newcomer may instead take the place of the connection that
-has sent nothing for longest, if that one has been silent for ``evict_idle`` seconds:
-idle connections cost the attacker nothing to hold, so without this a flood of them from
-many addresses would lock every real client out until they time out one by one. A client
-that is sending is never the one closed. Silence is measured in bytes received (raw bytes,
-before TLS), kept in an ordered dict so that finding the most silent is O(1).
+When a listener is full, a newcomer may take another connection's place instead of being
+refused, because idle connections cost an attacker nothing to hold: without this, a flood
+of them from many addresses locks every real client out until they time out one by one.
+In order:
+
+1. the connection that has sent nothing for longest goes, if it has been silent for
+   ``evict_idle`` seconds (silence is measured in raw bytes received, before TLS, in an
+   ordered dict so that finding the most silent is O(1));
+2. otherwise, if some address holds more connections than the newcomer's address would,
+   that address's oldest connection goes: when connections are scarce, every address gets
+   an equal share, so an attacker that keeps its connections busy (a byte a second) still
+   cannot keep out a client arriving from an address of its own. The addresses are kept in
+   buckets by how many connections they hold, so finding the largest costs at most
+   ``per_ip`` steps.
+
+Otherwise the newcomer is refused. ``evict_idle: None`` turns both off.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ __all__ = ["SMTP_REFUSALS", "Gate"]
 PER_IP = "per_ip"
 FULL = "listener_full"
 EVICTED = "evicted_idle"
+EVICTED_SHARE = "evicted_share"
 
 SMTP_REFUSALS: Mapping[str, bytes] = {
     PER_IP: b"421 4.7.0 Too many connections from your address\r\n",
@@ -112,6 +123,11 @@ class Gate(WrappingFactory):
         self._replies = replies or {}
         # Admitted connections, the most silent first; the value is when each last sent.
         self._live: OrderedDict[_Admitted, float] = OrderedDict()
+        # Each address group's admitted connections, oldest first, and the groups by how
+        # many they hold (bucket n: groups with n); _top is at least the largest n in use.
+        self._members: dict[str, dict[_Admitted, None]] = {}
+        self._buckets: list[set[str]] = [set() for _ in range(limits.per_ip + 2)]
+        self._top = 0
 
     @property
     def open(self) -> int:
@@ -122,7 +138,7 @@ class Gate(WrappingFactory):
         group = peer_group(str(getattr(addr, "host", addr)), self.limits.ipv6_prefix)
         if not self.per_ip.acquire(group):
             return self._refuse(PER_IP, group)
-        if len(self._live) >= self.limits.max_connections and not self._evict():
+        if len(self._live) >= self.limits.max_connections and not self._evict(group):
             self.per_ip.release(group)
             return self._refuse(FULL, group)
         try:
@@ -146,24 +162,61 @@ class Gate(WrappingFactory):
         refused.factory = self
         return refused
 
-    def _evict(self) -> bool:
-        """Close the most silent connection if it has been silent long enough."""
+    def _evict(self, newcomer: str) -> bool:
+        """Make room for a connection from ``newcomer``'s group (see the module's rules)."""
         if self.limits.evict_idle is None or not self._live:
             return False
         victim, last = next(iter(self._live.items()))
-        if self._clock.seconds() - last < self.limits.evict_idle:
+        if self._clock.seconds() - last >= self.limits.evict_idle:
+            self._drop(victim, EVICTED)
+            return True
+        largest = self._largest()
+        if largest is None:
             return False
-        # Out of the count now: its connectionLost comes on a later reactor turn.
-        del self._live[victim]
-        self._refusals.refuse(self.name, EVICTED, victim.group)
+        members = self._members[largest]
+        if len(members) <= len(self._members.get(newcomer, ())) + 1:
+            return False
+        self._drop(next(iter(members)), EVICTED_SHARE)
+        return True
+
+    def _largest(self) -> str | None:
+        buckets = self._buckets
+        while self._top > 0 and not buckets[self._top]:
+            self._top -= 1
+        if self._top == 0:
+            return None
+        return next(iter(buckets[self._top]))
+
+    def _drop(self, victim: _Admitted, reason: str) -> None:
+        # Out of the counts now: its connectionLost comes on a later reactor turn.
+        self._forget(victim)
+        self._refusals.refuse(self.name, reason, victim.group)
         transport: Any = victim.transport
         transport.abortConnection()
-        return True
+
+    def _forget(self, protocol: _Admitted) -> None:
+        if self._live.pop(protocol, None) is None:
+            return
+        members = self._members[protocol.group]
+        before = len(members)
+        del members[protocol]
+        self._buckets[before].discard(protocol.group)
+        if before > 1:
+            self._buckets[before - 1].add(protocol.group)
+        else:
+            del self._members[protocol.group]
 
     # Called by _Admitted
 
     def admitted(self, protocol: _Admitted) -> None:
         self._live[protocol] = self._clock.seconds()
+        members = self._members.setdefault(protocol.group, {})
+        before = len(members)
+        members[protocol] = None
+        if before:
+            self._buckets[before].discard(protocol.group)
+        self._buckets[before + 1].add(protocol.group)
+        self._top = max(self._top, before + 1)
 
     def heard(self, protocol: _Admitted) -> None:
         live = self._live
@@ -172,5 +225,5 @@ class Gate(WrappingFactory):
             live.move_to_end(protocol)
 
     def gone(self, protocol: _Admitted) -> None:
-        self._live.pop(protocol, None)
+        self._forget(protocol)
         self.per_ip.release(protocol.group)

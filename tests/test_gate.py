@@ -197,6 +197,37 @@ class ListenerCapTests(_GateCase):
         self.assertEqual(self.refused("listener_full"), 1)
         self.assertEqual(self.refused("evicted_idle"), 0)
 
+    def test_full_listener_shares_between_addresses(self) -> None:
+        """When full and nobody is silent, an address holding more than the newcomer's
+        would gives up its oldest connection; an address as crowded as the largest is
+        refused; once all hold one each, newcomers are refused."""
+        self.make(max_connections=4, per_ip=5, evict_idle=5.0)
+        crowd = [self.connect("192.0.2.1") for _ in range(3)]
+        self.connect("192.0.2.2")
+        newcomer, _ = self.connect("192.0.2.3")
+        self.assertIsNotNone(newcomer)
+        self.assertTrue(crowd[0][1].disconnected)
+        self.assertFalse(crowd[1][1].disconnected)
+        self.assertEqual(self.refused("evicted_share"), 1)
+        self.assertIsNone(self.connect("192.0.2.1")[0])
+        self.assertEqual(self.refused("listener_full"), 1)
+        self.assertIsNotNone(self.connect("192.0.2.4")[0])  # 192.0.2.1 still held two
+        self.assertIsNone(self.connect("192.0.2.5")[0])
+        self.assertEqual(self.refused("listener_full"), 2)
+        for protocol, _ in crowd:
+            self.close(protocol)
+        self.assertEqual(self.gate.per_ip.count("192.0.2.1"), 0)
+        self.assertEqual(self.gate.open, 3)
+
+    def test_eviction_off(self) -> None:
+        """``evict_idle: None`` refuses every newcomer to a full listener."""
+        self.make(max_connections=2, per_ip=5, evict_idle=None)
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        self.clock.advance(3600)
+        self.assertIsNone(self.connect("192.0.2.2")[0])
+        self.assertEqual(self.refused("listener_full"), 1)
+
     def test_bytes_reach_the_protocol(self) -> None:
         """The gate is transparent to data."""
         self.make()
