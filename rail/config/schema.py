@@ -195,7 +195,8 @@ class Inbound:
     """The client that receives ``postmaster@`` every local domain (RFC 5321 §4.5.1);
     without it, postmaster mail follows the routes."""
     max_connections_per_ip: int = 20
-    """Connections one client IP address may hold open at once on port 25."""
+    """Connections one client IP address may hold open at once on port 25 (IPv6: one
+    network of ``limits.connections.ipv6_prefix`` bits); the listener's gate applies it."""
 
 
 @attrs.frozen(kw_only=True)
