@@ -8,8 +8,8 @@ long as it likes. :class:`DeadlineChannel` adds two bounds:
   connection opens, or, on a kept-alive connection, after the first byte of the request;
 - the body must keep pace: ``t`` seconds after the headers, at least
   ``(t - body_grace) * body_min_rate`` bytes of it must have arrived (Apache's
-  ``mod_reqtimeout`` rule). One timer checks, and moves itself to the moment what has
-  arrived stops being enough, so a fast body costs no timer work per chunk.
+  ``mod_reqtimeout`` rule). The timer moves itself to the moment what has arrived stops
+  being enough, so a fast body costs no timer work per chunk.
 
 A request that misses either gets ``408`` with a JSON ``REQUEST_TIMEOUT`` error and the
 connection is closed; the refusal is counted and logged through the site's
@@ -44,7 +44,8 @@ class DeadlineChannel(HTTPChannel):
     site: Any
     callLater: Any
     _phase = _IDLE
-    _deadline: IDelayedCall | None = None
+    _timer: IDelayedCall | None = None
+    _due = 0.0
     _body_start = 0.0
     _body_received = 0
 
@@ -58,16 +59,16 @@ class DeadlineChannel(HTTPChannel):
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
-        self._stop()
         self._phase = _BODY if self.length != 0 else _HANDLING
         super().allHeadersReceived()
         # A refused request (413) is already closing: no answer after that one.
         if self._phase == _BODY and not getattr(self.transport, "disconnecting", False):
-            self._body_start = self._now()
+            now = self._now()
+            self._body_start = now
             self._body_received = 0
             grace = getattr(self.site, "body_grace", None)
             if grace is not None and getattr(self.site, "body_min_rate", None):
-                self._deadline = self.callLater(grace, self._check_body)
+                self._arm(now, now + grace)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._phase == _BODY:
@@ -75,7 +76,6 @@ class DeadlineChannel(HTTPChannel):
         super().rawDataReceived(data)
 
     def allContentReceived(self) -> None:
-        self._stop()
         self._phase = _HANDLING
         super().allContentReceived()
 
@@ -85,39 +85,59 @@ class DeadlineChannel(HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stop()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         super().connectionLost(reason)
 
-    # Timers
+    # The timer. Phases change at every request, so rather than cancel and schedule a
+    # call each time (the reactor's heap, twice per request), the bound of the current
+    # phase is a time (_due) and one timer per connection checks it when it fires: it
+    # moves itself on if the phase's bound is later, and stops when no bound applies.
 
     def _now(self) -> float:
         seconds: float = self.site.reactor.seconds()
         return seconds
 
     def _await_headers(self) -> None:
-        self._stop()
         self._phase = _HEADERS
         timeout = getattr(self.site, "header_timeout", None)
         if timeout is not None:
-            self._deadline = self.callLater(timeout, self._expire, HEADER_TIMEOUT)
+            now = self._now()
+            self._arm(now, now + timeout)
 
-    def _check_body(self) -> None:
-        self._deadline = None
-        rate: float = self.site.body_min_rate
-        enough_until = self._body_start + self.site.body_grace + self._body_received / rate
+    def _arm(self, now: float, due: float) -> None:
+        """Make the timer fire at ``due`` at the latest."""
+        self._due = due
+        timer = self._timer
+        if timer is None:
+            self._timer = self.callLater(max(due - now, 0.0), self._tick)
+        elif timer.getTime() > due:
+            timer.reset(max(due - now, 0.0))
+
+    def _tick(self) -> None:
+        self._timer = None
         now = self._now()
-        if now >= enough_until:
-            self._expire(SLOW_BODY)
-            return
-        self._deadline = self.callLater(max(enough_until - now, _MIN_RECHECK), self._check_body)
-
-    def _stop(self) -> None:
-        deadline, self._deadline = self._deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
+        if self._phase == _HEADERS:
+            if now >= self._due:
+                self._expire(HEADER_TIMEOUT)
+            else:
+                self._arm(now, self._due)
+        elif self._phase == _BODY:
+            grace = getattr(self.site, "body_grace", None)
+            rate = getattr(self.site, "body_min_rate", None)
+            if grace is None or not rate:
+                return
+            if now < self._body_start + grace:
+                self._arm(now, self._due)
+                return
+            enough_until = self._body_start + grace + self._body_received / rate
+            if now > enough_until:
+                self._expire(SLOW_BODY)
+            else:
+                self._arm(now, max(enough_until, now + _MIN_RECHECK))
 
     def _expire(self, reason: str) -> None:
-        self._deadline = None
         self._phase = _HANDLING  # nothing more is read as a request
         transport: Any = self.transport
         refusals = getattr(self.site, "refusals", None)

@@ -105,6 +105,26 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assert_408("http_header_timeout")
 
+    def test_keep_alive_requests_share_one_timer(self) -> None:
+        """Requests on a kept-alive connection add no timers: one per connection serves
+        every request's header and body bounds, besides twisted.web's idle timeout."""
+        for _ in range(20):
+            self.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        self.assertEqual(self.transport.value().count(b"200 OK"), 40)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+
+    def test_bound_after_a_long_body(self) -> None:
+        """A fast big body moves the timer far out; the next request's header deadline
+        still applies from its first byte."""
+        self.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        self.clock.advance(10)
+        self.send(b"c" * 100_000)  # enough for 1,000 s at 100 bytes/s
+        self.transport.clear()
+        self.send(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(10)
+        self.assert_408("http_header_timeout")
+
     def test_slow_body_times_out(self) -> None:
         """A body byte every 3 s is within the 10 s grace, then far under 100 bytes/s:
         408 at the first check after the grace that finds it behind."""
