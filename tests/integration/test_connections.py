@@ -109,6 +109,22 @@ class ConnectionBoundsTests(TestCase):
         number: int = service.port.getHost().port
         return number
 
+    def test_every_listener_is_gated(self) -> None:
+        """Each TCP listener has a gate with the configured per-address bound (port 25's
+        from ``inbound.max_connections_per_ip``) and the same derived cap."""
+        per_ip = {
+            name: self.service.getServiceNamed(name).gate.limits.per_ip  # type: ignore[attr-defined]
+            for name in ("https", "submission", "inbound")
+        }
+        self.assertEqual(per_ip, {"https": 2, "submission": 2, "inbound": 1})
+        dns: Any = self.service.getServiceNamed("dns")
+        self.assertEqual(dns._tcp_listening.limits.per_ip, 1)
+        caps = {
+            self.service.getServiceNamed(name).gate.limits.max_connections  # type: ignore[attr-defined]
+            for name in ("https", "submission", "inbound")
+        }
+        self.assertEqual(len(caps), 1)
+
     @inlineCallbacks
     def test_no_client_hello_is_cut(self) -> Any:
         """On 465 and 443, a connection that never sends a ClientHello is closed at the
