@@ -14,6 +14,7 @@ Pure: no reactor, no sockets. The listener layer (``rail/gate.py``) applies thes
 from __future__ import annotations
 
 import ipaddress
+import resource
 from collections.abc import Callable
 
 import attrs
@@ -172,8 +173,6 @@ def raise_descriptor_limit(
     1,048,576 and keeps what it had if that is refused. ``get``, ``set_`` and
     ``infinity`` default to the :mod:`resource` module's, for tests to replace.
     """
-    import resource
-
     get = get or resource.getrlimit
     set_ = set_ or resource.setrlimit
     infinity = resource.RLIM_INFINITY if infinity is None else infinity

@@ -23,7 +23,7 @@ from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
 from rail.config import Config
 from rail.config.listen import ListenSpec
-from rail.connections import listener_limits, raise_descriptor_limit
+from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
@@ -380,7 +380,7 @@ def _http_deadlines(config: Config, refusals: Refusals) -> dict[str, Any]:
     }
 
 
-def _connection_limits(config: Config) -> dict[str, Any]:
+def _connection_limits(config: Config) -> dict[str, GateLimits]:
     """Raise the descriptor limit and size each TCP listener's gate from it."""
     descriptors = raise_descriptor_limit()
     gates = listener_limits(config, descriptors.soft)

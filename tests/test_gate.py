@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
 from prometheus_client import generate_latest
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from rail.connections import GateLimits
 from rail.gate import SMTP_REFUSALS, Gate
-from rail.listener import TrackingFactory
+from rail.listener import Listener, TrackingFactory
 from rail.refusals import Refusals
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.server import RailESMTP
@@ -340,3 +343,44 @@ class HandshakeDeadlineTests(_GateCase):
         protocol, _ = self.connect()
         self.close(protocol)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class _Context:
+    """The least a TLS context factory is: no handshake happens in these tests."""
+
+    def getContext(self) -> SSL.Context:
+        return SSL.Context(SSL.TLS_METHOD)
+
+
+class ListenerLayersTests(SynchronousTestCase):
+    def test_gate_is_outside_tls(self) -> None:
+        """A TLS listener listens with its gate outermost, then TLS, then the tracking
+        layer: a connection over a cap is refused before any TLS state exists."""
+        reactor = MemoryReactorClock()
+        inner = Factory.forProtocol(_Recorder)
+        listener = Listener(
+            TCP4ServerEndpoint(reactor, 0),
+            inner,
+            reactor,
+            name="submission",
+            tls=_Context(),
+            gate=GateLimits(max_connections=5, per_ip=1),
+            refusals=Refusals(reactor),
+            handshake_timeout=10.0,
+        )
+        listener.privilegedStartService()
+        listened = reactor.tcpServers[0][1]
+        self.assertIs(listened, listener.gate)
+        self.assertIsInstance(listened.wrappedFactory, TLSMemoryBIOFactory)
+        self.assertIs(listened.wrappedFactory.wrappedFactory, listener.factory)
+        self.assertIs(listener.factory.wrappedFactory, inner)
+        self.assertTrue(listener.factory.implicit_tls)
+        self.assertEqual(listener.factory.handshake_timeout, 10.0)
+
+    def test_plain_listener_without_gate(self) -> None:
+        """Without TLS or bounds, a listener listens with its tracking factory as before."""
+        reactor = MemoryReactorClock()
+        listener = Listener(TCP4ServerEndpoint(reactor, 0), Factory.forProtocol(_Recorder), reactor)
+        listener.privilegedStartService()
+        self.assertIs(reactor.tcpServers[0][1], listener.factory)
+        self.assertFalse(listener.factory.implicit_tls)
