@@ -93,8 +93,9 @@ class GroupCounter:
 def default_reserve(delivery_concurrency: int, webhook_concurrency: int) -> int:
     """Descriptors kept back from the listeners when ``limits.connections.reserve`` is
     not set: 512 for the queue, the registry, the DKIM keys, logs and resolvers, plus two
-    per outbound SMTP and webhook connection allowed at once (the socket and its DNS
-    look-ups)."""
+    per outbound SMTP connection allowed at once and per webhook POST allowed to one URL
+    (the socket and its DNS look-ups). Webhook concurrency is per URL, so this is a floor
+    when many webhook URLs are busy at once; the operator then sets the reserve."""
     return 512 + 2 * (delivery_concurrency + webhook_concurrency)
 
 
