@@ -180,6 +180,10 @@ class ConnectionBoundsTests(TestCase):
         refused, status = yield deferToThread(crowd)
         self.assertEqual((refused, status), (b"", 200))
         self.assertIn(("https", "per_ip"), self.refused)
+        metrics = yield deferToThread(
+            https_request, port, "GET", "/metrics", self.ca_file, source=_OTHER
+        )
+        self.assertIn(b'rail_refusals_total{listener="https",reason="per_ip"} 1.0', metrics.body)
 
     @inlineCallbacks
     def test_per_ip_smtp_says_421(self) -> Any:
