@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -24,6 +24,7 @@ from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
 from rail.config import Config
 from rail.config.listen import ListenSpec
+from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
@@ -31,6 +32,7 @@ from rail.diskfull import is_disk_full
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
+from rail.gate import SMTP_REFUSALS
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
@@ -43,7 +45,6 @@ from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
-from rail.smtp.limits import PerAddressSMTPFactory
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
 from rail.startup import PKIState, prepare_pki
@@ -115,25 +116,25 @@ class RailService(MultiService):
 
 
 def _listener(
-    reactor: Any, spec: ListenSpec, tls: ServerTLS, factory: Any, name: str, grace: float
+    reactor: Any,
+    spec: ListenSpec,
+    tls: ServerTLS,
+    factory: Any,
+    name: str,
+    grace: float,
+    **bounds: Any,
 ) -> Listener:
-    endpoint = SSL4ServerEndpoint(
-        reactor, spec.port, tls, backlog=spec.backlog, interface=spec.interface
-    )
-    listener = Listener(endpoint, factory, reactor, grace=grace)
-    listener.setName(name)
-    return listener
+    """A TCP listener with TLS on accept (HTTPS, SMTPS); ``bounds`` go to :class:`Listener`."""
+    return _plain_listener(reactor, spec, factory, name, grace, tls=tls, **bounds)
 
 
 def _plain_listener(
-    reactor: Any, spec: ListenSpec, factory: Any, name: str, grace: float
+    reactor: Any, spec: ListenSpec, factory: Any, name: str, grace: float, **bounds: Any
 ) -> Listener:
     """A TCP listener without TLS on accept: port 25 (STARTTLS) and port 80."""
     kind = TCP6ServerEndpoint if spec.kind == "tcp6" else TCP4ServerEndpoint
     endpoint = kind(reactor, spec.port, backlog=spec.backlog, interface=spec.interface)
-    listener = Listener(endpoint, factory, reactor, grace=grace)
-    listener.setName(name)
-    return listener
+    return Listener(endpoint, factory, reactor, grace=grace, name=name, **bounds)
 
 
 def _valid_records(config: Config) -> Any:
@@ -252,6 +253,17 @@ def build_service(
     stats = DeliveryStats(reactor.seconds())
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
+    gates = _connection_limits(config)
+
+    def bounded(name: str, replies: Any = None) -> dict[str, Any]:
+        """What a listener's bounds are: its gate, the TLS handshake deadline."""
+        return {
+            "gate": gates.get(name),
+            "refusals": refusals,
+            "replies": replies,
+            "handshake_timeout": config.limits.connections.tls_handshake_timeout,
+        }
+
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     # The CRL file is looked at every second and on SIGHUP, in a thread; handshakes,
@@ -288,9 +300,16 @@ def build_service(
             stats=stats,
             webhook_key=webhook_key,
             mta_sts=mta_sts,
+            deadlines=_http_deadlines(config, refusals),
         )
         _listener(
-            reactor, config.listen.https, tls, site, "https", config.shutdown.grace_period
+            reactor,
+            config.listen.https,
+            tls,
+            site,
+            "https",
+            config.shutdown.grace_period,
+            **bounded("https"),
         ).setServiceParent(root)
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
@@ -309,8 +328,9 @@ def build_service(
             factory,
             "submission",
             config.shutdown.grace_period,
+            **bounded("submission"),
         ).setServiceParent(root)
-    dns = build_dns(config, reactor, keys)
+    dns = build_dns(config, reactor, keys, gate=gates.get("dns"), refusals=refusals)
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
@@ -338,7 +358,8 @@ def build_service(
         tls_contexts.append(inbound_tls)
         inbound_settings = [config.inbound]
         hooks.append(lambda c: inbound_settings.__setitem__(0, c.inbound))
-        inbound_factory = PerAddressSMTPFactory(
+        # Port 25's per-address bound (inbound.max_connections_per_ip) is its gate's.
+        inbound_factory = SMTPServerFactory(
             lambda: InboundSession(
                 store=store,
                 verifier=verifier,
@@ -350,7 +371,6 @@ def build_service(
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
-            max_per_address=config.inbound.max_connections_per_ip,
             starttls=inbound_tls,
         )
         _plain_listener(
@@ -359,6 +379,7 @@ def build_service(
             inbound_factory,
             "inbound",
             config.shutdown.grace_period,
+            **bounded("inbound", SMTP_REFUSALS),
         ).setServiceParent(root)
     webhooks = build_webhooks(config, reactor, store, webhook_key)
     webhooks.setServiceParent(root)
@@ -374,9 +395,11 @@ def build_service(
                     challenges,
                     clock=reactor,
                     idle_timeout=config.limits.http_idle_timeout,
+                    deadlines=_http_deadlines(config, refusals),
                 ),
                 "http",
                 config.shutdown.grace_period,
+                **bounded("http"),
             ).setServiceParent(root)
         names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
@@ -397,9 +420,11 @@ def build_service(
                 PendingChallenges(),
                 clock=reactor,
                 idle_timeout=config.limits.http_idle_timeout,
+                deadlines=_http_deadlines(config, refusals),
             ),
             "http",
             config.shutdown.grace_period,
+            **bounded("http"),
         ).setServiceParent(root)
     delivery = None
     if config.delivery.hold:
@@ -420,6 +445,32 @@ def build_service(
             hooks=hooks,
         )
     return root
+
+
+def _http_deadlines(config: Config, refusals: Refusals) -> dict[str, Any]:
+    """The request deadlines of an HTTP site (see :class:`rail.web.site.RailSite`)."""
+    limits = config.limits
+    return {
+        "header_timeout": limits.http_header_timeout,
+        "body_grace": limits.http_body_grace,
+        "body_min_rate": limits.http_min_body_rate,
+        "refusals": refusals,
+    }
+
+
+def _connection_limits(config: Config) -> dict[str, GateLimits]:
+    """Raise the descriptor limit and size each TCP listener's gate from it."""
+    descriptors = raise_descriptor_limit()
+    gates = listener_limits(config, descriptors.soft)
+    _log.info(
+        "descriptors: soft limit {before} raised to {soft} (hard {hard});"
+        " connections per listener: {caps}",
+        before=descriptors.before,
+        soft=descriptors.soft,
+        hard=descriptors.hard,
+        caps=", ".join(f"{name} {gate.max_connections}" for name, gate in gates.items()),
+    )
+    return gates
 
 
 def smtp_limits(config: Config) -> SMTPLimits:

@@ -14,6 +14,7 @@ _ROOT = Path(rail.__file__).parent
 # Modules that decide: no reactor, sockets or Twisted networking.
 _PURE = [
     "config",
+    "connections.py",
     "pki/keys.py",
     "pki/ca.py",
     "pki/issue.py",

@@ -25,6 +25,8 @@ from rail.config.schema import (
     PKI,
     TLS,
     Config,
+    Connections,
+    ConnectionsPerIP,
     Delivery,
     Inbound,
     InboundRoute,
@@ -185,6 +187,28 @@ _DNS = r.section(
     },
 )
 
+_PER_IP = r.section(
+    ConnectionsPerIP,
+    {
+        "https": r.integer(1, 1_000_000),
+        "submission": r.integer(1, 1_000_000),
+        "http": r.integer(1, 1_000_000),
+        "dns": r.integer(1, 1_000_000),
+    },
+)
+
+_CONNECTIONS = r.section(
+    Connections,
+    {
+        "reserve": r.optional(r.integer(0, 10_000_000)),
+        "max_per_listener": r.optional(r.integer(16, 10_000_000)),
+        "per_ip": _PER_IP,
+        "ipv6_prefix": r.integer(32, 128),
+        "evict_idle": r.optional(r.duration("0s", "1h")),
+        "tls_handshake_timeout": r.duration("1s", "10m"),
+    },
+)
+
 _LIMITS = r.section(
     Limits,
     {
@@ -195,6 +219,10 @@ _LIMITS = r.section(
         "smtp_idle_timeout": r.duration("10s", "1h"),
         "smtp_transaction_timeout": r.duration("10s", "1h"),
         "smtp_bad_commands": r.integer(1, 1000),
+        "http_header_timeout": r.duration("1s", "10m"),
+        "http_body_grace": r.duration("0s", "10m"),
+        "http_min_body_rate": r.size("1B", "1GB"),
+        "connections": _CONNECTIONS,
     },
 )
 

@@ -23,6 +23,8 @@ __all__ = [
     "PKI",
     "TLS",
     "Config",
+    "Connections",
+    "ConnectionsPerIP",
     "Delivery",
     "Inbound",
     "InboundRoute",
@@ -193,7 +195,8 @@ class Inbound:
     """The client that receives ``postmaster@`` every local domain (RFC 5321 §4.5.1);
     without it, postmaster mail follows the routes."""
     max_connections_per_ip: int = 20
-    """Connections one client IP address may hold open at once on port 25."""
+    """Connections one client IP address may hold open at once on port 25 (IPv6: one
+    network of ``limits.connections.ipv6_prefix`` bits); the listener's gate applies it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -243,6 +246,46 @@ class DNS:
 
 
 @attrs.frozen(kw_only=True)
+class ConnectionsPerIP:
+    """Connections one client address may hold open at once on each listener (port 25's
+    is ``inbound.max_connections_per_ip``)."""
+
+    https: int = 100
+    """On the HTTPS listener: an application's HTTP client pool shares one address."""
+    submission: int = 100
+    """On the SMTPS listener: an application's sending workers share one address."""
+    http: int = 16
+    """On port 80 (ACME challenges and redirects only)."""
+    dns: int = 16
+    """On DNS over TCP."""
+
+
+@attrs.frozen(kw_only=True)
+class Connections:
+    """Bounds on open connections, so that no flood can take the descriptors Rail needs
+    for its own work or lock out other listeners."""
+
+    reserve: int | None = None
+    """File descriptors kept back from the listeners for the queue, the registry, outbound
+    delivery and webhooks. Null: 512 plus twice (``delivery.concurrency`` +
+    ``webhooks.concurrency``)."""
+    max_per_listener: int | None = None
+    """Connections each TCP listener may hold at once. Null: the descriptor limit (raised
+    to the hard limit at start) less ``reserve``, shared equally between the TCP
+    listeners enabled (DNS counts as one), and at least 16."""
+    per_ip: ConnectionsPerIP = ConnectionsPerIP()
+    ipv6_prefix: int = 64
+    """IPv6 clients in one network of this length count as one address for ``per_ip``
+    (IPv4-mapped IPv6 addresses count as their IPv4 address)."""
+    evict_idle: float | None = 1.0
+    """When a listener is full, a new connection closes the one that has sent nothing for
+    longest, if it has been silent this long; null refuses the new one instead."""
+    tls_handshake_timeout: float = 10.0
+    """A TLS handshake (on accept, or after STARTTLS) not complete after this long is
+    aborted."""
+
+
+@attrs.frozen(kw_only=True)
 class Limits:
     """Bounds on what one peer may make Rail hold in memory or keep open."""
 
@@ -267,6 +310,16 @@ class Limits:
     smtp_bad_commands: int = 10
     """Refused or malformed commands one SMTP session may send before it is closed
     (``421 4.7.0``): a client that is not speaking SMTP should not occupy a connection."""
+    http_header_timeout: float = 10.0
+    """An HTTP request line and headers must arrive in full within this long (from the
+    connection, or from the first byte of a later request on it), however slowly they
+    trickle; otherwise ``408`` and the connection is closed."""
+    http_body_grace: float = 10.0
+    """Seconds an HTTP request body gets before ``http_min_body_rate`` applies."""
+    http_min_body_rate: int = 1024
+    """Bytes per second an HTTP request body must average after the grace: by ``t``
+    seconds after the headers, ``(t - grace) * rate`` bytes must have arrived, or ``408``."""
+    connections: Connections = Connections()
 
 
 @attrs.frozen(kw_only=True)

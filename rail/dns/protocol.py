@@ -113,8 +113,10 @@ class DNSStreamFactory(Factory):
         server: DNSServer,
         clock: IReactorTime,
         idle_timeout: float = 10.0,
-        max_connections: int = 256,
+        max_connections: int | None = 256,
     ) -> None:
+        """``max_connections`` None: no bound here (a :class:`rail.gate.Gate` in front
+        of the factory bounds the connections)."""
         self.server = server
         self.clock = clock
         self.idle_timeout = idle_timeout
@@ -123,7 +125,7 @@ class DNSStreamFactory(Factory):
         self._idle: list[defer.Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        if len(self.connections) >= self.max_connections:
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
             return None
         return DNSStream(self)
 

@@ -19,13 +19,16 @@ from twisted.logger import Logger
 
 from rail.config import Config
 from rail.config.listen import ListenSpec
+from rail.connections import GateLimits
 from rail.dkim.keys import KeyStore
 from rail.dns.protocol import DNSUDP, DNSStreamFactory
 from rail.dns.ratelimit import RateLimiter
 from rail.dns.server import DNSServer
 from rail.dns.sources import load_zones
 from rail.dns.zone import Zone
+from rail.gate import Gate
 from rail.listener import ListenError
+from rail.refusals import Refusals
 
 __all__ = ["DNSService", "build_dns", "rate_limiter"]
 
@@ -56,8 +59,12 @@ class DNSService(Service):
         zones: ZoneSource | None = None,
         refresh_interval: float | None = 60.0,
         clock: Any = None,
+        gate: GateLimits | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
-        """``clock`` (default ``reactor``) times TCP idle timeouts and zone refreshes."""
+        """``clock`` (default ``reactor``) times TCP idle timeouts and zone refreshes;
+        ``gate`` bounds TCP connections (per listener and per address), reporting
+        refusals to ``refusals``."""
         self.setName("dns")  # type: ignore[no-untyped-call, unused-ignore]
         self._reactor = reactor
         self.spec = spec
@@ -66,7 +73,18 @@ class DNSService(Service):
         self._zones = zones
         self._interval = refresh_interval
         self._clock = reactor if clock is None else clock
-        self._tcp_factory = DNSStreamFactory(server, self._clock)
+        self._tcp_factory = DNSStreamFactory(
+            server, self._clock, max_connections=None if gate is not None else 256
+        )
+        self._tcp_listening: Any = self._tcp_factory
+        if gate is not None:
+            self._tcp_listening = Gate(
+                self._tcp_factory,
+                name="dns",
+                limits=gate,
+                clock=self._clock,
+                refusals=refusals or Refusals(self._clock),
+            )
         self._ports: list[Any] = []
         self._loop: task.LoopingCall | None = None
 
@@ -96,7 +114,7 @@ class DNSService(Service):
             port = udp.getHost().port
             try:
                 tcp = reactor.listenTCP(
-                    port, self._tcp_factory, backlog=spec.backlog, interface=spec.interface
+                    port, self._tcp_listening, backlog=spec.backlog, interface=spec.interface
                 )
             except CannotListenError as e:
                 error = e
@@ -155,10 +173,17 @@ class DNSService(Service):
 
 
 def build_dns(
-    config: Config, reactor: Any, keys: KeyStore, *, refresh_interval: float | None = 60.0
+    config: Config,
+    reactor: Any,
+    keys: KeyStore,
+    *,
+    refresh_interval: float | None = 60.0,
+    gate: GateLimits | None = None,
+    refusals: Refusals | None = None,
 ) -> DNSService | None:
     """The DNS service for ``config`` (``None`` when ``listen.dns`` is null), serving
-    the zones of every local domain with ``keys``' DKIM records."""
+    the zones of every local domain with ``keys``' DKIM records; ``gate`` bounds its
+    TCP connections."""
     spec = config.listen.dns
     if spec is None:
         return None
@@ -168,5 +193,12 @@ def build_dns(
 
     server = DNSServer(zones(config), reactor, rate_limiter(config))
     return DNSService(
-        reactor, spec, server, config=config, zones=zones, refresh_interval=refresh_interval
+        reactor,
+        spec,
+        server,
+        config=config,
+        zones=zones,
+        refresh_interval=refresh_interval,
+        gate=gate,
+        refusals=refusals,
     )

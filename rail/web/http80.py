@@ -89,9 +89,15 @@ def http80_site(
     *,
     clock: IReactorTime | None = None,
     idle_timeout: float = 60.0,
+    deadlines: dict[str, Any] | None = None,
 ) -> Site:
     """The site for the ``listen.http`` port; ``challenges`` is shared with the ACME
-    service (:func:`rail.acme.service.build_acme`)."""
+    service (:func:`rail.acme.service.build_acme`); ``deadlines`` as for
+    :func:`rail.web.site.build_site`."""
     return RailSite(
-        Port80(hostname, challenges), max_body=_MAX_BODY, idle_timeout=idle_timeout, clock=clock
+        Port80(hostname, challenges),
+        max_body=_MAX_BODY,
+        idle_timeout=idle_timeout,
+        clock=clock,
+        **{"name": "http", **(deadlines or {})},
     )

@@ -1,4 +1,4 @@
-"""The HTTPS site: resource tree, request body limit, idle timeout.
+"""The HTTPS site: resource tree, request body limit, idle timeout and request deadlines.
 
 twisted.web buffers any request body the client cares to send (to a temporary file past
 100 KB); Rail refuses a body over ``limits.http_body_size`` as soon as its length is known
@@ -24,6 +24,7 @@ from twisted.web.server import Request, Site
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.store.model import IDeliveryQueue, IQueueStore
+from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
@@ -123,9 +124,14 @@ class RailSite(Site):
     """Site with Rail's limits; access logs name no query strings or bodies.
 
     ``revoked()`` returns the loaded revoked serials (no I/O: it is called on every
-    request that came with a client certificate)."""
+    request that came with a client certificate).
+    ``header_timeout``, ``body_grace`` and ``body_min_rate`` are the request deadlines of
+    :class:`rail.web.deadlines.DeadlineChannel` (None: not applied); what they refuse is
+    reported to ``refusals`` under ``name``.
+    """
 
     requestFactory = LimitedRequest
+    protocol = deadline_channel
 
     def __init__(
         self,
@@ -134,6 +140,12 @@ class RailSite(Site):
         idle_timeout: float,
         clock: Any,
         revoked: Callable[[], frozenset[int]] = frozenset,
+        *,
+        header_timeout: float | None = None,
+        body_grace: float | None = None,
+        body_min_rate: int | None = None,
+        refusals: Any = None,
+        name: str = "https",
     ) -> None:
         # Rail reads no form arguments; without this twisted.web parses every POST's
         # Content-Type with an EmailMessage (~50 us) looking for a form.
@@ -141,6 +153,11 @@ class RailSite(Site):
         self.max_body = max_body
         self.noisy = False
         self.displayTracebacks = False
+        self.header_timeout = header_timeout
+        self.body_grace = body_grace
+        self.body_min_rate = body_min_rate
+        self.refusals = refusals
+        self.name = name
         self._revoked = revoked
 
     def getResourceFor(self, request: Any) -> Any:
@@ -182,7 +199,10 @@ def build_site(
     stats: DeliveryStats | None = None,
     webhook_key: WebhookKey | None = None,
     mta_sts: Resource | None = None,
+    deadlines: dict[str, Any] | None = None,
 ) -> RailSite:
+    """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
+    (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``)."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -217,5 +237,10 @@ def build_site(
         root.putChild(b"stats", Stats(stats, store, clock))
         root.putChild(b"metrics", Metrics(stats, store))
     return RailSite(
-        root, max_body=max_body, idle_timeout=idle_timeout, clock=clock, revoked=revoked
+        root,
+        max_body=max_body,
+        idle_timeout=idle_timeout,
+        clock=clock,
+        revoked=revoked,
+        **(deadlines or {}),
     )

@@ -31,6 +31,7 @@ def https_request(
     tls_version: ssl.TLSVersion | None = None,
     host: str = "127.0.0.1",
     alpn: list[str] | None = None,
+    source: str | None = None,
 ) -> Response:
     """One request on a fresh connection; raises ssl.SSLError if the handshake is refused."""
     context = ssl.create_default_context(cafile=str(ca_file))
@@ -41,7 +42,8 @@ def https_request(
         context.maximum_version = tls_version
     if alpn is not None:
         context.set_alpn_protocols(alpn)
-    with socket.create_connection((host, port), timeout=10) as raw:
+    source_address = (source, 0) if source is not None else None
+    with socket.create_connection((host, port), timeout=10, source_address=source_address) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             headers = {"Host": "localhost", "Connection": "close", **(extra_headers or {})}
             if body or method in ("POST", "PUT"):

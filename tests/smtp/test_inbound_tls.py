@@ -15,8 +15,8 @@ from twisted.trial.unittest import TestCase
 
 from rail.config.schema import Inbound
 from rail.pki.tls import ServerMaterial, ServerTLS
+from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
-from rail.smtp.limits import PerAddressSMTPFactory
 from rail.testing import MemoryStore
 from tests.pki.helpers import issue_server, make_ca
 from tests.smtp.helpers import LIMITS
@@ -88,12 +88,11 @@ class _TLSServerTestCase(TestCase):
                 hostname="mx.rail.test",
             )
 
-        factory = PerAddressSMTPFactory(
+        factory = SMTPServerFactory(
             new_session,
             hostname="mx.rail.test",
             limits=LIMITS,
             clock=reactor,
-            max_per_address=5,
             starttls=tls,
         )
         self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
