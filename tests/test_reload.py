@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rail.config import load_config
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.preparing import inline
 from rail.delivery.scheduler import DeliveryLimits, Scheduler
 from rail.dkim.keys import KeyStore
 from rail.pki.startup import prepare_pki
@@ -48,7 +49,7 @@ class ReloadTests(SynchronousTestCase):
             clock,
             route=lambda d: None,  # type: ignore[arg-type,return-value]
             connect=lambda a, h: None,  # type: ignore[arg-type,return-value]
-            prepare=lambda job: job.data,
+            prepare=inline(lambda job: job.data),
             dsn=lambda report: None,
             policy=RetryPolicy((60.0,), 3600.0),
             limits=DeliveryLimits(concurrency=5),

@@ -2,7 +2,10 @@
 
 Builds the :class:`Scheduler` from the configuration and runs it as the ``delivery``
 service. It stops before the store closes (the root service stops the store last), giving
-running transactions ``shutdown.grace_period`` seconds.
+running transactions ``shutdown.grace_period`` seconds. DKIM signing runs in a thread pool
+of its own (``rail-sign``: ``2 * delivery.prepare_threads`` threads, see
+:mod:`rail.delivery.preparing`), started and stopped with the service; stopping it waits,
+in a thread of the reactor's pool, for a prepare still running, so the reactor never does.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
 from rail.delivery.client import ClientTimeouts
 from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.preparing import Preparer
 from rail.delivery.resolve import Route, make_resolver, resolve_route, smarthost_route
 from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
 from rail.delivery.signing import Signer
@@ -28,20 +34,37 @@ __all__ = ["DeliveryService", "build_delivery"]
 
 
 class DeliveryService(Service):
-    """Runs the scheduler between start and stop."""
+    """Runs the scheduler (and the signing threads, if given) between start and stop."""
 
-    def __init__(self, scheduler: Scheduler, grace: float) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        grace: float,
+        threads: ThreadPool | None = None,
+        reactor: Any = None,
+    ) -> None:
         self.scheduler = scheduler
         self._grace = grace
+        self._threads = threads
+        self._reactor = reactor
         self.setName("delivery")
 
     def startService(self) -> None:
         super().startService()
+        if self._threads is not None:
+            self._threads.start()
         self.scheduler.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.scheduler.stop(self._grace)
+        stopped = self.scheduler.stop(self._grace)
+        threads, reactor = self._threads, self._reactor
+        if threads is not None:
+            # ThreadPool.stop joins its threads: never on the reactor thread.
+            stopped.addCallback(
+                lambda _: deferToThreadPool(reactor, reactor.getThreadPool(), threads.stop)
+            )
+        return stopped
 
 
 def build_delivery(
@@ -82,12 +105,20 @@ def build_delivery(
             )
         )
 
+    threads = ThreadPool(0, 2 * delivery.prepare_threads, "rail-sign")
+    preparer = Preparer(
+        Signer(keys, reactor, on_reactor=reactor.callFromThread).prepare,
+        run_in_thread=lambda f: deferToThreadPool(reactor, threads, f),
+        clock=reactor,
+        budget=delivery.prepare_timeout,
+        threads=delivery.prepare_threads,
+    )
     scheduler = Scheduler(
         queue,
         reactor,
         route=route,
         connect=connect,
-        prepare=Signer(keys, reactor).prepare,
+        prepare=preparer,
         dsn=dsn_builder(config.hostname, reactor.seconds),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),
         limits=DeliveryLimits(
@@ -98,4 +129,4 @@ def build_delivery(
         rng=rng,
         observer=observer,
     )
-    return DeliveryService(scheduler, config.shutdown.grace_period)
+    return DeliveryService(scheduler, config.shutdown.grace_period, threads, reactor)
