@@ -36,6 +36,7 @@ from rail.listener import Listener, ListenError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
+from rail.quarantine import Quarantines
 from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
@@ -188,6 +189,8 @@ def build_service(
     stats = DeliveryStats(reactor.seconds())
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
+    # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
+    store.observe_quarantined(Quarantines(registry=stats.registry))
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     mta_sts = MTASTSPolicy.from_config(config)

@@ -456,10 +456,11 @@ class Scheduler:
         that wait here go with it (they would fail the same way). They stay in flight,
         so no claim hands them out again, until the quarantine is on disk."""
         jobs = [job]
-        for domain, waiting in list(self._waiting.items()):
-            kept = deque(j for j in waiting if j.message_id != job.message_id)
-            jobs.extend(j for j in waiting if j.message_id == job.message_id)
-            self._waiting[domain] = kept
+        for waiting in self._waiting.values():
+            same = [j for j in waiting if j.message_id == job.message_id]
+            for each in same:
+                waiting.remove(each)  # in place: a fill round may hold this deque
+            jobs.extend(same)
         done = self._queue.quarantine(job.message_id, kind, reason, self._clock.seconds())
         self._records.add(done)
 
