@@ -97,6 +97,7 @@ class PreparerTests(SynchronousTestCase):
         self.assertNoResult(results[2])
         self.threads.finish(2)
         self.assertEqual(self.successResultOf(results[2]), b"signed " + _job(2).data)
+        self.failureResultOf(results[1], PrepareTimeoutError)  # started at 0: 40 s ago
 
     def test_overrun_fails_and_frees_the_slot(self) -> None:
         """When the budget passes the Deferred fails with PrepareTimeoutError at once and
