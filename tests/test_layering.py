@@ -32,6 +32,7 @@ _PURE = [
     "store/schema.py",
     "store/inspect.py",
     "store/deliveries.py",
+    "store/integrity.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",

@@ -119,7 +119,7 @@ def build_delivery(
         route=route,
         connect=connect,
         prepare=preparer,
-        dsn=dsn_builder(config.hostname, reactor.seconds),
+        dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),
         limits=DeliveryLimits(
             concurrency=delivery.concurrency,

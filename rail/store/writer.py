@@ -381,15 +381,15 @@ class Writer:
 
     def _savepoint(self, work: Callable[[], object], failed: str) -> object:
         """Run ``work`` under its own savepoint, so one operation's failure (a DSN that
-        cannot be stored, a message over the limits) fails only its caller. A
-        QueueFullError is returned as the result; an SQLite error becomes
+        cannot be stored or built, a message over the limits, a damaged row) fails only
+        its caller. A QueueFullError is returned as the result; any other error becomes
         StoreUnavailableError naming ``failed``, unless SQLite rolled back the whole
         transaction (then the batch fails)."""
         connection = self._connection
         connection.execute("SAVEPOINT op")
         try:
             result = work()
-        except (sqlite3.Error, QueueFullError) as error:
+        except Exception as error:  # a bug or a poison row: fail this caller, not the batch
             if not connection.in_transaction:
                 raise
             connection.execute("ROLLBACK TO op")

@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from rail.store.ids import new_message_id
 from rail.store.model import (
+    Accepted,
     BounceReport,
     IDeliveryQueue,
     JobResult,
@@ -212,6 +213,26 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
         await third
         self.assertEqual((await store.status(first.client, first.id)).status, "queued")
         self.assertEqual((await store.status(second.client, second.id)).status, "sent")
+
+    async def test_raising_dsn_builder_fails_alone(self) -> None:
+        """A DSN builder that raises (a bug, or a poison header section) fails only the
+        record that called it, rolled back; the acceptances written in the same batch
+        commit."""
+        store = open_sqlite(self)
+        message = make_message(received_at=_NOW)
+        await store.accept(message)
+
+        def broken(report: BounceReport) -> NewMessage:
+            raise RuntimeError("boom")
+
+        bad = store.record(
+            JobResult(message.id, _NOW, (RecipientUpdate(0, "bounced", "550 5.1.1 no"),)), broken
+        )
+        other = store.accept(make_message(received_at=_NOW))
+        with self.assertRaises(StoreUnavailableError):
+            await bad
+        self.assertIsInstance(await other, Accepted)
+        self.assertEqual((await store.status(message.client, message.id)).status, "queued")
 
     async def test_dsn_survives_restart(self) -> None:
         """The bounce and its DSN are committed together: a reopened store has both."""
