@@ -38,6 +38,8 @@ _RESTART_KEYS = (
     ("delivery.nameservers", lambda c: c.delivery.nameservers),
     ("delivery.port", lambda c: c.delivery.port),
     ("delivery.smarthost", lambda c: c.delivery.smarthost),
+    ("delivery.prepare_timeout", lambda c: c.delivery.prepare_timeout),
+    ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
 )

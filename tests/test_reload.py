@@ -114,3 +114,18 @@ class ReloadTests(SynchronousTestCase):
             (self.directory / "data" / "tls" / name).unlink()
         self.assertTrue(self.reloader.reload())
         self.assertIsNot(self.tls.getContext(), before)
+
+    def test_prepare_settings_need_a_restart(self) -> None:
+        """Changing delivery.prepare_timeout or prepare_threads is reported as needing a
+        restart (the signing pool and its budget are built at start)."""
+        self.document["delivery"] = {
+            "retry": ["1m"],
+            "concurrency": 5,
+            "prepare_timeout": "1m",
+            "prepare_threads": 2,
+        }
+        self._write()
+        with capturedLogs() as events:
+            self.assertTrue(self.reloader.reload())
+        warnings = [e.get("setting") for e in events if e.get("setting")]
+        self.assertEqual(warnings, ["delivery.prepare_timeout", "delivery.prepare_threads"])
