@@ -3,7 +3,8 @@
 Signing a message costs CPU in proportion to its size, and the first message from a new
 domain creates that domain's keys (RSA generation, file writes, fsyncs). None of that may
 run on the reactor thread, where it would stall every listener. :class:`Preparer` hands
-each prepare to a thread (``run_in_thread``: a pool of its own in production), at most
+each prepare to a thread (``run_in_thread``: :class:`rail.delivery.threads.SigningThreads`
+in production), at most
 ``threads`` at once; the others wait their turn in order. Each gets ``budget`` seconds on
 the clock from the moment its thread starts (waiting for a turn does not count).
 
@@ -13,7 +14,7 @@ the message. A thread cannot be stopped, so an overrunning prepare still holds a
 until it returns (its result is then dropped); up to ``threads`` such overrunning threads
 are tolerated *beside* the normal ones, so a few poison messages cannot stop the signing
 of everything else. Only when more than ``threads`` are overrunning at once do new
-prepares wait for one of them to end (the pool needs ``2 * threads`` threads).
+prepares wait for one of them to end (so ``2 * threads`` threads are needed).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = ["PrepareTimeoutError", "Preparer", "RunInThread", "inline"]
 
 RunInThread = Callable[[Callable[[], bytes]], "Deferred[bytes]"]
 """``run_in_thread(f)``: call ``f()`` in a worker thread; the Deferred fires on the
-reactor with its result or failure (``deferToThreadPool(reactor, pool, f)``)."""
+reactor with its result or failure."""
 
 
 class PrepareTimeoutError(Exception):

@@ -2,10 +2,9 @@
 
 Builds the :class:`Scheduler` from the configuration and runs it as the ``delivery``
 service. It stops before the store closes (the root service stops the store last), giving
-running transactions ``shutdown.grace_period`` seconds. DKIM signing runs in a thread pool
-of its own (``rail-sign``: ``2 * delivery.prepare_threads`` threads, see
-:mod:`rail.delivery.preparing`), started and stopped with the service; stopping it waits,
-in a thread of the reactor's pool, for a prepare still running, so the reactor never does.
+running transactions ``shutdown.grace_period`` seconds. DKIM signing runs in threads of
+its own (:class:`rail.delivery.threads.SigningThreads`, ``2 * delivery.prepare_threads``
+of them, see :mod:`rail.delivery.preparing`), started and stopped with the service.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
@@ -27,6 +24,7 @@ from rail.delivery.preparing import Preparer
 from rail.delivery.resolve import Route, make_resolver, resolve_route, smarthost_route
 from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
 from rail.delivery.signing import Signer
+from rail.delivery.threads import SigningThreads
 from rail.dkim.keys import KeyStore
 from rail.store.model import IDeliveryQueue
 
@@ -37,16 +35,11 @@ class DeliveryService(Service):
     """Runs the scheduler (and the signing threads, if given) between start and stop."""
 
     def __init__(
-        self,
-        scheduler: Scheduler,
-        grace: float,
-        threads: ThreadPool | None = None,
-        reactor: Any = None,
+        self, scheduler: Scheduler, grace: float, threads: SigningThreads | None = None
     ) -> None:
         self.scheduler = scheduler
         self._grace = grace
         self._threads = threads
-        self._reactor = reactor
         self.setName("delivery")
 
     def startService(self) -> None:
@@ -58,12 +51,9 @@ class DeliveryService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         stopped = self.scheduler.stop(self._grace)
-        threads, reactor = self._threads, self._reactor
+        threads = self._threads
         if threads is not None:
-            # ThreadPool.stop joins its threads: never on the reactor thread.
-            stopped.addCallback(
-                lambda _: deferToThreadPool(reactor, reactor.getThreadPool(), threads.stop)
-            )
+            stopped.addCallback(lambda _: threads.stop())
         return stopped
 
 
@@ -105,10 +95,10 @@ def build_delivery(
             )
         )
 
-    threads = ThreadPool(0, 2 * delivery.prepare_threads, "rail-sign")
+    threads = SigningThreads(reactor, 2 * delivery.prepare_threads)
     preparer = Preparer(
         Signer(keys, reactor, on_reactor=reactor.callFromThread).prepare,
-        run_in_thread=lambda f: deferToThreadPool(reactor, threads, f),
+        run_in_thread=threads,
         clock=reactor,
         budget=delivery.prepare_timeout,
         threads=delivery.prepare_threads,
@@ -129,4 +119,4 @@ def build_delivery(
         rng=rng,
         observer=observer,
     )
-    return DeliveryService(scheduler, config.shutdown.grace_period, threads, reactor)
+    return DeliveryService(scheduler, config.shutdown.grace_period, threads)
