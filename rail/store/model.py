@@ -132,9 +132,9 @@ class RecipientStatus:
 @attrs.frozen
 class MessageStatus:
     """Overall status: ``queued`` while no recipient was tried, ``deferred`` while any is
-    pending after a failed try, ``sent`` when all were sent, ``bounced`` when none is
-    pending and at least one bounced, ``failed`` when the message was quarantined
-    (``reason`` then says why)."""
+    pending after a failed try, ``sent`` when all were sent, ``failed`` when none is
+    pending and the message was quarantined (``reason`` then says why), ``bounced`` when
+    none is pending, none failed and at least one bounced."""
 
     id: str
     client: str
