@@ -343,6 +343,8 @@ def build_service(
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
             hooks=hooks,
+            # Key creation for new domains (RSA, fsyncs) and the registry read: off the reactor.
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
 

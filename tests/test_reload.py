@@ -4,10 +4,12 @@ bad one leaves alone. Real files: config, CA, server certificates, DKIM keys."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -129,3 +131,29 @@ class ReloadTests(SynchronousTestCase):
             self.assertTrue(self.reloader.reload())
         warnings = [e.get("setting") for e in events if e.get("setting")]
         self.assertEqual(warnings, ["delivery.prepare_timeout", "delivery.prepare_threads"])
+
+    def test_dkim_step_in_a_thread_then_hooks(self) -> None:
+        """With ``in_thread``, nothing of the DKIM step runs on the calling (reactor)
+        thread: a new local domain has no keys until the thread's work has run; the
+        hooks run after it, so the DNS zones see the new keys."""
+        pending: list[tuple[Deferred[list[str]], Callable[[], list[str]]]] = []
+
+        def in_thread(work: Callable[[], list[str]]) -> Deferred[list[str]]:
+            pending.append((Deferred(), work))
+            return pending[-1][0]
+
+        seen: list[bool] = []
+        self.reloader.in_thread = in_thread
+        self.reloader.hooks = [
+            lambda c: seen.append(self.keys.signing_keys("new.example", _NOW + 20) is not None)
+        ]
+        self.document["local_domains"] = ["rail.test", "new.example"]
+        self._write()
+        self.assertTrue(self.reloader.reload())
+        self.assertIsNone(self.keys.signing_keys("new.example", _NOW + 20))
+        self.assertEqual(seen, [])
+        [(done, work)] = pending
+        with capturedLogs() as events:
+            done.callback(work())
+        self.assertEqual(seen, [True])
+        self.assertIn("new.example", [e.get("domains") for e in events])
