@@ -74,6 +74,7 @@ class Preparer:
         self._budget = budget
         self._threads = threads
         self._waiting: deque[_Call] = deque()
+        self._starting = False
         self.running = 0
         """Prepares within their budget, in a thread now."""
         self.overrunning = 0
@@ -92,17 +93,26 @@ class Preparer:
         return call.result
 
     def _start_waiting(self) -> None:
-        while (
-            self._waiting
-            and self.running < self._threads
-            and self.running + self.overrunning < 2 * self._threads
-        ):
-            call = self._waiting.popleft()
-            call.started = True
-            self.running += 1
-            call.timer = self._clock.callLater(self._budget, self._overran, call)
-            done = self._run_in_thread(partial(self._prepare, call.job))
-            done.addBoth(self._finished, call)
+        """Start waiting calls while there is room. A call that finishes at once (its
+        runner failed synchronously) comes back here: the running loop goes on instead,
+        so a long queue never turns into deep recursion."""
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while (
+                self._waiting
+                and self.running < self._threads
+                and self.running + self.overrunning < 2 * self._threads
+            ):
+                call = self._waiting.popleft()
+                call.started = True
+                self.running += 1
+                call.timer = self._clock.callLater(self._budget, self._overran, call)
+                done = self._run_in_thread(partial(self._prepare, call.job))
+                done.addBoth(self._finished, call)
+        finally:
+            self._starting = False
 
     def _finished(self, outcome: bytes | Failure, call: _Call) -> None:
         if call.abandoned:

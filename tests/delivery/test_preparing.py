@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -146,4 +146,32 @@ class PreparerTests(SynchronousTestCase):
         self.threads.finish(0)
         self.threads.finish(1)
         self.assertEqual((preparer.running, preparer.overrunning), (0, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_runner_failing_at_once_does_not_recurse(self) -> None:
+        """When the runner starts failing synchronously (its threads stopped) while
+        thousands of calls wait, each fails with its error as its turn comes, without
+        deep recursion; nothing stays scheduled."""
+        broken = False
+
+        def run_in_thread(work: Callable[[], bytes]) -> Deferred[bytes]:
+            if broken:
+                return fail(RuntimeError("not running"))
+            return self.threads(work)
+
+        preparer = Preparer(
+            lambda job: job.data,
+            run_in_thread=run_in_thread,
+            clock=self.clock,
+            budget=30.0,
+            threads=2,
+        )
+        results = [preparer(_job(n)) for n in range(5000)]
+        self.assertEqual(preparer.waiting, 4998)
+        broken = True
+        self.threads.finish(0)
+        self.threads.finish(1)
+        for result in results[2:]:
+            self.failureResultOf(result, RuntimeError)
+        self.assertEqual((preparer.running, preparer.waiting), (0, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
