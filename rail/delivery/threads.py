@@ -17,7 +17,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.python.failure import Failure
 
 __all__ = ["SigningThreads"]
@@ -27,7 +27,9 @@ _Call = tuple[Deferred[Any], Callable[[], Any]]
 
 class SigningThreads:
     """``threads(f)`` runs ``f()`` in one of ``count`` threads; the Deferred fires on the
-    reactor. Calls made before :meth:`start` or after :meth:`stop` fail at once."""
+    reactor. Calls made before :meth:`start` or after :meth:`stop` fail at once with
+    ``CancelledError``: not run, which the scheduler treats as a shutdown (the job stays
+    queued), never as a poison message."""
 
     def __init__(self, reactor: Any, count: int, name: str = "rail-sign") -> None:
         self._reactor = reactor
@@ -53,7 +55,7 @@ class SigningThreads:
 
     def __call__(self, function: Callable[[], Any]) -> Deferred[Any]:
         if not self._running:
-            return fail(RuntimeError("the signing threads are not running"))
+            return fail(CancelledError("the signing threads are not running"))
         done: Deferred[Any] = Deferred()
         self._queue.put((done, function))
         return done
