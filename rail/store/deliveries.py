@@ -16,7 +16,14 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Collection
 
-from rail.store.integrity import UnreadableRowError, data_problem, number, stored_bytes, text
+from rail.store.integrity import (
+    UnreadableRowError,
+    damaged_row,
+    data_problem,
+    number,
+    stored_bytes,
+    text,
+)
 from rail.store.model import (
     QUARANTINE_PREFIX,
     BouncedRecipient,
@@ -119,14 +126,21 @@ _Message = tuple[str, str, float, bool, bool, bytes]
 
 
 def _read_message(connection: sqlite3.Connection, message_id: str) -> _Message:
-    """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the row is
-    missing or damaged (an SQLite error, such as an I/O error, is not caught)."""
-    row = connection.execute(
-        "SELECT CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8, eight_bit,"
-        " size, CAST(sha256 AS BLOB), typeof(data),"
-        " CASE typeof(data) WHEN 'blob' THEN data END FROM messages WHERE id = ?",
-        (message_id,),
-    ).fetchone()
+    """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
+    row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
+    error, such as an I/O error, is the store's and propagates)."""
+    try:
+        row = connection.execute(
+            "SELECT CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8,"
+            " eight_bit, size, CAST(sha256 AS BLOB), typeof(data),"
+            " CASE typeof(data) WHEN 'blob' THEN data END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        damage = damaged_row(error)
+        if damage is None:
+            raise
+        raise damage from None
     if row is None:
         raise UnreadableRowError("stored message row is missing")
     client, sender, received_at, smtputf8, eight_bit, size, digest, kind, data = row

@@ -19,7 +19,14 @@ from typing import Any
 
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
 from rail.store.deliveries import DSNBuilder, insert_message
-from rail.store.integrity import UnreadableRowError, data_problem, number, stored_bytes, text
+from rail.store.integrity import (
+    UnreadableRowError,
+    damaged_row,
+    data_problem,
+    number,
+    stored_bytes,
+    text,
+)
 from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
 
 __all__ = [
@@ -163,13 +170,19 @@ _Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
 def _read_inbound(connection: sqlite3.Connection, message_id: str) -> _Inbound:
     """The fields and verified data of inbound ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged."""
-    row = connection.execute(
-        "SELECT CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
-        " CAST(authentication AS BLOB), bounce_allowed, size, CAST(sha256 AS BLOB),"
-        " typeof(data), CASE typeof(data) WHEN 'blob' THEN data END"
-        " FROM inbound WHERE id = ?",
-        (message_id,),
-    ).fetchone()
+    try:
+        row = connection.execute(
+            "SELECT CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
+            " CAST(authentication AS BLOB), bounce_allowed, size, CAST(sha256 AS BLOB),"
+            " typeof(data), CASE typeof(data) WHEN 'blob' THEN data END"
+            " FROM inbound WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        damage = damaged_row(error)
+        if damage is None:
+            raise
+        raise damage from None
     if row is None:
         raise UnreadableRowError("stored message row is missing")
     sender, subject, received_at, authentication, bounce_allowed, size, digest, kind, data = row

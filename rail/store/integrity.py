@@ -4,16 +4,25 @@ Every message row carries the size and SHA-256 of its data, computed when it was
 Delivery and webhook claims read rows through these checks, so a row damaged at rest (a
 truncated blob, a value of the wrong type, bytes that no longer match their hash) is never
 sent as if it were the accepted message: the caller quarantines it and carries on with the
-others. Columns are read as SQLite stores them (``typeof`` and ``CAST(... AS BLOB)``), so
-a damaged value becomes a reason here, never an exception that fails a whole claim.
-Pure: stdlib only.
+others. Columns are read as SQLite stores them (``typeof`` and ``CAST(... AS BLOB)``), and
+SQLite's own report of a damaged page (``SQLITE_CORRUPT``) while reading one row is that
+row's problem, so a damaged value becomes a reason here, never an exception that fails a
+whole claim. Pure: stdlib only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 
-__all__ = ["UnreadableRowError", "data_problem", "number", "stored_bytes", "text"]
+__all__ = [
+    "UnreadableRowError",
+    "data_problem",
+    "damaged_row",
+    "number",
+    "stored_bytes",
+    "text",
+]
 
 
 class UnreadableRowError(Exception):
@@ -40,6 +49,16 @@ def data_problem(kind: object, data: object, size: object, digest: object) -> st
     if not isinstance(digest, bytes) or hashlib.sha256(data).hexdigest().encode() != digest:
         return "stored data does not match its sha256"
     return None
+
+
+def damaged_row(error: sqlite3.DatabaseError) -> UnreadableRowError | None:
+    """The reason to quarantine a row whose reading failed with ``error``, if SQLite says
+    the file is damaged there (``SQLITE_CORRUPT``: a broken overflow chain, a bad page);
+    None for any other error (I/O, locking...), which is the store's, not the row's."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None or code & 0xFF != sqlite3.SQLITE_CORRUPT:
+        return None
+    return UnreadableRowError(f"stored row is damaged ({error})")
 
 
 def text(value: object, column: str) -> str:

@@ -264,6 +264,31 @@ class SQLiteQuarantineTests(_QuarantineContract, TestCase):
         self.assertEqual(job.message_id, good.id)
         self.assertEqual([q.message_id for q in self.reported], [bad.id])
 
+    async def test_claim_skips_a_row_on_a_corrupt_page(self) -> None:
+        """A message whose data runs over a page SQLite reports corrupt (a broken overflow
+        chain: "database disk image is malformed") is quarantined; the messages around
+        it, on sound pages, flow. Before, that error failed every claim."""
+        before = make_message(received_at=_NOW)
+        bad = make_message(
+            received_at=_NOW + 1, data=b"".join(b"MARK%06d" % i for i in range(12_500))
+        )
+        after = make_message(received_at=_NOW + 2)
+        for message in (before, bad, after):
+            await self.store.accept(message)
+        await self.store.close()  # the last connection: the WAL is checkpointed
+        path = database_path(self.directory)
+        raw = bytearray(path.read_bytes())
+        page = raw.index(b"MARK006000") // 4096 * 4096  # an overflow page of ``bad``
+        raw[page : page + 4] = b"\xff\xff\xff\xff"  # its next-page pointer
+        path.write_bytes(bytes(raw))
+        store = open_sqlite(self, self.directory)
+        store.observe_quarantined(self.reported.append)
+        jobs = await store.claim(_NOW + 10, 10, frozenset())
+        self.assertEqual([j.message_id for j in jobs], [before.id, after.id])
+        reason = "stored row is damaged (database disk image is malformed)"
+        self.assertEqual(self.reported, [Quarantined("outbound", bad.id, "corrupt", reason)])
+        self.assertEqual((await store.status(bad.client, bad.id)).status, "failed")
+
     def test_store_type(self) -> None:
         """(These tests run against the real SQLite store.)"""
         self.assertIsInstance(self.store, SQLiteStore)
