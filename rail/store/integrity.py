@@ -17,8 +17,8 @@ import sqlite3
 
 __all__ = [
     "UnreadableRowError",
-    "data_problem",
     "damaged_row",
+    "data_problem",
     "number",
     "stored_bytes",
     "text",
