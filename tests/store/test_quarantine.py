@@ -12,7 +12,7 @@ import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from rail.inbound.model import WebhookTarget
+from rail.inbound.model import WebhookResult, WebhookTarget
 from rail.store.ids import new_message_id
 from rail.store.model import (
     BounceReport,
@@ -162,8 +162,6 @@ class _QuarantineContract:
         once and leaves delivered jobs alone."""
         message = make_inbound()
         await self.store.accept_inbound(message)
-        from rail.inbound.model import WebhookResult
-
         await self.store.record_webhook(
             WebhookResult(message.id, "app1", _NOW + 1, "delivered", "HTTP 200")
         )
