@@ -5,7 +5,8 @@ listener builds new connections with the new context; open ones keep theirs), DK
 (after ``rail dkim rotate``, or new local domains), the delivery retry schedule and
 concurrency limits. Settings that would need ports re-bound or the queue moved
 (``listen``, ``data_dir``, ``hostname``, resolvers, smarthost) are reported as needing a
-restart and keep their running values. A configuration that does not load changes nothing:
+restart and keep their running values. Creating DKIM keys for new domains runs in a
+thread (``in_thread``), never on the reactor. A configuration that does not load changes nothing:
 its problems are logged, as ``rail config-check`` would print them.
 """
 
@@ -14,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rail.config import Config, ConfigError, load_config
 from rail.delivery.decide import RetryPolicy
@@ -38,6 +41,8 @@ _RESTART_KEYS = (
     ("delivery.nameservers", lambda c: c.delivery.nameservers),
     ("delivery.port", lambda c: c.delivery.port),
     ("delivery.smarthost", lambda c: c.delivery.smarthost),
+    ("delivery.prepare_timeout", lambda c: c.delivery.prepare_timeout),
+    ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
 )
@@ -64,6 +69,12 @@ class Reloader:
     """Called with the new configuration after the rest is applied: the inbound
     directory, the DNS zones and the webhook dispatcher follow it this way. A hook that
     raises is logged and does not stop the others."""
+    in_thread: Callable[[Callable[[], list[str]]], Any] | None = None
+    """``in_thread(f)`` runs ``f()`` off the reactor thread and returns a Deferred of its
+    result. Given, the DKIM step (re-reading the keys, reading the registry for the local
+    domains, creating the keys of new ones: RSA generation and fsyncs) runs there, and the
+    hooks (the DNS zones publish the new keys) run once it is done. Without it (tests, the
+    CLI), everything runs at once."""
 
     def reload(self) -> bool:
         """Re-read and apply everything; False (and nothing changed) if the configuration
@@ -87,13 +98,6 @@ class Reloader:
             return False
         for name in restart_needed(self.config, config):
             _log.warn("{setting} changed: it takes effect after a restart", setting=name)
-        try:
-            self.keys.reload()
-            created = self.keys.ensure(self.dkim_domains(config), self.now())
-            if created:
-                _log.info("created DKIM keys for {domains}", domains=", ".join(created))
-        except (DKIMKeyError, OSError) as error:
-            _log.error("DKIM keys not reloaded: {error}", error=str(error))
         if self.scheduler is not None:
             delivery = config.delivery
             self.scheduler.reconfigure(
@@ -108,13 +112,40 @@ class Reloader:
             data_dir=self.config.data_dir,
             listen=self.config.listen,
         )
+        applied = self.config
+        if self.in_thread is None:
+            try:
+                self._dkim_logged(self._dkim(config))
+            except (DKIMKeyError, OSError) as error:
+                self._dkim_logged(Failure(error))
+            self._run_hooks(applied)
+        else:
+            keys = self.in_thread(lambda: self._dkim(config))
+            keys.addBoth(self._dkim_logged)
+            keys.addCallback(lambda _: self._run_hooks(applied))
+        return True
+
+    def _dkim(self, config: Config) -> list[str]:
+        """Re-read the keys and create those of new domains; the domains created."""
+        self.keys.reload()
+        return self.keys.ensure(self.dkim_domains(config), self.now())
+
+    def _dkim_logged(self, outcome: list[str] | Failure) -> None:
+        if isinstance(outcome, Failure):
+            if outcome.check(DKIMKeyError, OSError):
+                _log.error("DKIM keys not reloaded: {error}", error=outcome.getErrorMessage())
+            else:
+                _log.failure("reload: DKIM keys failed", outcome)
+        elif outcome:
+            _log.info("created DKIM keys for {domains}", domains=", ".join(outcome))
+
+    def _run_hooks(self, config: Config) -> None:
         for hook in self.hooks:
             try:
-                hook(self.config)
+                hook(config)
             except Exception:
                 _log.failure("reload: {hook} failed", hook=getattr(hook, "__qualname__", hook))
         _log.info("reload done")
-        return True
 
     def _server_material(self, config: Config) -> ServerMaterial:
         now = datetime.fromtimestamp(self.now(), UTC)

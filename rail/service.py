@@ -41,6 +41,7 @@ from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
 from rail.pki.tls import ClientAuth, ServerTLS
+from rail.quarantine import Quarantines
 from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
@@ -264,6 +265,8 @@ def build_service(
             "handshake_timeout": config.limits.connections.tls_handshake_timeout,
         }
 
+    # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
+    store.observe_quarantined(Quarantines(registry=stats.registry))
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     # The CRL file is looked at every second and on SIGHUP, in a thread; handshakes,
@@ -443,6 +446,8 @@ def build_service(
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
             hooks=hooks,
+            # Key creation for new domains (RSA, fsyncs) and the registry read: off the reactor.
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
 

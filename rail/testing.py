@@ -6,6 +6,7 @@ so those tests need no threads, files or wall time.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import attrs
@@ -23,7 +24,9 @@ from rail.inbound.model import (
     new_jobs,
 )
 from rail.store.deliveries import DSNBuilder, recipient_domain
+from rail.store.integrity import data_problem
 from rail.store.model import (
+    QUARANTINE_PREFIX,
     Accepted,
     BouncedRecipient,
     BounceReport,
@@ -36,6 +39,8 @@ from rail.store.model import (
     JobResult,
     MessageStatus,
     NewMessage,
+    Quarantined,
+    QuarantineKind,
     QueueFullError,
     RecipientState,
     RecipientStatus,
@@ -79,7 +84,11 @@ class MemoryStore:
     - ``fail_next``: the next ``accept`` fails with this exception (then it is cleared);
     - ``full``: every ``accept`` of a new message fails with :class:`QueueFullError`;
     - ``messages``: what was accepted, by id (read it, or seed it);
-    - :meth:`update_recipient`: play the delivery side to test status rendering.
+    - :meth:`update_recipient`: play the delivery side to test status rendering;
+    - damage at rest: replace a message in ``messages`` or ``inbound`` with one whose
+      ``data`` differs from what was accepted (``attrs.evolve``; ``data`` may even be a
+      ``str`` or None): the next claim that reads it quarantines it, as the SQLite store
+      does with a row that fails its size or ``sha256`` check.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -95,6 +104,10 @@ class MemoryStore:
         self.inbound: dict[str, InboundMessage] = {}
         self._hooks: dict[str, list[_Hook]] = {}
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
+        self._quarantine_observers: list[Callable[[Quarantined], object]] = []
+        # (size, sha256 hex) of what was accepted, by id: what a claim checks the data against.
+        self._stored: dict[str, tuple[int, bytes]] = {}
+        self._inbound_stored: dict[str, tuple[int, bytes]] = {}
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -117,6 +130,7 @@ class MemoryStore:
         if message.id in self.messages:
             return fail(StoreUnavailableError(f"message {message.id} already stored"))
         self.messages[message.id] = message
+        self._stored[message.id] = _fingerprint(message.data)
         self._recipients[message.id] = _fresh_rows(message)
         if idempotency is not None:
             self._idempotency[(message.client, idempotency.key)] = _Remembered(
@@ -144,6 +158,7 @@ class MemoryStore:
                 received_at=message.received_at,
                 status=overall_status(tuple(r.status for r in recipients)),
                 recipients=recipients,
+                reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
             )
         )
 
@@ -159,7 +174,22 @@ class MemoryStore:
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
     ) -> Deferred[list[DeliveryJob]]:
-        """Due jobs, oldest due first, as the SQLite store finds them."""
+        """Due jobs, oldest due first, as the SQLite store finds them; a message whose data
+        is not what was accepted is quarantined instead."""
+        due_ids = {
+            message_id
+            for message_id, rows in self._recipients.items()
+            if any(
+                row.status in ("queued", "deferred")
+                and row.next_attempt_at is not None
+                and row.next_attempt_at <= now
+                for row in rows
+            )
+        }
+        for message_id in sorted(due_ids):
+            problem = _problem(self.messages[message_id].data, self._stored.get(message_id))
+            if problem is not None:
+                self._quarantine_now("outbound", message_id, "corrupt", problem, now)
         due = sorted(
             (row.next_attempt_at, message_id, index)
             for message_id, rows in self._recipients.items()
@@ -248,9 +278,62 @@ class MemoryStore:
             self._notify()
         return succeed(notification)
 
+    def quarantine(
+        self, message_id: str, kind: QuarantineKind, reason: str, now: float
+    ) -> Deferred[bool]:
+        """Fail every pending recipient of ``message_id``, as the SQLite store does."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        return succeed(self._quarantine_now("outbound", message_id, kind, reason, now))
+
+    def quarantine_inbound(
+        self, message_id: str, kind: QuarantineKind, reason: str, now: float
+    ) -> Deferred[bool]:
+        """Fail every pending webhook job of ``message_id``, as the SQLite store does."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        return succeed(self._quarantine_now("inbound", message_id, kind, reason, now))
+
+    def observe_quarantined(self, callback: Callable[[Quarantined], object]) -> None:
+        """Call ``callback(Quarantined)`` once per quarantined message."""
+        self._quarantine_observers.append(callback)
+
+    def _quarantine_now(
+        self,
+        queue: str,
+        message_id: str,
+        kind: QuarantineKind,
+        reason: str,
+        now: float,
+    ) -> bool:
+        changed = False
+        reply = QUARANTINE_PREFIX + reason
+        if queue == "outbound":
+            rows = self._recipients.get(message_id, [])
+            for index, row in enumerate(rows):
+                if row.status in ("queued", "deferred"):
+                    rows[index] = attrs.evolve(
+                        row, status="failed", last_reply=reply, next_attempt_at=None, updated_at=now
+                    )
+                    changed = True
+            record = Quarantined("outbound", message_id, kind, reason)
+        else:
+            for hook in self._hooks.get(message_id, []):
+                if hook.status in ("queued", "deferred"):
+                    hook.status = "failed"
+                    hook.last_reply = reply
+                    hook.next_attempt_at = None
+                    hook.updated_at = now
+                    changed = True
+            record = Quarantined("inbound", message_id, kind, reason)
+        if changed:
+            for observer in self._quarantine_observers:
+                observer(record)
+        return changed
+
     def recipient_counts(self) -> Deferred[dict[str, int]]:
         """Recipients by status, every status present."""
-        counts = dict.fromkeys(("queued", "deferred", "sent", "bounced"), 0)
+        counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed"), 0)
         for message in self.messages.values():
             for row in self._rows(message):
                 counts[row.status] += 1
@@ -301,6 +384,7 @@ class MemoryStore:
         if message.id in self.inbound:
             return fail(StoreUnavailableError(f"message {message.id} already stored"))
         self.inbound[message.id] = message
+        self._inbound_stored[message.id] = _fingerprint(message.data)
         self._hooks[message.id] = [
             _Hook(
                 client=target.client,
@@ -322,7 +406,19 @@ class MemoryStore:
     def claim_webhooks(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
     ) -> Deferred[list[WebhookJob]]:
-        """Due webhook jobs, oldest due first, as the SQLite store finds them."""
+        """Due webhook jobs, oldest due first, as the SQLite store finds them; an inbound
+        message whose data is not what was accepted is quarantined instead."""
+        for message_id, hooks in sorted(self._hooks.items()):
+            if any(
+                hook.status in ("queued", "deferred")
+                and hook.next_attempt_at is not None
+                and hook.next_attempt_at <= now
+                for hook in hooks
+            ):
+                stored = self._inbound_stored.get(message_id)
+                problem = _problem(self.inbound[message_id].data, stored)
+                if problem is not None:
+                    self._quarantine_now("inbound", message_id, "corrupt", problem, now)
         due = sorted(
             (hook.next_attempt_at, message_id, index)
             for message_id, hooks in self._hooks.items()
@@ -425,6 +521,24 @@ class MemoryStore:
     def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
         """Call ``callback(jobs)`` after every accepted inbound message."""
         self._inbound_observers.append(callback)
+
+
+def _fingerprint(data: bytes) -> tuple[int, bytes]:
+    return len(data), hashlib.sha256(data).hexdigest().encode()
+
+
+def _problem(data: object, stored: tuple[int, bytes] | None) -> str | None:
+    """What the SQLite store's check would say of ``data`` (None for a seeded message,
+    whose accepted form is unknown)."""
+    if stored is None:
+        return None
+    if data is None:
+        kind = "null"
+    elif isinstance(data, bytes):
+        kind = "blob"
+    else:
+        kind = "text" if isinstance(data, str) else type(data).__name__
+    return data_problem(kind, data, *stored)
 
 
 def _pending(rows: list[RecipientStatus]) -> bool:

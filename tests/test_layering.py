@@ -34,6 +34,7 @@ _PURE = [
     "store/schema.py",
     "store/inspect.py",
     "store/deliveries.py",
+    "store/integrity.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",

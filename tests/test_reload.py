@@ -4,16 +4,19 @@ bad one leaves alone. Real files: config, CA, server certificates, DKIM keys."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.config import load_config
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.preparing import inline
 from rail.delivery.scheduler import DeliveryLimits, Scheduler
 from rail.dkim.keys import KeyStore
 from rail.pki.tls import ClientAuth, ServerTLS
@@ -48,7 +51,7 @@ class ReloadTests(SynchronousTestCase):
             clock,
             route=lambda d: None,  # type: ignore[arg-type,return-value]
             connect=lambda a, h: None,  # type: ignore[arg-type,return-value]
-            prepare=lambda job: job.data,
+            prepare=inline(lambda job: job.data),
             dsn=lambda report: None,
             policy=RetryPolicy((60.0,), 3600.0),
             limits=DeliveryLimits(concurrency=5),
@@ -113,3 +116,44 @@ class ReloadTests(SynchronousTestCase):
             (self.directory / "data" / "tls" / name).unlink()
         self.assertTrue(self.reloader.reload())
         self.assertIsNot(self.tls.getContext(), before)
+
+    def test_prepare_settings_need_a_restart(self) -> None:
+        """Changing delivery.prepare_timeout or prepare_threads is reported as needing a
+        restart (the signing pool and its budget are built at start)."""
+        self.document["delivery"] = {
+            "retry": ["1m"],
+            "concurrency": 5,
+            "prepare_timeout": "1m",
+            "prepare_threads": 2,
+        }
+        self._write()
+        with capturedLogs() as events:
+            self.assertTrue(self.reloader.reload())
+        warnings = [e.get("setting") for e in events if e.get("setting")]
+        self.assertEqual(warnings, ["delivery.prepare_timeout", "delivery.prepare_threads"])
+
+    def test_dkim_step_in_a_thread_then_hooks(self) -> None:
+        """With ``in_thread``, nothing of the DKIM step runs on the calling (reactor)
+        thread: a new local domain has no keys until the thread's work has run; the
+        hooks run after it, so the DNS zones see the new keys."""
+        pending: list[tuple[Deferred[list[str]], Callable[[], list[str]]]] = []
+
+        def in_thread(work: Callable[[], list[str]]) -> Deferred[list[str]]:
+            pending.append((Deferred(), work))
+            return pending[-1][0]
+
+        seen: list[bool] = []
+        self.reloader.in_thread = in_thread
+        self.reloader.hooks = [
+            lambda c: seen.append(self.keys.signing_keys("new.example", _NOW + 20) is not None)
+        ]
+        self.document["local_domains"] = ["rail.test", "new.example"]
+        self._write()
+        self.assertTrue(self.reloader.reload())
+        self.assertIsNone(self.keys.signing_keys("new.example", _NOW + 20))
+        self.assertEqual(seen, [])
+        [(done, work)] = pending
+        with capturedLogs() as events:
+            done.callback(work())
+        self.assertEqual(seen, [True])
+        self.assertIn("new.example", [e.get("domains") for e in events])

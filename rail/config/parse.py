@@ -262,6 +262,8 @@ _DELIVERY = r.section(
         "per_destination": r.integer(1, 1000),
         "messages_per_connection": r.integer(1, 100_000),
         "connect_timeout": r.duration("1s", "10m"),
+        "prepare_timeout": r.duration("1s", "1h"),
+        "prepare_threads": r.integer(1, 64),
     },
 )
 

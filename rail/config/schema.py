@@ -380,6 +380,14 @@ class Delivery:
     """Messages sent over one connection before it is closed and a new one opened."""
     connect_timeout: float = 30.0
     """Seconds to wait for a TCP connection to an MX host before trying the next address."""
+    prepare_timeout: float = 30.0
+    """Seconds a message's DKIM signing (and, for a domain's first message, the creation of
+    its keys) may take in its worker thread; a message over it is quarantined (``failed``,
+    never retried), since a retry, or a restart, would only spend the time again."""
+    prepare_threads: int = 4
+    """Messages signed at once, each in a worker thread off the reactor. Up to as many
+    threads again may still be busy with messages that overran ``prepare_timeout``, so a
+    few of those never stop the signing of the rest."""
 
 
 @attrs.frozen(kw_only=True)

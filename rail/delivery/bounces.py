@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from twisted.logger import Logger
+
 from rail.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from rail.delivery.outcome import Reply
 from rail.store.deliveries import DSNBuilder
@@ -18,6 +20,8 @@ from rail.store.ids import new_message_id
 from rail.store.model import BounceReport, NewMessage
 
 __all__ = ["dsn_builder", "reply_from_text"]
+
+_log = Logger()
 
 _REPLY = re.compile(r"^([2-5]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.DOTALL)
 
@@ -30,10 +34,35 @@ def reply_from_text(text: str, *, remote: bool) -> Reply:
     return Reply(int(match[1]), match[2], match[3] or "", remote=remote)
 
 
-def dsn_builder(hostname: str, now: Callable[[], float]) -> DSNBuilder:
-    """A :data:`DSNBuilder` reporting as ``hostname``; ``now`` is the clock."""
+def dsn_builder(
+    hostname: str,
+    now: Callable[[], float],
+    on_reactor: Callable[..., object] | None = None,
+) -> DSNBuilder:
+    """A :data:`DSNBuilder` reporting as ``hostname``; ``now`` is the clock.
+
+    It runs on the store's writer thread, inside the transaction that records the bounce.
+    With ``on_reactor`` (``reactor.callFromThread``), a DSN that cannot be built (the
+    bounced message's header section makes the builder raise) is logged through it and
+    none is sent, so the bounce is still recorded: the alternative, failing the record,
+    would leave the recipients pending and deliver the message again and again.
+    """
 
     def build(report: BounceReport) -> NewMessage | None:
+        if on_reactor is None:
+            return _build(report)
+        try:
+            return _build(report)
+        except Exception as error:
+            on_reactor(
+                _log.error,
+                "cannot build the DSN for {msg_id} ({error}): none is sent",
+                msg_id=report.message_id,
+                error=type(error).__name__,
+            )
+            return None
+
+    def _build(report: BounceReport) -> NewMessage | None:
         if not should_send_dsn(report.sender):
             return None
         when = now()

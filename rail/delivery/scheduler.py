@@ -8,9 +8,17 @@ time, up to ``messages_per_connection``, then says QUIT. Results are recorded wi
 waiting (the store group-commits them); a job stays "in flight", and so is never claimed
 twice, until its result is on disk.
 
+Each message is prepared (DKIM-signed) just before its transaction through ``prepare``,
+which answers later (in production a :class:`rail.delivery.preparing.Preparer`: off the
+reactor thread, within a budget). A message whose preparation raises or overruns that
+budget is quarantined (:meth:`IDeliveryQueue.quarantine`): ``failed`` for good, with no
+DSN and no retry, and the session goes on with the next job. Retrying it would only fail
+again, and after a restart it would stall delivery again.
+
 Stopping: no new claims or transactions; running transactions get ``grace`` seconds, then
-their connections are cut and their jobs left untouched in the queue (a message cut after
-its final dot may be delivered twice: the safe side).
+their connections are cut, preparations still running are abandoned, and their jobs left
+untouched in the queue (a message cut after its final dot may be delivered twice: the
+safe side).
 """
 
 from __future__ import annotations
@@ -21,16 +29,23 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    ensureDeferred,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
+from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
 from rail.store.deliveries import DSNBuilder
-from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult
+from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, QuarantineKind
 
 __all__ = ["DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
 
@@ -83,7 +98,9 @@ class Scheduler:
 
     ``route(domain)`` fires with a :class:`Route` or fails with :class:`RouteError`;
     ``connect(address, host_name)`` fires with a :class:`Session` or fails with
-    :class:`SessionError`; ``prepare(job)`` returns the bytes to send (DKIM-signed).
+    :class:`SessionError`; ``prepare(job)`` fires with the bytes to send (DKIM-signed),
+    or fails: with :class:`PrepareTimeoutError` when over its budget, with
+    ``CancelledError`` when cancelled at shutdown, with anything else when it raised.
     """
 
     def __init__(
@@ -93,7 +110,7 @@ class Scheduler:
         *,
         route: Callable[[str], Deferred[Route]],
         connect: Callable[[str, str], Deferred[Session]],
-        prepare: Callable[[DeliveryJob], bytes],
+        prepare: Callable[[DeliveryJob], Deferred[bytes]],
         dsn: DSNBuilder,
         policy: RetryPolicy,
         limits: DeliveryLimits,
@@ -115,6 +132,7 @@ class Scheduler:
         self._active: dict[str, int] = {}
         self._sessions: set[Session] = set()
         self._connecting: set[Deferred[Session]] = set()
+        self._preparing: set[Deferred[bytes]] = set()
         self._workers: set[Deferred[None]] = set()
         self._records: set[Deferred[Any]] = set()
         self._unrecorded: dict[tuple[str, str], IDelayedCall] = {}
@@ -207,6 +225,8 @@ class Scheduler:
         self._cut = True
         for connecting in list(self._connecting):
             connecting.cancel()
+        for preparing in list(self._preparing):
+            preparing.cancel()
         for session in list(self._sessions):
             session.abort()
 
@@ -372,24 +392,30 @@ class Scheduler:
     async def _transaction(self, session: Session, job: DeliveryJob, host: str | None) -> bool:
         """Deliver ``job``; return whether the session can carry another one."""
         started = self._clock.seconds()
+        preparing = maybeDeferred(self._prepare, job)
+        self._preparing.add(preparing)
         try:
-            message = OutboundMessage(
-                sender=job.sender,
-                recipients=tuple(r.address for r in job.recipients),
-                data=self._prepare(job),
-                smtputf8=job.smtputf8,
-                eight_bit=job.eight_bit,
-            )
-        except Exception:  # a bug (signing): defer the job rather than strand it
-            _log.failure("cannot prepare {msg_id}", msg_id=job.message_id)
-            self._record(
-                job,
-                job_result_for_all(
-                    job, _INTERNAL, now=self._clock.seconds(), policy=self._policy, rng=self._rng
-                ),
-                started,
+            data = await preparing
+        except CancelledError:  # cut at shutdown
+            self._release(job)
+            return False
+        except PrepareTimeoutError as overrun:
+            self._quarantine(job, "timeout", str(overrun))
+            return True
+        except Exception as raised:  # poison (or a bug): retrying would only fail again
+            self._quarantine(
+                job, "error", f"preparing the message failed ({type(raised).__name__})"
             )
             return True
+        finally:
+            self._preparing.discard(preparing)
+        message = OutboundMessage(
+            sender=job.sender,
+            recipients=tuple(r.address for r in job.recipients),
+            data=data,
+            smtputf8=job.smtputf8,
+            eight_bit=job.eight_bit,
+        )
         try:
             result = await session.send(message)
         except Exception as failure:
@@ -437,6 +463,32 @@ class Scheduler:
                 ),
                 now,
             )
+
+    def _quarantine(self, job: DeliveryJob, kind: QuarantineKind, reason: str) -> None:
+        """Take ``job``'s message out of delivery for good; its jobs for other domains
+        that wait here go with it (they would fail the same way). They stay in flight,
+        so no claim hands them out again, until the quarantine is on disk."""
+        jobs = [job]
+        for waiting in self._waiting.values():
+            same = [j for j in waiting if j.message_id == job.message_id]
+            for each in same:
+                waiting.remove(each)  # in place: a fill round may hold this deque
+            jobs.extend(same)
+        done = self._queue.quarantine(job.message_id, kind, reason, self._clock.seconds())
+        self._records.add(done)
+
+        def recorded(outcome: object) -> None:
+            self._records.discard(done)
+            for each in jobs:
+                self._in_flight.discard(each.key)
+            if isinstance(outcome, Failure):
+                _log.error(
+                    "cannot quarantine {msg_id}: {error}",
+                    msg_id=job.message_id,
+                    error=outcome.getErrorMessage(),
+                )
+
+        done.addBoth(recorded)
 
     def _record(self, job: DeliveryJob, result: JobResult, started: float) -> None:
         self._observer.attempt(job, result, self._clock.seconds() - started)

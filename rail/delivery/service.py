@@ -2,7 +2,9 @@
 
 Builds the :class:`Scheduler` from the configuration and runs it as the ``delivery``
 service. It stops before the store closes (the root service stops the store last), giving
-running transactions ``shutdown.grace_period`` seconds.
+running transactions ``shutdown.grace_period`` seconds. DKIM signing runs in threads of
+its own (:class:`rail.delivery.threads.SigningThreads`, ``2 * delivery.prepare_threads``
+of them, see :mod:`rail.delivery.preparing`), started and stopped with the service.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from rail.delivery.bounces import dsn_builder
 from rail.delivery.client import ClientTimeouts
 from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.preparing import Preparer
 from rail.delivery.resolve import Route, make_resolver, resolve_route, smarthost_route
 from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
 from rail.delivery.signing import Signer
+from rail.delivery.threads import SigningThreads
 from rail.dkim.keys import KeyStore
 from rail.store.model import IDeliveryQueue
 
@@ -28,20 +32,29 @@ __all__ = ["DeliveryService", "build_delivery"]
 
 
 class DeliveryService(Service):
-    """Runs the scheduler between start and stop."""
+    """Runs the scheduler (and the signing threads, if given) between start and stop."""
 
-    def __init__(self, scheduler: Scheduler, grace: float) -> None:
+    def __init__(
+        self, scheduler: Scheduler, grace: float, threads: SigningThreads | None = None
+    ) -> None:
         self.scheduler = scheduler
         self._grace = grace
+        self._threads = threads
         self.setName("delivery")
 
     def startService(self) -> None:
         super().startService()
+        if self._threads is not None:
+            self._threads.start()
         self.scheduler.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.scheduler.stop(self._grace)
+        stopped = self.scheduler.stop(self._grace)
+        threads = self._threads
+        if threads is not None:
+            stopped.addCallback(lambda _: threads.stop())
+        return stopped
 
 
 def build_delivery(
@@ -82,13 +95,21 @@ def build_delivery(
             )
         )
 
+    threads = SigningThreads(reactor, 2 * delivery.prepare_threads)
+    preparer = Preparer(
+        Signer(keys, reactor, on_reactor=reactor.callFromThread).prepare,
+        run_in_thread=threads,
+        clock=reactor,
+        budget=delivery.prepare_timeout,
+        threads=delivery.prepare_threads,
+    )
     scheduler = Scheduler(
         queue,
         reactor,
         route=route,
         connect=connect,
-        prepare=Signer(keys, reactor).prepare,
-        dsn=dsn_builder(config.hostname, reactor.seconds),
+        prepare=preparer,
+        dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),
         limits=DeliveryLimits(
             concurrency=delivery.concurrency,
@@ -98,4 +119,4 @@ def build_delivery(
         rng=rng,
         observer=observer,
     )
-    return DeliveryService(scheduler, config.shutdown.grace_period)
+    return DeliveryService(scheduler, config.shutdown.grace_period, threads)

@@ -4,7 +4,9 @@ the webhook dispatcher: plain values and the spool's interface.
 A message received on port 25 is stored once, with one *webhook job* per client whose
 recipients it has (RAIL.md §5: one POST per client per message). Job status vocabulary:
 ``queued`` (never tried), ``deferred`` (tried, will retry), ``delivered`` (2xx) and
-``failed`` (permanent 4xx, or too old); the last two are final.
+``failed`` (permanent 4xx, too old, or quarantined: its stored message failed
+verification or preparing the POST raised; ``last_reply`` then starts with
+``quarantined:``); the last two are final.
 """
 
 from __future__ import annotations
@@ -210,6 +212,13 @@ class IInboundStore(Interface):
         bounces, ``dsn(BounceReport)`` is called (a :data:`rail.store.deliveries.DSNBuilder`)
         and the NewMessage it returns is queued for outbound delivery in the same
         transaction. Fires with that NewMessage or None."""
+
+    def quarantine_inbound(message_id: str, kind: Any, reason: str, now: float) -> Any:  # noqa: N805
+        """Make every pending webhook job of ``message_id`` ``failed`` for good, with
+        ``last_reply`` ``quarantined: <reason>`` and no DSN; fires with True once that is
+        on disk (observers of quarantines are told, as for outbound mail), False if none
+        was pending. A claim quarantines a message whose stored row fails verification by
+        itself and hands out the other jobs."""
 
     def inbound_status(client: str, message_id: str) -> Any:  # noqa: N805
         """Fires with the :class:`InboundStatus` of ``client``'s job for ``message_id``,

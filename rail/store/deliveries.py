@@ -3,10 +3,11 @@
 These functions run on the writer thread (:mod:`rail.store.writer`), inside its
 transactions. Due recipients are read through the partial index over pending rows in
 ``next_attempt_at`` order, ``limit`` at a time, so a million queued recipients cost the
-scheduler nothing until they are due. Recording an attempt that leaves a message with no
-pending recipient and some bounced ones builds the bounce (through the caller's
-``dsn`` function) and stores it in the same transaction: a crash cannot lose it, and
-it cannot be made twice.
+scheduler nothing until they are due. A claim verifies each message it reads
+(:mod:`rail.store.integrity`) and reports the damaged ones instead of failing. Recording
+an attempt that leaves a message with no pending recipient and some bounced ones builds
+the bounce (through the caller's ``dsn`` function) and stores it in the same
+transaction: a crash cannot lose it, and it cannot be made twice.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable, Collection
-from typing import Any
 
+from rail.store.integrity import (
+    UnreadableRowError,
+    damaged_row,
+    data_problem,
+    number,
+    stored_bytes,
+    text,
+)
 from rail.store.model import (
+    QUARANTINE_PREFIX,
     BouncedRecipient,
     BounceReport,
     DeliveryJob,
@@ -25,7 +34,14 @@ from rail.store.model import (
     NewMessage,
 )
 
-__all__ = ["DSNBuilder", "claim_due", "recipient_counts", "recipient_domain", "record_result"]
+__all__ = [
+    "DSNBuilder",
+    "claim_due",
+    "quarantine_message",
+    "recipient_counts",
+    "recipient_domain",
+    "record_result",
+]
 
 DSNBuilder = Callable[[BounceReport], NewMessage | None]
 """Makes the delivery status notification for a message that bounced (or None: no DSN,
@@ -42,17 +58,34 @@ def claim_due(
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
-) -> list[DeliveryJob]:
+) -> tuple[list[DeliveryJob], dict[str, str]]:
     """Up to ``limit`` jobs whose recipients are due at ``now``, oldest due first,
-    skipping the (message id, domain) pairs of ``exclude`` (already in flight)."""
+    skipping the (message id, domain) pairs of ``exclude`` (already in flight); and the
+    messages among them that cannot be sent as stored, with the reason (see
+    :mod:`rail.store.integrity`). Those give no job: the caller quarantines them (and may
+    claim again to fill ``limit``)."""
     rows = connection.execute(
-        "SELECT message_id, idx, address, attempts, last_reply FROM recipients"
-        " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        "SELECT message_id, idx, CAST(address AS BLOB), attempts, CAST(last_reply AS BLOB)"
+        " FROM recipients WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at LIMIT ?",
         (now, limit + len(exclude)),
     ).fetchall()
     grouped: dict[tuple[str, str], list[DueRecipient]] = {}
-    for message_id, idx, address, attempts, last_reply in rows:
+    bad: dict[str, str] = {}
+    for message_id, idx, raw_address, attempts, raw_reply in rows:
+        if message_id in bad:
+            continue
+        try:
+            address = text(raw_address, "recipient address")
+            recipient = DueRecipient(
+                int(number(idx, "recipient index")),
+                address,
+                int(number(attempts, "recipient attempts")),
+                None if raw_reply is None else text(raw_reply, "recipient reply"),
+            )
+        except UnreadableRowError as error:
+            bad[message_id] = str(error)
+            continue
         key = (message_id, recipient_domain(address))
         if key in exclude:
             continue
@@ -60,31 +93,81 @@ def claim_due(
             if len(grouped) >= limit:
                 continue
             grouped[key] = []
-        grouped[key].append(DueRecipient(idx, address, attempts, last_reply))
+        grouped[key].append(recipient)
     jobs: list[DeliveryJob] = []
-    messages: dict[str, tuple[Any, ...]] = {}
+    messages: dict[str, _Message] = {}
     for (message_id, domain), recipients in grouped.items():
+        if message_id in bad:
+            continue
         if message_id not in messages:
-            messages[message_id] = connection.execute(
-                "SELECT client, sender, received_at, smtputf8, eight_bit, data FROM messages"
-                " WHERE id = ?",
-                (message_id,),
-            ).fetchone()
+            try:
+                messages[message_id] = _read_message(connection, message_id)
+            except UnreadableRowError as error:
+                bad[message_id] = str(error)
+                continue
         client, sender, received_at, smtputf8, eight_bit, data = messages[message_id]
         jobs.append(
             DeliveryJob(
                 message_id=message_id,
                 domain=domain,
-                client=str(client),
-                sender=str(sender),
-                received_at=float(received_at),
-                smtputf8=bool(smtputf8),
-                eight_bit=bool(eight_bit),
+                client=client,
+                sender=sender,
+                received_at=received_at,
+                smtputf8=smtputf8,
+                eight_bit=eight_bit,
                 recipients=tuple(recipients),
-                data=bytes(data),
+                data=data,
             )
         )
-    return jobs
+    return jobs, bad
+
+
+_Message = tuple[str, str, float, bool, bool, bytes]
+
+
+def _read_message(connection: sqlite3.Connection, message_id: str) -> _Message:
+    """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
+    row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
+    error, such as an I/O error, is the store's and propagates)."""
+    try:
+        row = connection.execute(
+            "SELECT CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8,"
+            " eight_bit, size, CAST(sha256 AS BLOB), typeof(data),"
+            " CASE typeof(data) WHEN 'blob' THEN data END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        damage = damaged_row(error)
+        if damage is None:
+            raise
+        raise damage from None
+    if row is None:
+        raise UnreadableRowError("stored message row is missing")
+    client, sender, received_at, smtputf8, eight_bit, size, digest, kind, data = row
+    problem = data_problem(kind, data, size, digest)
+    if problem is not None:
+        raise UnreadableRowError(problem)
+    return (
+        text(client, "client"),
+        text(sender, "sender"),
+        number(received_at, "received_at"),
+        bool(smtputf8),
+        bool(eight_bit),
+        data,
+    )
+
+
+def quarantine_message(
+    connection: sqlite3.Connection, message_id: str, reason: str, now: float
+) -> bool:
+    """Make every pending recipient of ``message_id`` ``failed`` with ``reason``; whether
+    any was pending. No attempt is counted and no DSN is made."""
+    updated = connection.execute(
+        "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
+        " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
+        (QUARANTINE_PREFIX + reason, now, message_id),
+    ).rowcount
+    return bool(updated)
 
 
 def record_result(
@@ -151,7 +234,7 @@ def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
 
 def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:
     """Recipients by status, every status present (zero when none)."""
-    counts = dict.fromkeys(("queued", "deferred", "sent", "bounced"), 0)
+    counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed"), 0)
     for status, count in connection.execute(
         "SELECT status, count(*) FROM recipients GROUP BY status"
     ):
@@ -184,4 +267,4 @@ def _bounce_report(connection: sqlite3.Connection, message_id: str) -> BounceRep
     client, sender, received_at, data = connection.execute(
         "SELECT client, sender, received_at, data FROM messages WHERE id = ?", (message_id,)
     ).fetchone()
-    return BounceReport(message_id, client, sender, received_at, bytes(data), bounced)
+    return BounceReport(message_id, client, sender, received_at, stored_bytes(data), bounced)

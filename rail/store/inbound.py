@@ -2,7 +2,8 @@
 record their outcomes and hand failures over as DSNs.
 
 These functions run on the writer thread (:mod:`rail.store.writer`), inside its
-transactions, like :mod:`rail.store.deliveries`. A message and its webhook jobs are one
+transactions, like :mod:`rail.store.deliveries`; a claim verifies each message it reads
+and reports the damaged ones instead of failing. A message and its webhook jobs are one
 insert in the batch's group-committed transaction: fsynced before ``250``. A job that fails
 for good and whose message allows bounces gets its DSN queued for outbound delivery in the
 same transaction, so it is made exactly once, even across crashes.
@@ -14,16 +15,26 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Collection
+from typing import Any
 
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
 from rail.store.deliveries import DSNBuilder, insert_message
-from rail.store.model import BouncedRecipient, BounceReport, NewMessage
+from rail.store.integrity import (
+    UnreadableRowError,
+    damaged_row,
+    data_problem,
+    number,
+    stored_bytes,
+    text,
+)
+from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
 
 __all__ = [
     "INBOUND_SCHEMA",
     "claim_webhooks",
     "inbound_status",
     "insert_inbound",
+    "quarantine_inbound",
     "record_webhook",
     "webhook_counts",
 ]
@@ -103,41 +114,112 @@ def claim_webhooks(
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
-) -> list[WebhookJob]:
-    """Up to ``limit`` jobs due at ``now``, oldest due first, skipping ``exclude``."""
+) -> tuple[list[WebhookJob], dict[str, str]]:
+    """Up to ``limit`` jobs due at ``now``, oldest due first, skipping ``exclude``; and the
+    inbound messages among them that cannot be POSTed as stored, with the reason. Those
+    give no job: the caller quarantines them."""
     rows = connection.execute(
-        "SELECT message_id, client, url, recipients, attempts FROM webhooks"
+        "SELECT message_id, CAST(client AS BLOB), CAST(url AS BLOB), CAST(recipients AS BLOB),"
+        " attempts FROM webhooks"
         " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at LIMIT ?",
         (now, limit + len(exclude)),
     ).fetchall()
     jobs: list[WebhookJob] = []
-    for message_id, client, url, recipients, attempts in rows:
-        if (message_id, client) in exclude:
-            continue
+    bad: dict[str, str] = {}
+    messages: dict[str, _Inbound] = {}
+    for message_id, raw_client, raw_url, raw_recipients, attempts in rows:
         if len(jobs) >= limit:
             break
-        sender, subject, received_at, authentication, bounce_allowed, data = connection.execute(
-            "SELECT sender, subject, received_at, authentication, bounce_allowed, data"
-            " FROM inbound WHERE id = ?",
-            (message_id,),
-        ).fetchone()
+        if message_id in bad:
+            continue
+        try:
+            client = text(raw_client, "webhook client")
+            if (message_id, client) in exclude:
+                continue
+            url = text(raw_url, "webhook url")
+            recipients = _json(raw_recipients, "webhook recipients")
+            tries = int(number(attempts, "webhook attempts"))
+            if message_id not in messages:
+                messages[message_id] = _read_inbound(connection, message_id)
+        except UnreadableRowError as error:
+            bad[message_id] = str(error)
+            continue
+        sender, subject, received_at, authentication, bounce_allowed, data = messages[message_id]
         jobs.append(
             WebhookJob(
                 message_id=message_id,
                 client=client,
                 url=url,
-                recipients=tuple(json.loads(recipients)),
+                recipients=tuple(recipients),
                 sender=sender,
                 subject=subject,
-                received_at=float(received_at),
-                authentication=json.loads(authentication),
-                bounce_allowed=bool(bounce_allowed),
-                attempts=int(attempts),
-                data=bytes(data),
+                received_at=received_at,
+                authentication=authentication,
+                bounce_allowed=bounce_allowed,
+                attempts=tries,
+                data=data,
             )
         )
-    return jobs
+    return [job for job in jobs if job.message_id not in bad], bad
+
+
+_Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
+
+
+def _read_inbound(connection: sqlite3.Connection, message_id: str) -> _Inbound:
+    """The fields and verified data of inbound ``message_id``; :class:`UnreadableRowError` if the
+    row is missing or damaged."""
+    try:
+        row = connection.execute(
+            "SELECT CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
+            " CAST(authentication AS BLOB), bounce_allowed, size, CAST(sha256 AS BLOB),"
+            " typeof(data), CASE typeof(data) WHEN 'blob' THEN data END"
+            " FROM inbound WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        damage = damaged_row(error)
+        if damage is None:
+            raise
+        raise damage from None
+    if row is None:
+        raise UnreadableRowError("stored message row is missing")
+    sender, subject, received_at, authentication, bounce_allowed, size, digest, kind, data = row
+    problem = data_problem(kind, data, size, digest)
+    if problem is not None:
+        raise UnreadableRowError(problem)
+    document = _json(authentication, "authentication")
+    if not isinstance(document, dict):
+        raise UnreadableRowError("stored authentication is not a JSON object")
+    return (
+        text(sender, "sender"),
+        text(subject, "subject"),
+        number(received_at, "received_at"),
+        document,
+        bool(bounce_allowed),
+        data,
+    )
+
+
+def _json(value: object, column: str) -> Any:
+    try:
+        return json.loads(text(value, column))
+    except ValueError:
+        raise UnreadableRowError(f"stored {column} is not JSON") from None
+
+
+def quarantine_inbound(
+    connection: sqlite3.Connection, message_id: str, reason: str, now: float
+) -> bool:
+    """Make every pending webhook job of inbound ``message_id`` ``failed`` with
+    ``reason``; whether any was pending. No attempt is counted and no DSN is made."""
+    updated = connection.execute(
+        "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
+        " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
+        (QUARANTINE_PREFIX + reason, now, message_id),
+    ).rowcount
+    return bool(updated)
 
 
 def record_webhook(
@@ -176,7 +258,7 @@ def record_webhook(
             client=result.client,
             sender=sender,
             received_at=float(received_at),
-            data=bytes(data),
+            data=stored_bytes(data),
             bounced=tuple(
                 BouncedRecipient(address, result.reply, None, result.attempted_at)
                 for address in json.loads(recipients)

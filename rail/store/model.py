@@ -1,7 +1,9 @@
 """What the queue stores and answers: plain values shared by SMTP, the API and delivery.
 
 Status vocabulary (RAIL.md §4): a recipient is ``queued`` (never tried), ``deferred``
-(tried, will retry), ``sent`` or ``bounced``.
+(tried, will retry), ``sent`` or ``bounced``; or ``failed``: its message was quarantined
+(its stored bytes failed verification, or preparing it raised or overran its budget), so
+it is never tried again and never in the way of other mail.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import attrs
 from zope.interface import Interface
 
 __all__ = [
+    "QUARANTINE_PREFIX",
     "Accepted",
     "BounceReport",
     "BouncedRecipient",
@@ -24,6 +27,8 @@ __all__ = [
     "JobResult",
     "MessageStatus",
     "NewMessage",
+    "QuarantineKind",
+    "Quarantined",
     "QueueFullError",
     "RecipientStatus",
     "RecipientUpdate",
@@ -33,7 +38,13 @@ __all__ = [
 ]
 
 Channel = Literal["smtp", "api"]
-RecipientState = Literal["queued", "deferred", "sent", "bounced"]
+RecipientState = Literal["queued", "deferred", "sent", "bounced", "failed"]
+QuarantineKind = Literal["corrupt", "error", "timeout"]
+"""Why a message was quarantined: its stored bytes failed verification (``corrupt``),
+preparing it raised (``error``), or preparing it overran its budget (``timeout``)."""
+
+QUARANTINE_PREFIX = "quarantined: "
+"""How the ``last_reply`` of a quarantined recipient or webhook job starts."""
 
 
 @attrs.frozen
@@ -97,6 +108,18 @@ class StoreUnavailableError(Exception):
 
 
 @attrs.frozen
+class Quarantined:
+    """A message just taken out of delivery for good: its pending recipients (outbound)
+    or webhook jobs (inbound) are now ``failed``, with ``last_reply`` set to
+    :data:`QUARANTINE_PREFIX` + ``reason``. Reported once, when that is on disk."""
+
+    queue: Literal["outbound", "inbound"]
+    message_id: str
+    kind: QuarantineKind
+    reason: str
+
+
+@attrs.frozen
 class RecipientStatus:
     address: str
     status: RecipientState
@@ -109,8 +132,9 @@ class RecipientStatus:
 @attrs.frozen
 class MessageStatus:
     """Overall status: ``queued`` while no recipient was tried, ``deferred`` while any is
-    pending after a failed try, ``sent`` when all were sent, ``bounced`` when none is
-    pending and at least one bounced."""
+    pending after a failed try, ``sent`` when all were sent, ``failed`` when none is
+    pending and the message was quarantined (``reason`` then says why), ``bounced`` when
+    none is pending, none failed and at least one bounced."""
 
     id: str
     client: str
@@ -120,6 +144,7 @@ class MessageStatus:
     received_at: float
     status: RecipientState
     recipients: tuple[RecipientStatus, ...]
+    reason: str | None = None
 
 
 @attrs.frozen
@@ -230,6 +255,17 @@ class IDeliveryQueue(Interface):
         """Call ``callback()`` (on the reactor) whenever new mail becomes due at once:
         after an accept, or after a DSN was queued."""
 
+    def quarantine(message_id: str, kind: QuarantineKind, reason: str, now: float) -> Any:  # noqa: N805
+        """Make every pending recipient of ``message_id`` ``failed`` for good (no DSN: the
+        message's bytes are what cannot be handled); fires with True once that is on
+        disk, False if none was pending (nothing changes, nothing is reported)."""
+
+    def observe_quarantined(callback: Any) -> None:  # noqa: N805
+        """Call ``callback(Quarantined)`` on the reactor once per message quarantined,
+        outbound or inbound, whether by :meth:`quarantine` or because a claim found its
+        stored row unreadable or not matching its ``sha256`` (such a row is never
+        handed out, and never stops the claim of the others)."""
+
 
 def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:
     """The message-level status from its recipients' states, by the rule in
@@ -238,6 +274,8 @@ def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:
         return "deferred"
     if any(state == "queued" for state in states):
         return "queued"
+    if any(state == "failed" for state in states):
+        return "failed"
     if any(state == "bounced" for state in states):
         return "bounced"
     return "sent"

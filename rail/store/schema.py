@@ -22,7 +22,7 @@ __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", 
 _log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Due recipients are found through a partial index over the pending ones ordered by
 # next_attempt_at, so the scheduler reads the next few in order without sorting (or holding)
@@ -30,10 +30,35 @@ SCHEMA_VERSION = 3
 # scans that skip it never read its overflow pages.
 #
 # Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at); version 2
-# (issue 4) had no inbound spool.
+# (issue 4) had no inbound spool; version 3 had no ``failed`` recipient status (issue 14:
+# quarantine). SQLite cannot change a CHECK constraint in place, so 3 to 4 copies the
+# recipients table (the messages and their data are not touched), once, at start-up.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
+CREATE INDEX recipients_pending ON recipients (next_attempt_at)
+    WHERE status IN ('queued', 'deferred');
+"""
+_MIGRATE_3_TO_4 = """
+CREATE TABLE recipients_4 (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL,
+    last_reply TEXT,
+    updated_at REAL NOT NULL,
+    remote_mta TEXT,
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+INSERT INTO recipients_4 (message_id, idx, address, status, attempts, next_attempt_at,
+    last_reply, updated_at, remote_mta)
+    SELECT message_id, idx, address, status, attempts, next_attempt_at, last_reply,
+        updated_at, remote_mta FROM recipients;
+DROP TABLE recipients;
+ALTER TABLE recipients_4 RENAME TO recipients;
 CREATE INDEX recipients_pending ON recipients (next_attempt_at)
     WHERE status IN ('queued', 'deferred');
 """
@@ -55,7 +80,8 @@ CREATE TABLE recipients (
     message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
     address TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued', 'deferred', 'sent', 'bounced')),
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed')),
     attempts INTEGER NOT NULL,
     next_attempt_at REAL,
     last_reply TEXT,
@@ -179,9 +205,11 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0:
             _create(connection, path)
         elif version == 1:
-            _run_script(connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA)
+            _run_script(connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA + _MIGRATE_3_TO_4)
         elif version == 2:
-            _run_script(connection, INBOUND_SCHEMA)
+            _run_script(connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4)
+        elif version == 3:
+            _run_script(connection, _MIGRATE_3_TO_4)
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.

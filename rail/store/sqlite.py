@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
@@ -36,17 +36,21 @@ from rail.store.model import (
     JobResult,
     MessageStatus,
     NewMessage,
+    Quarantined,
+    QuarantineKind,
     Replayed,
     StoreUnavailableError,
 )
 from rail.store.schema import database_path, open_writable
 from rail.store.writer import (
     AcceptOp,
+    Claimed,
     ClaimOp,
     CountsOp,
     InboundAcceptOp,
     InboundStatusOp,
     Outcome,
+    QuarantineOp,
     RecordOp,
     StatusOp,
     WebhookClaimOp,
@@ -81,6 +85,7 @@ class SQLiteStore:
         self._close_waiters: list[Deferred[None]] | None = None
         self._observers: list[Callable[[], object]] = []
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
+        self._quarantine_observers: list[Callable[[Quarantined], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
         self._writer = Writer(
             directory,
@@ -175,7 +180,8 @@ class SQLiteStore:
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
     ) -> Deferred[list[DeliveryJob]]:
         """Due jobs; see :class:`IDeliveryQueue`."""
-        return self._submit(lambda token: ClaimOp(now, limit, exclude, token))
+        claimed = self._submit(lambda token: ClaimOp(now, limit, exclude, token))
+        return claimed.addCallback(self._jobs)
 
     def record(
         self, result: JobResult, dsn: DSNBuilder | None = None
@@ -186,6 +192,48 @@ class SQLiteStore:
     def recipient_counts(self) -> Deferred[dict[str, int]]:
         """Recipients by status."""
         return self._submit(CountsOp)
+
+    def quarantine(
+        self, message_id: str, kind: QuarantineKind, reason: str, now: float
+    ) -> Deferred[bool]:
+        """Take outbound ``message_id`` out of delivery for good; see IDeliveryQueue."""
+        return self._quarantine("outbound", message_id, kind, reason, now)
+
+    def quarantine_inbound(
+        self, message_id: str, kind: QuarantineKind, reason: str, now: float
+    ) -> Deferred[bool]:
+        """Take inbound ``message_id``'s webhook jobs out for good; see IInboundStore."""
+        return self._quarantine("inbound", message_id, kind, reason, now)
+
+    def observe_quarantined(self, callback: Callable[[Quarantined], object]) -> None:
+        """Call ``callback(Quarantined)`` once per quarantined message; see IDeliveryQueue."""
+        self._quarantine_observers.append(callback)
+
+    def _quarantine(
+        self,
+        queue: Literal["outbound", "inbound"],
+        message_id: str,
+        kind: QuarantineKind,
+        reason: str,
+        now: float,
+    ) -> Deferred[bool]:
+        done = self._submit(lambda token: QuarantineOp(queue, message_id, kind, reason, now, token))
+
+        def reported(result: Quarantined | None) -> bool:
+            if result is not None:
+                self._report([result])
+            return result is not None
+
+        return done.addCallback(reported)
+
+    def _jobs(self, claimed: Claimed) -> list[Any]:
+        self._report(claimed.quarantined)
+        return claimed.jobs
+
+    def _report(self, quarantined: list[Quarantined]) -> None:
+        for record in quarantined:
+            for observer in self._quarantine_observers:
+                observer(record)
 
     def observe_accepted(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever new mail is queued; see :class:`IDeliveryQueue`."""
@@ -204,7 +252,8 @@ class SQLiteStore:
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
     ) -> Deferred[list[WebhookJob]]:
         """Due webhook jobs; see IInboundStore."""
-        return self._submit(lambda token: WebhookClaimOp(now, limit, exclude, token))
+        claimed = self._submit(lambda token: WebhookClaimOp(now, limit, exclude, token))
+        return claimed.addCallback(self._jobs)
 
     def record_webhook(
         self, result: WebhookResult, dsn: DSNBuilder | None = None

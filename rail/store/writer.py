@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from twisted.logger import Logger
@@ -28,6 +28,7 @@ from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
     insert_message,
+    quarantine_message,
     recipient_counts,
     record_result,
 )
@@ -35,6 +36,7 @@ from rail.store.inbound import (
     claim_webhooks,
     inbound_status,
     insert_inbound,
+    quarantine_inbound,
     record_webhook,
     webhook_counts,
 )
@@ -45,6 +47,8 @@ from rail.store.model import (
     JobResult,
     MessageStatus,
     NewMessage,
+    Quarantined,
+    QuarantineKind,
     QueueFullError,
     RecipientStatus,
     Replayed,
@@ -58,9 +62,11 @@ __all__ = [
     "MAX_BATCH",
     "AcceptOp",
     "ClaimOp",
+    "Claimed",
     "CountsOp",
     "InboundAcceptOp",
     "InboundStatusOp",
+    "QuarantineOp",
     "RecordOp",
     "StatusOp",
     "WebhookClaimOp",
@@ -155,6 +161,28 @@ class WebhookRecordOp:
 
 
 @attrs.frozen
+class QuarantineOp:
+    """Quarantine ``message_id`` of ``queue`` (see :meth:`IDeliveryQueue.quarantine`);
+    the result is the :class:`Quarantined` record, or None if nothing was pending."""
+
+    queue: Literal["outbound", "inbound"]
+    message_id: str
+    kind: QuarantineKind
+    reason: str
+    now: float
+    token: Any
+
+
+@attrs.frozen
+class Claimed:
+    """What a claim hands back: the jobs, and the messages it quarantined because their
+    rows failed verification (already on disk)."""
+
+    jobs: list[Any]
+    quarantined: list[Quarantined]
+
+
+@attrs.frozen
 class InboundStatusOp:
     client: str
     message_id: str
@@ -177,9 +205,11 @@ Op = (
     | WebhookRecordOp
     | InboundStatusOp
     | WebhookCountsOp
+    | QuarantineOp
 )
-_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp)
-_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp
+_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp)
+_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp
+_QUARANTINE = {"outbound": quarantine_message, "inbound": quarantine_inbound}
 _STOP = object()
 
 
@@ -317,6 +347,10 @@ class Writer:
                     notification = self._record_webhook_one(op)
                     budget.messages += isinstance(notification, NewMessage)
                     results.append(notification)
+                elif isinstance(op, QuarantineOp):
+                    quarantined = self._quarantine_one(op)
+                    finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
+                    results.append(quarantined)
                 else:
                     outcome = self._record_one(op)
                     if isinstance(outcome, tuple):
@@ -377,15 +411,15 @@ class Writer:
 
     def _savepoint(self, work: Callable[[], object], failed: str) -> object:
         """Run ``work`` under its own savepoint, so one operation's failure (a DSN that
-        cannot be stored, a message over the limits) fails only its caller. A
-        QueueFullError is returned as the result; an SQLite error becomes
+        cannot be stored or built, a message over the limits, a damaged row) fails only
+        its caller. A QueueFullError is returned as the result; any other error becomes
         StoreUnavailableError naming ``failed``, unless SQLite rolled back the whole
         transaction (then the batch fails)."""
         connection = self._connection
         connection.execute("SAVEPOINT op")
         try:
             result = work()
-        except (sqlite3.Error, QueueFullError) as error:
+        except Exception as error:  # a bug or a poison row: fail this caller, not the batch
             if not connection.in_transaction:
                 raise
             connection.execute("ROLLBACK TO op")
@@ -407,6 +441,53 @@ class Writer:
             lambda: record_webhook(self._connection, op.result, op.dsn),
             f"cannot record webhook of {op.result.message_id}",
         )
+
+    def _quarantine_one(self, op: QuarantineOp) -> object:
+        def quarantine() -> Quarantined | None:
+            if not _QUARANTINE[op.queue](self._connection, op.message_id, op.reason, op.now):
+                return None
+            return Quarantined(op.queue, op.message_id, op.kind, op.reason)
+
+        return self._savepoint(quarantine, f"cannot quarantine {op.message_id}")
+
+    def _claim(
+        self,
+        queue: Literal["outbound", "inbound"],
+        op: ClaimOp | WebhookClaimOp,
+    ) -> Claimed:
+        """Due jobs; a message whose row fails verification is quarantined in a
+        transaction of its own, then the claim goes on to fill ``limit`` without it.
+        Each round quarantines at least one message, so this ends; if the quarantine
+        cannot be written, the good jobs found so far are still handed out."""
+        claim = claim_due if queue == "outbound" else claim_webhooks
+        quarantine = _QUARANTINE[queue]
+        jobs: list[Any] = []
+        quarantined: list[Quarantined] = []
+        exclude = set(op.exclude)
+        while len(jobs) < op.limit:
+            found, bad = claim(self._connection, op.now, op.limit - len(jobs), exclude)
+            jobs.extend(found)
+            exclude.update(job.key for job in found)
+            if not bad:
+                break
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                done = [
+                    Quarantined(queue, message_id, "corrupt", reason)
+                    for message_id, reason in bad.items()
+                    if quarantine(self._connection, message_id, reason, op.now)
+                ]
+                self._connection.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+                break
+            self.commits += 1
+            if queue == "outbound":
+                self.pending -= len(done)
+            quarantined.extend(done)
+            if not done:
+                break  # reported bad but no longer pending: nothing to gain from a new round
+        return Claimed(jobs, quarantined)
 
     def _spool_one(self, op: InboundAcceptOp, budget: _Budget) -> object:
         """Only the free-space floor applies to inbound mail: ``max_queued`` bounds
@@ -477,9 +558,9 @@ class Writer:
             if isinstance(op, StatusOp):
                 return read_status(connection, op.client, op.message_id)
             if isinstance(op, ClaimOp):
-                return claim_due(connection, op.now, op.limit, op.exclude)
+                return self._claim("outbound", op)
             if isinstance(op, WebhookClaimOp):
-                return claim_webhooks(connection, op.now, op.limit, op.exclude)
+                return self._claim("inbound", op)
             if isinstance(op, InboundStatusOp):
                 return inbound_status(connection, op.client, op.message_id)
             if isinstance(op, WebhookCountsOp):
@@ -492,7 +573,8 @@ class Writer:
 def read_status(
     connection: sqlite3.Connection, client: str, message_id: str
 ) -> MessageStatus | None:
-    """The status of ``message_id`` if ``client`` owns it, else None; never reads the data."""
+    """The status of ``message_id`` if ``client`` owns it, else None; never reads the data.
+    A quarantined message's ``reason`` is its failed recipients' last reply."""
     row = connection.execute(
         "SELECT id, client, sender, channel, size, received_at FROM messages"
         " WHERE id = ? AND client = ?",
@@ -526,6 +608,7 @@ def read_status(
         received_at=row[5],
         status=overall_status(tuple(r.status for r in recipients)),
         recipients=recipients,
+        reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
     )
 
 

@@ -52,6 +52,7 @@ def status_to_json(status: MessageStatus) -> dict[str, Any]:
         "from": status.sender,
         "size": status.size,
         "received_at": _rfc3339(status.received_at),
+        "reason": status.reason,
         "recipients": [_recipient_to_json(r) for r in status.recipients],
     }
 

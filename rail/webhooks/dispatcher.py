@@ -6,7 +6,9 @@ and ``concurrency`` in all. Each POST is signed at the moment it starts
 (:mod:`rail.webhooks.signing`), gets ``timeout`` seconds on the dispatcher's clock, and its
 :data:`Attempt` becomes a :class:`WebhookResult` by :func:`rail.webhooks.outcome.decide`.
 Results are recorded without waiting; a job stays "in flight" (never claimed twice) until
-its result is on disk. A permanent failure queues a DSN when the job allows bounces (the
+its result is on disk. A job whose POST cannot even be built (its message makes the payload
+or signing raise) is quarantined with every job of its message: ``failed`` for good, no
+DSN, no retry. A permanent failure queues a DSN when the job allows bounces (the
 store checks again). The store hands over the jobs of newly spooled mail
 (``observe_inbound``), so they start without a claim reading the message back; due
 retries are found by a one-second poll. A finishing POST claims again only when the last
@@ -275,19 +277,23 @@ class Dispatcher:
                 self._waiting.pop(url, None)
 
     def _start(self, job: WebhookJob) -> None:
-        self._active[job.url] = self._active.get(job.url, 0) + 1
         started = self._clock.seconds()
-        timed_out = False
         try:
             body = webhook_body(job)
             headers = webhook_headers(
                 self._key, webhook_id(job.message_id, job.client), started, body, job.client
             )
+        except Exception as raised:  # poison (or a bug): a retry would only fail again
+            self._quarantine(job, f"preparing the webhook failed ({type(raised).__name__})")
+            return
+        self._active[job.url] = self._active.get(job.url, 0) + 1
+        timed_out = False
+        try:
             posting: Deferred[Any] = self._post(job.url, headers, body)
         except Exception:
-            _log.failure("cannot prepare the webhook of {msg_id}", msg_id=job.message_id)
+            _log.failure("cannot start the webhook POST of {msg_id}", msg_id=job.message_id)
             posting = Deferred()
-            posting.callback(Unreachable("local error preparing the webhook"))
+            posting.callback(Unreachable("local error starting the POST"))
 
         def expire() -> None:
             nonlocal timed_out
@@ -345,6 +351,33 @@ class Dispatcher:
             attempts=job.attempts + 1,
         )
         self._record(job, result, started)
+
+    def _quarantine(self, job: WebhookJob, reason: str) -> None:
+        """Take ``job``'s message out of webhook delivery for good (every client's job:
+        they would fail the same way); its jobs stay in flight until that is on disk."""
+        jobs = [job]
+        for waiting in self._waiting.values():
+            same = [j for j in waiting if j.message_id == job.message_id]
+            for each in same:
+                waiting.remove(each)  # in place: the fill round holds this deque
+            jobs.extend(same)
+        done = self._store.quarantine_inbound(
+            job.message_id, "error", reason, self._clock.seconds()
+        )
+        self._records.add(done)
+
+        def recorded(outcome: object) -> None:
+            self._records.discard(done)
+            for each in jobs:
+                self._in_flight.discard(each.key)
+            if isinstance(outcome, Failure):
+                _log.error(
+                    "cannot quarantine inbound {msg_id}: {error}",
+                    msg_id=job.message_id,
+                    error=outcome.getErrorMessage(),
+                )
+
+        done.addBoth(recorded)
 
     def _record(self, job: WebhookJob, result: WebhookResult, started: float) -> None:
         self._observer.attempt(job, result, self._clock.seconds() - started)

@@ -89,7 +89,7 @@ def build_webhooks(
         reactor,
         post=client.post,
         key=key,
-        dsn=dsn_builder(config.hostname, reactor.seconds),
+        dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
         policy=webhook_policy(config),
         limits=webhook_limits(config),
         timeout=webhooks.timeout,

@@ -466,3 +466,26 @@ class SectionTableTests(SynchronousTestCase):
         self.assertRaises(
             TypeError, section, Webhooks, {"allow_http_loopback": boolean, "extra": boolean}
         )
+
+
+class PrepareSettingsTests(SynchronousTestCase):
+    def test_defaults_and_bounds(self) -> None:
+        """delivery.prepare_timeout defaults to 30 s and prepare_threads to 4; each accepts
+        its documented bounds and refuses what lies outside them, path-qualified."""
+        default = parse_config(_minimal(), BASE).delivery
+        self.assertEqual((default.prepare_timeout, default.prepare_threads), (30.0, 4))
+        low = parse_config(_minimal(delivery={"prepare_timeout": "1s", "prepare_threads": 1}), BASE)
+        high = parse_config(
+            _minimal(delivery={"prepare_timeout": "1h", "prepare_threads": 64}), BASE
+        )
+        self.assertEqual((low.delivery.prepare_timeout, low.delivery.prepare_threads), (1.0, 1))
+        self.assertEqual(
+            (high.delivery.prepare_timeout, high.delivery.prepare_threads), (3600.0, 64)
+        )
+        self.assertEqual(
+            _problems(_minimal(delivery={"prepare_timeout": "999ms", "prepare_threads": 0})),
+            [
+                'delivery.prepare_timeout: expected a duration from "1s" to "1h", got \'999ms\'',
+                "delivery.prepare_threads: expected a number from 1 to 64, got 0",
+            ],
+        )

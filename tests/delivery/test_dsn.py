@@ -12,8 +12,10 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import rail.delivery.bounces as bounces
 from rail.delivery.dsn import FailedRecipient, build_dsn, should_send_dsn
 from rail.delivery.outcome import Reply
+from rail.store.model import BouncedRecipient, BounceReport
 
 ORIGINAL = (
     b"From: App <app@rail.test>\r\n"
@@ -255,3 +257,32 @@ class QuotedPrintableRoundTripTests(SynchronousTestCase):
         self.assertEqual(
             quopri.decodestring(raw.encode("ascii")).decode("utf-8"), human.get_content()
         )
+
+
+class UnbuildableDSNTests(SynchronousTestCase):
+    def test_logged_and_skipped_with_on_reactor(self) -> None:
+        """With ``on_reactor``, a DSN whose building raises is reported through it (one
+        error line naming the message and the error type, never its content) and none
+        is made, so the bounce can still be recorded; without it, the error propagates."""
+
+        def broken(**_: Any) -> bytes:
+            raise ValueError("header section beyond repair")
+
+        self.patch(bounces, "build_dsn", broken)
+        report = BounceReport(
+            "01MSG",
+            "app",
+            "app@rail.test",
+            0.0,
+            b"Subject: x\r\n\r\n",
+            (BouncedRecipient("a@example.net", "550 5.1.1 no", "mx", 1.0),),
+        )
+        calls: list[tuple[Any, ...]] = []
+        build = bounces.dsn_builder(
+            "rail.test", lambda: 5.0, lambda *a, **kw: calls.append((a, kw))
+        )
+        self.assertIsNone(build(report))
+        [(args, fields)] = calls
+        self.assertEqual(fields, {"msg_id": "01MSG", "error": "ValueError"})
+        self.assertIn("cannot build the DSN", args[1])
+        self.assertRaises(ValueError, bounces.dsn_builder("rail.test", lambda: 5.0), report)

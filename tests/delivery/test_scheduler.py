@@ -21,10 +21,18 @@ from rail.delivery.outcome import (
     Reply,
     SessionError,
 )
+from rail.delivery.preparing import Preparer, inline
 from rail.delivery.resolve import Route, RouteError, RouteHost
 from rail.delivery.scheduler import RECORD_RETRY, DeliveryLimits, Scheduler
 from rail.store.deliveries import DSNBuilder
-from rail.store.model import BounceReport, JobResult, NewMessage, StoreUnavailableError
+from rail.store.model import (
+    BounceReport,
+    DeliveryJob,
+    JobResult,
+    NewMessage,
+    Quarantined,
+    StoreUnavailableError,
+)
 from rail.testing import MemoryStore
 
 _T0 = 1_800_000_000.0
@@ -125,7 +133,7 @@ class SchedulerTests(SynchronousTestCase):
             self.clock,
             route=self._route,
             connect=self._connect,  # type: ignore[arg-type]
-            prepare=lambda job: b"DKIM-Signature: x\r\n" + job.data,
+            prepare=inline(lambda job: b"DKIM-Signature: x\r\n" + job.data),
             dsn=_dsn,
             policy=RetryPolicy(schedule=(60.0, 300.0), max_age=3600.0),
             limits=self.limits,
@@ -383,23 +391,90 @@ class SchedulerTests(SynchronousTestCase):
                     session.pending.callback(all_reply(_OK)(session.sent[0]))
         self.assertEqual({self.status(i)[0][0] for i in ids}, {"sent"})
 
-    def test_unexpected_error_defers_the_job(self) -> None:
-        """A bug while preparing a message (e.g. signing) defers that job with 451 4.3.0
-        instead of stranding it in flight; the other jobs go out."""
-        bad = self.accept("a@one.example")
+    def test_prepare_raising_quarantines(self) -> None:
+        """A message whose preparation (e.g. signing) raises is quarantined: ``failed``
+        with the reason, reported once, no DSN, never prepared again however long the
+        clock runs; the other jobs on the same connection go out."""
+        bad = self.accept("a@one.example", sender="app@rail.example")
         good = self.accept("b@one.example")
         scheduler = self.scheduler()
+        reported: list[Quarantined] = []
+        self.store.observe_quarantined(reported.append)
+        prepared: list[str] = []
 
-        def prepare(job: object) -> bytes:
-            if getattr(job, "message_id", None) == bad:
+        def prepare(job: DeliveryJob) -> bytes:
+            prepared.append(job.message_id)
+            if job.message_id == bad:
                 raise RuntimeError("boom")
             return b"x"
 
-        scheduler._prepare = prepare  # type: ignore[method-assign]
+        scheduler._prepare = inline(prepare)  # type: ignore[method-assign]
         scheduler.start()
-        self.assertEqual(
-            self.status(bad)[0][:2], ("deferred", "451 4.3.0 local error in processing")
-        )
+        reason = "quarantined: preparing the message failed (RuntimeError)"
+        self.assertEqual(self.status(bad), [("failed", reason, 0, None)])
         self.assertEqual(self.status(good)[0][0], "sent")
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual(
+            reported,
+            [Quarantined("outbound", bad, "error", "preparing the message failed (RuntimeError)")],
+        )
         self.assertEqual(scheduler.in_flight, 0)
-        self.flushLoggedErrors(RuntimeError)
+        for _ in range(10):
+            self.clock.advance(3600)
+        self.assertEqual(prepared, [bad, good])
+        self.assertEqual(list(self.store.messages), [bad, good])  # no DSN
+
+    def test_prepare_over_budget_quarantines(self) -> None:
+        """A preparation still running when its budget passes (on the Clock) quarantines
+        the message at once, with its other-domain jobs; the connection goes on with the
+        next job, and the late answer of the stuck thread is dropped."""
+        threads: list[tuple[Deferred[bytes], Callable[[], bytes]]] = []
+
+        def run_in_thread(work: Callable[[], bytes]) -> Deferred[bytes]:
+            threads.append((Deferred(), work))
+            return threads[-1][0]
+
+        preparer = Preparer(
+            lambda job: job.data,
+            run_in_thread=run_in_thread,
+            clock=self.clock,
+            budget=30,
+            threads=2,
+        )
+        self.limits = DeliveryLimits(concurrency=1, per_destination=1, messages_per_connection=5)
+        slow = self.accept("a@one.example", "b@two.example")
+        good = self.accept("c@one.example")
+        scheduler = self.scheduler()
+        scheduler._prepare = preparer  # type: ignore[method-assign]
+        scheduler.start()
+        self.assertEqual(len(threads), 1)
+        self.clock.advance(29)
+        self.assertEqual(self.status(slow)[0][0], "queued")
+        self.clock.advance(1)
+        reason = "quarantined: preparing the message took over 30s"
+        self.assertEqual(
+            self.status(slow), [("failed", reason, 0, None), ("failed", reason, 0, None)]
+        )
+        self.assertEqual(len(threads), 2)  # the next job's prepare started at once
+        threads[1][0].callback(threads[1][1]())
+        self.assertEqual(self.status(good)[0][0], "sent")
+        threads[0][0].callback(b"too late")
+        self.assertEqual((preparer.running, preparer.overrunning), (0, 0))
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual([s.sent[0].data for s in self.sessions], [self.store.messages[good].data])
+        self.assertEqual(scheduler.in_flight, 0)
+
+    def test_stop_abandons_a_running_prepare(self) -> None:
+        """Stopping while a preparation runs: after the grace period it is cancelled and
+        its message stays queued, untouched (not quarantined)."""
+        waiting: Deferred[bytes] = Deferred()
+        message_id = self.accept("a@one.example")
+        scheduler = self.scheduler()
+        scheduler._prepare = lambda job: waiting  # type: ignore[method-assign, assignment]
+        scheduler.start()
+        stopped = scheduler.stop(10)
+        self.assertNoResult(stopped)
+        self.clock.advance(10)
+        self.successResultOf(stopped)
+        self.assertEqual(self.status(message_id), [("queued", None, 0, _T0)])
+        self.assertEqual(scheduler.in_flight, 0)

@@ -96,6 +96,21 @@ class ResourceTests(SynchronousTestCase):
         self.assertIn('rail_outbound_connections_total{tls="yes"} 1.0', text)
         self.assertIn(b"text/plain", request.responseHeaders.getRawHeaders(b"content-type")[0])
 
+    def test_failed_counted(self) -> None:
+        """Quarantined (``failed``) recipients appear in /stats and /metrics."""
+        self.store.accept(
+            NewMessage("M2", "app", "a@rail.test", ("c@x.example",), b"y", "api", _T0)
+        )
+        self.store.quarantine("M2", "corrupt", "stored data is truncated", _T0 + 1)
+        document = json.loads(
+            b"".join(self._get(Stats(self.stats, self.store, self.clock)).written)
+        )
+        self.assertEqual(
+            (document["recipients"]["failed"], document["recipients"]["queued"]), (1, 1)
+        )
+        text = b"".join(self._get(Metrics(self.stats, self.store)).written).decode()
+        self.assertIn('rail_queue_recipients{status="failed"} 1.0', text)
+
     def test_store_unavailable(self) -> None:
         """When the store cannot count, both answer 503 QUEUE_UNAVAILABLE."""
         self.store.recipient_counts = lambda: fail(RuntimeError("down"))  # type: ignore[method-assign]

@@ -34,6 +34,7 @@ from rail.delivery.bounces import dsn_builder
 from rail.delivery.client import ClientTimeouts
 from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.preparing import inline
 from rail.delivery.resolve import Route, RouteHost, make_resolver, resolve_route
 from rail.delivery.scheduler import DeliveryLimits, Scheduler, Session
 from rail.delivery.signing import Signer
@@ -220,7 +221,7 @@ class _Harness(TestCase):
             self.clock,
             route=lambda domain: self.route(domain),
             connect=self._connect,
-            prepare=Signer(self.keys, self.clock).prepare,
+            prepare=inline(Signer(self.keys, self.clock).prepare),
             dsn=dsn_builder(_HOSTNAME, self.clock.seconds),
             policy=_POLICY,
             limits=DeliveryLimits(),

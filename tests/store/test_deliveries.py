@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from rail.store.ids import new_message_id
 from rail.store.model import (
+    Accepted,
     BounceReport,
     IDeliveryQueue,
     JobResult,
@@ -120,7 +121,7 @@ class _DeliveryContract:
         self.assertEqual(await self.store.claim(_NOW + 1e6, 10, frozenset()), [])
         self.assertEqual(
             await self.store.recipient_counts(),
-            {"queued": 0, "deferred": 0, "sent": 1, "bounced": 0},
+            {"queued": 0, "deferred": 0, "sent": 1, "bounced": 0, "failed": 0},
         )
 
     async def test_one_dsn_when_the_last_recipient_is_final(self) -> None:
@@ -213,6 +214,26 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
         self.assertEqual((await store.status(first.client, first.id)).status, "queued")
         self.assertEqual((await store.status(second.client, second.id)).status, "sent")
 
+    async def test_raising_dsn_builder_fails_alone(self) -> None:
+        """A DSN builder that raises (a bug, or a poison header section) fails only the
+        record that called it, rolled back; the acceptances written in the same batch
+        commit."""
+        store = open_sqlite(self)
+        message = make_message(received_at=_NOW)
+        await store.accept(message)
+
+        def broken(report: BounceReport) -> NewMessage:
+            raise RuntimeError("boom")
+
+        bad = store.record(
+            JobResult(message.id, _NOW, (RecipientUpdate(0, "bounced", "550 5.1.1 no"),)), broken
+        )
+        other = store.accept(make_message(received_at=_NOW))
+        with self.assertRaises(StoreUnavailableError):
+            await bad
+        self.assertIsInstance(await other, Accepted)
+        self.assertEqual((await store.status(message.client, message.id)).status, "queued")
+
     async def test_dsn_survives_restart(self) -> None:
         """The bounce and its DSN are committed together: a reopened store has both."""
         directory = Path(self.mktemp()) / "queue"
@@ -230,7 +251,8 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
         self.assertEqual(job.data, notification.data)
 
     def test_migrates_version_1(self) -> None:
-        """A version-1 queue (issue 3's schema) is upgraded in place, rows kept."""
+        """A version-1 queue (issue 3's schema) is upgraded in place through every later
+        version, rows kept."""
         directory = Path(self.mktemp()) / "queue"
         directory.mkdir(parents=True)
         connection = sqlite3.connect(database_path(directory))
@@ -250,7 +272,8 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
                 recipients INTEGER NOT NULL, created_at REAL NOT NULL,
                 PRIMARY KEY (client, key)) WITHOUT ROWID;
             INSERT INTO messages VALUES ('01OLD', 'alice', 'a@x.example', 'smtp', 0, 0,
-                1800000000.0, 3, 'h', x'616263');
+                1800000000.0, 3,
+                'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad', x'616263');
             INSERT INTO recipients VALUES ('01OLD', 0, 'b@y.example', 'queued', 0,
                 1800000000.0, NULL, 1800000000.0);
             PRAGMA user_version = 1;
@@ -261,9 +284,12 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
         check = sqlite3.connect(database_path(directory))
         self.addCleanup(check.close)
         self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
-        return store.claim(_NOW, 10, frozenset()).addCallback(
+        claimed = store.claim(_NOW, 10, frozenset()).addCallback(
             lambda jobs: self.assertEqual([j.data for j in jobs], [b"abc"])
         )
+        # Version 4 allows the ``failed`` status of a quarantined recipient.
+        claimed.addCallback(lambda _: store.quarantine("01OLD", "error", "test", _NOW))
+        return claimed.addCallback(self.assertTrue)
 
 
 class MemoryDeliveryTests(_DeliveryContract, TestCase):

@@ -255,7 +255,8 @@ class SQLiteInboundTests(_InboundContract, TestCase):
                 recipients INTEGER NOT NULL, created_at REAL NOT NULL,
                 PRIMARY KEY (client, key)) WITHOUT ROWID;
             INSERT INTO messages VALUES ('01OLD', 'alice', 'a@x.example', 'smtp', 0, 0,
-                1800000000.0, 3, 'h', x'616263');
+                1800000000.0, 3,
+                'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad', x'616263');
             INSERT INTO recipients VALUES ('01OLD', 0, 'b@y.example', 'queued', 0,
                 1800000000.0, NULL, 1800000000.0, NULL);
             PRAGMA user_version = 2;

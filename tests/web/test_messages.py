@@ -43,6 +43,7 @@ class StatusTests(APITestCase):
                 "from": "noreply@ataca.io",
                 "size": len(message.data),
                 "received_at": "2026-03-28T12:00:00Z",
+                "reason": None,
                 "recipients": [
                     {
                         "address": address,
@@ -55,6 +56,22 @@ class StatusTests(APITestCase):
                     for address in ("bob@example.com", "carl@example.com")
                 ],
             },
+        )
+
+    def test_quarantined(self) -> None:
+        """A quarantined message answers ``failed`` with the reason, message-wide and on
+        each recipient that was pending."""
+        message = self._stored()
+        self.successResultOf(
+            self.store.quarantine(message.id, "corrupt", "stored data is truncated", NOW + 5)
+        )
+        body = self.request("GET", f"/api/v1/messages/{message.id}").json()
+        self.assertEqual(
+            (body["status"], body["reason"]), ("failed", "quarantined: stored data is truncated")
+        )
+        self.assertEqual(
+            [(r["status"], r["last_reply"], r["next_attempt_at"]) for r in body["recipients"]],
+            [("failed", "quarantined: stored data is truncated", None)] * 2,
         )
 
     def test_delivery_progress(self) -> None:

@@ -10,11 +10,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+import rail.webhooks.dispatcher as dispatcher_module
 from rail.delivery.bounces import dsn_builder
 from rail.testing import MemoryStore
 from rail.webhooks.dispatcher import Dispatcher, WebhookLimits
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.outcome import Answered, Attempt, WebhookPolicy
+from rail.webhooks.payload import webhook_body
 from rail.webhooks.signing import verify
 from tests.webhooks.helpers import T0, MidRandom, inbound
 
@@ -184,3 +186,38 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(len(self.posts), 1)
         self.assertEqual(dispatcher.in_flight, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unbuildable_webhook_quarantines(self) -> None:
+        """A message whose POST cannot be built (the payload raises) is quarantined: every
+        job ``failed`` with the reason, reported once, never retried however long the
+        clock runs, no DSN; the other messages are POSTed."""
+        bad, good = "01KMT1GZ000000000000000BAD", "01KMT1GZ00000000000000G00D"
+
+        def body(job: Any) -> bytes:
+            if job.message_id == bad:
+                raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+            return webhook_body(job)
+
+        self.patch(dispatcher_module, "webhook_body", body)
+        reported: list[Any] = []
+        self.store.observe_quarantined(reported.append)
+        dispatcher = self.dispatcher(WebhookLimits())
+        self.successResultOf(self.store.accept_inbound(inbound(bad, "https://a.example/h")))
+        self.successResultOf(self.store.accept_inbound(inbound(good, "https://a.example/h")))
+        self.assertEqual([p[0] for p in self.posts], ["https://a.example/h"])
+        status = self.successResultOf(self.store.inbound_status("myapp", bad))
+        reason = "preparing the webhook failed (UnicodeEncodeError)"
+        self.assertEqual(
+            (status.status, status.last_reply, status.attempts),
+            ("failed", "quarantined: " + reason, 0),
+        )
+        self.assertEqual(
+            [(r.message_id, r.kind, r.reason) for r in reported], [(bad, "error", reason)]
+        )
+        self.posts[0][3].callback(Answered(200))
+        for _ in range(5):
+            self.clock.advance(3600)
+        self.assertEqual(len(self.posts), 1)
+        self.assertEqual(self.store.messages, {})  # no DSN
+        self.assertEqual(dispatcher.in_flight, 0)
+        self.stop(dispatcher)

@@ -11,6 +11,7 @@ polls the store on the real reactor, bounded.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from rail.pki.ca import create_ca
 from rail.pki.files import certificate_pem
 from rail.pki.issue import issue_server_certificate
 from rail.pki.keys import generate_private_key
+from rail.store.schema import database_path
 from rail.store.sqlite import SQLiteStore
 from rail.testing import MemoryStore
 from rail.webhooks.client import WebhookClient, webhook_trust
@@ -458,3 +460,56 @@ class RestartTests(_Harness):
         status = await again.inbound_status("myapp", message_id)
         self.assertEqual((status.status, status.attempts), ("delivered", 2))
         await self.finish(dispatcher)
+
+
+class CorruptRowTests(_Harness):
+    async def test_corrupt_inbound_row_quarantined_others_posted(self) -> None:
+        """SQLite spool of 20 messages, one truncated on disk while Rail is down: after
+        the restart the 19 others are POSTed, the damaged one is ``failed`` with the
+        reason (no POST, no DSN), and a further restart keeps it so."""
+        directory = Path(self.mktemp()).resolve()
+        port = self.receiver([(200, {})])
+        url = f"http://127.0.0.1:{port}/hook"
+        store = SQLiteStore.open(directory, reactor, max_queued=100, min_free_bytes=0)
+        store.start()
+        ids = [f"01KMT1GZ00000000000000{n:04d}" for n in range(20)]
+        for message_id in ids:
+            await store.accept_inbound(inbound(message_id, url))
+        await store.close()
+        bad = ids[7]
+        connection = sqlite3.connect(database_path(directory))
+        connection.execute("UPDATE inbound SET data = substr(data, 1, 10) WHERE id = ?", (bad,))
+        connection.commit()
+        connection.close()
+
+        store = SQLiteStore.open(directory, reactor, max_queued=100, min_free_bytes=0)
+        store.start()
+        reported: list[Any] = []
+        store.observe_quarantined(reported.append)
+        dispatcher = self.dispatcher(store)
+
+        async def delivered() -> int:
+            return int((await store.webhook_counts())["delivered"])
+
+        deadline = reactor.seconds() + _WAIT
+        while await delivered() < 19:
+            self.assertLess(reactor.seconds(), deadline)
+            await deferLater(reactor, 0.01)
+        await self.finish(dispatcher)
+        posted = {json.loads(body)["message_id"] for _, body in self.resource.requests}
+        self.assertEqual(posted, set(ids) - {bad})
+        reason = f"stored data is truncated (10 of {len(inbound(bad, url).data)} bytes)"
+        status = await store.inbound_status("myapp", bad)
+        self.assertEqual((status.status, status.last_reply), ("failed", "quarantined: " + reason))
+        self.assertEqual([(r.message_id, r.kind) for r in reported], [(bad, "corrupt")])
+        self.assertEqual(
+            await store.recipient_counts(),
+            dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed"), 0),
+        )  # no DSN queued
+        await store.close()
+
+        again = SQLiteStore.open(directory, reactor, max_queued=100, min_free_bytes=0)
+        again.start()
+        self.addCleanup(again.close)
+        self.assertEqual(await again.claim_webhooks(T0 + 1e6, 100, frozenset()), [])
+        self.assertEqual((await again.inbound_status("myapp", bad)).status, "failed")
