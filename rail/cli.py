@@ -160,6 +160,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         webhook=args.webhook,
         key_type=args.key_type or config.pki.key_type,
         validity=validity,
+        admin=args.admin,
     )
     issued = issue_client(
         config,
@@ -177,7 +178,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
             f" inbound mail goes to {conflict.owner!r}, whose certificate was issued first\n"
         )
     print(f"issued {record.name}: serial {record.serial:x}, {record.key_type}")
-    print(f"  senders  {', '.join(record.senders)}")
+    print(f"  role     {record.role}")
+    print(f"  senders  {', '.join(record.senders) or '(none: cannot send mail)'}")
     print(f"  webhook  {record.webhook or '(none)'}")
     print(f"  expires  {format_time(record.not_after)}")
     print(f"  wrote    {issued.certificate_path} and {issued.key_path} (key mode 0600)")
@@ -209,6 +211,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows = [
             {
                 "name": r.name,
+                "role": r.role,
                 "serial": format(r.serial, "x"),
                 "senders": list(r.senders),
                 "webhook": r.webhook,
@@ -221,14 +224,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("NAME", "SERIAL", "STATUS", "EXPIRES", "SENDERS", "WEBHOOK")
+    header = ("NAME", "ROLE", "SERIAL", "STATUS", "EXPIRES", "SENDERS", "WEBHOOK")
     table = [header] + [
         (
             r.name,
+            r.role,
             format(r.serial, "x"),
             r.status(now),
             format_time(r.not_after),
-            ",".join(r.senders),
+            ",".join(r.senders) or "-",
             r.webhook or "-",
         )
         for r in records
@@ -380,6 +384,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="client name (certificate CN)")
     p.add_argument("--email", action="append", help="allowed sender address (repeatable)")
     p.add_argument("--webhook", help="https URL for inbound mail")
+    p.add_argument(
+        "--admin",
+        action="store_true",
+        help="an admin certificate: admin API and `rail queue`, no mail (no --email)",
+    )
     p.add_argument("--key-type", choices=KEY_TYPES, help="default from pki.key_type")
     p.add_argument("--days", type=int, help="validity in days (default pki.client_validity)")
     p.add_argument("--out", default=".", help="directory for NAME.crt and NAME.key")

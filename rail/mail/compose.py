@@ -37,7 +37,7 @@ from rail.mail.headers import (
 )
 from rail.mail.request import _UNSAFE, ComposeError, SendRequest, _invalid, parse_request
 from rail.policy.identity import ClientIdentity
-from rail.policy.sender import check_from_header, check_sender
+from rail.policy.sender import ADMIN_CANNOT_SEND, check_from_header, check_sender
 from rail.policy.verdict import Reject
 from rail.store.model import IdempotencyKey, NewMessage
 
@@ -78,6 +78,12 @@ def authorize(identity: ClientIdentity, request: SendRequest) -> ComposeError | 
     (RAIL.md §3). Both come from ``from``, but both checks run so the API and SMTP apply
     one rule through one code path."""
     address = request.sender.address
+    if identity.role == "admin":
+        return ComposeError(
+            ADMIN_CANNOT_SEND.error,
+            ADMIN_CANNOT_SEND.http_status,
+            "an admin certificate cannot send mail; use a client certificate",
+        )
     reject = check_sender(identity, address) or check_from_header(identity, [address])
     return None if reject is None else _from_reject(reject, address)
 

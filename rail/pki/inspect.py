@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rail.pki.issue import ADMIN_UNIT
 from rail.pki.keys import key_type_of
+
+Role = Literal["client", "admin"]
 
 __all__ = [
     "MAX_CERTIFICATE_SIZE",
@@ -28,7 +31,9 @@ __all__ = [
     "PROBLEM_NOT_YET_VALID",
     "PROBLEM_REVOKED",
     "CertificateInfo",
+    "Role",
     "certificate_identity",
+    "certificate_role",
     "format_time",
     "info_to_json",
     "inspect_certificate",
@@ -109,6 +114,14 @@ def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 def _common_name(cert: x509.Certificate) -> str | None:
     common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(common_names[0].value) if common_names else None
+
+
+def certificate_role(cert: x509.Certificate) -> Role:
+    """``admin`` for a certificate whose subject has ``OU=admin`` (``rail certs issue
+    --admin``), else ``client``. Meaningful only for a certificate issued by Rail's CA,
+    which sets that unit on admin certificates alone."""
+    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return "admin" if any(unit.value == ADMIN_UNIT for unit in units) else "client"
 
 
 def _senders_and_webhook(cert: x509.Certificate) -> tuple[tuple[str, ...], str | None]:

@@ -26,6 +26,7 @@ from rail.pki.names import (
 )
 
 __all__ = [
+    "ADMIN_UNIT",
     "DEFAULT_SERVER_VALIDITY",
     "MAX_SENDERS",
     "MAX_VALIDITY",
@@ -41,6 +42,10 @@ MIN_VALIDITY = timedelta(days=1)
 MAX_VALIDITY = timedelta(days=3650)
 MAX_SENDERS = 100
 """Keeps a certificate well under the 64 KiB that ``/api/who`` accepts."""
+ADMIN_UNIT = "admin"
+"""The organizational unit of an admin certificate's subject (``CN=ops,OU=admin,O=Rail``):
+the role is in the certificate Rail's CA signed, so the server reads it at the handshake
+with no registry look-up, and no client certificate (which has no OU) can claim it."""
 DEFAULT_SERVER_VALIDITY = timedelta(days=397)
 """The CA/Browser Forum ceiling, so the certificate is not refused by clients that enforce it."""
 
@@ -52,6 +57,8 @@ class ClientRequest:
     webhook: str | None
     key_type: str
     validity: timedelta
+    admin: bool = False
+    """An admin certificate: the admin API and ``rail queue``, never mail (no senders)."""
 
 
 def normalize_sender(address: str) -> str:
@@ -70,7 +77,12 @@ def check_client_request(req: ClientRequest, allow_http_loopback: bool) -> list[
     name_problem = validate_client_name(req.name)
     if name_problem is not None:
         problems.append(f"--name {req.name!r}: {name_problem}")
-    if not req.emails:
+    if req.admin:
+        if req.emails:
+            problems.append("--email: an admin certificate cannot send mail; omit --email")
+        if req.webhook is not None:
+            problems.append("--webhook: an admin certificate receives no mail; omit --webhook")
+    elif not req.emails:
         problems.append("--email: at least one sender address is required")
     elif len(req.emails) > MAX_SENDERS:
         problems.append(f"--email: at most {MAX_SENDERS} sender addresses are allowed")
@@ -98,9 +110,12 @@ def check_client_request(req: ClientRequest, allow_http_loopback: bool) -> list[
     return problems
 
 
-def _subject(common_name: str) -> x509.Name:
-    """``CN=<name>,O=Rail`` (RFC 4514 order; attributes are stored most significant first)."""
+def _subject(common_name: str, admin: bool = False) -> x509.Name:
+    """``CN=<name>,O=Rail`` (RFC 4514 order; attributes are stored most significant first),
+    with ``OU=admin`` between them for an admin certificate."""
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Rail")]
+    if admin:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ADMIN_UNIT))
     if len(common_name) <= 64:  # the X.520 upper bound for CN; SANs carry longer names
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
@@ -180,7 +195,7 @@ def issue_client_certificate(
         alt_names.append(x509.UniformResourceIdentifier(req.webhook))
     return _sign_end_entity(
         ca,
-        _subject(req.name),
+        _subject(req.name, req.admin),
         public_key,
         now,
         req.validity,

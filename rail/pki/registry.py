@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 
 from rail.diskfull import is_disk_full
 from rail.pki.files import PKIError, certificate_pem
-from rail.pki.inspect import certificate_identity
+from rail.pki.inspect import Role, certificate_identity, certificate_role
 from rail.pki.keys import key_type_of
 from rail.pki.ownership import AddressConflict, claim_conflicts
 
@@ -37,7 +37,7 @@ __all__ = [
     "registry_path",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE certificates (
@@ -51,14 +51,17 @@ CREATE TABLE certificates (
     issued_at TEXT NOT NULL,
     revoked_at TEXT,
     fingerprint_sha256 TEXT NOT NULL UNIQUE,
-    pem BLOB NOT NULL
+    pem BLOB NOT NULL,
+    role TEXT NOT NULL DEFAULT 'client'   -- 'client' or 'admin' (version 2)
 );
 CREATE INDEX certificates_by_name ON certificates (name);
 """
+# Version 1 (before admin certificates) had no role: every certificate was a client's.
+_MIGRATE_1_TO_2 = "ALTER TABLE certificates ADD COLUMN role TEXT NOT NULL DEFAULT 'client'"
 
 _COLUMNS = (
     "serial, name, senders, webhook, key_type, not_before, not_after, issued_at,"
-    " revoked_at, fingerprint_sha256, pem"
+    " revoked_at, fingerprint_sha256, pem, role"
 )
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -133,6 +136,8 @@ class CertificateRecord:
     revoked_at: datetime | None
     fingerprint_sha256: str
     pem: bytes
+    role: Role = "client"
+    """``admin`` for ``rail certs issue --admin`` (read from the certificate's subject)."""
 
     def status(self, now: datetime) -> Status:
         """Revocation wins over expiry: "revoked" is the more useful thing to tell an operator
@@ -161,6 +166,7 @@ class CertificateRecord:
             revoked_at=None,
             fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
             pem=certificate_pem(cert),
+            role=certificate_role(cert),
         )
 
 
@@ -190,6 +196,9 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:
+            connection.execute(_MIGRATE_1_TO_2)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _record(row: sqlite3.Row) -> CertificateRecord:
@@ -205,6 +214,7 @@ def _record(row: sqlite3.Row) -> CertificateRecord:
         revoked_at=None if row["revoked_at"] is None else _parse_time(row["revoked_at"]),
         fingerprint_sha256=row["fingerprint_sha256"],
         pem=bytes(row["pem"]),
+        role="admin" if row["role"] == "admin" else "client",
     )
 
 
@@ -322,7 +332,7 @@ class Registry:
                 raise AddressConflictError(conflicts)
             try:
                 self._connection.execute(
-                    f"INSERT INTO certificates ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                    f"INSERT INTO certificates ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
                     (
                         _format_serial(record.serial),
                         record.name,
@@ -335,6 +345,7 @@ class Registry:
                         None if record.revoked_at is None else _format_time(record.revoked_at),
                         record.fingerprint_sha256,
                         record.pem,
+                        record.role,
                     ),
                 )
             except sqlite3.IntegrityError as e:

@@ -8,11 +8,21 @@ from rail.pki.names import sender_matches
 from rail.policy.identity import ClientIdentity
 from rail.policy.verdict import Reject
 
-__all__ = ["NOT_AUTHORIZED", "check_from_header", "check_sender"]
+__all__ = ["ADMIN_CANNOT_SEND", "NOT_AUTHORIZED", "check_from_header", "check_sender"]
 
 NOT_AUTHORIZED = Reject(
     550, "5.7.1", "Sender not authorized", http_status=403, error="SENDER_NOT_AUTHORIZED"
 )
+
+ADMIN_CANNOT_SEND = Reject(
+    550,
+    "5.7.1",
+    "Admin certificates cannot send mail",
+    http_status=403,
+    error="ADMIN_CANNOT_SEND",
+)
+"""An admin certificate is an operator's credential, not an application's: mail sent with
+it would carry no client's name, so it is refused whatever the sender."""
 
 
 def _allowed(identity: ClientIdentity, address: str) -> bool:
@@ -21,7 +31,10 @@ def _allowed(identity: ClientIdentity, address: str) -> bool:
 
 def check_sender(identity: ClientIdentity, address: str) -> Reject | None:
     """The envelope sender must be one of the certificate's email SANs; the null
-    reverse-path is refused, since an app has no reason to send bounces through Rail."""
+    reverse-path is refused, since an app has no reason to send bounces through Rail.
+    An admin certificate may send as nobody."""
+    if identity.role == "admin":
+        return ADMIN_CANNOT_SEND
     if not address or not _allowed(identity, address):
         return NOT_AUTHORIZED
     return None

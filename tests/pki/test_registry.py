@@ -68,7 +68,7 @@ class OpenTests(RegistryTestCase):
         e = self.assertRaises(RegistryError, Registry.open, self.path)
         self.assertEqual(
             str(e),
-            f"{self.path}: registry schema version 99 is newer than this Rail understands (1);"
+            f"{self.path}: registry schema version 99 is newer than this Rail understands (2);"
             " upgrade Rail",
         )
 
