@@ -23,6 +23,8 @@ from rail.inbound.model import (
     WebhookState,
     new_jobs,
 )
+from rail.memoryadmin import MemoryAdmin
+from rail.store.adminmodel import AdminAction, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.integrity import data_problem
 from rail.store.model import (
@@ -75,8 +77,8 @@ class _Hook:
     updated_at: float
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore)
-class MemoryStore:
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IAdminQueue)
+class MemoryStore(MemoryAdmin):
     """An in-memory :class:`IQueueStore` with the same answers as the SQLite store.
 
     Every Deferred it returns has already fired. Knobs for tests:
@@ -108,6 +110,8 @@ class MemoryStore:
         # (size, sha256 hex) of what was accepted, by id: what a claim checks the data against.
         self._stored: dict[str, tuple[int, bytes]] = {}
         self._inbound_stored: dict[str, tuple[int, bytes]] = {}
+        self.held: dict[str, float] = {}
+        self.actions: dict[str, list[AdminAction]] = {}
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -243,12 +247,20 @@ class MemoryStore:
                 status=update.status,
                 attempts=old.attempts + 1,
                 last_reply=update.reply,
-                next_attempt_at=update.next_attempt_at if update.status == "deferred" else None,
+                # A message held while this attempt was in flight stays held.
+                next_attempt_at=update.next_attempt_at
+                if update.status == "deferred" and message_id not in self.held
+                else None,
                 updated_at=result.attempted_at,
             )
             self._remote_mta[(message_id, update.idx)] = update.remote_mta
-        if not was_pending or _pending(rows) or dsn is None:
+        if not was_pending or _pending(rows):
             return succeed(None)
+        return succeed(self._bounce_notification(message_id, dsn))
+
+    def _bounce_notification(self, message_id: str, dsn: DSNBuilder | None) -> NewMessage | None:
+        """The DSN of a message that just left the pending set, queued, or None."""
+        rows = self._rows(self.messages[message_id])
         bounced = tuple(
             BouncedRecipient(
                 row.address,
@@ -259,8 +271,8 @@ class MemoryStore:
             for index, row in enumerate(rows)
             if row.status == "bounced"
         )
-        if not bounced:
-            return succeed(None)
+        if not bounced or dsn is None:
+            return None
         message = self.messages[message_id]
         notification = dsn(
             BounceReport(
@@ -276,7 +288,7 @@ class MemoryStore:
             self.messages[notification.id] = notification
             self._recipients[notification.id] = _fresh_rows(notification)
             self._notify()
-        return succeed(notification)
+        return notification
 
     def quarantine(
         self, message_id: str, kind: QuarantineKind, reason: str, now: float
@@ -333,7 +345,7 @@ class MemoryStore:
 
     def recipient_counts(self) -> Deferred[dict[str, int]]:
         """Recipients by status, every status present."""
-        counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed"), 0)
+        counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed", "deleted"), 0)
         for message in self.messages.values():
             for row in self._rows(message):
                 counts[row.status] += 1

@@ -37,6 +37,7 @@ from rail.store.model import (
 __all__ = [
     "DSNBuilder",
     "claim_due",
+    "finish_bounced",
     "quarantine_message",
     "recipient_counts",
     "recipient_domain",
@@ -178,6 +179,12 @@ def record_result(
     so recording the same result twice changes nothing."""
     message_id = result.message_id
     was_pending = _pending(connection, message_id)
+    # A message put on hold while this attempt was in flight stays held: a deferral
+    # leaves it with no next attempt time (rail.store.admin).
+    held = (
+        connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
+        is not None
+    )
     for update in result.updates:
         connection.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
@@ -187,7 +194,7 @@ def record_result(
                 update.status,
                 update.reply,
                 update.remote_mta,
-                update.next_attempt_at if update.status == "deferred" else None,
+                update.next_attempt_at if update.status == "deferred" and not held else None,
                 result.attempted_at,
                 message_id,
                 update.idx,
@@ -195,13 +202,21 @@ def record_result(
         )
     if not was_pending or _pending(connection, message_id):
         return False, None
+    return True, finish_bounced(connection, message_id, dsn)
+
+
+def finish_bounced(
+    connection: sqlite3.Connection, message_id: str, dsn: DSNBuilder | None
+) -> NewMessage | None:
+    """For a message that has just left the pending set: store the DSN ``dsn`` makes of
+    its bounced recipients, if any, and return it."""
     report = _bounce_report(connection, message_id)
     if report is None or dsn is None:
-        return True, None
+        return None
     notification = dsn(report)
     if notification is not None:
         insert_message(connection, notification)
-    return True, notification
+    return notification
 
 
 def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
@@ -234,7 +249,7 @@ def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
 
 def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:
     """Recipients by status, every status present (zero when none)."""
-    counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed"), 0)
+    counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed", "deleted"), 0)
     for status, count in connection.execute(
         "SELECT status, count(*) FROM recipients GROUP BY status"
     ):

@@ -3,7 +3,8 @@
 Status vocabulary (RAIL.md §4): a recipient is ``queued`` (never tried), ``deferred``
 (tried, will retry), ``sent`` or ``bounced``; or ``failed``: its message was quarantined
 (its stored bytes failed verification, or preparing it raised or overran its budget), so
-it is never tried again and never in the way of other mail.
+it is never tried again and never in the way of other mail; or ``deleted``: an operator
+deleted its message (``rail queue delete``), the reason is its last reply.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Channel = Literal["smtp", "api"]
-RecipientState = Literal["queued", "deferred", "sent", "bounced", "failed"]
+RecipientState = Literal["queued", "deferred", "sent", "bounced", "failed", "deleted"]
 QuarantineKind = Literal["corrupt", "error", "timeout"]
 """Why a message was quarantined: its stored bytes failed verification (``corrupt``),
 preparing it raised (``error``), or preparing it overran its budget (``timeout``)."""
@@ -133,8 +134,9 @@ class RecipientStatus:
 class MessageStatus:
     """Overall status: ``queued`` while no recipient was tried, ``deferred`` while any is
     pending after a failed try, ``sent`` when all were sent, ``failed`` when none is
-    pending and the message was quarantined (``reason`` then says why), ``bounced`` when
-    none is pending, none failed and at least one bounced."""
+    pending and the message was quarantined (``reason`` then says why), ``deleted`` when
+    none is pending, none failed and an operator deleted it, ``bounced`` when none is
+    pending, none failed or was deleted, and at least one bounced."""
 
     id: str
     client: str
@@ -276,6 +278,8 @@ def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:
         return "queued"
     if any(state == "failed" for state in states):
         return "failed"
+    if any(state == "deleted" for state in states):
+        return "deleted"
     if any(state == "bounced" for state in states):
         return "bounced"
     return "sent"

@@ -14,6 +14,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from rail.diskfull import is_disk_full
+from rail.store.admin import ADMIN_SCHEMA, MIGRATE_4_TO_5
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 
@@ -22,7 +23,7 @@ __all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", 
 _log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Due recipients are found through a partial index over the pending ones ordered by
 # next_attempt_at, so the scheduler reads the next few in order without sorting (or holding)
@@ -31,8 +32,9 @@ SCHEMA_VERSION = 4
 #
 # Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at); version 2
 # (issue 4) had no inbound spool; version 3 had no ``failed`` recipient status (issue 14:
-# quarantine). SQLite cannot change a CHECK constraint in place, so 3 to 4 copies the
-# recipients table (the messages and their data are not touched), once, at start-up.
+# quarantine); version 4 had no ``deleted`` status nor the admin tables (issue 15). SQLite
+# cannot change a CHECK constraint in place, so 3 to 4 and 4 to 5 copy the recipients
+# table (the messages and their data are not touched), once, at start-up.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -81,7 +83,7 @@ CREATE TABLE recipients (
     idx INTEGER NOT NULL,
     address TEXT NOT NULL,
     status TEXT NOT NULL
-        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed')),
+        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted')),
     attempts INTEGER NOT NULL,
     next_attempt_at REAL,
     last_reply TEXT,
@@ -103,6 +105,7 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_created ON idempotency (created_at);
 """
     + INBOUND_SCHEMA
+    + ADMIN_SCHEMA
 )
 
 
@@ -205,11 +208,15 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0:
             _create(connection, path)
         elif version == 1:
-            _run_script(connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA + _MIGRATE_3_TO_4)
+            _run_script(
+                connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5
+            )
         elif version == 2:
-            _run_script(connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4)
+            _run_script(connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5)
         elif version == 3:
-            _run_script(connection, _MIGRATE_3_TO_4)
+            _run_script(connection, _MIGRATE_3_TO_4 + MIGRATE_4_TO_5)
+        elif version == 4:
+            _run_script(connection, MIGRATE_4_TO_5)
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.

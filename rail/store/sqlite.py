@@ -25,6 +25,8 @@ from rail.inbound.model import (
     WebhookResult,
     new_jobs,
 )
+from rail.store.adminmodel import IAdminQueue
+from rail.store.adminqueue import SQLiteAdmin
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import (
     Accepted,
@@ -65,8 +67,8 @@ __all__ = ["SQLiteStore"]
 _log = Logger()
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore)
-class SQLiteStore:
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IAdminQueue)
+class SQLiteStore(SQLiteAdmin):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
     def __init__(

@@ -61,6 +61,7 @@ __all__ = [
     "IDEMPOTENCY_TTL",
     "MAX_BATCH",
     "AcceptOp",
+    "AdminOp",
     "ClaimOp",
     "Claimed",
     "CountsOp",
@@ -174,6 +175,17 @@ class QuarantineOp:
 
 
 @attrs.frozen
+class AdminOp:
+    """Run ``work(connection)`` (:mod:`rail.store.admin`), which returns its answer and
+    its change to the number of pending messages: inside the batch's transaction, under
+    a savepoint of its own, when ``write``; else after the commit, as reads are."""
+
+    work: Callable[[sqlite3.Connection], tuple[object, int]]
+    write: bool
+    token: Any
+
+
+@attrs.frozen
 class Claimed:
     """What a claim hands back: the jobs, and the messages it quarantined because their
     rows failed verification (already on disk)."""
@@ -206,6 +218,7 @@ Op = (
     | InboundStatusOp
     | WebhookCountsOp
     | QuarantineOp
+    | AdminOp
 )
 _WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp)
 _Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp
@@ -220,6 +233,10 @@ class _Budget:
     free_bytes: int
     messages: int = 0
     bytes: int = 0
+
+
+def _is_write(op: Op) -> bool:
+    return isinstance(op, _WRITES) or (isinstance(op, AdminOp) and op.write)
 
 
 def count_pending(connection: sqlite3.Connection) -> int:
@@ -314,18 +331,18 @@ class Writer:
                 self._stopped()
 
     def _run_batch(self, ops: Sequence[Op]) -> list[Outcome]:
-        writes = [op for op in ops if isinstance(op, _WRITES)]
+        writes: list[_Write | AdminOp] = [op for op in ops if _is_write(op)]  # type: ignore[misc]
         outcomes: list[Outcome] = []
         try:
             if writes:
                 outcomes.extend(self._write(writes))
-            outcomes.extend((op.token, self._read(op)) for op in ops if not isinstance(op, _WRITES))
+            outcomes.extend((op.token, self._read(op)) for op in ops if not _is_write(op))
         except Exception as error:  # a bug: answer every caller rather than hang them
             answered = {id(token) for token, _ in outcomes}
             outcomes.extend((op.token, error) for op in ops if id(op.token) not in answered)
         return outcomes
 
-    def _write(self, writes: list[_Write]) -> list[Outcome]:
+    def _write(self, writes: list[_Write | AdminOp]) -> list[Outcome]:
         """One transaction for the whole batch: one fsync however many messages."""
         accepts = [op for op in writes if isinstance(op, AcceptOp | InboundAcceptOp)]
         connection = self._connection
@@ -347,6 +364,8 @@ class Writer:
                     notification = self._record_webhook_one(op)
                     budget.messages += isinstance(notification, NewMessage)
                     results.append(notification)
+                elif isinstance(op, AdminOp):
+                    results.append(self._admin_one(op, budget))
                 elif isinstance(op, QuarantineOp):
                     quarantined = self._quarantine_one(op)
                     finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
@@ -428,6 +447,16 @@ class Writer:
                 return error
             return _unavailable(failed, error)
         connection.execute("RELEASE op")
+        return result
+
+    def _admin_one(self, op: AdminOp, budget: _Budget) -> object:
+        outcome = self._savepoint(
+            lambda: op.work(self._connection), "cannot apply the admin operation"
+        )
+        if not isinstance(outcome, tuple):
+            return outcome  # the error, for this caller only
+        result, change = outcome
+        budget.messages += change
         return result
 
     def _record_one(self, op: RecordOp) -> object:
@@ -555,6 +584,8 @@ class Writer:
     def _read(self, op: Op) -> object:
         connection = self._connection
         try:
+            if isinstance(op, AdminOp):
+                return op.work(connection)[0]
             if isinstance(op, StatusOp):
                 return read_status(connection, op.client, op.message_id)
             if isinstance(op, ClaimOp):

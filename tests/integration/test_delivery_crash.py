@@ -239,7 +239,14 @@ class DeliveryCrashTests(TestCase):
         self.assertEqual(len(queued), _MESSAGES)
         self.assertEqual(
             _counts(queue),
-            {"queued": _MESSAGES, "deferred": 0, "sent": 0, "bounced": 0, "failed": 0},
+            {
+                "queued": _MESSAGES,
+                "deferred": 0,
+                "sent": 0,
+                "bounced": 0,
+                "failed": 0,
+                "deleted": 0,
+            },
         )
 
         # 2. Deliver; SIGKILL while the sink holds 20% to 80% of the messages.
@@ -301,7 +308,14 @@ class DeliveryCrashTests(TestCase):
         # 5. The queue agrees: everything sent, nothing pending, nothing bounced.
         self.assertEqual(
             _counts(queue),
-            {"queued": 0, "deferred": 0, "sent": _MESSAGES, "bounced": 0, "failed": 0},
+            {
+                "queued": 0,
+                "deferred": 0,
+                "sent": _MESSAGES,
+                "bounced": 0,
+                "failed": 0,
+                "deleted": 0,
+            },
         )
         connection = open_readonly(queue)
         try:

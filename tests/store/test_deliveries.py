@@ -121,7 +121,7 @@ class _DeliveryContract:
         self.assertEqual(await self.store.claim(_NOW + 1e6, 10, frozenset()), [])
         self.assertEqual(
             await self.store.recipient_counts(),
-            {"queued": 0, "deferred": 0, "sent": 1, "bounced": 0, "failed": 0},
+            {"queued": 0, "deferred": 0, "sent": 1, "bounced": 0, "failed": 0, "deleted": 0},
         )
 
     async def test_one_dsn_when_the_last_recipient_is_final(self) -> None:

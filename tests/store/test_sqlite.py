@@ -81,12 +81,12 @@ class DurabilityTests(TestCase):
         self.assertTrue(database_path(directory).is_file())
 
     def test_schema(self) -> None:
-        """The database is in WAL mode, at schema version 4, and pending recipients are
+        """The database is in WAL mode, at schema version 5, and pending recipients are
         indexed on next_attempt_at for the delivery scheduler."""
         directory = Path(self.mktemp()) / "queue"
         open_sqlite(self, directory)
         self.assertEqual(_sql(directory, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(4,)])
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(5,)])
         columns = _sql(directory, "PRAGMA index_info(recipients_pending)")
         self.assertEqual([c[2] for c in columns], ["next_attempt_at"])
         plan = _sql(

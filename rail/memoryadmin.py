@@ -1,0 +1,265 @@
+""":class:`IAdminQueue` for :class:`rail.testing.MemoryStore`: the same answers as the
+SQLite store's (:mod:`rail.store.admin`), checked by the same contract tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+
+from rail.mail.headers import parse_header_section
+from rail.store.adminmodel import (
+    MAX_PAGE,
+    SCAN_BUDGET,
+    AdminAction,
+    AdminOutcome,
+    MessageDetail,
+    MessageSummary,
+    Page,
+    QueueQuery,
+    RetryTarget,
+)
+from rail.store.deliveries import DSNBuilder, recipient_domain
+from rail.store.model import (
+    MessageStatus,
+    NewMessage,
+    RecipientState,
+    RecipientStatus,
+    overall_status,
+)
+
+__all__ = ["MemoryAdmin"]
+
+_PENDING = ("queued", "deferred")
+
+
+class MemoryAdmin:
+    """Mixed into MemoryStore, whose ``messages``, ``_recipients``, ``_remote_mta``,
+    ``_idempotency``, ``_rows`` and ``_notify`` it uses; ``held`` and ``actions`` are
+    its own (by message id)."""
+
+    messages: dict[str, NewMessage]
+    _recipients: dict[str, list[RecipientStatus]]
+    _remote_mta: dict[tuple[str, int], str | None]
+    _idempotency: dict[tuple[str, str], Any]
+    held: dict[str, float]
+    actions: dict[str, list[AdminAction]]
+
+    def _rows(self, message: NewMessage) -> list[RecipientStatus]:
+        raise NotImplementedError
+
+    def _notify(self) -> None:
+        raise NotImplementedError
+
+    def _status_of(self, message_id: str) -> str:
+        status = overall_status(tuple(r.status for r in self._rows(self.messages[message_id])))
+        if status in _PENDING and message_id in self.held:
+            return "held"
+        return status
+
+    def _matches(self, message: NewMessage, query: QueueQuery) -> bool:
+        rows = self._rows(message)
+        if query.older_than is not None and not message.received_at < query.older_than:
+            return False
+        if query.newer_than is not None and not message.received_at >= query.newer_than:
+            return False
+        if query.status == "held" and message.id not in self.held:
+            return False
+        if query.status not in (None, "held"):
+            if not any(r.status == query.status for r in rows):
+                return False
+            if query.status in _PENDING and message.id in self.held:
+                return False
+        if query.domain is not None and not any(
+            recipient_domain(r.address) == query.domain.lower() for r in rows
+        ):
+            return False
+        return query.recipient is None or any(r.address == query.recipient for r in rows)
+
+    def list_messages(self, query: QueueQuery) -> Deferred[Page]:
+        """A page, by the rules of :func:`rail.store.admin.list_messages`."""
+        limit = max(1, min(query.limit, MAX_PAGE))
+        window = sorted(
+            (
+                m
+                for m in self.messages.values()
+                if (query.client is None or m.client == query.client)
+                and (query.cursor is None or m.id < query.cursor)
+            ),
+            key=lambda m: m.id,
+            reverse=True,
+        )
+        if query.request_id is not None:
+            seen = self._idempotency.get((query.client or "", query.request_id))
+            if seen is None:
+                return succeed(Page((), None))
+            window = [m for m in window if m.id == seen.message_id]
+        window = window[:SCAN_BUDGET]
+        found = [m for m in window if self._matches(m, query)][:limit]
+        summaries = tuple(
+            MessageSummary(
+                id=m.id,
+                client=m.client,
+                sender=m.sender,
+                received_at=m.received_at,
+                size=len(m.data),
+                status=self._status_of(m.id),
+                recipients=tuple(r.address for r in self._rows(m)),
+            )
+            for m in found
+        )
+        if len(summaries) == limit:
+            return succeed(Page(summaries, summaries[-1].id))
+        return succeed(Page(summaries, window[-1].id if len(window) == SCAN_BUDGET else None))
+
+    def show_message(self, message_id: str) -> Deferred[MessageDetail | None]:
+        """Everything kept about ``message_id``, or None."""
+        message = self.messages.get(message_id)
+        if message is None:
+            return succeed(None)
+        rows = tuple(self._rows(message))
+        section = parse_header_section(message.data[: 64 * 1024])
+        return succeed(
+            MessageDetail(
+                status=MessageStatus(
+                    id=message.id,
+                    client=message.client,
+                    sender=message.sender,
+                    channel=message.channel,
+                    size=len(message.data),
+                    received_at=message.received_at,
+                    status=overall_status(tuple(r.status for r in rows)),
+                    recipients=rows,
+                    reason=next((r.last_reply for r in rows if r.status == "failed"), None),
+                ),
+                held=message_id in self.held,
+                headers=section.fields,
+                remote_mta=tuple(self._remote_mta.get((message_id, i)) for i in range(len(rows))),
+                actions=tuple(self.actions.get(message_id, ())),
+            )
+        )
+
+    def _act(
+        self, message_id: str, now: float, actor: str, action: str, reason: str | None
+    ) -> None:
+        self.actions.setdefault(message_id, []).append(AdminAction(now, actor, action, reason))
+
+    def _set_pending(
+        self, message_id: str, change: Callable[[RecipientStatus], RecipientStatus]
+    ) -> int:
+        rows = self._rows(self.messages[message_id])
+        count = 0
+        for index, row in enumerate(rows):
+            if row.status in _PENDING:
+                new = change(row)
+                if new != row:
+                    count += 1
+                rows[index] = new
+        return count
+
+    def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[int | None]:
+        """Pending recipients waiting past ``now`` become due (held ones stay)."""
+        if target.message_id is not None and target.message_id not in self.messages:
+            return succeed(None)
+        count = 0
+        for message_id, rows in self._recipients.items():
+            if target.message_id is not None and message_id != target.message_id:
+                continue
+            for index, row in enumerate(rows):
+                if (
+                    row.status in _PENDING
+                    and row.next_attempt_at is not None
+                    and row.next_attempt_at > now
+                    and (
+                        target.domain is None
+                        or recipient_domain(row.address) == target.domain.lower()
+                    )
+                ):
+                    rows[index] = attrs.evolve(row, next_attempt_at=now)
+                    count += 1
+        if target.message_id is not None and count:
+            self._act(target.message_id, now, actor, "retry", None)
+        if count:
+            self._notify()
+        return succeed(count)
+
+    def hold(
+        self, message_id: str, now: float, actor: str, reason: str | None
+    ) -> Deferred[AdminOutcome]:
+        """Keep ``message_id`` from every claim until released."""
+        if message_id not in self.messages:
+            return succeed("not_found")
+        if message_id in self.held:
+            return succeed("already_held")
+        rows = self._rows(self.messages[message_id])
+        if not any(r.status in _PENDING for r in rows):
+            return succeed("not_pending")
+        self._set_pending(message_id, lambda r: attrs.evolve(r, next_attempt_at=None))
+        self.held[message_id] = now
+        self._act(message_id, now, actor, "hold", reason)
+        return succeed("done")
+
+    def release(self, message_id: str, now: float, actor: str) -> Deferred[AdminOutcome]:
+        """Lift the hold; pending recipients are due at ``now``."""
+        if message_id not in self.messages:
+            return succeed("not_found")
+        if message_id not in self.held:
+            return succeed("not_held")
+        del self.held[message_id]
+        self._set_pending(message_id, lambda r: attrs.evolve(r, next_attempt_at=now))
+        self._act(message_id, now, actor, "release", None)
+        self._notify()
+        return succeed("done")
+
+    def delete(
+        self, message_id: str, now: float, actor: str, reason: str
+    ) -> Deferred[AdminOutcome]:
+        """Pending recipients become ``deleted``; no DSN."""
+        outcome, _ = self._finish(message_id, now, actor, "delete", reason, None)
+        return succeed(outcome)
+
+    def bounce(
+        self, message_id: str, now: float, actor: str, reason: str | None, dsn: DSNBuilder | None
+    ) -> Deferred[AdminOutcome]:
+        """Pending recipients become ``bounced``; the DSN is queued."""
+        outcome, _ = self._finish(message_id, now, actor, "bounce", reason, dsn)
+        return succeed(outcome)
+
+    def _finish(
+        self,
+        message_id: str,
+        now: float,
+        actor: str,
+        action: str,
+        reason: str | None,
+        dsn: DSNBuilder | None,
+    ) -> tuple[AdminOutcome, NewMessage | None]:
+        if message_id not in self.messages:
+            return "not_found", None
+        rows = self._rows(self.messages[message_id])
+        if not any(r.status in _PENDING for r in rows):
+            return "not_pending", None
+        status: RecipientState
+        if action == "delete":
+            status, reply = "deleted", f"deleted by {actor}: {reason}"
+        else:
+            status = "bounced"
+            reply = f"550 5.0.0 bounced by the operator ({actor})" + (
+                f": {reason}" if reason else ""
+            )
+        for index, row in enumerate(rows):
+            if row.status in _PENDING:
+                rows[index] = attrs.evolve(
+                    row, status=status, last_reply=reply, next_attempt_at=None, updated_at=now
+                )
+                self._remote_mta[(message_id, index)] = None
+        self.held.pop(message_id, None)
+        self._act(message_id, now, actor, action, reason)
+        if action != "bounce":
+            return "done", None
+        return "done", self._bounce_notification(message_id, dsn)
+
+    def _bounce_notification(self, message_id: str, dsn: DSNBuilder | None) -> NewMessage | None:
+        raise NotImplementedError

@@ -1,0 +1,382 @@
+"""The admin API's and the client listing's side of the SQLite queue: all their SQL.
+
+These functions run on the writer thread (:mod:`rail.store.writer`), the actions inside
+its batch transaction, so they never race delivery. Each action returns its answer and
+how it changes the number of pending messages (what ``max_queued`` counts).
+
+A listing reads at most :data:`~rail.store.adminmodel.SCAN_BUDGET` messages newest first
+(ids are ULIDs, so id order is arrival order) from its cursor, through the primary key
+or, for one client, the ``messages_by_client`` index, and filters those; it never reads
+message data. Retries go through the partial index of pending recipients.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from rail.mail.headers import parse_header_section
+from rail.store.adminmodel import (
+    MAX_PAGE,
+    SCAN_BUDGET,
+    AdminAction,
+    AdminOutcome,
+    MessageDetail,
+    MessageSummary,
+    Page,
+    QueueQuery,
+    RetryTarget,
+)
+from rail.store.deliveries import DSNBuilder, finish_bounced
+from rail.store.model import MessageStatus, NewMessage, RecipientStatus, overall_status
+
+__all__ = [
+    "ADMIN_SCHEMA",
+    "HEADER_BYTES",
+    "MIGRATE_4_TO_5",
+    "bounce",
+    "delete",
+    "hold",
+    "list_messages",
+    "release",
+    "retry",
+    "show_message",
+]
+
+HEADER_BYTES = 64 * 1024
+"""How much of a stored message ``show`` reads for its header fields."""
+
+ADMIN_SCHEMA = """
+CREATE TABLE holds (
+    message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    held_at REAL NOT NULL,
+    actor TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE admin_actions (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX admin_actions_by_message ON admin_actions (message_id, at);
+CREATE INDEX messages_by_client ON messages (client, id);
+"""
+
+MIGRATE_4_TO_5 = (
+    """
+CREATE TABLE recipients_5 (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL,
+    last_reply TEXT,
+    updated_at REAL NOT NULL,
+    remote_mta TEXT,
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+INSERT INTO recipients_5 SELECT message_id, idx, address, status, attempts,
+    next_attempt_at, last_reply, updated_at, remote_mta FROM recipients;
+DROP TABLE recipients;
+ALTER TABLE recipients_5 RENAME TO recipients;
+CREATE INDEX recipients_pending ON recipients (next_attempt_at)
+    WHERE status IN ('queued', 'deferred');
+"""  # noqa: S608
+    + ADMIN_SCHEMA
+)
+
+Change = tuple[object, int]
+"""An action's answer and its change to the number of pending messages."""
+
+
+def _like_domain(domain: str) -> str:
+    """A LIKE pattern for addresses in ``domain`` (LIKE ignores ASCII case, as domains do)."""
+    escaped = domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "%@" + escaped
+
+
+def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
+    """The page of ``query``; see :class:`QueueQuery` and :data:`SCAN_BUDGET`."""
+    limit = max(1, min(query.limit, MAX_PAGE))
+    window: list[str] = []
+    params: list[object] = []
+    if query.client is not None:
+        window.append("client = ?")
+        params.append(query.client)
+    if query.cursor is not None:
+        window.append("id < ?")
+        params.append(query.cursor)
+    if query.request_id is not None:
+        row = connection.execute(
+            "SELECT message_id FROM idempotency WHERE client = ? AND key = ?",
+            (query.client or "", query.request_id),
+        ).fetchone()
+        if row is None:
+            return Page((), None)
+        window.append("id = ?")
+        params.append(row[0])
+    where = f"WHERE {' AND '.join(window)}" if window else ""
+    inner = (
+        f"SELECT id, client, sender, received_at, size FROM messages {where}"  # noqa: S608
+        " ORDER BY id DESC LIMIT ?"
+    )
+    params.append(SCAN_BUDGET)
+    outer: list[str] = []
+    outer_params: list[object] = []
+    if query.older_than is not None:
+        outer.append("m.received_at < ?")
+        outer_params.append(query.older_than)
+    if query.newer_than is not None:
+        outer.append("m.received_at >= ?")
+        outer_params.append(query.newer_than)
+    if query.status == "held":
+        outer.append("m.id IN (SELECT message_id FROM holds)")
+    elif query.status is not None:
+        outer.append(
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status = ?)"
+        )
+        outer_params.append(query.status)
+        if query.status in ("queued", "deferred"):
+            outer.append("m.id NOT IN (SELECT message_id FROM holds)")
+    if query.domain is not None:
+        outer.append(
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+            " AND r.address LIKE ? ESCAPE '\\')"
+        )
+        outer_params.append(_like_domain(query.domain))
+    if query.recipient is not None:
+        outer.append(
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.address = ?)"
+        )
+        outer_params.append(query.recipient)
+    outer_where = f"WHERE {' AND '.join(outer)}" if outer else ""
+    rows = connection.execute(
+        f"SELECT m.id, m.client, m.sender, m.received_at, m.size FROM ({inner}) AS m"  # noqa: S608
+        f" {outer_where} ORDER BY m.id DESC LIMIT ?",
+        [*params, *outer_params, limit],
+    ).fetchall()
+    messages = tuple(_summary(connection, row) for row in rows)
+    if len(messages) == limit:
+        return Page(messages, messages[-1].id)
+    scanned, oldest = connection.execute(
+        f"SELECT count(*), min(id) FROM ({inner})",  # noqa: S608
+        params,
+    ).fetchone()
+    # A full window may have more matches past it: go on from its oldest message.
+    return Page(messages, oldest if scanned == SCAN_BUDGET else None)
+
+
+def _summary(connection: sqlite3.Connection, row: tuple[object, ...]) -> MessageSummary:
+    message_id, client, sender, received_at, size = row
+    recipients = connection.execute(
+        "SELECT address, status FROM recipients WHERE message_id = ? ORDER BY idx",
+        (message_id,),
+    ).fetchall()
+    return MessageSummary(
+        id=str(message_id),
+        client=str(client),
+        sender=str(sender),
+        received_at=float(received_at),  # type: ignore[arg-type]
+        size=int(size),  # type: ignore[call-overload]
+        status=_status(connection, str(message_id), tuple(status for _, status in recipients)),
+        recipients=tuple(address for address, _ in recipients),
+    )
+
+
+def _held(connection: sqlite3.Connection, message_id: str) -> bool:
+    return (
+        connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
+        is not None
+    )
+
+
+def _status(connection: sqlite3.Connection, message_id: str, states: tuple[str, ...]) -> str:
+    """The overall status, ``held`` while on hold with recipients still pending."""
+    status = overall_status(states)  # type: ignore[arg-type]
+    if status in ("queued", "deferred") and _held(connection, message_id):
+        return "held"
+    return status
+
+
+def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDetail | None:
+    """Everything stored about ``message_id``, or None."""
+    row = connection.execute(
+        "SELECT id, client, sender, channel, size, received_at, substr(data, 1, ?)"
+        " FROM messages WHERE id = ?",
+        (HEADER_BYTES, message_id),
+    ).fetchone()
+    if row is None:
+        return None
+    rows = connection.execute(
+        "SELECT address, status, attempts, last_reply, next_attempt_at, updated_at, remote_mta"
+        " FROM recipients WHERE message_id = ? ORDER BY idx",
+        (message_id,),
+    ).fetchall()
+    recipients = tuple(RecipientStatus(*r[:6]) for r in rows)
+    head = row[6] if isinstance(row[6], bytes) else b""
+    section = parse_header_section(head)
+    actions = tuple(
+        AdminAction(*a)
+        for a in connection.execute(
+            "SELECT at, actor, action, reason FROM admin_actions WHERE message_id = ?"
+            " ORDER BY at, rowid",
+            (message_id,),
+        )
+    )
+    return MessageDetail(
+        status=MessageStatus(
+            id=row[0],
+            client=row[1],
+            sender=row[2],
+            channel=row[3],
+            size=row[4],
+            received_at=row[5],
+            status=overall_status(tuple(r.status for r in recipients)),
+            recipients=recipients,
+            reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
+        ),
+        held=_held(connection, message_id),
+        headers=section.fields,
+        remote_mta=tuple(r[6] for r in rows),
+        actions=actions,
+    )
+
+
+def _exists(connection: sqlite3.Connection, message_id: str) -> bool:
+    return (
+        connection.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone()
+        is not None
+    )
+
+
+def _record(
+    connection: sqlite3.Connection,
+    message_id: str,
+    now: float,
+    actor: str,
+    action: str,
+    reason: str | None,
+) -> None:
+    connection.execute(
+        "INSERT INTO admin_actions (message_id, at, actor, action, reason) VALUES (?,?,?,?,?)",
+        (message_id, now, actor, action, reason),
+    )
+
+
+def retry(connection: sqlite3.Connection, target: RetryTarget, now: float, actor: str) -> Change:
+    """Pending recipients of ``target`` waiting for a later attempt are due at ``now``;
+    the answer is how many, or None for a ``message_id`` that does not exist. Held
+    messages (no next attempt time) are left alone."""
+    sql = (
+        "UPDATE recipients SET next_attempt_at = ?"
+        " WHERE status IN ('queued', 'deferred') AND next_attempt_at > ?"
+    )
+    params: list[object] = [now, now]
+    if target.message_id is not None:
+        if not _exists(connection, target.message_id):
+            return None, 0
+        sql += " AND message_id = ?"
+        params.append(target.message_id)
+    elif target.domain is not None:
+        sql += " AND address LIKE ? ESCAPE '\\'"
+        params.append(_like_domain(target.domain))
+    count = connection.execute(sql, params).rowcount
+    if target.message_id is not None and count:
+        _record(connection, target.message_id, now, actor, "retry", None)
+    return count, 0
+
+
+def hold(
+    connection: sqlite3.Connection, message_id: str, now: float, actor: str, reason: str | None
+) -> Change:
+    """Take ``message_id``'s pending recipients out of every claim until released."""
+    if not _exists(connection, message_id):
+        return "not_found", 0
+    if _held(connection, message_id):
+        return "already_held", 0
+    count = connection.execute(
+        "UPDATE recipients SET next_attempt_at = NULL"
+        " WHERE message_id = ? AND status IN ('queued', 'deferred')",
+        (message_id,),
+    ).rowcount
+    if not count:
+        return "not_pending", 0
+    connection.execute(
+        "INSERT INTO holds (message_id, held_at, actor) VALUES (?, ?, ?)",
+        (message_id, now, actor),
+    )
+    _record(connection, message_id, now, actor, "hold", reason)
+    return "done", 0
+
+
+def release(connection: sqlite3.Connection, message_id: str, now: float, actor: str) -> Change:
+    """Lift the hold of ``message_id``; its pending recipients are due at ``now``."""
+    if not _exists(connection, message_id):
+        return "not_found", 0
+    if not _held(connection, message_id):
+        return "not_held", 0
+    connection.execute("DELETE FROM holds WHERE message_id = ?", (message_id,))
+    connection.execute(
+        "UPDATE recipients SET next_attempt_at = ?"
+        " WHERE message_id = ? AND status IN ('queued', 'deferred')",
+        (now, message_id),
+    )
+    _record(connection, message_id, now, actor, "release", None)
+    return "done", 0
+
+
+def delete(
+    connection: sqlite3.Connection, message_id: str, now: float, actor: str, reason: str
+) -> Change:
+    """Every pending recipient of ``message_id`` becomes ``deleted`` (final, no DSN).
+    The answer is ``(AdminOutcome, None)``."""
+    return _finish(connection, message_id, now, actor, "delete", reason, None)
+
+
+def bounce(
+    connection: sqlite3.Connection,
+    message_id: str,
+    now: float,
+    actor: str,
+    reason: str | None,
+    dsn: DSNBuilder | None,
+) -> Change:
+    """Every pending recipient of ``message_id`` becomes ``bounced`` and the DSN is
+    queued as for a remote 5xx (none for a null reverse-path). The answer is
+    ``(AdminOutcome, the DSN or None)``."""
+    return _finish(connection, message_id, now, actor, "bounce", reason, dsn)
+
+
+def _finish(
+    connection: sqlite3.Connection,
+    message_id: str,
+    now: float,
+    actor: str,
+    action: str,
+    reason: str | None,
+    dsn: DSNBuilder | None,
+) -> Change:
+    if not _exists(connection, message_id):
+        return ("not_found", None), 0
+    if action == "delete":
+        status, reply = "deleted", f"deleted by {actor}: {reason}"
+    else:
+        status = "bounced"
+        reply = f"550 5.0.0 bounced by the operator ({actor})" + (f": {reason}" if reason else "")
+    count = connection.execute(
+        "UPDATE recipients SET status = ?, last_reply = ?, remote_mta = NULL,"
+        " next_attempt_at = NULL, updated_at = ?"
+        " WHERE message_id = ? AND status IN ('queued', 'deferred')",
+        (status, reply, now, message_id),
+    ).rowcount
+    if not count:
+        return ("not_pending", None), 0
+    connection.execute("DELETE FROM holds WHERE message_id = ?", (message_id,))
+    _record(connection, message_id, now, actor, action, reason)
+    notification: NewMessage | None = None
+    if action == "bounce":
+        notification = finish_bounced(connection, message_id, dsn)
+    outcome: AdminOutcome = "done"
+    return (outcome, notification), (notification is not None) - 1

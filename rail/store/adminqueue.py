@@ -1,0 +1,74 @@
+""":class:`IAdminQueue` for the SQLite store: each call is one operation of its writer.
+
+A mixin of :class:`rail.store.sqlite.SQLiteStore`, kept apart so the queue's admin
+surface reads in one place. Reads (list, show) run after the writer's commit like status
+reads; actions run inside its batch transaction. After an action that makes mail due
+(retry, release, a bounce's DSN) the store's accept observers are called, so the
+scheduler claims at once instead of at its next poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from rail.store import admin
+from rail.store.adminmodel import QueueQuery, RetryTarget
+from rail.store.deliveries import DSNBuilder
+from rail.store.writer import AdminOp
+
+__all__ = ["SQLiteAdmin"]
+
+
+class SQLiteAdmin:
+    """Needs ``_submit(make) -> Deferred`` and ``_observers`` from the store."""
+
+    _observers: list[Callable[[], object]]
+
+    def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
+        raise NotImplementedError
+
+    def _run(self, work: Callable[[Any], tuple[object, int]], write: bool) -> Deferred[Any]:
+        return self._submit(lambda token: AdminOp(work, write, token))
+
+    def _woken(self, result: Any, wake: bool) -> Any:
+        if wake:
+            for observer in self._observers:
+                observer()
+        return result
+
+    def list_messages(self, query: QueueQuery) -> Deferred[Any]:
+        """A :class:`~rail.store.adminmodel.Page`; see IAdminQueue."""
+        return self._run(lambda c: (admin.list_messages(c, query), 0), write=False)
+
+    def show_message(self, message_id: str) -> Deferred[Any]:
+        """A :class:`~rail.store.adminmodel.MessageDetail` or None; see IAdminQueue."""
+        return self._run(lambda c: (admin.show_message(c, message_id), 0), write=False)
+
+    def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
+        """How many recipients were made due (None: no such message)."""
+        done = self._run(lambda c: admin.retry(c, target, now, actor), write=True)
+        return done.addCallback(lambda count: self._woken(count, bool(count)))
+
+    def hold(self, message_id: str, now: float, actor: str, reason: str | None) -> Deferred[Any]:
+        """An AdminOutcome; see IAdminQueue."""
+        return self._run(lambda c: admin.hold(c, message_id, now, actor, reason), write=True)
+
+    def release(self, message_id: str, now: float, actor: str) -> Deferred[Any]:
+        """An AdminOutcome; see IAdminQueue."""
+        done = self._run(lambda c: admin.release(c, message_id, now, actor), write=True)
+        return done.addCallback(lambda outcome: self._woken(outcome, outcome == "done"))
+
+    def delete(self, message_id: str, now: float, actor: str, reason: str) -> Deferred[Any]:
+        """An AdminOutcome; see IAdminQueue."""
+        done = self._run(lambda c: admin.delete(c, message_id, now, actor, reason), write=True)
+        return done.addCallback(lambda result: result[0])
+
+    def bounce(
+        self, message_id: str, now: float, actor: str, reason: str | None, dsn: DSNBuilder | None
+    ) -> Deferred[Any]:
+        """An AdminOutcome; see IAdminQueue."""
+        done = self._run(lambda c: admin.bounce(c, message_id, now, actor, reason, dsn), write=True)
+        return done.addCallback(lambda result: self._woken(result[0], result[1] is not None))

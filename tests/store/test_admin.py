@@ -1,0 +1,271 @@
+"""The IAdminQueue contract (list, show, retry, hold, release, delete, bounce), run
+against the SQLite store and MemoryStore alike, plus the migration to schema 5."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from rail.store.adminmodel import SCAN_BUDGET, IAdminQueue, QueueQuery, RetryTarget
+from rail.store.model import IdempotencyKey, JobResult, RecipientUpdate
+from rail.store.schema import SCHEMA_VERSION, database_path
+from rail.testing import MemoryStore
+from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_deliveries import _dsn_for
+
+_NOW = 1_800_000_000.0
+_LATER = _NOW + 3600
+
+
+class _AdminContract:
+    """Behaviour every IAdminQueue shows; mixed into a TestCase providing ``make_store``."""
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make_store()
+        self.woken = 0
+        self.store.observe_accepted(self._wake)
+
+    def _wake(self) -> None:
+        self.woken += 1
+
+    async def _accept(self, **kwargs: Any) -> str:
+        message = make_message(received_at=kwargs.pop("received_at", _NOW), **kwargs)
+        await self.store.accept(message)
+        return message.id
+
+    async def _defer(self, message_id: str, until: float) -> None:
+        """Record a 4xx for recipient 0, next attempt at ``until``."""
+        await self.store.record(
+            JobResult(
+                message_id,
+                _NOW,
+                (RecipientUpdate(0, "deferred", "451 4.0.0 later", "mx.test", until),),
+            )
+        )
+
+    async def _claimed(self, now: float = _LATER) -> set[str]:
+        jobs = await self.store.claim(now, 100, frozenset())
+        return {job.message_id for job in jobs}
+
+    def test_provides_interface(self) -> None:
+        """The store fully provides IAdminQueue."""
+        self.assertTrue(verifyObject(IAdminQueue, self.store))  # type: ignore[attr-defined]
+
+    async def test_list_filters_and_order(self) -> None:
+        """A listing is newest first; client, domain (any case), recipient, status and
+        older_than each narrow it."""
+        first = await self._accept(client="alice", recipients=("a@One.example",))
+        second = await self._accept(client="bob", recipients=("b@two.example",))
+        third = await self._accept(
+            client="alice", recipients=("c@two.example",), received_at=_NOW + 10
+        )
+        await self._defer(second, _LATER)
+
+        async def ids(**query: Any) -> list[str]:
+            page = await self.store.list_messages(QueueQuery(**query))
+            return [m.id for m in page.messages]
+
+        self.assertEqual(await ids(), [third, second, first])
+        self.assertEqual(await ids(client="alice"), [third, first])
+        self.assertEqual(await ids(domain="TWO.example"), [third, second])
+        self.assertEqual(await ids(domain="one.example"), [first])
+        self.assertEqual(await ids(recipient="b@two.example"), [second])
+        self.assertEqual(await ids(status="deferred"), [second])
+        self.assertEqual(await ids(status="queued"), [third, first])
+        self.assertEqual(await ids(older_than=_NOW + 5), [second, first])
+        page = await self.store.list_messages(QueueQuery(client="bob"))
+        [summary] = page.messages
+        self.assertEqual(
+            (summary.client, summary.status, summary.recipients),
+            ("bob", "deferred", ("b@two.example",)),
+        )
+
+    async def test_cursor_pages(self) -> None:
+        """Following ``next_cursor`` visits every message once, newest first, and the
+        last page has no cursor."""
+        ids = [await self._accept() for _ in range(7)]
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            page = await self.store.list_messages(QueueQuery(cursor=cursor, limit=3))
+            seen.extend(m.id for m in page.messages)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        self.assertEqual(seen, sorted(ids, reverse=True))
+
+    async def test_request_id(self) -> None:
+        """A client finds the message it sent under a request_id; another client does not."""
+        message = make_message(client="alice", received_at=_NOW)
+        await self.store.accept(message, IdempotencyKey("req-1", "f"))
+        await self._accept(client="alice")
+        page = await self.store.list_messages(QueueQuery(client="alice", request_id="req-1"))
+        self.assertEqual([m.id for m in page.messages], [message.id])
+        page = await self.store.list_messages(QueueQuery(client="bob", request_id="req-1"))
+        self.assertEqual(page.messages, ())
+
+    async def test_show(self) -> None:
+        """show has the envelope, recipients with their last reply and MTA, and the
+        header fields; an unknown id is None."""
+        message_id = await self._accept(
+            recipients=("x@a.example", "y@b.example"),
+        )
+        await self._defer(message_id, _LATER)
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(detail.status.id, message_id)
+        self.assertEqual(detail.status.sender, "alice@example.com")
+        self.assertEqual(
+            [(r.address, r.status, r.last_reply) for r in detail.status.recipients],
+            [("x@a.example", "deferred", "451 4.0.0 later"), ("y@b.example", "queued", None)],
+        )
+        self.assertEqual(detail.remote_mta, ("mx.test", None))
+        self.assertEqual([name for name, _ in detail.headers], ["subject"])
+        self.assertFalse(detail.held)
+        self.assertIsNone(await self.store.show_message("01NOSUCHMESSAGE0000000000"))
+
+    async def test_hold_and_release(self) -> None:
+        """A held message is never claimed, lists as held and shows who held it;
+        released, it is due at once and the scheduler is woken."""
+        message_id = await self._accept()
+        self.assertEqual(await self.store.hold(message_id, _NOW, "ops", "check"), "done")
+        self.assertEqual(await self.store.hold(message_id, _NOW, "ops", None), "already_held")
+        self.assertEqual(await self._claimed(), set())
+        page = await self.store.list_messages(QueueQuery(status="held"))
+        self.assertEqual([(m.id, m.status) for m in page.messages], [(message_id, "held")])
+        detail = await self.store.show_message(message_id)
+        self.assertTrue(detail.held)
+        self.assertEqual(
+            [(a.actor, a.action, a.reason) for a in detail.actions], [("ops", "hold", "check")]
+        )
+        woken = self.woken
+        self.assertEqual(await self.store.release(message_id, _LATER, "ops"), "done")
+        self.assertEqual(self.woken, woken + 1)
+        self.assertEqual(await self.store.release(message_id, _LATER, "ops"), "not_held")
+        self.assertEqual(await self._claimed(), {message_id})
+
+    async def test_deferral_in_flight_keeps_hold(self) -> None:
+        """An attempt in flight when the message was held records its deferral but the
+        message stays held (no next attempt), so it is not claimed again."""
+        message_id = await self._accept()
+        await self._claimed()
+        await self.store.hold(message_id, _NOW, "ops", None)
+        await self._defer(message_id, _NOW + 60)
+        self.assertEqual(await self._claimed(), set())
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(detail.status.recipients[0].attempts, 1)
+        self.assertIsNone(detail.status.recipients[0].next_attempt_at)
+
+    async def test_retry(self) -> None:
+        """retry makes deferred recipients due now, by id, by domain or all; held
+        messages stay held; an unknown id answers None."""
+        one = await self._accept(recipients=("a@one.example",))
+        two = await self._accept(recipients=("b@two.example",))
+        held = await self._accept(recipients=("c@two.example",))
+        for message_id in (one, two, held):
+            await self._defer(message_id, _LATER)
+        await self.store.hold(held, _NOW, "ops", None)
+        self.assertEqual(await self._claimed(_NOW + 1), set())
+        self.assertEqual(await self.store.retry(RetryTarget(domain="Two.example"), _NOW, "ops"), 1)
+        self.assertEqual(await self._claimed(_NOW + 1), {two})
+        self.assertEqual(await self.store.retry(RetryTarget(message_id=one), _NOW, "ops"), 1)
+        self.assertEqual(await self.store.retry(RetryTarget(), _NOW, "ops"), 0)
+        self.assertEqual(await self._claimed(_NOW + 1), {one, two})
+        self.assertIsNone(
+            await self.store.retry(RetryTarget(message_id="01NOSUCHMESSAGE0000000000"), _NOW, "o")
+        )
+
+    async def test_delete(self) -> None:
+        """delete makes pending recipients ``deleted`` with the reason, final: never
+        claimed, no DSN; again it is not_pending; unknown is not_found."""
+        message_id = await self._accept()
+        woken = self.woken
+        self.assertEqual(await self.store.delete(message_id, _NOW, "ops", "spam"), "done")
+        self.assertEqual(self.woken, woken)
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(detail.status.status, "deleted")
+        self.assertEqual(detail.status.recipients[0].last_reply, "deleted by ops: spam")
+        self.assertEqual([a.action for a in detail.actions], ["delete"])
+        self.assertEqual(await self._claimed(), set())
+        self.assertEqual(await self.store.delete(message_id, _NOW, "ops", "x"), "not_pending")
+        self.assertEqual(
+            await self.store.delete("01NOSUCHMESSAGE0000000000", _NOW, "ops", "x"), "not_found"
+        )
+        counts = await self.store.recipient_counts()
+        self.assertEqual(counts["deleted"], 1)
+
+    async def test_bounce_sends_dsn(self) -> None:
+        """bounce makes pending recipients ``bounced`` and queues the DSN through the
+        delivery path, which is then claimed."""
+        message_id = await self._accept()
+        self.assertEqual(
+            await self.store.bounce(message_id, _NOW, "ops", "bad list", _dsn_for), "done"
+        )
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(detail.status.status, "bounced")
+        reply = detail.status.recipients[0].last_reply
+        self.assertEqual(reply, "550 5.0.0 bounced by the operator (ops): bad list")
+        jobs = await self.store.claim(_LATER, 10, frozenset())
+        [dsn] = jobs
+        self.assertIn(message_id.encode(), dsn.data)
+        self.assertEqual(
+            await self.store.bounce(message_id, _NOW, "ops", None, _dsn_for), "not_pending"
+        )
+
+
+class SQLiteAdminTests(_AdminContract, TestCase):
+    def make_store(self) -> Any:
+        return open_sqlite(self)
+
+    async def test_scan_budget(self) -> None:
+        """A rare filter examines at most SCAN_BUDGET messages per page and hands back a
+        cursor to go on from, so a page never costs more as the store grows."""
+        store = self.store
+        match = await self._accept(recipients=("rare@x.example",), received_at=_NOW)
+        rows = [make_message(received_at=_NOW + 1) for _ in range(SCAN_BUDGET)]
+        for message in rows:
+            await store.accept(message)
+        page = await store.list_messages(QueueQuery(domain="x.example"))
+        self.assertEqual(page.messages, ())
+        self.assertEqual(page.next_cursor, min(m.id for m in rows))
+        page = await store.list_messages(QueueQuery(domain="x.example", cursor=page.next_cursor))
+        self.assertEqual([m.id for m in page.messages], [match])
+
+    def test_migrates_version_4(self) -> None:
+        """A version-4 queue is upgraded to 5: rows kept, ``deleted`` allowed, admin
+        tables present."""
+        directory = Path(self.mktemp()) / "queue"
+        store = open_sqlite(self, directory)
+        message = make_message(received_at=_NOW)
+        done = store.accept(message)
+
+        def downgrade(_: object) -> Any:
+            return store.close()
+
+        def reopen(_: object) -> None:
+            connection = sqlite3.connect(database_path(directory))
+            connection.executescript(
+                "DROP TABLE holds; DROP TABLE admin_actions; DROP INDEX messages_by_client;"
+                " PRAGMA user_version = 4;"
+            )
+            connection.close()
+            open_sqlite(self, directory)
+            check = sqlite3.connect(database_path(directory))
+            self.addCleanup(check.close)
+            self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
+            check.execute("UPDATE recipients SET status = 'deleted'")
+            self.assertEqual(check.execute("SELECT count(*) FROM holds").fetchone()[0], 0)
+
+        return done.addCallback(downgrade).addCallback(reopen)
+
+
+class MemoryAdminTests(_AdminContract, TestCase):
+    def make_store(self) -> Any:
+        return MemoryStore(Clock())
