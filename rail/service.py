@@ -25,6 +25,7 @@ from rail.acme.service import build_acme
 from rail.config import Config
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
+from rail.delivery.bounces import dsn_builder
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
@@ -304,6 +305,8 @@ def build_service(
             webhook_key=webhook_key,
             mta_sts=mta_sts,
             deadlines=_http_deadlines(config, refusals),
+            public_stats=config.web.public_stats,
+            dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
         )
         _listener(
             reactor,

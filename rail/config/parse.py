@@ -37,6 +37,7 @@ from rail.config.schema import (
     Shutdown,
     Smarthost,
     Storage,
+    Web,
     Webhooks,
 )
 
@@ -239,6 +240,8 @@ _SHUTDOWN = r.section(
     Shutdown, {"drain_delay": r.duration("0s", "10m"), "grace_period": r.duration("0s", "10m")}
 )
 
+_WEB = r.section(Web, {"public_stats": r.choice(("admin", "loopback", "public"))})
+
 _SMARTHOST = r.section(
     Smarthost,
     {
@@ -283,6 +286,7 @@ _CONFIG = r.section(
         "inbound": _INBOUND,
         "dns": _DNS,
         "shutdown": _SHUTDOWN,
+        "web": _WEB,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )

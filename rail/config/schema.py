@@ -35,6 +35,7 @@ __all__ = [
     "Shutdown",
     "Smarthost",
     "Storage",
+    "Web",
     "Webhooks",
 ]
 
@@ -403,6 +404,16 @@ class Shutdown:
 
 
 @attrs.frozen(kw_only=True)
+class Web:
+    """The HTTPS site's own settings."""
+
+    public_stats: Literal["admin", "loopback", "public"] = "loopback"
+    """Who may read ``/stats`` and ``/metrics``: ``admin`` (admin certificates only),
+    ``loopback`` (admin certificates, and any request from 127.0.0.0/8 or ::1) or
+    ``public`` (everyone who reaches the HTTPS listener)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, valid Rail configuration."""
 
@@ -427,3 +438,4 @@ class Config:
     inbound: Inbound = Inbound()
     dns: DNS = DNS()
     shutdown: Shutdown = Shutdown()
+    web: Web = Web()

@@ -23,15 +23,19 @@ from twisted.web.server import Request, Site
 
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
+from rail.store.adminmodel import IAdminQueue
+from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
+from rail.web.admin import AdminResource
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body, write_error
-from rail.web.messages import MessageStatusResource
+from rail.web.messagelist import MessagesResource
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
+from rail.web.statsaccess import StatsAccess
 from rail.web.webhookkey import WebhookKeyResource, WebhookSecretResource
 from rail.web.who import Who
 from rail.webhooks.key import WebhookKey
@@ -200,9 +204,12 @@ def build_site(
     webhook_key: WebhookKey | None = None,
     mta_sts: Resource | None = None,
     deadlines: dict[str, Any] | None = None,
+    public_stats: str = "loopback",
+    dsn: DSNBuilder | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
-    (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``)."""
+    (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
+    ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -215,7 +222,9 @@ def build_site(
     )
     v1 = _Directory()
     v1.putChild(b"send", send)
-    v1.putChild(b"messages", MessageStatusResource(store))
+    v1.putChild(b"messages", MessagesResource(store))
+    if IAdminQueue.providedBy(store):
+        v1.putChild(b"admin", AdminResource(store, clock, dsn))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
@@ -234,8 +243,9 @@ def build_site(
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(readiness))
     if stats is not None and IDeliveryQueue.providedBy(store):
-        root.putChild(b"stats", Stats(stats, store, clock))
-        root.putChild(b"metrics", Metrics(stats, store))
+        policy: Any = public_stats
+        root.putChild(b"stats", StatsAccess(Stats(stats, store, clock), policy))
+        root.putChild(b"metrics", StatsAccess(Metrics(stats, store), policy))
     return RailSite(
         root,
         max_body=max_body,
