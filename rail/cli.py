@@ -30,6 +30,7 @@ from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client, revoke
 from rail.pki.ownership import address_conflicts
 from rail.pki.registry import AddressConflictError, Registry, RegistryError, registry_path
+from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
 
@@ -416,6 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=_cmd_inspect)
+
+    add_queue_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
         dest="dkim_command", metavar="COMMAND", parser_class=_Parser
