@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
-from rail.mail.headers import parse_header_section
 from rail.store.adminmodel import (
+    HEAD_BYTES,
     MAX_PAGE,
     SCAN_BUDGET,
     AdminAction,
@@ -120,7 +120,6 @@ class MemoryAdmin:
         if message is None:
             return succeed(None)
         rows = tuple(self._rows(message))
-        section = parse_header_section(message.data[: 64 * 1024])
         return succeed(
             MessageDetail(
                 status=MessageStatus(
@@ -135,7 +134,7 @@ class MemoryAdmin:
                     reason=next((r.last_reply for r in rows if r.status == "failed"), None),
                 ),
                 held=message_id in self.held,
-                headers=section.fields,
+                head=message.data[:HEAD_BYTES],
                 remote_mta=tuple(self._remote_mta.get((message_id, i)) for i in range(len(rows))),
                 actions=tuple(self.actions.get(message_id, ())),
             )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from rail.mail.headers import parse_header_section
 from rail.store.adminmodel import (
+    HEAD_BYTES,
     MAX_PAGE,
     SCAN_BUDGET,
     AdminAction,
@@ -31,7 +31,6 @@ from rail.store.model import MessageStatus, NewMessage, RecipientStatus, overall
 
 __all__ = [
     "ADMIN_SCHEMA",
-    "HEADER_BYTES",
     "MIGRATE_4_TO_5",
     "bounce",
     "delete",
@@ -41,9 +40,6 @@ __all__ = [
     "retry",
     "show_message",
 ]
-
-HEADER_BYTES = 64 * 1024
-"""How much of a stored message ``show`` reads for its header fields."""
 
 ADMIN_SCHEMA = """
 CREATE TABLE holds (
@@ -205,7 +201,7 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
     row = connection.execute(
         "SELECT id, client, sender, channel, size, received_at, substr(data, 1, ?)"
         " FROM messages WHERE id = ?",
-        (HEADER_BYTES, message_id),
+        (HEAD_BYTES, message_id),
     ).fetchone()
     if row is None:
         return None
@@ -216,7 +212,6 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
     ).fetchall()
     recipients = tuple(RecipientStatus(*r[:6]) for r in rows)
     head = row[6] if isinstance(row[6], bytes) else b""
-    section = parse_header_section(head)
     actions = tuple(
         AdminAction(*a)
         for a in connection.execute(
@@ -238,7 +233,7 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
             reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
         ),
         held=_held(connection, message_id),
-        headers=section.fields,
+        head=head,
         remote_mta=tuple(r[6] for r in rows),
         actions=actions,
     )

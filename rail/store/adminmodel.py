@@ -20,6 +20,7 @@ from zope.interface import Interface
 from rail.store.model import MessageStatus
 
 __all__ = [
+    "HEAD_BYTES",
     "LISTED_STATUSES",
     "MAX_PAGE",
     "SCAN_BUDGET",
@@ -32,6 +33,9 @@ __all__ = [
     "QueueQuery",
     "RetryTarget",
 ]
+
+HEAD_BYTES = 64 * 1024
+"""How much of a stored message ``show`` reads for its header section."""
 
 MAX_PAGE = 500
 """The most messages one page may hold (``limit``)."""
@@ -105,12 +109,12 @@ class AdminAction:
 class MessageDetail:
     """Everything ``rail queue show`` prints. The store keeps each recipient's attempt
     count, last reply, remote MTA and times, not every attempt's reply: ``remote_mta``
-    maps a recipient index to the MTA of its last attempt. ``headers`` are the stored
-    header fields (lower-case names, unfolded values)."""
+    maps a recipient index to the MTA of its last attempt. ``head`` is the start of the
+    stored message (:data:`HEAD_BYTES`), where its header section is."""
 
     status: MessageStatus
     held: bool
-    headers: tuple[tuple[str, str], ...]
+    head: bytes
     remote_mta: tuple[str | None, ...]
     actions: tuple[AdminAction, ...]
 

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from rail.config.units import parse_duration
+from rail.mail.headers import parse_header_section
 from rail.policy.identity import ClientIdentity
 from rail.store.adminmodel import (
     LISTED_STATUSES,
@@ -114,7 +115,8 @@ def _detail_to_json(detail: MessageDetail) -> dict[str, Any]:
         document["status"] = "held"
     for recipient, mta in zip(document["recipients"], detail.remote_mta, strict=True):
         recipient["remote_mta"] = mta
-    document["headers"] = [[name, value] for name, value in detail.headers]
+    fields = parse_header_section(detail.head).fields
+    document["headers"] = [[name, value] for name, value in fields]
     document["actions"] = [
         {"at": _rfc3339(a.at), "by": a.actor, "action": a.action, "reason": a.reason}
         for a in detail.actions
