@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.config import parse_config
+from rail.reload import restart_needed
 from tests.config.test_parse import BASE, _minimal, _problems
 
 
@@ -25,3 +26,10 @@ class PublicStatsConfigTests(SynchronousTestCase):
         self.assertEqual(len(problems), 2, problems)
         self.assertTrue(any(p.startswith("web.public_stats: ") for p in problems), problems)
         self.assertTrue(any(p.startswith("web.colour: ") for p in problems), problems)
+
+    def test_reload_says_restart(self) -> None:
+        """A SIGHUP with another public_stats logs that it takes effect after a restart
+        (the site is built once)."""
+        old = parse_config(_minimal(), BASE)
+        new = parse_config(_minimal(web={"public_stats": "admin"}), BASE)
+        self.assertEqual(restart_needed(old, new), ["web"])

@@ -269,3 +269,26 @@ class SQLiteAdminTests(_AdminContract, TestCase):
 class MemoryAdminTests(_AdminContract, TestCase):
     def make_store(self) -> Any:
         return MemoryStore(Clock())
+
+
+class ListingPlanTests(TestCase):
+    def test_windows_use_indexes(self) -> None:
+        """A listing's window is read newest first through an index (the primary key,
+        or messages_by_client for one client), never by sorting the table."""
+        directory = Path(self.mktemp()) / "queue"
+        open_sqlite(self, directory)
+        connection = sqlite3.connect(database_path(directory))
+        self.addCleanup(connection.close)
+        for where, index in (
+            ("", "sqlite_autoindex_messages_1"),
+            ("WHERE client = 'a'", "messages_by_client"),
+        ):
+            plan = " ".join(
+                row[3]
+                for row in connection.execute(
+                    "EXPLAIN QUERY PLAN SELECT id, client, sender, received_at, size FROM messages"  # noqa: S608
+                    f" {where} ORDER BY id DESC LIMIT 5000"
+                )
+            )
+            self.assertIn(index, plan)
+            self.assertNotIn("TEMP B-TREE", plan)
