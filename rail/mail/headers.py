@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Where a header field starts: after a CRLF that is not followed by WSP (a fold).
+_FIELD_START = re.compile(rb"\r\n(?![ \t])")
 
 
 @attrs.frozen
@@ -62,8 +64,12 @@ class HeaderSection:
         return any(field == name for field, _ in self.fields)
 
     def addresses(self, name: str) -> list[str]:
-        """The addr-specs in every ``name`` field; an unparsable field yields ``""``."""
-        pairs = getaddresses(self.values(name))
+        """The addr-specs in every ``name`` field; an unparsable field yields ``""``
+        (the stdlib raises RecursionError on comments nested a thousand deep)."""
+        try:
+            pairs = getaddresses(self.values(name))
+        except RecursionError:
+            pairs = []
         return [address for _, address in pairs] or [""] * len(self.values(name))
 
 
@@ -73,31 +79,32 @@ def parse_header_section(data: bytes) -> HeaderSection:
     The section ends at the empty line, or at the first line that is neither a field nor
     a continuation; such a message has no separator and :func:`completed` adds one, so the
     line stays body rather than becoming a malformed header.
+
+    Fields are cut out whole (a CRLF not followed by WSP starts the next one): the cost is
+    linear in the header section however its fields are folded.
     """
+    if data.startswith(b"\r\n"):
+        return HeaderSection(fields=(), end=0, has_separator=True)
+    stop = data.find(b"\r\n\r\n")
+    head = data if stop < 0 else data[:stop]
     fields: list[tuple[str, bytes]] = []
     position = 0
-    length = len(data)
-    while position < length:
-        end = data.find(b"\r\n", position)
-        if end < 0:
-            end = length
-        line = data[position:end]
-        if not line:
-            return _section(fields, position, True)
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + line)
-        else:
-            match = _FIELD.match(line)
-            if match is None:
-                return _section(fields, position, False)
-            fields.append((match.group(1).decode("ascii").lower(), line[match.end() :]))
-        position = end + 2
-    return _section(fields, min(position, length), False)
+    for chunk in _FIELD_START.split(head.removesuffix(b"\r\n")):
+        match = _FIELD.match(chunk)
+        if match is None:
+            return _section(fields, position, False)
+        fields.append((match.group(1).decode("ascii").lower(), chunk[match.end() :]))
+        position += len(chunk) + 2
+    if stop < 0:
+        return _section(fields, len(data), False)
+    return _section(fields, stop + 2, True)
 
 
 def _section(fields: list[tuple[str, bytes]], end: int, separator: bool) -> HeaderSection:
-    decoded = tuple((name, value.decode("utf-8", "replace").strip(" \t")) for name, value in fields)
+    decoded = tuple(
+        (name, value.replace(b"\r\n", b"").decode("utf-8", "replace").strip(" \t"))
+        for name, value in fields
+    )
     return HeaderSection(fields=decoded, end=end, has_separator=separator)
 
 
