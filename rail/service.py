@@ -33,6 +33,7 @@ from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
+from rail.mail.headers import HeaderLimits
 from rail.pki.registry import Registry, registry_path
 from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
@@ -207,6 +208,9 @@ def build_service(
             hostname=config.hostname,
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
+            header_limits=header_limits(config),
+            refusals=refusals,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
             stats=stats,
             webhook_key=webhook_key,
             mta_sts=mta_sts,
@@ -217,7 +221,13 @@ def build_service(
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
         factory = SMTPServerFactory(
-            lambda: SubmissionSession(store, reactor, config.hostname),
+            lambda: SubmissionSession(
+                store,
+                reactor,
+                config.hostname,
+                header_limits=header_limits(config),
+                refusals=refusals,
+            ),
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
@@ -268,6 +278,8 @@ def build_service(
                 settings=inbound_settings[0],
                 clock=reactor,
                 hostname=config.hostname,
+                header_limits=header_limits(config),
+                refusals=refusals,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -342,6 +354,11 @@ def build_service(
             hooks=hooks,
         )
     return root
+
+
+def header_limits(config: Config) -> HeaderLimits:
+    """The header section bounds every intake (465, 25, the API) applies."""
+    return HeaderLimits(size=config.limits.header_size, fields=config.limits.header_fields)
 
 
 def smtp_limits(config: Config) -> SMTPLimits:

@@ -195,6 +195,8 @@ _LIMITS = r.section(
         "smtp_idle_timeout": r.duration("10s", "1h"),
         "smtp_transaction_timeout": r.duration("10s", "1h"),
         "smtp_bad_commands": r.integer(1, 1000),
+        "header_size": r.size("1KB", "64MB"),
+        "header_fields": r.integer(10, 100_000),
     },
 )
 

@@ -266,6 +266,12 @@ class Limits:
     smtp_bad_commands: int = 10
     """Refused or malformed commands one SMTP session may send before it is closed
     (``421 4.7.0``): a client that is not speaking SMTP should not occupy a connection."""
+    header_size: int = 1 * _MB
+    """Largest header section (octets up to the empty line) of a message Rail accepts:
+    SMTP ``552 5.3.4`` after DATA, the API 413 ``HEADER_TOO_LARGE``. Every header parser
+    and the DKIM signer read the whole section; no real message comes near it."""
+    header_fields: int = 1000
+    """Most header fields in a message Rail accepts (answered as ``header_size``)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -66,6 +66,7 @@ _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _ENCODINGS = ("q", "Q", "b", "B")
 _BASE64_SPACE = re.compile(r"[ \t\r\n]+")
 _MAX_DISPLAY_NAME = 256
+_MAX_ATTACHMENT_FIELD = 255
 _MAX_KEY = 255
 
 
@@ -323,6 +324,9 @@ def _attachment(index: int, value: Any) -> Attachment | ComposeError:
     if not isinstance(content_type, str):
         return _invalid(f"{label}.content_type must be a string")
     for field, text in (("filename", filename), ("content_type", content_type)):
+        if len(text) > _MAX_ATTACHMENT_FIELD:
+            # Written by the email package, whose header parser is quadratic in length.
+            return _invalid(f"{label}.{field} is longer than {_MAX_ATTACHMENT_FIELD} characters")
         error = _unsafe(f"{label}.{field}", text)
         if error is not None:
             return error
