@@ -91,8 +91,8 @@ def decode_subject(raw: str | None) -> str:
     The stdlib's parser copies the rest of the value at every token, which is quadratic
     in a long value, and this runs on the reactor: a Subject longer than
     :data:`_DECODE_PIECE` is decoded in pieces of about that size, cut at white space
-    where there is some, and the pieces joined with a space. Only such a Subject can
-    differ (a space where two encoded words met at a cut)."""
+    where there is some. Only such a Subject can differ: a space where two encoded words
+    met at a cut, or an encoded word cut in two where there was no white space at all."""
     if raw is None:
         return ""
     if raw.isascii() and "=?" not in raw:
@@ -106,8 +106,10 @@ def decode_subject(raw: str | None) -> str:
             space = max(raw.rfind(" ", start, stop), raw.rfind("\t", start, stop))
             stop = space if space > start else stop
         pieces.append(_decoded(raw[start:stop]))
+        # Cut at white space: a space between the pieces; inside a word: none.
+        pieces.append(" " if raw[stop : stop + 1] in (" ", "\t") else "")
         start = stop
-    return " ".join(" ".join(pieces).split())
+    return " ".join("".join(pieces).split())
 
 
 _DECODE_PIECE = 4096

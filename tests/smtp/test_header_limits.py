@@ -175,3 +175,28 @@ class InboundHeaderLimitTests(_Cases, SynchronousTestCase):
         """A refused message is not handed to SPF/DKIM/DMARC verification."""
         self.deliver(fielded_header(11))
         self.assertEqual(self.verifier.calls, [])
+
+
+class UnreadableFromTests(SynchronousTestCase):
+    def test_deeply_nested_from_refused(self) -> None:
+        """A From whose comments nest past the stdlib's recursion limit is an unreadable
+        sender (550 5.7.1), not a crash answered 451 for the client to retry forever."""
+        clock = Clock()
+        store = MemoryStore(clock)
+        certificate, _ = issue_client(make_ca(), name="myapp", emails=("noreply@ataca.io",))
+        session = SubmissionSession(store, clock, "mx.rail.test")
+        protocol = RailESMTP(session, hostname="mx.rail.test", limits=LIMITS, clock=clock)
+        transport = _TLSTransport(crypto.X509.from_cryptography(certificate))
+        protocol.makeConnection(transport)
+        protocol.handshakeCompleted()
+        # 3,000 levels of comments, folded into lines SMTP accepts.
+        header = b"From: " + b"\r\n ".join([b"(" * 500] * 6 + [b")" * 500] * 6)
+        header += b" noreply@ataca.io\r\n"
+        transport.clear()
+        protocol.dataReceived(
+            b"EHLO app.example\r\nMAIL FROM:<noreply@ataca.io>\r\nRCPT TO:<to@dest.example>\r\n"
+            b"DATA\r\n" + header + b"\r\nbody\r\n.\r\n"
+        )
+        last = transport.value().rstrip(b"\r\n").split(b"\r\n")[-1]
+        self.assertEqual(last, b"550 5.7.1 From header address not authorized")
+        self.assertEqual(store.messages, {})
