@@ -28,6 +28,7 @@ import attrs
 from rail.mail.headers import (
     ASCII_POLICY,
     HEADER_FIELDS,
+    HEADER_SIZE,
     UTF8_POLICY,
     HeaderLimits,
     WrittenField,
@@ -260,10 +261,13 @@ def build_message(
     return data
 
 
-def _header_message(limits: HeaderLimits, fields: bool) -> str:
+def _header_refusal(limits: HeaderLimits, fields: bool) -> ComposeError:
     if fields:
-        return f"the message would have more than {limits.fields} header fields"
-    return f"the header section would be larger than {limits.size} bytes"
+        message = f"the message would have more than {limits.fields} header fields"
+    else:
+        message = f"the header section would be larger than {limits.size} bytes"
+    limit = HEADER_FIELDS if fields else HEADER_SIZE
+    return ComposeError(HEADER_TOO_LARGE, 413, message, limit=limit)
 
 
 def _header_input_excess(request: SendRequest, limits: HeaderLimits) -> ComposeError | None:
@@ -272,13 +276,13 @@ def _header_input_excess(request: SendRequest, limits: HeaderLimits) -> ComposeE
     values, the Subject, addresses and display names), and there are at least as many
     fields as ``headers`` entries."""
     if len(request.headers) > limits.fields:
-        return ComposeError(HEADER_TOO_LARGE, 413, _header_message(limits, True))
+        return _header_refusal(limits, True)
     mailboxes = (request.sender, *request.to, *request.cc, *request.reply_to)
     size = len(request.subject or "")
     size += sum(len(name) + len(value) for name, value in request.headers)
     size += sum(len(m.display_name) + len(m.address) for m in mailboxes)
     if size > limits.size:
-        return ComposeError(HEADER_TOO_LARGE, 413, _header_message(limits, False))
+        return _header_refusal(limits, False)
     return None
 
 
@@ -319,9 +323,7 @@ def compose(
         return data
     over = check_header_section(data, header_limits)
     if over is not None:
-        return ComposeError(
-            HEADER_TOO_LARGE, 413, _header_message(header_limits, over[0] == HEADER_FIELDS)
-        )
+        return _header_refusal(header_limits, over[0] == HEADER_FIELDS)
     if len(data) > max_message_size:
         return ComposeError(
             PAYLOAD_TOO_LARGE,

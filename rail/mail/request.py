@@ -78,6 +78,9 @@ class ComposeError:
     code: str
     http_status: int
     message: str
+    limit: str | None = None
+    """For a refusal by a configured bound, which one (``header_size``...), for the
+    refusal counter."""
 
 
 def _invalid(message: str) -> ComposeError:

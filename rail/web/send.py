@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 
 from rail.audit import log_accepted
-from rail.mail.compose import HEADER_TOO_LARGE, Submission, compose
+from rail.mail.compose import Submission, compose
 from rail.mail.headers import HeaderLimits
 from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity, identity_from_certificate
@@ -183,8 +183,8 @@ class Send(JSONResource):
         self, result: Submission | ComposeError, request: Any, identity: ClientIdentity
     ) -> Any:
         if isinstance(result, ComposeError):
-            if result.code == HEADER_TOO_LARGE and self._refusals is not None:
-                self._refusals.refuse("https", "header_size", _peer(request))
+            if result.limit is not None and self._refusals is not None:
+                self._refusals.refuse("https", result.limit, _peer(request))
             return write_error(request, result.http_status, result.code, result.message)
         answer = maybeDeferred(self._store.accept, result.message, result.idempotency)
         answer.addCallback(self._stored, request, result)

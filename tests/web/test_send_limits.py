@@ -84,6 +84,7 @@ class HeaderLimitAPITests(APITestCase):
         self.assertEqual(self.post(document(headers=some)).error(), (413, "HEADER_TOO_LARGE"))
         fewer = {f"X-Field-{n}": "v" for n in range(8)}
         self.assertEqual(self.post(document(headers=fewer)).status, 202)
+        self.assertEqual(self.refusals.counts, {("https", "header_fields"): 2})
 
     def test_encoding_grows_over_size(self) -> None:
         """A Subject within header_size as characters that is over it once encoded (each
