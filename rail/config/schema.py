@@ -271,7 +271,7 @@ class Limits:
     SMTP ``552 5.3.4`` after DATA, the API 413 ``HEADER_TOO_LARGE``. Every header parser
     and the DKIM signer read the whole section; no real message comes near it."""
     header_fields: int = 1000
-    """Most header fields in a message Rail accepts (answered as ``header_size``)."""
+    """Most header fields in a message Rail accepts; more are refused as for ``header_size``."""
 
 
 @attrs.frozen(kw_only=True)
