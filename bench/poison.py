@@ -26,6 +26,7 @@ parsing, composing and signing are measured too.
     python bench/poison.py                        # default limits
     python bench/poison.py --header-size 64MB     # accept them: parse, compose, sign
     python bench/poison.py --scale 0.1            # a smaller smoke run
+    python bench/poison.py --header-size 64MB --hold   # intake alone, nothing delivered
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 class Rail:
     """``rail init --dev`` in a temporary directory and ``twistd rail`` on it."""
 
-    def __init__(self, header_size: str | None, sink_port: int, keep: bool) -> None:
+    def __init__(self, header_size: str | None, sink_port: int, keep: bool, hold: bool) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="rail-bench-poison-"))
         self.keep = keep
         self.https, self.submission, self.inbound, self.http = (_free_port() for _ in range(4))
@@ -196,7 +197,7 @@ class Rail:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         config = yaml.safe_load(self.config.read_text())
         config["delivery"].update(
-            hold=False,
+            hold=hold,
             smarthost={"host": "127.0.0.1", "port": sink_port, "tls": "opportunistic"},
         )
         config["dns"]["rate_limit"] = {"responses_per_second": 0}
@@ -335,7 +336,7 @@ async def run(args: argparse.Namespace) -> None:
     sink = Sink()
     server = await asyncio.start_server(sink.session, "127.0.0.1", 0, limit=64 << 20)
     sink_port = server.sockets[0].getsockname()[1]
-    rail = Rail(args.header_size, sink_port, args.keep)
+    rail = Rail(args.header_size, sink_port, args.keep, args.hold)
     lines = int(400_000 * args.scale)
     subject = int(10 * 1024 * 1024 * args.scale)
     try:
@@ -381,6 +382,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds probed after each")
     parser.add_argument("--after", type=float, default=5.0, help="seconds probed after restart")
     parser.add_argument("--keep", action="store_true", help="keep Rail's directory")
+    parser.add_argument(
+        "--hold", action="store_true", help="deliver nothing: intake's costs alone, no signing"
+    )
     args = parser.parse_args()
     asyncio.run(run(args))
 

@@ -27,8 +27,8 @@ REGISTRY_MAX = 2048
 
 _LINE = 78  # RFC 5322 §2.1.1 SHOULD
 _MAX_LINE = 998  # and MUST
-# Each piece of a value: leading white space and the word after it.
-_PIECE = re.compile(r"[ \t]*[^ \t]+|[ \t]+")
+_NOT_WSP = re.compile(r"[^ \t]")
+_WSP = re.compile(r"[ \t]")
 _WORD_PREFIX = b"=?utf-8?b?"
 _WORD_SUFFIX = b"?="
 _WORD_BYTES = 45  # 60 base64 characters: a 72-octet encoded word, a 73-octet line
@@ -46,24 +46,36 @@ def fold_text(name: str, value: str, raw_utf8: bool) -> bytes:
 
 
 def _fold_words(name: str, value: str) -> str:
-    """Break before the white space of a piece that would not fit, never before a piece
-    that is white space only (a continuation line must hold more than white space)."""
+    """Greedy folding: each line ends before the last white space that keeps it within
+    78 octets, or, for a word longer than that, before the first white space after it.
+    No line is white space alone, and white space at the very end is never a fold.
+
+    Lines are found with ``rfind`` and searches over at most a line's worth of text at a
+    time (a word's worth for a long word), so no single call holds the GIL for long when
+    this runs in a worker thread: a ``findall`` over 10 MB held it for 200 ms."""
+    head = f"{name}:" if value[:1] in (" ", "\t") else f"{name}: "
+    text_end = len(value.rstrip(" \t"))  # only white space after this: no fold there
     lines: list[str] = []
-    line: list[str] = [f"{name}:"]
-    length = len(name) + 1
-    if value[:1] not in (" ", "\t"):
-        line.append(" ")
-        length += 1
-    pieces = _PIECE.findall(value)
-    for number, piece in enumerate(pieces):
-        # Every piece but the first starts with white space, where a fold may go.
-        if number and length + len(piece) > _LINE and piece.strip(" \t"):
-            lines.append("".join(line))
-            line, length = [], 0
-        line.append(piece)
-        length += len(piece)
-    lines.append("".join(line))
-    return "\r\n".join(lines) + "\r\n"
+    position = 0
+    width = _LINE - len(head)
+    while text_end - position > width:
+        word = _NOT_WSP.search(value, position)
+        assert word is not None  # position < text_end
+        limit = position + width
+        fold = max(
+            value.rfind(" ", word.start() + 1, limit + 1),
+            value.rfind("\t", word.start() + 1, limit + 1),
+        )
+        if fold < 0:
+            after = _WSP.search(value, word.start())
+            if after is None or after.start() >= text_end:
+                break  # one last word, however long
+            fold = after.start()
+        lines.append(value[position:fold])
+        position = fold
+        width = _LINE
+    lines.append(value[position:])
+    return head + "\r\n".join(lines) + "\r\n"
 
 
 def _encoded_words(name: str, value: str) -> bytes:
