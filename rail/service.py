@@ -37,6 +37,7 @@ from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
+from rail.mail.headers import HeaderLimits
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
@@ -300,6 +301,9 @@ def build_service(
             hostname=config.hostname,
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
+            header_limits=header_limits(config),
+            refusals=refusals,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
             stats=stats,
             webhook_key=webhook_key,
             mta_sts=mta_sts,
@@ -317,7 +321,14 @@ def build_service(
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
         factory = SMTPServerFactory(
-            lambda: SubmissionSession(store, reactor, config.hostname, revoked=revoked),
+            lambda: SubmissionSession(
+                store,
+                reactor,
+                config.hostname,
+                revoked=revoked,
+                header_limits=header_limits(config),
+                refusals=refusals,
+            ),
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
@@ -370,6 +381,8 @@ def build_service(
                 settings=inbound_settings[0],
                 clock=reactor,
                 hostname=config.hostname,
+                header_limits=header_limits(config),
+                refusals=refusals,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -476,6 +489,11 @@ def _connection_limits(config: Config) -> dict[str, GateLimits]:
         caps=", ".join(f"{name} {gate.max_connections}" for name, gate in gates.items()),
     )
     return gates
+
+
+def header_limits(config: Config) -> HeaderLimits:
+    """The header section bounds every intake (465, 25, the API) applies."""
+    return HeaderLimits(size=config.limits.header_size, fields=config.limits.header_fields)
 
 
 def smtp_limits(config: Config) -> SMTPLimits:

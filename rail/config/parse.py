@@ -223,6 +223,8 @@ _LIMITS = r.section(
         "http_body_grace": r.duration("0s", "10m"),
         "http_min_body_rate": r.size("1B", "1GB"),
         "connections": _CONNECTIONS,
+        "header_size": r.size("1KB", "64MB"),
+        "header_fields": r.integer(10, 100_000),
     },
 )
 

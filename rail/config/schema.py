@@ -320,6 +320,12 @@ class Limits:
     """Bytes per second an HTTP request body must average after the grace: by ``t``
     seconds after the headers, ``(t - grace) * rate`` bytes must have arrived, or ``408``."""
     connections: Connections = Connections()
+    header_size: int = 1 * _MB
+    """Largest header section (octets up to the empty line) of a message Rail accepts:
+    SMTP ``552 5.3.4`` after DATA, the API 413 ``HEADER_TOO_LARGE``. Every header parser
+    and the DKIM signer read the whole section; no real message comes near it."""
+    header_fields: int = 1000
+    """Most header fields in a message Rail accepts; more are refused as for ``header_size``."""
 
 
 @attrs.frozen(kw_only=True)

@@ -458,6 +458,30 @@ class RangeTests(SynchronousTestCase):
         self.assertEqual(config.limits.http_body_size, 2048)
 
 
+class HeaderLimitTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """Without settings a header section may hold 1 MB and 1,000 fields."""
+        limits = parse_config(_minimal(), BASE).limits
+        self.assertEqual((limits.header_size, limits.header_fields), (1024 * 1024, 1000))
+
+    def test_set(self) -> None:
+        """``header_size`` is a size and ``header_fields`` a count."""
+        data = _minimal(limits={"header_size": "64KB", "header_fields": 200})
+        limits = parse_config(data, BASE).limits
+        self.assertEqual((limits.header_size, limits.header_fields), (64 * 1024, 200))
+
+    def test_bounds(self) -> None:
+        """Values outside the bounds are path-qualified problems."""
+        data = _minimal(limits={"header_size": "65MB", "header_fields": 9})
+        self.assertEqual(
+            _problems(data),
+            [
+                'limits.header_size: expected a size from "1KB" to "64MB", got \'65MB\'',
+                "limits.header_fields: expected a number from 10 to 100000, got 9",
+            ],
+        )
+
+
 class SectionTableTests(SynchronousTestCase):
     def test_table_must_match_class(self) -> None:
         """A section table that misses or invents an attribute fails when it is built, so a
