@@ -38,6 +38,7 @@ from rail.pki.startup import PKIState, prepare_pki
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
 from rail.smtp.limits import PerAddressSMTPFactory
@@ -188,6 +189,8 @@ def build_service(
     stats = DeliveryStats(reactor.seconds())
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
+    # One DATA memory budget for all SMTP sessions, submission and inbound.
+    data_budget = DataBudget(config.limits.data_memory)
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     mta_sts = MTASTSPolicy.from_config(config)
@@ -221,6 +224,9 @@ def build_service(
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
+            budget=data_budget,
+            refusals=refusals,
+            name="submission",
         )
         submission_tls = ServerTLS(pki.server, auth)
         tls_contexts.append(submission_tls)
@@ -274,6 +280,9 @@ def build_service(
             clock=reactor,
             max_per_address=config.inbound.max_connections_per_ip,
             starttls=inbound_tls,
+            budget=data_budget,
+            refusals=refusals,
+            name="inbound",
         )
         _plain_listener(
             reactor,
@@ -352,4 +361,6 @@ def smtp_limits(config: Config) -> SMTPLimits:
         idle_timeout=limits.smtp_idle_timeout,
         transaction_timeout=limits.smtp_transaction_timeout,
         bad_commands=limits.smtp_bad_commands,
+        command_timeout=limits.smtp_command_timeout,
+        idle_commands=limits.smtp_idle_commands,
     )

@@ -195,6 +195,9 @@ _LIMITS = r.section(
         "smtp_idle_timeout": r.duration("10s", "1h"),
         "smtp_transaction_timeout": r.duration("10s", "1h"),
         "smtp_bad_commands": r.integer(1, 1000),
+        "smtp_command_timeout": r.duration("1s", "1h"),
+        "smtp_idle_commands": r.integer(1, 100_000),
+        "data_memory": r.size("1MB", "64GB"),
     },
 )
 

@@ -17,6 +17,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rail.refusals import Refusals
+from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.server import RailESMTP, SMTPLimits
 from rail.smtp.session import Session
@@ -107,9 +109,19 @@ class PerAddressSMTPFactory(SMTPServerFactory):
         clock: IReactorTime,
         max_per_address: int,
         starttls: Any = None,
+        budget: DataBudget | None = None,
+        refusals: Refusals | None = None,
+        name: str = "smtp",
     ) -> None:
         super().__init__(
-            new_session, hostname=hostname, limits=limits, clock=clock, starttls=starttls
+            new_session,
+            hostname=hostname,
+            limits=limits,
+            clock=clock,
+            starttls=starttls,
+            budget=budget,
+            refusals=refusals,
+            name=name,
         )
         self.counter = ConnectionCounter(max_per_address)
 
@@ -136,6 +148,9 @@ class PerAddressSMTPFactory(SMTPServerFactory):
             limits=self._limits,
             clock=self._clock,
             starttls=self._starttls,
+            budget=self._budget,
+            refusals=self._refusals,
+            listener=self._name,
         )
         protocol.factory = self
         return protocol

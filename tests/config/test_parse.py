@@ -101,6 +101,37 @@ class DefaultsTests(SynchronousTestCase):
             ),
         )
 
+    def test_smtp_bounds(self) -> None:
+        """The SMTP command deadline, idle-command limit and DATA memory budget are read
+        with their units and bounds."""
+        config = parse_config(
+            _minimal(
+                limits={
+                    "smtp_command_timeout": "45s",
+                    "smtp_idle_commands": 20,
+                    "data_memory": "1GB",
+                }
+            ),
+            BASE,
+        )
+        self.assertEqual(config.limits.smtp_command_timeout, 45.0)
+        self.assertEqual(config.limits.smtp_idle_commands, 20)
+        self.assertEqual(config.limits.data_memory, 1024**3)
+        defaults = parse_config(_minimal(), BASE).limits
+        self.assertEqual(
+            (defaults.smtp_command_timeout, defaults.smtp_idle_commands, defaults.data_memory),
+            (30.0, 100, 256 * 1024 * 1024),
+        )
+        for key, value in (
+            ("smtp_command_timeout", "0s"),
+            ("smtp_idle_commands", 0),
+            ("data_memory", "100KB"),
+        ):
+            error = self.assertRaises(
+                ConfigError, parse_config, _minimal(limits={key: value}), BASE
+            )
+            self.assertIn(f"limits.{key}: ", str(error))
+
     def test_frozen(self) -> None:
         """The parsed config cannot be changed in place: it is shared by every service."""
         config = parse_config(_minimal(local_domains=["example.com"]), BASE)
