@@ -127,7 +127,7 @@ def remove_own_results(data: bytes, authserv_id: str) -> bytes:
     wanted = authserv_id.lower()
     kept: list[bytes] = []
     position = 0
-    dropping = False
+    dropping = dropped = False
     while position < header_end:
         newline = data.find(b"\r\n", position, header_end)
         stop = header_end if newline < 0 else newline + 2
@@ -137,9 +137,13 @@ def remove_own_results(data: bytes, authserv_id: str) -> bytes:
                 kept.append(line)
         else:
             dropping = _is_own(data, position, header_end, wanted)
+            dropped = dropped or dropping
             if not dropping:
                 kept.append(line)
         position = stop
+    if not dropped:
+        # The usual case: no copy of what may be a 25 MB message.
+        return data
     return b"".join(kept) + data[header_end:]
 
 

@@ -9,7 +9,16 @@ sender a retry, running out of memory would cost everyone their mail.
 
 from __future__ import annotations
 
-__all__ = ["DataBudget"]
+__all__ = ["COPIES", "DataBudget"]
+
+COPIES = 4
+"""How many times its size a message is charged, an upper bound on what it costs in
+memory at its peak: its buffer while it is received; at the end of DATA the immutable
+copy handed to the session (made while the buffer still exists); while it is checked and
+stored, the copy with Rail's header fields (Received, and Authentication-Results on port
+25; the completed message on port 465) and SQLite's copy of the value it writes.
+Charging it from the first byte means a message that could be received can also be
+checked and stored: none is refused for memory after its last byte."""
 
 
 class DataBudget:

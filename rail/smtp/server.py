@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
-from rail.smtp.budget import DataBudget
+from rail.smtp.budget import COPIES, DataBudget
 from rail.smtp.commands import parse_helo, parse_mail, parse_rcpt
 from rail.smtp.framing import LINE_TOO_LONG, LineFramer
 from rail.smtp.session import Envelope, Reply, Session, reply_of
@@ -479,13 +479,15 @@ class RailESMTP(smtp.ESMTP):
             self._budget.release(reserved)
 
     def _reserve(self, size: int) -> bool:
-        """Grow this session's share of the budget to ``size`` bytes; whether it could."""
+        """Grow this session's share of the budget to what a message of ``size`` bytes
+        costs (:data:`rail.smtp.budget.COPIES`); whether it could."""
         budget = self._budget
-        if budget is None or size <= self._reserved:
+        cost = size * COPIES
+        if budget is None or cost <= self._reserved:
             return True
-        if not budget.reserve(size - self._reserved):
+        if not budget.reserve(cost - self._reserved):
             return False
-        self._reserved = size
+        self._reserved = cost
         return True
 
     def _cancel_transaction_timer(self) -> None:
@@ -637,7 +639,7 @@ class RailESMTP(smtp.ESMTP):
             self._refuse("message_size")
             self._stop_keeping(_TOO_BIG)
             return
-        if size > self._reserved and not self._reserve(size):
+        if size * COPIES > self._reserved and not self._reserve(size):
             self._refuse("data_memory")
             self._stop_keeping(_NO_MEMORY)
             return

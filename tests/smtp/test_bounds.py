@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
-from rail.smtp.budget import DataBudget
+from rail.smtp.budget import COPIES, DataBudget
 from rail.smtp.server import RailESMTP
 from tests.smtp.helpers import LIMITS, Harness, ScriptedSession
 
@@ -169,8 +169,9 @@ class IdleCommandTests(SynchronousTestCase):
 
 class DataBudgetTests(SynchronousTestCase):
     def test_budget_charged_while_buffering_and_storing(self) -> None:
-        """The buffered message is charged to the budget until the session's reply for
-        it (storage is asynchronous); then all of it is given back."""
+        """The buffered message is charged to the budget (COPIES times its size, for the
+        copies made while it is checked and stored) until the session's reply for it
+        (storage is asynchronous); then all of it is given back."""
         session = ScriptedSession(asynchronous=True)
         h = BoundedHarness(session)
         h.ehlo()
@@ -179,9 +180,9 @@ class DataBudgetTests(SynchronousTestCase):
         h.send(b"RCPT TO:<b@c.example>\r\n")
         session.fire_all()
         h.send(b"DATA\r\n" + b"x" * 98 + b"\r\n")
-        self.assertEqual(h.budget.used, 100)
+        self.assertEqual(h.budget.used, 100 * COPIES)
         h.send(b".\r\n")
-        self.assertEqual(h.budget.used, 100)
+        self.assertEqual(h.budget.used, 100 * COPIES)
         session.fire_all()
         self.assertEqual(h.codes(), [250, 250, 354, 250])
         self.assertEqual(h.budget.used, 0)
@@ -189,13 +190,13 @@ class DataBudgetTests(SynchronousTestCase):
     def test_spent_budget_refuses_data_command(self) -> None:
         """With nothing left (or less than the declared SIZE), DATA itself is answered
         452 4.3.1, before the client sends the message; the session goes on."""
-        budget = DataBudget(1000)
+        budget = DataBudget(1000 * COPIES)
         h = BoundedHarness(budget=budget)
         h.ehlo()
         h.send(b"MAIL FROM:<a@rail.test> SIZE=1001\r\nRCPT TO:<b@c.example>\r\nDATA\r\n")
         self.assertEqual(h.take()[-1], NO_MEMORY)
         self.assertEqual(budget.used, 0)
-        budget.reserve(1000)
+        budget.reserve(1000 * COPIES)
         h.send(b"RSET\r\n" + HEAD)
         self.assertEqual(h.take()[-1], NO_MEMORY)
         self.assertFalse(h.closed)
@@ -203,11 +204,11 @@ class DataBudgetTests(SynchronousTestCase):
 
     def test_declared_size_reserved_at_data(self) -> None:
         """A declared SIZE is reserved when DATA is answered 354, so the message fits."""
-        budget = DataBudget(1000)
+        budget = DataBudget(1000 * COPIES)
         h = BoundedHarness(budget=budget)
         h.ehlo()
         h.send(b"MAIL FROM:<a@rail.test> SIZE=900\r\nRCPT TO:<b@c.example>\r\nDATA\r\n")
-        self.assertEqual(budget.used, 900)
+        self.assertEqual(budget.used, 900 * COPIES)
         other = BoundedHarness(budget=budget)
         other.ehlo()
         other.send(b"MAIL FROM:<a@rail.test> SIZE=200\r\nRCPT TO:<b@c.example>\r\nDATA\r\n")
@@ -220,11 +221,11 @@ class DataBudgetTests(SynchronousTestCase):
         """A message that outgrows what is left is read to its end without being kept,
         its memory given back at once, and answered 452 4.3.1; nothing is delivered and
         the session goes on."""
-        budget = DataBudget(1500)
+        budget = DataBudget(1500 * COPIES)
         h = BoundedHarness(budget=budget)
         h.ehlo()
         h.send(HEAD + (b"z" * 998 + b"\r\n"))
-        self.assertEqual(budget.used, 1000)
+        self.assertEqual(budget.used, 1000 * COPIES)
         h.send(b"z" * 998 + b"\r\n")
         self.assertEqual(budget.used, 0)
         h.send(b"more\r\n" * 100 + b".\r\n")
@@ -245,7 +246,7 @@ class DataBudgetTests(SynchronousTestCase):
             h = BoundedHarness(session, budget=budget)
             h.ehlo()
             h.send(HEAD + b"line\r\n" * 100)
-            self.assertEqual(budget.used, 600)
+            self.assertEqual(budget.used, 600 * COPIES)
             return h
 
         h = start()
@@ -283,7 +284,7 @@ class DataBudgetTests(SynchronousTestCase):
         session.fire_all()
         h.send(b"DATA\r\nbody\r\n.\r\n")
         h.protocol.connectionLost(None)  # type: ignore[arg-type]
-        self.assertEqual(budget.used, 6)  # still held: the message is being stored
+        self.assertEqual(budget.used, 6 * COPIES)  # still held: the message is being stored
         session.fire_all()
         self.assertEqual(budget.used, 0)
         self.flushLoggedErrors(OSError)
@@ -298,7 +299,7 @@ class DataBudgetTests(SynchronousTestCase):
     def test_many_sessions_share_one_budget(self) -> None:
         """Sessions streaming at once never hold more than the budget together; those
         that cannot get memory are told 452 4.3.1, the rest get 250."""
-        budget = DataBudget(50_000)
+        budget = DataBudget(50_000 * COPIES)
         sessions = [BoundedHarness(budget=budget) for _ in range(20)]
         for h in sessions:
             h.ehlo()
@@ -312,7 +313,7 @@ class DataBudgetTests(SynchronousTestCase):
         for h in sessions:
             h.send(b".\r\n")
         last = [h.take()[-1][:3] for h in sessions]
-        self.assertLessEqual(peak, 50_000)
+        self.assertLessEqual(peak, 50_000 * COPIES)
         self.assertEqual(last.count(b"250") + last.count(b"452"), 20)
         self.assertGreaterEqual(last.count(b"250"), 5)
         self.assertEqual(budget.used, 0)
