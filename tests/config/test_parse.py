@@ -132,6 +132,21 @@ class DefaultsTests(SynchronousTestCase):
             )
             self.assertIn(f"limits.{key}: ", str(error))
 
+    def test_data_memory_holds_the_largest_message(self) -> None:
+        """limits.data_memory under 4 x message_size (a message is charged 4 times its
+        size) is refused: the largest messages could never be accepted."""
+        error = self.assertRaises(
+            ConfigError,
+            parse_config,
+            _minimal(limits={"message_size": "100MB"}),
+            BASE,
+        )
+        self.assertIn("limits: data_memory (268435456 bytes) must be at least 4 x", str(error))
+        config = parse_config(
+            _minimal(limits={"message_size": "100MB", "data_memory": "400MB"}), BASE
+        )
+        self.assertEqual(config.limits.data_memory, 400 * 1024 * 1024)
+
     def test_frozen(self) -> None:
         """The parsed config cannot be changed in place: it is shared by every service."""
         config = parse_config(_minimal(local_domains=["example.com"]), BASE)
