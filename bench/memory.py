@@ -191,8 +191,9 @@ def _configure(args: argparse.Namespace, dns_port: int, hook_url: str) -> tuple[
         max_connections_per_ip=args.sessions + 10,
     )
     document["webhooks"].update(concurrency=args.webhook_concurrency)
-    # The message must fit message_size: the bound measured here is data_memory.
-    document["limits"]["message_size"] = max(25 * 1024 * 1024, args.size + 65536)
+    # The message must fit message_size: the bound measured here is data_memory (which
+    # must be at least 4 x message_size).
+    document["limits"]["message_size"] = args.size + 65536
     if args.data_memory:
         document["limits"]["data_memory"] = args.data_memory
     document["shutdown"]["drain_delay"] = "0s"
