@@ -26,7 +26,7 @@ class WiringTests(SynchronousTestCase):
                 "http": None,
                 "dns": None,
             },
-            limits={"data_memory": "64MB"},
+            limits={"data_memory": "128MB"},
         )
         rail_ca(data)
         root = build_service(config, reactor)
@@ -36,7 +36,7 @@ class WiringTests(SynchronousTestCase):
         }
         submission, inbound = protocols["submission"], protocols["inbound"]
         self.assertIs(submission._budget, inbound._budget)
-        self.assertEqual(submission._budget.capacity, 64 * 1024 * 1024)
+        self.assertEqual(submission._budget.capacity, 128 * 1024 * 1024)
         self.assertIs(submission._refusals, inbound._refusals)
         self.assertEqual((submission._listener, inbound._listener), ("submission", "inbound"))
         self.assertEqual(submission._limits.command_timeout, 30.0)
