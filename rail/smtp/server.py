@@ -596,9 +596,14 @@ class RailESMTP(smtp.ESMTP):
             return _NEED_MAIL
         if not self._envelope.recipients:
             return _NEED_RCPT
-        # A declared SIZE is reserved now, so a client told 354 can send that much; at
-        # least one byte, so that a spent budget is answered here, before any data.
-        if not self._reserve(max(self._envelope.declared_size or 0, 1)):
+        # A message that cannot fit now (its declared SIZE, or any when nothing is left)
+        # is refused before the client sends it. Nothing is reserved until bytes arrive:
+        # declaring a SIZE costs nothing, so it must not be able to hold memory.
+        budget = self._budget
+        if (
+            budget is not None
+            and budget.available < max(self._envelope.declared_size or 0, 1) * COPIES
+        ):
             self._refuse("data_memory")
             return _NO_MEMORY
         self._data = bytearray()

@@ -202,19 +202,22 @@ class DataBudgetTests(SynchronousTestCase):
         self.assertFalse(h.closed)
         self.assertEqual(h.refused("data_memory"), 2)
 
-    def test_declared_size_reserved_at_data(self) -> None:
-        """A declared SIZE is reserved when DATA is answered 354, so the message fits."""
+    def test_declared_size_not_reserved(self) -> None:
+        """A declared SIZE is checked against what is left when DATA is answered, but
+        nothing is reserved until bytes arrive: a client cannot hold memory by declaring
+        a size and sending nothing."""
         budget = DataBudget(1000 * COPIES)
         h = BoundedHarness(budget=budget)
         h.ehlo()
         h.send(b"MAIL FROM:<a@rail.test> SIZE=900\r\nRCPT TO:<b@c.example>\r\nDATA\r\n")
-        self.assertEqual(budget.used, 900 * COPIES)
+        self.assertEqual(h.take()[-1][:3], b"354")
+        self.assertEqual(budget.used, 0)
         other = BoundedHarness(budget=budget)
         other.ehlo()
         other.send(b"MAIL FROM:<a@rail.test> SIZE=200\r\nRCPT TO:<b@c.example>\r\nDATA\r\n")
-        self.assertEqual(other.take()[-1], NO_MEMORY)
+        self.assertEqual(other.take()[-1][:3], b"354")
         h.send(b"y" * 800 + b"\r\n.\r\n")
-        self.assertEqual(h.codes(), [250, 250, 354, 250])
+        self.assertEqual(h.codes(), [250])
         self.assertEqual(budget.used, 0)
 
     def test_budget_spent_mid_data(self) -> None:
