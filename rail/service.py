@@ -45,6 +45,7 @@ from rail.pki.tls import ClientAuth, ServerTLS
 from rail.quarantine import Quarantines
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
 from rail.smtp.server import SMTPLimits
@@ -268,6 +269,8 @@ def build_service(
 
     # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
     store.observe_quarantined(Quarantines(registry=stats.registry))
+    # One DATA memory budget for all SMTP sessions, submission and inbound.
+    data_budget = DataBudget(config.limits.data_memory)
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     # The CRL file is looked at every second and on SIGHUP, in a thread; handshakes,
@@ -332,6 +335,9 @@ def build_service(
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
+            budget=data_budget,
+            refusals=refusals,
+            name="submission",
         )
         submission_tls = ServerTLS(pki.server, auth)
         tls_contexts.append(submission_tls)
@@ -388,6 +394,9 @@ def build_service(
             limits=smtp_limits(config),
             clock=reactor,
             starttls=inbound_tls,
+            budget=data_budget,
+            refusals=refusals,
+            name="inbound",
         )
         _plain_listener(
             reactor,
@@ -504,4 +513,6 @@ def smtp_limits(config: Config) -> SMTPLimits:
         idle_timeout=limits.smtp_idle_timeout,
         transaction_timeout=limits.smtp_transaction_timeout,
         bad_commands=limits.smtp_bad_commands,
+        command_timeout=limits.smtp_command_timeout,
+        idle_commands=limits.smtp_idle_commands,
     )

@@ -118,6 +118,52 @@ class DefaultsTests(SynchronousTestCase):
             ['storage.reserve: expected a size from "0B" to "1GB", got \'2GB\''],
         )
 
+    def test_smtp_bounds(self) -> None:
+        """The SMTP command deadline, idle-command limit and DATA memory budget are read
+        with their units and bounds."""
+        config = parse_config(
+            _minimal(
+                limits={
+                    "smtp_command_timeout": "45s",
+                    "smtp_idle_commands": 20,
+                    "data_memory": "1GB",
+                }
+            ),
+            BASE,
+        )
+        self.assertEqual(config.limits.smtp_command_timeout, 45.0)
+        self.assertEqual(config.limits.smtp_idle_commands, 20)
+        self.assertEqual(config.limits.data_memory, 1024**3)
+        defaults = parse_config(_minimal(), BASE).limits
+        self.assertEqual(
+            (defaults.smtp_command_timeout, defaults.smtp_idle_commands, defaults.data_memory),
+            (30.0, 100, 256 * 1024 * 1024),
+        )
+        for key, value in (
+            ("smtp_command_timeout", "0s"),
+            ("smtp_idle_commands", 0),
+            ("data_memory", "100KB"),
+        ):
+            error = self.assertRaises(
+                ConfigError, parse_config, _minimal(limits={key: value}), BASE
+            )
+            self.assertIn(f"limits.{key}: ", str(error))
+
+    def test_data_memory_holds_the_largest_message(self) -> None:
+        """limits.data_memory under 4 x message_size (a message is charged 4 times its
+        size) is refused: the largest messages could never be accepted."""
+        error = self.assertRaises(
+            ConfigError,
+            parse_config,
+            _minimal(limits={"message_size": "100MB"}),
+            BASE,
+        )
+        self.assertIn("limits: data_memory (268435456 bytes) must be at least 4 x", str(error))
+        config = parse_config(
+            _minimal(limits={"message_size": "100MB", "data_memory": "400MB"}), BASE
+        )
+        self.assertEqual(config.limits.data_memory, 400 * 1024 * 1024)
+
     def test_frozen(self) -> None:
         """The parsed config cannot be changed in place: it is shared by every service."""
         config = parse_config(_minimal(local_domains=["example.com"]), BASE)
