@@ -138,7 +138,15 @@ class CorruptRowTests(TestCase):
         await sink.stop()
 
         self.assertEqual(
-            counts, {"queued": 0, "deferred": 0, "sent": _MESSAGES - 1, "bounced": 0, "failed": 1}
+            counts,
+            {
+                "queued": 0,
+                "deferred": 0,
+                "sent": _MESSAGES - 1,
+                "bounced": 0,
+                "failed": 1,
+                "deleted": 0,
+            },
         )
         delivered = [path.read_bytes() for path in dumps.iterdir()]
         self.assertEqual(len(delivered), _MESSAGES - 1)
