@@ -95,6 +95,8 @@ class CertificateInfo:
     subject: str
     issuer: str
     problems: tuple[str, ...]
+    role: Role = "client"
+    """``admin`` for an admin certificate of this Rail (see :func:`certificate_role`)."""
 
 
 def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
@@ -227,6 +229,7 @@ def inspect_certificate(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
         problems=tuple(problems),
+        role=certificate_role(cert) if issued_by_rail else "client",
     )
 
 
@@ -238,6 +241,7 @@ def format_time(when: datetime) -> str:
 def info_to_json(info: CertificateInfo) -> dict[str, Any]:
     return {
         "client_id": info.client_id,
+        "role": info.role,
         "senders": list(info.senders),
         "webhook": info.webhook,
         "valid": info.valid,

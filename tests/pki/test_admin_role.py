@@ -38,6 +38,11 @@ class AdminIssueTests(_CLITestCase):
         self.assertEqual(certificate_role(certificate), "admin")
         identity = identity_from_certificate(certificate)
         self.assertEqual((identity.name, identity.senders, identity.role), ("ops", (), "admin"))
+        code, out, err = self.rail(
+            "certs", "inspect", "--config", str(self.config), str(self.dir / "ops.crt")
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["role"], "admin")
 
     def test_list_shows_role(self) -> None:
         """``certs list`` shows each certificate's role, in the table and in --json."""

@@ -307,6 +307,7 @@ class InfoToJSONTests(SynchronousTestCase):
             list(result),
             [
                 "client_id",
+                "role",
                 "senders",
                 "webhook",
                 "valid",
@@ -327,6 +328,7 @@ class InfoToJSONTests(SynchronousTestCase):
         self.assertEqual(result["senders"], ["noreply@ataca.io", "alerts@smtp.ataca.io"])
         self.assertEqual(result["problems"], [])
         self.assertEqual(result["client_id"], "myapp")
+        self.assertEqual(result["role"], "client")
         self.assertIs(result["valid"], True)
         self.assertEqual(json.loads(json.dumps(result)), result)
 
