@@ -15,6 +15,7 @@ from rail.store.adminmodel import (
     SCAN_BUDGET,
     AdminAction,
     AdminOutcome,
+    Attempt,
     MessageDetail,
     MessageSummary,
     Page,
@@ -37,8 +38,8 @@ _PENDING = ("queued", "deferred")
 
 class MemoryAdmin:
     """Mixed into MemoryStore, whose ``messages``, ``_recipients``, ``_remote_mta``,
-    ``_idempotency``, ``_rows`` and ``_notify`` it uses; ``held`` and ``actions`` are
-    its own (by message id)."""
+    ``_idempotency``, ``_rows`` and ``_notify`` it uses; ``held``, ``actions`` and
+    ``history`` (which MemoryStore.record appends to) are by message id."""
 
     messages: dict[str, NewMessage]
     _recipients: dict[str, list[RecipientStatus]]
@@ -46,6 +47,7 @@ class MemoryAdmin:
     _idempotency: dict[tuple[str, str], Any]
     held: dict[str, float]
     actions: dict[str, list[AdminAction]]
+    history: dict[str, list[Attempt]]
 
     def _rows(self, message: NewMessage) -> list[RecipientStatus]:
         raise NotImplementedError
@@ -137,6 +139,9 @@ class MemoryAdmin:
                 head=message.data[:HEAD_BYTES],
                 remote_mta=tuple(self._remote_mta.get((message_id, i)) for i in range(len(rows))),
                 actions=tuple(self.actions.get(message_id, ())),
+                history=tuple(
+                    sorted(self.history.get(message_id, ()), key=lambda a: (a.idx, a.at))
+                ),
             )
         )
 

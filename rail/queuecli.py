@@ -229,6 +229,9 @@ def _cmd_show(client: _Client, args: argparse.Namespace) -> int:
     lines.append("recipients")
     for r in document["recipients"]:
         lines.append(f"  {r['address']}  {r['status']}  attempts={r['attempts']}")
+        for a in r.get("history", []):
+            mta = f" ({a['remote_mta']})" if a.get("remote_mta") else ""
+            lines.append(f"    {a['at']}  {a['status']}{mta}  {a['reply'] or ''}")
         if r.get("last_reply"):
             lines.append(f"    last reply  {r['last_reply']}")
         if r.get("remote_mta"):

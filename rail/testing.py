@@ -24,7 +24,7 @@ from rail.inbound.model import (
     new_jobs,
 )
 from rail.memoryadmin import MemoryAdmin
-from rail.store.adminmodel import AdminAction, IAdminQueue
+from rail.store.adminmodel import AdminAction, Attempt, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.integrity import data_problem
 from rail.store.model import (
@@ -112,6 +112,7 @@ class MemoryStore(MemoryAdmin):
         self._inbound_stored: dict[str, tuple[int, bytes]] = {}
         self.held: dict[str, float] = {}
         self.actions: dict[str, list[AdminAction]] = {}
+        self.history: dict[str, list[Attempt]] = {}
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -254,6 +255,15 @@ class MemoryStore(MemoryAdmin):
                 updated_at=result.attempted_at,
             )
             self._remote_mta[(message_id, update.idx)] = update.remote_mta
+            self.history.setdefault(message_id, []).append(
+                Attempt(
+                    update.idx,
+                    result.attempted_at,
+                    update.status,
+                    update.reply,
+                    update.remote_mta,
+                )
+            )
         if not was_pending or _pending(rows):
             return succeed(None)
         return succeed(self._bounce_notification(message_id, dsn))

@@ -20,6 +20,7 @@ from rail.store.adminmodel import (
     SCAN_BUDGET,
     AdminAction,
     AdminOutcome,
+    Attempt,
     MessageDetail,
     MessageSummary,
     Page,
@@ -55,6 +56,15 @@ CREATE TABLE admin_actions (
     reason TEXT
 );
 CREATE INDEX admin_actions_by_message ON admin_actions (message_id, at);
+CREATE TABLE attempts (
+    message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    reply TEXT,
+    remote_mta TEXT
+);
+CREATE INDEX attempts_by_message ON attempts (message_id, idx, at);
 CREATE INDEX messages_by_client ON messages (client, id);
 """
 
@@ -212,6 +222,14 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
     ).fetchall()
     recipients = tuple(RecipientStatus(*r[:6]) for r in rows)
     head = row[6] if isinstance(row[6], bytes) else b""
+    history = tuple(
+        Attempt(*a)
+        for a in connection.execute(
+            "SELECT idx, at, status, reply, remote_mta FROM attempts WHERE message_id = ?"
+            " ORDER BY idx, at, rowid",
+            (message_id,),
+        )
+    )
     actions = tuple(
         AdminAction(*a)
         for a in connection.execute(
@@ -236,6 +254,7 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
         head=head,
         remote_mta=tuple(r[6] for r in rows),
         actions=actions,
+        history=history,
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "SCAN_BUDGET",
     "AdminAction",
     "AdminOutcome",
+    "Attempt",
     "IAdminQueue",
     "MessageDetail",
     "MessageSummary",
@@ -106,10 +107,21 @@ class AdminAction:
 
 
 @attrs.frozen
+class Attempt:
+    """One delivery attempt of recipient ``idx``: its outcome and the reply."""
+
+    idx: int
+    at: float
+    status: str
+    reply: str | None
+    remote_mta: str | None
+
+
+@attrs.frozen
 class MessageDetail:
-    """Everything ``rail queue show`` prints. The store keeps each recipient's attempt
-    count, last reply, remote MTA and times, not every attempt's reply: ``remote_mta``
-    maps a recipient index to the MTA of its last attempt. ``head`` is the start of the
+    """Everything ``rail queue show`` prints. ``remote_mta`` maps a recipient index to
+    the MTA of its last attempt; ``history`` is every attempt recorded (by recipient, then
+    time; attempts made before schema 5 are not in it); ``head`` is the start of the
     stored message (:data:`HEAD_BYTES`), where its header section is."""
 
     status: MessageStatus
@@ -117,6 +129,7 @@ class MessageDetail:
     head: bytes
     remote_mta: tuple[str | None, ...]
     actions: tuple[AdminAction, ...]
+    history: tuple[Attempt, ...] = ()
 
 
 @attrs.frozen

@@ -186,7 +186,7 @@ def record_result(
         is not None
     )
     for update in result.updates:
-        connection.execute(
+        applied = connection.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
             " remote_mta = ?, next_attempt_at = ?, updated_at = ?"
             " WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')",
@@ -199,7 +199,21 @@ def record_result(
                 message_id,
                 update.idx,
             ),
-        )
+        ).rowcount
+        if applied:
+            # The history ``rail queue show`` prints (rail.store.admin reads it).
+            connection.execute(
+                "INSERT INTO attempts (message_id, idx, at, status, reply, remote_mta)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message_id,
+                    update.idx,
+                    result.attempted_at,
+                    update.status,
+                    update.reply,
+                    update.remote_mta,
+                ),
+            )
     if not was_pending or _pending(connection, message_id):
         return False, None
     return True, finish_bounced(connection, message_id, dsn)

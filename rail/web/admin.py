@@ -113,8 +113,20 @@ def _detail_to_json(detail: MessageDetail) -> dict[str, Any]:
     document["held"] = detail.held
     if detail.held and document["status"] in ("queued", "deferred"):
         document["status"] = "held"
-    for recipient, mta in zip(document["recipients"], detail.remote_mta, strict=True):
+    for index, (recipient, mta) in enumerate(
+        zip(document["recipients"], detail.remote_mta, strict=True)
+    ):
         recipient["remote_mta"] = mta
+        recipient["history"] = [
+            {
+                "at": _rfc3339(a.at),
+                "status": a.status,
+                "reply": a.reply,
+                "remote_mta": a.remote_mta,
+            }
+            for a in detail.history
+            if a.idx == index
+        ]
     fields = parse_header_section(detail.head).fields
     document["headers"] = [[name, value] for name, value in fields]
     document["actions"] = [

@@ -127,6 +127,10 @@ class _AdminContract:
             [("x@a.example", "deferred", "451 4.0.0 later"), ("y@b.example", "queued", None)],
         )
         self.assertEqual(detail.remote_mta, ("mx.test", None))
+        self.assertEqual(
+            [(a.idx, a.at, a.status, a.reply, a.remote_mta) for a in detail.history],
+            [(0, _NOW, "deferred", "451 4.0.0 later", "mx.test")],
+        )
         self.assertTrue(detail.head.startswith(b"Subject: "), detail.head)
         self.assertFalse(detail.held)
         self.assertIsNone(await self.store.show_message("01NOSUCHMESSAGE0000000000"))
@@ -150,6 +154,23 @@ class _AdminContract:
         self.assertEqual(self.woken, woken + 1)
         self.assertEqual(await self.store.release(message_id, _LATER, "ops"), "not_held")
         self.assertEqual(await self._claimed(), {message_id})
+
+    async def test_history_keeps_every_attempt(self) -> None:
+        """Every recorded attempt of a recipient stays in its history, in order; a
+        result recorded twice adds nothing."""
+        message_id = await self._accept()
+        first = JobResult(
+            message_id, _NOW, (RecipientUpdate(0, "deferred", "451 first", "mx1", _NOW + 60),)
+        )
+        await self.store.record(first)
+        second = JobResult(message_id, _NOW + 60, (RecipientUpdate(0, "sent", "250 ok", "mx2"),))
+        await self.store.record(second)
+        await self.store.record(second)
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(
+            [(a.at, a.status, a.reply, a.remote_mta) for a in detail.history],
+            [(_NOW, "deferred", "451 first", "mx1"), (_NOW + 60, "sent", "250 ok", "mx2")],
+        )
 
     async def test_deferral_in_flight_keeps_hold(self) -> None:
         """An attempt in flight when the message was held records its deferral but the
@@ -252,7 +273,8 @@ class SQLiteAdminTests(_AdminContract, TestCase):
         def reopen(_: object) -> None:
             connection = sqlite3.connect(database_path(directory))
             connection.executescript(
-                "DROP TABLE holds; DROP TABLE admin_actions; DROP INDEX messages_by_client;"
+                "DROP TABLE holds; DROP TABLE admin_actions; DROP TABLE attempts;"
+                " DROP INDEX messages_by_client;"
                 " PRAGMA user_version = 4;"
             )
             connection.close()

@@ -131,6 +131,18 @@ class AdminAPITests(_AdminSite):
             [(r["status"], r["last_reply"], r["remote_mta"]) for r in body["recipients"]],
             [("deferred", "451 busy", "mx.x"), ("queued", None, None)],
         )
+        self.assertEqual(
+            body["recipients"][0]["history"],
+            [
+                {
+                    "at": "2026-03-28T12:00:00Z",
+                    "status": "deferred",
+                    "reply": "451 busy",
+                    "remote_mta": "mx.x",
+                }
+            ],
+        )
+        self.assertEqual(body["recipients"][1]["history"], [])
         missing = self.admin_request("GET", "/api/v1/admin/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV")
         self.assertEqual(missing.status, 404)
 
