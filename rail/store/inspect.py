@@ -1,4 +1,4 @@
-"""Synchronous, read-only views of the SQLite queue for the ``rail queue`` CLI and tests.
+"""Synchronous, read-only views of the SQLite queue for the CLI (`rail dkim`) and tests.
 
 The database is opened with ``mode=ro``, so these work while the server has it open (WAL
 readers never block the writer) and can never change it.

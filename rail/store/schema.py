@@ -1,7 +1,7 @@
 """The SQLite queue's file, schema and connection settings, shared by the store and inspect.
 
-One database file under the queue directory. WAL lets the ``rail queue`` CLI read while the
-server writes; ``synchronous=FULL`` makes every COMMIT an fsync, which is what "accepted"
+One database file under the queue directory. WAL lets other processes (``rail dkim``'s
+look at pending mail) read while the server writes; ``synchronous=FULL`` makes every COMMIT an fsync, which is what "accepted"
 promises. ``PRAGMA user_version`` carries the schema version so a later Rail can migrate.
 """
 
@@ -124,7 +124,7 @@ def open_writable(directory: Path) -> sqlite3.Connection:
     On a full disk SQLite cannot create the shared-memory file of a WAL database; the
     database is then opened in exclusive locking mode, which keeps that index in the
     process's memory (see ``docs/delivery.md``, "Full disk"): the server can read and
-    deliver its queue, while other processes (``rail queue``) cannot read it meanwhile.
+    deliver its queue, while other processes cannot read it meanwhile.
     """
     path = database_path(directory)
     try:
@@ -135,7 +135,7 @@ def open_writable(directory: Path) -> sqlite3.Connection:
         problem = str(error)
     connection = _open_writable(directory, path, exclusive=True)
     _log.warn(
-        "disk full: queue opened in exclusive locking mode ({problem}); `rail queue` cannot"
+        "disk full: queue opened in exclusive locking mode ({problem}); other processes cannot"
         " read it while Rail runs, and Rail leaves this mode at its next start with free space",
         problem=problem,
     )
