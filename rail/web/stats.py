@@ -1,9 +1,9 @@
 """``/stats`` (JSON for people and scripts) and ``/metrics`` (Prometheus text format).
 
 Both read the queue depth from the store at request time, off the reactor thread, and the
-delivery figures from :class:`rail.delivery.stats.DeliveryStats`. They need no client
-certificate: they carry counts, never addresses or content, and the HTTPS listener is on
-loopback unless the operator opens it.
+delivery figures from :class:`rail.delivery.stats.DeliveryStats`. Who may read them is
+``web.public_stats`` (:mod:`rail.web.statsaccess` wraps both): they carry counts, never
+addresses or content, but each request costs a store read.
 """
 
 from __future__ import annotations
