@@ -55,9 +55,14 @@ class MemoryAdmin:
     def _notify(self) -> None:
         raise NotImplementedError
 
+    def _is_held(self, message_id: str) -> bool:
+        """On hold with recipients still pending, as :func:`rail.store.admin._held`."""
+        rows = self._rows(self.messages[message_id])
+        return message_id in self.held and any(r.status in _PENDING for r in rows)
+
     def _status_of(self, message_id: str) -> str:
         status = overall_status(tuple(r.status for r in self._rows(self.messages[message_id])))
-        if status in _PENDING and message_id in self.held:
+        if status in _PENDING and self._is_held(message_id):
             return "held"
         return status
 
@@ -67,7 +72,7 @@ class MemoryAdmin:
             return False
         if query.newer_than is not None and not message.received_at >= query.newer_than:
             return False
-        if query.status == "held" and message.id not in self.held:
+        if query.status == "held" and not self._is_held(message.id):
             return False
         if query.status not in (None, "held"):
             if not any(r.status == query.status for r in rows):
@@ -135,7 +140,7 @@ class MemoryAdmin:
                     recipients=rows,
                     reason=next((r.last_reply for r in rows if r.status == "failed"), None),
                 ),
-                held=message_id in self.held,
+                held=self._is_held(message_id),
                 head=message.data[:HEAD_BYTES],
                 remote_mta=tuple(self._remote_mta.get((message_id, i)) for i in range(len(rows))),
                 actions=tuple(self.actions.get(message_id, ())),
@@ -195,7 +200,7 @@ class MemoryAdmin:
         """Keep ``message_id`` from every claim until released."""
         if message_id not in self.messages:
             return succeed("not_found")
-        if message_id in self.held:
+        if self._is_held(message_id):
             return succeed("already_held")
         rows = self._rows(self.messages[message_id])
         if not any(r.status in _PENDING for r in rows):
@@ -209,7 +214,7 @@ class MemoryAdmin:
         """Lift the hold; pending recipients are due at ``now``."""
         if message_id not in self.messages:
             return succeed("not_found")
-        if message_id not in self.held:
+        if not self._is_held(message_id):
             return succeed("not_held")
         del self.held[message_id]
         self._set_pending(message_id, lambda r: attrs.evolve(r, next_attempt_at=now))

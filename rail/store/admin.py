@@ -138,7 +138,10 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         outer.append("m.received_at >= ?")
         outer_params.append(query.newer_than)
     if query.status == "held":
-        outer.append("m.id IN (SELECT message_id FROM holds)")
+        outer.append(
+            "m.id IN (SELECT message_id FROM holds) AND EXISTS (SELECT 1 FROM recipients r"
+            " WHERE r.message_id = m.id AND r.status IN ('queued', 'deferred'))"
+        )
     elif query.status is not None:
         outer.append(
             "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status = ?)"
@@ -192,8 +195,15 @@ def _summary(connection: sqlite3.Connection, row: tuple[object, ...]) -> Message
 
 
 def _held(connection: sqlite3.Connection, message_id: str) -> bool:
+    """On hold with recipients still pending: an attempt in flight when the hold was
+    placed may have finished the message, which leaves a hold row that means nothing."""
     return (
-        connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
+        connection.execute(
+            "SELECT 1 FROM holds h WHERE h.message_id = ? AND EXISTS (SELECT 1 FROM"
+            " recipients r WHERE r.message_id = h.message_id"
+            " AND r.status IN ('queued', 'deferred'))",
+            (message_id,),
+        ).fetchone()
         is not None
     )
 

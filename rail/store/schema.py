@@ -1,8 +1,8 @@
 """The SQLite queue's file, schema and connection settings, shared by the store and inspect.
 
 One database file under the queue directory. WAL lets other processes (``rail dkim``'s
-look at pending mail) read while the server writes; ``synchronous=FULL`` makes every COMMIT an fsync, which is what "accepted"
-promises. ``PRAGMA user_version`` carries the schema version so a later Rail can migrate.
+look at pending mail) read while the server writes; ``synchronous=FULL`` makes every
+COMMIT an fsync, which is what "accepted" promises. ``PRAGMA user_version`` carries the schema version so a later Rail can migrate.
 """
 
 from __future__ import annotations

@@ -184,6 +184,22 @@ class _AdminContract:
         self.assertEqual(detail.status.recipients[0].attempts, 1)
         self.assertIsNone(detail.status.recipients[0].next_attempt_at)
 
+    async def test_sent_while_held(self) -> None:
+        """An attempt in flight when the hold was placed that delivers the message
+        leaves it sent, not held: it no longer lists as held and cannot be released."""
+        message_id = await self._accept()
+        await self._claimed()
+        await self.store.hold(message_id, _NOW, "ops", None)
+        await self.store.record(
+            JobResult(message_id, _NOW, (RecipientUpdate(0, "sent", "250 ok", "mx"),))
+        )
+        detail = await self.store.show_message(message_id)
+        self.assertEqual((detail.status.status, detail.held), ("sent", False))
+        page = await self.store.list_messages(QueueQuery(status="held"))
+        self.assertEqual(page.messages, ())
+        self.assertEqual(await self.store.release(message_id, _NOW, "ops"), "not_held")
+        self.assertEqual(await self.store.hold(message_id, _NOW, "ops", None), "not_pending")
+
     async def test_retry(self) -> None:
         """retry makes deferred recipients due now, by id, by domain or all; held
         messages stay held; an unknown id answers None."""
