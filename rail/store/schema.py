@@ -2,7 +2,8 @@
 
 One database file under the queue directory. WAL lets other processes (``rail dkim``'s
 look at pending mail) read while the server writes; ``synchronous=FULL`` makes every
-COMMIT an fsync, which is what "accepted" promises. ``PRAGMA user_version`` carries the schema version so a later Rail can migrate.
+COMMIT an fsync, which is what "accepted" promises. ``PRAGMA user_version`` carries the
+schema version so a later Rail can migrate.
 """
 
 from __future__ import annotations
