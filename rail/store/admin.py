@@ -124,13 +124,18 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         window.append("id = ?")
         params.append(row[0])
     where = f"WHERE {' AND '.join(window)}" if window else ""
-    inner = (
-        f"SELECT id, client, sender, received_at, size FROM messages {where}"  # noqa: S608
-        " ORDER BY id DESC LIMIT ?"
-    )
-    params.append(SCAN_BUDGET)
-    outer: list[str] = []
-    outer_params: list[object] = []
+    # The oldest message the window reaches, found in the index alone: the page query
+    # then reads newest first down to it and stops at ``limit``.
+    boundary_row = connection.execute(
+        f"SELECT id FROM messages {where} ORDER BY id DESC LIMIT 1 OFFSET ?",  # noqa: S608
+        [*params, SCAN_BUDGET - 1],
+    ).fetchone()
+    boundary = None if boundary_row is None else str(boundary_row[0])
+    if boundary is not None:
+        window.append("id >= ?")
+        params.append(boundary)
+    outer = [f"m.{condition}" for condition in window]
+    outer_params: list[object] = list(params)
     if query.older_than is not None:
         outer.append("m.received_at < ?")
         outer_params.append(query.older_than)
@@ -161,20 +166,17 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         )
         outer_params.append(query.recipient)
     outer_where = f"WHERE {' AND '.join(outer)}" if outer else ""
+    page = (
+        f"SELECT m.id, m.client, m.sender, m.received_at, m.size FROM messages AS m {outer_where}"  # noqa: S608
+    )
     rows = connection.execute(
-        f"SELECT m.id, m.client, m.sender, m.received_at, m.size FROM ({inner}) AS m"  # noqa: S608
-        f" {outer_where} ORDER BY m.id DESC LIMIT ?",
-        [*params, *outer_params, limit],
+        page + " ORDER BY m.id DESC LIMIT ?", [*outer_params, limit]
     ).fetchall()
     messages = tuple(_summary(connection, row) for row in rows)
     if len(messages) == limit:
         return Page(messages, messages[-1].id)
-    scanned, oldest = connection.execute(
-        f"SELECT count(*), min(id) FROM ({inner})",  # noqa: S608
-        params,
-    ).fetchone()
     # A full window may have more matches past it: go on from its oldest message.
-    return Page(messages, oldest if scanned == SCAN_BUDGET else None)
+    return Page(messages, boundary)
 
 
 def _summary(connection: sqlite3.Connection, row: tuple[object, ...]) -> MessageSummary:
