@@ -33,6 +33,7 @@ from rail.config.schema import (
     KeyType,
     Limits,
     Listen,
+    Logging,
     RateLimit,
     Shutdown,
     Smarthost,
@@ -239,6 +240,8 @@ _SHUTDOWN = r.section(
     Shutdown, {"drain_delay": r.duration("0s", "10m"), "grace_period": r.duration("0s", "10m")}
 )
 
+_LOGGING = r.section(Logging, {"format": r.choice(("text", "json"))})
+
 _SMARTHOST = r.section(
     Smarthost,
     {
@@ -283,6 +286,7 @@ _CONFIG = r.section(
         "inbound": _INBOUND,
         "dns": _DNS,
         "shutdown": _SHUTDOWN,
+        "logging": _LOGGING,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )

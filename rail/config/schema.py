@@ -31,6 +31,7 @@ __all__ = [
     "KeyType",
     "Limits",
     "Listen",
+    "Logging",
     "RateLimit",
     "Shutdown",
     "Smarthost",
@@ -403,6 +404,15 @@ class Shutdown:
 
 
 @attrs.frozen(kw_only=True)
+class Logging:
+    """How Rail writes its log (where it goes is twistd's ``-l``, ``-n`` and ``--syslog``)."""
+
+    format: Literal["text", "json"] = "text"
+    """``text``: twistd's lines, delivery results as ``key=value`` pairs; ``json``: one JSON
+    object per line, for a log collector to index without parsing text. Read at start."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, valid Rail configuration."""
 
@@ -427,3 +437,4 @@ class Config:
     inbound: Inbound = Inbound()
     dns: DNS = DNS()
     shutdown: Shutdown = Shutdown()
+    logging: Logging = Logging()
