@@ -32,7 +32,7 @@ from twisted.logger import (
 )
 from twisted.python.logfile import LogFile
 
-__all__ = ["classic_line", "twistd_observer"]
+__all__ = ["classic_line", "event_text", "twistd_observer"]
 
 _Part = tuple[str, str | None, str | None, str]
 _parse = Formatter().parse
@@ -85,6 +85,12 @@ def _text(event: LogEvent) -> str | None:
     return "".join(pieces)
 
 
+def event_text(event: LogEvent) -> str | None:
+    """The event's message without the time and system prefix, or None when only
+    Twisted's formatter can give it exactly (the JSON format's ``text``)."""
+    return _text(event)
+
+
 def _time(when: float | None) -> str:
     if when is None:
         return "-"
@@ -120,9 +126,13 @@ def classic_line(event: LogEvent) -> str | None:
 
 
 def twistd_observer(
-    options: Mapping[str, Any], call_from_thread: Callable[[Callable[[], object]], object]
+    options: Mapping[str, Any],
+    call_from_thread: Callable[[Callable[[], object]], object],
+    log_format: str = "text",
 ) -> Callable[[], Any]:
-    """A factory for twistd's ``logger`` option: twistd's own choice of output, this format.
+    """A factory for twistd's ``logger`` option: twistd's own choice of output, in the
+    ``logging.format`` of the configuration (``text``: this module's lines; ``json``:
+    :func:`rail.logjson.json_line`).
 
     The choice is ``UnixAppLogger``'s: syslog with ``--syslog`` (unchanged, syslog has its
     own format), stdout for ``-l -`` or ``-n`` without ``-l``, otherwise the ``-l`` file
@@ -148,6 +158,10 @@ def twistd_observer(
         else:
             out = LogFile.fromFullPath(filename or "twistd.log")
             _rotate_on_sigusr1(out, call_from_thread)
+        if log_format == "json":
+            from rail.logjson import json_line
+
+            return FileLogObserver(out, json_line)
         return FileLogObserver(out, classic_line)
 
     return build

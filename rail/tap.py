@@ -38,15 +38,17 @@ class Options(usage.Options):
 
 
 _twistd_options: list[Any] = []
+_log_format = ["text"]
 
 
 def twistd_logger() -> Any:
     """twistd's own choice of log output (``-l``, ``-n``, ``--syslog``), Rail's line formatter.
 
     twistd calls its ``logger`` factory with no arguments, so the options it parsed are kept
-    here by ``Options.postOptions`` (one twistd per process).
+    here by ``Options.postOptions`` (one twistd per process); it calls it after
+    ``makeService``, which keeps the configuration's ``logging.format`` here.
     """
-    return twistd_observer(_twistd_options[0], _call_from_thread)()
+    return twistd_observer(_twistd_options[0], _call_from_thread, _log_format[0])()
 
 
 def _call_from_thread(f: Callable[[], object]) -> None:
@@ -66,6 +68,7 @@ def makeService(options: Any) -> IService:
         for problem in e.problems:
             sys.stderr.write(f"rail: {problem}\n")
         raise SystemExit(2) from None
+    _log_format[0] = config.logging.format
     try:
         return build_service(config, reactor, config_path=Path(options["config"]))
     except (PKIError, StoreUnavailableError, DKIMKeyError) as e:
