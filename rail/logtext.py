@@ -128,11 +128,11 @@ def classic_line(event: LogEvent) -> str | None:
 def twistd_observer(
     options: Mapping[str, Any],
     call_from_thread: Callable[[Callable[[], object]], object],
-    log_format: str = "text",
+    line: Callable[[LogEvent], str | None] = classic_line,
 ) -> Callable[[], Any]:
-    """A factory for twistd's ``logger`` option: twistd's own choice of output, in the
-    ``logging.format`` of the configuration (``text``: this module's lines; ``json``:
-    :func:`rail.logjson.json_line`).
+    """A factory for twistd's ``logger`` option: twistd's own choice of output, each event
+    written as ``line`` makes it (this module's text lines by default; the JSON format's
+    :func:`rail.logjson.json_line` for ``logging.format: json``).
 
     The choice is ``UnixAppLogger``'s: syslog with ``--syslog`` (unchanged, syslog has its
     own format), stdout for ``-l -`` or ``-n`` without ``-l``, otherwise the ``-l`` file
@@ -158,11 +158,7 @@ def twistd_observer(
         else:
             out = LogFile.fromFullPath(filename or "twistd.log")
             _rotate_on_sigusr1(out, call_from_thread)
-        if log_format == "json":
-            from rail.logjson import json_line
-
-            return FileLogObserver(out, json_line)
-        return FileLogObserver(out, classic_line)
+        return FileLogObserver(out, line)
 
     return build
 

@@ -17,7 +17,8 @@ from twisted.python import usage
 
 from rail.config import ConfigError, load_config
 from rail.dkim.keys import DKIMKeyError
-from rail.logtext import twistd_observer
+from rail.logjson import json_line
+from rail.logtext import classic_line, twistd_observer
 from rail.pki.files import PKIError
 from rail.store.model import StoreUnavailableError
 
@@ -48,7 +49,8 @@ def twistd_logger() -> Any:
     here by ``Options.postOptions`` (one twistd per process); it calls it after
     ``makeService``, which keeps the configuration's ``logging.format`` here.
     """
-    return twistd_observer(_twistd_options[0], _call_from_thread, _log_format[0])()
+    line = json_line if _log_format[0] == "json" else classic_line
+    return twistd_observer(_twistd_options[0], _call_from_thread, line)()
 
 
 def _call_from_thread(f: Callable[[], object]) -> None:
