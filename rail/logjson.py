@@ -10,7 +10,8 @@
 structured lines (:mod:`rail.logkv`) and null for every other line; ``text`` is what the
 text format would write after the ``[namespace#level]`` prefix; ``fields`` holds the
 event's own keys whose values are strings, numbers, booleans or null (Twisted's
-``log_*`` keys and anything else are left out); an event carrying a failure adds
+``log_*`` keys, the keys twisted.python.log's legacy observers add to an event, and
+anything else are left out); an event carrying a failure adds
 ``traceback``. Twisted's ``jsonFileLogObserver`` is not used: it writes every key of
 the event under Twisted's own names, with an RS byte before each record, and spends
 several times as long per line.
@@ -29,6 +30,8 @@ from rail.logtext import event_text
 __all__ = ["json_line"]
 
 _SCALARS = (str, int, float, bool, type(None))
+# What twisted.python.log's observers add to an event they see (LegacyLogObserverWrapper).
+_LEGACY = frozenset({"message", "time", "system", "format", "isError"})
 _stamp: list[Any] = [None, ""]  # [whole second, its text up to the seconds]
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 
@@ -50,7 +53,9 @@ def json_line(event: LogEvent) -> str | None:
     fields = {
         key: value
         for key, value in event.items()
-        if not key.startswith(("log_", "rail_")) and isinstance(value, _SCALARS)
+        if not key.startswith(("log_", "rail_"))
+        and key not in _LEGACY
+        and isinstance(value, _SCALARS)
     }
     try:
         text = event_text(event)
