@@ -1,0 +1,200 @@
+"""Structured lines (rail.logkv) and the JSON log format (rail.logjson)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEvent,
+    formatEventAsClassicLogText,
+)
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from rail import logjson, logtext, tap
+from rail.logjson import json_line
+from rail.logkv import emit, rfc3339, value_text
+from rail.logtext import classic_line, twistd_observer
+
+_WHEN = 1_763_700_000.25  # 2025-11-21T04:40:00.25Z
+_KEYS = ["time", "level", "namespace", "event", "text", "fields"]
+
+
+def _emitted(kind: str, fields: dict[str, Any], level: LogLevel = LogLevel.info) -> Any:
+    """The event ``emit`` makes, as a Logger hands it to observers."""
+    events: list[Any] = []
+    log = Logger(namespace="rail.delivery", observer=LogPublisher(events.append))  # type: ignore[arg-type]
+    emit(log, kind, fields, level)
+    (event,) = events
+    event["log_time"] = _WHEN
+    return event
+
+
+class ValueTextTests(SynchronousTestCase):
+    def test_plain_values_bare(self) -> None:
+        """Values without spaces, quotes, ``=``, backslashes or controls are written as
+        they are; None is ``-``, booleans ``true``/``false``, numbers as str() says."""
+        self.assertEqual(
+            [value_text(v) for v in ("a@b.example", "TLSv1.3", None, True, False, 2.5, 3)],
+            ["a@b.example", "TLSv1.3", "-", "true", "false", "2.5", "3"],
+        )
+
+    def test_quoted_and_escaped(self) -> None:
+        """A value with a space is quoted; quotes, backslashes and line breaks are
+        escaped, so a remote reply can neither end the line nor forge a field."""
+        self.assertEqual(value_text("250 2.0.0 ok"), '"250 2.0.0 ok"')
+        self.assertEqual(value_text(""), '""')
+        self.assertEqual(
+            value_text('550 no\r\nresult=sent x="y" \\ \x00'),
+            '"550 no\\r\\nresult=sent x=\\"y\\" \\\\ \\x00"',
+        )
+        self.assertEqual(value_text("a=b"), '"a=b"')
+        self.assertEqual(value_text("x\u2028y"), '"x\\u2028y"')
+
+    def test_rfc3339(self) -> None:
+        """Times are RFC 3339 UTC to the second; None stays None."""
+        self.assertEqual(rfc3339(_WHEN), "2025-11-21T04:40:00Z")
+        self.assertIsNone(rfc3339(None))
+
+
+class StructuredTextTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        logtext._stamp[:] = [None, "-"]
+
+    def test_text_line(self) -> None:
+        """A structured event's text is its kind and fields as key=value, in order;
+        Rail's text formatter and Twisted's give the same line."""
+        event = _emitted("delivery.attempt", {"msg_id": "01X", "reply": "250 ok", "mx": None})
+        self.assertEqual(formatEvent(event), 'delivery.attempt msg_id=01X reply="250 ok" mx=-')
+        line = classic_line(event)
+        self.assertIsNotNone(line)
+        assert line is not None
+        self.assertTrue(
+            line.endswith(
+                ' [rail.delivery#info] delivery.attempt msg_id=01X reply="250 ok" mx=-\n'
+            ),
+            line,
+        )
+        self.assertEqual(line, formatEventAsClassicLogText(event))
+
+
+class JSONLineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        logjson._stamp[:] = [None, ""]
+
+    def test_structured_event(self) -> None:
+        """A structured event is one JSON object on one line with the stable keys in
+        order: RFC 3339 UTC time to the millisecond, level, namespace, the line kind,
+        the text and the fields with their JSON types."""
+        event = _emitted(
+            "delivery.final",
+            {"msg_id": "01X", "rcpt": "a@b.example", "reply": 'x\n"y"', "attempts": 2, "tls": None},
+            LogLevel.warn,
+        )
+        line = json_line(event)
+        assert line is not None
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        record = json.loads(line)
+        self.assertEqual(list(record), _KEYS)
+        self.assertEqual(
+            record,
+            {
+                "time": "2025-11-21T04:40:00.250Z",
+                "level": "warn",
+                "namespace": "rail.delivery",
+                "event": "delivery.final",
+                "text": 'delivery.final msg_id=01X rcpt=a@b.example reply="x\\n\\"y\\""'
+                " attempts=2 tls=-",
+                "fields": {
+                    "msg_id": "01X",
+                    "rcpt": "a@b.example",
+                    "reply": 'x\n"y"',
+                    "attempts": 2,
+                    "tls": None,
+                },
+            },
+        )
+
+    def test_other_event(self) -> None:
+        """Any other event has the same keys: ``event`` null, the formatted message as
+        text, scalar fields only (objects, Twisted's keys and the legacy observer's keys
+        are left out)."""
+        event = {
+            "log_format": "connection from {peer} ({obj})",
+            "log_time": _WHEN,
+            "log_namespace": "rail.smtp",
+            "log_level": LogLevel.info,
+            "peer": "127.0.0.1",
+            "obj": object(),
+            "system": "-",
+            "isError": 0,
+            "message": (),
+        }
+        record = json.loads(json_line(event) or "")
+        self.assertEqual(list(record), _KEYS)
+        self.assertIsNone(record["event"])
+        self.assertTrue(record["text"].startswith("connection from 127.0.0.1 (<object"))
+        self.assertEqual(record["fields"], {"peer": "127.0.0.1"})
+
+    def test_failure_traceback(self) -> None:
+        """An event with a failure adds its traceback under ``traceback``."""
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            failure = Failure()
+        event = {
+            "log_format": "it broke",
+            "log_time": _WHEN,
+            "log_namespace": "rail.test",
+            "log_level": LogLevel.critical,
+            "log_failure": failure,
+        }
+        record = json.loads(json_line(event) or "")
+        self.assertEqual(list(record), [*_KEYS, "traceback"])
+        self.assertIn("ZeroDivisionError", record["traceback"])
+
+    def test_empty_event_writes_nothing(self) -> None:
+        """An event with no text and no failure writes no line, as twistd's text log."""
+        self.assertIsNone(json_line({"log_time": _WHEN, "log_namespace": "x"}))
+
+    def test_unicode_kept(self) -> None:
+        """Non-ASCII text is written as UTF-8, not escaped."""
+        event = _emitted("delivery.attempt", {"rcpt": "josé@exemple.fr"})
+        self.assertIn("josé@exemple.fr", json_line(event) or "")
+
+
+class JSONObserverTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    def test_file_gets_json_lines(self) -> None:
+        """With the JSON formatter, twistd's log file gets one JSON object per line."""
+        path = self.mktemp()
+        observer = twistd_observer({"logfile": path}, lambda f: None, json_line)()
+        observer(_emitted("delivery.attempt", {"msg_id": "01X"}))
+        observer(_emitted("delivery.final", {"msg_id": "01X"}))
+        with open(path, encoding="utf-8") as written:
+            records = [json.loads(line) for line in written]
+        self.assertEqual([r["event"] for r in records], ["delivery.attempt", "delivery.final"])
+
+    def test_tap_picks_the_configured_format(self) -> None:
+        """``twistd rail`` writes JSON lines once the configuration says
+        ``logging.format: json`` (kept by makeService), text lines otherwise."""
+        path = self.mktemp()
+        self.patch(tap, "_twistd_options", [{"logfile": path}])
+        self.patch(tap, "_log_format", ["json"])
+        tap.twistd_logger()(_emitted("delivery.attempt", {"msg_id": "01X"}))
+        self.patch(tap, "_log_format", ["text"])
+        tap.twistd_logger()(_emitted("delivery.attempt", {"msg_id": "01Y"}))
+        with open(path, encoding="utf-8") as written:
+            first, second = written.read().splitlines()
+        self.assertEqual(json.loads(first)["fields"], {"msg_id": "01X"})
+        self.assertTrue(second.endswith("[rail.delivery#info] delivery.attempt msg_id=01Y"))
