@@ -65,5 +65,14 @@ def emit(
     logger: Logger, kind: str, fields: Mapping[str, object], level: LogLevel = LogLevel.info
 ) -> None:
     """Log one structured line of ``kind`` with ``fields``, in their order."""
-    text = " ".join([kind, *[f"{key}={value_text(value)}" for key, value in fields.items()]])
-    logger.emit(level, "{rail_text}", rail_event=kind, rail_text=text, **fields)
+    parts = [kind]
+    append, plain = parts.append, _PLAIN.fullmatch
+    for key, value in fields.items():
+        # value_text inlined for the common cases: a delivery line has a dozen fields.
+        if value.__class__ is str and plain(value):  # type: ignore[arg-type]
+            append(f"{key}={value}")
+        elif value is None:
+            append(f"{key}=-")
+        else:
+            append(f"{key}={value_text(value)}")
+    logger.emit(level, "{rail_text}", rail_event=kind, rail_text=" ".join(parts), **fields)
