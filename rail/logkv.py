@@ -69,7 +69,7 @@ def emit(
     append, plain = parts.append, _PLAIN.fullmatch
     for key, value in fields.items():
         # value_text inlined for the common cases: a delivery line has a dozen fields.
-        if value.__class__ is str and plain(value):  # type: ignore[arg-type]
+        if value.__class__ is str and plain(value):
             append(f"{key}={value}")
         elif value is None:
             append(f"{key}=-")

@@ -50,13 +50,24 @@ def twistd_logger() -> Any:
     ``makeService``, which keeps the configuration's ``logging.format`` here.
     """
     line = json_line if _log_format[0] == "json" else classic_line
-    return twistd_observer(_twistd_options[0], _call_from_thread, line)()
+    return twistd_observer(_twistd_options[0], _call_from_thread, line, _schedule)()
 
 
 def _call_from_thread(f: Callable[[], object]) -> None:
     from twisted.internet import reactor
 
     reactor.callFromThread(f)  # type: ignore[attr-defined]
+
+
+def _schedule(delay: float, f: Callable[[], None]) -> None:
+    """``f`` in ``delay`` seconds on the reactor thread, asked from any thread."""
+    from twisted.internet import reactor
+    from twisted.python.threadable import isInIOThread
+
+    if isInIOThread():
+        reactor.callLater(delay, f)
+    else:
+        reactor.callFromThread(reactor.callLater, delay, f)  # type: ignore[attr-defined]
 
 
 def makeService(options: Any) -> IService:

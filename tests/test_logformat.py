@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import (
@@ -19,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rail import logjson, logtext, tap
 from rail.logjson import json_line
 from rail.logkv import emit, rfc3339, value_text
-from rail.logtext import classic_line, twistd_observer
+from rail.logtext import BufferedOutput, classic_line, twistd_observer
 
 _WHEN = 1_763_700_000.25  # 2025-11-21T04:40:00.25Z
 _KEYS = ["time", "level", "namespace", "event", "text", "fields"]
@@ -188,13 +190,82 @@ class JSONObserverTests(SynchronousTestCase):
     def test_tap_picks_the_configured_format(self) -> None:
         """``twistd rail`` writes JSON lines once the configuration says
         ``logging.format: json`` (kept by makeService), text lines otherwise."""
-        path = self.mktemp()
-        self.patch(tap, "_twistd_options", [{"logfile": path}])
-        self.patch(tap, "_log_format", ["json"])
-        tap.twistd_logger()(_emitted("delivery.attempt", {"msg_id": "01X"}))
-        self.patch(tap, "_log_format", ["text"])
-        tap.twistd_logger()(_emitted("delivery.attempt", {"msg_id": "01Y"}))
-        with open(path, encoding="utf-8") as written:
-            first, second = written.read().splitlines()
+        flushes: list[Callable[[], None]] = []
+        self.patch(tap, "_schedule", lambda delay, f: flushes.append(f))
+        lines = []
+        for log_format in ("json", "text"):
+            path = self.mktemp()
+            self.patch(tap, "_twistd_options", [{"logfile": path}])
+            self.patch(tap, "_log_format", [log_format])
+            tap.twistd_logger()(_emitted("delivery.attempt", {"msg_id": "01X"}))
+            self.assertEqual(len(flushes), 1)  # the line waits for its batch
+            flushes.pop()()
+            with open(path, encoding="utf-8") as written:
+                lines.extend(written.read().splitlines())
+        first, second = lines
         self.assertEqual(json.loads(first)["fields"], {"msg_id": "01X"})
-        self.assertTrue(second.endswith("[rail.delivery#info] delivery.attempt msg_id=01Y"))
+        self.assertTrue(second.endswith("[rail.delivery#info] delivery.attempt msg_id=01X"))
+
+
+class BufferedOutputTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.out = io.StringIO()
+        self.scheduled: list[tuple[float, Callable[[], None]]] = []
+        self.buffered = BufferedOutput(
+            self.out, lambda delay, f: self.scheduled.append((delay, f)), limit=100
+        )
+
+    def test_waiting_lines_written_in_a_batch(self) -> None:
+        """Lines with ``wait`` are written together when the flush scheduled 0.1 s after
+        the first runs, in order; one flush is scheduled per batch."""
+        self.buffered.write("one\n", wait=True)
+        self.buffered.write("two\n", wait=True)
+        self.assertEqual(self.out.getvalue(), "")
+        self.assertEqual([delay for delay, _ in self.scheduled], [0.1])
+        self.scheduled.pop()[1]()
+        self.assertEqual(self.out.getvalue(), "one\ntwo\n")
+        self.buffered.write("three\n", wait=True)
+        self.assertEqual(len(self.scheduled), 1)
+
+    def test_other_line_written_at_once_after_the_batch(self) -> None:
+        """A line without ``wait`` (an error, a shutdown line) is written at once, after
+        what waits."""
+        self.buffered.write("attempt\n", wait=True)
+        self.buffered.write("stopped\n")
+        self.assertEqual(self.out.getvalue(), "attempt\nstopped\n")
+
+    def test_full_batch_written_at_once(self) -> None:
+        """Once ``limit`` characters wait they are written without waiting."""
+        self.buffered.write("x" * 60, wait=True)
+        self.buffered.write("y" * 60, wait=True)
+        self.assertEqual(self.out.getvalue(), "x" * 60 + "y" * 60)
+        self.scheduled.pop()[1]()  # the timer finds nothing left
+        self.assertEqual(len(self.out.getvalue()), 120)
+
+    def test_observer_batches_only_structured_lines(self) -> None:
+        """Through twistd's observer, a delivery line waits and a plain line does not."""
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        path = self.mktemp()
+        calls: list[Callable[[], object]] = []
+        flushes: list[Callable[[], None]] = []
+        observer = twistd_observer(
+            {"logfile": path}, calls.append, classic_line, lambda d, f: flushes.append(f)
+        )()
+        observer(_emitted("delivery.attempt", {"msg_id": "01X"}))
+        with open(path, encoding="utf-8") as written:
+            self.assertEqual(written.read(), "")
+        handler = signal.getsignal(signal.SIGUSR1)
+        assert callable(handler)
+        handler(signal.SIGUSR1, None)
+        calls[0]()
+        with open(path + ".1", encoding="utf-8") as rotated:
+            self.assertIn("msg_id=01X", rotated.read())  # flushed before the rotation
+        observer(_emitted("delivery.attempt", {"msg_id": "01Y"}))
+        observer({"log_format": "rail stopped", "log_time": _WHEN, "log_namespace": "rail"})
+        with open(path, encoding="utf-8") as written:
+            lines = written.read().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertIn("msg_id=01Y", lines[0])
+        self.assertTrue(lines[1].endswith("rail stopped"))
