@@ -39,11 +39,11 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=re
 def _time(when: object) -> str | None:
     if not isinstance(when, int | float):
         return None
-    second = int(when)
+    second, millisecond = divmod(round(when * 1000), 1000)
     if _stamp[0] != second:
         _stamp[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _stamp[0] = second
-    return f"{_stamp[1]}.{int((when - second) * 1000):03d}Z"
+    return f"{_stamp[1]}.{millisecond:03d}Z"
 
 
 def json_line(event: LogEvent) -> str | None:

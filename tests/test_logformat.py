@@ -161,6 +161,16 @@ class JSONLineTests(SynchronousTestCase):
         self.assertEqual(list(record), [*_KEYS, "traceback"])
         self.assertIn("ZeroDivisionError", record["traceback"])
 
+    def test_time_to_the_millisecond(self) -> None:
+        """The time is rounded to the millisecond, carrying into the next second."""
+        for when, text in (
+            (1_796_117_403.214, "2026-12-01T09:30:03.214Z"),
+            (1_796_117_403.9996, "2026-12-01T09:30:04.000Z"),
+            (1_796_117_403.0, "2026-12-01T09:30:03.000Z"),
+        ):
+            event = {"log_format": "x", "log_time": when, "log_level": LogLevel.info}
+            self.assertEqual(json.loads(json_line(event) or "")["time"], text)
+
     def test_empty_event_writes_nothing(self) -> None:
         """An event with no text and no failure writes no line, as twistd's text log."""
         self.assertIsNone(json_line({"log_time": _WHEN, "log_namespace": "x"}))
