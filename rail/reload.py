@@ -45,6 +45,7 @@ _RESTART_KEYS = (
     ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
+    ("logging", lambda c: c.logging),
 )
 
 
