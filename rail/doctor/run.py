@@ -1,0 +1,205 @@
+"""The doctor's run: every check for Rail's host and each local domain, in a stable
+order, and the report as JSON-able data.
+
+Glue between :mod:`rail.doctor.probe` (the questions) and :mod:`rail.doctor.checks`
+(the verdicts). :func:`domains_report` is the whole run for the admin API; the
+``rail doctor`` command uses :func:`diagnose` after reading its inputs itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.names import dns
+
+from rail.config import Config
+from rail.delivery.resolve import make_resolver
+from rail.doctor.certificate import check_chain, check_expiry
+from rail.doctor.checks import (
+    FAIL,
+    WARN,
+    Check,
+    Lookup,
+    check_addresses,
+    check_caa,
+    check_dkim,
+    check_dmarc,
+    check_mta_sts_policy,
+    check_mta_sts_txt,
+    check_mx,
+    check_port,
+    check_ptr,
+    check_spf,
+    check_tls_rpt,
+)
+from rail.doctor.expected import DomainExpectation
+from rail.doctor.inputs import Inputs, load_inputs
+from rail.doctor.probe import CAA_TYPE, DNS_TIMEOUT, Overrides, Probe, reverse_name
+
+__all__ = ["diagnose", "domains_report", "report_json", "resolver_servers"]
+
+_PORT_WHAT = {"smtp": "an SMTP 220 greeting", "tls": "a TLS handshake"}
+
+
+def resolver_servers(
+    config: Config, resolver: tuple[str, int] | None
+) -> Sequence[tuple[str, int]] | None:
+    """Whom to ask: ``resolver`` (``--resolver``), else ``delivery.nameservers``, else
+    ``inbound.nameservers``, else None: the system's ``/etc/resolv.conf``."""
+    if resolver is not None:
+        return [resolver]
+    return config.delivery.nameservers or config.inbound.nameservers or None
+
+
+async def _caa(probe: Probe, domain: str) -> tuple[Lookup[Any], str | None]:
+    """The CAA record set that applies to ``domain``: the first found climbing towards
+    the root (RFC 8659 §3), and where it was; the top-level domain is not asked."""
+    name = domain
+    while True:
+        found = await probe.lookup(name, CAA_TYPE)
+        if found.error is not None or found.records:
+            return found, name
+        parent = name.partition(".")[2]
+        if "." not in parent:
+            return found, None
+        name = parent
+
+
+async def _domain(probe: Probe, inputs: Inputs, want: DomainExpectation) -> list[Check]:
+    host = inputs.host
+    domain = want.domain
+    addresses = [*host.ipv4, *host.ipv6]
+    rows = [
+        check_mx(domain, want.mx, await probe.lookup(domain, dns.MX)),
+        check_spf(domain, want.spf, addresses, host.hostname, await probe.lookup(domain, dns.TXT)),
+    ]
+    for selector, record in want.dkim:
+        found = await probe.lookup(f"{selector}._domainkey.{domain}", dns.TXT)
+        rows.append(check_dkim(domain, selector, record, found))
+    if not want.dkim:
+        rows.append(
+            Check(
+                "dkim",
+                domain,
+                WARN,
+                "a key per algorithm",
+                "no DKIM key yet (Rail creates them at start and at a domain's first message)",
+            )
+        )
+    rows.append(check_dmarc(domain, want.dmarc, await probe.lookup(f"_dmarc.{domain}", dns.TXT)))
+    rows.append(
+        check_mta_sts_txt(domain, want.mta_sts, await probe.lookup(f"_mta-sts.{domain}", dns.TXT))
+    )
+    rows.append(
+        check_mta_sts_policy(domain, host.policy, host.hostname, await probe.fetch_policy(domain))
+    )
+    rows.append(
+        check_tls_rpt(domain, want.tls_rpt, await probe.lookup(f"_smtp._tls.{domain}", dns.TXT))
+    )
+    caa, owner = await _caa(probe, domain)
+    rows.append(check_caa(domain, want.caa, host.acme_identities, caa, owner))
+    return rows
+
+
+async def _ptr(probe: Probe, hostname: str, address: str) -> Check:
+    names = await probe.lookup(reverse_name(address), dns.PTR)
+    forward = []
+    for name in names.records:
+        ipv4, ipv6 = await probe.addresses(name)
+        forward.append(Lookup((*ipv4.records, *ipv6.records)))
+    return check_ptr(address, hostname, names, forward)
+
+
+async def _host(probe: Probe, inputs: Inputs) -> list[Check]:
+    host = inputs.host
+    name = host.hostname
+    ipv4, ipv6 = await probe.addresses(name)
+    rows = [
+        check_addresses("a", name, host.ipv4, ipv4),
+        check_addresses("aaaa", name, host.ipv6, ipv6),
+    ]
+    for address in (*host.ipv4, *host.ipv6):
+        rows.append(await _ptr(probe, name, address))
+    if not inputs.chain:
+        rows.append(
+            Check("certificate", name, FAIL, "Rail's server certificate", inputs.certificate_source)
+        )
+    else:
+        rows.append(check_expiry(name, inputs.chain[0], inputs.now, inputs.renew_before))
+        rows.append(
+            check_chain(name, inputs.chain, inputs.trust, inputs.now, self_signed=host.self_signed)
+        )
+    leaf = inputs.chain[0] if inputs.chain else None
+    if not host.ipv4 and not host.ipv6:
+        rows.append(
+            Check("ports", name, WARN, "public addresses to probe", "dns.ipv4 and dns.ipv6 not set")
+        )
+    for address in (*host.ipv4, *host.ipv6):
+        for port, what in host.ports:
+            answer = await probe.port(address, port, what, leaf)
+            rows.append(check_port(port, address, name, _PORT_WHAT[what], answer))
+    return rows
+
+
+async def diagnose(inputs: Inputs, probe: Probe) -> list[Check]:
+    """Every check: the host's first, then each domain's, in the order of the inputs.
+    Domains are checked concurrently; each one's questions go one after the other."""
+    parts: list[list[Check]] = await gatherResults(
+        [
+            Deferred.fromCoroutine(_host(probe, inputs)),
+            *(Deferred.fromCoroutine(_domain(probe, inputs, d)) for d in inputs.domains),
+        ],
+        consumeErrors=True,
+    )
+    return [row for part in parts for row in part]
+
+
+def report_json(checks: Sequence[Check]) -> dict[str, Any]:
+    """The report as data: ``ok`` is false when any check FAILed."""
+    counts = {status: 0 for status in ("OK", "WARN", "FAIL")}
+    for check in checks:
+        counts[check.status] += 1
+    return {
+        "ok": counts[FAIL] == 0,
+        "counts": counts,
+        "checks": [check.to_json() for check in checks],
+    }
+
+
+async def _report(
+    config: Config,
+    reactor: Any,
+    in_thread: Callable[[Callable[[], Inputs]], Deferred[Inputs]],
+    domain: str | None,
+    overrides: Overrides | None,
+) -> dict[str, Any]:
+    now = reactor.seconds()
+    inputs = await in_thread(lambda: load_inputs(config, now, domain))
+    resolver = make_resolver(resolver_servers(config, None), reactor, timeout=DNS_TIMEOUT)
+    probe = Probe(reactor, resolver, overrides)
+    try:
+        checks = await diagnose(inputs, probe)
+    finally:
+        probe.close()
+    return report_json(checks)
+
+
+def domains_report(
+    config: Config,
+    reactor: Any,
+    in_thread: Callable[[Callable[[], Inputs]], Deferred[Inputs]],
+    *,
+    domain: str | None = None,
+    overrides: Overrides | None = None,
+) -> Deferred[dict[str, Any]]:
+    """The doctor's report for ``GET /api/v1/admin/domains``, as JSON-able data.
+
+    ``in_thread`` runs the file and SQLite reading off the reactor (the server passes
+    ``lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)``). Fails with
+    :class:`~rail.doctor.inputs.DoctorError` when ``domain`` is not local or there is
+    no local domain. Takes seconds (DNS, connections and a fetch per domain, each with a
+    timeout): run one at a time.
+    """
+    return Deferred.fromCoroutine(_report(config, reactor, in_thread, domain, overrides))
