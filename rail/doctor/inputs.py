@@ -8,13 +8,16 @@ keys, no directories.
 
 from __future__ import annotations
 
+import re
 import ssl
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
 from rail.acme.storage import server_pem_path
 from rail.config import Config
@@ -30,6 +33,9 @@ from rail.doctor.expected import (
 from rail.pki.files import server_cert_path
 
 __all__ = ["DoctorError", "Inputs", "load_certificate", "load_inputs", "system_trust"]
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 class DoctorError(Exception):
@@ -85,6 +91,20 @@ def load_certificate(config: Config) -> tuple[tuple[x509.Certificate, ...], str]
     return (), "; ".join(problems)
 
 
+def _certificates(data: bytes) -> tuple[x509.Certificate, ...]:
+    """Every certificate of a PEM bundle that loads; one the library refuses (or warns
+    about: system bundles hold old roots with a zero serial) does not spoil the rest."""
+    loaded = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for block in _PEM_BLOCK.findall(data):
+            try:
+                loaded.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
+    return tuple(loaded)
+
+
 def system_trust() -> tuple[x509.Certificate, ...]:
     """The system's trust roots (OpenSSL's default CA file), or none if unreadable."""
     paths = ssl.get_default_verify_paths()
@@ -92,9 +112,11 @@ def system_trust() -> tuple[x509.Certificate, ...]:
         if name is None:
             continue
         try:
-            return tuple(x509.load_pem_x509_certificates(Path(name).read_bytes()))
-        except (OSError, ValueError):
+            roots = _certificates(Path(name).read_bytes())
+        except OSError:
             continue
+        if roots:
+            return roots
     return ()
 
 

@@ -176,7 +176,8 @@ async def _report(
     overrides: Overrides | None,
 ) -> dict[str, Any]:
     now = reactor.seconds()
-    inputs = await in_thread(lambda: load_inputs(config, now, domain))
+    trust = None if overrides is None else overrides.trust
+    inputs = await in_thread(lambda: load_inputs(config, now, domain, trust=trust))
     resolver = make_resolver(resolver_servers(config, None), reactor, timeout=DNS_TIMEOUT)
     probe = Probe(reactor, resolver, overrides)
     try:

@@ -133,6 +133,8 @@ class World:
     """The running fixture and what the doctor needs to look at it."""
 
     reactor: Any
+    raw: dict[str, object]
+    """The configuration as a YAML file would hold it."""
     config: Config
     ca: CertificateAuthority
     material: ServerMaterial
@@ -219,7 +221,7 @@ async def make_world(reactor: Any, directory: Path, **dns_config: object) -> Wor
     save_acme_material(directory, material)
     KeyStore.open(directory / "dkim").ensure([DOMAIN, HOSTNAME], now.timestamp())
     world_dns = await start_dns(reactor, {})
-    world = World(reactor, config, ca, material, world_dns)
+    world = World(reactor, raw, config, ca, material, world_dns)
     keys = KeyStore.open(directory / "dkim")
     zones = load_zones(config, keys, now.timestamp(), save_serials=False)
     for name, records in fixture_records([r for z in zones for r in z.records]).items():

@@ -1,0 +1,97 @@
+"""``rail doctor`` as a command, and the report the admin API mounts."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import attrs
+import yaml
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from rail.cli import run
+from rail.doctor.run import domains_report
+from tests.doctor.fixtures import DOMAIN, HOSTNAME, World, make_world
+from tests.integration.processes import REPO
+from tests.integration.processes import run as run_process
+
+_MAIN = "import sys; from rail.cli import main; sys.argv[0] = 'rail'; main()"
+
+
+class CommandTests(TestCase):
+    async def start(self) -> tuple[World, Path]:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        world = await make_world(reactor, directory)
+        self.addCleanup(world.dns.stop)
+        self.addCleanup(world.stop)
+        path = directory / "rail.yaml"
+        path.write_text(yaml.safe_dump(world.raw))
+        return world, path
+
+    def rail(self, *args: str) -> tuple[int, str]:
+        """Run ``rail ARGS`` in this process: the exit code and stderr."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        return run(list(args)), err.getvalue()
+
+    async def test_command(self) -> None:
+        """The command asks the resolver given by ``--resolver`` and prints JSON; the
+        certificate from a CA the system does not trust is a FAIL, so it exits 1."""
+        world, path = await self.start()
+        resolver = f"{world.dns.address}:{world.dns.port}"
+        out, err, code = await run_process(
+            sys.executable,
+            "-c",
+            _MAIN,
+            "doctor",
+            "--config",
+            str(path),
+            "--resolver",
+            resolver,
+            "--json",
+            env={"PYTHONPATH": str(REPO)},
+        )
+        self.assertEqual((code, err), (1, b""))
+        checks = {(c["check"], c["domain"]): c for c in json.loads(out)["checks"]}
+        self.assertEqual(checks[("mx", DOMAIN)]["status"], "OK")
+        self.assertEqual(checks[("ptr 127.0.0.1", HOSTNAME)]["status"], "OK")
+        self.assertEqual(checks[("certificate chain", HOSTNAME)]["status"], "FAIL")
+
+    async def test_not_a_local_domain(self) -> None:
+        """``--domain`` must be a local domain: exit 1 before asking anything."""
+        world, path = await self.start()
+        code, err = self.rail("doctor", "--config", str(path), "--domain", "other.test")
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"rail: other.test: not a local domain (local: {DOMAIN})\n")
+        self.assertEqual(world.dns.queries, [])
+
+    async def test_bad_resolver(self) -> None:
+        """``--resolver`` takes an address, not a name: a usage error (exit 2)."""
+        _world, path = await self.start()
+        code, err = self.rail("doctor", "--config", str(path), "--resolver", "dns.test")
+        self.assertEqual(code, 2)
+        self.assertIn("--resolver: expected an IP address (not a name)", err)
+
+
+class ReportTests(TestCase):
+    async def test_domains_report(self) -> None:
+        """The admin API's report: the configured resolver (``delivery.nameservers``)
+        is asked, the files are read in a thread, and the result is JSON-able."""
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        world = await make_world(reactor, directory)
+        self.addCleanup(world.dns.stop)
+        self.addCleanup(world.stop)
+        delivery = attrs.evolve(world.config.delivery, nameservers=tuple(world.dns.nameservers))
+        config = attrs.evolve(world.config, delivery=delivery)
+        report = await domains_report(config, reactor, deferToThread, overrides=world.overrides)
+        self.assertEqual(json.loads(json.dumps(report)), report)
+        self.assertTrue(report["ok"], report)
+        self.assertEqual(report["counts"]["FAIL"], 0)
+        self.assertIn(("mx", DOMAIN), {(c["check"], c["domain"]) for c in report["checks"]})
+        self.assertNotEqual(world.dns.queries, [])
