@@ -402,7 +402,7 @@ def check_caa(
     known), ``issue`` records that name none of the CA's identities forbid renewal
     (FAIL); unknown identities with restricting records are a WARN. Without ACME only a
     difference from what Rail publishes is reported (WARN)."""
-    want = _caa_text(expected) or "none, or allowing the CA"
+    want = _caa_text(expected) or ("none" if acme_identities is None else "none, or the CA's")
     bad = failed("caa", domain, want, found)
     if bad is not None:
         return bad

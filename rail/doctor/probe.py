@@ -232,10 +232,10 @@ class Probe:
         return Lookup(tuple(v for v in values if v is not None))
 
     async def addresses(self, name: str) -> tuple[Lookup[str], Lookup[str]]:
-        """The A and the AAAA records of ``name``."""
-        ipv4 = await self.lookup(name, dns.A)
+        """The A and the AAAA records of ``name``, asked at once."""
+        ipv4: Deferred[Lookup[str]] = Deferred.fromCoroutine(self.lookup(name, dns.A))
         ipv6 = await self.lookup(name, dns.AAAA)
-        return ipv4, ipv6
+        return await ipv4, ipv6
 
     def _bounded(self, coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
         d = Deferred.fromCoroutine(coroutine)

@@ -8,7 +8,7 @@ Glue between :mod:`rail.doctor.probe` (the questions) and :mod:`rail.doctor.chec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -67,16 +67,32 @@ async def _caa(probe: Probe, domain: str) -> tuple[Lookup[Any], str | None]:
         name = parent
 
 
+async def _together(*coroutines: Coroutine[Any, Any, Any]) -> list[Any]:
+    """The results of ``coroutines``, run at once, in their order."""
+    results: list[Any] = await gatherResults(
+        [Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True
+    )
+    return results
+
+
 async def _domain(probe: Probe, inputs: Inputs, want: DomainExpectation) -> list[Check]:
     host = inputs.host
     domain = want.domain
-    addresses = [*host.ipv4, *host.ipv6]
+    mx, txt, dmarc, sts, rpt, policy, (caa, owner), *dkim = await _together(
+        probe.lookup(domain, dns.MX),
+        probe.lookup(domain, dns.TXT),
+        probe.lookup(f"_dmarc.{domain}", dns.TXT),
+        probe.lookup(f"_mta-sts.{domain}", dns.TXT),
+        probe.lookup(f"_smtp._tls.{domain}", dns.TXT),
+        probe.fetch_policy(domain),
+        _caa(probe, domain),
+        *(probe.lookup(f"{selector}._domainkey.{domain}", dns.TXT) for selector, _ in want.dkim),
+    )
     rows = [
-        check_mx(domain, want.mx, await probe.lookup(domain, dns.MX)),
-        check_spf(domain, want.spf, addresses, host.hostname, await probe.lookup(domain, dns.TXT)),
+        check_mx(domain, want.mx, mx),
+        check_spf(domain, want.spf, [*host.ipv4, *host.ipv6], host.hostname, txt),
     ]
-    for selector, record in want.dkim:
-        found = await probe.lookup(f"{selector}._domainkey.{domain}", dns.TXT)
+    for (selector, record), found in zip(want.dkim, dkim, strict=True):
         rows.append(check_dkim(domain, selector, record, found))
     if not want.dkim:
         rows.append(
@@ -88,70 +104,68 @@ async def _domain(probe: Probe, inputs: Inputs, want: DomainExpectation) -> list
                 "no DKIM key yet (Rail creates them at start and at a domain's first message)",
             )
         )
-    rows.append(check_dmarc(domain, want.dmarc, await probe.lookup(f"_dmarc.{domain}", dns.TXT)))
-    rows.append(
-        check_mta_sts_txt(domain, want.mta_sts, await probe.lookup(f"_mta-sts.{domain}", dns.TXT))
-    )
-    rows.append(
-        check_mta_sts_policy(domain, host.policy, host.hostname, await probe.fetch_policy(domain))
-    )
-    rows.append(
-        check_tls_rpt(domain, want.tls_rpt, await probe.lookup(f"_smtp._tls.{domain}", dns.TXT))
-    )
-    caa, owner = await _caa(probe, domain)
-    rows.append(check_caa(domain, want.caa, host.acme_identities, caa, owner))
+    rows += [
+        check_dmarc(domain, want.dmarc, dmarc),
+        check_mta_sts_txt(domain, want.mta_sts, sts),
+        check_mta_sts_policy(domain, host.policy, host.hostname, policy),
+        check_tls_rpt(domain, want.tls_rpt, rpt),
+        check_caa(domain, want.caa, host.acme_identities, caa, owner),
+    ]
     return rows
 
 
 async def _ptr(probe: Probe, hostname: str, address: str) -> Check:
     names = await probe.lookup(reverse_name(address), dns.PTR)
-    forward = []
-    for name in names.records:
-        ipv4, ipv6 = await probe.addresses(name)
-        forward.append(Lookup((*ipv4.records, *ipv6.records)))
+    found = await _together(*(probe.addresses(name) for name in names.records))
+    forward = [Lookup((*ipv4.records, *ipv6.records)) for ipv4, ipv6 in found]
     return check_ptr(address, hostname, names, forward)
+
+
+def _certificate(inputs: Inputs) -> list[Check]:
+    host = inputs.host
+    name = host.hostname
+    if not inputs.chain:
+        return [
+            Check("certificate", name, FAIL, "Rail's server certificate", inputs.certificate_source)
+        ]
+    return [
+        check_expiry(name, inputs.chain[0], inputs.now, inputs.renew_before),
+        check_chain(name, inputs.chain, inputs.trust, inputs.now, self_signed=host.self_signed),
+    ]
 
 
 async def _host(probe: Probe, inputs: Inputs) -> list[Check]:
     host = inputs.host
     name = host.hostname
-    ipv4, ipv6 = await probe.addresses(name)
+    public = (*host.ipv4, *host.ipv6)
+    leaf = inputs.chain[0] if inputs.chain else None
+    targets = [(address, port, what) for address in public for port, what in host.ports]
+    (ipv4, ipv6), ptrs, answers = await _together(
+        probe.addresses(name),
+        _together(*(_ptr(probe, name, address) for address in public)),
+        _together(*(probe.port(address, port, what, leaf) for address, port, what in targets)),
+    )
     rows = [
         check_addresses("a", name, host.ipv4, ipv4),
         check_addresses("aaaa", name, host.ipv6, ipv6),
+        *ptrs,
+        *_certificate(inputs),
     ]
-    for address in (*host.ipv4, *host.ipv6):
-        rows.append(await _ptr(probe, name, address))
-    if not inputs.chain:
-        rows.append(
-            Check("certificate", name, FAIL, "Rail's server certificate", inputs.certificate_source)
-        )
-    else:
-        rows.append(check_expiry(name, inputs.chain[0], inputs.now, inputs.renew_before))
-        rows.append(
-            check_chain(name, inputs.chain, inputs.trust, inputs.now, self_signed=host.self_signed)
-        )
-    leaf = inputs.chain[0] if inputs.chain else None
-    if not host.ipv4 and not host.ipv6:
+    if not public:
         rows.append(
             Check("ports", name, WARN, "public addresses to probe", "dns.ipv4 and dns.ipv6 not set")
         )
-    for address in (*host.ipv4, *host.ipv6):
-        for port, what in host.ports:
-            answer = await probe.port(address, port, what, leaf)
-            rows.append(check_port(port, address, name, _PORT_WHAT[what], answer))
+    for (address, port, what), answer in zip(targets, answers, strict=True):
+        rows.append(check_port(port, address, name, _PORT_WHAT[what], answer))
     return rows
 
 
 async def diagnose(inputs: Inputs, probe: Probe) -> list[Check]:
     """Every check: the host's first, then each domain's, in the order of the inputs.
-    Domains are checked concurrently; each one's questions go one after the other."""
-    parts: list[list[Check]] = await gatherResults(
-        [
-            Deferred.fromCoroutine(_host(probe, inputs)),
-            *(Deferred.fromCoroutine(_domain(probe, inputs, d)) for d in inputs.domains),
-        ],
-        consumeErrors=True,
+    Every question is asked at once (a silent resolver costs its timeout once, not once
+    per question); the rows keep a fixed order."""
+    parts: list[list[Check]] = await _together(
+        _host(probe, inputs), *(_domain(probe, inputs, d) for d in inputs.domains)
     )
     return [row for part in parts for row in part]
 
