@@ -74,7 +74,8 @@ def check_chain(
     except (VerificationError, ValueError) as e:
         status = WARN if self_signed else FAIL
         note = " (tls.self_signed: Rail's own CA)" if self_signed else ""
-        return Check("certificate chain", hostname, status, expected, f"{subject}: {e}{note}")
+        why = _reason(str(e))
+        return Check("certificate chain", hostname, status, expected, f"{subject}: {why}{note}")
     root = verified[-1].subject.rfc4514_string()
     return Check(
         "certificate chain",
@@ -83,3 +84,11 @@ def check_chain(
         expected,
         f"{subject}, chain of {len(verified)} to {root}",
     )
+
+
+def _reason(message: str) -> str:
+    """cryptography's verification error, in fewer words."""
+    message = message.removeprefix("validation failed: ")
+    if "all candidates exhausted with no interior errors" in message:
+        return "no chain to a trusted root"
+    return message

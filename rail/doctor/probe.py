@@ -325,13 +325,31 @@ def _fingerprint(certificate: x509.Certificate) -> bytes:
     return sha256(certificate.public_bytes(Encoding.DER)).digest()
 
 
+class _TooLargeError(Exception):
+    """The policy is over :data:`_POLICY_LIMIT` octets."""
+
+
 async def _read_capped(response: Any) -> bytes | None:
-    """The body, or None when it is over the policy size limit."""
+    """The body, or None as soon as it is over the policy size limit (the connection
+    is closed then: a server cannot make the doctor hold an endless body)."""
     length = response.length
     if isinstance(length, int) and length > _POLICY_LIMIT:
         return None
-    body: bytes = await response.content()
-    return None if len(body) > _POLICY_LIMIT else body
+    chunks: list[bytes] = []
+    size = 0
+
+    def collect(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > _POLICY_LIMIT:
+            raise _TooLargeError()
+        chunks.append(data)
+
+    try:
+        await treq.collect(response, collect)
+    except _TooLargeError:
+        return None
+    return b"".join(chunks)
 
 
 def _fetch_error(error: Exception) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.names import dns
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 from rail.doctor.checks import Check
 from rail.doctor.cli import doctor, format_table
@@ -28,6 +30,18 @@ from tests.doctor.fixtures import (
 from tests.support.dnsserver import txt_record
 
 _REVERSE = "1.0.0.127.in-addr.arpa"
+
+
+class _Streaming(Resource):
+    """Answers every GET with 80 KiB in two writes, without a Content-Length."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> int:
+        request.write(b"x" * 40960)
+        request.write(b"x" * 40960)
+        request.finish()
+        return NOT_DONE_YET
 
 
 class DoctorTestCase(TestCase):
@@ -223,6 +237,17 @@ class BrokenRecordTests(DoctorTestCase):
         code, _text, checks = await self.run_doctor(world)
         check = self.assertOnly(checks, ("mta-sts policy", DOMAIN), "FAIL")
         self.assertEqual(check.found, "fetch failed: HTTP 404")
+        self.assertEqual(code, 1)
+
+    async def test_endless_policy(self) -> None:
+        """A policy body over 64 KiB (sent chunked, no length announced) is a FAIL; the
+        doctor stops reading it."""
+        world = await self.start()
+        await world.close(443)
+        world.serve(443, Site(_Streaming()), tls=True)
+        code, _text, checks = await self.run_doctor(world)
+        check = self.assertOnly(checks, ("mta-sts policy", DOMAIN), "FAIL")
+        self.assertEqual(check.found, "fetch failed: larger than 65536 octets")
         self.assertEqual(code, 1)
 
     async def test_tls_rpt_missing(self) -> None:
