@@ -49,6 +49,9 @@ class HostExpectation:
     renew_before: float | None
     """ACME's ``renew_before``, seconds; None without ACME."""
     self_signed: bool
+    dkim: tuple[tuple[str, str], ...]
+    """The host name's own DKIM keys (DSNs are signed with them), when its zone is among
+    those checked: Rail publishes them only in the local domain that contains it."""
     ports: tuple[tuple[int, str], ...]
     """The public ports to probe and what each should answer: ``smtp`` (a ``220``
     greeting) or ``tls`` (a handshake); only for listeners that are configured."""
@@ -62,17 +65,20 @@ def _first(texts: Sequence[str], prefix: str) -> str:
     return next((t for t in texts if t.startswith(prefix)), "")
 
 
+def _dkim(records: Iterable[Record], domain: str) -> tuple[tuple[str, str], ...]:
+    """``(selector, record)`` of the DKIM keys published for ``domain``."""
+    suffix = f"._domainkey.{domain}"
+    return tuple(
+        (r.name[: -len(suffix)], "".join(r.data.strings))
+        for r in records
+        if r.name.endswith(suffix) and "." not in r.name[: -len(suffix)] and isinstance(r.data, TXT)
+    )
+
+
 def domain_expectation(domain: str, records: Sequence[Record]) -> DomainExpectation:
     """The expectation for ``domain`` from the records of the zones (every zone's
     records, or at least those of ``domain``'s zone and the zones below it)."""
-    dkim_suffix = f"._domainkey.{domain}"
-    dkim = tuple(
-        (r.name[: -len(dkim_suffix)], "".join(r.data.strings))
-        for r in records
-        if r.name.endswith(dkim_suffix)
-        and "." not in r.name[: -len(dkim_suffix)]
-        and isinstance(r.data, TXT)
-    )
+    dkim = _dkim(records, domain)
     tls_rpt = _texts(records, f"_smtp._tls.{domain}")
     return DomainExpectation(
         domain=domain,
@@ -86,10 +92,10 @@ def domain_expectation(domain: str, records: Sequence[Record]) -> DomainExpectat
     )
 
 
-def host_expectation(config: Config) -> HostExpectation:
+def host_expectation(config: Config, records: Sequence[Record] = ()) -> HostExpectation:
     """Rail's host as its configuration describes it; its addresses are those its zone
     would hold were the host name a zone of its own (the same whether or not it lies in
-    a local domain)."""
+    a local domain). Its DKIM keys are those among ``records`` (the zones checked)."""
     hostname, dns = config.hostname, config.dns
     own: Mapping[str, list[Record]] = domain_records([hostname], hostname, dns, {})
     at_host = [r for r in own[hostname] if r.name == hostname]
@@ -112,5 +118,6 @@ def host_expectation(config: Config) -> HostExpectation:
         acme_identities=None if acme is None else tuple(dns.caa),
         renew_before=None if acme is None else acme.renew_before,
         self_signed=config.tls.mode == "self_signed",
+        dkim=_dkim(records, hostname),
         ports=tuple(ports),
     )

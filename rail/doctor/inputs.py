@@ -148,7 +148,7 @@ def load_inputs(
     records = [record for zone in zones for record in zone.records]
     chain, source = load_certificate(config)
     return Inputs(
-        host=host_expectation(config),
+        host=host_expectation(config, records),
         domains=tuple(domain_expectation(d, records) for d in domains),
         chain=chain,
         certificate_source=source,

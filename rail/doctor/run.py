@@ -140,15 +140,22 @@ async def _host(probe: Probe, inputs: Inputs) -> list[Check]:
     public = (*host.ipv4, *host.ipv6)
     leaf = inputs.chain[0] if inputs.chain else None
     targets = [(address, port, what) for address in public for port, what in host.ports]
-    (ipv4, ipv6), ptrs, answers = await _together(
+    (ipv4, ipv6), ptrs, answers, dkim = await _together(
         probe.addresses(name),
         _together(*(_ptr(probe, name, address) for address in public)),
         _together(*(probe.port(address, port, what, leaf) for address, port, what in targets)),
+        _together(
+            *(probe.lookup(f"{selector}._domainkey.{name}", dns.TXT) for selector, _ in host.dkim)
+        ),
     )
     rows = [
         check_addresses("a", name, host.ipv4, ipv4),
         check_addresses("aaaa", name, host.ipv6, ipv6),
         *ptrs,
+        *(
+            check_dkim(name, selector, record, found)
+            for (selector, record), found in zip(host.dkim, dkim, strict=True)
+        ),
         *_certificate(inputs),
     ]
     if not public:
