@@ -11,10 +11,12 @@ import attrs
 import yaml
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rail.cli import run
-from rail.doctor.run import domains_report
+from rail.config import Config, parse_config
+from rail.doctor.cli import parse_resolver
+from rail.doctor.run import domains_report, resolver_servers
 from tests.doctor.fixtures import DOMAIN, HOSTNAME, World, make_world
 from tests.integration.processes import REPO
 from tests.integration.processes import run as run_process
@@ -76,6 +78,31 @@ class CommandTests(TestCase):
         code, err = self.rail("doctor", "--config", str(path), "--resolver", "dns.test")
         self.assertEqual(code, 2)
         self.assertIn("--resolver: expected an IP address (not a name)", err)
+
+
+class ResolverChoiceTests(SynchronousTestCase):
+    def config(self, **raw: object) -> Config:
+        base: dict[str, object] = {"hostname": HOSTNAME, "tls": {"self_signed": True}}
+        return parse_config({**base, **raw}, Path("/nonexistent"))
+
+    def test_order(self) -> None:
+        """``--resolver`` first, then ``delivery.nameservers``, then
+        ``inbound.nameservers``, then None (the system's resolv.conf)."""
+        both = self.config(
+            delivery={"nameservers": ["192.0.2.1"]}, inbound={"nameservers": ["192.0.2.2:5353"]}
+        )
+        inbound = self.config(inbound={"nameservers": ["192.0.2.2:5353"]})
+        self.assertEqual(resolver_servers(both, ("192.0.2.9", 53)), [("192.0.2.9", 53)])
+        self.assertEqual(list(resolver_servers(both, None) or ()), [("192.0.2.1", 53)])
+        self.assertEqual(list(resolver_servers(inbound, None) or ()), [("192.0.2.2", 5353)])
+        self.assertIsNone(resolver_servers(self.config(), None))
+
+    def test_parse_resolver(self) -> None:
+        """``--resolver`` takes IP, IP:PORT and [IPv6]:PORT."""
+        self.assertEqual(parse_resolver("192.0.2.1"), ("192.0.2.1", 53))
+        self.assertEqual(parse_resolver("192.0.2.1:5353"), ("192.0.2.1", 5353))
+        self.assertEqual(parse_resolver("[2001:db8::1]:5353"), ("2001:db8::1", 5353))
+        self.assertRaises(ValueError, parse_resolver, "192.0.2.1:0")
 
 
 class ReportTests(TestCase):
