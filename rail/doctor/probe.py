@@ -220,7 +220,11 @@ class Probe:
     async def lookup(self, name: str, rtype: int) -> Lookup[Any]:
         """The records of ``rtype`` in the answer for ``name`` (a CNAME's target's too:
         a recursive resolver answers them together)."""
-        query = dns.Query(name.encode("ascii"), rtype, dns.IN)
+        try:
+            query = dns.Query(name.encode("ascii"), rtype, dns.IN)
+        except (UnicodeEncodeError, ValueError):
+            # A name from an answer (a PTR target) that is no host name.
+            return Lookup(error=f"{name!r} is not a valid name")
         try:
             result: Any = await self._resolver.query(query, self._dns_timeout)
         except DNSNameError:
