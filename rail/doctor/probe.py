@@ -23,7 +23,11 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener, IResolver, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IResolver,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import (
     Certificate,
@@ -47,7 +51,16 @@ from zope.interface import implementer
 from rail.dns.records import CAA, MX
 from rail.doctor.checks import Fetch, Lookup, PortAnswer
 
-__all__ = ["CAA_TYPE", "DNS_TIMEOUT", "TIMEOUT", "Overrides", "Probe", "policy_url", "reverse_name"]
+__all__ = [
+    "CAA_TYPE",
+    "DNS_TIMEOUT",
+    "TIMEOUT",
+    "Overrides",
+    "Probe",
+    "make_trust_root",
+    "policy_url",
+    "reverse_name",
+]
 
 DNS_TIMEOUT: tuple[int, ...] = (1, 3)
 """Seconds before each resend of a query: a silent resolver costs 4 s per question."""
@@ -77,6 +90,14 @@ class Overrides:
 
     def target(self, address: str, port: int) -> tuple[str, int]:
         return self.addresses.get(address, address), self.ports.get(port, port)
+
+
+def make_trust_root(certificates: Sequence[x509.Certificate]) -> Any:
+    """A TLS trust root (twisted's ``IOpenSSLTrustRoot``, not public) of ``certificates``."""
+    root: Any = trustRootFromCertificates(
+        [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+    )
+    return root
 
 
 def _name(value: bytes) -> str:
@@ -203,19 +224,23 @@ class Probe:
         *,
         timeout: float = TIMEOUT,
         dns_timeout: Sequence[int] = DNS_TIMEOUT,
+        trust_root: Any = None,
     ) -> None:
+        """``trust_root`` (made by :func:`trust_root`, which costs milliseconds for a
+        system's roots: a server makes it in a thread) verifies the MTA-STS policy
+        server; default: ``overrides.trust``, else the platform's roots."""
         self._reactor = reactor
         self._resolver = resolver
         self._overrides = overrides or Overrides()
         self._timeout = timeout
         self._dns_timeout = tuple(dns_timeout)
         trust = self._overrides.trust
-        if trust is None:
-            self._trust: Any = platformTrust()
+        if trust_root is not None:
+            self._trust: Any = trust_root
+        elif trust is not None:
+            self._trust = make_trust_root(trust)
         else:
-            self._trust = trustRootFromCertificates(
-                [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in trust]
-            )
+            self._trust = platformTrust()
 
     async def lookup(self, name: str, rtype: int) -> Lookup[Any]:
         """The records of ``rtype`` in the answer for ``name`` (a CNAME's target's too:

@@ -9,13 +9,14 @@ Glue between :mod:`rail.doctor.probe` (the questions) and :mod:`rail.doctor.chec
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.names import dns
 
 from rail.config import Config
-from rail.delivery.resolve import make_resolver
+from rail.delivery.resolve import make_resolver, parse_resolv_conf
 from rail.doctor.certificate import check_chain, check_expiry
 from rail.doctor.checks import (
     FAIL,
@@ -36,10 +37,18 @@ from rail.doctor.checks import (
 )
 from rail.doctor.expected import DomainExpectation
 from rail.doctor.inputs import Inputs, load_inputs
-from rail.doctor.probe import CAA_TYPE, DNS_TIMEOUT, Overrides, Probe, reverse_name
+from rail.doctor.probe import (
+    CAA_TYPE,
+    DNS_TIMEOUT,
+    Overrides,
+    Probe,
+    make_trust_root,
+    reverse_name,
+)
 
 __all__ = ["diagnose", "domains_report", "report_json", "resolver_servers"]
 
+RESOLV_CONF = "/etc/resolv.conf"
 _PORT_WHAT = {"smtp": "an SMTP 220 greeting", "tls": "a TLS handshake"}
 
 
@@ -189,18 +198,38 @@ def report_json(checks: Sequence[Check]) -> dict[str, Any]:
     }
 
 
+def _servers(config: Config) -> Sequence[tuple[str, int]]:
+    """The configured resolvers, else the system's (reads ``/etc/resolv.conf``)."""
+    servers = resolver_servers(config, None)
+    if servers is not None:
+        return servers
+    try:
+        text = Path(RESOLV_CONF).read_text(errors="replace")
+    except OSError:
+        text = ""
+    return parse_resolv_conf(text)
+
+
 async def _report(
     config: Config,
     reactor: Any,
-    in_thread: Callable[[Callable[[], Inputs]], Deferred[Inputs]],
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]],
     domain: str | None,
     overrides: Overrides | None,
 ) -> dict[str, Any]:
     now = reactor.seconds()
     trust = None if overrides is None else overrides.trust
-    inputs = await in_thread(lambda: load_inputs(config, now, domain, trust=trust))
-    resolver = make_resolver(resolver_servers(config, None), reactor, timeout=DNS_TIMEOUT)
-    probe = Probe(reactor, resolver, overrides)
+
+    def read() -> tuple[Inputs, Sequence[tuple[str, int]], Any]:
+        inputs = load_inputs(config, now, domain, trust=trust)
+        # The roots as TLS wants them, made here: it costs milliseconds, and without it a
+        # TLS context would read the system's CA file on the reactor thread.
+        root = make_trust_root(inputs.trust) if trust is None and inputs.trust else None
+        return inputs, _servers(config), root
+
+    inputs, servers, root = await in_thread(read)
+    resolver = make_resolver(servers, reactor, timeout=DNS_TIMEOUT)
+    probe = Probe(reactor, resolver, overrides, trust_root=root)
     try:
         checks = await diagnose(inputs, probe)
     finally:
@@ -211,15 +240,16 @@ async def _report(
 def domains_report(
     config: Config,
     reactor: Any,
-    in_thread: Callable[[Callable[[], Inputs]], Deferred[Inputs]],
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]],
     *,
     domain: str | None = None,
     overrides: Overrides | None = None,
 ) -> Deferred[dict[str, Any]]:
     """The doctor's report for ``GET /api/v1/admin/domains``, as JSON-able data.
 
-    ``in_thread`` runs the file and SQLite reading off the reactor (the server passes
-    ``lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)``). Fails with
+    ``in_thread`` runs every file and SQLite read (zones, DKIM keys, the certificate,
+    the trust roots, ``/etc/resolv.conf``) off the reactor: the server passes
+    ``lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)``. Fails with
     :class:`~rail.doctor.inputs.DoctorError` when ``domain`` is not local or there is
     no local domain. Takes seconds (DNS, connections and a fetch per domain, each with a
     timeout): run one at a time.
