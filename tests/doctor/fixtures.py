@@ -3,13 +3,15 @@ standing in for Rail's public ports 25, 465 and 443.
 
 Everything starts out right: the DNS fixture (:mod:`tests.support.dnsserver`) serves the
 zone Rail would publish for ``example.test`` (converted from :mod:`rail.dns.zone`'s
-records), a PTR of 127.0.0.1 to ``mail.example.test``, and the servers answer with
+records), a PTR of the public address (127.0.0.1 unless a test gives another, which the
+probes are then told to reach at 127.0.0.1) to ``mail.example.test``, and the servers answer with
 Rail's current certificate (ACME mode, from a test CA the probes are told to trust) and
 Rail's MTA-STS policy. Tests then break one thing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,7 +173,8 @@ class World:
 
     @property
     def overrides(self) -> Overrides:
-        return Overrides(ports=dict(self.ports), trust=[self.ca.certificate])
+        addresses = {a: "127.0.0.1" for a in self.config.dns.ipv4}
+        return Overrides(addresses=addresses, ports=dict(self.ports), trust=[self.ca.certificate])
 
     def serve(self, port: int, factory: Any, tls: bool) -> None:
         """Play Rail's public ``port`` with ``factory`` on a free loopback port."""
@@ -196,7 +199,9 @@ class World:
             await self.close(port)
 
 
-async def make_world(reactor: Any, directory: Path, **dns_config: object) -> World:
+async def make_world(
+    reactor: Any, directory: Path, address: str = "127.0.0.1", **dns_config: object
+) -> World:
     """Rail's configuration, keys and certificate under ``directory``, the DNS fixture
     serving its zone, and its three ports served; call :meth:`World.stop` and the DNS
     fixture's ``stop`` when done."""
@@ -206,7 +211,7 @@ async def make_world(reactor: Any, directory: Path, **dns_config: object) -> Wor
         "local_domains": [DOMAIN],
         "tls": {"acme": {"directory": "https://127.0.0.1:14000/dir"}},
         "dns": {
-            "ipv4": ["127.0.0.1"],
+            "ipv4": [address],
             "tls_rpt": f"mailto:tls-reports@{DOMAIN}",
             "caa": [CA_IDENTITY],
             **dns_config,
@@ -226,7 +231,8 @@ async def make_world(reactor: Any, directory: Path, **dns_config: object) -> Wor
     zones = load_zones(config, keys, now.timestamp(), save_serials=False)
     for name, records in fixture_records([r for z in zones for r in z.records]).items():
         world.set_records(name, records)
-    world.set_records("1.0.0.127.in-addr.arpa", [dns.Record_PTR(HOSTNAME.encode(), ttl=TTL)])
+    reverse = ipaddress.ip_address(address).reverse_pointer
+    world.set_records(reverse, [dns.Record_PTR(HOSTNAME.encode(), ttl=TTL)])
     world.serve(25, Factory.forProtocol(_Greeting), tls=False)
     world.serve(465, Factory.forProtocol(Protocol), tls=True)
     world.serve(443, policy_site(world.policy), tls=True)

@@ -49,10 +49,10 @@ class DoctorTestCase(TestCase):
 
     maxDiff = None
 
-    async def start(self, **dns_config: object) -> World:
+    async def start(self, address: str = "127.0.0.1") -> World:
         directory = Path(self.mktemp()).absolute()
         directory.mkdir(parents=True)
-        world = await make_world(reactor, directory, **dns_config)
+        world = await make_world(reactor, directory, address)
         self.addCleanup(world.dns.stop)
         self.addCleanup(world.stop)
         return world
@@ -131,6 +131,17 @@ class AllRightTests(DoctorTestCase):
         self.assertEqual(lines[0].split(), ["STATUS", "CHECK", "DOMAIN", "EXPECTED", "FOUND"])
         mx = next(line for line in lines if line.split()[1] == "mx")
         self.assertEqual(mx.split(), ["OK", "mx", DOMAIN, "10", HOSTNAME, "10", HOSTNAME])
+
+    async def test_public_address_overridden(self) -> None:
+        """With a public address that is not this machine's, the overrides send the
+        probes (ports, the policy fetch) to loopback: everything OK, named by the
+        public address."""
+        world = await self.start("192.0.2.7")
+        code, _text, checks = await self.run_doctor(world)
+        self.assertEqual({k: c for k, c in checks.items() if c.status != "OK"}, {})
+        self.assertEqual(code, 0)
+        self.assertEqual(checks[("port 25 192.0.2.7", HOSTNAME)].found, f"220 {HOSTNAME} ESMTP")
+        self.assertEqual(checks[("a", HOSTNAME)].found, "192.0.2.7")
 
     async def test_json(self) -> None:
         """``--json`` prints ``ok``, the counts and one object per check."""
