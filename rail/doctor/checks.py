@@ -15,6 +15,7 @@ Pure: the found side comes in as plain values (:class:`Lookup`, :class:`Fetch`,
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Any, Generic, Literal, TypeVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "Lookup",
     "PortAnswer",
     "Status",
+    "caa_identities",
     "caa_identity",
     "check_addresses",
     "check_caa",
@@ -386,6 +388,20 @@ def caa_identity(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+def caa_identities(directory: str) -> tuple[str, ...]:
+    """The CAA identities an ACME directory document names (RFC 8555 §7.1.1,
+    ``meta.caaIdentities``); none when it names none or is not such a document."""
+    try:
+        document = json.loads(directory)
+    except ValueError:
+        return ()
+    meta = document.get("meta") if isinstance(document, dict) else None
+    names = meta.get("caaIdentities") if isinstance(meta, dict) else None
+    if not isinstance(names, list):
+        return ()
+    return tuple(n.lower() for n in names if isinstance(n, str))
+
+
 def _caa_text(records: Sequence[CAA]) -> str:
     return ", ".join(f'{r.flags} {r.tag} "{r.value}"' for r in records)
 
@@ -398,8 +414,8 @@ def check_caa(
     owner: str | None,
 ) -> Check:
     """CAA records (the closest found at or above ``domain``, at ``owner``). With ACME
-    (``acme_identities`` given, the CA's identities from ``dns.caa``; empty when not
-    known), ``issue`` records that name none of the CA's identities forbid renewal
+    (``acme_identities`` given, the CA's identities from ``dns.caa`` or its directory;
+    empty when not known), ``issue`` records that name none of the CA's identities forbid renewal
     (FAIL); unknown identities with restricting records are a WARN. Without ACME only a
     difference from what Rail publishes is reported (WARN)."""
     want = _caa_text(expected) or ("none" if acme_identities is None else "none, or the CA's")

@@ -44,8 +44,10 @@ class HostExpectation:
     policy: str
     """The MTA-STS policy file Rail serves (the same for every domain)."""
     acme_identities: tuple[str, ...] | None
-    """With ACME: the CA's CAA identities (``dns.caa``; empty when not set). None when
-    Rail does not use ACME."""
+    """With ACME: the CA's CAA identities (``dns.caa``; empty when not set, and then the
+    ACME directory's ``caaIdentities`` are asked for). None when Rail does not use ACME."""
+    acme_directory: str | None
+    """The ACME directory URL; None without ACME."""
     renew_before: float | None
     """ACME's ``renew_before``, seconds; None without ACME."""
     self_signed: bool
@@ -116,6 +118,7 @@ def host_expectation(config: Config, records: Sequence[Record] = ()) -> HostExpe
         ipv6=tuple(r.data.address for r in at_host if isinstance(r.data, AAAA)),
         policy=policy_text(dns.mta_sts_mode, hostname, dns.mta_sts_max_age),
         acme_identities=None if acme is None else tuple(dns.caa),
+        acme_directory=None if acme is None else acme.directory,
         renew_before=None if acme is None else acme.renew_before,
         self_signed=config.tls.mode == "self_signed",
         dkim=_dkim(records, hostname),

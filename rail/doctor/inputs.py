@@ -54,6 +54,9 @@ class Inputs:
     """Where the chain was read from, or why it was not."""
     trust: tuple[x509.Certificate, ...]
     """The roots the chain must lead to (the system's, unless a test says otherwise)."""
+    acme_trust: tuple[x509.Certificate, ...]
+    """``tls.acme.ca_file``'s certificates, which verify the ACME directory; empty when
+    not set (the system's roots do)."""
     now: datetime
 
     @property
@@ -147,11 +150,19 @@ def load_inputs(
     zones = load_zones(config, keys, now, domains=domains, save_serials=False)
     records = [record for zone in zones for record in zone.records]
     chain, source = load_certificate(config)
+    acme = config.tls.acme
+    acme_trust: tuple[x509.Certificate, ...] = ()
+    if acme is not None and acme.ca_file is not None:
+        try:
+            acme_trust = _certificates(acme.ca_file.read_bytes())
+        except OSError as e:
+            raise DoctorError(f"{acme.ca_file}: {e.strerror}") from None
     return Inputs(
         host=host_expectation(config, records),
         domains=tuple(domain_expectation(d, records) for d in domains),
         chain=chain,
         certificate_source=source,
         trust=tuple(system_trust() if trust is None else trust),
+        acme_trust=acme_trust,
         now=datetime.fromtimestamp(now, UTC),
     )

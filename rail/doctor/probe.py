@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from hashlib import sha256
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ from twisted.names.error import (
     DNSServerError,
 )
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -67,7 +67,7 @@ DNS_TIMEOUT: tuple[int, ...] = (1, 3)
 TIMEOUT = 5.0
 """Seconds a TCP connection, greeting, handshake or policy fetch may take."""
 CAA_TYPE = 257
-_POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.3: senders may cap the policy's size
+_POLICY_LIMIT = 64 * 1024  # RFC 8461 §3.3: senders may cap the policy's size; a directory too
 _BANNER_LIMIT = 1024
 
 T = TypeVar("T")
@@ -280,14 +280,34 @@ class Probe:
             why = ipv4.error or ipv6.error or "no address"
             return Fetch(error=f"mta-sts.{domain}: {why}")
         address, port = self._overrides.target(found[0], 443)
-        pool = HTTPConnectionPool(self._reactor, persistent=False)
         endpoints = _PolicyEndpoints(self._reactor, address, port, self._trust, self._timeout)
-        agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool=pool)
-        client = treq.client.HTTPClient(agent)
+        return await self._get(
+            lambda pool: Agent.usingEndpointFactory(self._reactor, endpoints, pool=pool),
+            policy_url(domain),
+        )
+
+    async def fetch_directory(self, url: str, trust: Sequence[x509.Certificate]) -> Fetch:
+        """GET an ACME directory, verified with ``trust`` (``tls.acme.ca_file``'s
+        certificates) or, when empty, the roots the doctor uses."""
+        root = make_trust_root(trust) if trust else self._trust
+        policy = BrowserLikePolicyForHTTPS(trustRoot=root)
+        return await self._get(
+            lambda pool: Agent(
+                self._reactor,
+                contextFactory=policy,
+                connectTimeout=self._timeout,
+                pool=pool,
+            ),
+            url,
+        )
+
+    async def _get(self, make_agent: Callable[[HTTPConnectionPool], Any], url: str) -> Fetch:
+        """GET ``url`` without following redirects: the body (at most 64 KiB, within the
+        timeout) of a 200, or why not."""
+        pool = HTTPConnectionPool(self._reactor, persistent=False)
+        client = treq.client.HTTPClient(make_agent(pool))
         try:
-            response = await client.get(
-                policy_url(domain), timeout=self._timeout, allow_redirects=False
-            )
+            response = await client.get(url, timeout=self._timeout, allow_redirects=False)
             body = await self._bounded(_read_capped(response))
         except Exception as e:
             return Fetch(error=_fetch_error(e))

@@ -23,6 +23,7 @@ from rail.doctor.checks import (
     WARN,
     Check,
     Lookup,
+    caa_identities,
     check_addresses,
     check_caa,
     check_dkim,
@@ -84,7 +85,9 @@ async def _together(*coroutines: Coroutine[Any, Any, Any]) -> list[Any]:
     return results
 
 
-async def _domain(probe: Probe, inputs: Inputs, want: DomainExpectation) -> list[Check]:
+async def _domain(
+    probe: Probe, inputs: Inputs, want: DomainExpectation, identities: tuple[str, ...] | None
+) -> list[Check]:
     host = inputs.host
     domain = want.domain
     mx, txt, dmarc, sts, rpt, policy, (caa, owner), *dkim = await _together(
@@ -118,7 +121,7 @@ async def _domain(probe: Probe, inputs: Inputs, want: DomainExpectation) -> list
         check_mta_sts_txt(domain, want.mta_sts, sts),
         check_mta_sts_policy(domain, host.policy, host.hostname, policy),
         check_tls_rpt(domain, want.tls_rpt, rpt),
-        check_caa(domain, want.caa, host.acme_identities, caa, owner),
+        check_caa(domain, want.caa, identities, caa, owner),
     ]
     return rows
 
@@ -180,9 +183,27 @@ async def diagnose(inputs: Inputs, probe: Probe) -> list[Check]:
     """Every check: the host's first, then each domain's, in the order of the inputs.
     Every question is asked at once (a silent resolver costs its timeout once, not once
     per question); the rows keep a fixed order."""
+    identities = inputs.host.acme_identities
+    directory = inputs.host.acme_directory
+    rows: list[Check] = []
+    if identities == () and directory is not None:
+        fetched = await probe.fetch_directory(directory, inputs.acme_trust)
+        if fetched.text is not None:
+            identities = caa_identities(fetched.text)
+        else:
+            rows.append(
+                Check(
+                    "acme directory",
+                    inputs.host.hostname,
+                    WARN,
+                    directory,
+                    f"fetch failed: {fetched.error} (CAA not checked against the CA)",
+                )
+            )
     parts: list[list[Check]] = await _together(
-        _host(probe, inputs), *(_domain(probe, inputs, d) for d in inputs.domains)
+        _host(probe, inputs), *(_domain(probe, inputs, d, identities) for d in inputs.domains)
     )
+    parts.insert(1, rows)
     return [row for part in parts for row in part]
 
 

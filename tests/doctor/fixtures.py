@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import dns
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.static import Data
 
 from rail.acme.storage import save_acme_material
 from rail.config import Config, parse_config
@@ -176,17 +178,38 @@ class World:
         addresses = {a: "127.0.0.1" for a in self.config.dns.ipv4}
         return Overrides(addresses=addresses, ports=dict(self.ports), trust=[self.ca.certificate])
 
-    def serve(self, port: int, factory: Any, tls: bool) -> None:
-        """Play Rail's public ``port`` with ``factory`` on a free loopback port."""
+    def serve(
+        self, port: int, factory: Any, tls: bool, material: ServerMaterial | None = None
+    ) -> None:
+        """Play Rail's public ``port`` with ``factory`` on a free loopback port (TLS with
+        Rail's certificate, or ``material``)."""
         tracking = _Tracking(factory)
         if tls:
-            options = server_options(self.material, None)
+            options = server_options(material or self.material, None)
             listening = self.reactor.listenSSL(0, tracking, options, interface="127.0.0.1")
         else:
             listening = self.reactor.listenTCP(0, tracking, interface="127.0.0.1")
         self._listening[port] = listening
         self._factories[port] = tracking
         self.ports[port] = listening.getHost().port
+
+    def serve_acme_directory(self, document: bytes, directory: Path) -> None:
+        """Serve ``document`` as the ACME directory at ``https://127.0.0.1:PORT/dir``
+        (a certificate for 127.0.0.1 from the test CA, which ``tls.acme.ca_file`` names)
+        and point the configuration at it."""
+        key = generate_private_key("ecdsa-p256")
+        now = datetime.now(UTC)
+        leaf = issue_server_certificate(self.ca, "localhost", ("127.0.0.1",), key.public_key(), now)
+        root = Resource()
+        root.putChild(b"dir", Data(document, "application/json"))
+        self.serve(0, Site(root), tls=True, material=ServerMaterial(chain=(leaf,), key=key))
+        ca_file = directory / "acme-ca.pem"
+        ca_file.write_bytes(self.ca.certificate.public_bytes(Encoding.PEM))
+        acme = self.config.tls.acme
+        assert acme is not None
+        url = f"https://127.0.0.1:{self.ports[0]}/dir"
+        tls = attrs.evolve(self.config.tls, acme=attrs.evolve(acme, directory=url, ca_file=ca_file))
+        self.config = attrs.evolve(self.config, tls=tls)
 
     async def close(self, port: int) -> None:
         """Stop playing ``port``: connections to it are refused from now on."""

@@ -12,6 +12,7 @@ from rail.doctor.checks import (
     Fetch,
     Lookup,
     PortAnswer,
+    caa_identities,
     check_addresses,
     check_caa,
     check_dmarc,
@@ -163,6 +164,16 @@ class CAATests(SynchronousTestCase):
         """An unknown tag with the critical flag forbids all issuance: FAIL."""
         found = Lookup((CAA(128, "future", "x"),))
         self.assertEqual(check_caa(DOMAIN, (), ("ca.test",), found, DOMAIN).status, "FAIL")
+
+
+class DirectoryTests(SynchronousTestCase):
+    def test_caa_identities(self) -> None:
+        """An ACME directory's ``meta.caaIdentities``, lower-cased; none for anything
+        else."""
+        document = '{"newOrder": "x", "meta": {"caaIdentities": ["LetsEncrypt.org"]}}'
+        self.assertEqual(caa_identities(document), ("letsencrypt.org",))
+        for other in ('{"meta": {}}', "[]", "not json", '{"meta": {"caaIdentities": "x"}}'):
+            self.assertEqual(caa_identities(other), ())
 
 
 class PTRTests(SynchronousTestCase):

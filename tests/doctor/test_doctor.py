@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from rail.doctor.checks import Check
 from rail.doctor.cli import doctor, format_table
 from tests.doctor.fixtures import (
+    CA_IDENTITY,
     DOMAIN,
     HOSTNAME,
     World,
@@ -49,10 +50,11 @@ class DoctorTestCase(TestCase):
 
     maxDiff = None
 
-    async def start(self, address: str = "127.0.0.1") -> World:
+    async def start(self, address: str = "127.0.0.1", **dns_config: object) -> World:
         directory = Path(self.mktemp()).absolute()
         directory.mkdir(parents=True)
-        world = await make_world(reactor, directory, address)
+        self.directory = directory
+        world = await make_world(reactor, directory, address, **dns_config)
         self.addCleanup(world.dns.stop)
         self.addCleanup(world.stop)
         return world
@@ -279,6 +281,37 @@ class BrokenRecordTests(DoctorTestCase):
         check = self.assertOnly(checks, ("caa", DOMAIN), "FAIL")
         self.assertIn("forbids the ACME CA", check.found)
         self.assertEqual(code, 1)
+
+    async def test_caa_against_the_acme_directory(self) -> None:
+        """With ``dns.caa`` empty, the CA's identities come from its ACME directory
+        (``meta.caaIdentities``): a CAA record naming another CA is a FAIL, one naming
+        it OK."""
+        world = await self.start(caa=[])
+        document = json.dumps({"meta": {"caaIdentities": [CA_IDENTITY]}}).encode()
+        world.serve_acme_directory(document, self.directory)
+        world.replace(DOMAIN, 257, [caa_record(0, "issue", "other-ca.test")])
+        code, _text, checks = await self.run_doctor(world)
+        check = self.assertOnly(checks, ("caa", DOMAIN), "FAIL")
+        self.assertIn("forbids the ACME CA", check.found)
+        self.assertEqual(code, 1)
+        world.replace(
+            DOMAIN, 257, [caa_record(0, "issue", f"{CA_IDENTITY}; validationmethods=http-01")]
+        )
+        code, _text, checks = await self.run_doctor(world)
+        self.assertEqual(checks[("caa", DOMAIN)].status, "OK")
+
+    async def test_acme_directory_unreachable(self) -> None:
+        """An ACME directory that cannot be fetched is a WARN saying CAA was not checked
+        against the CA; restricting CAA records are then a WARN too."""
+        world = await self.start(caa=[])
+        world.serve_acme_directory(b"{}", self.directory)
+        await world.close(0)
+        world.replace(DOMAIN, 257, [caa_record(0, "issue", CA_IDENTITY)])
+        code, _text, checks = await self.run_doctor(world)
+        self.assertEqual(checks[("acme directory", HOSTNAME)].status, "WARN")
+        self.assertIn("CAA not checked", checks[("acme directory", HOSTNAME)].found)
+        self.assertEqual(checks[("caa", DOMAIN)].status, "WARN")
+        self.assertEqual(code, 0)
 
     async def test_ptr_mismatch(self) -> None:
         """A PTR naming a host that does not resolve back to the address is a FAIL."""
