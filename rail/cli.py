@@ -454,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--domain", metavar="DOMAIN", help="default: every local domain")
     p.add_argument("--resolver", metavar="IP[:PORT]", help="default: the configured resolvers")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_doctor)
     return parser
 
