@@ -182,7 +182,9 @@ async def _host(probe: Probe, inputs: Inputs) -> list[Check]:
 async def diagnose(inputs: Inputs, probe: Probe) -> list[Check]:
     """Every check: the host's first, then each domain's, in the order of the inputs.
     Every question is asked at once (a silent resolver costs its timeout once, not once
-    per question); the rows keep a fixed order."""
+    per question), except that the domains wait for the ACME directory when the CA's
+    CAA identities come from it; the rows keep a fixed order."""
+    host: Deferred[list[Check]] = Deferred.fromCoroutine(_host(probe, inputs))
     identities = inputs.host.acme_identities
     directory = inputs.host.acme_directory
     rows: list[Check] = []
@@ -200,11 +202,10 @@ async def diagnose(inputs: Inputs, probe: Probe) -> list[Check]:
                     f"fetch failed: {fetched.error} (CAA not checked against the CA)",
                 )
             )
-    parts: list[list[Check]] = await _together(
-        _host(probe, inputs), *(_domain(probe, inputs, d, identities) for d in inputs.domains)
+    domains: list[list[Check]] = await _together(
+        *(_domain(probe, inputs, d, identities) for d in inputs.domains)
     )
-    parts.insert(1, rows)
-    return [row for part in parts for row in part]
+    return [*(await host), *rows, *(row for part in domains for row in part)]
 
 
 def report_json(checks: Sequence[Check]) -> dict[str, Any]:
