@@ -85,6 +85,10 @@ _PURE = [
     "dns/cli.py",
     "diskfull.py",
     "store/reserve.py",
+    "doctor/checks.py",
+    "doctor/certificate.py",
+    "doctor/expected.py",
+    "doctor/inputs.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.
