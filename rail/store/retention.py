@@ -38,8 +38,8 @@ class RetentionService(Service):
         limit: int = 200,
     ) -> None:
         """``body``, ``record``: the horizons of ``storage.retention``, in seconds after a
-        message finished; ``limit``: messages (and idempotency keys) per step; ``pause``: seconds between
-        the steps of one run; ``interval``: seconds between runs."""
+        message finished; ``limit``: messages (and idempotency keys) per step; ``pause``:
+        seconds between the steps of one run; ``interval``: seconds between runs."""
         self._clock = clock
         self._store = store
         self._body = body
