@@ -101,12 +101,13 @@ class SQLiteStore:
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
         self._quarantine_observers: list[Callable[[Quarantined], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
-        self._reader = Reader(self._deliver_from_thread)
+        self._reader = Reader(self._deliver_reads_from_thread)
         self._reading = False
         # Counts shared by concurrent callers and reused for COUNTS_MAX_AGE seconds.
         self._seconds = reactor.seconds if IReactorTime.providedBy(reactor) else None
-        self._counts: dict[str, tuple[float, dict[str, int]]] = {}
-        self._counting: dict[str, list[Deferred[dict[str, int]]]] = {}
+        self._counts: dict[str, tuple[int, float, dict[str, int]]] = {}
+        self._counting: dict[tuple[str, int], list[Deferred[dict[str, int]]]] = {}
+        self._writes_answered = 0
         self._purged_before = float("-inf")
         self._writer = Writer(
             directory,
@@ -318,28 +319,36 @@ class SQLiteStore:
         return self._count("inbound", webhook_counts)
 
     def _count(self, key: str, read: Read) -> Deferred[dict[str, int]]:
-        """``read``'s counts: one read at a time, its answer shared by every caller that
-        asked meanwhile and reused for COUNTS_MAX_AGE seconds."""
+        """``read``'s counts, shared and briefly reused: callers that ask while a read is in
+        flight share its answer, and an answer is reused for COUNTS_MAX_AGE seconds. Either
+        only while no write was answered since the read began, so a caller never sees
+        counts older than a write it has seen answered."""
         now = self._seconds() if self._seconds is not None else None
+        generation = self._writes_answered
         cached = self._counts.get(key)
-        if cached is not None and now is not None and now - cached[0] < COUNTS_MAX_AGE:
-            return succeed(dict(cached[1]))
+        if (
+            cached is not None
+            and now is not None
+            and cached[0] == generation
+            and now - cached[1] < COUNTS_MAX_AGE
+        ):
+            return succeed(dict(cached[2]))
         result: Deferred[dict[str, int]] = Deferred()
-        waiting = self._counting.get(key)
+        waiting = self._counting.get((key, generation))
         if waiting is not None:
             waiting.append(result)
             return result
-        self._counting[key] = [result]
+        self._counting[(key, generation)] = [result]
 
         def answer(outcome: object) -> None:
-            waiters = self._counting.pop(key, [])
+            waiters = self._counting.pop((key, generation), [])
             if isinstance(outcome, dict) and now is not None:
-                self._counts[key] = (now, dict(outcome))
+                self._counts[key] = (generation, now, dict(outcome))
             for waiter in waiters:
                 if isinstance(outcome, dict):
                     waiter.callback(dict(outcome))
                 else:
-                    waiter.callback(outcome)  # a Failure: each waiter errbacks with it
+                    waiter.errback(outcome)
 
         self._read(read).addBoth(answer)
         return result
@@ -387,7 +396,15 @@ class SQLiteStore:
         return done
 
     def _deliver_from_thread(self, outcomes: list[Outcome]) -> None:
+        self._reactor.callFromThread(self._fire_writer, outcomes)
+
+    def _deliver_reads_from_thread(self, outcomes: list[Outcome]) -> None:
         self._reactor.callFromThread(self._fire, outcomes)
+
+    def _fire_writer(self, outcomes: list[Outcome]) -> None:
+        """The writer's answers may follow changes: counts read before are not reused."""
+        self._writes_answered += 1
+        self._fire(outcomes)
 
     def _fire(self, outcomes: list[Outcome]) -> None:
         failed = [r for _, r in outcomes if isinstance(r, StoreUnavailableError)]
