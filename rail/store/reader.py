@@ -22,7 +22,6 @@ __all__ = ["Reader", "open_reader"]
 
 Read = Callable[[sqlite3.Connection], object]
 Outcome = tuple[Any, object]
-_STOP = object()
 
 
 def open_reader(path: Path) -> sqlite3.Connection | None:
@@ -48,7 +47,7 @@ class Reader:
 
     def __init__(self, deliver: Callable[[list[Outcome]], None]) -> None:
         self._deliver = deliver
-        self._queue: SimpleQueue[object] = SimpleQueue()
+        self._queue: SimpleQueue[tuple[Read, Any] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="rail-store-reader", daemon=True)
         self._connection: sqlite3.Connection | None = None
 
@@ -61,7 +60,7 @@ class Reader:
 
     def stop(self) -> None:
         """Answer what was submitted before, then close the connection and end."""
-        self._queue.put(_STOP)
+        self._queue.put(None)
 
     def join(self) -> None:
         if self._thread.is_alive():
@@ -73,9 +72,9 @@ class Reader:
         try:
             while True:
                 item = self._queue.get()
-                if item is _STOP:
+                if item is None:  # stop
                     return
-                read, token = item  # type: ignore[misc]
+                read, token = item
                 self._deliver([(token, _answer(read, connection))])
         finally:
             connection.close()

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rail.inbound.model import (
@@ -340,15 +341,15 @@ class SQLiteStore:
             return result
         self._counting[(key, generation)] = [result]
 
-        def answer(outcome: object) -> None:
+        def answer(outcome: dict[str, int] | Failure) -> None:
             waiters = self._counting.pop((key, generation), [])
             if isinstance(outcome, dict) and now is not None:
                 self._counts[key] = (generation, now, dict(outcome))
             for waiter in waiters:
-                if isinstance(outcome, dict):
-                    waiter.callback(dict(outcome))
-                else:
+                if isinstance(outcome, Failure):
                     waiter.errback(outcome)
+                else:
+                    waiter.callback(dict(outcome))
 
         self._read(read).addBoth(answer)
         return result
