@@ -23,6 +23,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Literal
 
+from twisted.logger import Logger
+
+from rail.store.integrity import damaged_row
 from rail.store.model import Purged
 
 __all__ = [
@@ -32,9 +35,12 @@ __all__ = [
     "purge_step",
 ]
 
+# Counts by status, and a message that becomes pending again (an operator's retry of a
+# final recipient) leaves ``finished``. An upsert, so a status added later is counted too.
 _TALLY_TRIGGERS = """
 CREATE TRIGGER {table}_tally_insert AFTER INSERT ON {table} BEGIN
-    UPDATE tally SET n = n + 1 WHERE queue = '{queue}' AND status = NEW.status;
+    INSERT INTO tally (queue, status, n) VALUES ('{queue}', NEW.status, 1)
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
 END;
 CREATE TRIGGER {table}_tally_delete AFTER DELETE ON {table} BEGIN
     UPDATE tally SET n = n - 1 WHERE queue = '{queue}' AND status = OLD.status;
@@ -42,7 +48,13 @@ END;
 CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
     WHEN OLD.status IS NOT NEW.status BEGIN
     UPDATE tally SET n = n - 1 WHERE queue = '{queue}' AND status = OLD.status;
-    UPDATE tally SET n = n + 1 WHERE queue = '{queue}' AND status = NEW.status;
+    INSERT INTO tally (queue, status, n) VALUES ('{queue}', NEW.status, 1)
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
+    WHEN NEW.status IN ('queued', 'deferred') AND OLD.status NOT IN ('queued', 'deferred')
+    BEGIN
+    DELETE FROM finished WHERE queue = '{queue}' AND id = NEW.message_id;
 END;
 """
 
@@ -93,6 +105,8 @@ INSERT INTO finished (queue, id, finished_at)
 """
 MIGRATE_4_TO_5 = RETENTION_SCHEMA + _BACKFILL
 
+_log = Logger()
+
 Queue = Literal["outbound", "inbound"]
 _DELETE = {
     "outbound": "DELETE FROM messages WHERE id = ?",
@@ -141,6 +155,10 @@ def purge_step(
             (keys_before, limit),
         ).rowcount
         connection.execute("COMMIT")
+    except _DamagedRowError as damaged:
+        connection.execute("ROLLBACK")
+        _set_aside(connection, damaged, now)
+        return Purged(more=True)  # the next step does this one's work again
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
@@ -158,7 +176,7 @@ def _purge_records(connection: sqlite3.Connection, before: float, limit: int) ->
     for queue, message_id in rows:
         # ON DELETE CASCADE removes the recipients or webhook jobs (and the triggers
         # take them off the tally).
-        connection.execute(_DELETE[queue], (message_id,))
+        _damage_tolerant(connection, _DELETE[queue], queue, message_id, "record")
         connection.execute("DELETE FROM finished WHERE queue = ? AND id = ?", (queue, message_id))
     return len(rows)
 
@@ -170,12 +188,66 @@ def _purge_bodies(connection: sqlite3.Connection, before: float, now: float, lim
         (before, limit),
     ).fetchall()
     for queue, message_id in rows:
-        connection.execute(_DROP_BODY[queue], (message_id,))
+        _damage_tolerant(connection, _DROP_BODY[queue], queue, message_id, "body")
         connection.execute(
             "UPDATE finished SET body_purged_at = ? WHERE queue = ? AND id = ?",
             (now, queue, message_id),
         )
     return len(rows)
+
+
+class _DamagedRowError(Exception):
+    """SQLite reported the row of ``message_id`` damaged while retention changed it."""
+
+    def __init__(self, queue: Queue, message_id: str, what: str, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.queue = queue
+        self.message_id = message_id
+        self.what = what
+
+
+def _damage_tolerant(
+    connection: sqlite3.Connection, statement: str, queue: Queue, message_id: str, what: str
+) -> None:
+    """Run ``statement`` for ``message_id``; :class:`_DamagedRowError` if SQLite finds the
+    row damaged (a broken overflow chain, typically a message quarantined for it)."""
+    try:
+        connection.execute(statement, (message_id,))
+    except sqlite3.DatabaseError as error:
+        if damaged_row(error) is None:
+            raise
+        raise _DamagedRowError(queue, message_id, what, error) from error
+
+
+def _set_aside(connection: sqlite3.Connection, damaged: _DamagedRowError, now: float) -> None:
+    """Leave a damaged row as it is, with a log line, but take it off retention's list so
+    that it cannot stop retention for good. SQLite refuses further writes in a transaction
+    that met damage, so this is a transaction of its own."""
+    _log.error(
+        "retention cannot delete the {what} of {queue} message {id}, its row is damaged"
+        " ({error}); it is left in the queue database",
+        what=damaged.what,
+        queue=damaged.queue,
+        id=damaged.message_id,
+        error=str(damaged),
+    )
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if damaged.what == "record":
+            connection.execute(
+                "DELETE FROM finished WHERE queue = ? AND id = ?",
+                (damaged.queue, damaged.message_id),
+            )
+        else:
+            connection.execute(
+                "UPDATE finished SET body_purged_at = ? WHERE queue = ? AND id = ?",
+                (now, damaged.queue, damaged.message_id),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _vacuum(connection: sqlite3.Connection, pages: int) -> tuple[int, int]:
