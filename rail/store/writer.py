@@ -1,10 +1,13 @@
 """The SQLite queue's single writer thread: group commit of acceptances.
 
-Every SQLite call of the server runs here, never on the reactor. The thread takes the first
-waiting operation, drains whatever else is waiting (up to :data:`MAX_BATCH`) and writes all
-acceptances of that batch in ONE transaction, with a savepoint per message so one bad message
-does not fail the others. The COMMIT is the fsync, so concurrent acceptances share it and
-throughput grows with concurrency. Status reads of the batch run after the commit.
+Every SQLite write of the server runs here, never on the reactor (reads run on the thread
+of :mod:`rail.store.reader`). The thread takes the first waiting operation, drains whatever
+else is waiting (up to :data:`MAX_BATCH`) and writes all acceptances of that batch in ONE
+transaction, with a savepoint per message so one bad message does not fail the others. The
+COMMIT is the fsync, so concurrent acceptances share it and throughput grows with
+concurrency. Claims (and reads, when there is no read thread) run after the commit; a
+retention step runs last, in transactions of its own, once the batch's callers have their
+answers.
 
 This module knows nothing of Deferreds: results go back through the ``deliver`` callable,
 as ``(token, result)`` pairs where a result that is an exception means failure.
