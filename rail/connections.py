@@ -46,6 +46,10 @@ def peer_group(host: str, ipv6_prefix: int = 64) -> str:
     otherwise open connections from as many addresses as it likes. Anything that is not
     an IP address (a UNIX socket) counts under its own text.
     """
+    if ":" not in host:
+        # IPv4 (or not an address): the kernel's dotted quad is already canonical, and
+        # parsing it is most of this function's cost on every connection.
+        return host
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

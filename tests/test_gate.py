@@ -384,3 +384,28 @@ class ListenerLayersTests(SynchronousTestCase):
         listener.privilegedStartService()
         self.assertIs(reactor.tcpServers[0][1], listener.factory)
         self.assertFalse(listener.factory.implicit_tls)
+
+
+class TransportInterfaceTests(_GateCase):
+    def test_wrapper_carries_the_transport_interfaces_every_time(self) -> None:
+        """The admitted wrapper provides what its transport provides, on the first
+        connection of a transport class and on later ones (where the declaration is
+        reused), and a transport with declarations of its own gets exactly those."""
+        from twisted.internet.interfaces import ITLSTransport, ITransport
+        from zope.interface import directlyProvides
+
+        self.make()
+        first, _ = self.connect("192.0.2.1")
+        second, _ = self.connect("192.0.2.2")
+        third = self.gate.buildProtocol(_address("192.0.2.3"))
+        special = _TLSStringTransport(peerAddress=_address("192.0.2.3"))
+        directlyProvides(special, ITLSTransport)
+        third.makeConnection(special)
+        fourth, _ = self.connect("192.0.2.4")
+        self.assertEqual(
+            [
+                (ITransport.providedBy(p), ITLSTransport.providedBy(p))
+                for p in (first, second, third, fourth)
+            ],
+            [(True, False), (True, False), (True, True), (True, False)],
+        )

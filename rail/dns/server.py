@@ -21,6 +21,7 @@ from rail.dns.ratelimit import RateLimiter, response_key
 from rail.dns.records import Record
 from rail.dns.wire import ParsedQuery, encode_response, parse_query, to_rr
 from rail.dns.zone import Zone
+from rail.refusals import Refusals
 
 __all__ = ["DNSServer"]
 
@@ -39,10 +40,12 @@ class DNSServer:
         zones: Iterable[Zone],
         clock: IReactorTime,
         rate_limiter: RateLimiter | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._index = ZoneIndex(zones)
         self._clock = clock
         self._limiter = rate_limiter
+        self._refusals = refusals
         self.counts: Counter[str] = Counter()
         """Requests by outcome: ``answered``, ``dropped`` (malformed, QR=1, unknown
         opcode, own address), ``rate-limited``, ``slipped``. For tests and metrics."""
@@ -78,9 +81,13 @@ class DNSServer:
             decision = self._limiter.check(source, key, self._clock.seconds())
             if decision == "drop":
                 self.counts["rate-limited"] += 1
+                if self._refusals is not None:
+                    self._refusals.refuse("dns", "rate_limited", source)
                 return None
             if decision == "slip":
                 self.counts["slipped"] += 1
+                if self._refusals is not None:
+                    self._refusals.refuse("dns", "rate_slipped", source)
                 return encode_response(query, 0, limit=limit, truncated=True)
         self.counts["answered"] += 1
         return encode_response(

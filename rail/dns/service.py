@@ -191,7 +191,7 @@ def build_dns(
     def zones(current: Config) -> Sequence[Zone]:
         return load_zones(current, keys, reactor.seconds())
 
-    server = DNSServer(zones(config), reactor, rate_limiter(config))
+    server = DNSServer(zones(config), reactor, rate_limiter(config), refusals=refusals)
     return DNSService(
         reactor,
         spec,

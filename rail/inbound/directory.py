@@ -15,13 +15,14 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.config.schema import Config
 from rail.inbound.recipients import RecipientTable, recipient_table, routing_problems
 from rail.pki.registry import CertificateRecord
+from rail.refresher import Refresher
 
 __all__ = ["Directory", "DirectoryService"]
 
@@ -52,15 +53,15 @@ class Directory:
         self._read_records = read_records
         self._clock = clock
         self._in_thread = in_thread
-        self._interval = interval
         self._records: tuple[CertificateRecord, ...] = ()
         self._table = recipient_table(config, (), self._now())
         self._problems: list[str] = []
-        self._timer: IDelayedCall | None = None
-        self._running: defer.Deferred[None] | None = None
-        self._again: list[defer.Deferred[None]] = []
-        self._stop_waiters: list[defer.Deferred[None]] = []
-        self._periodic = False
+        self._refresher = Refresher(
+            self._read_in_thread,
+            clock=clock,
+            interval=interval,
+            what="building the inbound recipient table",
+        )
 
     def current(self) -> RecipientTable:
         """The table to route by now (no I/O)."""
@@ -83,56 +84,24 @@ class Directory:
 
     def start(self) -> None:
         """Refresh every ``interval`` seconds from now on."""
-        self._periodic = True
-        self._schedule()
+        self._refresher.start()
 
     def stop(self) -> defer.Deferred[None]:
         """Stop refreshing; fires once a read in progress has finished."""
-        self._periodic = False
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        running = self._running
-        if running is None:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._stop_waiters.append(waiter)
-        return waiter
+        return self._refresher.stop()
 
     def refresh(self) -> defer.Deferred[None]:
         """Read the registry again now, in a thread. If a read is already running, one
         more follows it (it may have started before the change the caller knows of).
         Fires with None once a read started after this call has finished, whether or not
         it succeeded (failures are logged; the previous table stays)."""
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._again.append(waiter)
-        if self._running is None:
-            self._run()
-        return waiter
+        return self._refresher.refresh()
 
-    def _schedule(self) -> None:
-        if not self._periodic:
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self._clock.callLater(self._interval, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self._running is None:
-            self._run()
-        else:
-            self._schedule()
-
-    def _run(self) -> None:
-        waiters, self._again = self._again, []
+    def _read_in_thread(self) -> defer.Deferred[None]:
         now = self._now()
         read = self._read_records
-        running: defer.Deferred[None] = self._in_thread(lambda: tuple(read(now)))
-        running.addCallbacks(self._read, self._failed, callbackArgs=(now,))
-        running.addErrback(self._bug)
-        self._running = running
-        running.addBoth(self._done, waiters)
+        reading: defer.Deferred[Any] = self._in_thread(lambda: tuple(read(now)))
+        return reading.addCallbacks(self._read, self._failed, callbackArgs=(now,))
 
     def _read(self, records: tuple[CertificateRecord, ...], now: datetime) -> None:
         self._install(records, now)
@@ -142,19 +111,6 @@ class Directory:
             "cannot read the certificate registry; inbound routing keeps the previous table: {why}",
             why=failure.getErrorMessage(),
         )
-
-    def _bug(self, failure: Failure) -> None:
-        _log.failure("building the inbound recipient table failed", failure)
-
-    def _done(self, result: object, waiters: list[defer.Deferred[None]]) -> None:
-        self._running = None
-        stopping, self._stop_waiters = self._stop_waiters, []
-        for waiter in waiters + stopping:
-            waiter.callback(None)
-        if self._again:
-            self._run()
-        else:
-            self._schedule()
 
     def _install(self, records: tuple[CertificateRecord, ...], now: datetime) -> None:
         table = recipient_table(self._config, records, now)

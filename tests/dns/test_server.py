@@ -20,6 +20,7 @@ from rail.dns.ratelimit import RateLimiter
 from rail.dns.server import DNSServer
 from rail.dns.service import DNSService
 from rail.dns.zone import build_zones
+from rail.refusals import Refusals
 from tests.dns.helpers import (
     CONFIG,
     HOSTNAME,
@@ -319,7 +320,8 @@ class OwnAddressTests(SynchronousTestCase):
 class RateLimitTests(_ServerCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.start(DNSServer(zones(), self.clock, RateLimiter(2, 2)))
+        self.refusals = Refusals(self.clock)
+        self.start(DNSServer(zones(), self.clock, RateLimiter(2, 2), refusals=self.refusals))
 
     async def test_udp_limited_with_slip(self) -> None:
         """Over the budget, UDP answers are dropped with every second one sent truncated;
@@ -332,6 +334,13 @@ class RateLimitTests(_ServerCase):
         self.assertEqual(responses[2].answers, [])
         self.assertEqual(
             (self.server.counts["rate-limited"], self.server.counts["slipped"]), (1, 1)
+        )
+        self.assertEqual(
+            (
+                self.refusals.counts[("dns", "rate_limited")],
+                self.refusals.counts[("dns", "rate_slipped")],
+            ),
+            (1, 1),
         )
         self.clock.advance(1)
         again = await client.ask(query_bytes("example.com", dns.SOA, message_id=9))

@@ -796,3 +796,30 @@ class SubmissionTests(CanonicalTests):
         assert isinstance(refused, ComposeError)
         self.assertEqual(refused.code, "INVALID_REQUEST")
         self.assertIn("998", refused.message)
+
+
+class OwnFieldsTests(SynchronousTestCase):
+    def test_rail_writes_at_most_own_fields_besides_the_requests(self) -> None:
+        """A message with every optional part has no more header fields than its
+        request's ``headers`` plus OWN_FIELDS, the bound under which compose skips
+        rescanning the composed header section."""
+        from rail.mail.compose import OWN_FIELDS
+        from rail.mail.headers import parse_header_section
+
+        submitted = _submitted(
+            cc=["carol@example.com"],
+            bcc=["dave@example.com"],
+            reply_to="help@ataca.io",
+            body_html="<p>Hi</p>",
+            headers={"X-One": "1", "X-Two": "2"},
+            attachments=[
+                {
+                    "filename": "a.txt",
+                    "content_type": "text/plain",
+                    "content": base64.b64encode(b"a").decode(),
+                }
+            ],
+        )
+        fields = parse_header_section(submitted.message.data).fields
+        self.assertLessEqual(len(fields), 2 + OWN_FIELDS)
+        self.assertGreater(len(fields), 2)

@@ -50,8 +50,9 @@ from rail.webhooks.payload import webhook_body
 from tests.dkim.helpers import KEYS, NOW
 
 GROWTH = 16
-MAX_RATIO = 40.0
-"""Linear is ~16 for 16 times the input, quadratic ~256; 40 leaves room for noise."""
+MAX_RATIO = 64.0
+"""Linear is ~16 for 16 times the input, quadratic ~256; 64 leaves room for a busy machine
+(40 failed once in a full run beside other jobs)."""
 ATTEMPTS = 3
 
 _UNLIMITED = HeaderLimits(size=10**12, fields=10**12)
