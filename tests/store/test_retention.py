@@ -9,17 +9,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from rail.inbound.model import WebhookResult
 from rail.store import schema
-from rail.store.deliveries import oldest_pending_received_at
+from rail.store import sqlite as sqlite_module
+from rail.store.deliveries import oldest_pending_received_at, recipient_counts
 from rail.store.ids import new_message_id
 from rail.store.model import IRetention, JobResult, NewMessage, Purged, RecipientUpdate
 from rail.store.retention import RetentionService
 from rail.store.schema import database_path
+from rail.store.sqlite import SQLiteStore
 from rail.store.writer import ReadOp
 from rail.testing import MemoryStore
 from tests.store.test_contract import make_message, open_sqlite
@@ -192,6 +197,27 @@ class _RetentionContract:
         self.assertEqual(await self.store.oldest_pending_received_at(), _T0 + 50)
 
 
+@implementer(IReactorFromThreads, IReactorTime)
+class _ClockedReactor:
+    """The real reactor's callFromThread, a Clock's time: reuse of counts on a clock the
+    test moves."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        reactor.callFromThread(f, *args, **kwargs)
+
+    def seconds(self) -> float:
+        return self._clock.seconds()
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._clock.callLater(delay, f, *args, **kwargs)
+
+    def getDelayedCalls(self) -> Any:
+        return self._clock.getDelayedCalls()
+
+
 class SQLiteRetentionTests(_RetentionContract, TestCase):
     def make_store(self) -> Any:
         self.directory = Path(self.mktemp()) / "queue"
@@ -318,6 +344,35 @@ class SQLiteRetentionTests(_RetentionContract, TestCase):
         finally:
             release.set()
         await writer_done
+
+    async def test_counts_shared_and_never_older_than_a_write(self) -> None:
+        """Counts asked for together are read once and shared, and reused for a second;
+        a count asked for after a write was answered includes it, even within that
+        second."""
+        clock = Clock()
+        store = SQLiteStore.open(
+            Path(self.mktemp()) / "queue", _ClockedReactor(clock), max_queued=100, min_free_bytes=0
+        )
+        self.addCleanup(store.close)
+        store.start()
+        reads: list[str] = []
+        self.patch(
+            sqlite_module,
+            "recipient_counts",
+            lambda connection: reads.append("read") or recipient_counts(connection),
+        )
+        first, second = store.recipient_counts(), store.recipient_counts()
+        self.assertEqual(await first, await second)
+        self.assertEqual(len(reads), 1)
+        clock.advance(0.5)
+        await store.recipient_counts()
+        self.assertEqual(len(reads), 1)  # reused: nothing was written since
+        clock.advance(0.5)
+        await store.recipient_counts()
+        self.assertEqual(len(reads), 2)  # a second old: read again
+        await store.accept(make_message(received_at=_T0))
+        self.assertEqual((await store.recipient_counts())["queued"], 1)
+        self.assertEqual(len(reads), 3)
 
     def test_oldest_pending_is_an_index_search(self) -> None:
         """The oldest pending message is found through the partial index of pending
