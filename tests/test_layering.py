@@ -37,6 +37,8 @@ _PURE = [
     "store/inspect.py",
     "store/deliveries.py",
     "store/integrity.py",
+    "store/purge.py",
+    "store/reader.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",

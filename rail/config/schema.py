@@ -33,6 +33,7 @@ __all__ = [
     "Listen",
     "Logging",
     "RateLimit",
+    "Retention",
     "Shutdown",
     "Smarthost",
     "Storage",
@@ -342,6 +343,19 @@ class Limits:
 
 
 @attrs.frozen(kw_only=True)
+class Retention:
+    """How long Rail keeps messages once nothing more will be done with them (every
+    recipient sent, bounced or failed; every webhook job delivered or failed)."""
+
+    body: float = 7 * _DAY
+    """After this long the message's bytes are deleted; its status (``GET
+    /api/v1/messages/{id}``, ``/api/v1/inbound/{id}``) stays, saying the body is gone."""
+    record: float = 30 * _DAY
+    """After this long everything of the message is deleted; its status look-up answers
+    ``404 MESSAGE_EXPIRED``. At least ``body``."""
+
+
+@attrs.frozen(kw_only=True)
 class Storage:
     """The durable queue under ``data_dir/queue``."""
 
@@ -354,6 +368,7 @@ class Storage:
     reserve: int = 16 * _MB
     """Space kept allocated in ``data_dir/queue/reserve`` and freed when the disk is
     nearly full, so that Rail can still start and record deliveries; 0 keeps none."""
+    retention: Retention = Retention()
 
 
 @attrs.frozen(kw_only=True)
