@@ -2,7 +2,8 @@
 
 Events go to the ``rail.audit`` namespace with stable fields (``msg_id``, ``client``,
 ``sender``, ``recipients``, ``size``, ``channel``), so JSON log observers can index them and
-the text log reads as ``key=value`` pairs.
+the text log reads as ``key=value`` pairs; ``rail_event`` names the line kind
+(``message.accepted``) for the JSON log (see :mod:`rail.logjson`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def log_accepted(message: NewMessage) -> None:
     _audit.info(
         "accepted id={msg_id} client={client} from={sender} recipients={recipients}"
         " size={size} channel={channel}",
+        rail_event="message.accepted",
         msg_id=message.id,
         client=message.client,
         sender=message.sender or "<>",

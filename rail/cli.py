@@ -342,6 +342,23 @@ def _cmd_dns_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from rail.doctor.cli import parse_resolver, run_doctor
+    from rail.doctor.inputs import DoctorError
+
+    config = _config(args.config)
+    try:
+        resolver = None if args.resolver is None else parse_resolver(args.resolver)
+    except ValueError as e:
+        raise _CommandError(2, [f"rail doctor: --resolver: {e}"]) from None
+    try:
+        return run_doctor(
+            config, sys.stdout, domain=args.domain, resolver=resolver, as_json=args.json
+        )
+    except (DoctorError, DKIMKeyError, StoreUnavailableError) as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -444,6 +461,13 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--domain", metavar="DOMAIN", help="default: every local domain")
     p.set_defaults(func=_cmd_dns_records)
+
+    p = sub.add_parser("doctor", help="check public DNS, certificate and ports against Rail's")
+    with_config(p)
+    p.add_argument("--domain", metavar="DOMAIN", help="default: every local domain")
+    p.add_argument("--resolver", metavar="IP[:PORT]", help="default: the configured resolvers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_doctor)
     return parser
 
 

@@ -107,6 +107,7 @@ class TrackingFactory(WrappingFactory):
     """Remembers live connections so they can be closed, and tells when all are gone."""
 
     protocol = _TrackedProtocol
+    noisy = False  # one "Starting factory" line per listener and start says nothing
     implicit_tls = False
     """True when TLS starts on accept: the handshake deadline starts with the connection."""
     handshake_timeout: float | None = None

@@ -46,6 +46,7 @@ _RESTART_KEYS = (
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
     ("web", lambda c: c.web),
+    ("logging", lambda c: c.logging),
 )
 
 

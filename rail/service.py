@@ -53,6 +53,7 @@ from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
 from rail.startup import PKIState, prepare_pki
 from rail.store.reserve import RESERVE_NAME, settle
+from rail.store.retention import RetentionService
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
 from rail.web.health import Readiness
@@ -254,6 +255,10 @@ def build_service(
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
     StoreService(store).setServiceParent(root)
+    retention = config.storage.retention
+    RetentionService(reactor, store, body=retention.body, record=retention.record).setServiceParent(
+        root
+    )
     stats = DeliveryStats(reactor.seconds())
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)

@@ -17,7 +17,8 @@ from twisted.python import usage
 
 from rail.config import ConfigError, load_config
 from rail.dkim.keys import DKIMKeyError
-from rail.logtext import twistd_observer
+from rail.logjson import json_line
+from rail.logtext import classic_line, twistd_observer
 from rail.pki.files import PKIError
 from rail.store.model import StoreUnavailableError
 
@@ -38,21 +39,35 @@ class Options(usage.Options):
 
 
 _twistd_options: list[Any] = []
+_log_format = ["text"]
 
 
 def twistd_logger() -> Any:
     """twistd's own choice of log output (``-l``, ``-n``, ``--syslog``), Rail's line formatter.
 
     twistd calls its ``logger`` factory with no arguments, so the options it parsed are kept
-    here by ``Options.postOptions`` (one twistd per process).
+    here by ``Options.postOptions`` (one twistd per process); it calls it after
+    ``makeService``, which keeps the configuration's ``logging.format`` here.
     """
-    return twistd_observer(_twistd_options[0], _call_from_thread)()
+    line = json_line if _log_format[0] == "json" else classic_line
+    return twistd_observer(_twistd_options[0], _call_from_thread, line, _schedule)()
 
 
 def _call_from_thread(f: Callable[[], object]) -> None:
     from twisted.internet import reactor
 
     reactor.callFromThread(f)  # type: ignore[attr-defined]
+
+
+def _schedule(delay: float, f: Callable[[], None]) -> None:
+    """``f`` in ``delay`` seconds on the reactor thread, asked from any thread."""
+    from twisted.internet import reactor
+    from twisted.python.threadable import isInIOThread
+
+    if isInIOThread():
+        reactor.callLater(delay, f)
+    else:
+        reactor.callFromThread(reactor.callLater, delay, f)  # type: ignore[attr-defined]
 
 
 def makeService(options: Any) -> IService:
@@ -69,6 +84,7 @@ def makeService(options: Any) -> IService:
         for problem in e.problems:
             sys.stderr.write(f"rail: {problem}\n")
         raise SystemExit(2) from None
+    _log_format[0] = config.logging.format
     try:
         return build_service(config, reactor, config_path=Path(options["config"]))
     except (PKIError, StoreUnavailableError, DKIMKeyError) as e:

@@ -26,6 +26,7 @@ from rail.inbound.model import (
 from rail.memoryadmin import MemoryAdmin
 from rail.store.adminmodel import AdminAction, Attempt, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
+from rail.store.ids import id_time
 from rail.store.integrity import data_problem
 from rail.store.model import (
     QUARANTINE_PREFIX,
@@ -38,9 +39,11 @@ from rail.store.model import (
     IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
+    IRetention,
     JobResult,
     MessageStatus,
     NewMessage,
+    Purged,
     Quarantined,
     QuarantineKind,
     QueueFullError,
@@ -77,7 +80,7 @@ class _Hook:
     updated_at: float
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IAdminQueue)
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue)
 class MemoryStore(MemoryAdmin):
     """An in-memory :class:`IQueueStore` with the same answers as the SQLite store.
 
@@ -113,6 +116,9 @@ class MemoryStore(MemoryAdmin):
         self.held: dict[str, float] = {}
         self.actions: dict[str, list[AdminAction]] = {}
         self.history: dict[str, list[Attempt]] = {}
+        # Retention: when each message's bytes were dropped, by (queue, id).
+        self._body_purged: dict[tuple[str, str], float] = {}
+        self._purged_before = float("-inf")
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -159,11 +165,12 @@ class MemoryStore(MemoryAdmin):
                 client=message.client,
                 sender=message.sender,
                 channel=message.channel,
-                size=len(message.data),
+                size=self._stored.get(message.id, (len(message.data), b""))[0],
                 received_at=message.received_at,
                 status=overall_status(tuple(r.status for r in recipients)),
                 recipients=recipients,
                 reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
+                body_purged_at=self._body_purged.get(("outbound", message.id)),
             )
         )
 
@@ -361,6 +368,86 @@ class MemoryStore(MemoryAdmin):
                 counts[row.status] += 1
         return succeed(counts)
 
+    def oldest_pending_received_at(self) -> Deferred[float | None]:
+        """When the oldest message with a pending recipient was received, or None."""
+        pending = [
+            message.received_at
+            for message in self.messages.values()
+            if _pending(self._rows(message))
+        ]
+        return succeed(min(pending, default=None))
+
+    # IRetention
+
+    def purge(
+        self, now: float, body_before: float, record_before: float, limit: int
+    ) -> Deferred[Purged]:
+        """One retention step, as the SQLite store takes it (no pages to give back)."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        finished = sorted((when, queue, mid) for queue, mid, when in self._finished())
+        records = [(queue, mid) for when, queue, mid in finished if when < record_before][:limit]
+        for queue, mid in records:
+            self._forget(queue, mid)
+        bodies = [
+            (queue, mid)
+            for when, queue, mid in finished
+            if when < body_before
+            and (queue, mid) not in self._body_purged
+            and (queue, mid) not in records
+        ][:limit]
+        for queue, mid in bodies:
+            if queue == "outbound":
+                self.messages[mid] = attrs.evolve(self.messages[mid], data=b"")
+            else:
+                self.inbound[mid] = attrs.evolve(self.inbound[mid], data=b"")
+            self._body_purged[(queue, mid)] = now
+        expired = sorted(
+            (seen.created_at, key)
+            for key, seen in self._idempotency.items()
+            if seen.created_at < now - IDEMPOTENCY_TTL
+        )[:limit]
+        for _, key in expired:
+            del self._idempotency[key]
+        self._purged_before = max(self._purged_before, record_before)
+        more = limit in (len(records), len(bodies), len(expired))
+        return succeed(Purged(len(bodies), len(records), len(expired), 0, more))
+
+    def expired(self, message_id: str) -> bool:
+        """Whether ``message_id`` is older than the records purged so far."""
+        made = id_time(message_id)
+        return made is not None and made < self._purged_before
+
+    def _finished(self) -> list[tuple[str, str, float]]:
+        """(queue, id, finished at) of every message nothing more will be done with."""
+        done: list[tuple[str, str, float]] = []
+        for message in self.messages.values():
+            rows = self._rows(message)
+            if rows and not _pending(rows):
+                done.append(("outbound", message.id, max(row.updated_at for row in rows)))
+        for message_id, hooks in self._hooks.items():
+            if not any(hook.status in ("queued", "deferred") for hook in hooks):
+                when = max((hook.updated_at for hook in hooks), default=0.0)
+                done.append(("inbound", message_id, when or self.inbound[message_id].received_at))
+        return done
+
+    def _forget(self, queue: str, message_id: str) -> None:
+        self._body_purged.pop((queue, message_id), None)
+        if queue == "outbound":
+            rows = self._recipients.pop(message_id, [])
+            for index in range(len(rows)):
+                self._remote_mta.pop((message_id, index), None)
+            del self.messages[message_id]
+            self._stored.pop(message_id, None)
+            # The admin records go with the message, as ON DELETE CASCADE does in SQLite.
+            self.held.pop(message_id, None)
+            self.actions.pop(message_id, None)
+            self.history.pop(message_id, None)
+        else:
+            del self._hooks[message_id]
+            del self.inbound[message_id]
+            self._inbound_stored.pop(message_id, None)
+
     def observe_accepted(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` after every accept and every queued DSN."""
         self._observers.append(callback)
@@ -521,7 +608,7 @@ class MemoryStore(MemoryAdmin):
                 sender=message.sender,
                 recipients=hook.recipients,
                 subject=message.subject,
-                size=len(message.data),
+                size=self._inbound_stored.get(message.id, (len(message.data), b""))[0],
                 received_at=message.received_at,
                 status=hook.status,
                 attempts=hook.attempts,
@@ -529,6 +616,7 @@ class MemoryStore(MemoryAdmin):
                 next_attempt_at=hook.next_attempt_at,
                 updated_at=hook.updated_at,
                 authentication=message.authentication,
+                body_purged_at=self._body_purged.get(("inbound", message.id)),
             )
         )
 

@@ -37,6 +37,8 @@ _PURE = [
     "store/inspect.py",
     "store/deliveries.py",
     "store/integrity.py",
+    "store/purge.py",
+    "store/reader.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",
@@ -53,6 +55,10 @@ _PURE = [
     "delivery/decide.py",
     "delivery/bounces.py",
     "delivery/stats.py",
+    "delivery/log.py",
+    "webhooks/log.py",
+    "logkv.py",
+    "logjson.py",
     "store/inbound.py",
     "inbound/model.py",
     "inbound/recipients.py",
@@ -81,6 +87,10 @@ _PURE = [
     "dns/cli.py",
     "diskfull.py",
     "store/reserve.py",
+    "doctor/checks.py",
+    "doctor/certificate.py",
+    "doctor/expected.py",
+    "doctor/inputs.py",
 ]
 _TWISTED_IO = ("twisted.internet", "twisted.web", "twisted.mail", "twisted.names", "treq")
 # Only the wiring may import the global reactor.

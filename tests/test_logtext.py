@@ -21,7 +21,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rail import logtext
+from rail import logtext, tap
 from rail.logtext import classic_line, twistd_observer
 from rail.tap import Options, twistd_logger
 
@@ -231,7 +231,11 @@ class OptionsTests(SynchronousTestCase):
         path = self.mktemp()
         options.parseOptions(["-n", "-l", path, "rail", "--config", "rail.yaml"])
         self.assertIs(options["logger"], twistd_logger)
+        flushes: list[Callable[[], None]] = []
+        self.patch(tap, "_schedule", lambda delay, f: flushes.append(f))
         twistd_logger()(_event("through twistd's options"))
+        for flush in flushes:
+            flush()
         with open(path, encoding="utf-8") as written:
             self.assertIn("through twistd's options", written.read())
 

@@ -132,6 +132,15 @@ class ReloadTests(SynchronousTestCase):
         warnings = [e.get("setting") for e in events if e.get("setting")]
         self.assertEqual(warnings, ["delivery.prepare_timeout", "delivery.prepare_threads"])
 
+    def test_log_format_needs_a_restart(self) -> None:
+        """Changing logging.format is reported as needing a restart (twistd's log
+        observer is chosen once, at start)."""
+        self.document["logging"] = {"format": "json"}
+        self._write()
+        with capturedLogs() as events:
+            self.assertTrue(self.reloader.reload())
+        self.assertEqual([e.get("setting") for e in events if e.get("setting")], ["logging"])
+
     def test_dkim_step_in_a_thread_then_hooks(self) -> None:
         """With ``in_thread``, nothing of the DKIM step runs on the calling (reactor)
         thread: a new local domain has no keys until the thread's work has run; the

@@ -33,7 +33,9 @@ from rail.config.schema import (
     KeyType,
     Limits,
     Listen,
+    Logging,
     RateLimit,
+    Retention,
     Shutdown,
     Smarthost,
     Storage,
@@ -248,12 +250,29 @@ _LIMITS = r.section(
     check=_limits_problem,
 )
 
+
+def _retention_problem(values: Mapping[str, Any]) -> str | None:
+    """A message's record cannot go before its body."""
+    body = values.get("body", Retention().body)
+    record = values.get("record", Retention().record)
+    if record < body:
+        return "record must be at least body: the status outlives the message, not the reverse"
+    return None
+
+
+_RETENTION = r.section(
+    Retention,
+    {"body": r.duration("1h", "3650d"), "record": r.duration("1h", "3650d")},
+    check=_retention_problem,
+)
+
 _STORAGE = r.section(
     Storage,
     {
         "max_queued": r.integer(1, 1_000_000_000),
         "min_free_space": r.size("0B", "1024GB"),
         "reserve": r.size("0B", "1GB"),
+        "retention": _RETENTION,
     },
 )
 
@@ -262,6 +281,7 @@ _SHUTDOWN = r.section(
 )
 
 _WEB = r.section(Web, {"public_stats": r.choice(("admin", "loopback", "public"))})
+_LOGGING = r.section(Logging, {"format": r.choice(("text", "json"))})
 
 _SMARTHOST = r.section(
     Smarthost,
@@ -308,6 +328,7 @@ _CONFIG = r.section(
         "dns": _DNS,
         "shutdown": _SHUTDOWN,
         "web": _WEB,
+        "logging": _LOGGING,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )

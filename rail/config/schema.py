@@ -31,7 +31,9 @@ __all__ = [
     "KeyType",
     "Limits",
     "Listen",
+    "Logging",
     "RateLimit",
+    "Retention",
     "Shutdown",
     "Smarthost",
     "Storage",
@@ -342,6 +344,19 @@ class Limits:
 
 
 @attrs.frozen(kw_only=True)
+class Retention:
+    """How long Rail keeps messages once nothing more will be done with them (every
+    recipient sent, bounced, failed or deleted; every webhook job delivered or failed)."""
+
+    body: float = 7 * _DAY
+    """After this long the message's bytes are deleted; its status (``GET
+    /api/v1/messages/{id}``, ``/api/v1/inbound/{id}``) stays, saying the body is gone."""
+    record: float = 30 * _DAY
+    """After this long everything of the message is deleted; its status look-up answers
+    ``404 MESSAGE_EXPIRED``. At least ``body``."""
+
+
+@attrs.frozen(kw_only=True)
 class Storage:
     """The durable queue under ``data_dir/queue``."""
 
@@ -354,6 +369,7 @@ class Storage:
     reserve: int = 16 * _MB
     """Space kept allocated in ``data_dir/queue/reserve`` and freed when the disk is
     nearly full, so that Rail can still start and record deliveries; 0 keeps none."""
+    retention: Retention = Retention()
 
 
 @attrs.frozen(kw_only=True)
@@ -432,6 +448,15 @@ class Web:
 
 
 @attrs.frozen(kw_only=True)
+class Logging:
+    """How Rail writes its log (where it goes is twistd's ``-l``, ``-n`` and ``--syslog``)."""
+
+    format: Literal["text", "json"] = "text"
+    """``text``: twistd's lines, delivery results as ``key=value`` pairs; ``json``: one JSON
+    object per line, for a log collector to index without parsing text. Read at start."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, valid Rail configuration."""
 
@@ -457,3 +482,4 @@ class Config:
     dns: DNS = DNS()
     shutdown: Shutdown = Shutdown()
     web: Web = Web()
+    logging: Logging = Logging()

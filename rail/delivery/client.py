@@ -181,6 +181,8 @@ class SMTPClientProtocol(Protocol):
         self.ready: Deferred[SMTPClientProtocol] = Deferred(self._cancel_ready)
         self.capabilities = Capabilities()
         self.tls_active = False
+        self.tls_version: str | None = None
+        """The negotiated protocol (``"TLSv1.3"``) once TLS is active (for the log)."""
         self.messages_sent = 0
         """Transactions started on this connection (for bounding reuse)."""
         self.closed = False
@@ -278,6 +280,10 @@ class SMTPClientProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         self.tls_active = True
+        try:
+            self.tls_version = self._io.getHandle().get_protocol_version_name()
+        except Exception:  # a transport without an OpenSSL connection: version unknown
+            self.tls_version = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._error is not None:

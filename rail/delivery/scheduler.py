@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all
+from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarantined
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
 from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
@@ -62,6 +63,7 @@ class Session(Protocol):
     """What the scheduler needs of an open SMTP client session."""
 
     tls_active: bool
+    tls_version: str | None
     closed: bool
 
     def send(self, message: OutboundMessage) -> Deferred[MessageResult]: ...
@@ -334,10 +336,10 @@ class Scheduler:
             if not self._running:
                 self._release(job)
                 return
-            self._fail_domain(domain, job, error.reply, None)
+            self._fail_domain(domain, job, error.reply, NO_PEER)
             return
         try:
-            session, host, last = await self._open(route)
+            session, peer, last = await self._open(route)
         except CancelledError:  # cut while connecting
             self._release(job)
             return
@@ -347,14 +349,15 @@ class Scheduler:
             self._release(job)
             return
         if session is None:
-            self._fail_domain(domain, job, last or _NO_ROUTE, None)
+            self._fail_domain(domain, job, last or _NO_ROUTE, peer)
             return
+        peer = attrs.evolve(peer, tls=session.tls_version if session.tls_active else "none")
         self._observer.connection(domain, session.tls_active)
         self._sessions.add(session)
         sent = 0
         try:
             while job is not None:
-                if not await self._transaction(session, job, host):
+                if not await self._transaction(session, job, peer):
                     return
                 sent += 1
                 if sent >= self._limits.messages_per_connection or session.closed:
@@ -367,16 +370,20 @@ class Scheduler:
             if not session.closed:
                 session.abort()
 
-    async def _open(self, route: Route) -> tuple[Session | None, str | None, Reply | None]:
+    async def _open(self, route: Route) -> tuple[Session | None, Peer, Reply | None]:
+        """A session to the first host and address that answers, with where it goes;
+        or None, the last host and address tried, and the last failure."""
         last: Reply | None = None
+        tried = NO_PEER
         for host in route.hosts:
             for address in host.addresses:
                 if not self._running:
-                    return None, None, last
+                    return None, tried, last
+                tried = Peer(mx=host.name, address=address)
                 connecting = self._connect(address, host.name)
                 self._connecting.add(connecting)
                 try:
-                    return await connecting, host.name, None
+                    return await connecting, tried, None
                 except SessionError as error:
                     _log.info(
                         "cannot deliver through {mx} ({address}): {reply}",
@@ -387,10 +394,11 @@ class Scheduler:
                     last = error.reply
                 finally:
                     self._connecting.discard(connecting)
-        return None, None, last
+        return None, tried, last
 
-    async def _transaction(self, session: Session, job: DeliveryJob, host: str | None) -> bool:
+    async def _transaction(self, session: Session, job: DeliveryJob, peer: Peer) -> bool:
         """Deliver ``job``; return whether the session can carry another one."""
+        host = peer.mx
         started = self._clock.seconds()
         preparing = maybeDeferred(self._prepare, job)
         self._preparing.add(preparing)
@@ -440,6 +448,7 @@ class Scheduler:
                     remote_mta=host,
                 ),
                 started,
+                peer,
             )
             return False
         now = self._clock.seconds()
@@ -447,21 +456,23 @@ class Scheduler:
             job,
             job_result(job, result, now=now, policy=self._policy, rng=self._rng, remote_mta=host),
             started,
+            peer,
         )
         return True
 
-    def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, host: str | None) -> None:
+    def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, peer: Peer) -> None:
         """Routing or every connection failed: the same answer holds for every job of the
-        domain that is waiting now."""
+        domain that is waiting now (``peer``: the last host and address tried, if any)."""
         jobs = [first, *self._waiting.pop(domain, ())]
         now = self._clock.seconds()
         for job in jobs:
             self._record(
                 job,
                 job_result_for_all(
-                    job, reply, now=now, policy=self._policy, rng=self._rng, remote_mta=host
+                    job, reply, now=now, policy=self._policy, rng=self._rng, remote_mta=None
                 ),
                 now,
+                peer,
             )
 
     def _quarantine(self, job: DeliveryJob, kind: QuarantineKind, reason: str) -> None:
@@ -474,13 +485,16 @@ class Scheduler:
             for each in same:
                 waiting.remove(each)  # in place: a fill round may hold this deque
             jobs.extend(same)
-        done = self._queue.quarantine(job.message_id, kind, reason, self._clock.seconds())
+        now = self._clock.seconds()
+        done = self._queue.quarantine(job.message_id, kind, reason, now)
         self._records.add(done)
 
         def recorded(outcome: object) -> None:
             self._records.discard(done)
             for each in jobs:
                 self._in_flight.discard(each.key)
+            if outcome is True:
+                log_quarantined(jobs, reason, now)
             if isinstance(outcome, Failure):
                 _log.error(
                     "cannot quarantine {msg_id}: {error}",
@@ -490,8 +504,12 @@ class Scheduler:
 
         done.addBoth(recorded)
 
-    def _record(self, job: DeliveryJob, result: JobResult, started: float) -> None:
-        self._observer.attempt(job, result, self._clock.seconds() - started)
+    def _record(
+        self, job: DeliveryJob, result: JobResult, started: float, peer: Peer = NO_PEER
+    ) -> None:
+        seconds = self._clock.seconds() - started
+        self._observer.attempt(job, result, seconds)
+        log_attempt(job, result, peer, seconds)
         self._store_result(job, result)
 
     def _store_result(self, job: DeliveryJob, result: JobResult) -> None:
@@ -515,6 +533,8 @@ class Scheduler:
                         RECORD_RETRY, self._retry_record, job, result
                     )
                     return
+            else:
+                log_final(job, result)
             self._in_flight.discard(job.key)
 
         recorded.addBoth(done)

@@ -193,6 +193,8 @@ class InboundStatus:
     next_attempt_at: float | None
     updated_at: float
     authentication: dict[str, Any]
+    body_purged_at: float | None = None
+    """When retention dropped the message's bytes (``storage.retention.body``), or None."""
 
 
 class IInboundStore(Interface):

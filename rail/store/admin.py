@@ -1,8 +1,13 @@
 """The admin API's and the client listing's side of the SQLite queue: all their SQL.
 
-These functions run on the writer thread (:mod:`rail.store.writer`), the actions inside
-its batch transaction, so they never race delivery. Each action returns its answer and
-how it changes the number of pending messages (what ``max_queued`` counts).
+The actions run on the writer thread (:mod:`rail.store.writer`), inside its batch
+transaction, so they never race delivery; list and show run on the store's read thread
+(:mod:`rail.store.reader`). Each action returns its answer and how it changes the number
+of pending messages (what ``max_queued`` counts). An action that makes recipients final
+(delete, bounce) records the message in retention's ``finished`` table in the same
+transaction, as a delivery result does; a held message stays pending for the counts, the
+oldest pending message and retention, and is only kept out of claims (no next attempt
+time).
 
 A listing reads at most :data:`~rail.store.adminmodel.SCAN_BUDGET` messages newest first
 (ids are ULIDs, so id order is arrival order) from its cursor, through the primary key
@@ -29,10 +34,11 @@ from rail.store.adminmodel import (
 )
 from rail.store.deliveries import DSNBuilder, finish_bounced
 from rail.store.model import MessageStatus, NewMessage, RecipientStatus, overall_status
+from rail.store.purge import RECIPIENT_RETENTION, mark_finished
 
 __all__ = [
     "ADMIN_SCHEMA",
-    "MIGRATE_4_TO_5",
+    "MIGRATE_5_TO_6",
     "bounce",
     "delete",
     "hold",
@@ -42,6 +48,9 @@ __all__ = [
     "show_message",
 ]
 
+# ``deleted`` is final like ``sent``, ``bounced`` and ``failed``: retention records and
+# purges a deleted message (:func:`_finish`), and the tally counts it (the triggers upsert;
+# its row is made here so the tally lists it from the start). Needs retention's tables.
 ADMIN_SCHEMA = """
 CREATE TABLE holds (
     message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
@@ -66,11 +75,17 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_by_message ON attempts (message_id, idx, at);
 CREATE INDEX messages_by_client ON messages (client, id);
+INSERT OR IGNORE INTO tally (queue, status, n) VALUES ('outbound', 'deleted', 0);
 """
 
-MIGRATE_4_TO_5 = (
+# From version 5 (retention). SQLite cannot change a CHECK constraint in place, so the
+# recipients table is copied; dropping the old one drops its indexes and triggers, so the
+# due index and retention's index and triggers (tally counts, leaving ``finished`` when a
+# recipient is pending again) are made again on the copy. The copy fires no trigger: the
+# tally and ``finished`` keep their rows as they were.
+MIGRATE_5_TO_6 = (
     """
-CREATE TABLE recipients_5 (
+CREATE TABLE recipients_6 (
     message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
     address TEXT NOT NULL,
@@ -83,13 +98,14 @@ CREATE TABLE recipients_5 (
     remote_mta TEXT,
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
-INSERT INTO recipients_5 SELECT message_id, idx, address, status, attempts,
+INSERT INTO recipients_6 SELECT message_id, idx, address, status, attempts,
     next_attempt_at, last_reply, updated_at, remote_mta FROM recipients;
 DROP TABLE recipients;
-ALTER TABLE recipients_5 RENAME TO recipients;
+ALTER TABLE recipients_6 RENAME TO recipients;
 CREATE INDEX recipients_pending ON recipients (next_attempt_at)
     WHERE status IN ('queued', 'deferred');
 """  # noqa: S608
+    + RECIPIENT_RETENTION
     + ADMIN_SCHEMA
 )
 
@@ -401,6 +417,9 @@ def _finish(
         return ("not_pending", None), 0
     connection.execute("DELETE FROM holds WHERE message_id = ?", (message_id,))
     _record(connection, message_id, now, actor, action, reason)
+    # Every pending recipient is final now: the message is finished for retention, in
+    # this transaction, as record_result does.
+    mark_finished(connection, "outbound", message_id, now)
     notification: NewMessage | None = None
     if action == "bounce":
         notification = finish_bounced(connection, message_id, dsn)

@@ -1,10 +1,11 @@
-""":class:`IAdminQueue` for the SQLite store: each call is one operation of its writer.
+""":class:`IAdminQueue` for the SQLite store: reads on its read thread, actions on its writer.
 
 A mixin of :class:`rail.store.sqlite.SQLiteStore`, kept apart so the queue's admin
-surface reads in one place. Reads (list, show) run after the writer's commit like status
-reads; actions run inside its batch transaction. After an action that makes mail due
-(retry, release, a bounce's DSN) the store's accept observers are called, so the
-scheduler claims at once instead of at its next poll.
+surface reads in one place. Reads (list, show) run on the read thread like status reads
+(on the writer, after its commit, when there is no read thread), so a listing never
+delays an acceptance; actions run inside the writer's batch transaction. After an action
+that makes mail due (retry, release, a bounce's DSN) the store's accept observers are
+called, so the scheduler claims at once instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ __all__ = ["SQLiteAdmin"]
 
 
 class SQLiteAdmin:
-    """Needs ``_submit(make) -> Deferred`` and ``_observers`` from the store."""
+    """Needs ``_submit(make) -> Deferred``, ``_read(read) -> Deferred`` and ``_observers``
+    from the store."""
 
     _observers: list[Callable[[], object]]
 
     def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
+        raise NotImplementedError
+
+    def _read(self, read: Callable[[Any], Any]) -> Deferred[Any]:
         raise NotImplementedError
 
     def _run(self, work: Callable[[Any], tuple[object, int]], write: bool) -> Deferred[Any]:
@@ -41,11 +46,11 @@ class SQLiteAdmin:
 
     def list_messages(self, query: QueueQuery) -> Deferred[Any]:
         """A :class:`~rail.store.adminmodel.Page`; see IAdminQueue."""
-        return self._run(lambda c: (admin.list_messages(c, query), 0), write=False)
+        return self._read(lambda c: admin.list_messages(c, query))
 
     def show_message(self, message_id: str) -> Deferred[Any]:
         """A :class:`~rail.store.adminmodel.MessageDetail` or None; see IAdminQueue."""
-        return self._run(lambda c: (admin.show_message(c, message_id), 0), write=False)
+        return self._read(lambda c: admin.show_message(c, message_id))
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""

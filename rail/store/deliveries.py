@@ -33,11 +33,13 @@ from rail.store.model import (
     JobResult,
     NewMessage,
 )
+from rail.store.purge import mark_finished
 
 __all__ = [
     "DSNBuilder",
     "claim_due",
     "finish_bounced",
+    "oldest_pending_received_at",
     "quarantine_message",
     "recipient_counts",
     "recipient_domain",
@@ -168,6 +170,8 @@ def quarantine_message(
         " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
         (QUARANTINE_PREFIX + reason, now, message_id),
     ).rowcount
+    if updated:
+        mark_finished(connection, "outbound", message_id, now)
     return bool(updated)
 
 
@@ -216,6 +220,7 @@ def record_result(
             )
     if not was_pending or _pending(connection, message_id):
         return False, None
+    mark_finished(connection, "outbound", message_id, result.attempted_at)
     return True, finish_bounced(connection, message_id, dsn)
 
 
@@ -262,13 +267,29 @@ def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
 
 
 def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:
-    """Recipients by status, every status present (zero when none)."""
+    """Recipients by status, every status present (zero when none): read from the
+    ``tally`` the triggers keep (:mod:`rail.store.purge`), a few rows whatever the queue
+    holds."""
     counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed", "deleted"), 0)
-    for status, count in connection.execute(
-        "SELECT status, count(*) FROM recipients GROUP BY status"
-    ):
-        counts[status] = count
+    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'outbound'"):
+        counts[status] = int(count)
     return counts
+
+
+def oldest_pending_received_at(connection: sqlite3.Connection) -> float | None:
+    """When the oldest message with a ``queued`` or ``deferred`` recipient was received,
+    or None. O(log n): the smallest pending message id comes from the partial index
+    ``recipients_pending_message``; ids are ULIDs of the acceptance time, so this is the
+    oldest pending message to the millisecond (a clock stepped back can reorder them)."""
+    row = connection.execute(
+        "SELECT min(message_id) FROM recipients WHERE status IN ('queued', 'deferred')"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    received = connection.execute(
+        "SELECT received_at FROM messages WHERE id = ?", (row[0],)
+    ).fetchone()
+    return None if received is None else float(received[0])
 
 
 def _pending(connection: sqlite3.Connection, message_id: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ulid import ULID
 
-__all__ = ["is_message_id", "new_message_id"]
+__all__ = ["id_time", "is_message_id", "new_message_id"]
 
 
 def new_message_id(now: float) -> str:
@@ -22,3 +22,12 @@ def is_message_id(text: str) -> bool:
         return str(ULID.from_str(text)) == text
     except ValueError:
         return False
+
+
+def id_time(message_id: str) -> float | None:
+    """When ``message_id`` was made (its ULID time, to the millisecond), or None if it is
+    not a ULID: how retention tells an id older than what it purged."""
+    try:
+        return float(ULID.from_str(message_id).timestamp)
+    except ValueError:
+        return None

@@ -28,6 +28,7 @@ from rail.store.integrity import (
     text,
 )
 from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
+from rail.store.purge import mark_finished
 
 __all__ = [
     "INBOUND_SCHEMA",
@@ -107,6 +108,8 @@ def insert_inbound(connection: sqlite3.Connection, message: InboundMessage) -> N
             for target in message.targets
         ],
     )
+    if not message.targets:
+        mark_finished(connection, "inbound", message.id, message.received_at)
 
 
 def claim_webhooks(
@@ -219,6 +222,8 @@ def quarantine_inbound(
         " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
         (QUARANTINE_PREFIX + reason, now, message_id),
     ).rowcount
+    if updated:
+        mark_finished(connection, "inbound", message_id, now)
     return bool(updated)
 
 
@@ -241,6 +246,8 @@ def record_webhook(
             result.client,
         ),
     ).rowcount
+    if updated and not _jobs_pending(connection, result.message_id):
+        mark_finished(connection, "inbound", result.message_id, result.attempted_at)
     if not updated or result.status != "failed" or dsn is None:
         return None
     row = connection.execute(
@@ -270,13 +277,22 @@ def record_webhook(
     return notification
 
 
+def _jobs_pending(connection: sqlite3.Connection, message_id: str) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM webhooks WHERE message_id = ? AND status IN ('queued', 'deferred') LIMIT 1",
+        (message_id,),
+    ).fetchone()
+    return row is not None
+
+
 def inbound_status(
     connection: sqlite3.Connection, client: str, message_id: str
 ) -> InboundStatus | None:
     """``client``'s job for ``message_id``, or None; never reads the message data."""
     row = connection.execute(
         "SELECT i.sender, i.subject, i.size, i.received_at, i.authentication, w.recipients,"
-        " w.status, w.attempts, w.last_reply, w.next_attempt_at, w.updated_at"
+        " w.status, w.attempts, w.last_reply, w.next_attempt_at, w.updated_at,"
+        " (SELECT body_purged_at FROM finished WHERE queue = 'inbound' AND id = i.id)"
         " FROM inbound i JOIN webhooks w ON w.message_id = i.id"
         " WHERE i.id = ? AND w.client = ?",
         (message_id, client),
@@ -295,6 +311,7 @@ def inbound_status(
         last_reply,
         next_attempt_at,
         updated_at,
+        body_purged_at,
     ) = row
     return InboundStatus(
         id=message_id,
@@ -310,14 +327,14 @@ def inbound_status(
         next_attempt_at=next_attempt_at,
         updated_at=float(updated_at),
         authentication=json.loads(authentication),
+        body_purged_at=body_purged_at,
     )
 
 
 def webhook_counts(connection: sqlite3.Connection) -> dict[str, int]:
-    """Webhook jobs by status, every status present."""
+    """Webhook jobs by status, every status present: read from the ``tally`` the triggers
+    keep (:mod:`rail.store.purge`), a few rows whatever the spool holds."""
     counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
-    for status, count in connection.execute(
-        "SELECT status, count(*) FROM webhooks GROUP BY status"
-    ):
+    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'inbound'"):
         counts[status] = int(count)
     return counts

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from rail.store.deliveries import oldest_pending_received_at as pending_since
 from rail.store.model import Channel, MessageStatus, StoreUnavailableError
 from rail.store.schema import database_path, open_readonly
 from rail.store.writer import read_status
@@ -82,17 +83,14 @@ def oldest_pending_received_at(directory: Path) -> float | None:
     ``deferred``) was received; None when there is none, or no queue database yet.
 
     ``rail dkim`` uses it to keep an old key published while queued mail may still be
-    signed with it.
+    signed with it. An indexed O(log n) read (see
+    :func:`rail.store.deliveries.oldest_pending_received_at`), but it opens the database:
+    call it off the reactor, or use ``SQLiteStore.oldest_pending_received_at``.
     """
     if not database_path(directory).exists():
         return None
     with _reading(directory) as connection:
-        row = connection.execute(
-            "SELECT min(received_at) FROM messages WHERE EXISTS (SELECT 1 FROM recipients"
-            " WHERE recipients.message_id = messages.id"
-            " AND recipients.status IN ('queued', 'deferred'))"
-        ).fetchone()
-    return None if row[0] is None else float(row[0])
+        return pending_since(connection)
 
 
 @contextmanager

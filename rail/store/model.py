@@ -24,10 +24,12 @@ __all__ = [
     "DueRecipient",
     "IDeliveryQueue",
     "IQueueStore",
+    "IRetention",
     "IdempotencyKey",
     "JobResult",
     "MessageStatus",
     "NewMessage",
+    "Purged",
     "QuarantineKind",
     "Quarantined",
     "QueueFullError",
@@ -147,6 +149,8 @@ class MessageStatus:
     status: RecipientState
     recipients: tuple[RecipientStatus, ...]
     reason: str | None = None
+    body_purged_at: float | None = None
+    """When retention dropped the message's bytes (``storage.retention.body``), or None."""
 
 
 @attrs.frozen
@@ -253,6 +257,10 @@ class IDeliveryQueue(Interface):
     def recipient_counts() -> Any:
         """Fires with the number of recipients in each status."""
 
+    def oldest_pending_received_at() -> Any:
+        """Fires with when the oldest message with a ``queued`` or ``deferred`` recipient
+        was received, or None: what keeps an older DKIM key published."""
+
     def observe_accepted(callback: Any) -> None:  # noqa: N805
         """Call ``callback()`` (on the reactor) whenever new mail becomes due at once:
         after an accept, or after a DSN was queued."""
@@ -267,6 +275,38 @@ class IDeliveryQueue(Interface):
         outbound or inbound, whether by :meth:`quarantine` or because a claim found its
         stored row unreadable or not matching its ``sha256`` (such a row is never
         handed out, and never stops the claim of the others)."""
+
+
+@attrs.frozen
+class Purged:
+    """What one purge step did: message bodies dropped, message records deleted,
+    idempotency keys deleted, pages given back to the file system; ``more`` is true when
+    the step stopped at its limits with work left."""
+
+    bodies: int = 0
+    records: int = 0
+    keys: int = 0
+    pages: int = 0
+    more: bool = False
+
+
+class IRetention(Interface):
+    """Retention (docs/delivery.md, "Retention"): a store forgets finished messages in
+    small steps. A message is *finished* once nothing more will be done with it: every
+    recipient ``sent``, ``bounced``, ``failed`` or ``deleted`` (outbound), every webhook job
+    ``delivered`` or ``failed`` (inbound)."""
+
+    def purge(now: float, body_before: float, record_before: float, limit: int) -> Any:  # noqa: N805
+        """One step: delete up to ``limit`` messages (outbound and inbound, with their
+        recipients or jobs) finished before ``record_before``; drop the bytes of up to
+        ``limit`` finished before ``body_before`` (their status stays, with
+        ``body_purged_at`` = ``now``); delete up to ``limit`` idempotency keys older than
+        a day before ``now``; give freed space back. Fires with :class:`Purged`."""
+
+    def expired(message_id: str) -> bool:  # noqa: N805
+        """Whether ``message_id``, not found, may have been purged: its ULID time is before
+        the ``record_before`` of the last purge. Neither the store nor anyone can tell a
+        purged message from an id that never existed without keeping data."""
 
 
 def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:

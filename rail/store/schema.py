@@ -15,16 +15,29 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from rail.diskfull import is_disk_full
-from rail.store.admin import ADMIN_SCHEMA, MIGRATE_4_TO_5
+from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
+from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
 
-__all__ = ["DATABASE_NAME", "SCHEMA_VERSION", "database_path", "open_readonly", "open_writable"]
+__all__ = [
+    "COMPACT_AT_START",
+    "DATABASE_NAME",
+    "SCHEMA_VERSION",
+    "database_path",
+    "open_readonly",
+    "open_writable",
+]
 
 _log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# An existing database of at most this size made without incremental vacuum is rebuilt
+# (VACUUM) with it at start-up; a larger one is left as it is (see docs/delivery.md, "Retention").
+COMPACT_AT_START = 64 * 1024 * 1024
+# The WAL file is cut back to this size after a checkpoint, so one burst does not keep it large.
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 # Due recipients are found through a partial index over the pending ones ordered by
 # next_attempt_at, so the scheduler reads the next few in order without sorting (or holding)
@@ -33,9 +46,12 @@ SCHEMA_VERSION = 5
 #
 # Version 1 (issue 3) had no remote_mta and indexed (status, next_attempt_at); version 2
 # (issue 4) had no inbound spool; version 3 had no ``failed`` recipient status (issue 14:
-# quarantine); version 4 had no ``deleted`` status nor the admin tables (issue 15). SQLite
-# cannot change a CHECK constraint in place, so 3 to 4 and 4 to 5 copy the recipients
-# table (the messages and their data are not touched), once, at start-up.
+# quarantine). SQLite cannot change a CHECK constraint in place, so 3 to 4 copies the
+# recipients table (the messages and their data are not touched), once, at start-up.
+# Version 4 had no retention bookkeeping (issue 15): 4 to 5 adds it, filled from the
+# recipients and webhooks tables (small rows; the messages and their data are not read).
+# Version 5 had no ``deleted`` status nor the admin tables (issue 15): 5 to 6 copies the
+# recipients table again, and re-creates its indexes and retention's triggers on it.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -106,6 +122,7 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_created ON idempotency (created_at);
 """
     + INBOUND_SCHEMA
+    + RETENTION_SCHEMA
     + ADMIN_SCHEMA
 )
 
@@ -205,19 +222,29 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             _create(connection, path)
         elif version == 1:
             _run_script(
-                connection, _MIGRATE_1_TO_2 + INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5
+                connection,
+                _MIGRATE_1_TO_2
+                + INBOUND_SCHEMA
+                + _MIGRATE_3_TO_4
+                + MIGRATE_4_TO_5
+                + MIGRATE_5_TO_6,
             )
         elif version == 2:
-            _run_script(connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5)
+            _run_script(
+                connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5 + MIGRATE_5_TO_6
+            )
         elif version == 3:
-            _run_script(connection, _MIGRATE_3_TO_4 + MIGRATE_4_TO_5)
+            _run_script(connection, _MIGRATE_3_TO_4 + MIGRATE_4_TO_5 + MIGRATE_5_TO_6)
         elif version == 4:
-            _run_script(connection, MIGRATE_4_TO_5)
+            _run_script(connection, MIGRATE_4_TO_5 + MIGRATE_5_TO_6)
+        elif version == 5:
+            _run_script(connection, MIGRATE_5_TO_6)
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.
@@ -226,12 +253,45 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         connection.execute("COMMIT")
     except sqlite3.Error as error:
         raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
+    _incremental_vacuum(connection, path)
+
+
+def _incremental_vacuum(connection: sqlite3.Connection, path: Path) -> None:
+    """Switch a database made before version 5 to incremental vacuum, if it is small.
+
+    SQLite can only turn ``auto_vacuum`` on by rebuilding the whole file (``VACUUM``),
+    which needs as much free space again and, for a large queue, minutes: that is done here
+    (start-up, before the reactor runs) only up to :data:`COMPACT_AT_START`. A larger
+    database keeps working as before: retention frees its pages, which new mail reuses, so
+    the file stops growing, but it does not shrink until the operator runs ``VACUUM`` with
+    Rail stopped (docs/delivery.md, "Retention").
+    """
+    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+        return
+    size = path.stat().st_size
+    if size > COMPACT_AT_START:
+        _log.info(
+            "queue database {path} ({size} bytes) predates incremental vacuum: purged space"
+            " is reused but not returned to the file system until it is compacted with Rail"
+            " stopped (docs/delivery.md, Retention)",
+            path=str(path),
+            size=size,
+        )
+        return
+    try:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        connection.execute("VACUUM")
+    except sqlite3.Error as error:
+        _log.warn("cannot compact queue database {path}: {error}", path=str(path), error=str(error))
 
 
 def _create(connection: sqlite3.Connection, path: Path) -> None:
     tables = connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
     if tables:
         raise StoreUnavailableError(f"{path}: not a Rail queue database (no schema version)")
+    # Only possible before the first table exists; freed pages then go back to the file
+    # system in the small steps of rail.store.purge.
+    connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
     _run_script(connection, _SCHEMA)
 
 
@@ -239,14 +299,26 @@ def _run_script(connection: sqlite3.Connection, script: str) -> None:
     """Run ``script`` and set the current schema version, all in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for statement in script.split(";"):
-            if statement.strip():
-                connection.execute(statement)
+        for statement in _statements(script):
+            connection.execute(statement)
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``; a trigger's body keeps its inner semicolons."""
+    statements: list[str] = []
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
 
 
 def _fsync_directory(directory: Path) -> None:

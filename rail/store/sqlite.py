@@ -2,7 +2,8 @@
 
 The reactor side only enqueues operations and hands out Deferreds; all SQLite work happens
 on the single writer thread of :mod:`rail.store.writer`, which group-commits acceptances and
-fires the Deferreds back on the reactor with ``callFromThread``.
+fires the Deferreds back on the reactor with ``callFromThread``, and on the read thread of
+:mod:`rail.store.reader` (status look-ups, counts), so reads never delay a commit.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rail.inbound.model import (
@@ -27,7 +29,13 @@ from rail.inbound.model import (
 )
 from rail.store.adminmodel import IAdminQueue
 from rail.store.adminqueue import SQLiteAdmin
-from rail.store.deliveries import DSNBuilder
+from rail.store.deliveries import (
+    DSNBuilder,
+    oldest_pending_received_at,
+    recipient_counts,
+)
+from rail.store.ids import id_time
+from rail.store.inbound import inbound_status, webhook_counts
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -35,39 +43,46 @@ from rail.store.model import (
     IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
+    IRetention,
     JobResult,
     MessageStatus,
     NewMessage,
+    Purged,
     Quarantined,
     QuarantineKind,
     Replayed,
     StoreUnavailableError,
 )
+from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
 from rail.store.writer import (
     AcceptOp,
     Claimed,
     ClaimOp,
-    CountsOp,
     InboundAcceptOp,
-    InboundStatusOp,
     Outcome,
+    PurgeOp,
     QuarantineOp,
+    ReadOp,
     RecordOp,
-    StatusOp,
     WebhookClaimOp,
-    WebhookCountsOp,
     WebhookRecordOp,
     Writer,
     count_pending,
+    read_status,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["COUNTS_MAX_AGE", "VACUUM_PAGES", "SQLiteStore"]
 
 _log = Logger()
 
+COUNTS_MAX_AGE = 1.0
+"""Seconds a count read for ``/stats`` or ``/metrics`` is answered again from memory."""
+VACUUM_PAGES = 256
+"""Free pages one purge step gives back to the file system (1 MiB of 4 KiB pages)."""
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IAdminQueue)
+
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue)
 class SQLiteStore(SQLiteAdmin):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
@@ -89,6 +104,14 @@ class SQLiteStore(SQLiteAdmin):
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
         self._quarantine_observers: list[Callable[[Quarantined], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
+        self._reader = Reader(self._deliver_reads_from_thread)
+        self._reading = False
+        # Counts shared by concurrent callers and reused for COUNTS_MAX_AGE seconds.
+        self._seconds = reactor.seconds if IReactorTime.providedBy(reactor) else None
+        self._counts: dict[str, tuple[int, float, dict[str, int]]] = {}
+        self._counting: dict[tuple[str, int], list[Deferred[dict[str, int]]]] = {}
+        self._writes_answered = 0
+        self._purged_before = float("-inf")
         self._writer = Writer(
             directory,
             max_queued=max_queued,
@@ -142,12 +165,17 @@ class SQLiteStore(SQLiteAdmin):
             return
         connection = open_writable(self.directory)
         try:
+            exclusive = connection.execute("PRAGMA locking_mode").fetchone()[0] == "exclusive"
             self._writer.start(connection)
         except sqlite3.Error as error:
             connection.close()
             path = database_path(self.directory)
             raise StoreUnavailableError(f"{path}: unusable queue database: {error}") from error
         self._started = True
+        reader = None if exclusive else open_reader(database_path(self.directory))
+        if reader is not None:
+            self._reader.start(reader)
+            self._reading = True
 
     @property
     def commits(self) -> int:
@@ -172,11 +200,33 @@ class SQLiteStore(SQLiteAdmin):
 
     def status(self, client: str, message_id: str) -> Deferred[MessageStatus | None]:
         """The status of ``message_id`` if ``client`` owns it, else None."""
-        if self._closing:
-            return fail(StoreUnavailableError("queue store closed"))
-        result: Deferred[MessageStatus | None] = Deferred()
-        self._writer.submit(StatusOp(client, message_id, result))
-        return result
+        return self._read(lambda connection: read_status(connection, client, message_id))
+
+    def expired(self, message_id: str) -> bool:
+        """Whether ``message_id`` is older than the records retention purged; see
+        :class:`IRetention`."""
+        made = id_time(message_id)
+        return made is not None and made < self._purged_before
+
+    def purge(
+        self, now: float, body_before: float, record_before: float, limit: int
+    ) -> Deferred[Purged]:
+        """One retention step on the writer, after the operations waiting with it are
+        answered; see :class:`IRetention`."""
+
+        def done(purged: Purged) -> Purged:
+            self._purged_before = max(self._purged_before, record_before)
+            return purged
+
+        step = self._submit(
+            lambda token: PurgeOp(now, body_before, record_before, limit, VACUUM_PAGES, token)
+        )
+        return step.addCallback(done)
+
+    def oldest_pending_received_at(self) -> Deferred[float | None]:
+        """When the oldest pending message was received, or None; an indexed read on the
+        read thread (see :func:`rail.store.deliveries.oldest_pending_received_at`)."""
+        return self._read(oldest_pending_received_at)
 
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
@@ -192,8 +242,8 @@ class SQLiteStore(SQLiteAdmin):
         return self._submit(lambda token: RecordOp(result, dsn, token))
 
     def recipient_counts(self) -> Deferred[dict[str, int]]:
-        """Recipients by status."""
-        return self._submit(CountsOp)
+        """Recipients by status, from the read thread, at most COUNTS_MAX_AGE old."""
+        return self._count("outbound", recipient_counts)
 
     def quarantine(
         self, message_id: str, kind: QuarantineKind, reason: str, now: float
@@ -265,11 +315,57 @@ class SQLiteStore(SQLiteAdmin):
 
     def inbound_status(self, client: str, message_id: str) -> Deferred[InboundStatus | None]:
         """``client``'s view of inbound ``message_id``, or None."""
-        return self._submit(lambda token: InboundStatusOp(client, message_id, token))
+        return self._read(lambda connection: inbound_status(connection, client, message_id))
 
     def webhook_counts(self) -> Deferred[dict[str, int]]:
-        """Webhook jobs by status."""
-        return self._submit(WebhookCountsOp)
+        """Webhook jobs by status, from the read thread, at most COUNTS_MAX_AGE old."""
+        return self._count("inbound", webhook_counts)
+
+    def _count(self, key: str, read: Read) -> Deferred[dict[str, int]]:
+        """``read``'s counts, shared and briefly reused: callers that ask while a read is in
+        flight share its answer, and an answer is reused for COUNTS_MAX_AGE seconds. Either
+        only while no write was answered since the read began, so a caller never sees
+        counts older than a write it has seen answered."""
+        now = self._seconds() if self._seconds is not None else None
+        generation = self._writes_answered
+        cached = self._counts.get(key)
+        if (
+            cached is not None
+            and now is not None
+            and cached[0] == generation
+            and now - cached[1] < COUNTS_MAX_AGE
+        ):
+            return succeed(dict(cached[2]))
+        result: Deferred[dict[str, int]] = Deferred()
+        waiting = self._counting.get((key, generation))
+        if waiting is not None:
+            waiting.append(result)
+            return result
+        self._counting[(key, generation)] = [result]
+
+        def answer(outcome: dict[str, int] | Failure) -> None:
+            waiters = self._counting.pop((key, generation), [])
+            if isinstance(outcome, dict) and now is not None:
+                self._counts[key] = (generation, now, dict(outcome))
+            for waiter in waiters:
+                if isinstance(outcome, Failure):
+                    waiter.errback(outcome)
+                else:
+                    waiter.callback(dict(outcome))
+
+        self._read(read).addBoth(answer)
+        return result
+
+    def _read(self, read: Read) -> Deferred[Any]:
+        """Run ``read(connection)`` on the read thread (on the writer when there is none)."""
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        result: Deferred[Any] = Deferred()
+        if self._reading:
+            self._reader.submit(read, result)
+        else:
+            self._writer.submit(ReadOp(read, result))
+        return result
 
     def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
         """Call ``callback(jobs)`` whenever inbound mail is spooled; see IInboundStore."""
@@ -294,6 +390,7 @@ class SQLiteStore(SQLiteAdmin):
         elif self._close_waiters is None:
             self._closing = True
             self._close_waiters = [done]
+            self._reader.stop()
             self._writer.stop()
         elif self._closing and not self._close_waiters:
             done.callback(None)  # already closed
@@ -302,7 +399,15 @@ class SQLiteStore(SQLiteAdmin):
         return done
 
     def _deliver_from_thread(self, outcomes: list[Outcome]) -> None:
+        self._reactor.callFromThread(self._fire_writer, outcomes)
+
+    def _deliver_reads_from_thread(self, outcomes: list[Outcome]) -> None:
         self._reactor.callFromThread(self._fire, outcomes)
+
+    def _fire_writer(self, outcomes: list[Outcome]) -> None:
+        """The writer's answers may follow changes: counts read before are not reused."""
+        self._writes_answered += 1
+        self._fire(outcomes)
 
     def _fire(self, outcomes: list[Outcome]) -> None:
         failed = [r for _, r in outcomes if isinstance(r, StoreUnavailableError)]
@@ -341,6 +446,7 @@ class SQLiteStore(SQLiteAdmin):
     def _finish_close(self) -> None:
         self._closing = True
         self._writer.join()  # its last act was to schedule this call: returns at once
+        self._reader.join()  # stopped with the writer, after at most one short read
         waiters, self._close_waiters = self._close_waiters or [], []
         for waiter in waiters:
             waiter.callback(None)

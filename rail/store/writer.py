@@ -1,10 +1,13 @@
 """The SQLite queue's single writer thread: group commit of acceptances.
 
-Every SQLite call of the server runs here, never on the reactor. The thread takes the first
-waiting operation, drains whatever else is waiting (up to :data:`MAX_BATCH`) and writes all
-acceptances of that batch in ONE transaction, with a savepoint per message so one bad message
-does not fail the others. The COMMIT is the fsync, so concurrent acceptances share it and
-throughput grows with concurrency. Status reads of the batch run after the commit.
+Every SQLite write of the server runs here, never on the reactor (reads run on the thread
+of :mod:`rail.store.reader`). The thread takes the first waiting operation, drains whatever
+else is waiting (up to :data:`MAX_BATCH`) and writes all acceptances of that batch in ONE
+transaction, with a savepoint per message so one bad message does not fail the others. The
+COMMIT is the fsync, so concurrent acceptances share it and throughput grows with
+concurrency. Claims (and reads, when there is no read thread) run after the commit; a
+retention step runs last, in transactions of its own, once the batch's callers have their
+answers.
 
 This module knows nothing of Deferreds: results go back through the ``deliver`` callable,
 as ``(token, result)`` pairs where a result that is an exception means failure.
@@ -29,16 +32,13 @@ from rail.store.deliveries import (
     claim_due,
     insert_message,
     quarantine_message,
-    recipient_counts,
     record_result,
 )
 from rail.store.inbound import (
     claim_webhooks,
-    inbound_status,
     insert_inbound,
     quarantine_inbound,
     record_webhook,
-    webhook_counts,
 )
 from rail.store.model import (
     Accepted,
@@ -47,6 +47,7 @@ from rail.store.model import (
     JobResult,
     MessageStatus,
     NewMessage,
+    Purged,
     Quarantined,
     QuarantineKind,
     QueueFullError,
@@ -55,6 +56,7 @@ from rail.store.model import (
     StoreUnavailableError,
     overall_status,
 )
+from rail.store.purge import purge_step
 from rail.store.reserve import settle
 
 __all__ = [
@@ -64,14 +66,12 @@ __all__ = [
     "AdminOp",
     "ClaimOp",
     "Claimed",
-    "CountsOp",
     "InboundAcceptOp",
-    "InboundStatusOp",
+    "PurgeOp",
     "QuarantineOp",
+    "ReadOp",
     "RecordOp",
-    "StatusOp",
     "WebhookClaimOp",
-    "WebhookCountsOp",
     "WebhookRecordOp",
     "Writer",
     "count_pending",
@@ -79,10 +79,9 @@ __all__ = [
 ]
 
 MAX_BATCH = 512
-# Idempotency rows live at least this long, in ``received_at`` seconds (request_id: 24 h).
+# Idempotency rows live at least this long, in ``received_at`` seconds (request_id: 24 h);
+# older ones are deleted by retention's purge steps.
 IDEMPOTENCY_TTL = 24 * 60 * 60.0
-# Expired idempotency rows are purged at most this often, in ``received_at`` seconds.
-_PURGE_EVERY = 10 * 60.0
 
 _log = Logger()
 
@@ -100,11 +99,12 @@ class AcceptOp:
 
 
 @attrs.frozen
-class StatusOp:
-    """Read the status of ``message_id`` as seen by ``client``."""
+class ReadOp:
+    """Run ``read(connection)`` and answer its result (a SQLite error becomes
+    StoreUnavailableError): reads go to the writer only when no read connection can be
+    opened (a database in exclusive locking mode, see :func:`rail.store.schema.open_writable`)."""
 
-    client: str
-    message_id: str
+    read: Callable[[sqlite3.Connection], object]
     token: Any
 
 
@@ -124,13 +124,6 @@ class RecordOp:
 
     result: JobResult
     dsn: DSNBuilder | None
-    token: Any
-
-
-@attrs.frozen
-class CountsOp:
-    """Count recipients by status."""
-
     token: Any
 
 
@@ -195,30 +188,29 @@ class Claimed:
 
 
 @attrs.frozen
-class InboundStatusOp:
-    client: str
-    message_id: str
-    token: Any
+class PurgeOp:
+    """One retention step (:func:`rail.store.purge.purge_step`), run in transactions of its
+    own once the other operations of its batch are answered; the result is :class:`Purged`."""
 
-
-@attrs.frozen
-class WebhookCountsOp:
+    now: float
+    body_before: float
+    record_before: float
+    limit: int
+    vacuum_pages: int
     token: Any
 
 
 Op = (
     AcceptOp
-    | StatusOp
+    | ReadOp
     | ClaimOp
     | RecordOp
-    | CountsOp
     | InboundAcceptOp
     | WebhookClaimOp
     | WebhookRecordOp
-    | InboundStatusOp
-    | WebhookCountsOp
     | QuarantineOp
     | AdminOp
+    | PurgeOp
 )
 _WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp)
 _Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp
@@ -276,7 +268,6 @@ class Writer:
         self._deliver = deliver
         self._stopped = stopped
         self._queue: SimpleQueue[object] = SimpleQueue()
-        self._last_purge = float("-inf")
         self.pending = 0
         self.commits = 0
         # A daemon thread: if the process exits without close(), SQLite's journal already
@@ -321,9 +312,13 @@ class Writer:
                     except Empty:
                         break
                 stopping = any(op is _STOP for op in batch)
-                ops = [op for op in batch if isinstance(op, Op)]
+                ops = [op for op in batch if isinstance(op, Op) and not isinstance(op, PurgeOp)]
                 if ops:
                     self._deliver(self._run_batch(ops))
+                # Retention waits until the batch's callers have their answers.
+                for op in batch:
+                    if isinstance(op, PurgeOp):
+                        self._deliver([(op.token, self._purge(op))])
         finally:
             try:
                 self._connection.close()
@@ -344,15 +339,12 @@ class Writer:
 
     def _write(self, writes: list[_Write | AdminOp]) -> list[Outcome]:
         """One transaction for the whole batch: one fsync however many messages."""
-        accepts = [op for op in writes if isinstance(op, AcceptOp | InboundAcceptOp)]
         connection = self._connection
         try:
             budget = _Budget(free_bytes=self._free_bytes())
             if connection.in_transaction:  # a failed ROLLBACK left one open
                 connection.execute("ROLLBACK")
             connection.execute("BEGIN IMMEDIATE")
-            if accepts:
-                self._purge(max(op.message.received_at for op in accepts))
             finished = 0
             results: list[object] = []
             for op in writes:
@@ -420,13 +412,25 @@ class Writer:
         except sqlite3.Error:
             pass  # retried before the next BEGIN
 
-    def _purge(self, now: float) -> None:
-        if now - self._last_purge < _PURGE_EVERY:
-            return
-        self._connection.execute(
-            "DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL,)
-        )
-        self._last_purge = now
+    def _purge(self, op: PurgeOp) -> Purged | Exception:
+        """One retention step; a failure is answered (the next step tries again)."""
+        self._rollback()
+        try:
+            return purge_step(
+                self._connection,
+                now=op.now,
+                body_before=op.body_before,
+                record_before=op.record_before,
+                keys_before=op.now - IDEMPOTENCY_TTL,
+                limit=op.limit,
+                vacuum_pages=op.vacuum_pages,
+            )
+        except (sqlite3.Error, OSError) as error:
+            self._rollback()
+            return _unavailable("cannot purge queue", error)
+        except Exception as error:  # a bug: answer the caller rather than hang it
+            self._rollback()
+            return error
 
     def _savepoint(self, work: Callable[[], object], failed: str) -> object:
         """Run ``work`` under its own savepoint, so one operation's failure (a DSN that
@@ -582,21 +586,16 @@ class Writer:
         return Accepted(message.id, len(message.recipients))
 
     def _read(self, op: Op) -> object:
-        connection = self._connection
         try:
             if isinstance(op, AdminOp):
-                return op.work(connection)[0]
-            if isinstance(op, StatusOp):
-                return read_status(connection, op.client, op.message_id)
+                return op.work(self._connection)[0]
             if isinstance(op, ClaimOp):
                 return self._claim("outbound", op)
             if isinstance(op, WebhookClaimOp):
                 return self._claim("inbound", op)
-            if isinstance(op, InboundStatusOp):
-                return inbound_status(connection, op.client, op.message_id)
-            if isinstance(op, WebhookCountsOp):
-                return webhook_counts(connection)
-            return recipient_counts(connection)
+            if isinstance(op, ReadOp):
+                return op.read(self._connection)
+            raise TypeError(f"not a read: {op!r}")
         except sqlite3.Error as error:
             return _unavailable("cannot read queue", error)
 
@@ -607,8 +606,9 @@ def read_status(
     """The status of ``message_id`` if ``client`` owns it, else None; never reads the data.
     A quarantined message's ``reason`` is its failed recipients' last reply."""
     row = connection.execute(
-        "SELECT id, client, sender, channel, size, received_at FROM messages"
-        " WHERE id = ? AND client = ?",
+        "SELECT id, client, sender, channel, size, received_at,"
+        " (SELECT body_purged_at FROM finished WHERE queue = 'outbound' AND id = messages.id)"
+        " FROM messages WHERE id = ? AND client = ?",
         (message_id, client),
     ).fetchone()
     if row is None:
@@ -640,6 +640,7 @@ def read_status(
         status=overall_status(tuple(r.status for r in recipients)),
         recipients=recipients,
         reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
+        body_purged_at=row[6],
     )
 
 

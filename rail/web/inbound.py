@@ -2,7 +2,8 @@
 client it was addressed to.
 
 Mirrors :mod:`rail.web.messages`: a message of another client answers exactly like an id
-that does not exist, and so does a malformed id (docs/webhooks.md).
+that does not exist, and so does a malformed id (docs/webhooks.md); an id older than the
+records retention purged answers ``MESSAGE_EXPIRED``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rail.inbound.model import InboundStatus
+from rail.store.model import IRetention
 from rail.web.messages import OwnedStatusResource
 
 __all__ = ["InboundStatusResource", "inbound_status_to_json"]
@@ -37,6 +39,7 @@ def inbound_status_to_json(status: InboundStatus) -> dict[str, Any]:
         "next_attempt_at": _rfc3339(status.next_attempt_at),
         "updated_at": _rfc3339(status.updated_at),
         "authentication": status.authentication,
+        "body_purged_at": _rfc3339(status.body_purged_at),
     }
 
 
@@ -49,4 +52,5 @@ class InboundStatusResource(OwnedStatusResource):
             lambda client, id_: store.inbound_status(client, id_),
             inbound_status_to_json,
             "an inbound status",
+            store.expired if IRetention.providedBy(store) else None,
         )

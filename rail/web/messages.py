@@ -2,7 +2,9 @@
 
 Only the owner may look: a message of another client answers exactly like an id that
 does not exist, and so does a malformed id, so the endpoint reveals nothing about what
-other apps send (or which ids are in use).
+other apps send (or which ids are in use). An id not found whose time is older than the
+records retention has purged answers ``MESSAGE_EXPIRED`` instead of ``NOT_FOUND``: that
+depends on the id and the clock only, so it reveals nothing either.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from rail.store.ids import is_message_id
-from rail.store.model import IQueueStore, MessageStatus, RecipientStatus, StoreUnavailableError
+from rail.store.model import (
+    IQueueStore,
+    IRetention,
+    MessageStatus,
+    RecipientStatus,
+    StoreUnavailableError,
+)
 from rail.web.jsonapi import JSONResource, write_error, write_json
 from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
@@ -53,12 +61,23 @@ def status_to_json(status: MessageStatus) -> dict[str, Any]:
         "size": status.size,
         "received_at": _rfc3339(status.received_at),
         "reason": status.reason,
+        "body_purged_at": _rfc3339(status.body_purged_at),
         "recipients": [_recipient_to_json(r) for r in status.recipients],
     }
 
 
 def _not_found(request: Any) -> bytes:
     return write_error(request, 404, "NOT_FOUND", "no such message")
+
+
+def _expired(request: Any) -> bytes:
+    return write_error(
+        request,
+        404,
+        "MESSAGE_EXPIRED",
+        "no such message; its id is older than the records retention deleted"
+        " (storage.retention.record), so it may have been one of them",
+    )
 
 
 class _Owned(JSONResource):
@@ -75,12 +94,14 @@ class _Owned(JSONResource):
         if not is_message_id(message_id):
             return _not_found(request)
         answer = maybeDeferred(self._owner.lookup, identity.name, message_id)
-        answer.addCallback(self._found, request)
+        answer.addCallback(self._found, request, message_id)
         answer.addErrback(self._failed, request, identity.name, message_id)
         return finish_later(request, answer)
 
-    def _found(self, status: Any, request: Any) -> bytes:
+    def _found(self, status: Any, request: Any, message_id: str) -> bytes:
         if status is None:
+            if self._owner.expired(message_id):
+                return _expired(request)
             return _not_found(request)
         return write_json(request, 200, self._owner.to_json(status))
 
@@ -105,18 +126,21 @@ class _Owned(JSONResource):
 
 class OwnedStatusResource(Resource):
     """A collection whose child path segment is a message id that only its owner may
-    see: ``lookup(client, id)`` fires with the status or None, ``to_json`` renders it."""
+    see: ``lookup(client, id)`` fires with the status or None, ``to_json`` renders it;
+    ``expired(id)`` says whether an id not found may have been purged by retention."""
 
     def __init__(
         self,
         lookup: Callable[[str, str], Any],
         to_json: Callable[[Any], dict[str, Any]],
         what: str,
+        expired: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
         self.lookup = lookup
         self.to_json = to_json
         self.what = what
+        self.expired = expired or (lambda message_id: False)
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return _Owned(self, path)
@@ -129,4 +153,9 @@ class MessageStatusResource(OwnedStatusResource):
     """Mounted at ``/api/v1/messages``; each child path segment is a message id."""
 
     def __init__(self, store: IQueueStore) -> None:
-        super().__init__(lambda client, id_: store.status(client, id_), status_to_json, "a status")
+        super().__init__(
+            lambda client, id_: store.status(client, id_),
+            status_to_json,
+            "a status",
+            store.expired if IRetention.providedBy(store) else None,
+        )

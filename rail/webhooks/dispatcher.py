@@ -25,9 +25,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList
@@ -38,6 +36,7 @@ from twisted.python.failure import Failure
 from rail.inbound.model import WebhookJob, WebhookResult
 from rail.store.deliveries import DSNBuilder
 from rail.webhooks.key import WebhookKey
+from rail.webhooks.log import log_attempt, log_final, log_quarantined
 from rail.webhooks.outcome import Attempt, Unreachable, WebhookPolicy, decide
 from rail.webhooks.payload import webhook_body
 from rail.webhooks.signing import webhook_headers, webhook_id
@@ -69,14 +68,6 @@ class IWebhookObserver(Protocol):
 class _Quiet:
     def attempt(self, job: WebhookJob, result: WebhookResult, seconds: float) -> None:
         pass
-
-
-@lru_cache(maxsize=1024)  # one line per webhook outcome: a few URLs, over and over
-def _host(url: str) -> str:
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
 
 
 class Dispatcher:
@@ -341,15 +332,6 @@ class Dispatcher:
             attempt = outcome  # type: ignore[assignment]
         now = self._clock.seconds()
         result = decide(job, attempt, now=now, policy=self._policy, rng=self._rng)
-        _log.info(
-            "webhook {status} for {msg_id} to {client} at {host}: {reply}",
-            status=result.status,
-            msg_id=job.message_id,
-            client=job.client,
-            host=_host(job.url),
-            reply=result.reply,
-            attempts=job.attempts + 1,
-        )
         self._record(job, result, started)
 
     def _quarantine(self, job: WebhookJob, reason: str) -> None:
@@ -361,15 +343,16 @@ class Dispatcher:
             for each in same:
                 waiting.remove(each)  # in place: the fill round holds this deque
             jobs.extend(same)
-        done = self._store.quarantine_inbound(
-            job.message_id, "error", reason, self._clock.seconds()
-        )
+        now = self._clock.seconds()
+        done = self._store.quarantine_inbound(job.message_id, "error", reason, now)
         self._records.add(done)
 
         def recorded(outcome: object) -> None:
             self._records.discard(done)
             for each in jobs:
                 self._in_flight.discard(each.key)
+            if outcome is True:
+                log_quarantined(jobs, reason, now)
             if isinstance(outcome, Failure):
                 _log.error(
                     "cannot quarantine inbound {msg_id}: {error}",
@@ -380,7 +363,9 @@ class Dispatcher:
         done.addBoth(recorded)
 
     def _record(self, job: WebhookJob, result: WebhookResult, started: float) -> None:
-        self._observer.attempt(job, result, self._clock.seconds() - started)
+        seconds = self._clock.seconds() - started
+        self._observer.attempt(job, result, seconds)
+        log_attempt(job, result, seconds)
         recorded = self._store.record_webhook(result, dsn=self._dsn if job.bounce_allowed else None)
         self._records.add(recorded)
 
@@ -393,5 +378,7 @@ class Dispatcher:
                     msg_id=job.message_id,
                     error=outcome.getErrorMessage(),
                 )
+            else:
+                log_final(job, result)
 
         recorded.addBoth(done)

@@ -221,10 +221,12 @@ class RailServerTests(RealSocketTestCase):
 
     async def test_opportunistic_tls(self) -> None:
         """STARTTLS is used when offered, with a certificate nobody could verify (RFC
-        7435); the session reports TLS and the server saw the message inside it."""
+        7435); the session reports TLS and its version (for the delivery log), and the
+        server saw the message inside it."""
         servers = _Servers(tls=server_options(_server_material(_ca()), None))
         session = await self.open(await self.serve(servers), "opportunistic")
         self.assertTrue(session.tls_active)
+        self.assertIn(session.tls_version, ("TLSv1.2", "TLSv1.3"))
         self.assertIn("PIPELINING", session.capabilities)
         self.assertNotIn("STARTTLS", session.capabilities)
         result = await session.send(MESSAGE)
@@ -236,10 +238,11 @@ class RailServerTests(RealSocketTestCase):
 
     async def test_failed_handshake_retried_in_plaintext(self) -> None:
         """When the TLS handshake fails the host is retried in plaintext on a new
-        connection; ``tls_active`` says TLS was not used."""
+        connection; ``tls_active`` says TLS was not used, and there is no TLS version."""
         servers = _Servers(tls=_client_certificate_required(_ca()))
         session = await self.open(await self.serve(servers), "opportunistic")
         self.assertFalse(session.tls_active)
+        self.assertIsNone(session.tls_version)
         result = await session.send(MESSAGE)
         await session.quit()
         self.assertEqual(codes(result), [250, 250])

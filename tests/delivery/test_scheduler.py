@@ -53,6 +53,7 @@ class FakeSession:
     def __init__(self, answer: Callable[[OutboundMessage], MessageResult | SessionError | None]):
         self.answer = answer
         self.tls_active = True
+        self.tls_version: str | None = "TLSv1.3"
         self.closed = False
         self.sent: list[OutboundMessage] = []
         self.quitted = False

@@ -1,5 +1,6 @@
 """The IAdminQueue contract (list, show, retry, hold, release, delete, bounce), run
-against the SQLite store and MemoryStore alike, plus the migration to schema 5."""
+against the SQLite store and MemoryStore alike, with retention of what admin actions
+finish, plus the migration from schema 5 (retention) to 6."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rail.store.adminmodel import SCAN_BUDGET, IAdminQueue, QueueQuery, RetryTar
 from rail.store.model import IdempotencyKey, JobResult, RecipientUpdate
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
+from tests.store.oldschemas import schema_v5
 from tests.store.test_contract import make_message, open_sqlite
 from tests.store.test_deliveries import _dsn_for
 
@@ -256,10 +258,40 @@ class _AdminContract:
             await self.store.bounce(message_id, _NOW, "ops", None, _dsn_for), "not_pending"
         )
 
+    async def test_deleted_and_bounced_are_finished(self) -> None:
+        """Deleted and operator-bounced messages are finished for retention: purged
+        past the record horizon, and their recipients leave the counts; a held message
+        is pending, so it is kept, counted as queued and keeps its received time as the
+        oldest pending."""
+        deleted = await self._accept(received_at=_NOW + 1)
+        bounced = await self._accept(received_at=_NOW + 2)
+        held = await self._accept(received_at=_NOW)
+        await self.store.hold(held, _NOW, "ops", None)
+        self.assertEqual(await self.store.delete(deleted, _NOW, "ops", "spam"), "done")
+        self.assertEqual(await self.store.bounce(bounced, _NOW, "ops", None, None), "done")
+        counts = await self.store.recipient_counts()
+        self.assertEqual(
+            {s: counts[s] for s in ("queued", "bounced", "deleted")},
+            {"queued": 1, "bounced": 1, "deleted": 1},
+        )
+        self.assertEqual(await self.store.oldest_pending_received_at(), _NOW)
+        purged = await self.store.purge(_LATER, _LATER, _LATER, 10)
+        self.assertEqual(purged.records, 2)
+        self.assertIsNone(await self.store.show_message(deleted))
+        self.assertIsNone(await self.store.show_message(bounced))
+        detail = await self.store.show_message(held)
+        self.assertTrue(detail.held)
+        counts = await self.store.recipient_counts()
+        self.assertEqual(
+            {s: counts[s] for s in ("queued", "bounced", "deleted")},
+            {"queued": 1, "bounced": 0, "deleted": 0},
+        )
+
 
 class SQLiteAdminTests(_AdminContract, TestCase):
     def make_store(self) -> Any:
-        return open_sqlite(self)
+        self.directory = Path(self.mktemp()) / "queue"
+        return open_sqlite(self, self.directory)
 
     async def test_scan_budget(self) -> None:
         """A rare filter examines at most SCAN_BUDGET messages per page and hands back a
@@ -275,33 +307,144 @@ class SQLiteAdminTests(_AdminContract, TestCase):
         page = await store.list_messages(QueueQuery(domain="x.example", cursor=page.next_cursor))
         self.assertEqual([m.id for m in page.messages], [match])
 
-    def test_migrates_version_4(self) -> None:
-        """A version-4 queue is upgraded to 5: rows kept, ``deleted`` allowed, admin
-        tables present."""
-        directory = Path(self.mktemp()) / "queue"
-        store = open_sqlite(self, directory)
-        message = make_message(received_at=_NOW)
-        done = store.accept(message)
+    async def test_purge_deletes_admin_rows(self) -> None:
+        """Retention deleting a message deletes its hold, action and attempt rows too
+        (here a hold left by an attempt that delivered the message while it was held)."""
+        message_id = await self._accept()
+        await self._claimed()
+        await self.store.hold(message_id, _NOW, "ops", None)
+        await self.store.record(
+            JobResult(message_id, _NOW, (RecipientUpdate(0, "sent", "250 ok", "mx"),))
+        )
+        directory = self.directory
+        counts = [
+            _count(directory, "SELECT count(*) FROM holds"),
+            _count(directory, "SELECT count(*) FROM admin_actions"),
+            _count(directory, "SELECT count(*) FROM attempts"),
+        ]
+        self.assertEqual(counts, [1, 1, 1])
+        purged = await self.store.purge(_LATER, _LATER, _LATER, 10)
+        self.assertEqual(purged.records, 1)
+        counts = [
+            _count(directory, "SELECT count(*) FROM holds"),
+            _count(directory, "SELECT count(*) FROM admin_actions"),
+            _count(directory, "SELECT count(*) FROM attempts"),
+        ]
+        self.assertEqual(counts, [0, 0, 0])
 
-        def downgrade(_: object) -> Any:
-            return store.close()
 
-        def reopen(_: object) -> None:
-            connection = sqlite3.connect(database_path(directory))
-            connection.executescript(
-                "DROP TABLE holds; DROP TABLE admin_actions; DROP TABLE attempts;"
-                " DROP INDEX messages_by_client;"
-                " PRAGMA user_version = 4;"
-            )
+def _count(directory: Path, statement: str) -> int:
+    connection = sqlite3.connect(database_path(directory))
+    try:
+        return int(connection.execute(statement).fetchone()[0])
+    finally:
+        connection.close()
+
+
+_V5_ROWS = """
+INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit, received_at, size,
+    sha256, data) VALUES
+    ('01A', 'alice', 'a@example.com', 'api', 0, 0, 100, 2, '', x'6869'),
+    ('01B', 'alice', 'a@example.com', 'api', 0, 0, 110, 2, '', x'6869'),
+    ('01C', 'bob', 'b@example.com', 'smtp', 0, 0, 120, 2, '', x''),
+    ('01D', 'bob', 'b@example.com', 'api', 0, 0, 130, 2, '', x'6869'),
+    ('01E', 'alice', 'a@example.com', 'api', 0, 0, 140, 2, '', x'6869'),
+    ('01F', 'alice', 'a@example.com', 'api', 0, 0, 150, 2, '', x'6869');
+INSERT INTO recipients (message_id, idx, address, status, attempts, next_attempt_at,
+    last_reply, updated_at, remote_mta) VALUES
+    ('01A', 0, 'q@example.net', 'queued', 0, 100, NULL, 100, NULL),
+    ('01B', 0, 'd@example.net', 'deferred', 1, 900, '451 later', 115, 'mx'),
+    ('01C', 0, 's@example.net', 'sent', 1, NULL, '250 ok', 125, 'mx'),
+    ('01D', 0, 'b@example.net', 'bounced', 1, NULL, '550 no', 135, 'mx'),
+    ('01E', 0, 'f@example.net', 'failed', 0, NULL, 'quarantined: x', 145, NULL),
+    ('01F', 0, 'm@example.net', 'sent', 1, NULL, '250 ok', 155, 'mx'),
+    ('01F', 1, 'n@example.net', 'deferred', 1, 950, '451 later', 155, 'mx');
+INSERT INTO finished (queue, id, finished_at, body_purged_at) VALUES
+    ('outbound', '01C', 125, 500), ('outbound', '01D', 135, NULL),
+    ('outbound', '01E', 145, NULL), ('inbound', '01G', 310, NULL);
+INSERT INTO inbound (id, sender, received_at, subject, authentication, bounce_allowed, peer,
+    tls, size, sha256, data)
+    VALUES ('01G', 's@example.org', 300, 'hi', '{}', 1, '', 0, 1, '', x'00');
+INSERT INTO webhooks (message_id, client, url, recipients, status, attempts, updated_at) VALUES
+    ('01G', 'alice', 'https://h.example/', '[]', 'delivered', 1, 310);
+"""
+
+
+def _version_5(test: TestCase) -> Path:
+    """A queue database as Rail wrote it at schema version 5 (retention, before the
+    admin tables and the ``deleted`` status), holding messages in every status."""
+    directory = Path(test.mktemp()) / "queue"
+    directory.mkdir(parents=True)
+    connection = sqlite3.connect(database_path(directory), isolation_level=None)
+    connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.executescript(schema_v5() + _V5_ROWS + "PRAGMA user_version=5;")
+    connection.close()
+    return directory
+
+
+class MigrationTests(TestCase):
+    def _sql(self, directory: Path, statement: str) -> list[tuple[Any, ...]]:
+        connection = sqlite3.connect(database_path(directory), isolation_level=None)
+        connection.execute("PRAGMA busy_timeout=5000")
+        try:
+            return connection.execute(statement).fetchall()
+        finally:
             connection.close()
-            open_sqlite(self, directory)
-            check = sqlite3.connect(database_path(directory))
-            self.addCleanup(check.close)
-            self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
-            check.execute("UPDATE recipients SET status = 'deleted'")
-            self.assertEqual(check.execute("SELECT count(*) FROM holds").fetchone()[0], 0)
 
-        return done.addCallback(downgrade).addCallback(reopen)
+    async def test_from_version_5(self) -> None:
+        """Version 5 becomes 6: every recipient row, ``finished`` row and tally count is
+        kept (``deleted`` added at zero); the recipients table has the same indexes and
+        triggers as a fresh database, so counts, the oldest pending message, retention
+        and admin actions work on the migrated data."""
+        directory = _version_5(self)
+        recipients = "SELECT * FROM recipients ORDER BY message_id, idx"
+        tally = "SELECT queue, status, n FROM tally ORDER BY queue, status"
+        finished = "SELECT * FROM finished ORDER BY queue, id"
+        before = {q: self._sql(directory, q) for q in (recipients, tally, finished)}
+        self.assertIn(("outbound", "sent", 2), before[tally])
+
+        store = open_sqlite(self, directory)
+        self.assertEqual(self._sql(directory, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(SCHEMA_VERSION, 6)
+        self.assertEqual(self._sql(directory, recipients), before[recipients])
+        self.assertEqual(self._sql(directory, finished), before[finished])
+        self.assertEqual(
+            self._sql(directory, tally), sorted([*before[tally], ("outbound", "deleted", 0)])
+        )
+        fresh = Path(self.mktemp()) / "fresh"
+        open_sqlite(self, fresh)
+        objects = "SELECT type, name, tbl_name FROM sqlite_schema ORDER BY type, name"
+        self.assertEqual(self._sql(directory, objects), self._sql(fresh, objects))
+
+        counts = await store.recipient_counts()
+        self.assertEqual(
+            counts,
+            {"queued": 1, "deferred": 2, "sent": 2, "bounced": 1, "failed": 1, "deleted": 0},
+        )
+        self.assertEqual(await store.oldest_pending_received_at(), 100.0)
+        self.assertEqual(await store.delete("01A", 1000.0, "ops", "spam"), "done")
+        self.assertEqual(await store.hold("01B", 1000.0, "ops", None), "done")
+        counts = await store.recipient_counts()
+        self.assertEqual((counts["queued"], counts["deleted"]), (0, 1))
+        self.assertEqual(await store.oldest_pending_received_at(), 110.0)
+        self.assertEqual(
+            self._sql(directory, "SELECT finished_at FROM finished WHERE id = '01A'"),
+            [(1000.0,)],
+        )
+        # A final recipient made pending again takes its message off ``finished``.
+        self._sql(directory, "UPDATE recipients SET status = 'queued' WHERE message_id = '01D'")
+        self.assertEqual(self._sql(directory, "SELECT 1 FROM finished WHERE id = '01D'"), [])
+        purged = await store.purge(2000.0, 2000.0, 2000.0, 10)
+        self.assertEqual(purged.records, 4)  # 01A, 01C, 01E, and inbound 01G
+        self.assertEqual(
+            self._sql(directory, "SELECT id FROM messages ORDER BY id"),
+            [("01B",), ("01D",), ("01F",)],
+        )
+        self.assertEqual(
+            dict(self._sql(directory, "SELECT status, n FROM tally WHERE queue = 'outbound'")),
+            {"queued": 1, "deferred": 2, "sent": 1, "bounced": 0, "failed": 0, "deleted": 0},
+        )
 
 
 class MemoryAdminTests(_AdminContract, TestCase):

@@ -81,12 +81,13 @@ class DurabilityTests(TestCase):
         self.assertTrue(database_path(directory).is_file())
 
     def test_schema(self) -> None:
-        """The database is in WAL mode, at schema version 5, and pending recipients are
-        indexed on next_attempt_at for the delivery scheduler."""
+        """The database is in WAL mode with incremental vacuum, at schema version 6, and
+        pending recipients are indexed on next_attempt_at for the delivery scheduler."""
         directory = Path(self.mktemp()) / "queue"
         open_sqlite(self, directory)
         self.assertEqual(_sql(directory, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(5,)])
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(6,)])
+        self.assertEqual(_sql(directory, "PRAGMA auto_vacuum"), [(2,)])
         columns = _sql(directory, "PRAGMA index_info(recipients_pending)")
         self.assertEqual([c[2] for c in columns], ["next_attempt_at"])
         plan = _sql(
@@ -290,14 +291,19 @@ class StatusTests(TestCase):
         self.assertEqual((await store.status("alice", message.id)).status, "bounced")
 
     async def test_old_idempotency_rows_are_purged(self) -> None:
-        """Idempotency rows older than a day of ``received_at`` time are deleted by a later
-        acceptance, so the table does not grow forever."""
+        """Idempotency rows older than a day are deleted by a retention step (not by
+        acceptances, which never wait for it), so the table does not grow forever."""
         directory = Path(self.mktemp()) / "queue"
         store = open_sqlite(self, directory)
         old = make_message(received_at=1_000_000.0)
         await store.accept(old, IdempotencyKey("old", "fp"))
+        young = make_message(received_at=1_000_000.0 + 23 * 3600)
+        await store.accept(young, IdempotencyKey("young", "fp"))
         await store.accept(make_message(received_at=1_000_000.0 + 25 * 3600))
-        self.assertEqual(_sql(directory, "SELECT key FROM idempotency"), [])
+        self.assertEqual(len(_sql(directory, "SELECT key FROM idempotency")), 2)
+        purged = await store.purge(1_000_000.0 + 25 * 3600, 0.0, 0.0, 100)
+        self.assertEqual(purged.keys, 1)
+        self.assertEqual(_sql(directory, "SELECT key FROM idempotency"), [("young",)])
 
 
 class InspectTests(TestCase):

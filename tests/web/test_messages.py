@@ -44,6 +44,7 @@ class StatusTests(APITestCase):
                 "size": len(message.data),
                 "received_at": "2026-03-28T12:00:00Z",
                 "reason": None,
+                "body_purged_at": None,
                 "recipients": [
                     {
                         "address": address,
@@ -134,6 +135,37 @@ class StatusTests(APITestCase):
             "GET", f"/api/v1/messages/{mine.id}", certificate=self.other_certificate
         )
         self.assertEqual(as_other.error(), (404, "NOT_FOUND"))
+
+    def test_body_purged(self) -> None:
+        """Once retention dropped a finished message's bytes, its status still answers,
+        with ``body_purged_at`` set and the accepted size."""
+        message = self._stored()
+        for index in (0, 1):
+            self.store.update_recipient(message.id, index, status="sent", last_reply="250 ok")
+        self.successResultOf(self.store.purge(NOW + 8 * 86400, NOW + 1, NOW - 1, 10))
+        body = self.request("GET", f"/api/v1/messages/{message.id}").json()
+        self.assertEqual(
+            (body["status"], body["size"], body["body_purged_at"]),
+            ("sent", len(message.data), "2026-04-05T12:00:00Z"),
+        )
+
+    def test_expired(self) -> None:
+        """After retention deleted records up to some time, an id older than that which is
+        not found answers 404 MESSAGE_EXPIRED, whoever asks and whether or not it existed;
+        a younger unknown id is still NOT_FOUND, and a message still stored is found."""
+        old = self._stored()
+        for index in (0, 1):
+            self.store.update_recipient(old.id, index, status="sent", last_reply="250 ok")
+        kept = _message(received_at=NOW + 10)
+        self.successResultOf(self.store.accept(kept))
+        self.successResultOf(self.store.purge(NOW + 30 * 86400, NOW + 5, NOW + 5, 10))
+        gone = self.request("GET", f"/api/v1/messages/{old.id}")
+        self.assertEqual(gone.error(), (404, "MESSAGE_EXPIRED"))
+        never = self.request("GET", f"/api/v1/messages/{new_message_id(NOW - 60)}")
+        self.assertEqual(never.error(), (404, "MESSAGE_EXPIRED"))
+        young = self.request("GET", f"/api/v1/messages/{new_message_id(NOW + 6)}")
+        self.assertEqual(young.error(), (404, "NOT_FOUND"))
+        self.assertEqual(self.request("GET", f"/api/v1/messages/{kept.id}").status, 200)
 
     def test_no_certificate(self) -> None:
         """Without a client certificate the answer is 401, whatever the id."""

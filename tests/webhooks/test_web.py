@@ -63,8 +63,26 @@ class InboundWebTests(APITestCase):
                 "next_attempt_at": "2026-03-28T12:00:35Z",
                 "updated_at": "2026-03-28T12:00:05Z",
                 "authentication": AUTHENTICATION,
+                "body_purged_at": None,
             },
         )
+
+    def test_purged(self) -> None:
+        """After its job is delivered, retention first drops the message's bytes (the
+        status says when) and later its record: the id then answers 404 MESSAGE_EXPIRED."""
+        self.spool()
+        self.successResultOf(
+            self.store.record_webhook(WebhookResult(_ID, "myapp", NOW + 5, "delivered", "HTTP 200"))
+        )
+        self.successResultOf(self.store.purge(NOW + 86400, NOW + 10, NOW, 10))
+        body = self.request("GET", f"/api/v1/inbound/{_ID}").json()
+        self.assertEqual(
+            (body["status"], body["size"], body["body_purged_at"]),
+            ("delivered", len(DATA), "2026-03-29T12:00:00Z"),
+        )
+        self.successResultOf(self.store.purge(NOW + 30 * 86400, NOW + 10, NOW + 10, 10))
+        response = self.request("GET", f"/api/v1/inbound/{_ID}")
+        self.assertEqual(response.error(), (404, "MESSAGE_EXPIRED"))
 
     def test_others_and_malformed_ids_look_missing(self) -> None:
         """Another client's message, an unknown id and a malformed id answer the same
