@@ -38,13 +38,16 @@ _PENDING = ("queued", "deferred")
 
 class MemoryAdmin:
     """Mixed into MemoryStore, whose ``messages``, ``_recipients``, ``_remote_mta``,
-    ``_idempotency``, ``_rows`` and ``_notify`` it uses; ``held``, ``actions`` and
-    ``history`` (which MemoryStore.record appends to) are by message id."""
+    ``_idempotency``, ``_stored``, ``_body_purged``, ``_rows`` and ``_notify`` it uses;
+    ``held``, ``actions`` and ``history`` (which MemoryStore.record appends to) are by
+    message id."""
 
     messages: dict[str, NewMessage]
     _recipients: dict[str, list[RecipientStatus]]
     _remote_mta: dict[tuple[str, int], str | None]
     _idempotency: dict[tuple[str, str], Any]
+    _stored: dict[str, tuple[int, bytes]]
+    _body_purged: dict[tuple[str, str], float]
     held: dict[str, float]
     actions: dict[str, list[AdminAction]]
     history: dict[str, list[Attempt]]
@@ -134,11 +137,12 @@ class MemoryAdmin:
                     client=message.client,
                     sender=message.sender,
                     channel=message.channel,
-                    size=len(message.data),
+                    size=self._stored.get(message.id, (len(message.data), b""))[0],
                     received_at=message.received_at,
                     status=overall_status(tuple(r.status for r in rows)),
                     recipients=rows,
                     reason=next((r.last_reply for r in rows if r.status == "failed"), None),
+                    body_purged_at=self._body_purged.get(("outbound", message.id)),
                 ),
                 held=self._is_held(message_id),
                 head=message.data[:HEAD_BYTES],

@@ -237,7 +237,8 @@ def _status(connection: sqlite3.Connection, message_id: str, states: tuple[str, 
 def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDetail | None:
     """Everything stored about ``message_id``, or None."""
     row = connection.execute(
-        "SELECT id, client, sender, channel, size, received_at, substr(data, 1, ?)"
+        "SELECT id, client, sender, channel, size, received_at, substr(data, 1, ?),"
+        " (SELECT body_purged_at FROM finished WHERE queue = 'outbound' AND id = messages.id)"
         " FROM messages WHERE id = ?",
         (HEAD_BYTES, message_id),
     ).fetchone()
@@ -277,6 +278,7 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
             status=overall_status(tuple(r.status for r in recipients)),
             recipients=recipients,
             reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
+            body_purged_at=row[7],
         ),
         held=_held(connection, message_id),
         head=head,

@@ -121,7 +121,7 @@ class Attempt:
 class MessageDetail:
     """Everything ``rail queue show`` prints. ``remote_mta`` maps a recipient index to
     the MTA of its last attempt; ``history`` is every attempt recorded (by recipient, then
-    time; attempts made before schema 5 are not in it); ``head`` is the start of the
+    time; attempts made before schema 6 are not in it); ``head`` is the start of the
     stored message (:data:`HEAD_BYTES`), where its header section is."""
 
     status: MessageStatus

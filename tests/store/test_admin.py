@@ -281,10 +281,25 @@ class _AdminContract:
         self.assertIsNone(await self.store.show_message(bounced))
         detail = await self.store.show_message(held)
         self.assertTrue(detail.held)
+        self.assertIsNone(detail.status.body_purged_at)
         counts = await self.store.recipient_counts()
         self.assertEqual(
             {s: counts[s] for s in ("queued", "bounced", "deleted")},
             {"queued": 1, "bounced": 0, "deleted": 0},
+        )
+
+    async def test_show_after_body_purge(self) -> None:
+        """show of a message whose bytes retention dropped says when, keeps the accepted
+        size, and has no header section left."""
+        message_id = await self._accept()
+        await self.store.delete(message_id, _NOW, "ops", "spam")
+        accepted = (await self.store.show_message(message_id)).status.size
+        purged = await self.store.purge(_LATER, _LATER, _NOW, 10)
+        self.assertEqual((purged.bodies, purged.records), (1, 0))
+        detail = await self.store.show_message(message_id)
+        self.assertEqual(
+            (detail.status.body_purged_at, detail.status.size, detail.head),
+            (_LATER, accepted, b""),
         )
 
 
