@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.processes import (
     REPO,
@@ -23,6 +23,7 @@ from tests.integration.processes import (
     wait_for_output,
     wait_for_port,
 )
+from tests.support.tools import need_tool
 
 _CURL = shutil.which("curl")
 
@@ -32,8 +33,7 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        if _CURL is None:
-            raise SkipTest("curl is not installed (.ci/run installs it)")
+        need_tool("curl", "curl")
         self.dir = Path(self.mktemp()).absolute()
         self.port = free_port()
         self.smtps_port = free_port()
