@@ -339,6 +339,12 @@ def _cmd_dns_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tac_path(args: argparse.Namespace) -> int:
+    from rail.prodcli import tac_path_command
+
+    return tac_path_command(args)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -436,6 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("domain", metavar="DOMAIN")
     p.set_defaults(func=_cmd_dkim_rotate)
+
+    p = sub.add_parser("tac-path", help='where rail.tac is: twistd -ny "$(rail tac-path)"')
+    p.set_defaults(func=_cmd_tac_path)
 
     dns = sub.add_parser("dns", help="authoritative DNS").add_subparsers(
         dest="dns_command", metavar="COMMAND", parser_class=_Parser

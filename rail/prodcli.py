@@ -10,7 +10,10 @@ from socket import getfqdn
 from rail.config.production import PRODUCTION_DATA_DIR
 from rail.prodsetup import SetupError, init_production, public_addresses
 
-__all__ = ["init_production_command"]
+__all__ = ["TAC", "init_production_command", "tac_path_command"]
+
+# Package data (setup.cfg), so it is there after a non-editable ``pip install``.
+TAC = Path(__file__).resolve().parent / "rail.tac"
 
 
 def init_production_command(args: argparse.Namespace) -> int:
@@ -53,4 +56,13 @@ def init_production_command(args: argparse.Namespace) -> int:
     print(f"  rail config-check --config {path}")
     print("  install contrib/rail.service, then: systemctl enable --now rail")
     print(f"  rail dns records --config {path}   # the records to publish")
+    return 0
+
+
+def tac_path_command(args: argparse.Namespace) -> int:
+    """Print where the installed ``rail.tac`` is, for ``twistd -ny "$(rail tac-path)"``."""
+    if not TAC.is_file():
+        sys.stderr.write(f"rail: {TAC}: not installed with the package\n")
+        return 1
+    print(TAC)
     return 0

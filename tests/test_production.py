@@ -184,6 +184,18 @@ class CLITests(SynchronousTestCase):
         self.assertEqual(code, 2, err)
         self.assertFalse(self.config.exists())
 
+    def test_twistd_plugin_version(self) -> None:
+        """``twistd rail --version`` prints Rail's and Twisted's versions and exits 0."""
+        from rail.tap import Options
+        from twisted import __version__ as twisted_version
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["--version"])
+        self.assertEqual(caught.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"rail {version('rail')} (Twisted {twisted_version})\n")
+
     def test_version(self) -> None:
         """``rail --version`` prints the installed distribution's version and exits 0."""
         out = io.StringIO()

@@ -122,9 +122,14 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def test_tac_file(self) -> Any:
-        """twistd -ny rail.tac starts the same tree, config from RAIL_CONFIG."""
+        """``rail tac-path`` names the package's rail.tac (in a checkout, its own file);
+        twistd -ny with it starts the same tree, config from RAIL_CONFIG."""
+        out, err, code = yield rail("tac-path")
+        self.assertEqual(code, 0, err)
+        tac = Path(out.decode().strip())
+        self.assertEqual(tac, REPO / "rail" / "rail.tac")
         server = start_twistd(
-            ["-y", str(REPO / "rail.tac")], env={"RAIL_CONFIG": self.config}, path=str(self.dir)
+            ["-y", str(tac)], env={"RAIL_CONFIG": self.config}, path=str(self.dir)
         )
         self.addCleanup(self.stop, server)
         yield wait_for_port(self.port, server)
