@@ -18,11 +18,22 @@ import attrs
 import yaml
 
 from rail.config import Config, parse_config
-from rail.config.production import PRODUCTION_DATA_DIR, fqdn_problem, production_config_yaml
+from rail.config.production import PRODUCTION_DATA_DIR, production_config_yaml
 from rail.dkim.names import a_label
 from rail.pki.files import write_file_atomic
 
-__all__ = ["ProductionSetup", "SetupError", "init_production", "public_addresses"]
+__all__ = [
+    "ProductionSetup",
+    "SetupError",
+    "fqdn_problem",
+    "init_production",
+    "public_addresses",
+]
+
+# Top-level names no public CA issues for (RFC 2606, 6761, 6762 and common private use).
+_PRIVATE_TLDS = frozenset(
+    {"localhost", "localdomain", "local", "internal", "lan", "home", "test", "invalid", "example"}
+)
 
 
 class SetupError(Exception):
@@ -33,6 +44,26 @@ class SetupError(Exception):
 class ProductionSetup:
     config_path: Path
     config: Config
+
+
+def fqdn_problem(hostname: str) -> str | None:
+    """Why ``hostname`` cannot be a production host name, or ``None`` when it can: it must
+    be a fully qualified DNS name a public CA issues certificates for."""
+    name = a_label(hostname)
+    if name is None:
+        return f"{hostname!r} is not a DNS host name"
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        pass
+    else:
+        return f"{hostname!r} is an IP address, not a DNS name"
+    labels = name.split(".")
+    if len(labels) < 2:
+        return f"{hostname!r} is not fully qualified (a name like mail.example.com is)"
+    if labels[-1] in _PRIVATE_TLDS or labels[-1].isdigit():
+        return f"{hostname!r} is not a public name (.{labels[-1]}): no public CA issues for it"
+    return None
 
 
 def public_addresses(hostname: str) -> tuple[list[str], list[str]]:

@@ -15,8 +15,8 @@ from rail import prodcli
 from rail.cli import run
 from rail.config import load_config
 from rail.config.listen import ListenSpec
-from rail.config.production import LETS_ENCRYPT, fqdn_problem
-from rail.prodsetup import SetupError, init_production, public_addresses
+from rail.config.production import LETS_ENCRYPT
+from rail.prodsetup import SetupError, fqdn_problem, init_production, public_addresses
 
 
 def _no_addresses(hostname: str) -> tuple[list[str], list[str]]:

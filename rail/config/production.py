@@ -8,21 +8,13 @@ Keys left at their defaults are not written; docs/configuration.md lists them.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Sequence
 
-from rail.dkim.names import a_label
-
-__all__ = ["LETS_ENCRYPT", "PRODUCTION_DATA_DIR", "fqdn_problem", "production_config_yaml"]
+__all__ = ["LETS_ENCRYPT", "PRODUCTION_DATA_DIR", "production_config_yaml"]
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 PRODUCTION_DATA_DIR = "/var/lib/rail"
-
-# Top-level names no public CA issues for (RFC 2606, 6761, 6762 and common private use).
-_PRIVATE_TLDS = frozenset(
-    {"localhost", "localdomain", "local", "internal", "lan", "home", "test", "invalid", "example"}
-)
 
 _TEMPLATE = """\
 # Rail production configuration, written by `rail init --production`.
@@ -60,26 +52,6 @@ dns:
   ipv4: {ipv4}  # public addresses of the host name (A, SPF ip4:)
   ipv6: {ipv6}  # (AAAA, SPF ip6:)
 """
-
-
-def fqdn_problem(hostname: str) -> str | None:
-    """Why ``hostname`` cannot be a production host name, or ``None`` when it can: it must
-    be a fully qualified DNS name a public CA issues certificates for."""
-    name = a_label(hostname)
-    if name is None:
-        return f"{hostname!r} is not a DNS host name"
-    try:
-        ipaddress.ip_address(hostname)
-    except ValueError:
-        pass
-    else:
-        return f"{hostname!r} is an IP address, not a DNS name"
-    labels = name.split(".")
-    if len(labels) < 2:
-        return f"{hostname!r} is not fully qualified (a name like mail.example.com is)"
-    if labels[-1] in _PRIVATE_TLDS or labels[-1].isdigit():
-        return f"{hostname!r} is not a public name (.{labels[-1]}): no public CA issues for it"
-    return None
 
 
 def production_config_yaml(
