@@ -30,6 +30,7 @@ from twisted.trial.unittest import TestCase
 from tests.integration.processes import REPO, Server, free_port, wait_for_port
 
 _SOURCE = ("rail", "twisted", "setup.cfg", "pyproject.toml", "README.md")
+_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
 
 
@@ -85,12 +86,14 @@ class InstalledTests(TestCase):
         self.purelib = purelib
         return venv / "bin"
 
-    def serve(self, bin_dir: Path, port: int, args: list[str], env: dict[str, str]) -> Server:
+    def serve(self, bin_dir: Path, args: list[str], env: dict[str, str]) -> Server:
+        """twistd run by the virtualenv's Python (Twisted, and so its ``twistd`` script,
+        comes from this environment)."""
         server = Server()
-        twistd = str(bin_dir / "twistd")
+        python = str(bin_dir / "python")
         reactor.spawnProcess(
-            server, twistd, [twistd, "-n", "--pidfile=", *args], env={**self.env, **env},
-            path=str(self.base),
+            server, python, [python, "-c", _TWISTD, "-n", "--pidfile=", *args],
+            env={**self.env, **env}, path=str(self.base),
         )  # fmt: skip
         return server
 
@@ -135,7 +138,7 @@ class InstalledTests(TestCase):
             (["rail", "--config", config], {}),
             (["-y", str(tac)], {"RAIL_CONFIG": config}),
         ):
-            server = self.serve(bin_dir, port, args, env)
+            server = self.serve(bin_dir, args, env)
             await wait_for_port(port, server)
             body = await deferToThread(self.healthz, port, dev / "ca.crt")
             self.assertEqual(body, b"ok\n")
