@@ -38,6 +38,7 @@ from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.mail.headers import HeaderLimits
+from rail.notify import notify
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
@@ -99,9 +100,16 @@ class RailService(MultiService):
             hostname=self.config.hostname,
             data_dir=str(self.config.data_dir),
         )
+        self._notify("READY=1")  # systemd Type=notify: every listener is bound by now
+
+    def _notify(self, state: str) -> None:
+        problem = notify(state)
+        if problem is not None:
+            _log.warn("{problem}", problem=problem)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self._notify("STOPPING=1")
         self.readiness.draining = True
         delay = self.config.shutdown.drain_delay
         _log.info("draining: /readyz answers 503 for {delay}s before listeners close", delay=delay)
