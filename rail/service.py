@@ -42,6 +42,7 @@ from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
 from rail.pki.tls import ClientAuth, ServerTLS
 from rail.quarantine import Quarantines
+from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.factory import SMTPServerFactory
@@ -252,6 +253,10 @@ def build_service(
     # First child, so it stops last: after every listener has closed.
     StoreService(store).setServiceParent(root)
     stats = DeliveryStats(reactor.seconds())
+    # How late the reactor runs a timer due every 100 ms: /metrics and /stats show it.
+    reactor_lag = ReactorLag(reactor, stats.registry)
+    reactor_lag.setServiceParent(root)
+    stats.add_section("reactor_lag_seconds", reactor_lag.summary)
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
     gates = _connection_limits(config)
