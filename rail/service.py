@@ -40,7 +40,7 @@ from rail.listener import Listener, ListenError
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
-from rail.pki.tls import ClientAuth, ServerTLS
+from rail.pki.tls import ClientAuth, ServerTLS, replace_all
 from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
@@ -412,9 +412,13 @@ def build_service(
         names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
 
-        def install(material: Any) -> None:
-            for context in contexts:
-                context.replace(material)
+        def install(material: Any) -> defer.Deferred[None]:
+            # The new contexts are built in a thread, then swapped in together.
+            return replace_all(
+                contexts,
+                material,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            )
 
         build_acme(
             config, reactor, install=install, names=names, challenges=challenges
@@ -451,7 +455,7 @@ def build_service(
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
             hooks=hooks,
-            # Key creation for new domains (RSA, fsyncs) and the registry read: off the reactor.
+            # Config, certificates, TLS contexts, DKIM keys, the registry: off the reactor.
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
