@@ -138,13 +138,21 @@ class TrackingFactory(WrappingFactory):
                 d.callback(None)
 
     def close_all(self, clock: IReactorTime, grace: float) -> defer.Deferred[None]:
-        """Close every connection; abort those still open after ``grace`` seconds."""
+        """Close every connection; abort those still open after ``grace`` seconds.
+
+        A protocol with a ``shutdown()`` method (SMTP: ``421`` between commands, after a
+        running transaction) closes itself; any other connection is closed at once.
+        """
         if not self.protocols:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
         self._idle.append(done)
         for p in list(self.protocols):
-            p.transport.loseConnection()
+            shutdown = _shutdown_hook(p)
+            if shutdown is not None:
+                shutdown()
+            else:
+                p.transport.loseConnection()
 
         def abort() -> None:
             for p in list(self.protocols):
@@ -158,6 +166,17 @@ class TrackingFactory(WrappingFactory):
             return result
 
         return done.addBoth(stop_timer)
+
+
+def _shutdown_hook(protocol: Any) -> Any:
+    """The ``shutdown`` method of the first protocol that has one, from the connection's
+    outermost wrapper inwards; ``None`` when none has."""
+    while protocol is not None:
+        shutdown = getattr(protocol, "shutdown", None)
+        if callable(shutdown):
+            return shutdown
+        protocol = getattr(protocol, "wrappedProtocol", None)
+    return None
 
 
 class Listener(Service):

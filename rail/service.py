@@ -37,6 +37,7 @@ from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
+from rail.mail.headers import HeaderLimits
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
@@ -45,6 +46,7 @@ from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
 from rail.smtp.server import SMTPLimits
@@ -272,6 +274,8 @@ def build_service(
 
     # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
     store.observe_quarantined(Quarantines(registry=stats.registry))
+    # One DATA memory budget for all SMTP sessions, submission and inbound.
+    data_budget = DataBudget(config.limits.data_memory)
     tls_contexts: list[ServerTLS] = []
     hooks: list[Any] = []
     # The CRL file is looked at every second and on SIGHUP, in a thread; handshakes,
@@ -305,6 +309,9 @@ def build_service(
             hostname=config.hostname,
             max_message_size=config.limits.message_size,
             max_recipients=config.limits.max_recipients,
+            header_limits=header_limits(config),
+            refusals=refusals,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
             stats=stats,
             webhook_key=webhook_key,
             mta_sts=mta_sts,
@@ -322,10 +329,20 @@ def build_service(
     if config.listen.submission is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=True)
         factory = SMTPServerFactory(
-            lambda: SubmissionSession(store, reactor, config.hostname, revoked=revoked),
+            lambda: SubmissionSession(
+                store,
+                reactor,
+                config.hostname,
+                revoked=revoked,
+                header_limits=header_limits(config),
+                refusals=refusals,
+            ),
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
+            budget=data_budget,
+            refusals=refusals,
+            name="submission",
         )
         submission_tls = ServerTLS(pki.server, auth)
         tls_contexts.append(submission_tls)
@@ -375,11 +392,16 @@ def build_service(
                 settings=inbound_settings[0],
                 clock=reactor,
                 hostname=config.hostname,
+                header_limits=header_limits(config),
+                refusals=refusals,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
             clock=reactor,
             starttls=inbound_tls,
+            budget=data_budget,
+            refusals=refusals,
+            name="inbound",
         )
         _plain_listener(
             reactor,
@@ -487,6 +509,11 @@ def _connection_limits(config: Config) -> dict[str, GateLimits]:
     return gates
 
 
+def header_limits(config: Config) -> HeaderLimits:
+    """The header section bounds every intake (465, 25, the API) applies."""
+    return HeaderLimits(size=config.limits.header_size, fields=config.limits.header_fields)
+
+
 def smtp_limits(config: Config) -> SMTPLimits:
     limits = config.limits
     return SMTPLimits(
@@ -495,4 +522,6 @@ def smtp_limits(config: Config) -> SMTPLimits:
         idle_timeout=limits.smtp_idle_timeout,
         transaction_timeout=limits.smtp_transaction_timeout,
         bad_commands=limits.smtp_bad_commands,
+        command_timeout=limits.smtp_command_timeout,
+        idle_commands=limits.smtp_idle_commands,
     )

@@ -58,8 +58,11 @@ def _call_from_thread(f: Callable[[], object]) -> None:
 def makeService(options: Any) -> IService:
     from twisted.internet import reactor
 
+    from rail.malloc import return_freed_buffers
     from rail.service import build_service
 
+    # Message buffers are large and short-lived: give their memory back when freed.
+    return_freed_buffers()
     try:
         config = load_config(options["config"])
     except ConfigError as e:

@@ -28,6 +28,8 @@ _PURE = [
     "smtp/commands.py",
     "smtp/framing.py",
     "smtp/session.py",
+    "smtp/budget.py",
+    "malloc.py",
     "store/model.py",
     "store/ids.py",
     "store/writer.py",

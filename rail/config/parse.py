@@ -209,6 +209,21 @@ _CONNECTIONS = r.section(
     },
 )
 
+
+def _limits_problem(values: Mapping[str, Any]) -> str | None:
+    """A message as large as ``message_size`` must fit the SMTP message memory (charged
+    4 times its size, :data:`rail.smtp.budget.COPIES`), or it could never be accepted."""
+    defaults = Limits()
+    size = values.get("message_size", defaults.message_size)
+    memory = values.get("data_memory", defaults.data_memory)
+    if memory < 4 * size:
+        return (
+            f"data_memory ({memory} bytes) must be at least 4 x message_size ({size} bytes):"
+            " a message is charged 4 times its size"
+        )
+    return None
+
+
 _LIMITS = r.section(
     Limits,
     {
@@ -223,7 +238,13 @@ _LIMITS = r.section(
         "http_body_grace": r.duration("0s", "10m"),
         "http_min_body_rate": r.size("1B", "1GB"),
         "connections": _CONNECTIONS,
+        "header_size": r.size("1KB", "64MB"),
+        "header_fields": r.integer(10, 100_000),
+        "smtp_command_timeout": r.duration("1s", "1h"),
+        "smtp_idle_commands": r.integer(1, 100_000),
+        "data_memory": r.size("1MB", "64GB"),
     },
+    check=_limits_problem,
 )
 
 _STORAGE = r.section(

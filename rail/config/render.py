@@ -75,6 +75,9 @@ limits:
   smtp_idle_timeout: 5m      # idle SMTP sessions are closed (421 4.4.2)
   smtp_transaction_timeout: 10m  # MAIL to end of DATA
   smtp_bad_commands: 10      # errors before an SMTP session is closed (421 4.7.0)
+  smtp_command_timeout: 30s  # a command line must arrive whole within this (421 4.4.2)
+  smtp_idle_commands: 100    # NOOP, RSET, VRFY... between accepted messages (421 4.7.0)
+  data_memory: 256MB         # message data of all SMTP sessions in memory (452 4.3.1)
 
 # The durable queue under data_dir/queue.
 storage:

@@ -320,6 +320,24 @@ class Limits:
     """Bytes per second an HTTP request body must average after the grace: by ``t``
     seconds after the headers, ``(t - grace) * rate`` bytes must have arrived, or ``408``."""
     connections: Connections = Connections()
+    header_size: int = 1 * _MB
+    """Largest header section (octets up to the empty line) of a message Rail accepts:
+    SMTP ``552 5.3.4`` after DATA, the API 413 ``HEADER_TOO_LARGE``. Every header parser
+    and the DKIM signer read the whole section; no real message comes near it."""
+    header_fields: int = 1000
+    """Most header fields in a message Rail accepts; more are refused as for ``header_size``."""
+    smtp_command_timeout: float = 30.0
+    """A command line must arrive whole (up to its CRLF) within this long of its first
+    byte, else ``421 4.4.2``: the idle timeout restarts with every byte, so without this
+    a client sending one byte at a time could hold a session forever."""
+    smtp_idle_commands: int = 100
+    """Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP, EHLO, HELO) an SMTP
+    session may send between two accepted messages; the next is answered ``421 4.7.0``
+    and the session closed (as Postfix's ``smtpd_junk_command_limit``)."""
+    data_memory: int = 256 * _MB
+    """Message data all SMTP sessions together may hold in memory (each buffers its
+    message until the end of DATA and while it is checked and stored); a session that
+    would exceed it answers ``452 4.3.1`` and the sender retries later."""
 
 
 @attrs.frozen(kw_only=True)

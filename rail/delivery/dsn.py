@@ -255,6 +255,9 @@ def _human_part(reporting_mta: str, failures: Sequence[FailedRecipient]) -> byte
     return _lines([*head, "Content-Description: Notification", ""]) + body
 
 
+_ANY_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
+
+
 def _original_headers(original: bytes) -> tuple[list[bytes], bool]:
     """The header section of the original, one entry per line, and whether it is 8-bit.
 
@@ -263,13 +266,17 @@ def _original_headers(original: bytes) -> tuple[list[bytes], bool]:
     octets that are not UTF-8 become U+FFFD, since message/global-headers is UTF-8.
     """
     lines: list[bytes] = []
-    for line in re.split(rb"\r\n|\r|\n", original):
+    # Line by line up to the first empty one: the body is never split, and a long line
+    # is cut by index, not by copying what remains of it at every cut.
+    for match in _ANY_LINE.finditer(original):
+        line = match.group(1)
         if not line:
             break
-        while len(line) > _MAX_LINE:
-            lines.append(line[:_MAX_LINE])
-            line = b" " + line[_MAX_LINE:]
-        lines.append(line)
+        lines.append(line[:_MAX_LINE])
+        lines.extend(
+            b" " + line[start : start + _MAX_LINE - 1]
+            for start in range(_MAX_LINE, len(line), _MAX_LINE - 1)
+        )
     eight_bit = not all(line.isascii() for line in lines)
     if eight_bit:
         lines = [line.decode("utf-8", "replace").encode("utf-8") for line in lines]

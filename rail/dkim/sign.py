@@ -117,7 +117,10 @@ def from_domain(data: bytes) -> str | None:
         text = values[0].replace(b"\r\n", b"").decode("utf-8")
     except UnicodeDecodeError:
         return None
-    addresses = [address for _, address in getaddresses([text]) if address]
+    try:
+        addresses = [address for _, address in getaddresses([text]) if address]
+    except RecursionError:  # comments nested too deep for the stdlib's parser
+        return None
     if len(addresses) != 1:
         return None
     local, at, domain = addresses[0].rpartition("@")

@@ -182,23 +182,29 @@ def author_domain(data: bytes) -> tuple[str | None, str | None]:
     ``(domain, None)``, ``(None, "no From field")`` (DMARC ``none``) or ``(None, reason)``
     for a From that cannot be evaluated (``permerror``)."""
     header = data.split(b"\r\n\r\n", 1)[0]
-    values: list[bytes] = []
+    # Each From field's lines, joined once at the end: appending to a bytes value per
+    # continuation line was quadratic in them.
+    values: list[list[bytes]] = []
     current_is_from = False
     for line in header.split(b"\r\n"):
         if line[:1] in (b" ", b"\t") and values and current_is_from:
-            values[-1] += line
+            values[-1].append(line)
             continue
         match = _FROM_FIELD.match(line)
         current_is_from = match is not None
         if match is not None:
-            values.append(line[match.end() :])
+            values.append([line[match.end() :]])
     if not values:
         return None, "no From field"
     if len(values) > 1:
         return None, "several From fields"
-    text = values[0].decode("utf-8", "replace")
+    text = b"".join(values[0]).decode("utf-8", "replace")
     domains = set()
-    for _name, address in getaddresses([text]):
+    try:
+        pairs = getaddresses([text])
+    except RecursionError:  # the stdlib recurses into nested comments
+        return None, "From field unreadable"
+    for _name, address in pairs:
         local, at, domain = address.rpartition("@")
         label = a_label(domain) if at and local else None
         if label is None:

@@ -23,7 +23,12 @@ _REASON = 120
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 _FOLD = "\r\n\t"
 _FIELD_START = re.compile(rb"(?i)authentication-results[ \t]*:")
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+# A field's first line begins at the start of the section or after a CRLF not
+# followed by WSP (which would make it a continuation line).
+_FIELD_BREAK = re.compile(rb"(?<=\r\n)(?![ \t])")
+# Inside a comment: what changes the nesting depth, and quoted pairs, which do not.
+_COMMENT_SPECIAL = re.compile(r"\\.|[()]", re.DOTALL)
+_SPACE = re.compile(r"\s*")
 _AUTHSERV = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;()"]+))')
 
 
@@ -121,55 +126,66 @@ def _fold_clause(parts: list[str], end: str) -> str:
 def remove_own_results(data: bytes, authserv_id: str) -> bytes:
     """``data`` without the Authentication-Results fields of its header section whose
     authserv-id is ``authserv_id`` (compared case-insensitively); every other octet,
-    the body and other such fields included, is left as it was."""
+    the body and other such fields included, is left as it was.
+
+    Fields are cut out whole (a CRLF not followed by WSP starts the next one), so the
+    work is linear in the header section and per field, not per continuation line.
+    """
     end = data.find(b"\r\n\r\n")
     header_end = len(data) if end < 0 else end + 2
     wanted = authserv_id.lower()
     kept: list[bytes] = []
-    position = 0
-    dropping = False
-    while position < header_end:
-        newline = data.find(b"\r\n", position, header_end)
-        stop = header_end if newline < 0 else newline + 2
-        line = data[position:stop]
-        if line[:1] in (b" ", b"\t") and position > 0:
-            if not dropping:
-                kept.append(line)
+    removed = False
+    for field in _FIELD_BREAK.split(data[:header_end]):
+        if field and _is_own(field, wanted):
+            removed = True
         else:
-            dropping = _is_own(data, position, header_end, wanted)
-            if not dropping:
-                kept.append(line)
-        position = stop
+            kept.append(field)
+    if not removed:
+        return data
     return b"".join(kept) + data[header_end:]
 
 
-def _is_own(data: bytes, start: int, header_end: int, wanted: str) -> bool:
-    """Whether the field starting at ``start`` is an Authentication-Results field with
-    authserv-id ``wanted``. The field is unfolded and read up to its first ``;``."""
-    match = _FIELD_START.match(data, start)
+def _is_own(field: bytes, wanted: str) -> bool:
+    """Whether ``field`` (one whole field, folds included) is an Authentication-Results
+    field with authserv-id ``wanted``."""
+    match = _FIELD_START.match(field)
     if match is None:
         return False
-    value = bytearray()
-    position = match.end()
-    while position < header_end:
-        newline = data.find(b"\r\n", position, header_end)
-        stop = header_end if newline < 0 else newline
-        value += data[position:stop]
-        position = stop + 2
-        if data[position : position + 1] not in (b" ", b"\t"):
-            break
+    value = field[match.end() :].replace(b"\r\n", b"")
     return _authserv_id(value.decode("utf-8", "replace")) == wanted
 
 
 def _authserv_id(value: str) -> str | None:
-    """The authserv-id of a field value: comments (RFC 5322 CFWS) skipped, a
-    quoted-string unquoted, lower-cased."""
-    previous = None
-    while previous != value:
-        previous, value = value, _COMMENT.sub(" ", value)
-    match = _AUTHSERV.match(value)
+    """The authserv-id of a field value: comments (RFC 5322 CFWS, nested or not) before
+    it skipped, a quoted-string unquoted, lower-cased. One pass over the comments:
+    removing them innermost first, a pass per level, was quadratic in their depth."""
+    position = _after_cfws(value)
+    if position is None:
+        return None
+    match = _AUTHSERV.match(value, position)
     if match is None:
         return None
     if match.group(1) is not None:
         return re.sub(r"\\(.)", r"\1", match.group(1)).lower()
     return match.group(2).lower()
+
+
+def _after_cfws(value: str) -> int | None:
+    """Where the first token after leading white space and comments starts; ``None`` for
+    a comment that never closes."""
+    position = _SPACE.match(value).end()  # type: ignore[union-attr]  # \s* always matches
+    while value.startswith("(", position):
+        depth = 0
+        for special in _COMMENT_SPECIAL.finditer(value, position):
+            char = special.group()
+            if char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+            if depth == 0:
+                break
+        else:
+            return None
+        position = _SPACE.match(value, special.end()).end()  # type: ignore[union-attr]
+    return position

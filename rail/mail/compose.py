@@ -27,14 +27,20 @@ import attrs
 
 from rail.mail.headers import (
     ASCII_POLICY,
+    HEADER_FIELDS,
+    HEADER_SIZE,
     UTF8_POLICY,
+    HeaderLimits,
     WrittenField,
     format_date,
+    is_unstructured,
     line_limit,
     parse_header_section,
     write_address_field,
     write_field,
 )
+from rail.mail.limits import HEADER_TOO_LARGE, check_header_section
+from rail.mail.longfields import REGISTRY_MAX
 from rail.mail.request import _UNSAFE, ComposeError, SendRequest, _invalid, parse_request
 from rail.policy.identity import ClientIdentity
 from rail.policy.sender import check_from_header, check_sender
@@ -42,6 +48,7 @@ from rail.policy.verdict import Reject
 from rail.store.model import IdempotencyKey, NewMessage
 
 __all__ = [
+    "HEADER_TOO_LARGE",
     "PAYLOAD_TOO_LARGE",
     "TOO_MANY_RECIPIENTS",
     "Submission",
@@ -54,6 +61,7 @@ TOO_MANY_RECIPIENTS = "TOO_MANY_RECIPIENTS"
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 
 _MAX_LINE = 998
+_DEFAULT_HEADER_LIMITS = HeaderLimits()
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
@@ -189,6 +197,8 @@ def _header_fields(
         seen = counts[name.lower()] = counts.get(name.lower(), 0) + 1
         if seen > 1 and write_policy.header_max_count(name) is not None:
             return _invalid(f"headers: {name} may be given only once (in any case)")
+        if len(value) > REGISTRY_MAX and not is_unstructured(name):
+            return _invalid(f"headers.{name} is longer than {REGISTRY_MAX} characters")
         fields.append(write_field(name, value, write_policy))
     return fields
 
@@ -251,6 +261,31 @@ def build_message(
     return data
 
 
+def _header_refusal(limits: HeaderLimits, fields: bool) -> ComposeError:
+    if fields:
+        message = f"the message would have more than {limits.fields} header fields"
+    else:
+        message = f"the header section would be larger than {limits.size} bytes"
+    limit = HEADER_FIELDS if fields else HEADER_SIZE
+    return ComposeError(HEADER_TOO_LARGE, 413, message, limit=limit)
+
+
+def _header_input_excess(request: SendRequest, limits: HeaderLimits) -> ComposeError | None:
+    """Refuse before building a header section the request already makes too large:
+    writing only ever lengthens what the request gives (the header fields' names and
+    values, the Subject, addresses and display names), and there are at least as many
+    fields as ``headers`` entries."""
+    if len(request.headers) > limits.fields:
+        return _header_refusal(limits, True)
+    mailboxes = (request.sender, *request.to, *request.cc, *request.reply_to)
+    size = len(request.subject or "")
+    size += sum(len(name) + len(value) for name, value in request.headers)
+    size += sum(len(m.display_name) + len(m.address) for m in mailboxes)
+    if size > limits.size:
+        return _header_refusal(limits, False)
+    return None
+
+
 def compose(
     body: bytes,
     idempotency_header: str | None,
@@ -261,15 +296,21 @@ def compose(
     now: float,
     max_recipients: int,
     max_message_size: int,
+    header_limits: HeaderLimits = _DEFAULT_HEADER_LIMITS,
 ) -> Submission | ComposeError:
     """The whole of ``POST /api/v1/send`` short of the store: validate, authorize, check
-    limits, build. ``message_id`` and ``now`` come from the caller's clock and ULID source."""
+    limits, build. ``message_id`` and ``now`` come from the caller's clock and ULID source.
+
+    Pure and linear in the request: the API runs it in a thread for large requests."""
     request = parse_request(body, idempotency_header)
     if isinstance(request, ComposeError):
         return request
     refused = authorize(identity, request)
     if refused is not None:
         return refused
+    too_large = _header_input_excess(request, header_limits)
+    if too_large is not None:
+        return too_large
     recipients = request.recipients
     if len(recipients) > max_recipients:
         return ComposeError(
@@ -280,6 +321,9 @@ def compose(
     data = build_message(request, message_id=message_id, hostname=hostname, now=now)
     if isinstance(data, ComposeError):
         return data
+    over = check_header_section(data, header_limits)
+    if over is not None:
+        return _header_refusal(header_limits, over[0] == HEADER_FIELDS)
     if len(data) > max_message_size:
         return ComposeError(
             PAYLOAD_TOO_LARGE,

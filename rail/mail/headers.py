@@ -28,14 +28,20 @@ from typing import Any
 import attrs
 
 from rail.mail.addresses import Mailbox
+from rail.mail.longfields import REGISTRY_MAX, fold_text, join_address_fields
 
 __all__ = [
     "ASCII_POLICY",
+    "HEADER_FIELDS",
+    "HEADER_SIZE",
     "UTF8_POLICY",
+    "HeaderLimits",
     "HeaderSection",
     "WrittenField",
     "completed",
     "format_date",
+    "header_excess",
+    "is_unstructured",
     "line_limit",
     "parse_header_section",
     "write_address_field",
@@ -43,6 +49,9 @@ __all__ = [
 ]
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Where a header field starts: after a CRLF that is not followed by WSP (a fold).
+_FIELD_START = re.compile(rb"\r\n(?![ \t])")
+_FIELD_PREFIX = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*")
 
 
 @attrs.frozen
@@ -62,8 +71,12 @@ class HeaderSection:
         return any(field == name for field, _ in self.fields)
 
     def addresses(self, name: str) -> list[str]:
-        """The addr-specs in every ``name`` field; an unparsable field yields ``""``."""
-        pairs = getaddresses(self.values(name))
+        """The addr-specs in every ``name`` field; an unparsable field yields ``""``
+        (the stdlib raises RecursionError on comments nested a thousand deep)."""
+        try:
+            pairs = getaddresses(self.values(name))
+        except RecursionError:
+            pairs = []
         return [address for _, address in pairs] or [""] * len(self.values(name))
 
 
@@ -73,32 +86,79 @@ def parse_header_section(data: bytes) -> HeaderSection:
     The section ends at the empty line, or at the first line that is neither a field nor
     a continuation; such a message has no separator and :func:`completed` adds one, so the
     line stays body rather than becoming a malformed header.
+
+    Fields are cut out whole (a CRLF not followed by WSP starts the next one): the cost is
+    linear in the header section however its fields are folded.
     """
+    if data.startswith(b"\r\n"):
+        return HeaderSection(fields=(), end=0, has_separator=True)
+    stop = data.find(b"\r\n\r\n")
+    head = data if stop < 0 else data[:stop]
     fields: list[tuple[str, bytes]] = []
     position = 0
-    length = len(data)
-    while position < length:
-        end = data.find(b"\r\n", position)
-        if end < 0:
-            end = length
-        line = data[position:end]
-        if not line:
-            return _section(fields, position, True)
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + line)
-        else:
-            match = _FIELD.match(line)
-            if match is None:
-                return _section(fields, position, False)
-            fields.append((match.group(1).decode("ascii").lower(), line[match.end() :]))
-        position = end + 2
-    return _section(fields, min(position, length), False)
+    for chunk in _FIELD_START.split(head.removesuffix(b"\r\n")):
+        match = _FIELD.match(chunk)
+        if match is None:
+            return _section(fields, position, False)
+        fields.append((match.group(1).decode("ascii").lower(), chunk[match.end() :]))
+        position += len(chunk) + 2
+    if stop < 0:
+        return _section(fields, len(data), False)
+    return _section(fields, stop + 2, True)
 
 
 def _section(fields: list[tuple[str, bytes]], end: int, separator: bool) -> HeaderSection:
-    decoded = tuple((name, value.decode("utf-8", "replace").strip(" \t")) for name, value in fields)
+    decoded = tuple(
+        (name, value.replace(b"\r\n", b"").decode("utf-8", "replace").strip(" \t"))
+        for name, value in fields
+    )
     return HeaderSection(fields=decoded, end=end, has_separator=separator)
+
+
+@attrs.frozen
+class HeaderLimits:
+    """The largest header section Rail takes (``limits.header_size``, in octets up to the
+    empty line, and ``limits.header_fields``)."""
+
+    size: int = 1024 * 1024
+    fields: int = 1000
+
+
+HEADER_SIZE = "header_size"
+HEADER_FIELDS = "header_fields"
+
+
+def header_excess(data: bytes, limits: HeaderLimits) -> str | None:
+    """:data:`HEADER_SIZE` or :data:`HEADER_FIELDS` when the header section of ``data``
+    (as :func:`parse_header_section` delimits it) is over ``limits``, else ``None``.
+
+    Reads at most ``limits.size`` and a few octets of ``data`` and builds nothing per
+    field, so checking a hostile message costs no more than the limit allows.
+    """
+    window = limits.size + 2
+    if data.startswith(b"\r\n"):
+        return None
+    start = 0
+    count = 0
+    while True:
+        if data.startswith(b"\r\n", start):
+            return None  # the empty line: the section ended within the limits
+        if _FIELD.match(data, start, window) is None:
+            name = _FIELD_PREFIX.match(data, start, window)
+            if name is not None and name.end() >= window:
+                # Cut by the window: a field running past the limit (or a line as long,
+                # which SMTP's line limit excludes; it is refused too).
+                return HEADER_SIZE
+            return None  # a line that is not a field ends the section
+        count += 1
+        if count > limits.fields:
+            return HEADER_FIELDS
+        following = _FIELD_START.search(data, start, window)
+        if following is None:
+            return HEADER_SIZE if len(data) > limits.size else None
+        start = following.end()
+        if start > limits.size:
+            return HEADER_SIZE  # the section ends at the earliest here
 
 
 def format_date(now: float) -> str:
@@ -196,6 +256,13 @@ def _registry_field(name: str, value: Any, write_policy: EmailPolicy[Any]) -> Wr
     return WrittenField(name, write_policy.fold_binary(name, header), str(header))
 
 
+def is_unstructured(name: str) -> bool:
+    """Whether the registry reads field ``name`` as unstructured text (any field it does
+    not know, Subject, Comments...): only those may be longer than
+    :data:`~rail.mail.longfields.REGISTRY_MAX` characters."""
+    return issubclass(_REGISTRY[name], UnstructuredHeader)
+
+
 def write_field(
     name: str, value: str, write_policy: EmailPolicy[Any], *, canonical: bool = False
 ) -> WrittenField:
@@ -203,10 +270,13 @@ def write_field(
     value in the form the registry writes it (a :func:`format_date` date, a
     ``<id@host>`` Message-ID), so a structured field may skip the registry too."""
     line = f"{name}: {value}"
-    if (canonical or issubclass(_REGISTRY[name], UnstructuredHeader)) and _plain(
-        line, value, line_limit(write_policy)
-    ):
+    unstructured = is_unstructured(name)
+    if (canonical or unstructured) and _plain(line, value, line_limit(write_policy)):
         return WrittenField(name, line.encode("ascii") + b"\r\n", value, plain=True)
+    if len(value) > REGISTRY_MAX:
+        if not unstructured:
+            raise ValueError(f"a {name} field cannot be {len(value)} characters long")
+        return WrittenField(name, fold_text(name, value, write_policy.utf8), value)
     return _registry_field(name, value, write_policy)
 
 
@@ -241,4 +311,9 @@ def write_address_field(
         line = f"{name}: {value}"
         if len(line) <= line_limit(write_policy):
             return WrittenField(name, line.encode("ascii") + b"\r\n", value, plain=True)
+    if sum(len(m.display_name) + len(m.address) + 4 for m in mailboxes) > REGISTRY_MAX:
+        # Too long for the registry's parser in one piece: one mailbox at a time.
+        written = [_registry_field(name, [m.header()], write_policy) for m in mailboxes]
+        data = join_address_fields(name, [field.data for field in written])
+        return WrittenField(name, data, ", ".join(field.value for field in written))
     return _registry_field(name, [mailbox.header() for mailbox in mailboxes], write_policy)

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from email.errors import HeaderParseError
 from email.header import decode_header
 from typing import Any
@@ -62,10 +63,10 @@ _CONTENT_TYPE = re.compile(rf"({_MIME_ATOM})/({_MIME_ATOM})")
 _PARAMETER = re.compile(rf'\s*({_MIME_ATOM})\s*=\s*(?:({_MIME_ATOM})|"((?:[^"\\]|\\.)*)")\s*')
 # C0 controls (except TAB), DEL, and what str.splitlines() also treats as line breaks.
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-# An RFC 2047 encoded word, found as broadly as email.header.decode_header finds them.
-_ENCODED_WORD = re.compile(r"=\?[^?]*\?[qQbB]\?.*?\?=", re.DOTALL)
+_ENCODINGS = ("q", "Q", "b", "B")
 _BASE64_SPACE = re.compile(r"[ \t\r\n]+")
 _MAX_DISPLAY_NAME = 256
+_MAX_ATTACHMENT_FIELD = 255
 _MAX_KEY = 255
 
 
@@ -77,6 +78,9 @@ class ComposeError:
     code: str
     http_status: int
     message: str
+    limit: str | None = None
+    """For a refusal by a configured bound, which one (``header_size``...), for the
+    refusal counter."""
 
 
 def _invalid(message: str) -> ComposeError:
@@ -155,14 +159,41 @@ def _load(body: bytes) -> dict[str, Any] | ComposeError:
     return document
 
 
+def _encoded_words(value: str) -> Iterator[str]:
+    r"""The RFC 2047 encoded words in ``value``, found as broadly as
+    ``email.header.decode_header`` finds them (``=?charset?q|b?text?=``, the charset up to
+    the first ``?``, the text up to the first ``?=``), left to right without overlap.
+
+    The same as ``re.finditer(r"=\?[^?]*\?[qQbB]\?.*?\?=")`` in linear time: that
+    pattern scans to the end of ``value`` from every ``=?`` when no ``?=`` follows, which
+    is quadratic in a long Subject of such prefixes.
+    """
+    position = 0
+    while True:
+        start = value.find("=?", position)
+        if start < 0:
+            return
+        mark = value.find("?", start + 2)
+        if mark < 0:
+            return
+        if value[mark + 1 : mark + 2] in _ENCODINGS and value.startswith("?", mark + 2):
+            end = value.find("?=", mark + 3)
+            if end < 0:
+                return  # no "?=" after this point: no later word can close either
+            yield value[start : end + 2]
+            position = end + 2
+        else:
+            position = start + 1
+
+
 def _encoded_unsafe(value: str) -> bool:
     """Whether an RFC 2047 encoded word in ``value`` decodes to a control character or
     cannot be decoded strictly. The ``email`` package decodes such words (leniently,
     mid-word and inside quoted display names too) and can write what they hold out raw,
     so a CR or LF here would become a line break in the header."""
-    for match in _ENCODED_WORD.finditer(value):
+    for word in _encoded_words(value):
         try:
-            parts = decode_header(match.group())
+            parts = decode_header(word)
         except (HeaderParseError, ValueError):
             return True
         for data, charset in parts:
@@ -296,6 +327,9 @@ def _attachment(index: int, value: Any) -> Attachment | ComposeError:
     if not isinstance(content_type, str):
         return _invalid(f"{label}.content_type must be a string")
     for field, text in (("filename", filename), ("content_type", content_type)):
+        if len(text) > _MAX_ATTACHMENT_FIELD:
+            # Written by the email package, whose header parser is quadratic in length.
+            return _invalid(f"{label}.{field} is longer than {_MAX_ATTACHMENT_FIELD} characters")
         error = _unsafe(f"{label}.{field}", text)
         if error is not None:
             return error

@@ -8,6 +8,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 
+from rail.refusals import Refusals
+from rail.smtp.budget import DataBudget
 from rail.smtp.server import RailESMTP, SMTPLimits
 from rail.smtp.session import Session
 
@@ -16,7 +18,9 @@ __all__ = ["SMTPServerFactory"]
 
 class SMTPServerFactory(ServerFactory):
     """Builds :class:`RailESMTP` protocols; ``new_session`` makes the per-connection
-    :class:`~rail.smtp.session.Session` (submission or inbound)."""
+    :class:`~rail.smtp.session.Session` (submission or inbound). ``budget`` is shared by
+    every SMTP listener (DATA memory); ``refusals`` counts what the bounds refuse, under
+    the listener's ``name``."""
 
     noisy = False
 
@@ -28,12 +32,18 @@ class SMTPServerFactory(ServerFactory):
         limits: SMTPLimits,
         clock: IReactorTime,
         starttls: Any = None,
+        budget: DataBudget | None = None,
+        refusals: Refusals | None = None,
+        name: str = "smtp",
     ) -> None:
         self._new_session = new_session
         self._hostname = hostname
         self._limits = limits
         self._clock = clock
         self._starttls = starttls
+        self._budget = budget
+        self._refusals = refusals
+        self._name = name
 
     def buildProtocol(self, addr: Any) -> Protocol:
         protocol = RailESMTP(
@@ -42,6 +52,9 @@ class SMTPServerFactory(ServerFactory):
             limits=self._limits,
             clock=self._clock,
             starttls=self._starttls,
+            budget=self._budget,
+            refusals=self._refusals,
+            listener=self._name,
         )
         protocol.factory = self
         return protocol

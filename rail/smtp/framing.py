@@ -5,6 +5,11 @@ SMTP smuggling), runs the rest of a message as commands after an over-long line,
 an unterminated line grow without bound. Rail frames the byte stream itself and stops at
 the first violation: the session answers ``500`` and closes, so nothing ambiguous is ever
 interpreted by Rail or passed on to the next hop.
+
+A line that begins with a dot may be one octet longer: in DATA that dot is the
+transparency dot a client adds (RFC 5321 §4.5.2), which §4.5.3.1.6 does not count, so a
+998-octet text line that starts with a dot arrives as 999 octets plus CRLF. Outside DATA
+such a line is an unknown command, refused as any other.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from rail.policy.verdict import Reject
 __all__ = ["BARE_CR", "BARE_LF", "LINE_TOO_LONG", "MAX_LINE", "NUL", "LineFramer"]
 
 MAX_LINE = 1000
-"""Octets in a line including its CRLF (RFC 5321 §4.5.3.1.4 and .6)."""
+"""Octets in a line including its CRLF (RFC 5321 §4.5.3.1.4 and .6), not counting a
+leading transparency dot."""
 
 BARE_LF = Reject(500, "5.5.2", "Bare LF not allowed; lines must end with CRLF")
 BARE_CR = Reject(500, "5.5.2", "Bare CR not allowed; lines must end with CRLF")
 NUL = Reject(500, "5.5.2", "NUL not allowed")
-LINE_TOO_LONG = Reject(500, "5.5.6", "Line too long")
+LINE_TOO_LONG = Reject(500, "5.5.2", "Line too long")
+"""RFC 5321 §4.5.3.1's own example reply; X.5.2 is RFC 3463's "syntax error" (X.5.6,
+which Rail once sent, is RFC 4954's AUTH line too long). The protocol answers an over-long
+line inside DATA with its own reply (a content error, X.6.0)."""
 
 
 class LineFramer:
@@ -31,6 +40,7 @@ class LineFramer:
     """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
+        # Without the transparency dot; a line starting with a dot may have one more.
         self._max_text = max_line - 2
         self._buffer = b""
         self._failed = False
@@ -54,6 +64,8 @@ class LineFramer:
         ):
             lines = buf.split(b"\r\n")
             rest = lines.pop()
+            # Lines up to the limit pass here; dot-started lines one octet longer are
+            # rare and judged below.
             if len(rest) <= self._max_text + 1 and (
                 not lines or max(map(len, lines)) <= self._max_text
             ):
@@ -73,7 +85,7 @@ class LineFramer:
             if end == start or buf[end - 1] != 0x0D:
                 return self._fail(lines, BARE_LF)
             line = buf[start : end - 1]
-            if len(line) > max_text:
+            if len(line) > max_text + (line[:1] == b"."):
                 return self._fail(lines, LINE_TOO_LONG)
             if b"\r" in line:
                 return self._fail(lines, BARE_CR)
@@ -84,7 +96,8 @@ class LineFramer:
         rest = buf[start:]
         # Judge the unterminated remainder now: waiting for its end would let a peer make
         # Rail hold (and rescan) an unbounded line.
-        if len(rest) > max_text + 1:
+        # + 1 for a final CR whose LF has not arrived yet.
+        if len(rest) > max_text + 1 + (rest[:1] == b"."):
             return self._fail(lines, LINE_TOO_LONG)
         if b"\x00" in rest:
             return self._fail(lines, NUL)

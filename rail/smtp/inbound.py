@@ -35,8 +35,10 @@ from rail.inbound.recipients import (
     webhook_targets,
 )
 from rail.inbound.results import authentication_results, remove_own_results
-from rail.mail.headers import format_date, parse_header_section
+from rail.mail.headers import HeaderLimits, format_date, parse_header_section
+from rail.mail.limits import check_header_section
 from rail.policy.verdict import Reject
+from rail.refusals import Refusals
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
@@ -78,7 +80,11 @@ class InboundSession:
         hostname: str,
         authserv_id: str | None = None,
         verify_timeout: float = 120.0,
+        header_limits: HeaderLimits | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
+        self._header_limits = header_limits or HeaderLimits()
+        self._refusals = refusals
         self._store = store
         self._verifier = verifier
         self._recipients = recipients
@@ -122,6 +128,13 @@ class InboundSession:
         return None
 
     def deliver(self, envelope: Envelope, data: bytes) -> Any:
+        over = check_header_section(data, self._header_limits)
+        if over is not None:
+            # Before the checks: verification parses the whole header section.
+            self._routes = {}
+            if self._refusals is not None:
+                self._refusals.refuse("inbound", over[0], envelope.peer)
+            return over[1]
         routed: list[tuple[str, Route]] = []
         for recipient in envelope.recipients:
             route = self._routes.get(recipient)

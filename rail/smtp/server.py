@@ -11,8 +11,16 @@ are unsafe (``shared/notes/twisted-probe.md``):
   does not pipeline sends nothing until it has the reply, and pausing and resuming the
   socket around every reply would cost two system calls for nothing);
 - MAIL/RCPT parameters are parsed and enforced (:mod:`rail.smtp.commands`);
-- DATA: the message is collected once (not per recipient), its real size enforced, and a
-  storage failure answers ``451 4.3.0`` instead of stock's ``550``;
+- DATA: the message is collected once (not per recipient), its real size enforced, its
+  buffer charged to the budget all sessions share (:mod:`rail.smtp.budget`), and a storage
+  failure answers ``451 4.3.0`` instead of stock's ``550``;
+- deadlines beyond the idle timeout: a command line must arrive whole within
+  ``command_timeout`` of its first byte, a transaction within ``transaction_timeout``, and
+  only ``idle_commands`` commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO...) are
+  taken between two delivered messages, so trickling bytes or NOOPs cannot hold a
+  connection forever;
+- shutdown (:meth:`RailESMTP.shutdown`): ``421 4.3.2`` between commands, and a running
+  transaction is let finish first (RFC 5321 §3.8);
 - every reply after the greeting and EHLO carries an enhanced status code (RFC 2034).
 
 Decisions that differ by port live in a :class:`~rail.smtp.session.Session`.
@@ -38,8 +46,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rail.policy.verdict import Reject
+from rail.refusals import Refusals
+from rail.smtp.budget import COPIES, DataBudget
 from rail.smtp.commands import parse_helo, parse_mail, parse_rcpt
-from rail.smtp.framing import LineFramer
+from rail.smtp.framing import LINE_TOO_LONG, LineFramer
 from rail.smtp.session import Envelope, Reply, Session, reply_of
 
 __all__ = ["RailESMTP", "SMTPLimits"]
@@ -63,6 +73,18 @@ _TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
 _HTTP = Reply(500, "5.5.1", "This is an SMTP server, not HTTP; closing connection")
 _IDLE = Reply(421, "4.4.2", "Idle timeout; closing connection")
 _SLOW = Reply(421, "4.4.2", "Transaction took too long; closing connection")
+_SLOW_COMMAND = Reply(421, "4.4.2", "Command line took too long; closing connection")
+_TOO_MANY_IDLE = Reply(421, "4.7.0", "Too many commands without mail; closing connection")
+# RFC 3463 X.3.4 is "message too big for system"; X.3.1 "mail system full" is the one for
+# a resource shortage that passes (as the queue's own 452 4.3.1 does).
+_NO_MEMORY = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+# RFC 3463 X.3.2: "system not accepting network messages", e.g. an imminent shutdown.
+_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; closing connection")
+# In DATA an over-long line is a fault of the content, not of the conversation: RFC 5322
+# §2.1.1 limits message lines to 998 characters, and the sender must encode longer ones
+# (quoted-printable, base64). RFC 3463 X.6.0 ("something about the content of a message
+# caused it to be considered undeliverable") says so; X.5.2 (syntax) is for commands.
+_TEXT_LINE_TOO_LONG = Reply(500, "5.6.0", "Message line too long; encode lines over 998 octets")
 _DATA_GO = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 _TLS_GO = Reply(220, "2.0.0", "Ready to start TLS")
 _TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
@@ -93,6 +115,13 @@ class SMTPLimits:
     idle_timeout: float
     transaction_timeout: float
     bad_commands: int
+    command_timeout: float = 30.0
+    idle_commands: int = 100
+
+
+# Commands that move no mail. Each is harmless; an endless stream of them is a client
+# holding a connection for nothing (Postfix's smtpd_junk_command_limit counts the same).
+_IDLE_VERBS = frozenset({b"NOOP", b"RSET", b"VRFY", b"EXPN", b"HELP", b"EHLO", b"HELO"})
 
 
 # Verb → handler method name (looked up per command, so subclasses can override them;
@@ -127,6 +156,9 @@ class RailESMTP(smtp.ESMTP):
         limits: SMTPLimits,
         clock: IReactorTime,
         starttls: Any = None,
+        budget: DataBudget | None = None,
+        refusals: Refusals | None = None,
+        listener: str = "smtp",
     ) -> None:
         super().__init__(contextFactory=starttls)
         self.host = hostname.encode("ascii")
@@ -149,7 +181,18 @@ class RailESMTP(smtp.ESMTP):
         self._esmtp = False
         self._envelope: Envelope | None = None
         self._data: bytearray | None = None
-        self._too_big = False
+        # Set once the message cannot be kept (too big, no memory): the rest of DATA is
+        # read and dropped, and this is the reply at its end.
+        self._discard: Reply | None = None
+        self._budget = budget
+        self._reserved = 0  # bytes of the budget this session's buffer holds
+        self._refusals = refusals
+        self._listener = listener
+        self._idle_commands = 0
+        # When the command line now arriving began (None: no partial command line).
+        self._line_started: float | None = None
+        self._line_timer: IDelayedCall | None = None
+        self._shutting_down = False
         self._transaction_timer: IDelayedCall | None = None
         self._tls = False
 
@@ -209,7 +252,9 @@ class RailESMTP(smtp.ESMTP):
         self._closing = True
         self._pending.clear()
         self._data = None
+        self._release_budget()
         self._cancel_transaction_timer()
+        self._cancel_line_timer()
         self.setTimeout(None)
 
     def timeoutConnection(self) -> None:
@@ -217,7 +262,21 @@ class RailESMTP(smtp.ESMTP):
             # Rail is the slow side (storage): the client is waiting on us, not idle.
             self.resetTimeout()
             return
+        self._refuse("smtp_idle_timeout")
         self._close_with(_IDLE)
+
+    def shutdown(self) -> None:
+        """Rail is stopping (called by :meth:`rail.listener.TrackingFactory.close_all`).
+
+        Between commands the client gets ``421 4.3.2`` and the connection closes (RFC 5321
+        §3.8). A transaction under way (after MAIL, in DATA, or waiting for its reply) is
+        let finish, and the 421 follows its reply; the listener aborts whatever is still
+        open when ``shutdown.grace_period`` ends.
+        """
+        if self._closing:
+            return
+        self._shutting_down = True
+        self._drain()
 
     # Input: framing, then one line at a time
 
@@ -225,26 +284,72 @@ class RailESMTP(smtp.ESMTP):
         if self._closing:
             return
         self.resetTimeout()
-        lines, error = self._framer.feed(data)
+        framer = self._framer
+        was_partial = framer.buffered > 0
+        lines, error = framer.feed(data)
         self._pending.extend(lines)
         if error is not None:
             self._pending.append(error)
         self._drain()
         self._update_reading()
+        if self._closing:
+            return
+        if not self._framer.buffered or self._data is not None:
+            # No partial line, or a line of message text (the transaction timer bounds DATA).
+            self._line_started = None
+        elif lines or not was_partial or self._line_started is None:
+            self._start_line_deadline()
+
+    # Command-line deadline: checked lazily, one timer per session at most, rather than a
+    # timer set and cancelled for every line.
+
+    def _start_line_deadline(self) -> None:
+        self._line_started = self._clock.seconds()
+        if self._line_timer is None:
+            self._line_timer = self._clock.callLater(
+                self._limits.command_timeout, self._line_deadline
+            )
+
+    def _line_deadline(self) -> None:
+        self._line_timer = None
+        started = self._line_started
+        if started is None or self._closing or self._data is not None:
+            return
+        if not self._framer.buffered:  # STARTTLS replaced the framer and its partial line
+            self._line_started = None
+            return
+        now = self._clock.seconds()
+        if self._busy or self._reading_paused:
+            # Rail is not reading: the client cannot finish the line; start again later.
+            started = self._line_started = now
+        due = started + self._limits.command_timeout
+        if now < due:
+            self._line_timer = self._clock.callLater(due - now, self._line_deadline)
+            return
+        self._refuse("smtp_command_timeout")
+        self._close_with(_SLOW_COMMAND)
+
+    def _cancel_line_timer(self) -> None:
+        if self._line_timer is not None and self._line_timer.active():
+            self._line_timer.cancel()
+        self._line_timer = None
 
     def _drain(self) -> None:
         if self._draining:
             return
         self._draining = True
         try:
-            while (
-                self._pending and not self._busy and not self._closing and not self._write_blocked
-            ):
+            while not self._closing:
+                if self._shutting_down and not self._in_transaction():
+                    self._close_with(_SHUTTING_DOWN)
+                    return
+                if not self._pending or self._busy or self._write_blocked:
+                    return
                 if self._data is not None and self._take_data_lines():
                     continue
                 item = self._pending.popleft()
                 if isinstance(item, Reject):
-                    self._close_with(reply_of(item))
+                    self._close_with(self._framing_reply(item))
                     return
                 try:
                     result = self._line(item)
@@ -295,6 +400,18 @@ class RailESMTP(smtp.ESMTP):
         _log.failure("SMTP session error", failure, peer=self._peer())
         return _LOCAL_ERROR
 
+    def _framing_reply(self, fault: Reject) -> Reply:
+        if fault is LINE_TOO_LONG:
+            self._refuse("line_length")
+            if self._data is not None:
+                return _TEXT_LINE_TOO_LONG
+        return reply_of(fault)
+
+    def _in_transaction(self) -> bool:
+        """Whether a mail transaction is under way: after MAIL, in DATA, or waiting for a
+        reply (a running check or the storage of a message)."""
+        return self._envelope is not None or self._data is not None or self._busy
+
     def _line(self, line: bytes) -> _Result:
         if self._data is not None:
             return self._data_line(line)
@@ -306,8 +423,19 @@ class RailESMTP(smtp.ESMTP):
                 self._close_with(_HTTP)
                 return None
             return _UNKNOWN
+        if verb in _IDLE_VERBS:
+            self._idle_commands += 1
+            if self._idle_commands > self._limits.idle_commands:
+                self._refuse("smtp_idle_commands")
+                self._close_with(_TOO_MANY_IDLE)
+                return None
         method: Callable[[bytes], _Result] = getattr(self, handler)
         return method(arg)
+
+    def _refuse(self, reason: str) -> None:
+        """Count and log (rate-limited) a refusal by one of the bounds."""
+        if self._refusals is not None:
+            self._refusals.refuse(self._listener, reason, self._peer())
 
     # Output
 
@@ -316,6 +444,7 @@ class RailESMTP(smtp.ESMTP):
         if reply.failed and reply.code not in (421, 452):
             self._errors += 1
             if self._errors >= self._limits.bad_commands:
+                self._refuse("smtp_bad_commands")
                 self._close_with(_TOO_MANY_ERRORS)
 
     def _send(self, reply: Reply) -> None:
@@ -329,7 +458,9 @@ class RailESMTP(smtp.ESMTP):
         self._closing = True
         self._pending.clear()
         self._data = None
+        self._release_budget()
         self._cancel_transaction_timer()
+        self._cancel_line_timer()
         # TLS only closes once no producer is registered: unregister or the socket stays.
         self._io.unregisterProducer()
         self._io.loseConnection()
@@ -339,7 +470,25 @@ class RailESMTP(smtp.ESMTP):
     def _reset_transaction(self) -> None:
         self._envelope = None
         self._data = None
+        self._release_budget()
         self._cancel_transaction_timer()
+
+    def _release_budget(self) -> None:
+        reserved, self._reserved = self._reserved, 0
+        if reserved and self._budget is not None:
+            self._budget.release(reserved)
+
+    def _reserve(self, size: int) -> bool:
+        """Grow this session's share of the budget to what a message of ``size`` bytes
+        costs (:data:`rail.smtp.budget.COPIES`); whether it could."""
+        budget = self._budget
+        cost = size * COPIES
+        if budget is None or cost <= self._reserved:
+            return True
+        if not budget.reserve(cost - self._reserved):
+            return False
+        self._reserved = cost
+        return True
 
     def _cancel_transaction_timer(self) -> None:
         if self._transaction_timer is not None and self._transaction_timer.active():
@@ -348,6 +497,7 @@ class RailESMTP(smtp.ESMTP):
 
     def _transaction_timed_out(self) -> None:
         self._transaction_timer = None
+        self._refuse("smtp_transaction_timeout")
         self._close_with(_SLOW)
 
     def _peer(self) -> str:
@@ -446,8 +596,18 @@ class RailESMTP(smtp.ESMTP):
             return _NEED_MAIL
         if not self._envelope.recipients:
             return _NEED_RCPT
+        # A message that cannot fit now (its declared SIZE, or any when nothing is left)
+        # is refused before the client sends it. Nothing is reserved until bytes arrive:
+        # declaring a SIZE costs nothing, so it must not be able to hold memory.
+        budget = self._budget
+        if (
+            budget is not None
+            and budget.available < max(self._envelope.declared_size or 0, 1) * COPIES
+        ):
+            self._refuse("data_memory")
+            return _NO_MEMORY
         self._data = bytearray()
-        self._too_big = False
+        self._discard = None
         return _DATA_GO
 
     def _take_data_lines(self) -> bool:
@@ -475,28 +635,58 @@ class RailESMTP(smtp.ESMTP):
         return None
 
     def _append_data(self, lines: list[bytes]) -> None:
-        if self._too_big:
+        if self._discard is not None:
             return
         data = self._data
         assert data is not None
-        if len(data) + sum(map(len, lines)) + 2 * len(lines) > self._limits.message_size:
-            # Keep reading to the end (the client cannot be stopped mid-DATA) but keep nothing.
-            self._too_big = True
-            self._data = bytearray()
+        size = len(data) + sum(map(len, lines)) + 2 * len(lines)
+        if size > self._limits.message_size:
+            self._refuse("message_size")
+            self._stop_keeping(_TOO_BIG)
+            return
+        if size * COPIES > self._reserved and not self._reserve(size):
+            self._refuse("data_memory")
+            self._stop_keeping(_NO_MEMORY)
             return
         # One buffer, not a list of lines: a list costs ten times the message in objects.
         data += b"\r\n".join(lines)
         data += b"\r\n"
 
+    def _stop_keeping(self, reply: Reply) -> None:
+        """Keep reading to the end (the client cannot be stopped mid-DATA) but keep
+        nothing, and give the memory back at once; ``reply`` answers the end of DATA."""
+        self._discard = reply
+        self._data = bytearray()
+        self._release_budget()
+
     def _end_of_data(self) -> _Result:
-        envelope, buffered = self._envelope, self._data
-        too_big = self._too_big
+        envelope, buffered, discard = self._envelope, self._data, self._discard
+        # The budget stays charged until the session has answered: the message is in
+        # memory (and copied) while it is checked and stored.
+        held, self._reserved = self._reserved, 0
+        self._data = None
         self._reset_transaction()
-        if too_big:
-            return _TOO_BIG
+        if discard is not None:
+            self._give_back(None, held)
+            return discard
         assert envelope is not None and buffered is not None
-        result = defer.maybeDeferred(self._session.deliver, envelope, bytes(buffered))
-        return result.addCallback(reply_of)
+        data = bytes(buffered)
+        del buffered  # one copy of the message, not two, while it is delivered
+        result = defer.maybeDeferred(self._session.deliver, envelope, data)
+        return result.addBoth(self._give_back, held).addCallback(self._delivered)
+
+    def _give_back(self, result: Any, held: int) -> Any:
+        if held and self._budget is not None:
+            self._budget.release(held)
+        return result
+
+    def _delivered(self, verdict: Reject | Reply) -> Reply:
+        reply = reply_of(verdict)
+        if not reply.failed:
+            # A client that delivers mail may go on: the idle-command count starts again
+            # (as Postfix resets its junk-command count).
+            self._idle_commands = 0
+        return reply
 
     def _rset(self, arg: bytes) -> _Result:
         if arg.strip():

@@ -20,10 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.audit import log_accepted
-from rail.mail.headers import completed, format_date, parse_header_section
+from rail.mail.headers import HeaderLimits, completed, format_date, parse_header_section
+from rail.mail.limits import check_header_section
 from rail.policy.identity import ClientIdentity, identity_from_certificate
 from rail.policy.sender import check_from_header, check_sender
 from rail.policy.verdict import Reject
+from rail.refusals import Refusals
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import IQueueStore, NewMessage, QueueFullError, StoreUnavailableError
@@ -51,6 +53,8 @@ class SubmissionSession:
         hostname: str,
         *,
         revoked: Callable[[], frozenset[int]] = frozenset,
+        header_limits: HeaderLimits | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         """``revoked()`` returns the loaded revoked serials (no I/O: it is called on
         every MAIL FROM)."""
@@ -59,6 +63,8 @@ class SubmissionSession:
         self._hostname = hostname
         self._revoked = revoked
         self._logged_revoked = False
+        self._header_limits = header_limits or HeaderLimits()
+        self._refusals = refusals
         self.identity: ClientIdentity | None = None
 
     def handshake_completed(self, transport: Any) -> None:
@@ -94,6 +100,11 @@ class SubmissionSession:
         identity = self.identity
         if identity is None:
             return _NO_IDENTITY
+        over = check_header_section(data, self._header_limits)
+        if over is not None:
+            if self._refusals is not None:
+                self._refusals.refuse("submission", over[0], envelope.peer)
+            return over[1]
         section = parse_header_section(data)
         if len(section.values("from")) > 1:
             return _MANY_FROM

@@ -8,6 +8,8 @@ so rendering is asynchronous.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -18,8 +20,10 @@ from twisted.web.server import NOT_DONE_YET
 
 from rail.audit import log_accepted
 from rail.mail.compose import Submission, compose
+from rail.mail.headers import HeaderLimits
 from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity, identity_from_certificate
+from rail.refusals import Refusals
 from rail.store.ids import new_message_id
 from rail.store.model import (
     Accepted,
@@ -32,12 +36,19 @@ from rail.store.model import (
 from rail.web.identity import peer_certificate
 from rail.web.jsonapi import JSONResource, certificate_required, write_error, write_json
 
-__all__ = ["RETRY_AFTER", "Send", "client_identity", "finish_later"]
+__all__ = ["INLINE_LIMIT", "RETRY_AFTER", "Send", "client_identity", "finish_later"]
 
 _log = Logger()
 
 # Seconds a client should wait after a 503 before trying again.
 RETRY_AFTER = 60
+
+INLINE_LIMIT = 64 * 1024
+"""Request bodies up to this many bytes are composed on the reactor thread."""
+
+
+def _peer(request: Any) -> str:
+    return str(getattr(request.getClientAddress(), "host", ""))
 
 
 def client_identity(request: Any) -> ClientIdentity | bytes:
@@ -95,7 +106,14 @@ def _json_content_type(value: bytes | None) -> bool:
 
 
 class Send(JSONResource):
-    """Mounted at ``/api/v1/send`` and ``/v1/send``."""
+    """Mounted at ``/api/v1/send`` and ``/v1/send``.
+
+    Composing costs time linear in the request, which for a large one (tens of MB of
+    attachments, a megabyte of header text) is too long for the reactor thread: a
+    request over :data:`INLINE_LIMIT` bytes is composed by ``in_thread`` (a function
+    running a callable in a worker thread and returning a Deferred of its result).
+    Small ones, nearly all, are composed in place, which is faster than a thread hop.
+    """
 
     def __init__(
         self,
@@ -105,6 +123,9 @@ class Send(JSONResource):
         hostname: str,
         max_message_size: int,
         max_recipients: int,
+        header_limits: HeaderLimits | None = None,
+        refusals: Refusals | None = None,
+        in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
     ) -> None:
         super().__init__()
         self._store = store
@@ -112,6 +133,9 @@ class Send(JSONResource):
         self._hostname = hostname
         self._max_message_size = max_message_size
         self._max_recipients = max_recipients
+        self._header_limits = header_limits or HeaderLimits()
+        self._refusals = refusals
+        self._in_thread = in_thread
 
     def render_POST(self, request: Any) -> Any:
         identity = client_identity(request)
@@ -126,27 +150,47 @@ class Send(JSONResource):
             )
         key = request.getHeader(b"Idempotency-Key")
         now = self._clock.seconds()
-        try:
-            result = compose(
-                request.content.read(),
-                None if key is None else key.decode("latin-1"),
-                identity,
-                message_id=new_message_id(now),
-                hostname=self._hostname,
-                now=now,
-                max_recipients=self._max_recipients,
-                max_message_size=self._max_message_size,
-            )
-        except Exception:
-            _log.failure("composing a message failed", client=identity.name)
-            return write_error(request, 500, "INTERNAL_ERROR", "Rail failed to build the message")
+        body = request.content.read()
+        work = functools.partial(
+            compose,
+            body,
+            None if key is None else key.decode("latin-1"),
+            identity,
+            message_id=new_message_id(now),
+            hostname=self._hostname,
+            now=now,
+            max_recipients=self._max_recipients,
+            max_message_size=self._max_message_size,
+            header_limits=self._header_limits,
+        )
+        if self._in_thread is not None and len(body) > INLINE_LIMIT:
+            composing = self._in_thread(work)
+        else:
+            composing = maybeDeferred(work)
+        answer = composing.addCallbacks(
+            self._composed,
+            self._compose_failed,
+            callbackArgs=(request, identity),
+            errbackArgs=(request, identity),
+        )
+        return finish_later(request, answer)
+
+    def _compose_failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
+        _log.failure("composing a message failed", failure, client=identity.name)
+        return write_error(request, 500, "INTERNAL_ERROR", "Rail failed to build the message")
+
+    def _composed(
+        self, result: Submission | ComposeError, request: Any, identity: ClientIdentity
+    ) -> Any:
         if isinstance(result, ComposeError):
+            if result.limit is not None and self._refusals is not None:
+                self._refusals.refuse("https", result.limit, _peer(request))
             return write_error(request, result.http_status, result.code, result.message)
         answer = maybeDeferred(self._store.accept, result.message, result.idempotency)
         answer.addCallback(self._stored, request, result)
         # Also catches a bug in _stored, so the request is always answered.
         answer.addErrback(self._failed, request, identity)
-        return finish_later(request, answer)
+        return answer
 
     def _stored(self, outcome: object, request: Any, submission: Submission) -> bytes:
         if isinstance(outcome, Conflict):

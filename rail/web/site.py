@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -23,6 +24,8 @@ from twisted.web.server import Request, Site
 
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
+from rail.mail.headers import HeaderLimits
+from rail.refusals import Refusals
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
@@ -196,6 +199,9 @@ def build_site(
     hostname: str,
     max_message_size: int,
     max_recipients: int,
+    header_limits: HeaderLimits | None = None,
+    refusals: Refusals | None = None,
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
     stats: DeliveryStats | None = None,
     webhook_key: WebhookKey | None = None,
     mta_sts: Resource | None = None,
@@ -212,6 +218,9 @@ def build_site(
         hostname=hostname,
         max_message_size=max_message_size,
         max_recipients=max_recipients,
+        header_limits=header_limits,
+        refusals=refusals,
+        in_thread=in_thread,
     )
     v1 = _Directory()
     v1.putChild(b"send", send)

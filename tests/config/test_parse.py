@@ -118,6 +118,52 @@ class DefaultsTests(SynchronousTestCase):
             ['storage.reserve: expected a size from "0B" to "1GB", got \'2GB\''],
         )
 
+    def test_smtp_bounds(self) -> None:
+        """The SMTP command deadline, idle-command limit and DATA memory budget are read
+        with their units and bounds."""
+        config = parse_config(
+            _minimal(
+                limits={
+                    "smtp_command_timeout": "45s",
+                    "smtp_idle_commands": 20,
+                    "data_memory": "1GB",
+                }
+            ),
+            BASE,
+        )
+        self.assertEqual(config.limits.smtp_command_timeout, 45.0)
+        self.assertEqual(config.limits.smtp_idle_commands, 20)
+        self.assertEqual(config.limits.data_memory, 1024**3)
+        defaults = parse_config(_minimal(), BASE).limits
+        self.assertEqual(
+            (defaults.smtp_command_timeout, defaults.smtp_idle_commands, defaults.data_memory),
+            (30.0, 100, 256 * 1024 * 1024),
+        )
+        for key, value in (
+            ("smtp_command_timeout", "0s"),
+            ("smtp_idle_commands", 0),
+            ("data_memory", "100KB"),
+        ):
+            error = self.assertRaises(
+                ConfigError, parse_config, _minimal(limits={key: value}), BASE
+            )
+            self.assertIn(f"limits.{key}: ", str(error))
+
+    def test_data_memory_holds_the_largest_message(self) -> None:
+        """limits.data_memory under 4 x message_size (a message is charged 4 times its
+        size) is refused: the largest messages could never be accepted."""
+        error = self.assertRaises(
+            ConfigError,
+            parse_config,
+            _minimal(limits={"message_size": "100MB"}),
+            BASE,
+        )
+        self.assertIn("limits: data_memory (268435456 bytes) must be at least 4 x", str(error))
+        config = parse_config(
+            _minimal(limits={"message_size": "100MB", "data_memory": "400MB"}), BASE
+        )
+        self.assertEqual(config.limits.data_memory, 400 * 1024 * 1024)
+
     def test_frozen(self) -> None:
         """The parsed config cannot be changed in place: it is shared by every service."""
         config = parse_config(_minimal(local_domains=["example.com"]), BASE)
@@ -456,6 +502,30 @@ class RangeTests(SynchronousTestCase):
         """An integer size is a number of bytes."""
         config = parse_config(_minimal(limits={"http_body_size": 2048}), BASE)
         self.assertEqual(config.limits.http_body_size, 2048)
+
+
+class HeaderLimitTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """Without settings a header section may hold 1 MB and 1,000 fields."""
+        limits = parse_config(_minimal(), BASE).limits
+        self.assertEqual((limits.header_size, limits.header_fields), (1024 * 1024, 1000))
+
+    def test_set(self) -> None:
+        """``header_size`` is a size and ``header_fields`` a count."""
+        data = _minimal(limits={"header_size": "64KB", "header_fields": 200})
+        limits = parse_config(data, BASE).limits
+        self.assertEqual((limits.header_size, limits.header_fields), (64 * 1024, 200))
+
+    def test_bounds(self) -> None:
+        """Values outside the bounds are path-qualified problems."""
+        data = _minimal(limits={"header_size": "65MB", "header_fields": 9})
+        self.assertEqual(
+            _problems(data),
+            [
+                'limits.header_size: expected a size from "1KB" to "64MB", got \'65MB\'',
+                "limits.header_fields: expected a number from 10 to 100000, got 9",
+            ],
+        )
 
 
 class SectionTableTests(SynchronousTestCase):

@@ -51,6 +51,19 @@ class LineFramerTests(SynchronousTestCase):
     def test_longest_line_and_final_cr_accepted(self) -> None:
         line = b"x" * 998
         self.assertEqual(self.feed_all(line + b"\r\n"), ([line], None))
+
+    def test_transparency_dot_not_counted(self) -> None:
+        """A line starting with a dot may have 999 octets before CRLF (the dot a client
+        adds in DATA, RFC 5321 §4.5.3.1.6); 1000 is too long, and so is a 999-octet line
+        without the dot, whole or still arriving."""
+        stuffed = b".." + b"x" * 997
+        self.assertEqual(self.feed_all(b"ok\r\n" + stuffed + b"\r\n"), ([b"ok", stuffed], None))
+        framer = LineFramer()
+        self.assertEqual(framer.feed(stuffed + b"\r"), ([], None))
+        self.assertEqual(framer.feed(b"\n"), ([stuffed], None))
+        self.assertEqual(self.feed_all(b"." + stuffed + b"\r\n"), ([], LINE_TOO_LONG))
+        self.assertEqual(self.feed_all(b"." + stuffed + b"x"), ([], LINE_TOO_LONG))
+        self.assertEqual(self.feed_all(b"x" * 999 + b"\r\n"), ([], LINE_TOO_LONG))
         framer = LineFramer()
         self.assertEqual(framer.feed(b"abc\r"), ([], None))
         self.assertEqual(framer.feed(b"\ndef\r\n"), ([b"abc", b"def"], None))
@@ -64,9 +77,9 @@ class LineFramerTests(SynchronousTestCase):
         """The bulk path (bytes methods) and the line-by-line path agree on random streams
         of CR, LF, NUL and text, split at random points."""
         rng = random.Random(7)
-        alphabet = [b"a", b"bc", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"\x00", b"x" * 9]
+        alphabet = [b"a", b"bc", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"\x00", b"x" * 9, b"."]
         for _ in range(3000):
-            weights = [30, 10, 20, 20, 20, rng.choice((0, 1)), rng.choice((0, 1)), 0, 3]
+            weights = [30, 10, 20, 20, 20, rng.choice((0, 1)), rng.choice((0, 1)), 0, 3, 5]
             if rng.random() < 0.1:
                 weights[7] = 1
             pieces = rng.choices(alphabet, weights, k=rng.randrange(1, 40))

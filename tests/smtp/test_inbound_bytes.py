@@ -41,7 +41,8 @@ class ByteLevelTests(InboundTestCase):
 
     def assert_closed_nothing_stored(self, replies: list[bytes]) -> None:
         self.assertTrue(replies, "no reply before closing")
-        self.assertRegex(replies[-1], rb"^500 5\.5\.[26] ")
+        # 5.5.2 for framing faults, 5.6.0 for an over-long line of message text.
+        self.assertRegex(replies[-1], rb"^500 5\.(5\.2|6\.0) ")
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.store.inbound, {})
         self.assertEqual(self.verifier.calls, [])
@@ -82,7 +83,7 @@ class ByteLevelTests(InboundTestCase):
             with self.subTest(data=data):
                 self.connect()
                 replies = self.send(data + b"DATA\r\n" + b"x\r\n.\r\n")
-                self.assertRegex(replies[-1], rb"^500 5\.5\.[26] ")
+                self.assertRegex(replies[-1], rb"^500 5\.5\.2 ")
                 self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.store.inbound, {})
 

@@ -8,6 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from rail.policy.verdict import Reject
 from tests.smtp.helpers import ENHANCED, LIMITS, REPLY, Harness, ScriptedSession
 
+TEXT_TOO_LONG = b"500 5.6.0 Message line too long; encode lines over 998 octets"
+
 SMUGGLE = b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\nDATA\r\nforged\r\n.\r\n"
 
 
@@ -250,10 +252,11 @@ class FramingTests(SynchronousTestCase):
         self.assertTrue(h.closed)
 
     def test_long_line_in_data_then_commands(self) -> None:
-        """A 20 KB line in DATA closes the session with 500 5.5.6; commands in the next
-        segment are never executed (stock Twisted runs them)."""
+        """A 20 KB line in DATA closes the session with 500 5.6.0 (a content fault: lines
+        of a message are at most 998 octets); commands in the next segment are never
+        executed (stock Twisted runs them)."""
         h = self._smuggle(b"x" * 20_000 + b"\r\n")
-        self.assertEqual(h.take(), [b"500 5.5.6 Line too long"])
+        self.assertEqual(h.take(), [TEXT_TOO_LONG])
         self.assertTrue(h.closed)
         h.send(SMUGGLE)
         self.assertEqual(h.take(), [])
@@ -264,7 +267,33 @@ class FramingTests(SynchronousTestCase):
         h = self._smuggle(b"a" * 998 + b"\r\n.\r\n")
         self.assertEqual(h.codes(), [250])
         h = self._smuggle(b"a" * 999 + b"\r\n.\r\n")
-        self.assertEqual(h.take(), [b"500 5.5.6 Line too long"])
+        self.assertEqual(h.take(), [TEXT_TOO_LONG])
+
+    def test_dot_stuffed_line_of_1001_octets(self) -> None:
+        """A 998-octet text line starting with a dot arrives dot-stuffed as 999 octets plus
+        CRLF (1001 on the wire): accepted and unstuffed (RFC 5321 §4.5.3.1.6 does not count
+        the transparency dot). One octet more is refused, with 500 5.6.0."""
+        line = b"." + b"d" * 997
+        h = self._smuggle(b"." + line + b"\r\nend\r\n.\r\n")
+        self.assertEqual(h.codes(), [250])
+        self.assertEqual(h.session.delivered[0][1], line + b"\r\nend\r\n")
+        for split in (1, 500, 999, 1000):  # the same across packet boundaries
+            data = b"." + line + b"\r\n.\r\n"
+            h = self._smuggle(data[:split])
+            h.send(data[split:])
+            self.assertEqual(h.codes(), [250], split)
+        h = self._smuggle(b".." + line + b"\r\n.\r\n")
+        self.assertEqual(h.take(), [TEXT_TOO_LONG])
+        self.assertTrue(h.closed)
+        self.assertEqual(h.session.delivered, [])
+
+    def test_long_command_line(self) -> None:
+        """A command line over 1000 octets is a syntax error, 500 5.5.2 (RFC 5321
+        §4.5.3.1's "500 Line too long"), and closes the session."""
+        h = Harness()
+        h.send(b"EHLO " + b"a" * 1000 + b"\r\n")
+        self.assertEqual(h.take(), [b"500 5.5.2 Line too long"])
+        self.assertTrue(h.closed)
 
     def test_endless_line_is_bounded(self) -> None:
         """200 MB without a newline: refused at the first chunk over the limit, the
@@ -274,7 +303,7 @@ class FramingTests(SynchronousTestCase):
         for _ in range(200 * 16):
             h.send(chunk)
             self.assertLessEqual(h.protocol._framer.buffered, 1000)
-        self.assertEqual(h.take(), [b"500 5.5.6 Line too long"])
+        self.assertEqual(h.take(), [b"500 5.5.2 Line too long"])
         self.assertTrue(h.closed)
 
     def test_http_request_closes(self) -> None:
@@ -430,7 +459,7 @@ class ResourceTests(SynchronousTestCase):
     def test_replies_wait_for_a_reading_peer(self) -> None:
         """When the transport says the peer stopped reading (producer paused), Rail stops
         reading and answering; pipelined NOOPs cannot make it buffer replies."""
-        h = Harness()
+        h = Harness(limits=attrs.evolve(LIMITS, idle_commands=10_000))
         h.ehlo()
         h.protocol.pauseProducing()
         # Reading goes on while nothing waits (a TLS handshake blocks writes too)...

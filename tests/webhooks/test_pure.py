@@ -57,6 +57,20 @@ class PayloadTests(SynchronousTestCase):
         self.assertEqual(document["subject"], "Réponse")
         self.assertEqual(base64.b64decode(document["raw_message"]), DATA)
 
+    def test_body_is_the_payload_encoded(self) -> None:
+        """The body is exactly the compact ASCII JSON encoding of the payload (the
+        message is spliced in as bytes), whatever the other fields hold, a subject that
+        spells the raw_message key included."""
+        for fields in (
+            {},
+            {"subject": '"raw_message":"", "x": "\\"'},
+            {"subject": None, "sender": ""},
+            {"data": b""},
+        ):
+            one = job(**fields)
+            expected = json.dumps(webhook_payload(one), separators=(",", ":"), ensure_ascii=True)
+            self.assertEqual(webhook_body(one), expected.encode("ascii"), fields)
+
 
 class OutcomeTests(SynchronousTestCase):
     def decide(self, attempt: Attempt, now: float = T0, attempts: int = 0) -> tuple[object, ...]:
