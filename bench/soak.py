@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -585,6 +586,7 @@ async def _measure(
     finally:
         transport.close()
     after = _histogram(await load.get("/metrics"))
+    machine = Path("/proc/loadavg").read_text().split()[:3]
     p99, highest, within, probes = _lag_report(before, after)
     reloads = setup.log.read_bytes().count(b"reload done")
     stats = sorted(load.latencies)
@@ -611,6 +613,7 @@ async def _measure(
         f"mail          {live['accepted']} submitted and accepted; the sink got"
         f" {sink.messages}; {new_domain} signed: {new_domain in sink.signed_by}",
         f"reloads       {reloads} 'reload done' in the log",
+        f"machine       load average {' '.join(machine)} at the end ({os.cpu_count()} CPUs)",
     ]
     return "\n".join(lines)
 
