@@ -42,8 +42,9 @@ from rail.notify import notify
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
-from rail.pki.tls import ClientAuth, ServerTLS
+from rail.pki.tls import ClientAuth, ServerTLS, replace_all
 from rail.quarantine import Quarantines
+from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.budget import DataBudget
@@ -267,6 +268,10 @@ def build_service(
         root
     )
     stats = DeliveryStats(reactor.seconds())
+    # How late the reactor runs a timer due every 100 ms: /metrics and /stats show it.
+    reactor_lag = ReactorLag(reactor, stats.registry)
+    reactor_lag.setServiceParent(root)
+    stats.add_section("reactor_lag_seconds", reactor_lag.summary)
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
     gates = _connection_limits(config)
@@ -363,7 +368,15 @@ def build_service(
             config.shutdown.grace_period,
             **bounded("submission"),
         ).setServiceParent(root)
-    dns = build_dns(config, reactor, keys, gate=gates.get("dns"), refusals=refusals)
+    dns = build_dns(
+        config,
+        reactor,
+        keys,
+        gate=gates.get("dns"),
+        refusals=refusals,
+        # The store's indexed query on its read thread, not a connection of its own.
+        oldest_pending=store.oldest_pending_received_at,
+    )
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
@@ -442,9 +455,13 @@ def build_service(
         names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
 
-        def install(material: Any) -> None:
-            for context in contexts:
-                context.replace(material)
+        def install(material: Any) -> defer.Deferred[None]:
+            # The new contexts are built in a thread, then swapped in together.
+            return replace_all(
+                contexts,
+                material,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            )
 
         build_acme(
             config, reactor, install=install, names=names, challenges=challenges
@@ -481,7 +498,7 @@ def build_service(
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
             hooks=hooks,
-            # Key creation for new domains (RSA, fsyncs) and the registry read: off the reactor.
+            # Config, certificates, TLS contexts, DKIM keys, the registry: off the reactor.
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
