@@ -141,7 +141,7 @@ class ReloadTests(SynchronousTestCase):
         self.document["logging"] = {"format": "json"}
         self._write()
         with capturedLogs() as events:
-            self.assertTrue(self.reloader.reload())
+            self.assertTrue(self.successResultOf(self.reload()))
         self.assertEqual([e.get("setting") for e in events if e.get("setting")], ["logging"])
 
     def test_dkim_step_in_a_thread_then_hooks(self) -> None:
