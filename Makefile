@@ -1,12 +1,14 @@
 # The two commands the README promises: `make run` and `make test`.
-# Both create (or reuse) ./.venv and install what they need into it.
+# Both create (or reuse) ./.venv and install what they need into it; `make test` first
+# runs .ci/provision, which installs the system packages the tests need (as root) or
+# names the missing ones.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rail-installed
 
-.PHONY: run test lint typecheck unit clean
+.PHONY: run test provision lint typecheck unit clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +33,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m twisted.trial tests
 
-test: lint typecheck unit
+provision:
+	.ci/provision
+
+# In this order: provisioning may install python3-venv, which .venv needs.
+test:
+	.ci/provision
+	$(MAKE) --no-print-directory lint typecheck unit
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info twisted/plugins/dropin.cache

@@ -8,7 +8,13 @@ accepts and discards. The queue is filled first (through Rail's own store, with 
 the clock runs until no recipient is pending. Prints delivered msg/s, the server's CPU
 seconds per message and its peak RSS.
 
+With ``--kill-at F`` Rail is killed with SIGKILL once a fraction F of the recipients is
+recorded sent, restarted at once, and the recovery is timed too (the delivery crash test,
+tests/integration/test_delivery_crash.py, checks that nothing is lost; this measures how
+long it takes).
+
     python bench/deliver.py --messages 20000 --domains 10
+    python bench/deliver.py --messages 10000 --kill-at 0.5
 """
 
 from __future__ import annotations
@@ -136,34 +142,48 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
     config_path.write_text(yaml.safe_dump(config))
     log = workdir / "twistd.log"
     profile = [f"--profile={args.profile}", "--profiler=cprofile", "--savestats"]
-    process = subprocess.Popen(
-        [
-            str(_BIN / "twistd"),
-            "-n",
-            "--pidfile=",
-            "-l",
-            str(log),
-            *(profile if args.profile else []),
-            "rail",
-            "--config",
-            str(config_path),
-        ],
-    )
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                str(_BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "-l",
+                str(log),
+                *(profile if args.profile else []),
+                "rail",
+                "--config",
+                str(config_path),
+            ],
+        )
+
+    process = start()
     queue = data_dir / "queue"
     begin = time.monotonic()
+    killed: tuple[float, int] | None = None
     try:
         cpu0 = _cpu(process.pid)
+        cpu_before_kill = 0.0
         while True:
-            await task.deferLater(reactor, 0.25, lambda: None)
+            await task.deferLater(reactor, 0.1 if killed is None else 0.25, lambda: None)
             if process.poll() is not None:
                 raise SystemExit(f"twistd exited: see {log}")
             left = _pending(queue)
             if left == 0:
                 break
+            if killed is None and args.kill_at is not None:
+                if args.messages - left >= args.kill_at * args.messages:
+                    cpu_before_kill = _cpu(process.pid) - cpu0
+                    process.kill()
+                    process.wait()
+                    killed = (time.monotonic() - begin, args.messages - _pending(queue))
+                    process = start()
+                    cpu0 = _cpu(process.pid)
             if time.monotonic() - begin > args.timeout:
                 raise SystemExit(f"timed out with {left} pending: see {log}")
         elapsed = time.monotonic() - begin
-        cpu = _cpu(process.pid) - cpu0
+        cpu = _cpu(process.pid) - cpu0 + cpu_before_kill
         peak = _peak_rss_mb(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -174,6 +194,12 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
     bounced = sum(1 for s in statuses if s is not None and s.status != "sent")
     rate = args.messages / elapsed
     print(f"delivered {args.messages} messages in {elapsed:.2f} s: {rate:,.0f} msg/s")
+    if killed is not None:
+        at, done = killed
+        print(
+            f"SIGKILL after {at:.2f} s with {done} recorded sent; restart to nothing pending"
+            f" {elapsed - at:.2f} s (start-up included)"
+        )
     print(f"server CPU {cpu:.2f} s = {cpu / args.messages * 1000:.3f} ms per message")
     print(f"peak RSS {peak:.1f} MB; not sent among the first 200: {bounced}")
     print(f"work directory (delete when done): {workdir}")
@@ -189,6 +215,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reuse", type=int, default=100, help="messages per connection")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", help="write twistd's cProfile stats to this file")
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        metavar="F",
+        help="SIGKILL Rail once this fraction (0-1) is sent, restart it, time the recovery",
+    )
     return parser.parse_args()
 
 

@@ -33,6 +33,7 @@ from rail.pki.registry import AddressConflictError, Registry, RegistryError, reg
 from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
+from rail.version import rail_version
 
 __all__ = ["main"]
 
@@ -109,18 +110,19 @@ SAMPLE_SENDER = "app@{hostname}"
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from rail.devsetup import init_dev
+    if args.production:
+        from rail.prodcli import init_production_command
 
-    setup = init_dev(
-        Path(args.directory),
-        args.hostname,
-        args.https_port,
-        _now(),
-        submission_port=args.submission_port,
-        inbound_port=args.inbound_port,
-        http_port=args.http_port,
-        dns_port=args.dns_port,
-    )
+        return init_production_command(args)
+    from rail.devsetup import DEV_PORTS, init_dev
+
+    if args.directory is None or args.data_dir is not None or args.acme_email or args.domain:
+        raise _CommandError(
+            2, ["rail init: --dev DIR sets up development; --data-dir, --acme-email and"
+                " --domain are for --production"]
+        )  # fmt: skip
+    ports = {name: getattr(args, name) or port for name, port in DEV_PORTS.items()}
+    setup = init_dev(Path(args.directory), args.hostname or "rail.test", now=_now(), **ports)
     d = setup.directory
     https = setup.config.listen.https
     port = https.port if https is not None else "(disabled)"
@@ -359,6 +361,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         raise _CommandError(1, [f"rail: {e}"]) from None
 
 
+def _cmd_tac_path(args: argparse.Namespace) -> int:
+    from rail.prodcli import tac_path_command
+
+    return tac_path_command(args)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
@@ -368,6 +376,7 @@ def _port(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     default_config = os.environ.get("RAIL_CONFIG", DEFAULT_CONFIG)
     parser = _Parser(prog="rail", description="Operate a Rail mail relay.")
+    parser.add_argument("--version", action="version", version=f"rail {rail_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -378,15 +387,26 @@ def _parser() -> argparse.ArgumentParser:
             help=f"configuration file (default: $RAIL_CONFIG or {DEFAULT_CONFIG})",
         )
 
-    p = sub.add_parser("init", help="create a development set-up")
-    p.add_argument("--dev", metavar="DIR", dest="directory", required=True)
-    p.add_argument("--hostname", default="rail.test")
-    p.add_argument("--https-port", type=_port, default=8443)
-    p.add_argument("--submission-port", type=_port, default=8465)
-    p.add_argument("--inbound-port", type=_port, default=8025)
-    p.add_argument("--http-port", type=_port, default=8080)
-    p.add_argument("--dns-port", type=_port, default=8053)
-    p.set_defaults(func=_cmd_init, dev=True)
+    p = sub.add_parser("init", help="create a development set-up or a production config")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dev", metavar="DIR", dest="directory", help="development set-up")
+    mode.add_argument("--production", action="store_true", help="write a production config")
+    p.add_argument("--hostname", help="default: rail.test (--dev), this machine's FQDN")
+    p.add_argument("--https-port", type=_port, help="--dev only (default 8443)")
+    p.add_argument("--submission-port", type=_port, help="--dev only (default 8465)")
+    p.add_argument("--inbound-port", type=_port, help="--dev only (default 8025)")
+    p.add_argument("--http-port", type=_port, help="--dev only (default 8080)")
+    p.add_argument("--dns-port", type=_port, help="--dev only (default 8053)")
+    p.add_argument("--data-dir", help="--production: default /var/lib/rail")
+    p.add_argument("--acme-email", help="--production: contact for Let's Encrypt")
+    p.add_argument("--domain", action="append", help="--production: mail domain (repeatable)")
+    p.add_argument("--force", action="store_true", help="--production: replace the config")
+    p.add_argument(
+        "--config",
+        default=default_config,
+        help=f"--production: where to write it (default: $RAIL_CONFIG or {DEFAULT_CONFIG})",
+    )
+    p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("config-check", help="validate a configuration file")
     with_config(p)
@@ -451,6 +471,9 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("domain", metavar="DOMAIN")
     p.set_defaults(func=_cmd_dkim_rotate)
+
+    p = sub.add_parser("tac-path", help='where rail.tac is: twistd -ny "$(rail tac-path)"')
+    p.set_defaults(func=_cmd_tac_path)
 
     dns = sub.add_parser("dns", help="authoritative DNS").add_subparsers(
         dest="dns_command", metavar="COMMAND", parser_class=_Parser

@@ -21,7 +21,7 @@ from rail.pki.files import load_or_create_ca, load_or_create_server_material, wr
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import ensure_directory, issue_client, publish_crl
 
-__all__ = ["DevSetup", "init_dev"]
+__all__ = ["DEV_PORTS", "DevSetup", "init_dev"]
 
 DEV_HTTPS_PORT = 8443
 DEV_SUBMISSION_PORT = 8465
@@ -29,6 +29,14 @@ DEV_INBOUND_PORT = 8025
 DEV_HTTP_PORT = 8080
 DEV_DNS_PORT = 8053
 SAMPLE_CLIENT = "app"
+# ``rail init --dev`` options and their defaults.
+DEV_PORTS = {
+    "https_port": DEV_HTTPS_PORT,
+    "submission_port": DEV_SUBMISSION_PORT,
+    "inbound_port": DEV_INBOUND_PORT,
+    "http_port": DEV_HTTP_PORT,
+    "dns_port": DEV_DNS_PORT,
+}
 
 
 @attrs.frozen

@@ -39,11 +39,13 @@ from rail.inbound.verifier import Verifier
 from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.mail.headers import HeaderLimits
+from rail.notify import notify
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
-from rail.pki.tls import ClientAuth, ServerTLS
+from rail.pki.tls import ClientAuth, ServerTLS, replace_all
 from rail.quarantine import Quarantines
+from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.smtp.budget import DataBudget
@@ -100,9 +102,16 @@ class RailService(MultiService):
             hostname=self.config.hostname,
             data_dir=str(self.config.data_dir),
         )
+        self._notify("READY=1")  # systemd Type=notify: every listener is bound by now
+
+    def _notify(self, state: str) -> None:
+        problem = notify(state)
+        if problem is not None:
+            _log.warn("{problem}", problem=problem)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self._notify("STOPPING=1")
         self.readiness.draining = True
         delay = self.config.shutdown.drain_delay
         _log.info("draining: /readyz answers 503 for {delay}s before listeners close", delay=delay)
@@ -260,6 +269,10 @@ def build_service(
         root
     )
     stats = DeliveryStats(reactor.seconds())
+    # How late the reactor runs a timer due every 100 ms: /metrics and /stats show it.
+    reactor_lag = ReactorLag(reactor, stats.registry)
+    reactor_lag.setServiceParent(root)
+    stats.add_section("reactor_lag_seconds", reactor_lag.summary)
     # Listeners and protocols report what their bounds refuse; /metrics shows the counts.
     refusals = Refusals(reactor, registry=stats.registry)
     gates = _connection_limits(config)
@@ -358,7 +371,15 @@ def build_service(
             config.shutdown.grace_period,
             **bounded("submission"),
         ).setServiceParent(root)
-    dns = build_dns(config, reactor, keys, gate=gates.get("dns"), refusals=refusals)
+    dns = build_dns(
+        config,
+        reactor,
+        keys,
+        gate=gates.get("dns"),
+        refusals=refusals,
+        # The store's indexed query on its read thread, not a connection of its own.
+        oldest_pending=store.oldest_pending_received_at,
+    )
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
@@ -437,9 +458,13 @@ def build_service(
         names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
 
-        def install(material: Any) -> None:
-            for context in contexts:
-                context.replace(material)
+        def install(material: Any) -> defer.Deferred[None]:
+            # The new contexts are built in a thread, then swapped in together.
+            return replace_all(
+                contexts,
+                material,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            )
 
         build_acme(
             config, reactor, install=install, names=names, challenges=challenges
@@ -476,7 +501,7 @@ def build_service(
             dkim_domains=lambda c: dkim_domains(c, datetime.fromtimestamp(reactor.seconds(), UTC)),
             now=reactor.seconds,
             hooks=hooks,
-            # Key creation for new domains (RSA, fsyncs) and the registry read: off the reactor.
+            # Config, certificates, TLS contexts, DKIM keys, the registry: off the reactor.
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root

@@ -19,8 +19,10 @@ from rail.config import ConfigError, load_config
 from rail.dkim.keys import DKIMKeyError
 from rail.logjson import json_line
 from rail.logtext import classic_line, twistd_observer
+from rail.ownership import HandOver, target_ids
 from rail.pki.files import PKIError
 from rail.store.model import StoreUnavailableError
+from rail.version import rail_version
 
 __all__ = ["Options", "makeService", "twistd_logger"]
 
@@ -36,6 +38,13 @@ class Options(usage.Options):
             # twistd resolves this name after we return, then calls it to start logging.
             _twistd_options[:] = [self.parent]
             self.parent["logger"] = f"{__name__}.twistd_logger"
+
+    def opt_version(self) -> None:
+        """Print Rail's version and exit."""
+        from twisted import __version__ as twisted_version
+
+        print(f"rail {rail_version()} (Twisted {twisted_version})")
+        raise SystemExit(0)
 
 
 _twistd_options: list[Any] = []
@@ -86,7 +95,14 @@ def makeService(options: Any) -> IService:
         raise SystemExit(2) from None
     _log_format[0] = config.logging.format
     try:
-        return build_service(config, reactor, config_path=Path(options["config"]))
+        root = build_service(config, reactor, config_path=Path(options["config"]))
     except (PKIError, StoreUnavailableError, DKIMKeyError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None
+    # Started as root with --uid/--gid: what the start creates in data_dir as root goes to
+    # that user before twistd drops to it (see rail.ownership).
+    twistd = getattr(options, "parent", None)
+    ids = target_ids(twistd.get("uid"), twistd.get("gid")) if twistd is not None else None
+    if ids is not None:
+        HandOver(config.data_dir, *ids).setServiceParent(root)
+    return root

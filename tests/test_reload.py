@@ -4,12 +4,11 @@ bad one leaves alone. Real files: config, CA, server certificates, DKIM keys."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,6 +22,7 @@ from rail.pki.tls import ClientAuth, ServerTLS
 from rail.reload import Reloader
 from rail.startup import prepare_pki
 from rail.testing import MemoryStore
+from tests.support.threads import FakeThreads
 
 _NOW = 1_800_000_000.0
 
@@ -68,6 +68,9 @@ class ReloadTests(SynchronousTestCase):
             now=lambda: _NOW + 10,
         )
 
+    def reload(self) -> Deferred[bool]:
+        return self.reloader.reload()
+
     def _write(self) -> None:
         self.path.write_text(yaml.safe_dump(self.document))
 
@@ -79,7 +82,7 @@ class ReloadTests(SynchronousTestCase):
         self.document["listen"] = {"https": "tcp:9443"}
         self._write()
         with capturedLogs() as events:
-            self.assertTrue(self.reloader.reload())
+            self.assertTrue(self.successResultOf(self.reload()))
         self.assertEqual(self.scheduler._policy, RetryPolicy((120.0, 600.0), 86400.0))
         self.assertEqual(self.scheduler._limits.concurrency, 7)
         self.assertIsNotNone(self.keys.signing_keys("new.example", _NOW + 20))
@@ -91,7 +94,7 @@ class ReloadTests(SynchronousTestCase):
         signs mail received after the reload."""
         other = KeyStore.open(self.directory / "data" / "dkim")
         generation = other.rotate("rail.test", _NOW + 5)
-        self.assertTrue(self.reloader.reload())
+        self.assertTrue(self.successResultOf(self.reload()))
         keys = self.keys.signing_keys("rail.test", _NOW + 6)
         assert keys is not None
         self.assertEqual(keys.ed25519_selector, generation.ed25519_selector)
@@ -101,7 +104,7 @@ class ReloadTests(SynchronousTestCase):
         self.document["delivery"] = {"retry": [], "concurrency": 9}
         self._write()
         with capturedLogs() as events:
-            self.assertFalse(self.reloader.reload())
+            self.assertFalse(self.successResultOf(self.reload()))
         self.assertEqual(self.scheduler._limits.concurrency, 5)
         problems = [str(e.get("problem")) for e in events if e.get("problem")]
         self.assertEqual(
@@ -114,7 +117,7 @@ class ReloadTests(SynchronousTestCase):
         before = self.tls.getContext()
         for name in ("server.crt", "server.key"):
             (self.directory / "data" / "tls" / name).unlink()
-        self.assertTrue(self.reloader.reload())
+        self.assertTrue(self.successResultOf(self.reload()))
         self.assertIsNot(self.tls.getContext(), before)
 
     def test_prepare_settings_need_a_restart(self) -> None:
@@ -128,7 +131,7 @@ class ReloadTests(SynchronousTestCase):
         }
         self._write()
         with capturedLogs() as events:
-            self.assertTrue(self.reloader.reload())
+            self.assertTrue(self.successResultOf(self.reload()))
         warnings = [e.get("setting") for e in events if e.get("setting")]
         self.assertEqual(warnings, ["delivery.prepare_timeout", "delivery.prepare_threads"])
 
@@ -138,31 +141,125 @@ class ReloadTests(SynchronousTestCase):
         self.document["logging"] = {"format": "json"}
         self._write()
         with capturedLogs() as events:
-            self.assertTrue(self.reloader.reload())
+            self.assertTrue(self.successResultOf(self.reload()))
         self.assertEqual([e.get("setting") for e in events if e.get("setting")], ["logging"])
 
     def test_dkim_step_in_a_thread_then_hooks(self) -> None:
         """With ``in_thread``, nothing of the DKIM step runs on the calling (reactor)
         thread: a new local domain has no keys until the thread's work has run; the
         hooks run after it, so the DNS zones see the new keys."""
-        pending: list[tuple[Deferred[list[str]], Callable[[], list[str]]]] = []
-
-        def in_thread(work: Callable[[], list[str]]) -> Deferred[list[str]]:
-            pending.append((Deferred(), work))
-            return pending[-1][0]
-
+        threads = FakeThreads()
         seen: list[bool] = []
-        self.reloader.in_thread = in_thread
+        self.reloader.in_thread = threads
         self.reloader.hooks = [
             lambda c: seen.append(self.keys.signing_keys("new.example", _NOW + 20) is not None)
         ]
         self.document["local_domains"] = ["rail.test", "new.example"]
         self._write()
-        self.assertTrue(self.reloader.reload())
+        done = self.reloader.reload()
         self.assertIsNone(self.keys.signing_keys("new.example", _NOW + 20))
         self.assertEqual(seen, [])
-        [(done, work)] = pending
         with capturedLogs() as events:
-            done.callback(work())
+            threads.finish()
         self.assertEqual(seen, [True])
         self.assertIn("new.example", [e.get("domains") for e in events])
+        self.assertTrue(self.successResultOf(done))
+
+
+class ThreadedReloadTests(ReloadTests):
+    """The same reloads with their file and key work in a (fake) thread; and what only
+    a threaded reload can show: nothing is read or applied until the thread's work is
+    done, and reloads do not overlap."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.threads = FakeThreads()
+        self.reloader.in_thread = self.threads
+
+    def reload(self) -> Deferred[bool]:
+        """Reload, then let its thread work (and any queued after it) run."""
+        done = self.reloader.reload()
+        self.threads.finish_all()
+        return done
+
+    def test_nothing_on_the_calling_thread(self) -> None:
+        """reload() only hands work to the thread: the configuration file is read, the
+        server certificate renewed, its context built and the DKIM keys re-read there;
+        until that work is done nothing has changed, and then everything has at once."""
+        before = self.tls.getContext()
+        for name in ("server.crt", "server.key"):
+            (self.directory / "data" / "tls" / name).unlink()
+        done = self.reloader.reload()
+        # Written after reload() returned: only a read in the thread can see it.
+        self.document["delivery"] = {"retry": ["2m"], "concurrency": 7}
+        self.document["local_domains"] = ["rail.test", "new.example"]
+        self._write()
+        self.assertEqual(len(self.threads.queued), 1)
+        self.assertFalse((self.directory / "data" / "tls" / "server.crt").exists())
+        self.assertIs(self.tls.getContext(), before)
+        self.assertEqual(self.scheduler._limits.concurrency, 5)
+        self.assertIsNone(self.keys.signing_keys("new.example", _NOW + 20))
+        self.assertNoResult(done)
+        self.threads.finish()
+        self.assertTrue(self.successResultOf(done))
+        self.assertTrue((self.directory / "data" / "tls" / "server.crt").exists())
+        self.assertIsNot(self.tls.getContext(), before)
+        self.assertEqual(self.scheduler._limits.concurrency, 7)
+        self.assertIsNotNone(self.keys.signing_keys("new.example", _NOW + 20))
+
+    def test_unusable_tls_material_changes_nothing(self) -> None:
+        """A configuration whose certificate cannot be loaded is refused (logged): the
+        delivery settings, the TLS context, the DKIM keys (a rotation waiting on disk) and
+        the running configuration stay as they were, and no hook runs."""
+        before = self.tls.getContext()
+        hooked: list[object] = []
+        self.reloader.hooks = [hooked.append]
+        other = KeyStore.open(self.directory / "data" / "dkim")
+        other.rotate("rail.test", _NOW + 5)
+        current = self.keys.signing_keys("rail.test", _NOW + 6)
+        self.document["tls"] = {"cert_file": "missing.crt", "key_file": "missing.key"}
+        self.document["delivery"] = {"retry": ["2m"], "concurrency": 7}
+        self._write()
+        config = self.reloader.config
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(self.reload()))
+        self.assertIn("missing.crt", " ".join(str(e.get("error")) for e in events))
+        self.assertIs(self.tls.getContext(), before)
+        self.assertEqual(self.scheduler._limits.concurrency, 5)
+        self.assertIs(self.keys.signing_keys("rail.test", _NOW + 6), current)
+        self.assertIs(self.reloader.config, config)
+        self.assertEqual(hooked, [])
+
+    def test_one_reload_at_a_time(self) -> None:
+        """A reload asked for while one runs waits for it, and then reads the files
+        again; those asked for meanwhile share that second reload."""
+        first = self.reloader.reload()
+        self.document["delivery"] = {"retry": ["1m"], "concurrency": 8}
+        self._write()
+        second = self.reloader.reload()
+        third = self.reloader.reload()
+        self.assertEqual(len(self.threads.queued), 1)
+        self.threads.finish()
+        self.assertTrue(self.successResultOf(first))
+        self.assertNoResult(second)
+        self.assertEqual(len(self.threads.queued), 1)
+        self.threads.finish()
+        self.assertTrue(self.successResultOf(second))
+        self.assertTrue(self.successResultOf(third))
+        self.assertEqual(self.scheduler._limits.concurrency, 8)
+        self.assertEqual(self.threads.queued, [])
+
+    def test_done_when_the_hooks_are(self) -> None:
+        """A hook's own work (the DNS zones, built in a thread) is waited for: the
+        reload fires and logs "reload done" once it has; a hook that fails is logged and
+        the reload is still done."""
+        zones: Deferred[None] = Deferred()
+        self.reloader.hooks = [lambda c: zones, lambda c: fail(ValueError("hook broke"))]
+        with capturedLogs() as events:
+            done = self.reload()
+            self.assertNoResult(done)
+            self.assertNotIn("reload done", [e.get("log_format") for e in events])
+            zones.callback(None)
+        self.assertTrue(self.successResultOf(done))
+        self.assertIn("reload done", [e.get("log_format") for e in events])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

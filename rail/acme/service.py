@@ -2,7 +2,8 @@
 
 On start, and then daily, it asks :func:`rail.acme.decide.renewal_reason` whether the
 current certificate must be replaced; if so it runs an order off the reactor thread and
-hands the result to ``install`` (wired to every listener's ``ServerTLS.replace``), so new
+hands the result to ``install`` (wired to :func:`rail.pki.tls.replace_all`, which builds
+every listener's new context in a thread and swaps them in on the reactor), so new
 connections get the new certificate without a restart. A failed order is retried after
 :func:`rail.acme.decide.backoff_delay`. Scheduling only: the decisions are in ``decide``,
 the order in ``client``.
@@ -46,6 +47,7 @@ class AcmeService(Service):
     ``obtain`` runs one order and fires with the new material (already saved); cancelling
     its Deferred asks the order to stop. ``current`` is the leaf served at start-up if it
     came from ACME (None otherwise). ``rng`` returns floats in [0, 1) for back-off jitter.
+    ``install`` may return a Deferred; the next check is scheduled once it has fired.
     """
 
     name = "acme"
@@ -113,11 +115,16 @@ class AcmeService(Service):
         if not ordered.called:
             self._in_flight = ordered
 
-    def _issued(self, material: ServerMaterial) -> None:
+    def _issued(self, material: ServerMaterial) -> Deferred[None] | None:
         self._in_flight = None
         if not self.running:
-            return  # saved on disk: the next start serves it
-        self._install(material)
+            return None  # saved on disk: the next start serves it
+        # ``install`` may build the new TLS contexts in a thread: wait for it. A failure
+        # is an order's failure (backed off and retried).
+        installing: Deferred[object] = maybeDeferred(self._install, material)
+        return installing.addCallback(lambda _: self._installed(material))
+
+    def _installed(self, material: ServerMaterial) -> None:
         leaf = material.chain[0]
         self._current = leaf
         self.failures = 0
@@ -127,6 +134,8 @@ class AcmeService(Service):
             names=list(self._names),
             not_after=format_time(leaf.not_valid_after_utc),
         )
+        if not self.running:
+            return
         now = self._clock.seconds()
         due = renewal_reason(leaf, self._names, now, self._renew_before)
         if due is None:
@@ -193,7 +202,8 @@ def build_acme(
 
     ``names`` are the certificate's DNS names (``[hostname, *mta-sts names]``);
     ``challenges`` is shared with the port-80 site (:func:`rail.web.http80.http80_site`);
-    ``install`` receives each new certificate on the reactor thread. Orders run in
+    ``install`` receives each new certificate on the reactor thread and may return a
+    Deferred (building the TLS contexts in a thread), waited for. Orders run in
     ``reactor``'s thread pool; ``clock`` (default ``reactor``) schedules the checks.
     Raises ValueError for a configuration this version cannot serve (dns-01).
     """

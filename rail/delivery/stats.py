@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -40,6 +41,11 @@ class DeliveryStats:
         self.results = dict.fromkeys(("sent", "deferred", "bounced"), 0)
         self._per_second: deque[list[float]] = deque()  # [second, sent count]
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._sections: dict[str, Callable[[], object]] = {}
+        self._added = 0  # latencies appended since start
+        # (latencies appended, when computed, the figures): sorting 10,000 samples takes
+        # about a millisecond of the reactor, so /stats recomputes at most once a second.
+        self._figures: tuple[int, float, dict[str, object]] | None = None
         self._results = Counter(
             "rail_delivery_results",
             "Recipients by the outcome of a delivery attempt.",
@@ -80,6 +86,7 @@ class DeliveryStats:
             if update.status == "sent":
                 sent += 1
                 self._latencies.append(max(0.0, now - job.received_at))
+                self._added += 1
         if sent:
             second = math.floor(now)
             if self._per_second and self._per_second[-1][0] == second:
@@ -97,6 +104,11 @@ class DeliveryStats:
         for status in _STATUSES:
             self._queue.labels(status=status).set(counts.get(status, 0))
 
+    def add_section(self, name: str, read: Callable[[], object]) -> None:
+        """Show ``read()`` as ``name`` in every ``/stats`` document (the reactor lag's
+        figures come this way); ``read`` must be cheap, it runs on each request."""
+        self._sections[name] = read
+
     def rate(self, now: float, seconds: int) -> float:
         """Recipients sent per minute over the last ``seconds``."""
         self._trim(now)
@@ -106,7 +118,6 @@ class DeliveryStats:
 
     def snapshot(self, now: float, counts: dict[str, int]) -> dict[str, object]:
         """The ``/stats`` document."""
-        ordered = sorted(self._latencies)
         return {
             "uptime_seconds": round(now - self.started_at, 3),
             "recipients": {status: counts.get(status, 0) for status in _STATUSES},
@@ -115,13 +126,27 @@ class DeliveryStats:
                 "5m": round(self.rate(now, _WINDOW), 2),
             },
             "results_since_start": dict(self.results),
-            "accept_to_sent_seconds": {
-                "samples": len(ordered),
-                "p50": percentile(ordered, 0.50),
-                "p95": percentile(ordered, 0.95),
-                "p99": percentile(ordered, 0.99),
-            },
+            "accept_to_sent_seconds": self._latency_figures(now),
+            **{name: read() for name, read in self._sections.items()},
         }
+
+    def _latency_figures(self, now: float) -> dict[str, object]:
+        """The latency percentiles, recomputed when samples were added since, at most
+        once a second."""
+        cached = self._figures
+        if cached is not None:
+            added, computed_at, figures = cached
+            if added == self._added or 0 <= now - computed_at < 1.0:
+                return figures
+        ordered = sorted(self._latencies)
+        figures = {
+            "samples": len(ordered),
+            "p50": percentile(ordered, 0.50),
+            "p95": percentile(ordered, 0.95),
+            "p99": percentile(ordered, 0.99),
+        }
+        self._figures = (self._added, now, figures)
+        return figures
 
     def _trim(self, now: float) -> None:
         horizon = math.floor(now) - _WINDOW

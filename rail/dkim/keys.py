@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from rail.dkim.generations import (
@@ -322,12 +322,34 @@ def _load_rsa(path: Path) -> rsa.RSAPrivateKey:
         raise DKIMKeyError(f"{path}: not an RSA private key")
     if key.key_size < _MIN_RSA_BITS:
         raise DKIMKeyError(f"{path}: RSA key of {key.key_size} bits is too short")
+    if not _signs_and_verifies(key):
+        raise DKIMKeyError(f"{path}: damaged RSA key (its parts do not belong together)")
     return key
+
+
+def _signs_and_verifies(key: rsa.RSAPrivateKey) -> bool:
+    """Whether a signature made with ``key`` verifies with its public key: what matters
+    of the key check :func:`_load_pem` skips. A key whose halves do not belong together
+    would sign mail the published record cannot verify. (Damaged CRT parts alone cannot
+    leak the key: OpenSSL checks each CRT result and falls back to the private exponent.)"""
+    probe = b"rail: DKIM key check"
+    try:
+        signature = key.sign(probe, padding.PKCS1v15(), hashes.SHA256())
+        key.public_key().verify(signature, probe, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _load_pem(path: Path) -> PrivateKeyTypes:
     data = _read(path)
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        # OpenSSL's full RSA key check (primality of p and q) holds the GIL for about
+        # 30 ms per 2048-bit key: loading keys in a thread (a reload, a new domain's
+        # first message) would pause the reactor as long. Rail made these keys itself;
+        # _load_rsa checks them with a signature instead (under a millisecond).
+        return serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise DKIMKeyError(f"{path}: not an unencrypted PEM private key") from None

@@ -59,6 +59,10 @@ class DNSServer:
         """Serve ``zones`` from now on, instead of the previous ones."""
         self._index = ZoneIndex(zones)
 
+    def install(self, index: ZoneIndex) -> None:
+        """Serve the zones of ``index`` (built off the reactor thread) from now on."""
+        self._index = index
+
     def set_rate_limiter(self, rate_limiter: RateLimiter | None) -> None:
         """Limit UDP answers with ``rate_limiter`` from now on (None: no limit)."""
         self._limiter = rate_limiter

@@ -3,7 +3,9 @@
 Gathers the inputs :mod:`rail.dns.zone` needs: the local domains (configured, plus the
 domains of valid client certificates in the registry), the DKIM keys each domain and
 ``hostname`` publish (older generations stay while queued mail may be signed with them),
-and the serials kept in ``data_dir/dns/serials.json``. Reads files and SQLite only.
+and the serials kept in ``data_dir/dns/serials.json``. Reads files and SQLite and writes
+the serials file (with an fsync): the running server calls :func:`zones_from` in a worker
+thread, never on the reactor (:mod:`rail.dns.service`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rail.dns.zone import Zone, digest, domain_records, make_zone
 from rail.pki.registry import Registry, registry_path
 from rail.store.inspect import oldest_pending_received_at
 
-__all__ = ["load_zones", "serial_path", "zone_domains"]
+__all__ = ["load_zones", "serial_path", "zone_domains", "zones_from"]
 
 
 def serial_path(data_dir: Path) -> Path:
@@ -53,10 +55,25 @@ def load_zones(
     Raises :class:`~rail.store.model.StoreUnavailableError` if the queue cannot be read,
     and ``sqlite3.Error`` / :class:`~rail.pki.registry.RegistryError` for the registry.
     """
-    origins = zone_domains(config, now) if domains is None else domains
     oldest = oldest_pending_received_at(config.data_dir / "queue")
+    return zones_from(config, keys, now, oldest, domains=domains, save_serials=save_serials)
+
+
+def zones_from(
+    config: Config,
+    keys: KeyStore,
+    now: float,
+    oldest_pending: float | None,
+    *,
+    domains: list[str] | None = None,
+    save_serials: bool = True,
+) -> list[Zone]:
+    """Like :func:`load_zones`, with the queue's oldest pending message received at
+    ``oldest_pending`` (None: nothing pending) already known: DKIM generations that
+    mail received since then may be signed with stay published."""
+    origins = zone_domains(config, now) if domains is None else domains
     published: dict[str, list[PublishedKey]] = {
-        domain: keys.published(domain, oldest) for domain in {*origins, config.hostname}
+        domain: keys.published(domain, oldest_pending) for domain in {*origins, config.hostname}
     }
     records = domain_records(origins, config.hostname, config.dns, published)
     serials = SerialFile(serial_path(config.data_dir)).assign(

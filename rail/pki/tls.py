@@ -10,13 +10,14 @@ in for new connections without rebinding ports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import protosFromProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -26,7 +27,14 @@ from rail.pki.clientauth import client_certificate_problem, verify_error_text
 from rail.pki.keys import PrivateKey
 from rail.pki.revocations import Revocations
 
-__all__ = ["ClientAuth", "ServerMaterial", "ServerTLS", "server_options"]
+__all__ = [
+    "ClientAuth",
+    "PreparedTLS",
+    "ServerMaterial",
+    "ServerTLS",
+    "replace_all",
+    "server_options",
+]
 
 _log = Logger()
 
@@ -156,6 +164,15 @@ def _peer(connection: SSL.Connection) -> str:
         return "unknown"
 
 
+@attrs.frozen
+class PreparedTLS:
+    """A listener's context built for new material, ready to install."""
+
+    material: ServerMaterial
+    options: CertificateOptions
+    generation: int
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """A listener's current TLS context, rebuilt when its inputs change.
@@ -175,8 +192,22 @@ class ServerTLS:
 
     def replace(self, material: ServerMaterial) -> None:
         """Build the context for new material now (errors surface to the caller)."""
-        self._options = server_options(material, self._client_auth)
-        self._material = material
+        self.install(self.prepare(material))
+
+    def prepare(self, material: ServerMaterial) -> PreparedTLS:
+        """Build the context for ``material`` without using it yet: safe in a worker
+        thread (building a context loads the key into OpenSSL), so that the reactor
+        thread only has to :meth:`install` it. Errors surface to the caller."""
+        auth = self._client_auth
+        # Read before building: a CRL installed meanwhile makes _current rebuild.
+        generation = auth.revocations.generation if auth else 0
+        return PreparedTLS(material, server_options(material, auth), generation)
+
+    def install(self, prepared: PreparedTLS) -> None:
+        """New connections use the context :meth:`prepare` built, from now on."""
+        self._material = prepared.material
+        self._options = prepared.options
+        self._generation = prepared.generation
 
     def _current(self) -> CertificateOptions:
         auth = self._client_auth
@@ -196,3 +227,22 @@ class ServerTLS:
     def getContext(self) -> SSL.Context:
         """The current context, for STARTTLS callers that want an old-style factory."""
         return self._current().getContext()
+
+
+def replace_all(
+    listeners: Sequence[ServerTLS],
+    material: ServerMaterial,
+    in_thread: Callable[[Callable[[], Any]], Deferred[Any]],
+) -> Deferred[None]:
+    """Give every listener ``material``: the contexts are built by ``in_thread`` (off
+    the reactor thread: loading the key into OpenSSL), then installed together on the
+    calling thread. If one cannot be built, none is installed and the Deferred fails."""
+    built: Deferred[list[PreparedTLS]] = in_thread(
+        lambda: [listener.prepare(material) for listener in listeners]
+    )
+
+    def install(prepared: list[PreparedTLS]) -> None:
+        for listener, context in zip(listeners, prepared, strict=True):
+            listener.install(context)
+
+    return built.addCallback(install)

@@ -141,6 +141,45 @@ class AcmeServiceTests(SynchronousTestCase):
         self.assertEqual(service.failures, 1)
         self.assertEqual(service.next_check, NOW + 60)
 
+    def later_install(self) -> tuple[AcmeService, list[Deferred[None]]]:
+        """A service whose install finishes when the test fires its Deferred, after an
+        order has been issued."""
+        installs: list[Deferred[None]] = []
+
+        def install(material: ServerMaterial) -> Deferred[None]:
+            installs.append(Deferred())
+            return installs[-1]
+
+        service = AcmeService(
+            clock=self.clock,
+            obtain=self.orders,
+            install=install,
+            names=_NAMES,
+            renew_before=_RENEW_BEFORE,
+            rng=lambda: 0.0,
+        )
+        service.startService()
+        self.addCleanup(self.stopped, service)
+        self.clock.advance(0)
+        self.orders.pending[0].callback(material(_NAMES, not_after=NOW + 90 * DAY))
+        return service, installs
+
+    def test_install_in_a_thread_is_waited_for(self) -> None:
+        """An install that finishes later (contexts built in a thread) is waited for:
+        the next check is scheduled only once it is done."""
+        service, [install] = self.later_install()
+        self.assertIsNone(service.next_check)
+        install.callback(None)
+        self.assertEqual(service.next_check, NOW + DAY)
+        self.assertEqual(service.failures, 0)
+
+    def test_install_in_a_thread_fails(self) -> None:
+        """An install that fails later backs off and orders again, as a failed order."""
+        service, [install] = self.later_install()
+        install.errback(ValueError("bad key"))
+        self.assertEqual(service.failures, 1)
+        self.assertEqual(service.next_check, NOW + 60)
+
     def test_already_due_certificate_does_not_loop(self) -> None:
         """A CA issuing certificates shorter-lived than renew_before does not cause a
         tight loop of orders: the next one waits a back-off step."""

@@ -52,6 +52,26 @@ class DeliveryStatsTests(SynchronousTestCase):
         self.assertEqual(stats.rate(_T0 + 90, 60), 0.0)
         self.assertEqual(stats.rate(_T0 + 400, 300), 0.0)
 
+    def test_latency_figures_recomputed_at_most_once_a_second(self) -> None:
+        """The latency percentiles are cached: samples added within a second of the last
+        computation show at the first /stats a second or more later."""
+        stats = DeliveryStats(_T0)
+        stats.attempt(_job(_T0), _sent(_T0 + 1), 0.01)
+        self.assertEqual(stats.snapshot(_T0 + 2, {})["accept_to_sent_seconds"]["samples"], 1)
+        stats.attempt(_job(_T0), _sent(_T0 + 9), 0.01)
+        self.assertEqual(stats.snapshot(_T0 + 2.5, {})["accept_to_sent_seconds"]["samples"], 1)
+        figures = stats.snapshot(_T0 + 3, {})["accept_to_sent_seconds"]
+        self.assertEqual((figures["samples"], figures["p99"]), (2, 9.0))
+
+    def test_sections(self) -> None:
+        """A section added with add_section appears in every /stats document, read anew
+        each time."""
+        stats = DeliveryStats(_T0)
+        reads = iter([{"max": 0.5}, {"max": 0.25}])
+        stats.add_section("reactor_lag_seconds", lambda: next(reads))
+        self.assertEqual(stats.snapshot(_T0, {})["reactor_lag_seconds"], {"max": 0.5})
+        self.assertEqual(stats.snapshot(_T0, {})["reactor_lag_seconds"], {"max": 0.25})
+
     def test_percentile(self) -> None:
         """Nearest rank; None without samples."""
         self.assertIsNone(percentile([], 0.5))

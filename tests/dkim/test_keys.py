@@ -6,6 +6,8 @@ import json
 import stat
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.dkim.keys import DKIMKeyError, KeyStore
@@ -327,6 +329,36 @@ class CorruptionTests(_StoreTestCase):
         ed = self.domain / "r20261121e.key"
         ed.write_bytes((self.domain / "r20261121r.key").read_bytes())
         self.assertNamed(ed)
+
+    def test_key_damaged(self) -> None:
+        """An RSA key whose halves do not belong together (here its public exponent
+        changed, as a damaged file could have it) is an error naming the file, not a key
+        whose signatures the published record would not verify."""
+        path = self.domain / "r20261121r.key"
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        numbers = key.private_numbers()
+        public = numbers.public_numbers
+        damaged = rsa.RSAPrivateNumbers(
+            p=numbers.p,
+            q=numbers.q,
+            d=numbers.d,
+            dmp1=numbers.dmp1,
+            dmq1=numbers.dmq1,
+            iqmp=numbers.iqmp,
+            public_numbers=rsa.RSAPublicNumbers(public.e + 2, public.n),
+        ).private_key(unsafe_skip_rsa_key_validation=True)
+        path.write_bytes(
+            damaged.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.assertNamed(path)
+        with self.assertRaises(DKIMKeyError) as caught:
+            self.open()
+        self.assertIn("damaged RSA key", str(caught.exception))
 
     def test_key_unreadable(self) -> None:
         """A key file that cannot be read (here: a directory) is an error naming it."""

@@ -111,7 +111,8 @@ class BuildDNSTests(TestCase):
     timeout = 20
 
     async def test_build_and_refresh(self) -> None:
-        """build_dns serves the configured zones; refresh(config) applies a reload."""
+        """build_dns serves the configured zones; refresh(config) applies a reload, once
+        the zones are built in the reactor's thread pool."""
         path = _write_config(Path(self.mktemp()).absolute())
         config = load_config(path)
         keys = KeyStore.open(config.data_dir / "dkim")
@@ -126,7 +127,7 @@ class BuildDNSTests(TestCase):
         response = await client.ask(query_bytes("example.org", dns.MX))
         self.assertEqual(response.answers[0].ttl, 300)
         _write_config(path.parent, _YAML.replace("ttl: 5m", "ttl: 1m"))
-        service.refresh(load_config(path))
+        await service.refresh(load_config(path))
         response = await client.ask(query_bytes("example.org", dns.MX))
         self.assertEqual(response.answers[0].ttl, 60)
 

@@ -11,9 +11,12 @@ the DKIM fields Rail adds; smtp-sink writes LF line ends), and every recipient m
 A message the sink accepted just before the kill, whose result was not yet on disk, goes
 out again after the restart: the safe side. The test prints how many were sent twice.
 
-The issue asks for 10,000 messages; on a 2-core machine the whole test takes about 25 s
-(intake about 7 s, delivery with the kill and restart about 13 s). ``RAIL_CRASH_MESSAGES``
-changes the number, e.g. for a longer soak run.
+The point of the kill is drawn from a seeded random generator; the test prints the seed,
+and ``RAIL_CRASH_SEED=N`` repeats a run's kill point. ``RAIL_CRASH_MESSAGES`` changes the
+number of messages (10,000 by default), e.g. for a longer soak run. This is a correctness
+test: it waits for progress as long as trial's timeout allows and asserts no speed; how
+fast the intake, the delivery and the recovery after a SIGKILL are is measured by
+``bench/submit.py --fill`` and ``bench/deliver.py --kill-at`` (bench/README.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import random
 import re
 import ssl
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,6 @@ _MESSAGES = int(os.environ.get("RAIL_CRASH_MESSAGES", "10000"))
 _DOMAINS = 10
 _CLIENTS = 20
 _SENDER = "app@rail.test"
-_DELIVERY_TIMEOUT = 180.0
 _POLL = 0.05
 _MESSAGE_ID = re.compile(rb"(?mi)^Message-ID: <(crash-\d+)@rail\.test>$")
 
@@ -129,13 +130,12 @@ def _submit_all(directory: Path, port: int, count: int) -> dict[int, str]:
     queued: dict[int, str] = {}
 
     async def run() -> None:
-        async with asyncio.timeout(120):
-            await asyncio.gather(
-                *(
-                    _submit_some(context, port, list(range(c, count, _CLIENTS)), queued)
-                    for c in range(_CLIENTS)
-                )
+        await asyncio.gather(
+            *(
+                _submit_some(context, port, list(range(c, count, _CLIENTS)), queued)
+                for c in range(_CLIENTS)
             )
+        )
 
     asyncio.run(run())
     return queued
@@ -170,16 +170,24 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def _seed() -> int:
+    """``RAIL_CRASH_SEED`` if set, else a fresh seed (printed, so a run can be repeated)."""
+    text = os.environ.get("RAIL_CRASH_SEED", "").strip()
+    return int(text) if text else random.SystemRandom().randrange(2**32)
+
+
 class DeliveryCrashTests(TestCase):
-    # Above the sum of the bounded waits inside (120 s intake, 2 x 180 s delivery).
-    timeout = 540
+    # Only against a hang: each step waits for progress, not for a deadline; the run
+    # takes well under a minute on a 2-core machine (speed is bench/deliver.py's job).
+    timeout = 900
 
     async def test_every_message_delivered_after_sigkill(self) -> None:
         """After a SIGKILL in the middle of delivering the queue and a restart, every
         queued message reaches the receiving server at least once with the queued bytes,
         every recipient ends ``sent`` and nothing bounces; the duplicates are counted."""
-        began = time.monotonic()
-        rng = random.Random()
+        seed = _seed()
+        _note(f"delivery crash test: seed {seed} (repeat with RAIL_CRASH_SEED={seed})")
+        rng = random.Random(seed)
         directory = Path(self.mktemp()).absolute()
         https_port, smtps_port = free_port(), free_port()
         out, err, code = await rail(
@@ -231,9 +239,7 @@ class DeliveryCrashTests(TestCase):
 
         # 1. Fill the queue through Rail's own intake, delivery held.
         server = await start(hold=True)
-        started = time.monotonic()
         queued = await deferToThread(_submit_all, directory, smtps_port, _MESSAGES)
-        submitted = time.monotonic() - started
         server.signal("TERM")
         self.assertEqual(await server.ended, -15, server.output.decode()[-3000:])
         self.assertEqual(len(queued), _MESSAGES)
@@ -259,14 +265,9 @@ class DeliveryCrashTests(TestCase):
             port=sink.port,
             retry=["1s"],
         )
-        delivering = time.monotonic()
         while _dump_files(dumps) < fraction * _MESSAGES:
             if server.ended.called:
                 self.fail(f"Rail exited during delivery:\n{server.output.decode()[-3000:]}")
-            if time.monotonic() - delivering > _DELIVERY_TIMEOUT:
-                self.fail(
-                    f"the sink holds {_dump_files(dumps)} messages after {_DELIVERY_TIMEOUT}s"
-                )
             await _sleep(_POLL)
         server.signal("KILL")
         self.assertEqual(await server.ended, -9)
@@ -275,14 +276,10 @@ class DeliveryCrashTests(TestCase):
 
         # 3. Restart and let it finish.
         server = await start()
-        restarted = time.monotonic()
         while (counts := _counts(queue))["queued"] + counts["deferred"]:
             if server.ended.called:
                 self.fail(f"Rail exited after restart:\n{server.output.decode()[-3000:]}")
-            if time.monotonic() - restarted > _DELIVERY_TIMEOUT:
-                self.fail(f"still pending after {_DELIVERY_TIMEOUT}s: {counts}")
             await _sleep(0.25)
-        finished = time.monotonic()
         server.signal("TERM")
         self.assertEqual(await server.ended, -15, server.output.decode()[-3000:])
         await sink.stop()
@@ -330,12 +327,9 @@ class DeliveryCrashTests(TestCase):
         duplicates = sum(count - 1 for count in seen.values())
         dumped, counts = at_kill
         _note(
-            f"delivery crash test: {_MESSAGES} messages to {_DOMAINS} domains;"
-            f" submitted in {submitted:.1f}s; SIGKILL at {fraction:.0%} with"
-            f" {dumped} files in the sink and {counts['sent']} recorded sent;"
-            f" delivered in {finished - delivering:.1f}s (restart included);"
-            f" {duplicates} duplicate deliveries"
+            f"delivery crash test: seed {seed}; {_MESSAGES} messages to {_DOMAINS} domains;"
+            f" SIGKILL at {fraction:.0%} with {dumped} files in the sink and"
+            f" {counts['sent']} recorded sent; {duplicates} duplicate deliveries"
             f" ({sum(1 for c in seen.values() if c > 1)} messages sent more than once);"
-            f" attempts per recipient {dict(sorted(attempts.items()))};"
-            f" whole test {time.monotonic() - began:.1f}s"
+            f" attempts per recipient {dict(sorted(attempts.items()))}"
         )

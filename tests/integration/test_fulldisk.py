@@ -28,7 +28,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rail.delivery import scheduler
 from rail.service import build_service
@@ -38,6 +38,7 @@ from rail.store.sqlite import SQLiteStore
 from tests.integration.fixtures import client_identity, make_config, rail_ca
 from tests.integration.tlsclient import https_request
 from tests.support.smtpsink import SMTPSink, start_smtp_sink
+from tests.support.tools import need_root
 
 _SIZE = "24m"
 _WAIT = 20.0
@@ -80,8 +81,7 @@ class _FullDisk(TestCase):
     reserve = "2MB"
 
     def setUp(self) -> Any:
-        if os.geteuid() != 0:
-            raise SkipTest("mounting a small tmpfs needs root")
+        need_root("mounting a small tmpfs")
         self.base = Path(self.mktemp()).absolute()
         self.base.mkdir(parents=True)
         self.disk = self.base / "disk"

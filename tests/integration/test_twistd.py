@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.processes import (
     REPO,
@@ -23,6 +23,7 @@ from tests.integration.processes import (
     wait_for_output,
     wait_for_port,
 )
+from tests.support.tools import need_tool
 
 _CURL = shutil.which("curl")
 
@@ -32,8 +33,7 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        if _CURL is None:
-            raise SkipTest("curl is not installed (.ci/run installs it)")
+        need_tool("curl", "curl")
         self.dir = Path(self.mktemp()).absolute()
         self.port = free_port()
         self.smtps_port = free_port()
@@ -122,9 +122,14 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def test_tac_file(self) -> Any:
-        """twistd -ny rail.tac starts the same tree, config from RAIL_CONFIG."""
+        """``rail tac-path`` names the package's rail.tac (in a checkout, its own file);
+        twistd -ny with it starts the same tree, config from RAIL_CONFIG."""
+        out, err, code = yield rail("tac-path")
+        self.assertEqual(code, 0, err)
+        tac = Path(out.decode().strip())
+        self.assertEqual(tac, REPO / "rail" / "rail.tac")
         server = start_twistd(
-            ["-y", str(REPO / "rail.tac")], env={"RAIL_CONFIG": self.config}, path=str(self.dir)
+            ["-y", str(tac)], env={"RAIL_CONFIG": self.config}, path=str(self.dir)
         )
         self.addCleanup(self.stop, server)
         yield wait_for_port(self.port, server)

@@ -27,7 +27,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rail.acme.challenges import PendingChallenges
 from rail.acme.decide import certificate_names
@@ -43,6 +43,7 @@ from rail.web.http80 import http80_site
 from tests.integration.fixtures import make_config
 from tests.integration.processes import Server, free_port, wait_for_port
 from tests.support.dnsserver import start_dns
+from tests.support.tools import need_tool
 
 PEBBLE = shutil.which("pebble")
 HOSTNAME = "mail.rail.test"
@@ -106,8 +107,7 @@ class PebbleTests(TestCase):
     timeout = 180
 
     def setUp(self) -> Any:
-        if PEBBLE is None:
-            raise SkipTest("pebble is not installed (Debian: apt-get install pebble)")
+        need_tool("pebble", "pebble")
         return self._start()
 
     @inlineCallbacks

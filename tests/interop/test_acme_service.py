@@ -29,13 +29,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rail.acme.decide import certificate_names
 from tests.integration.processes import Server, free_port, wait_for_port
 from tests.interop.helpers import RunningRail, start_rail
 from tests.interop.test_acme import _fetch, _pebble_tls
 from tests.support.dnsserver import start_dns
+from tests.support.tools import need_tool
 
 PEBBLE = shutil.which("pebble")
 HOSTNAME = "rail.test"
@@ -125,8 +126,7 @@ class _PebbleCase(TestCase):
     timeout = 180
 
     def setUp(self) -> Any:
-        if PEBBLE is None:
-            raise SkipTest("pebble is not installed (Debian: apt-get install pebble)")
+        need_tool("pebble", "pebble")
         return Deferred.fromCoroutine(self._start_dns_and_pebble())
 
     async def _start_dns_and_pebble(self) -> None:

@@ -3,16 +3,18 @@
 The whole path runs for real: an app submits over SMTPS with its client certificate; Rail
 looks the MX up in a DNS server on loopback, connects to Postfix, upgrades with STARTTLS,
 and Postfix stores the message in a Maildir. The stored copy must end with exactly the
-bytes Rail queued, and both DKIM signatures must verify with dkimpy and with Perl's
-Mail::DKIM, each fetching Rail's keys from that DNS server.
+bytes Rail queued, both DKIM signatures must verify with dkimpy and with Perl's
+Mail::DKIM (a version that checks ed25519, see :mod:`tests.support.perl`), each fetching
+Rail's keys from that DNS server, and Rail's status API must report the message sent.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,8 @@ from rail.dkim.keys import KeyStore
 from tests.integration.processes import free_port
 from tests.interop.helpers import SENDER, RunningRail, start_rail
 from tests.support.dnsserver import RunningDNS, start_dns, txt_record
+from tests.support.perl import perl_env, require_mail_dkim
 from tests.support.postfix import start_postfix
-
-MAIL_DKIM = Path("/opt/rail-ci/mail-dkim/usr/share/perl5")
 
 _PERL_VERIFY = r"""
 use strict;
@@ -74,6 +75,24 @@ async def _wait_for(check: Any, timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {check}")
 
 
+def _message_status(rail: RunningRail, message_id: str) -> dict[str, Any]:
+    """``GET /api/v1/messages/ID`` with the app's certificate (blocking)."""
+    request = urllib.request.Request(rail.url(f"/api/v1/messages/{message_id}"))
+    with urllib.request.urlopen(request, context=rail.smtp_context(), timeout=10) as response:
+        document: dict[str, Any] = json.load(response)
+    return document
+
+
+async def _poll_in_thread(check: Any, timeout: float = 30.0) -> Any:
+    """Like :func:`_wait_for`, for a blocking ``check`` run in a thread."""
+    for _ in range(int(timeout * 10)):
+        result = await deferToThread(check)
+        if result:
+            return result
+        await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+
+
 def _accepts(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -83,6 +102,7 @@ class PostfixDeliveryTests(TestCase):
     timeout = 120
 
     async def _start(self) -> tuple[RunningRail, RunningDNS, Any]:
+        require_mail_dkim()
         dns_server = await start_dns(
             reactor,
             {
@@ -159,20 +179,31 @@ class PostfixDeliveryTests(TestCase):
             results,
         )
 
+        # Postfix stores the message before Rail records its 250, so ask until it has.
+        def sent() -> dict[str, Any] | None:
+            status = _message_status(rail, message_id)
+            return status if status["status"] == "sent" else None
+
+        status = await _poll_in_thread(sent)
+        self.assertEqual(status["id"], message_id)
+        [recipient] = status["recipients"]
+        self.assertEqual(
+            (recipient["address"], recipient["status"], recipient["attempts"]),
+            ("bob@dest.test", "sent", 1),
+        )
+        self.assertRegex(recipient["last_reply"], r"^250 ")
+
     def _perl_verify(self, message: bytes, port: int) -> list[str]:
         directory = Path(self.mktemp())
         directory.mkdir()
         (directory / "verify.pl").write_text(_PERL_VERIFY)
         (directory / "message.eml").write_bytes(message)
-        env = dict(os.environ)
-        if MAIL_DKIM.is_dir():  # .ci/install-mail-dkim: ed25519 needs >= 1.20230630
-            env["PERL5LIB"] = f"{MAIL_DKIM}:{env.get('PERL5LIB', '')}".rstrip(":")
         done = subprocess.run(
             ["perl", str(directory / "verify.pl"), str(directory / "message.eml"), str(port)],
             capture_output=True,
             text=True,
             check=True,
-            env=env,
+            env=perl_env(),
             timeout=60,
         )
         return done.stdout.splitlines()

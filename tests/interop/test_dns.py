@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.names import dns
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rail.config.listen import ListenSpec
 from rail.dkim.records import PublishedKey
@@ -26,6 +26,7 @@ from rail.dns.service import DNSService
 from rail.dns.zone import build_zones
 from tests.dns.helpers import CONFIG, ED25519, HOSTNAME, LONG, RSA, UDPClient, query_bytes
 from tests.integration.processes import rail, run
+from tests.support.tools import need_root, need_tool
 
 DIG = shutil.which("dig")
 CHECKZONE = shutil.which("named-checkzone")
@@ -72,8 +73,7 @@ class DigTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        if DIG is None:
-            raise SkipTest("dig not installed (Debian package bind9-dnsutils)")
+        need_tool("dig", "bind9-dnsutils")
         keys = {"example.com": [ED25519, RSA, LONG, *_MANY], "example.org": [ED25519]}
         zones = build_zones(["example.com", "example.org"], HOSTNAME, CONFIG, keys)
         self.server = DNSServer(zones, reactor)
@@ -196,7 +196,8 @@ class DigTests(TestCase):
         try:
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         except PermissionError:
-            raise SkipTest("spoofing a source address needs a raw socket (root)") from None
+            need_root("spoofing a source address (a raw socket)")
+            raise
         self.addCleanup(raw.close)
         port = self.service.port
         payload = query_bytes("example.com", dns.SOA)
@@ -230,8 +231,7 @@ class CheckZoneTests(TestCase):
 
     async def test_named_checkzone(self) -> None:
         """named-checkzone accepts every zone ``rail dns records`` prints."""
-        if CHECKZONE is None:
-            raise SkipTest("named-checkzone not installed (Debian package bind9-utils)")
+        need_tool("named-checkzone", "bind9-utils")
         directory = Path(self.mktemp()).absolute()
         directory.mkdir(parents=True)
         config = directory / "rail.yaml"

@@ -15,11 +15,12 @@ import shutil
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.processes import rail, run, wait_for_port
 from tests.interop.helpers import RunningRail, start_rail
 from tests.interop.test_dns import _flags, _section, _status
+from tests.support.tools import need_tool
 
 DIG = shutil.which("dig")
 ZONE = "rail.test"
@@ -51,8 +52,7 @@ class DNSServiceTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        if DIG is None:
-            raise SkipTest("dig not installed (Debian package bind9-dnsutils)")
+        need_tool("dig", "bind9-dnsutils")
 
     async def _start(self) -> RunningRail:
         running: RunningRail = await start_rail(self)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import smtplib
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
 from rail.config import load_config
@@ -32,7 +31,8 @@ from tests.integration.processes import free_port, wait_for_port
 from tests.interop.helpers import start_rail
 from tests.interop.test_delivery import _accepts, _wait_for
 from tests.support.dnsserver import start_dns, txt_record
-from tests.support.postfix import MASTER, start_postfix
+from tests.support.postfix import need_postfix, start_postfix
+from tests.support.tools import missing
 
 _SUBJECT = "Caf\u00e9 order 42"
 _BODY = "Hello Rail,\r\n.leading dot line\r\nlast line\r\n"
@@ -76,12 +76,11 @@ class PostfixToWebhookTests(TestCase):
         seed's fields, ``raw_message`` decodes to the message with Rail's Received and
         Authentication-Results (spf=pass) added, and the signature verifies both with the
         ``standardwebhooks`` package (client secret, v1) and with Rail's public key (v1a)."""
-        if os.geteuid() != 0 or not MASTER.exists():
-            raise SkipTest("needs root and Debian's postfix package")
+        need_postfix()
         try:
             from standardwebhooks.webhooks import Webhook
         except ImportError:
-            raise SkipTest("needs the standardwebhooks package") from None
+            missing("the standardwebhooks package is not installed (pip install '.[test]')")
         receiver = _Receiver()
         site = server.Site(receiver)
         site.noisy = False

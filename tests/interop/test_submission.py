@@ -17,12 +17,12 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.processes import run
 from tests.interop.helpers import SENDER, RunningRail, message_bytes, start_rail
+from tests.support.tools import need_tool
 
-_SWAKS = shutil.which("swaks")
 _CURL = shutil.which("curl")
 _RECIPIENT = "someone@example.com"
 
@@ -152,10 +152,9 @@ class SMTPSubmissionTests(TestCase):
     def test_swaks(self) -> Any:
         """swaks with --tls-on-connect, the app certificate and verification against
         Rail's CA exits 0, and its message is queued with swaks's envelope."""
-        if _SWAKS is None:
-            raise SkipTest("swaks is not installed (.ci/run installs it)")
+        swaks = need_tool("swaks", "swaks")
         out, err, code = yield run(
-            _SWAKS,
+            swaks,
             "--server",
             "127.0.0.1",
             "--port",
@@ -193,8 +192,7 @@ class HTTPSubmissionTests(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        if _CURL is None:
-            raise SkipTest("curl is not installed (.ci/run installs it)")
+        need_tool("curl", "curl")
         self.rail: RunningRail = yield start_rail(self)
 
     @inlineCallbacks

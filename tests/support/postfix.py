@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["MASTER", "RunningPostfix", "start_postfix"]
+from tests.support.tools import missing, need_root
+
+__all__ = ["MASTER", "RunningPostfix", "need_postfix", "start_postfix"]
 
 MASTER = Path("/usr/lib/postfix/sbin/master")
 
@@ -105,6 +107,14 @@ def _certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def need_postfix() -> None:
+    """Skip (fail under ``CI=true``) unless a private Postfix can run: root and Debian's
+    postfix package."""
+    need_root("a private Postfix instance")
+    if not MASTER.exists():
+        missing(f"{MASTER} is not installed (Debian package postfix)")
+
+
 def start_postfix(
     port: int,
     domains: tuple[str, ...],
@@ -116,7 +126,9 @@ def start_postfix(
 
     With ``relay_to``, mail for every domain not in ``domains`` is relayed to
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
-    unverified) and the TLS session logged."""
+    unverified) and the TLS session logged. Skips without root or Postfix (see
+    :func:`need_postfix`)."""
+    need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
     root = Path(tempfile.mkdtemp(prefix="rail-postfix-"))

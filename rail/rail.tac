@@ -1,4 +1,8 @@
-"""``twistd -ny rail.tac``: the same service tree, config path from $RAIL_CONFIG."""
+"""``twistd -ny "$(rail tac-path)"``: the same service tree as ``twistd rail``, as a .tac file.
+
+The configuration path comes from ``$RAIL_CONFIG`` (default ``rail.yaml`` in the working
+directory). Installed with the package, so ``rail tac-path`` finds it after ``pip install``.
+"""
 
 import os
 
