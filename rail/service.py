@@ -33,6 +33,8 @@ from rail.diskfull import is_disk_full
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
+from rail.doctor.inputs import DoctorError
+from rail.doctor.run import domains_report
 from rail.gate import SMTP_REFUSALS
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
@@ -332,6 +334,7 @@ def build_service(
             deadlines=_http_deadlines(config, refusals),
             public_stats=config.web.public_stats,
             dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
+            domains=_doctor_report(config, reactor, hooks),
         )
         _listener(
             reactor,
@@ -531,6 +534,25 @@ def _connection_limits(config: Config) -> dict[str, GateLimits]:
         caps=", ".join(f"{name} {gate.max_connections}" for name, gate in gates.items()),
     )
     return gates
+
+
+def _doctor_report(config: Config, reactor: Any, hooks: list[Any]) -> Any:
+    """``rail doctor``'s report for ``/api/v1/admin/domains``, for the configuration in
+    force (followed across SIGHUP); a domain that is not local is a LookupError."""
+    current = [config]
+    hooks.append(lambda new: current.__setitem__(0, new))
+
+    def in_thread(work: Any) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    def not_local(failure: Any) -> Any:
+        failure.trap(DoctorError)
+        raise LookupError(str(failure.value))
+
+    def report(domain: str | None) -> Any:
+        return domains_report(current[0], reactor, in_thread, domain=domain).addErrback(not_local)
+
+    return report
 
 
 def header_limits(config: Config) -> HeaderLimits:

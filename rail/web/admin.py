@@ -214,16 +214,82 @@ def _reason(body: dict[str, Any]) -> str | bytes | None:
     return reason.strip()
 
 
+DomainsReport = Callable[[str | None], Deferred[dict[str, Any]]]
+"""``rail doctor``'s report for one local domain or all (None), as JSON-able data; fails
+with :class:`LookupError` for a domain that is not local."""
+
+
+class _Domains(Resource):
+    """``GET /api/v1/admin/domains[?domain=D]``: what ``rail doctor`` finds.
+
+    A run takes seconds (DNS, connections, a policy fetch per domain), so requests that
+    arrive while one for the same domain runs share its answer instead of starting more.
+    """
+
+    def __init__(self, report: DomainsReport) -> None:
+        super().__init__()
+        self._report = report
+        self._waiting: dict[str | None, list[Deferred[Any]]] = {}
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return NotFound()
+
+    def render(self, request: Any) -> Any:
+        identity = admin_identity(request)
+        if isinstance(identity, bytes):
+            return identity
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET")
+            return write_error(request, 405, "METHOD_NOT_ALLOWED", "GET only")
+        problem = query_problem(request, ("domain",))
+        if problem is not None:
+            return write_error(request, 400, "INVALID_REQUEST", problem)
+        domain = query_arg(request, "domain")
+        answer: Deferred[Any] = Deferred()
+        answer.addCallbacks(
+            lambda report: write_json(request, 200, report),
+            lambda failure: self._refused(request, failure, identity.name),
+        )
+        waiting = self._waiting.get(domain)
+        if waiting is not None:
+            waiting.append(answer)
+        else:
+            self._waiting[domain] = [answer]
+            maybeDeferred(self._report, domain).addBoth(self._finished, domain)
+        return finish_later(request, answer)
+
+    def _finished(self, result: object, domain: str | None) -> None:
+        for answer in self._waiting.pop(domain, []):
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(result)
+
+    def _refused(self, request: Any, failure: Failure, actor: str) -> bytes:
+        if failure.check(LookupError):
+            return write_error(request, 404, "NOT_A_LOCAL_DOMAIN", str(failure.value))
+        _log.failure("admin domains report failed", failure, client=actor)
+        return write_error(request, 503, "DOCTOR_UNAVAILABLE", "the checks could not run")
+
+
 class AdminResource(Resource):
     """Mounted at ``/api/v1/admin``."""
 
-    def __init__(self, queue: IAdminQueue, clock: IReactorTime, dsn: DSNBuilder | None) -> None:
+    def __init__(
+        self,
+        queue: IAdminQueue,
+        clock: IReactorTime,
+        dsn: DSNBuilder | None,
+        domains: DomainsReport | None = None,
+    ) -> None:
         super().__init__()
         self.queue = queue
         self.clock = clock
         self.dsn = dsn
         self.putChild(b"messages", _Messages(self))
         self.putChild(b"retry", _RetryMany(self))
+        if domains is not None:
+            self.putChild(b"domains", _Domains(domains))
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return NotFound()

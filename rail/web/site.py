@@ -29,7 +29,7 @@ from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
-from rail.web.admin import AdminResource
+from rail.web.admin import AdminResource, DomainsReport
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
@@ -212,10 +212,12 @@ def build_site(
     deadlines: dict[str, Any] | None = None,
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
+    domains: DomainsReport | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
-    ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce."""
+    ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
+    ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report)."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -233,7 +235,7 @@ def build_site(
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
-        v1.putChild(b"admin", AdminResource(store, clock, dsn))
+        v1.putChild(b"admin", AdminResource(store, clock, dsn, domains))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:

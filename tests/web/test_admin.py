@@ -244,3 +244,56 @@ class PublicStatsTests(_AdminSite):
         """Under ``public``, anyone may read /stats and /metrics."""
         self.assertEqual(self.request("GET", "/stats", certificate=None).status, 200)
         self.assertEqual(self.request("GET", "/metrics", certificate=None).status, 200)
+
+
+class DomainsTests(_AdminSite):
+    """``/api/v1/admin/domains``: rail doctor's report, for admins, one run shared."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.runs: list[tuple[str | None, Any]] = []
+
+    def report(self, domain: str | None) -> Any:
+        from twisted.internet.defer import Deferred
+
+        running: Deferred[dict[str, Any]] = Deferred()
+        self.runs.append((domain, running))
+        return running
+
+    def site(self) -> RailSite:
+        # One resource for every connection, as in a running server.
+        if not hasattr(self, "_admin"):
+            self._admin = AdminResource(self.store, self.clock, _dsn_for, self.report)
+        site = super().site()
+        site.resource.children[b"api"].children[b"v1"].putChild(b"admin", self._admin)
+        return site
+
+    def test_requests_share_one_run(self) -> None:
+        """Two admins asking at once start one doctor run and both get its report; a
+        request for another domain starts its own."""
+        first = self.connect(self.admin)
+        second = self.connect(self.admin)
+        other = self.connect(self.admin)
+        first.send("GET", "/api/v1/admin/domains?domain=rail.test", b"")
+        second.send("GET", "/api/v1/admin/domains?domain=rail.test", b"")
+        other.send("GET", "/api/v1/admin/domains", b"")
+        self.assertEqual([domain for domain, _ in self.runs], ["rail.test", None])
+        self.runs[0][1].callback({"ok": True, "checks": []})
+        self.runs[1][1].callback({"ok": False, "checks": []})
+        self.assertEqual(
+            [first.response().json()["ok"], second.response().json()["ok"]], [True, True]
+        )
+        self.assertEqual(other.response().json()["ok"], False)
+
+    def test_not_local_is_404_and_client_is_403(self) -> None:
+        """A domain the doctor does not know is 404 NOT_A_LOCAL_DOMAIN; a client
+        certificate never starts a run."""
+        refused = self.request("GET", "/api/v1/admin/domains")
+        self.assertEqual(refused.status, 403)
+        self.assertEqual(self.runs, [])
+        asking = self.connect(self.admin)
+        asking.send("GET", "/api/v1/admin/domains?domain=elsewhere.example", b"")
+        self.runs[0][1].errback(LookupError("elsewhere.example is not a local domain"))
+        response = asking.response()
+        self.assertEqual(response.status, 404)
+        self.assertEqual(response.json()["error"]["code"], "NOT_A_LOCAL_DOMAIN")
