@@ -18,11 +18,10 @@ from collections.abc import Callable, Collection
 
 from rail.store.integrity import (
     UnreadableRowError,
-    damaged_row,
-    data_problem,
     number,
     stored_bytes,
     text,
+    verified_row,
 )
 from rail.store.model import (
     QUARANTINE_PREFIX,
@@ -132,24 +131,12 @@ def _read_message(connection: sqlite3.Connection, message_id: str) -> _Message:
     """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
     error, such as an I/O error, is the store's and propagates)."""
-    try:
-        row = connection.execute(
-            "SELECT CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8,"
-            " eight_bit, size, CAST(sha256 AS BLOB), typeof(data),"
-            " CASE typeof(data) WHEN 'blob' THEN data END FROM messages WHERE id = ?",
-            (message_id,),
-        ).fetchone()
-    except sqlite3.DatabaseError as error:
-        damage = damaged_row(error)
-        if damage is None:
-            raise
-        raise damage from None
-    if row is None:
-        raise UnreadableRowError("stored message row is missing")
-    client, sender, received_at, smtputf8, eight_bit, size, digest, kind, data = row
-    problem = data_problem(kind, data, size, digest)
-    if problem is not None:
-        raise UnreadableRowError(problem)
+    client, sender, received_at, smtputf8, eight_bit, data = verified_row(
+        connection,
+        "messages",
+        "CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8, eight_bit",
+        message_id,
+    )
     return (
         text(client, "client"),
         text(sender, "sender"),

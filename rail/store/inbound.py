@@ -21,11 +21,10 @@ from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, Webhoo
 from rail.store.deliveries import DSNBuilder, insert_message
 from rail.store.integrity import (
     UnreadableRowError,
-    damaged_row,
-    data_problem,
     number,
     stored_bytes,
     text,
+    verified_row,
 )
 from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
 from rail.store.purge import mark_finished
@@ -173,25 +172,13 @@ _Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
 def _read_inbound(connection: sqlite3.Connection, message_id: str) -> _Inbound:
     """The fields and verified data of inbound ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged."""
-    try:
-        row = connection.execute(
-            "SELECT CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
-            " CAST(authentication AS BLOB), bounce_allowed, size, CAST(sha256 AS BLOB),"
-            " typeof(data), CASE typeof(data) WHEN 'blob' THEN data END"
-            " FROM inbound WHERE id = ?",
-            (message_id,),
-        ).fetchone()
-    except sqlite3.DatabaseError as error:
-        damage = damaged_row(error)
-        if damage is None:
-            raise
-        raise damage from None
-    if row is None:
-        raise UnreadableRowError("stored message row is missing")
-    sender, subject, received_at, authentication, bounce_allowed, size, digest, kind, data = row
-    problem = data_problem(kind, data, size, digest)
-    if problem is not None:
-        raise UnreadableRowError(problem)
+    sender, subject, received_at, authentication, bounce_allowed, data = verified_row(
+        connection,
+        "inbound",
+        "CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
+        " CAST(authentication AS BLOB), bounce_allowed",
+        message_id,
+    )
     document = _json(authentication, "authentication")
     if not isinstance(document, dict):
         raise UnreadableRowError("stored authentication is not a JSON object")

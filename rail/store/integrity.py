@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from typing import Any
 
 __all__ = [
     "UnreadableRowError",
@@ -22,6 +23,7 @@ __all__ = [
     "number",
     "stored_bytes",
     "text",
+    "verified_row",
 ]
 
 
@@ -83,3 +85,33 @@ def stored_bytes(value: object) -> bytes:
     """A blob read only to quote from it (a DSN's header section): empty if it is not
     bytes, so a damaged row cannot fail the transaction recording a bounce."""
     return value if isinstance(value, bytes) else b""
+
+
+def verified_row(
+    connection: sqlite3.Connection, table: str, columns: str, key: str
+) -> tuple[Any, ...]:
+    """Row ``key`` of ``table`` (``messages`` or ``inbound``): its ``columns`` as stored,
+    then its data, checked against its size and sha256.
+
+    :class:`UnreadableRowError` if the row is missing or damaged, including pages SQLite
+    reports corrupt; any other SQLite error (I/O, locking) is the store's and propagates.
+    """
+    # ``table`` and ``columns`` are the callers' constants, never input.
+    query = (
+        f"SELECT {columns}, size, CAST(sha256 AS BLOB), typeof(data),"  # noqa: S608
+        f" CASE typeof(data) WHEN 'blob' THEN data END FROM {table} WHERE id = ?"
+    )
+    try:
+        row = connection.execute(query, (key,)).fetchone()
+    except sqlite3.DatabaseError as error:
+        damage = damaged_row(error)
+        if damage is None:
+            raise
+        raise damage from None
+    if row is None:
+        raise UnreadableRowError("stored message row is missing")
+    *fields, size, digest, kind, data = row
+    problem = data_problem(kind, data, size, digest)
+    if problem is not None:
+        raise UnreadableRowError(problem)
+    return (*fields, data)
