@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from rail.diskfull import is_disk_full
 from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
+from rail.store.events import EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
@@ -32,7 +33,6 @@ __all__ = [
 _log = Logger()
 
 DATABASE_NAME = "queue.sqlite3"
-SCHEMA_VERSION = 6
 # An existing database of at most this size made without incremental vacuum is rebuilt
 # (VACUUM) with it at start-up; a larger one is left as it is (see docs/delivery.md, "Retention").
 COMPACT_AT_START = 64 * 1024 * 1024
@@ -52,6 +52,7 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # recipients and webhooks tables (small rows; the messages and their data are not read).
 # Version 5 had no ``deleted`` status nor the admin tables (issue 15): 5 to 6 copies the
 # recipients table again, and re-creates its indexes and retention's triggers on it.
+# Version 6 had no event jobs (issue 16).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -124,7 +125,20 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + INBOUND_SCHEMA
     + RETENTION_SCHEMA
     + ADMIN_SCHEMA
+    + EVENTS_SCHEMA
 )
+
+# Each version's step from the one before it; a database at version v runs every later step,
+# in order, in one transaction. A new version adds its step here and its tables to _SCHEMA.
+_MIGRATIONS: dict[int, str] = {
+    2: _MIGRATE_1_TO_2,
+    3: INBOUND_SCHEMA,
+    4: _MIGRATE_3_TO_4,
+    5: MIGRATE_4_TO_5,
+    6: MIGRATE_5_TO_6,
+    7: EVENTS_SCHEMA,
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 
 def database_path(directory: Path) -> Path:
@@ -226,25 +240,9 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             _create(connection, path)
-        elif version == 1:
-            _run_script(
-                connection,
-                _MIGRATE_1_TO_2
-                + INBOUND_SCHEMA
-                + _MIGRATE_3_TO_4
-                + MIGRATE_4_TO_5
-                + MIGRATE_5_TO_6,
-            )
-        elif version == 2:
-            _run_script(
-                connection, INBOUND_SCHEMA + _MIGRATE_3_TO_4 + MIGRATE_4_TO_5 + MIGRATE_5_TO_6
-            )
-        elif version == 3:
-            _run_script(connection, _MIGRATE_3_TO_4 + MIGRATE_4_TO_5 + MIGRATE_5_TO_6)
-        elif version == 4:
-            _run_script(connection, MIGRATE_4_TO_5 + MIGRATE_5_TO_6)
-        elif version == 5:
-            _run_script(connection, MIGRATE_5_TO_6)
+        elif 0 < version < SCHEMA_VERSION:
+            steps = range(version + 1, SCHEMA_VERSION + 1)
+            _run_script(connection, "".join(_MIGRATIONS[step] for step in steps))
         elif version != SCHEMA_VERSION:
             raise StoreUnavailableError(f"{path}: unsupported queue schema version {version}")
         # Fail now, not on the first message, if the file is damaged or read-only.

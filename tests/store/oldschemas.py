@@ -1,25 +1,33 @@
 """The queue schemas of released Rail versions, for migration tests.
 
 Derived from the current schema by taking out what later versions added, and checked
-against that: version 5 (retention) has no admin tables and no ``deleted`` recipient
-status; version 4 has no retention bookkeeping either.
+against that: version 6 has no event jobs; version 5 (retention) has no admin tables and
+no ``deleted`` recipient status either; version 4 has no retention bookkeeping either.
 """
 
 from __future__ import annotations
 
 from rail.store import schema
 from rail.store.admin import ADMIN_SCHEMA
+from rail.store.events import EVENTS_SCHEMA
 from rail.store.purge import RETENTION_SCHEMA
 
-__all__ = ["schema_v4", "schema_v5"]
+__all__ = ["schema_v4", "schema_v5", "schema_v6"]
 
 _CHECK_6 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted'))"
 _CHECK_5 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed'))"
 
 
-def schema_v5() -> str:
-    """The script that made a fresh version 5 database (before ``PRAGMA user_version``)."""
+def schema_v6() -> str:
+    """The script that made a fresh version 6 database (before ``PRAGMA user_version``)."""
     current = schema._SCHEMA
+    assert current.count(EVENTS_SCHEMA) == 1
+    return current.replace(EVENTS_SCHEMA, "")
+
+
+def schema_v5() -> str:
+    """The script that made a fresh version 5 database."""
+    current = schema_v6()
     assert current.count(_CHECK_6) == 1 and current.count(ADMIN_SCHEMA) == 1
     return current.replace(ADMIN_SCHEMA, "").replace(_CHECK_6, _CHECK_5)
 

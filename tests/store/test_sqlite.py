@@ -20,7 +20,7 @@ from rail.store.model import (
     Replayed,
     StoreUnavailableError,
 )
-from rail.store.schema import database_path
+from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.store.sqlite import SQLiteStore
 from tests.store.test_contract import make_message, open_sqlite
 
@@ -86,7 +86,7 @@ class DurabilityTests(TestCase):
         directory = Path(self.mktemp()) / "queue"
         open_sqlite(self, directory)
         self.assertEqual(_sql(directory, "PRAGMA journal_mode"), [("wal",)])
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(6,)])
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(SCHEMA_VERSION,)])
         self.assertEqual(_sql(directory, "PRAGMA auto_vacuum"), [(2,)])
         columns = _sql(directory, "PRAGMA index_info(recipients_pending)")
         self.assertEqual([c[2] for c in columns], ["next_attempt_at"])
