@@ -23,6 +23,7 @@ from rail.store.integrity import (
     text,
     verified_row,
 )
+from rail.store.messagemeta import insert_meta
 from rail.store.model import (
     QUARANTINE_PREFIX,
     BouncedRecipient,
@@ -251,6 +252,7 @@ def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
             for index, address in enumerate(message.recipients)
         ],
     )
+    insert_meta(connection, message.id, message.meta)
 
 
 def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:

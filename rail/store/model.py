@@ -9,6 +9,7 @@ deleted its message (``rail queue delete``), the reason is its last reply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
@@ -27,6 +28,7 @@ __all__ = [
     "IRetention",
     "IdempotencyKey",
     "JobResult",
+    "MessageMeta",
     "MessageStatus",
     "NewMessage",
     "Purged",
@@ -51,6 +53,19 @@ QUARANTINE_PREFIX = "quarantined: "
 
 
 @attrs.frozen
+class MessageMeta:
+    """What an app attached to a message to find it again: its ``request_id``, a ``tag``
+    and a small string map. Echoed in status answers and in every event of the message."""
+
+    request_id: str | None = None
+    tag: str | None = None
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.request_id is not None or self.tag is not None or bool(self.metadata)
+
+
+@attrs.frozen
 class NewMessage:
     """A message accepted by SMTP or the API, ready to be made durable.
 
@@ -68,6 +83,7 @@ class NewMessage:
     received_at: float
     smtputf8: bool = False
     eight_bit: bool = False
+    meta: MessageMeta = MessageMeta()
 
 
 @attrs.frozen
