@@ -27,9 +27,7 @@ class SuppressionTests(TestCase):
     def test_lookup_is_case_insensitive_and_per_client(self) -> None:
         """A bounced ``Bob@X.example`` suppresses ``bob@x.example`` for that client only."""
         connection = _connection(self)
-        suppressions.suppress(
-            connection, [Suppression("app", "Bob@X.example", "hard_bounce", "rcpt", 1.0)]
-        )
+        sup.suppress(connection, [Suppression("app", "Bob@X.example", "hard_bounce", "rcpt", 1.0)])
         found = suppressed(connection, "app", ["bob@x.example", "carol@x.example"])
         self.assertEqual(list(found), ["bob@x.example"])
         self.assertEqual(found["bob@x.example"].reason, "hard_bounce")
@@ -38,12 +36,8 @@ class SuppressionTests(TestCase):
     def test_first_evidence_is_kept(self) -> None:
         """A later complaint does not overwrite the bounce that listed the address."""
         connection = _connection(self)
-        suppressions.suppress(
-            connection, [Suppression("app", "a@x", "hard_bounce", "dsn", 1.0, "M1")]
-        )
-        suppressions.suppress(
-            connection, [Suppression("app", "a@x", "complaint", "arf", 2.0, "M2")]
-        )
+        sup.suppress(connection, [Suppression("app", "a@x", "hard_bounce", "dsn", 1.0, "M1")])
+        sup.suppress(connection, [Suppression("app", "a@x", "complaint", "arf", 2.0, "M2")])
         entry = suppressed(connection, "app", ["a@x"])["a@x"]
         self.assertEqual(
             (entry.reason, entry.message_id, entry.created_at), ("hard_bounce", "M1", 1.0)
