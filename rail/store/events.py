@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from rail.events.model import Event
+from rail.events.subscriptions import Subscriptions
 from rail.store.ids import new_message_id
 
 __all__ = ["EVENTS_SCHEMA", "insert_events"]
@@ -38,11 +39,18 @@ CREATE INDEX events_by_message ON events (message_id);
 """
 
 
-def insert_events(connection: sqlite3.Connection, events: Sequence[Event], now: float) -> list[str]:
-    """Queue ``events`` (in the caller's transaction), due at once; their new ids, in order.
+def insert_events(
+    connection: sqlite3.Connection,
+    events: Sequence[Event],
+    now: float,
+    subscriptions: Subscriptions,
+) -> list[str]:
+    """Queue those of ``events`` some client subscribed to (in the caller's transaction), due
+    at once; the new ids, in order.
 
     The id is a ULID: it is the event's ``id`` in the payload and its ``webhook-id``.
     """
+    events = subscriptions.wanted(events)
     ids = [new_message_id(now) for _ in events]
     connection.executemany(
         "INSERT INTO events (id, client, type, message_id, recipient, sandbox, created_at,"

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import attrs
 from twisted.logger import Logger
 
+from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
 from rail.store.deliveries import (
     DSNBuilder,
@@ -270,6 +271,8 @@ class Writer:
         self._queue: SimpleQueue[object] = SimpleQueue()
         self.pending = 0
         self.commits = 0
+        # Read by the writer thread when it stores events; replaced whole by the service.
+        self.subscriptions: Subscriptions = NO_SUBSCRIPTIONS
         # A daemon thread: if the process exits without close(), SQLite's journal already
         # keeps every committed message and discards the uncommitted ones.
         self._thread = threading.Thread(target=self._run, name="rail-store-writer", daemon=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from rail.events.model import Event
+from rail.events.model import EVENT_TYPES, Event
+from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscription, Subscriptions
 from rail.store.events import insert_events
 from rail.store.schema import open_writable
 
@@ -35,7 +36,8 @@ class InsertEventsTests(TestCase):
             ),
         ]
         connection.execute("BEGIN")
-        ids = insert_events(connection, events, 1000.0)
+        everything = Subscriptions({"app": Subscription(frozenset(EVENT_TYPES))})
+        ids = insert_events(connection, events, 1000.0, everything)
         connection.execute("COMMIT")
         self.assertEqual(len(set(ids)), 2)
         rows = connection.execute(
@@ -55,6 +57,25 @@ class InsertEventsTests(TestCase):
                 ),
                 ("message.suppressed", "b@example.com", 1, {}, "queued", 1000.0),
             ],
+        )
+
+    def test_only_subscribed_events_are_stored(self) -> None:
+        """A client that picked no types gets no rows; another gets only its types."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        connection = open_writable(directory)
+        self.addCleanup(connection.close)
+        events = [
+            Event("message.delivered", "quiet", "M", "a@x"),
+            Event("message.delivered", "app", "M", "a@x"),
+            Event("message.deferred", "app", "M", "a@x"),
+        ]
+        picked = Subscriptions({"app": Subscription(frozenset({"message.delivered"}))})
+        self.assertEqual(insert_events(connection, events, 1.0, NO_SUBSCRIPTIONS), [])
+        self.assertEqual(len(insert_events(connection, events, 1.0, picked)), 1)
+        self.assertEqual(
+            connection.execute("SELECT client, type FROM events").fetchall(),
+            [("app", "message.delivered")],
         )
 
     def test_unknown_type_is_refused(self) -> None:
