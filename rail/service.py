@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
 from rail.config import Config
+from rail.config.clients import ClientPolicies
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.bounces import dsn_builder
@@ -46,6 +47,7 @@ from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
 from rail.pki.tls import ClientAuth, ServerTLS, replace_all
+from rail.policy.rates import WINDOWS, ClientRates
 from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
@@ -308,6 +310,7 @@ def build_service(
     def revoked() -> frozenset[int]:
         return revocations.serials
 
+    rates = client_rates(config, reactor, store, hooks)
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -335,6 +338,7 @@ def build_service(
             public_stats=config.web.public_stats,
             dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
             domains=_doctor_report(config, reactor, hooks),
+            rates=rates,
         )
         _listener(
             reactor,
@@ -355,6 +359,7 @@ def build_service(
                 revoked=revoked,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                rates=rates,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -508,6 +513,30 @@ def build_service(
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
+
+
+def client_rates(config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any]) -> ClientRates:
+    """The per-client rate counters, following SIGHUP, seeded with the last day's mail
+    from the store's read thread (counts made meanwhile are kept, and added to)."""
+    rates = ClientRates(reactor, ClientPolicies.from_config(config).limits)
+    hooks.append(lambda new: rates.reconfigure(ClientPolicies.from_config(new).limits))
+    # Mail accepted from now on is counted as it comes; the seed is what came before.
+    started = reactor.seconds()
+    since = started - WINDOWS["messages_per_day"][0]
+
+    def seeded(rows: list[tuple[str, float, int, int]]) -> None:
+        rates.seed(rows)
+        clients = len({row[0] for row in rows})
+        _log.info("rate limits: counted the last day's mail of {count} clients", count=clients)
+
+    def failed(failure: Any) -> None:
+        _log.error(
+            "rate limits: cannot read the last day's mail ({error}); counting from zero",
+            error=failure.getErrorMessage(),
+        )
+
+    store.client_usage(since, started).addCallbacks(seeded, failed)
+    return rates
 
 
 def _http_deadlines(config: Config, refusals: Refusals) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from twisted.web.server import Request, Site
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.mail.headers import HeaderLimits
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
@@ -213,6 +214,7 @@ def build_site(
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
+    rates: ClientRates | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
@@ -230,6 +232,7 @@ def build_site(
         header_limits=header_limits,
         refusals=refusals,
         in_thread=in_thread,
+        rates=rates,
     )
     v1 = _Directory()
     v1.putChild(b"send", send)
