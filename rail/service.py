@@ -310,7 +310,10 @@ def build_service(
     def revoked() -> frozenset[int]:
         return revocations.serials
 
-    rates = client_rates(config, reactor, store, hooks)
+    # Per-client limits and sandbox flags, replaced whole on SIGHUP.
+    clients = [ClientPolicies.from_config(config)]
+    hooks.append(lambda new: clients.__setitem__(0, ClientPolicies.from_config(new)))
+    rates = client_rates(reactor, store, lambda name: clients[0].limits(name))
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -496,7 +499,9 @@ def build_service(
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
-        delivery = build_delivery(config, reactor, store, keys, stats)
+        delivery = build_delivery(
+            config, reactor, store, keys, stats, sandboxed=lambda name: clients[0].sandbox(name)
+        )
         delivery.setServiceParent(root)
     if config_path is not None:
         root.reloader = Reloader(
@@ -515,11 +520,10 @@ def build_service(
     return root
 
 
-def client_rates(config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any]) -> ClientRates:
-    """The per-client rate counters, following SIGHUP, seeded with the last day's mail
-    from the store's read thread (counts made meanwhile are kept, and added to)."""
-    rates = ClientRates(reactor, ClientPolicies.from_config(config).limits)
-    hooks.append(lambda new: rates.reconfigure(ClientPolicies.from_config(new).limits))
+def client_rates(reactor: Any, store: SQLiteStore, limits: Any) -> ClientRates:
+    """The per-client rate counters, seeded with the last day's mail from the store's
+    read thread (counts made meanwhile are kept, and added to)."""
+    rates = ClientRates(reactor, limits)
     # Mail accepted from now on is counted as it comes; the seed is what came before.
     started = reactor.seconds()
     since = started - WINDOWS["messages_per_day"][0]

@@ -59,10 +59,7 @@ class SubmissionRateTests(SynchronousTestCase):
         replies = self.send(b"MAIL FROM:<noreply@ataca.io>\r\n")
         self.assertEqual(
             replies,
-            [
-                b"452 4.7.0 message rate limit (messages_per_minute) reached;"
-                b" try again in 60s"
-            ],
+            [b"452 4.7.0 message rate limit (messages_per_minute) reached; try again in 60s"],
         )
         self.assertEqual(self.refusals.counts, {("submission", "messages_per_minute"): 1})
         self.clock.advance(60)
