@@ -313,7 +313,9 @@ def build_service(
     # Per-client limits and sandbox flags, replaced whole on SIGHUP.
     clients = [ClientPolicies.from_config(config)]
     hooks.append(lambda new: clients.__setitem__(0, ClientPolicies.from_config(new)))
-    rates = client_rates(reactor, store, lambda name: clients[0].limits(name))
+    rates = ClientRates(reactor, lambda name: clients[0].limits(name))
+    # Started after the store (a later child), so the seed is read on its read thread.
+    _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -520,10 +522,20 @@ def build_service(
     return root
 
 
-def client_rates(reactor: Any, store: SQLiteStore, limits: Any) -> ClientRates:
-    """The per-client rate counters, seeded with the last day's mail from the store's
-    read thread (counts made meanwhile are kept, and added to)."""
-    rates = ClientRates(reactor, limits)
+class _OnStart(Service):
+    """Runs ``work`` when started (after the services added before it)."""
+
+    def __init__(self, work: Any) -> None:
+        self._work = work
+
+    def startService(self) -> None:
+        super().startService()
+        self._work()
+
+
+def seed_rates(rates: ClientRates, reactor: Any, store: SQLiteStore) -> defer.Deferred[None]:
+    """Add the last day's mail, read on the store's read thread, to the per-client rate
+    counters (counts made meanwhile are kept, and added to); fires when done."""
     # Mail accepted from now on is counted as it comes; the seed is what came before.
     started = reactor.seconds()
     since = started - WINDOWS["messages_per_day"][0]
@@ -539,8 +551,7 @@ def client_rates(reactor: Any, store: SQLiteStore, limits: Any) -> ClientRates:
             error=failure.getErrorMessage(),
         )
 
-    store.client_usage(since, started).addCallbacks(seeded, failed)
-    return rates
+    return store.client_usage(since, started).addCallbacks(seeded, failed)
 
 
 def _http_deadlines(config: Config, refusals: Refusals) -> dict[str, Any]:
