@@ -67,6 +67,9 @@ from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
 from rail.webhooks.key import WebhookKey, load_or_create_key
+from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
+from rail.webhooks.secrets import read_secrets
+from rail.webhooks.secretwatch import SecretsWatch
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
 
 __all__ = ["RailService", "build_service"]
@@ -235,6 +238,16 @@ def webhook_signing_key(config: Config) -> WebhookKey:
         return WebhookKey(ed25519.Ed25519PrivateKey.generate())
 
 
+def _webhook_secrets(config: Config) -> Any:
+    """The rotated webhook secrets at start-up; none (derived secrets only) if they cannot
+    be read, which the first refresh reports."""
+    try:
+        return read_secrets(config.data_dir)
+    except PKIError as error:
+        _log.error("cannot read the webhook secrets: {error}", error=str(error))
+        return {}
+
+
 def webhook_settings(config: Config) -> tuple[Any, Any, float]:
     """What a reload changes in the webhook dispatcher: policy, limits, timeout."""
     return webhook_policy(config), webhook_limits(config), config.webhooks.timeout
@@ -264,6 +277,7 @@ def build_service(
     )
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
+    webhook_key.use_secrets(_webhook_secrets(config))
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
@@ -316,6 +330,15 @@ def build_service(
     rates = ClientRates(reactor, lambda name: clients[0].limits(name))
     # Started after the store (a later child), so the seed is read on its read thread.
     _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
+    secrets = SecretsWatch(
+        webhook_key,
+        config.data_dir,
+        clock=reactor,
+        in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        interval=SECRETS_REFRESH,
+    )
+    secrets.setServiceParent(root)
+    hooks.append(lambda _config: secrets.refresh())
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -344,6 +367,7 @@ def build_service(
             dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
             domains=_doctor_report(config, reactor, hooks),
             rates=rates,
+            rotate_secret=secrets.rotate,
         )
         _listener(
             reactor,

@@ -37,6 +37,7 @@ from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body, write_error
 from rail.web.messagelist import MessagesResource
+from rail.web.secretrotate import ClientsResource, Rotate
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
@@ -215,6 +216,7 @@ def build_site(
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
     rates: ClientRates | None = None,
+    rotate_secret: Rotate | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
@@ -238,7 +240,10 @@ def build_site(
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
-        v1.putChild(b"admin", AdminResource(store, clock, dsn, domains))
+        admin = AdminResource(store, clock, dsn, domains)
+        v1.putChild(b"admin", admin)
+        if rotate_secret is not None:
+            admin.putChild(b"clients", ClientsResource(rotate_secret))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
