@@ -71,7 +71,7 @@ class ParsedQuery:
     """The request's TSIG record (RFC 8945), last in the additional section; Rail holds
     no TSIG key, so it can check none."""
     bad_tsig: bool = False
-    """A TSIG record elsewhere than last, or more than one: FORMERR (RFC 8945 §5.1)."""
+    """A TSIG record elsewhere than last, or more than one: FORMERR (RFC 8945)."""
 
     def udp_limit(self) -> int:
         """The largest UDP response this client accepts, capped at ``MAX_UDP_PAYLOAD``."""
@@ -87,7 +87,7 @@ def parse_query(data: bytes) -> ParsedQuery | None:
 
     A message with an opcode no DNS server here knows (DSO, 6, whose body is not
     sections but TLVs, and the unassigned ones) is read as its header alone, so it can be
-    answered NOTIMP (RFC 8906 §3.1.4, RFC 8490 §5.1.1) with no section echoed."""
+    answered NOTIMP (RFC 8906, RFC 8490) with no section echoed."""
     if len(data) < _HEADER.size:
         return None
     message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
@@ -136,7 +136,7 @@ def parse_query(data: bytes) -> ParsedQuery | None:
 
 def unchecked_tsig(query: ParsedQuery) -> dns.RRHeader:
     """The TSIG record of an error response to a request signed with a key Rail does not
-    hold (RFC 8945 §5.2, §5.3.2): unsigned (no MAC), error BADKEY, the request's key name,
+    hold (RFC 8945 §5.2): unsigned (no MAC), error BADKEY, the request's key name,
     algorithm, time, fudge and original id."""
     request = query.tsig
     assert request is not None
@@ -230,7 +230,7 @@ def encode_response(
 
     ``rcode`` may be an extended code (BADVERS, 16): its upper bits go in the OPT record.
     ``truncated`` sends the question alone with TC set (rate limiting's slip). ``tsig``
-    goes last, after the OPT record, as RFC 8945 §5.3 requires.
+    goes last, after the OPT record, as RFC 8945 requires.
     """
     message = dns.Message(
         id=query.id,

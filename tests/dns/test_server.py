@@ -245,7 +245,7 @@ class DropTests(_ServerCase):
         await self._dropped(message.toStr())
 
     async def test_unknown_opcode_notimp(self) -> None:
-        """An unassigned opcode (3) is answered NOTIMP, header only (RFC 8906 §3.1.4)."""
+        """An unassigned opcode (3) is answered NOTIMP, header only (RFC 8906)."""
         response = await self.udp().ask(query_bytes("example.com", dns.SOA, opcode=3))
         self.assertEqual((response.rCode, response.opCode), (dns.ENOTIMP, 3))
         self.assertEqual(response.queries, [])

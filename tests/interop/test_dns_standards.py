@@ -1,7 +1,7 @@
 """Rail's DNS server against independent clients on loopback, over UDP and TCP: opcodes it
-does not implement are answered NOTIMP (RFC 8906 §3.1.4, RFC 8490 §5.1.1), and a request
+does not implement are answered NOTIMP (RFC 8906, RFC 8490), and a request
 signed with a TSIG key it cannot check gets NOTAUTH with TSIG error BADKEY and no MAC
-(RFC 8945 §5.2, §5.3.2) rather than an unsigned answer.
+(RFC 8945 §5.2) rather than an unsigned answer.
 
 dnspython makes the queries (in a thread: its calls block) and checks the TSIG response
 as a client would; BIND's ``dig`` (a child process) checks the same over both transports.
@@ -118,8 +118,7 @@ class StandardsTests(TestCase):
                 dns.message.from_wire(raw, keyring=_KEYRING, request_mac=request.mac)
 
     async def test_tsig_not_last_is_formerr(self) -> None:
-        """A TSIG record that is not the last additional record is FORMERR (RFC 8945
-        §5.1)."""
+        """A TSIG record that is not the last additional record is FORMERR (RFC 8945)."""
         request = dns.message.make_query("example.com", "SOA", use_edns=0)
         request.use_tsig(_KEYRING, keyname="client-key.")
         wire = bytearray(request.to_wire())
