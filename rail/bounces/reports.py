@@ -165,7 +165,7 @@ def _delivery_status(body: bytes) -> Report:
     per_message = next(blocks, None)
     if per_message is None:
         return Unreadable("empty delivery-status part")
-    recipients = []
+    recipients: list[RecipientReport] = []
     for block in blocks:
         if len(recipients) >= MAX_RECIPIENTS:
             break

@@ -12,9 +12,16 @@ import os
 import secrets
 from pathlib import Path
 
+from twisted.logger import Logger
+
+from rail.bounces.verp import ReturnPaths
+from rail.config.schema import Config
+from rail.diskfull import is_disk_full
 from rail.pki.files import KEY_MODE, PKIError, directory_lock, write_file_atomic
 
-__all__ = ["load_or_create_secret", "secret_path"]
+__all__ = ["load_or_create_secret", "return_paths", "secret_path"]
+
+_log = Logger()
 
 _DIRECTORY_MODE = 0o700
 _SIZE = 32
@@ -44,3 +51,23 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     if len(data) < 16:
         raise PKIError(f"{path}: a VERP secret holds at least 16 bytes, this one {len(data)}")
     return data
+
+
+def return_paths(config: Config) -> ReturnPaths | None:
+    """The return paths of ``config`` (``bounces``), or None when they are off; the secret
+    is read or made now (at start-up). On a full disk where none was saved yet, a secret
+    kept in memory is used: return paths of that run do not verify after a restart."""
+    if not config.bounces.enabled:
+        return None
+    try:
+        secret = load_or_create_secret(config.data_dir)
+    except PKIError as error:
+        if not is_disk_full(error):
+            raise
+        _log.warn(
+            "disk full: VERP secret not saved ({error}); bounces to mail sent before the"
+            " next start will not be recognised",
+            error=str(error),
+        )
+        secret = secrets.token_bytes(_SIZE)
+    return ReturnPaths(secret, config.bounces.domain)

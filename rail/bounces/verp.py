@@ -25,30 +25,14 @@ from collections.abc import Collection
 
 import attrs
 
-__all__ = ["DEFAULT_TEMPLATE", "ReturnPaths", "VerpAddress", "template_problem"]
+from rail.config.bouncedomain import DEFAULT_TEMPLATE, PLACEHOLDER, template_problem
+from rail.dkim.names import a_label
 
-DEFAULT_TEMPLATE = "bounces.{domain}"
-_PLACEHOLDER = "{domain}"
+__all__ = ["DEFAULT_TEMPLATE", "ReturnPaths", "VerpAddress"]
+
 _TAG_LENGTH = 16  # hex digits: 64 bits
 _LOCAL = re.compile(r"b-([0-9a-hjkmnp-tv-z]{26})-([0-9a-f]{16})", re.IGNORECASE)
 _LABEL = b"rail verp v1\0"
-
-
-def template_problem(template: str) -> str | None:
-    """Why ``template`` cannot name bounce domains, or None: it must hold ``{domain}``
-    once, as whole labels (``bounces.{domain}``, ``{domain}.rp.example.net``)."""
-    if template.count(_PLACEHOLDER) != 1:
-        return "must contain {domain} exactly once"
-    prefix, suffix = template.split(_PLACEHOLDER)
-    if prefix and not prefix.endswith("."):
-        return "{domain} must follow a dot, e.g. bounces.{domain}"
-    if suffix and not suffix.startswith("."):
-        return "{domain} must be followed by a dot or end the template"
-    if not prefix and not suffix:
-        return "must add a label to {domain}, e.g. bounces.{domain}"
-    if any(c in template.replace(_PLACEHOLDER, "") for c in "{}@ "):
-        return "must be a domain name around {domain}"
-    return None
 
 
 @attrs.frozen
@@ -78,12 +62,12 @@ class ReturnPaths:
 
     def bounce_domain(self, domain: str) -> str:
         """The bounce domain of sender domain ``domain`` (lower-cased)."""
-        return self.template.replace(_PLACEHOLDER, domain.lower().rstrip("."))
+        return self.template.replace(PLACEHOLDER, domain.lower().rstrip("."))
 
     def sender_domain(self, bounce_domain: str) -> str | None:
         """The sender domain whose bounce domain ``bounce_domain`` is, if it has the
         template's shape; None otherwise."""
-        prefix, suffix = self.template.split(_PLACEHOLDER)
+        prefix, suffix = self.template.split(PLACEHOLDER)
         name = bounce_domain.lower().rstrip(".")
         if len(name) <= len(prefix) + len(suffix):
             return None
@@ -101,7 +85,7 @@ class ReturnPaths:
         if not sender:
             return sender
         domain = sender.rpartition("@")[2]
-        bounce_domain = self.bounce_domain(domain)
+        bounce_domain = self.bounce_domain(a_label(domain) or domain)
         tag = self._tag(message_id, bounce_domain)
         return f"b-{message_id.upper()}-{tag}@{bounce_domain}"
 

@@ -118,7 +118,9 @@ class Scheduler:
         limits: DeliveryLimits,
         rng: random.Random,
         observer: IAttemptObserver | None = None,
+        return_path: Callable[[DeliveryJob], str] | None = None,
     ) -> None:
+        self._return_path = return_path  # the MAIL FROM of a job (rail.bounces.verp)
         self._queue = queue
         self._clock = clock
         self._route = route
@@ -418,7 +420,7 @@ class Scheduler:
         finally:
             self._preparing.discard(preparing)
         message = OutboundMessage(
-            sender=job.sender,
+            sender=job.sender if self._return_path is None else self._return_path(job),
             recipients=tuple(r.address for r in job.recipients),
             data=data,
             smtputf8=job.smtputf8,
