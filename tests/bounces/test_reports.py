@@ -100,10 +100,13 @@ class DSNTests(SynchronousTestCase):
     def test_encoded_and_wrapped(self) -> None:
         """A base64 delivery-status part, and a report wrapped in multipart/mixed by a
         forwarding mailbox, are read."""
-        block = b"Reporting-MTA: dns; a.example\r\n\r\nFinal-Recipient: rfc822; <x@y.example>\r\nAction: failed\r\nStatus: 5.2.1\r\n"
+        block = b"Reporting-MTA: dns; a.example\r\n\r\nFinal-Recipient: rfc822; <x@y.example>\r\nl
+        blAction: failed\r\nStatus: 5.2.1\r\n"
         encoded = (
-            b'Content-Type: multipart/report; report-type="delivery-status";\r\n boundary="b 1"\r\n\r\n'
-            b"--b 1\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b'Content-Type: multipart/report; report-type="delivery-status";\r\n'
+            b' boundary="b 1"\r\n\r\n'
+            b"--b 1\r\nContent-Type: message/delivery-status\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
             + base64.encodebytes(block).replace(b"\n", b"\r\n")
             + b"--b 1--\r\n"
         )
@@ -112,7 +115,8 @@ class DSNTests(SynchronousTestCase):
         self.assertEqual(report.recipients[0].final_recipient, "x@y.example")
         self.assertEqual(report.recipients[0].status, "5.2.1")
         wrapped = (
-            b"Content-Type: multipart/mixed; boundary=OUT\r\n\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nfwd\r\n"
+            b"Content-Type: multipart/mixed; boundary=OUT\r\n"
+            b"\r\n--OUT\r\nContent-Type: text/plain\r\n\r\nfwd\r\n"
             b"--OUT\r\n" + encoded + b"\r\n--OUT--\r\n"
         )
         self.assertEqual(parse_report(wrapped), report)
@@ -126,7 +130,8 @@ class DSNTests(SynchronousTestCase):
                 b"Reporting-MTA: dns; a\r\n\r\nFinal-Recipient: rfc822; a@b\r\nAction: failed\r\n",
                 b"disposition-notification",
             ),
-            b"Content-Type: multipart/report; report-type=delivery-status; boundary=Z\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\nx\r\n--Z--\r\n",
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=Z\r\n"
+            b"\r\n--Z\r\nContent-Type: text/plain\r\n\r\nx\r\n--Z--\r\n",
             _dsn(b"Reporting-MTA: dns; a\r\n"),
             b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno boundary\r\n",
         ]
@@ -136,7 +141,8 @@ class DSNTests(SynchronousTestCase):
     def test_recipient_blocks_are_bounded(self) -> None:
         """At most MAX_RECIPIENTS blocks are read; long values are cut."""
         blocks = b"".join(
-            b"\r\nFinal-Recipient: rfc822; r%d@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; %s\r\n"
+            b"\r\nFinal-Recipient: rfc822; r%d@x.example\r\nAction: failed\r\n"
+            b"Status: 5.1.1\r\nDiagnostic-Code: smtp; %s\r\n"
             % (i, b"y" * 2000)
             for i in range(MAX_RECIPIENTS + 10)
         )
