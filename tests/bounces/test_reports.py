@@ -100,8 +100,10 @@ class DSNTests(SynchronousTestCase):
     def test_encoded_and_wrapped(self) -> None:
         """A base64 delivery-status part, and a report wrapped in multipart/mixed by a
         forwarding mailbox, are read."""
-        block = b"Reporting-MTA: dns; a.example\r\n\r\nFinal-Recipient: rfc822; <x@y.example>\r\nl
-        blAction: failed\r\nStatus: 5.2.1\r\n"
+        block = (
+            b"Reporting-MTA: dns; a.example\r\n\r\nFinal-Recipient: rfc822; <x@y.example>\r\n"
+            b"Action: failed\r\nStatus: 5.2.1\r\n"
+        )
         encoded = (
             b'Content-Type: multipart/report; report-type="delivery-status";\r\n'
             b' boundary="b 1"\r\n\r\n'
@@ -142,8 +144,7 @@ class DSNTests(SynchronousTestCase):
         """At most MAX_RECIPIENTS blocks are read; long values are cut."""
         blocks = b"".join(
             b"\r\nFinal-Recipient: rfc822; r%d@x.example\r\nAction: failed\r\n"
-            b"Status: 5.1.1\r\nDiagnostic-Code: smtp; %s\r\n"
-            % (i, b"y" * 2000)
+            b"Status: 5.1.1\r\nDiagnostic-Code: smtp; %s\r\n" % (i, b"y" * 2000)
             for i in range(MAX_RECIPIENTS + 10)
         )
         report = parse_report(_dsn(b"Reporting-MTA: dns; a\r\n" + blocks))
