@@ -28,6 +28,7 @@ from rail.events.classify import classify
 from rail.events.model import Event
 from rail.events.subscriptions import Subscriptions
 from rail.store.events import insert_events
+from rail.store.model import RecipientStatus
 from rail.store.suppressions import Suppression, normalize, suppress, suppressed
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "COMPLAINT_TYPES",
     "AsyncReport",
     "Noted",
+    "attach_reports",
     "read_async_reports",
     "record_report",
 ]
@@ -285,3 +287,16 @@ def read_async_reports(
             AsyncReport(kind, status, classification, detail, reporter, created_at)
         )
     return found
+
+
+def attach_reports(
+    connection: sqlite3.Connection, message_id: str, recipients: tuple[RecipientStatus, ...]
+) -> tuple[RecipientStatus, ...]:
+    """``recipients`` (in index order) with the reports recorded about each: one indexed
+    read, for the status answer."""
+    found = read_async_reports(connection, message_id)
+    if not found:
+        return recipients
+    return tuple(
+        attrs.evolve(r, reports=tuple(found.get(idx, ()))) for idx, r in enumerate(recipients)
+    )

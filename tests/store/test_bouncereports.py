@@ -212,13 +212,21 @@ class RecordReportTests(TestCase):
 class StoreTests(TestCase):
     async def test_record_report_through_the_writer(self) -> None:
         """SQLiteStore.record_report commits the report, its event and its suppression
-        in one writer transaction; the writer's subscriptions decide the events."""
+        in one writer transaction; the writer's subscriptions decide the events; the
+        status answer shows the report on its recipient, whose status stays."""
         store = open_sqlite(self)
         store._writer.subscriptions = _ALL
         message = make_message(recipients=("bob@dest.example",))
         await store.accept(message)
         (noted,) = await store.record_report(message.id, _dsn(_failed("bob@dest.example")), _NOW)
         self.assertEqual(noted.outcome, "recorded")
+        status = await store.status(message.client, message.id)
+        (recipient,) = status.recipients
+        self.assertEqual(recipient.status, "queued")  # a later report changes no status
+        self.assertEqual(
+            [(r.kind, r.status, r.classification, r.reporter) for r in recipient.reports],
+            [("bounce", "5.1.1", "hard", "mx.dest.example")],
+        )
         await store.close()
         connection = sqlite3.connect(store.directory / "queue.sqlite3")
         self.addCleanup(connection.close)
