@@ -33,9 +33,9 @@ from twisted.trial.unittest import TestCase
 
 from rail.bounces.secret import load_or_create_secret
 from rail.bounces.verp import ReturnPaths
+from rail.delivery.resolve import make_resolver
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
-from rail.delivery.resolve import make_resolver
 from rail.inbound.verifier import Verifier
 from rail.service import build_service
 from rail.store.ids import new_message_id
