@@ -328,7 +328,7 @@ _BOUNCES = r.section(
     {
         "enabled": r.boolean,
         "domain": _bounce_template,
-        "max_report_size": r.size("1KB", "64MB"),
+        "max_report_size": r.size("1KB", "4MB"),
     },
 )
 

@@ -16,6 +16,7 @@ the return path) goes to the postmaster route, as undeliverable-looking mail doe
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -31,7 +32,7 @@ from rail.refusals import Refusals
 from rail.smtp.session import Envelope, Reply
 from rail.store.model import QueueFullError, StoreUnavailableError
 
-__all__ = ["BounceIntake", "ReportStore"]
+__all__ = ["ORDINARY", "BounceIntake", "Ordinary", "ReportStore"]
 
 _log = Logger()
 
@@ -41,6 +42,16 @@ _TOO_BIG = Reply(552, "5.3.4", "Message too big for a delivery report")
 _UNREADABLE = Reply(550, "5.6.0", "Not a delivery status or feedback report")
 _QUEUE_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
 _UNAVAILABLE = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+
+
+class Ordinary(Enum):
+    """What :meth:`BounceIntake.check_rcpt` answers for an address that is not on a
+    bounce domain: route it as usual."""
+
+    ADDRESS = "ordinary"
+
+
+ORDINARY = Ordinary.ADDRESS
 
 
 class ReportStore(Protocol):
@@ -85,16 +96,16 @@ class BounceIntake:
 
     def check_rcpt(
         self, table: RecipientTable, envelope: Envelope, recipient: str, routed: bool
-    ) -> Reject | bool | None:
-        """``False``: not an address of a bounce domain, route it as usual (but not into
-        a transaction of return paths: then ``452``). ``None``: a verified return path,
-        taken. A :class:`Reject` refuses it. ``routed`` says whether the transaction
-        already holds ordinary recipients."""
+    ) -> Reject | Ordinary | None:
+        """:data:`ORDINARY`: not an address of a bounce domain, route it as usual (but
+        not into a transaction of return paths: then ``452``). ``None``: a verified
+        return path, taken. A :class:`Reject` refuses it. ``routed`` says whether the
+        transaction already holds ordinary recipients."""
         local, at, raw_domain = recipient.rpartition("@")
         domain = a_label(raw_domain) if at else None
         parent = self._paths.sender_domain(domain) if domain else None
         if parent is None or parent not in table.local_domains:
-            return _MIXED if self._taken else False
+            return _MIXED if self._taken else ORDINARY
         verp = self._paths.verify(f"{local}@{domain}", table.local_domains)
         if verp is None:
             _log.info(

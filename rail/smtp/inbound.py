@@ -39,7 +39,7 @@ from rail.mail.headers import HeaderLimits, format_date, parse_header_section
 from rail.mail.limits import check_header_section
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
-from rail.smtp.bounceintake import BounceIntake
+from rail.smtp.bounceintake import ORDINARY, BounceIntake
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
@@ -122,8 +122,8 @@ class InboundSession:
             taken = self._bounces.check_rcpt(
                 self._recipients(), envelope, recipient, bool(self._routes)
             )
-            if taken is not False:
-                return taken  # type: ignore[return-value]
+            if taken is not ORDINARY:
+                return taken
         decision = route_recipient(self._recipients(), recipient)
         if isinstance(decision, Refusal):
             _log.info(

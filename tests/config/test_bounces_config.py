@@ -43,7 +43,7 @@ class BouncesConfigTests(SynchronousTestCase):
             problems = _problems(_minimal(bounces={"domain": bad}))
             self.assertEqual([p.split(":")[0] for p in problems], ["bounces.domain"], problems)
         problems = _problems(
-            _minimal(bounces={"enabled": "yes", "max_report_size": "100MB", "colour": 1})
+            _minimal(bounces={"enabled": "yes", "max_report_size": "5MB", "colour": 1})
         )
         self.assertEqual(
             sorted(p.split(":")[0] for p in problems),
