@@ -454,6 +454,7 @@ def build_service(
     webhook_urls = certificates
     event_stats = EventStats(stats.registry)
     stats.add_section("events", event_stats.summary)
+    stats.add_refresh(lambda: store.event_counts().addCallback(event_stats.set_jobs))
     webhooks = build_webhooks(
         config,
         reactor,

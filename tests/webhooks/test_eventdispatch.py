@@ -1,8 +1,9 @@
 """The event dispatcher on a Clock, against a small IEventStore and scripted POSTs: limits
-per client, waking, quarantine, and the figures it feeds /stats and /metrics."""
+per client, waking, quarantine; and the figures /stats and /metrics show of events."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -11,12 +12,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from rail.delivery.stats import DeliveryStats
 from rail.events.jobs import EventJob, EventResult, IEventStore
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
+from rail.web.stats import Metrics, Stats
 from rail.webhooks import eventdispatch
 from rail.webhooks.dispatcher import WebhookLimits
 from rail.webhooks.eventdispatch import EventDispatcher
@@ -198,3 +202,46 @@ class EventDispatcherTests(SynchronousTestCase):
             {"status": "deferred", "next": T0 + 35, "reply": "timeout after 5s"},
         )
         self.successResultOf(dispatcher.stop(0))
+
+
+class _Queue:
+    """Recipient counts for the /stats resources."""
+
+    def recipient_counts(self) -> Deferred[dict[str, int]]:
+        return succeed({"queued": 1})
+
+
+class EventFiguresTests(SynchronousTestCase):
+    def render(self, page: Any) -> bytes:
+        request = DummyRequest([b""])
+        page.render_GET(request)
+        self.assertEqual(request.finished, 1)
+        return b"".join(request.written)
+
+    def test_stats_and_metrics_show_event_jobs_read_at_request_time(self) -> None:
+        """/stats and /metrics read the event jobs by status from the store at request
+        time (a refresher) and show them with the POST outcomes and latencies."""
+        clock = Clock()
+        clock.advance(T0)
+        stats = DeliveryStats(T0)
+        events = EventStats(stats.registry)
+        stats.add_section("events", events.summary)
+        counts = {"queued": 3, "deferred": 1, "delivered": 7, "failed": 2}
+        stats.add_refresh(lambda: succeed(counts).addCallback(events.set_jobs))
+        job = _Events()
+        job.add("A0", "a")
+        events.attempt(
+            job.jobs["A0"], EventResult("A0", T0 + 0.25, "delivered", "HTTP 200 OK"), 0.1
+        )
+        document = json.loads(self.render(Stats(stats, _Queue(), clock)))  # type: ignore[arg-type]
+        self.assertEqual(
+            document["events"],
+            {
+                "jobs": counts,
+                "results_since_start": {"delivered": 1, "deferred": 0, "failed": 0},
+                "recorded_to_delivered_seconds": {"samples": 1, "p50": 0.25, "p99": 0.25},
+            },
+        )
+        metrics = self.render(Metrics(stats, _Queue())).decode()  # type: ignore[arg-type]
+        self.assertIn('rail_queue_events{status="delivered"} 7.0', metrics)
+        self.assertIn('rail_events_total{status="delivered",type="message.delivered"} 1.0', metrics)
