@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -274,3 +275,48 @@ class EventJobsMigrationTests(TestCase):
             r[0] for r in connection.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")
         }
         self.assertIn("events_final", indexes)
+
+
+class SQLiteEventStoreTests(TestCase):
+    async def test_claim_quarantines_unreadable_rows_and_reports_them(self) -> None:
+        """Through the store: a claim hands out the readable events, quarantines the one
+        whose stored type is unknown (reported once, queue ``events``), and a record of
+        a POST is on disk and counted by status."""
+        from twisted.internet import reactor
+
+        from rail.store.sqlite import SQLiteStore
+
+        directory = Path(self.mktemp()).resolve()
+        store = SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
+        store.start()
+        self.addCleanup(store.close)
+        store.subscriptions = _EVERYTHING
+        reported: list[Any] = []
+        store.observe_quarantined(reported.append)
+        woken: list[int] = []
+        store.observe_events(lambda: woken.append(1))
+
+        def write(connection: Any) -> tuple[list[str], int]:
+            events = [
+                Event("message.delivered", "app", "M1"),
+                Event("message.expired", "app", "M2"),
+            ]
+            ids = insert_events(connection, events, 1000.0, store.subscriptions)
+            connection.execute("UPDATE events SET type = 'message.opened' WHERE id = ?", (ids[1],))
+            return ids, 0
+
+        good, bad = await store._run(write, True)
+        self.assertEqual(woken, [1])
+        jobs = await store.claim_events(1000.0, 10, frozenset())
+        self.assertEqual([job.id for job in jobs], [good])
+        self.assertEqual(
+            [(r.queue, r.message_id, r.kind, r.reason) for r in reported],
+            [("events", bad, "corrupt", "unknown event type 'message.opened'")],
+        )
+        self.assertTrue(
+            await store.record_event(EventResult(good, 1001.0, "delivered", "HTTP 200"))
+        )
+        self.assertEqual(
+            await store.event_counts(),
+            {"queued": 0, "deferred": 0, "delivered": 1, "failed": 1},
+        )
