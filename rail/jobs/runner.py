@@ -324,9 +324,14 @@ class Runner(Generic[J]):
             return None
         return jobs.popleft()
 
-    def take_all(self, group: str) -> deque[J]:
+    def take_all(self, group: str) -> list[J]:
         """Every job waiting in ``group`` now (they stay in flight)."""
-        return self._waiting.pop(group, None) or deque()
+        jobs = self._waiting.pop(group, None)
+        if not jobs:
+            return []
+        taken = list(jobs)
+        jobs.clear()  # a fill round holding this deque sees it empty
+        return taken
 
     def withdraw(self, same: Callable[[J], bool]) -> list[J]:
         """Take every waiting job for which ``same(job)`` holds out of the waiting lists
