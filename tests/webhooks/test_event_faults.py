@@ -4,19 +4,19 @@ against a real twisted.web receiver on 127.0.0.1, over the SQLite store.
 As in tests/webhooks/test_faults.py, the dispatcher runs on a :class:`Clock` while the
 real reactor carries the sockets and the store's threads: retry times are exact (jitter
 factor 1) and retries and the timeout happen only when the test advances the Clock. The
-Clock starts at the current time only so that the ``standardwebhooks`` package, which
-checks the signature timestamp against the real clock, accepts the POSTs.
+``standardwebhooks`` package checks a signature's timestamp against the current time: the
+tests give it the time of the attempt instead.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+import standardwebhooks.webhooks as standard
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from standardwebhooks.webhooks import Webhook
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, globalLogPublisher
@@ -33,10 +33,9 @@ from rail.webhooks.eventdispatch import EventDispatcher
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.outcome import WebhookPolicy
 from rail.webhooks.signing import verify
-from tests.webhooks.helpers import MidRandom
+from tests.webhooks.helpers import T0, MidRandom
 from tests.webhooks.test_faults import _WAIT, _Harness
 
-T0 = float(int(time.time()))
 _POLICY = WebhookPolicy(schedule=(30.0, 60.0), max_age=3600.0)
 _TIMEOUT = 30.0
 _MESSAGE = "01KMT1GZ0000000000000000AB"
@@ -132,7 +131,18 @@ class _EventHarness(_Harness):
     def verified(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         """The body, verified with the ``standardwebhooks`` package and the client's
         secret (``v1``) and with Rail's public key (``v1a``)."""
-        parsed: dict[str, Any] = Webhook(self.key.client_secret_text("myapp")).verify(body, headers)
+        stamp = float(headers["webhook-timestamp"])
+
+        class _Then(datetime):
+            """``datetime`` whose ``now`` is the attempt's time (on the test's Clock)."""
+
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> Any:
+                return datetime.fromtimestamp(stamp, tz)
+
+        self.patch(standard, "datetime", _Then)
+        webhook = standard.Webhook(self.key.client_secret_text("myapp"))
+        parsed: dict[str, Any] = webhook.verify(body, headers)
         verify(self.key.public_text, headers, body, now=int(headers["webhook-timestamp"]))
         return parsed
 
@@ -309,7 +319,7 @@ class EventPayloadTests(_EventHarness):
             {
                 "type": "message.delivered",
                 "id": event_id,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(T0)),
+                "timestamp": "2026-03-28T12:00:00Z",
                 "client": "myapp",
                 "message_id": _MESSAGE,
                 "request_id": "req-7",
