@@ -42,7 +42,7 @@ from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
 from rail.jobs.runner import RECORD_RETRY, Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
-from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, QuarantineKind
+from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, NewMessage, QuarantineKind
 
 __all__ = ["RECORD_RETRY", "DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
 
@@ -374,6 +374,10 @@ class Scheduler:
         seconds = self._clock.seconds() - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, result, peer, seconds)
-        self._runner.record(
-            job, lambda: self._queue.record(result, self._dsn), lambda _: log_final(job, result)
-        )
+        self._runner.record(job, result)
+
+    def write(self, job: DeliveryJob, result: JobResult) -> Deferred[NewMessage | None]:
+        return self._queue.record(result, self._dsn)
+
+    def recorded(self, job: DeliveryJob, result: JobResult, answer: object) -> None:
+        log_final(job, result)

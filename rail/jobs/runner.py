@@ -77,7 +77,14 @@ class JobKind(Protocol[J]):
 
     def work(self, group: str) -> Deferred[None]:
         """Run a worker for ``group``: it takes its jobs with :meth:`Runner.take` (the
-        first one before it returns) and records each one's result."""
+        first one before it returns) and records each one's result with
+        :meth:`Runner.record`."""
+
+    def write(self, job: J, result: Any) -> Deferred[Any]:
+        """Write ``job``'s ``result`` to the store."""
+
+    def recorded(self, job: J, result: Any, answer: Any) -> None:
+        """``job``'s ``result`` is on disk (the store answered ``answer``)."""
 
     def cut(self) -> None:
         """The grace period is over: abort what the workers are doing."""
@@ -350,16 +357,12 @@ class Runner(Generic[J]):
 
     # -- results --------------------------------------------------------------------------
 
-    def record(
-        self,
-        job: J,
-        write: Callable[[], Deferred[Any]],
-        recorded: Callable[[Any], object],
-    ) -> None:
-        """Write ``job``'s result with ``write()``; once on disk call ``recorded(answer)``
-        and let the job go. If the store cannot write it, keep the job in flight and
-        try again every :data:`RECORD_RETRY` seconds while running."""
-        writing = write()
+    def record(self, job: J, result: Any) -> None:
+        """Write ``job``'s ``result`` (:meth:`JobKind.write`); once on disk tell the kind
+        (:meth:`JobKind.recorded`) and let the job go. If the store cannot write it, keep
+        the job in flight and try again every :data:`RECORD_RETRY` seconds while
+        running."""
+        writing = self._kind.write(job, result)
         self._records.add(writing)
 
         def done(outcome: object) -> None:
@@ -373,7 +376,7 @@ class Runner(Generic[J]):
                         delay=RECORD_RETRY,
                     )
                     self._unrecorded[job.key] = self._clock.callLater(
-                        RECORD_RETRY, self._retry_record, job, write, recorded
+                        RECORD_RETRY, self._retry_record, job, result
                     )
                     return
                 _log.error(
@@ -382,16 +385,14 @@ class Runner(Generic[J]):
                     error=outcome.getErrorMessage(),
                 )
             else:
-                recorded(outcome)
+                self._kind.recorded(job, result, outcome)
             self._in_flight.discard(job.key)
 
         writing.addBoth(done)
 
-    def _retry_record(
-        self, job: J, write: Callable[[], Deferred[Any]], recorded: Callable[[Any], object]
-    ) -> None:
+    def _retry_record(self, job: J, result: Any) -> None:
         del self._unrecorded[job.key]
-        self.record(job, write, recorded)
+        self.record(job, result)
 
     def quarantine(
         self,

@@ -187,12 +187,14 @@ class Dispatcher:
         seconds = now - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, result, seconds)
+        self._runner.record(job, result)
+
+    def write(self, job: WebhookJob, result: WebhookResult) -> Deferred[Any]:
         dsn = self._dsn if job.bounce_allowed else None
-        self._runner.record(
-            job,
-            lambda: self._store.record_webhook(result, dsn=dsn),
-            lambda _: log_final(job, result),
-        )
+        return self._store.record_webhook(result, dsn=dsn)
+
+    def recorded(self, job: WebhookJob, result: WebhookResult, answer: object) -> None:
+        log_final(job, result)
 
     def _quarantine(self, job: WebhookJob, reason: str) -> None:
         """Take ``job``'s message out of webhook delivery for good (every client's job:

@@ -152,7 +152,7 @@ class EventDispatcher:
             )
             result = EventResult(job.id, started, "failed", reply)
             self._observer.attempt(job, result, 0.0)
-            self._record(job, None, result)
+            self._runner.record(job, result)
             return succeed(None)
         try:
             body = event_body(job)
@@ -180,15 +180,13 @@ class EventDispatcher:
         seconds = now - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, url, result, seconds)
-        self._record(job, url, result)
+        self._runner.record(job, result)
 
-    def _record(self, job: EventJob, url: str | None, result: EventResult) -> None:
-        attempts = job.attempts + 1
-        self._runner.record(
-            job,
-            lambda: self._store.record_event(result),
-            lambda _: log_final(job, url, result, attempts),
-        )
+    def write(self, job: EventJob, result: EventResult) -> Deferred[Any]:
+        return self._store.record_event(result)
+
+    def recorded(self, job: EventJob, result: EventResult, answer: object) -> None:
+        log_final(job, self.url(job.client), result, job.attempts + 1)
 
     def _quarantine(self, job: EventJob, reason: str) -> None:
         now = self._clock.seconds()

@@ -28,7 +28,9 @@ class _Kind:
         self.due: list[_Job] = []
         self.claims: list[tuple[int, frozenset[Any]]] = []
         self.running: dict[str, Deferred[None]] = {}
-        self.recorded: list[str] = []
+        self.done: list[str] = []
+        self.failing_writes = 0
+        self.writes = 0
         self.cut_called = False
         self.runner: Runner[_Job]
 
@@ -54,7 +56,7 @@ class _Kind:
                 self.runner.release(job)
                 return
             self.due.remove(job)
-            self.runner.record(job, lambda: succeed(None), lambda _: self.recorded.append(job.key))
+            self.runner.record(job, "ok")
 
         return done.addCallback(finished)
 
@@ -65,6 +67,16 @@ class _Kind:
 
     def describe(self, job: _Job) -> str:
         return f"job {job.key}"
+
+    def write(self, job: _Job, result: str) -> Deferred[None]:
+        self.writes += 1
+        if self.failing_writes:
+            self.failing_writes -= 1
+            return fail(OSError("disk full"))
+        return succeed(None)
+
+    def recorded(self, job: _Job, result: str, answer: object) -> None:
+        self.done.append(job.key)
 
 
 class RunnerTests(SynchronousTestCase):
@@ -86,7 +98,7 @@ class RunnerTests(SynchronousTestCase):
         self.assertEqual((runner.busy, runner.in_flight), (3, 4))
         kind.running["a0"].callback(None)
         self.assertEqual(sorted(kind.running), ["a1", "a2", "b0"])
-        self.assertEqual((kind.recorded, runner.in_flight), (["a0"], 3))
+        self.assertEqual((kind.done, runner.in_flight), (["a0"], 3))
         stopped = runner.stop(0)
         clock.advance(0)  # cut: the running jobs stay untouched
         self.successResultOf(stopped)
@@ -127,20 +139,15 @@ class RunnerTests(SynchronousTestCase):
         is written again RECORD_RETRY seconds later."""
         kind, runner, clock = self.make()
         job = _Job("a0", "a")
-        writes: list[int] = []
-
-        def write() -> Deferred[None]:
-            writes.append(1)
-            return fail(OSError("disk full")) if len(writes) == 1 else succeed(None)
-
+        kind.due = [job]
+        kind.failing_writes = 1
         runner.start()
-        runner.offer([job])
-        self.assertEqual(runner.take("a"), None)  # the worker took it
-        kind.running.pop("a0")  # finish it by hand with a failing write
-        runner.record(job, write, lambda _: kind.recorded.append(job.key))
-        self.assertEqual((runner.in_flight, kind.recorded), (1, []))
-        clock.advance(RECORD_RETRY)
-        self.assertEqual((runner.in_flight, kind.recorded, len(writes)), (0, ["a0"], 2))
+        kind.running["a0"].callback(None)
+        self.assertEqual((runner.in_flight, kind.done, kind.writes), (1, [], 1))
+        clock.advance(RECORD_RETRY - 0.1)
+        self.assertEqual((runner.in_flight, kind.due, kind.running), (1, [], {}))
+        clock.advance(0.1)
+        self.assertEqual((runner.in_flight, kind.done, kind.writes), (0, ["a0"], 2))
         self.flushLoggedErrors()
         runner.stop(0)
         clock.advance(0)
@@ -158,4 +165,4 @@ class RunnerTests(SynchronousTestCase):
         clock.advance(0.1)
         self.successResultOf(stopped)
         self.assertTrue(kind.cut_called)
-        self.assertEqual((runner.in_flight, kind.recorded, clock.getDelayedCalls()), (0, [], []))
+        self.assertEqual((runner.in_flight, kind.done, clock.getDelayedCalls()), (0, [], []))
