@@ -40,6 +40,7 @@ from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarant
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
 from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
+from rail.delivery.sandbox import sandbox_result
 from rail.jobs.runner import RECORD_RETRY, Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, NewMessage, QuarantineKind
@@ -50,6 +51,8 @@ _log = Logger()
 
 _NO_ROUTE = Reply(451, "4.4.0", "no route to any MX host", remote=False)
 _INTERNAL = Reply(451, "4.3.0", "local error in processing", remote=False)
+_SANDBOX = "(sandbox)"
+"""The group of sandboxed clients' jobs: not a domain name, so never a real domain's."""
 
 
 class Session(Protocol):
@@ -119,7 +122,11 @@ class Scheduler:
         limits: DeliveryLimits,
         rng: random.Random,
         observer: IAttemptObserver | None = None,
+        sandboxed: Callable[[str], bool] | None = None,
     ) -> None:
+        """``sandboxed(client)``: whether the client's mail is signed and recorded but not
+        sent (:mod:`rail.delivery.sandbox`); read at each claim."""
+        self._sandboxed = sandboxed
         self._queue = queue
         self._clock = clock
         self._route = route
@@ -183,6 +190,10 @@ class Scheduler:
         return self._queue.claim(now, limit, exclude)
 
     def group(self, job: DeliveryJob) -> str:
+        """The recipient domain; a sandboxed client's jobs wait in a group of their own
+        (whether the client is sandboxed is read as its jobs are claimed)."""
+        if self._sandboxed is not None and self._sandboxed(job.client):
+            return _SANDBOX
         return job.domain
 
     def may_start(self, active: int, waiting: int) -> bool:
@@ -191,6 +202,8 @@ class Scheduler:
         return active < min(self._limits.per_destination, waiting)
 
     def work(self, group: str) -> Deferred[None]:
+        if group == _SANDBOX:
+            return ensureDeferred(self._sandbox_work())
         return ensureDeferred(self._work(group))
 
     def cut(self) -> None:
@@ -340,6 +353,31 @@ class Scheduler:
             peer,
         )
         return True
+
+    async def _sandbox_work(self) -> None:
+        """Sign sandboxed jobs' messages as for sending (a failure quarantines as usual),
+        then record every recipient sent, with its sandbox event; no route nor connection
+        is asked for."""
+        runner = self._runner
+        while (job := runner.take(_SANDBOX)) is not None:
+            started = self._clock.seconds()
+            preparing = maybeDeferred(self._prepare, job)
+            self._preparing.add(preparing)
+            try:
+                await preparing
+            except CancelledError:  # cut at shutdown: left untouched in the queue
+                runner.release(job)
+                return
+            except PrepareTimeoutError as overrun:
+                self._quarantine(job, "timeout", str(overrun))
+                continue
+            except Exception as raised:  # poison (or a bug): retrying would only fail again
+                name = type(raised).__name__
+                self._quarantine(job, "error", f"preparing the message failed ({name})")
+                continue
+            finally:
+                self._preparing.discard(preparing)
+            self._record(job, sandbox_result(job, self._clock.seconds()), started)
 
     def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, peer: Peer) -> None:
         """Routing or every connection failed: the same answer holds for every job of the
