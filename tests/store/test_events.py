@@ -251,21 +251,21 @@ class EventJobTests(TestCase):
 
 
 class EventJobsMigrationTests(TestCase):
-    def test_from_version_8(self) -> None:
-        """A version 8 queue gains the retention index and the event tally, counted from
+    def test_from_version_9(self) -> None:
+        """A version 9 queue gains the retention index and the event tally, counted from
         the events already stored."""
         import sqlite3
 
         from rail.store.schema import SCHEMA_VERSION, database_path
-        from tests.store.oldschemas import schema_v8
+        from tests.store.oldschemas import schema_v9
 
         directory = Path(self.mktemp())
         directory.mkdir()
         old = sqlite3.connect(database_path(directory))
-        old.executescript(schema_v8())
+        old.executescript(schema_v9())
         insert_events(old, [Event("message.delivered", "app", "M")] * 2, 1.0, _EVERYTHING)
         old.commit()
-        old.execute("PRAGMA user_version=8")
+        old.execute("PRAGMA user_version=9")
         old.close()
         connection = open_writable(directory)
         self.addCleanup(connection.close)
