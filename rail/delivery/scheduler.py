@@ -16,7 +16,9 @@ DSN and no retry, and the session goes on with the next job. Retrying it would o
 again, and after a restart it would stall delivery again.
 
 The claiming, limits, recording and stopping are :class:`rail.jobs.runner.Runner`'s; this
-module is the delivery kind on top of it (groups are recipient domains).
+module is the delivery kind on top of it (groups are recipient domains). A sandboxed
+client's jobs wait in a group of their own, whose workers sign each message and record its
+recipients sent with the sandbox reply, without a route or a connection.
 
 Stopping: no new claims or transactions; running transactions get ``grace`` seconds, then
 their connections are cut, preparations still running are abandoned, and their jobs left
