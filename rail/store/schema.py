@@ -21,6 +21,7 @@ from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
+from rail.store.sendcheck import SEND_CHECK_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
 
 __all__ = [
@@ -54,7 +55,8 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # recipients and webhooks tables (small rows; the messages and their data are not read).
 # Version 5 had no ``deleted`` status nor the admin tables (issue 15): 5 to 6 copies the
 # recipients table again, and re-creates its indexes and retention's triggers on it.
-# Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list.
+# Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
+# version 8 no record of the recipients a send found suppressed.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -130,6 +132,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + EVENTS_SCHEMA
     + MESSAGE_META_SCHEMA
     + SUPPRESSIONS_SCHEMA
+    + SEND_CHECK_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -142,6 +145,7 @@ _MIGRATIONS: dict[int, str] = {
     6: MIGRATE_5_TO_6,
     7: EVENTS_SCHEMA,
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
+    9: SEND_CHECK_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
