@@ -29,6 +29,7 @@ from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
+from rail.store.suppressionmodel import ISuppressionList
 from rail.web.admin import AdminResource, DomainsReport
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
@@ -39,6 +40,7 @@ from rail.web.messagelist import MessagesResource
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
+from rail.web.suppressions import SuppressionsResource
 from rail.web.webhookkey import WebhookKeyResource, WebhookSecretResource
 from rail.web.who import Who
 from rail.webhooks.key import WebhookKey
@@ -235,7 +237,12 @@ def build_site(
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
-        v1.putChild(b"admin", AdminResource(store, clock, dsn, domains))
+        admin = AdminResource(store, clock, dsn, domains)
+        v1.putChild(b"admin", admin)
+        if ISuppressionList.providedBy(store):
+            admin.putChild(b"suppressions", SuppressionsResource(store, clock, admin=True))
+    if ISuppressionList.providedBy(store):
+        v1.putChild(b"suppressions", SuppressionsResource(store, clock, admin=False))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
