@@ -31,6 +31,7 @@ from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.store.suppressionmodel import ISuppressionList
 from rail.web.admin import AdminResource, DomainsReport
+from rail.web.batch import SendBatch, SendRoutes
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
@@ -233,8 +234,19 @@ def build_site(
         refusals=refusals,
         in_thread=in_thread,
     )
+    batch = SendBatch(
+        store,
+        clock,
+        hostname=hostname,
+        max_message_size=max_message_size,
+        max_recipients=max_recipients,
+        header_limits=header_limits,
+        refusals=refusals,
+        in_thread=in_thread,
+    )
+    sending = SendRoutes(send, batch)
     v1 = _Directory()
-    v1.putChild(b"send", send)
+    v1.putChild(b"send", sending)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
         admin = AdminResource(store, clock, dsn, domains)
@@ -251,7 +263,7 @@ def build_site(
     api.putChild(b"v1", v1)
     # The seed's examples post to /v1/send as well as /api/v1/send.
     short_v1 = _Directory()
-    short_v1.putChild(b"send", send)
+    short_v1.putChild(b"send", sending)
     root.putChild(b"v1", short_v1)
     root.putChild(b"api", api)
     if mta_sts is not None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -25,8 +24,8 @@ from rail.store.model import (
     StoreUnavailableError,
     SuppressedRecipient,
 )
-from rail.store.suppressions import Suppression
 from rail.store.sqlite import SQLiteStore
+from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 
 _BASE_TIME = 1_750_000_000.0

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.store.adminmodel import QueueQuery
-from rail.store.model import JobResult, RecipientUpdate
+from rail.store.model import Accepted, JobResult, QueueFullError, RecipientUpdate
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
@@ -107,6 +107,20 @@ class SQLiteSendCheckTests(TestCase):
         self.assertEqual(status.status, "sent")
         self.assertEqual([r.status for r in status.recipients], ["suppressed", "sent"])
         self.assertEqual(self._sql("SELECT count(*) FROM finished"), [(1,)])
+
+
+class SQLiteBatchTests(TestCase):
+    async def test_accept_many_is_one_commit(self) -> None:
+        """accept_many stores every message in one transaction (one fsync), and a full
+        queue refuses only the items past its capacity."""
+        store = open_sqlite(self, max_queued=3)
+        commits = store.commits
+        messages = [make_message() for _ in range(5)]
+        results = await store.accept_many([(m, None) for m in messages])
+        self.assertEqual(store.commits, commits + 1)
+        self.assertEqual(results[:3], [Accepted(m.id, 1) for m in messages[:3]])
+        self.assertEqual([type(r) for r in results[3:]], [QueueFullError, QueueFullError])
+        self.assertIsNone(await store.status("alice", messages[4].id))
 
 
 class _AdminViews:
