@@ -33,6 +33,7 @@ from rail.pki.registry import AddressConflictError, Registry, RegistryError, reg
 from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
+from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
 
 __all__ = ["main"]
@@ -456,6 +457,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     add_queue_commands(sub, with_config, _Parser)
+    add_suppression_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
         dest="dkim_command", metavar="COMMAND", parser_class=_Parser

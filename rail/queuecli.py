@@ -37,7 +37,13 @@ from rail.pki.files import PKIError, ca_cert_path
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import OperationError, ensure_directory, issue_client
 
-__all__ = ["LOCAL_ADMIN", "add_queue_commands", "local_admin_certificate"]
+__all__ = [
+    "LOCAL_ADMIN",
+    "AdminAPI",
+    "AdminAPIError",
+    "add_queue_commands",
+    "local_admin_certificate",
+]
 
 LOCAL_ADMIN = "rail-cli"
 """The name of the admin certificate the CLI issues for itself."""
@@ -345,3 +351,9 @@ def add_queue_commands(
         if reason is not None:
             p.add_argument("--reason", required=reason == "required", help="kept with the message")
         p.set_defaults(func=_run(_action(action)))
+
+
+# For the other admin-API commands (``rail suppressions``): the same connection, server
+# look-up, admin certificate and exit codes.
+AdminAPI = _Client
+AdminAPIError = _FailedError
