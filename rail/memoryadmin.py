@@ -122,7 +122,7 @@ class MemoryAdmin:
                     if m.meta.request_id == query.request_id
                     and (query.cursor is None or m.id < query.cursor)
                 ][:SCAN_BUDGET]
-                seen = self._idempotency.get((query.client or "", query.request_id))
+                seen = self._idempotency.get((query.client or "", query.request_id or ""))
                 if seen is not None and seen.message_id in self.messages:
                     if query.cursor is None or seen.message_id < query.cursor:
                         if all(m.id != seen.message_id for m in window):

@@ -172,7 +172,7 @@ class SendBatch(JSONResource):
     def _accept(self, good: Sequence[Submission]) -> Deferred[list[object]]:
         items = [(s.message, s.idempotency) for s in good]
         if IBatchAccept.providedBy(self._store):
-            accepted: Deferred[list[object]] = self._store.accept_many(items)  # type: ignore[attr-defined]
+            accepted: Deferred[list[object]] = self._store.accept_many(items)
             return accepted
         # A store without batches (test fakes): one accept per item, refusals as values.
         each = [
