@@ -422,7 +422,7 @@ def parse_request(body: bytes, idempotency_header: str | None = None) -> SendReq
         return idempotency
     meta = check_meta(document.get("tag"), document.get("metadata"))
     if isinstance(meta, str):
-        return _invalid(meta)
+        return ComposeError(INVALID_REQUEST, 400, meta, limit="metadata")
     if not (lists["to"] or lists["cc"] or lists["bcc"]):
         return _invalid("at least one recipient is required in to, cc or bcc")
     if texts["body_text"] is None and texts["body_html"] is None and not attachments:

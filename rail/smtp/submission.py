@@ -126,6 +126,8 @@ class SubmissionSession:
         if any(name.startswith("x-rail-") for name, _ in section.fields):
             taken = take_meta_headers(data, section.end)
             if isinstance(taken, str):
+                if self._refusals is not None:
+                    self._refusals.refuse("submission", "metadata", envelope.peer)
                 return Reject(550, "5.6.0", f"Rejected: {taken}")
             data, meta = taken
             section = parse_header_section(data)

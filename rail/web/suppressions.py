@@ -150,6 +150,8 @@ class SuppressionsResource(_Base):
     ``/api/v1/admin/suppressions`` (``admin=True``)."""
 
     def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":
+            return self  # a trailing slash: the list itself
         return _Entry(self, path)
 
     def render(self, request: Any) -> Any:

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.mail.meta import MAX_KEYS, MAX_VALUE
+from rail.refusals import Refusals
 from rail.smtp.server import RailESMTP
 from rail.smtp.submission import SubmissionSession
 from rail.store.model import MessageMeta
@@ -26,6 +27,7 @@ class SubmissionMetaTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_790_000_000)
         self.store = MemoryStore(self.clock)
+        self.refusals = Refusals(self.clock)
         certificate, _ = issue_client(make_ca(), name="myapp", emails=SENDERS)
         self.certificate = crypto.X509.from_cryptography(certificate)
         self.connect()
@@ -33,7 +35,7 @@ class SubmissionMetaTests(SynchronousTestCase):
     def connect(self) -> None:
         """A new session (refusals count towards closing one)."""
         self.transport = _TLSTransport(self.certificate)
-        session = SubmissionSession(self.store, self.clock, "mx.rail.test")
+        session = SubmissionSession(self.store, self.clock, "mx.rail.test", refusals=self.refusals)
         self.protocol = RailESMTP(session, hostname="mx.rail.test", limits=LIMITS, clock=self.clock)
         self.protocol.makeConnection(self.transport)
         self.protocol.handshakeCompleted()
@@ -83,7 +85,8 @@ class SubmissionMetaTests(SynchronousTestCase):
 
     def test_bounds_refused(self) -> None:
         """A value over the bound, a bad key, a repeated tag or key and too many keys are
-        each refused with 550 5.6.0 naming the problem, and nothing is stored."""
+        each refused with 550 5.6.0 naming the problem and counted as a refusal, and
+        nothing is stored."""
         cases = [
             (b"X-Rail-Metadata-k: " + b"v" * (MAX_VALUE + 1) + b"\r\n", b"X-Rail-Metadata-k"),
             (b"X-Rail-Metadata-a+b: 1\r\n", b"X-Rail-Metadata-a+b"),
@@ -101,6 +104,7 @@ class SubmissionMetaTests(SynchronousTestCase):
             self.assertTrue(replies[-1].startswith(b"550 5.6.0 "), replies)
             self.assertIn(text, replies[-1])
         self.assertEqual(self.store.messages, {})
+        self.assertEqual(self.refusals.counts, {("submission", "metadata"): len(cases)})
 
     def test_suppressed_recipient_is_accepted_silently(self) -> None:
         """A suppressed recipient's RCPT is accepted and the message too; only the other

@@ -59,7 +59,7 @@ class SendMetaTests(_SuppressionSite):
 
     def test_bounds_refused(self) -> None:
         """Metadata or a tag beyond the bounds is 400 INVALID_REQUEST naming the field,
-        and nothing is queued."""
+        counted as a refusal, and nothing is queued."""
         cases: list[tuple[dict[str, Any], str]] = [
             ({"metadata": {f"k{i}": "v" for i in range(MAX_KEYS + 1)}}, "metadata"),
             ({"metadata": {"k" * (MAX_KEY + 1): "v"}}, "metadata key"),
@@ -78,6 +78,7 @@ class SendMetaTests(_SuppressionSite):
             self.assertEqual(response.error(), (400, "INVALID_REQUEST"), change)
             self.assertIn(field, response.json()["error"]["message"], change)
         self.assertEqual(self.store.messages, {})
+        self.assertEqual(self.refusals.counts, {("https", "metadata"): len(cases)})
 
     def test_bad_search(self) -> None:
         """A metadata parameter with a bad key, a too long tag, or an unknown parameter

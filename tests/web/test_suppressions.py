@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
+from rail.refusals import Refusals
 from rail.store.suppressions import Suppression
 from rail.web.admin import MAX_REASON, AdminResource
 from rail.web.messagelist import MessagesResource
@@ -20,6 +21,10 @@ from tests.web.test_send import HOSTNAME, NOW, document
 
 
 class _SuppressionSite(_AdminSite):
+    def setUp(self) -> None:
+        super().setUp()
+        self.refusals = Refusals(self.clock)
+
     def site(self) -> RailSite:
         v1 = Resource()
         v1.putChild(
@@ -30,6 +35,7 @@ class _SuppressionSite(_AdminSite):
                 hostname=HOSTNAME,
                 max_message_size=self.max_message_size,
                 max_recipients=self.max_recipients,
+                refusals=self.refusals,
             ),
         )
         v1.putChild(b"messages", MessagesResource(self.store))
@@ -109,7 +115,7 @@ class ClientListTests(_SuppressionSite):
 
     def test_bad_input(self) -> None:
         """Every malformed request is 400 INVALID_REQUEST naming the problem, and lists
-        nothing."""
+        nothing; a trailing slash is the list itself."""
         for body in (
             {},
             {"address": "no-at-sign"},
@@ -141,6 +147,8 @@ class ClientListTests(_SuppressionSite):
         self.assertEqual(
             self.call("PUT", "/api/v1/suppressions", {}).error(), (405, "METHOD_NOT_ALLOWED")
         )
+        listed = self.call("GET", "/api/v1/suppressions/")
+        self.assertEqual(listed.json(), {"suppressions": [], "next_cursor": None})
 
     def test_certificates(self) -> None:
         """No certificate is 401; an admin certificate on a client's list is 403
