@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.store.adminmodel import QueueQuery
+from rail.store.inspect import get_message
 from rail.store.model import Accepted, JobResult, QueueFullError, RecipientUpdate
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.suppressions import Suppression
@@ -91,6 +92,18 @@ class SQLiteSendCheckTests(TestCase):
         self.assertEqual(purged.records, 1)
         self.assertIsNone(await self.store.status("alice", message.id))
         self.assertEqual(self._sql("SELECT count(*) FROM suppressed_recipients"), [(0,)])
+
+    async def test_inspect_shows_the_whole_envelope(self) -> None:
+        """The queue as ``rail.store.inspect`` reads it has every recipient accepted, the
+        suppressed ones included, in order."""
+        await self.store.add_suppression(
+            Suppression("alice", "a@example.net", "manual", "api", 1.0)
+        )
+        message = make_message(recipients=("b@example.net", "a@example.net", "c@example.net"))
+        await self.store.accept(message)
+        stored = get_message(self.directory, message.id)
+        assert stored is not None
+        self.assertEqual(stored.recipients, message.recipients)
 
     async def test_mixed_message_finishes_with_its_delivered_recipient(self) -> None:
         """With one recipient suppressed, the message is final (``sent``) once the other
