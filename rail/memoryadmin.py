@@ -88,6 +88,9 @@ class MemoryAdmin:
             return False
         if query.tag is not None and message.meta.tag != query.tag:
             return False
+        if query.tag is not None and query.request_id is not None:
+            if message.meta.request_id != query.request_id:
+                return False
         metadata = message.meta.metadata
         if any(metadata.get(key) != value for key, value in query.metadata):
             return False

@@ -318,7 +318,9 @@ def add_queue_commands(
 
     p = queue.add_parser("list", help="list messages, newest first")
     common(p)
-    p.add_argument("--status", help="queued, deferred, held, sent, bounced, failed or deleted")
+    p.add_argument(
+        "--status", help="queued, deferred, held, sent, bounced, failed, deleted or suppressed"
+    )
     p.add_argument("--client", help="only this client's messages")
     p.add_argument("--domain", help="messages with a recipient in this domain")
     p.add_argument("--recipient", help="messages to this address")

@@ -166,10 +166,12 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         outer = [f"m.{condition}" for condition in window]
         outer_params = list(params)
     if query.tag is not None and query.request_id is not None:
+        # The window came from the tag index: the request id is checked on it.
         outer.append(
-            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id AND mm.tag = ?)"
+            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id"
+            " AND mm.request_id = ?)"
         )
-        outer_params.append(query.tag)
+        outer_params.append(query.request_id)
     for key, value in query.metadata:
         # Keys are [A-Za-z0-9_.-] (rail.mail.meta), so quoting them makes a valid path.
         outer.append(

@@ -599,11 +599,13 @@ class Writer:
                     (message.client, idempotency.key),
                 )
         size = len(message.data)
-        if self.pending + budget.messages >= self._max_queued:
+        found = find_suppressed(connection, message)
+        # A message whose recipients are all suppressed adds nothing to deliver.
+        queues = len(found) < len(message.recipients)
+        if queues and self.pending + budget.messages >= self._max_queued:
             raise QueueFullError("queue at capacity")
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
-        found = find_suppressed(connection, message)
         insert_message(connection, message, skip=found)
         if found:
             insert_suppressed(connection, message, found)
@@ -628,7 +630,7 @@ class Writer:
                     message.received_at,
                 ),
             )
-        budget.messages += len(found) < len(message.recipients)
+        budget.messages += queues
         budget.bytes += size
         return Accepted(message.id, len(message.recipients), suppressed_answer(found, message))
 

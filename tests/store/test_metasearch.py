@@ -48,6 +48,8 @@ class _SearchContract:
         self.assertEqual(await self._ids(request_id="r", client="bob"), [c])
         self.assertEqual(await self._ids(tag="t", metadata=(("k", "2"),), client="alice"), [b])
         self.assertEqual(await self._ids(tag="none"), [])
+        self.assertEqual(await self._ids(tag="t", request_id="r"), [c, b])
+        self.assertEqual(await self._ids(tag="t", request_id="r", client="alice"), [b])
         page = await self.store.list_messages(QueueQuery(tag="t", client="alice", limit=1))
         self.assertEqual(page.messages[0].meta, MessageMeta("r", "t", {"k": "2"}))
         rest = await self.store.list_messages(

@@ -122,6 +122,19 @@ class SQLiteSendCheckTests(TestCase):
         self.assertEqual(self._sql("SELECT count(*) FROM finished"), [(1,)])
 
 
+class CapacityTests(TestCase):
+    async def test_all_suppressed_passes_a_full_queue(self) -> None:
+        """At max_queued a message with something to deliver is refused, one whose
+        recipients are all suppressed is still accepted (it adds nothing to deliver)."""
+        store = open_sqlite(self, max_queued=1)
+        await store.add_suppression(Suppression("alice", "a@example.net", "manual", "api", 1.0))
+        await store.accept(make_message())
+        with self.assertRaises(QueueFullError):
+            await store.accept(make_message())
+        message = make_message(recipients=("a@example.net",))
+        self.assertEqual((await store.accept(message)).id, message.id)
+
+
 class SQLiteBatchTests(TestCase):
     async def test_accept_many_is_one_commit(self) -> None:
         """accept_many stores every message in one transaction (one fsync), and a full
