@@ -10,6 +10,7 @@ of them, see :mod:`rail.delivery.preparing`), started and stopped with the servi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -64,8 +65,10 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
+    sandboxed: Callable[[str], bool] | None = None,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``."""
+    """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -118,5 +121,6 @@ def build_delivery(
         ),
         rng=rng,
         observer=observer,
+        sandboxed=sandboxed,
     )
     return DeliveryService(scheduler, config.shutdown.grace_period, threads)

@@ -6,7 +6,8 @@ the store makes the good ones durable in ONE transaction (one fsync, through
 order: ``{"status": 202, "id", "recipients", "suppressed", "replayed"}`` (a single send's
 202 body with the HTTP status in ``status``), or ``{"status": 4xx/5xx, "error": {"code",
 "message"}}``. Each item's ``request_id`` replays or
-conflicts as a single send's does. Composing a body over
+conflicts as a single send's does, and each counts against the client's rate limits in
+order (an item over them is ``429 RATE_LIMITED`` with ``retry_after``). Composing a body over
 :data:`~rail.web.send.INLINE_LIMIT` runs in a thread.
 """
 
@@ -28,6 +29,7 @@ from rail.mail.compose import Submission
 from rail.mail.headers import HeaderLimits
 from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.ids import new_message_id
 from rail.store.model import (
@@ -92,8 +94,10 @@ class SendBatch(JSONResource):
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
         in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        rates: ClientRates | None = None,
     ) -> None:
         super().__init__()
+        self._rates = rates
         self._store = store
         self._clock = clock
         self._hostname = hostname
@@ -159,15 +163,42 @@ class SendBatch(JSONResource):
         if isinstance(results, ComposeError):
             return write_error(request, results.http_status, results.code, results.message)
         peer = str(getattr(request.getClientAddress(), "host", ""))
-        for result in results:
+        limited: dict[int, dict[str, Any]] = {}
+        for index, result in enumerate(results):
             if isinstance(result, ComposeError) and result.limit is not None:
                 if self._refusals is not None:
                     self._refusals.refuse("https", result.limit, peer)
-        good = [result for result in results if isinstance(result, Submission)]
+            if isinstance(result, Submission) and self._rates is not None:
+                refusal = self._rate_limited(identity.name, result, peer)
+                if refusal is not None:
+                    limited[index] = refusal
+        good = [
+            result
+            for index, result in enumerate(results)
+            if isinstance(result, Submission) and index not in limited
+        ]
         stored = self._accept(good) if good else maybeDeferred(list)
-        stored.addCallback(self._stored, request, results, good)
+        stored.addCallback(self._stored, request, results, good, limited)
         stored.addErrback(self._failed, request, identity)
         return stored
+
+    def _rate_limited(
+        self, client: str, submission: Submission, peer: str
+    ) -> dict[str, Any] | None:
+        """The entry of an item over the client's rate limits, or None: then the item is
+        counted at once, so the items after it in the batch see it (it stays counted if
+        the store then refuses or replays it)."""
+        assert self._rates is not None
+        recipients = len(submission.message.recipients)
+        refusal = self._rates.check_message(client, recipients)
+        if refusal is None:
+            self._rates.record(client, recipients)
+            return None
+        if self._refusals is not None:
+            self._refusals.refuse("https", refusal.limit, peer)
+        entry = _error(429, "RATE_LIMITED", refusal.text)
+        entry["retry_after"] = refusal.retry_after
+        return entry
 
     def _accept(self, good: Sequence[Submission]) -> Deferred[list[object]]:
         items = [(s.message, s.idempotency) for s in good]
@@ -187,11 +218,14 @@ class SendBatch(JSONResource):
         request: Any,
         results: list[Submission | ComposeError],
         good: list[Submission],
+        limited: dict[int, dict[str, Any]],
     ) -> bytes:
         by_submission = dict(zip(map(id, good), outcomes, strict=True))
         answer: list[dict[str, Any]] = []
-        for result in results:
-            if isinstance(result, ComposeError):
+        for index, result in enumerate(results):
+            if index in limited:
+                answer.append(limited[index])
+            elif isinstance(result, ComposeError):
                 answer.append(_error(result.http_status, result.code, result.message))
             else:
                 answer.append(_item(by_submission[id(result)], result))

@@ -25,6 +25,7 @@ from twisted.web.server import Request, Site
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.mail.headers import HeaderLimits
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
@@ -38,6 +39,7 @@ from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body, write_error
 from rail.web.messagelist import MessagesResource
+from rail.web.secretrotate import ClientsResource, Rotate
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
@@ -216,6 +218,8 @@ def build_site(
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
+    rates: ClientRates | None = None,
+    rotate_secret: Rotate | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
@@ -233,6 +237,7 @@ def build_site(
         header_limits=header_limits,
         refusals=refusals,
         in_thread=in_thread,
+        rates=rates,
     )
     batch = SendBatch(
         store,
@@ -243,6 +248,7 @@ def build_site(
         header_limits=header_limits,
         refusals=refusals,
         in_thread=in_thread,
+        rates=rates,
     )
     sending = SendRoutes(send, batch)
     v1 = _Directory()
@@ -255,6 +261,8 @@ def build_site(
             admin.putChild(b"suppressions", SuppressionsResource(store, clock, admin=True))
     if ISuppressionList.providedBy(store):
         v1.putChild(b"suppressions", SuppressionsResource(store, clock, admin=False))
+        if rotate_secret is not None:
+            admin.putChild(b"clients", ClientsResource(rotate_secret))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:

@@ -8,7 +8,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 
+from rail.config.schema import ClientLimits
 from rail.mail.batch import MAX_BATCH_ITEMS
+from rail.policy.rates import ClientRates
+from rail.refusals import Refusals
 from rail.store.model import StoreUnavailableError
 from rail.store.suppressions import Suppression
 from rail.web.batch import SendBatch, SendRoutes
@@ -175,3 +178,43 @@ class BatchTests(_BatchSite):
         results = self.batch(items).json()["results"]
         self.assertEqual({r["status"] for r in results}, {202})
         self.assertEqual(len(self.store.messages), MAX_BATCH_ITEMS)
+
+
+class BatchRateTests(_BatchSite):
+    def setUp(self) -> None:
+        super().setUp()
+        self.limits = {"myapp": ClientLimits(messages_per_hour=2)}
+        self.rates = ClientRates(self.clock, lambda c: self.limits.get(c, ClientLimits()))
+        self.refusals = Refusals(self.clock)
+
+    def site(self) -> RailSite:
+        settings: dict[str, Any] = {
+            "hostname": HOSTNAME,
+            "max_message_size": self.max_message_size,
+            "max_recipients": self.max_recipients,
+            "refusals": self.refusals,
+            "rates": self.rates,
+        }
+        routes = SendRoutes(
+            Send(self.store, self.clock, **settings),
+            SendBatch(self.store, self.clock, **settings),
+        )
+        v1 = Resource()
+        v1.putChild(b"send", routes)
+        api = Resource()
+        api.putChild(b"v1", v1)
+        root = Resource()
+        root.putChild(b"api", api)
+        return RailSite(root, max_body=4 * 1024 * 1024, idle_timeout=60.0, clock=self.clock)
+
+    def test_items_count_against_the_limits_in_order(self) -> None:
+        """A batch cannot pass the client's rate limits: items within them are sent, the
+        ones after are 429 RATE_LIMITED with retry_after, counted as refusals; a single
+        send afterwards is limited too."""
+        results = self.batch([document(), document(), document()]).json()["results"]
+        self.assertEqual([r["status"] for r in results], [202, 202, 429])
+        self.assertEqual(results[2]["error"]["code"], "RATE_LIMITED")
+        self.assertEqual(results[2]["retry_after"], 3600)
+        self.assertEqual(len(self.store.messages), 2)
+        self.assertEqual(self.refusals.counts, {("https", "messages_per_hour"): 1})
+        self.assertEqual(self.post(document()).error(), (429, "RATE_LIMITED"))
