@@ -8,7 +8,7 @@ order: ``{"status": 202, "id", "recipients", "suppressed", "replayed"}`` (a sing
 "message"}}``. Each item's ``request_id`` replays or
 conflicts as a single send's does, and each counts against the client's rate limits in
 order (an item over them is ``429 RATE_LIMITED`` with ``retry_after``). Composing a body over
-:data:`~rail.web.send.INLINE_LIMIT` runs in a thread.
+:data:`BATCH_INLINE_LIMIT` runs in a thread.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from rail.store.model import (
 )
 from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
 from rail.web.send import (
-    INLINE_LIMIT,
     RETRY_AFTER,
     accepted_to_json,
     client_identity,
@@ -51,9 +50,14 @@ from rail.web.send import (
     json_content_type,
 )
 
-__all__ = ["SendBatch", "SendRoutes"]
+__all__ = ["BATCH_INLINE_LIMIT", "SendBatch", "SendRoutes"]
 
 _log = Logger()
+
+BATCH_INLINE_LIMIT = 4 * 1024
+"""Batch bodies up to this many bytes are composed on the reactor thread. Lower than a
+single send's :data:`~rail.web.send.INLINE_LIMIT`: the cost of a batch grows with its
+number of messages, and 64 KiB holds hundreds of small ones (tens of milliseconds)."""
 
 
 def _error(status: int, code: str, message: str) -> dict[str, Any]:
@@ -138,7 +142,7 @@ class SendBatch(JSONResource):
             max_message_size=self._max_message_size,
             header_limits=self._header_limits,
         )
-        if self._in_thread is not None and len(body) > INLINE_LIMIT:
+        if self._in_thread is not None and len(body) > BATCH_INLINE_LIMIT:
             composing = self._in_thread(work)
         else:
             composing = maybeDeferred(work)

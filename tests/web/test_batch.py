@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.web.resource import Resource
 
 from rail.config.schema import ClientLimits
@@ -14,7 +14,7 @@ from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.model import StoreUnavailableError
 from rail.store.suppressions import Suppression
-from rail.web.batch import SendBatch, SendRoutes
+from rail.web.batch import BATCH_INLINE_LIMIT, SendBatch, SendRoutes
 from rail.web.messages import MessageStatusResource
 from rail.web.send import Send
 from rail.web.site import RailSite
@@ -218,3 +218,42 @@ class BatchRateTests(_BatchSite):
         self.assertEqual(len(self.store.messages), 2)
         self.assertEqual(self.refusals.counts, {("https", "messages_per_hour"): 1})
         self.assertEqual(self.post(document()).error(), (429, "RATE_LIMITED"))
+
+
+class BatchThreadTests(_BatchSite):
+    def site(self) -> RailSite:
+        self.threaded: list[int] = []
+
+        def in_thread(work: Any) -> Deferred[Any]:
+            self.threaded.append(1)
+            return succeed(work())
+
+        settings: dict[str, Any] = {
+            "hostname": HOSTNAME,
+            "max_message_size": self.max_message_size,
+            "max_recipients": self.max_recipients,
+            "in_thread": in_thread,
+        }
+        routes = SendRoutes(
+            Send(self.store, self.clock, **settings),
+            SendBatch(self.store, self.clock, **settings),
+        )
+        v1 = Resource()
+        v1.putChild(b"send", routes)
+        api = Resource()
+        api.putChild(b"v1", v1)
+        root = Resource()
+        root.putChild(b"api", api)
+        return RailSite(root, max_body=4 * 1024 * 1024, idle_timeout=60.0, clock=self.clock)
+
+    def test_large_batches_are_composed_in_a_thread(self) -> None:
+        """A batch body over BATCH_INLINE_LIMIT is composed by ``in_thread``, a small one
+        in place; both answer the same way."""
+        small = self.batch([document()])
+        self.assertEqual((small.status, self.threaded), (200, []))
+        items = [document(subject=f"s{i}") for i in range(40)]
+        self.assertGreater(len(json.dumps({"messages": items})), BATCH_INLINE_LIMIT)
+        large = self.batch(items)
+        self.assertEqual(
+            ({r["status"] for r in large.json()["results"]}, self.threaded), ({202}, [1])
+        )
