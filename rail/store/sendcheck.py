@@ -40,7 +40,7 @@ __all__ = [
     "suppressed_row",
 ]
 
-# Schema 9. Not counted in the tally (rail.store.purge): /stats and /metrics count
+# Schema 10. Not counted in the tally (rail.store.purge): /stats and /metrics count
 # recipients that delivery handles.
 SEND_CHECK_SCHEMA = """
 CREATE TABLE suppressed_recipients (

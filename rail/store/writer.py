@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
+from rail.store.bouncereports import attach_reports
 from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
@@ -688,7 +689,9 @@ def read_status(
             )
         )
     ]
-    recipients = merged(queued, read_suppressed(connection, message_id))
+    recipients = attach_reports(
+        connection, message_id, merged(queued, read_suppressed(connection, message_id))
+    )
     meta = read_meta(connection, [message_id]).get(message_id, MessageMeta())
     return MessageStatus(
         id=row[0],

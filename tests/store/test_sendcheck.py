@@ -20,7 +20,7 @@ from rail.store.model import Accepted, JobResult, QueueFullError, RecipientUpdat
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
-from tests.store.oldschemas import schema_v8
+from tests.store.oldschemas import schema_v9
 from tests.store.test_contract import make_message, open_sqlite
 
 _T0 = 1_800_000_000.0
@@ -206,17 +206,17 @@ class MemoryEventTests(TestCase):
 
 
 class MigrationTests(TestCase):
-    def test_from_version_8(self) -> None:
-        """A version 8 queue gains the suppressed recipients' table and keeps its mail."""
+    def test_from_version_9(self) -> None:
+        """A version 9 queue gains the suppressed recipients' table and keeps its mail."""
         directory = Path(self.mktemp())
         directory.mkdir()
         old = sqlite3.connect(database_path(directory))
-        old.executescript(schema_v8())
+        old.executescript(schema_v9())
         old.execute(
             "INSERT INTO messages VALUES ('m', 'app', 'a@x', 'api', 0, 0, 1.0, 1, 'h', x'00')"
         )
         old.commit()
-        old.execute("PRAGMA user_version=8")
+        old.execute("PRAGMA user_version=9")
         old.close()
         connection = open_writable(directory)
         self.addCleanup(connection.close)
