@@ -33,6 +33,7 @@ from rail.pki.registry import AddressConflictError, Registry, RegistryError, reg
 from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
+from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
 from rail.webhooks.secretcli import add_webhook_secret_command, verification_keys
 
@@ -461,6 +462,7 @@ def _parser() -> argparse.ArgumentParser:
     add_webhook_secret_command(certs, with_config, _Parser)
 
     add_queue_commands(sub, with_config, _Parser)
+    add_suppression_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
         dest="dkim_command", metavar="COMMAND", parser_class=_Parser
