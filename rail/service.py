@@ -22,7 +22,8 @@ from twisted.logger import Logger
 
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
-from rail.config import Config
+from rail.config import Config, ConfigError
+from rail.config.errors import Problem
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.bounces import dsn_builder
@@ -35,6 +36,10 @@ from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
 from rail.doctor.inputs import DoctorError
 from rail.doctor.run import domains_report
+from rail.forward.forwarding import Forwarding
+from rail.forward.loops import forward_problems
+from rail.forward.secret import load_secret
+from rail.forward.srs import SRS
 from rail.gate import SMTP_REFUSALS
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
@@ -394,7 +399,18 @@ def build_service(
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
         directory.load()
+        loops = forward_problems(directory.current())
+        if loops:  # fail closed, as rail config-check does
+            raise ConfigError([Problem(*line.split(": ", 1)) for line in loops])
         DirectoryService(directory).setServiceParent(root)
+        # Forwarding routes: the SRS secret is read (or made) here, before the reactor runs.
+        forwarding = Forwarding.in_pool(
+            reactor,
+            srs=SRS(load_secret(config.data_dir)),
+            keys=keys,
+            authserv_id=config.hostname,
+            refusals=refusals,
+        )
 
         def follow(new: Config) -> None:
             directory.reconfigure(new)
@@ -421,6 +437,7 @@ def build_service(
                 hostname=config.hostname,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                forwarding=forwarding,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),

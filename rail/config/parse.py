@@ -143,6 +143,7 @@ _WEBHOOKS = r.section(
     },
 )
 
+
 def _route_problem(values: Mapping[str, Any]) -> str | None:
     """A route must take its mail somewhere: to a client, to forward addresses, or both;
     a rate limit applies to forwarding only."""

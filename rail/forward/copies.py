@@ -24,7 +24,7 @@ import dkim
 from rail.forward.clients import forward_client, return_client
 from rail.store.model import NewMessage
 
-__all__ = ["ForwardRequest", "SealKey", "Received", "arc_set", "forwarded_copy", "returned_bounce"]
+__all__ = ["ForwardRequest", "Received", "SealKey", "arc_set", "forwarded_copy", "returned_bounce"]
 
 
 @attrs.frozen

@@ -179,7 +179,9 @@ class Forwarding:
                 )
             )
         for returned in returns:
-            made.append(returned_bounce(new_message_id(now), message, returned.domain, returned.original))
+            made.append(
+                returned_bounce(new_message_id(now), message, returned.domain, returned.original)
+            )
         return tuple(made)
 
     def _seal_key(self, domain: str, received_at: float) -> SealKey | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["SECRET_FILE", "SRSSecretError", "load_secret"]
 
-SECRET_FILE = "srs.key"
+SECRET_FILE = "srs.key"  # noqa: S105  # a file name, not a secret
 _SIZE = 32
 
 

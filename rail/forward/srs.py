@@ -93,7 +93,8 @@ class SRS:
                 _, first, rest = fields  # the first forwarder keeps the SRS0 part
                 return f"SRS1={self._hash(first, rest)}={first}={rest}@{domain}"
         stamp = _timestamp(now)
-        return f"SRS0={self._hash(stamp, sender_domain, local)}={stamp}={sender_domain}={local}@{domain}"
+        hashed = self._hash(stamp, sender_domain, local)
+        return f"SRS0={hashed}={stamp}={sender_domain}={local}@{domain}"
 
     def reverse(self, address: str, now: float) -> str:
         """The address an SRS ``address`` (``local@domain``) stands for: the original

@@ -18,7 +18,7 @@ import dkim
 from rail.inbound.answers import DNSLookup
 from rail.inbound.dkimverify import _KeyFetch
 
-__all__ = ["MAX_INSTANCES", "verify_arc"]
+__all__ = ["MAX_INSTANCES", "ARCResult", "verify_arc"]
 
 MAX_INSTANCES = 16
 _SEAL_FIELD = re.compile(rb"(?im)^arc-seal[ \t]*:")

@@ -212,7 +212,8 @@ class IInboundStore(Interface):
 
     def accept_inbound(message: InboundMessage) -> Any:  # noqa: N805
         """Make ``message``, one ``queued`` webhook job per target and its ``forwards``
-        (queued for outbound delivery) durable (fsynced); fires with :class:`rail.store.model.Accepted` (``recipients`` = number of jobs), or
+        (queued for outbound delivery) durable (fsynced); fires with
+        :class:`rail.store.model.Accepted` (``recipients`` = number of jobs), or
         fails with QueueFullError or StoreUnavailableError and stores nothing."""
 
     def claim_webhooks(now: float, limit: int, exclude: frozenset[tuple[str, str]]) -> Any:  # noqa: N805

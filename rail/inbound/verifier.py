@@ -29,7 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rail.inbound.arcverify import verify_arc
+from rail.inbound.arcverify import ARCResult, verify_arc
 from rail.inbound.dkimverify import MAX_SIGNATURES, verify_dkim
 from rail.inbound.dmarc import DMARCOutcome, author_domain, discover, evaluate
 from rail.inbound.lookup import CacheMiss, ThreadedLookup
@@ -164,7 +164,7 @@ class Verifier:
         except Exception:
             broken.append(("DMARC", Failure()))  # type: ignore[no-untyped-call, unused-ignore]
             dmarc = DMARCOutcome(result="temperror", reason="internal error")
-        arc: tuple[Any, int]
+        arc: tuple[ARCResult, int]
         try:
             arc = verify_arc(self.lookup, data)
         except Exception:

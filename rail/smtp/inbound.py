@@ -121,7 +121,9 @@ class InboundSession:
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
         table = self._recipients()
-        returned = self._forwarding.rcpt(table, recipient, envelope.peer) if self._forwarding else None
+        returned = (
+            self._forwarding.rcpt(table, recipient, envelope.peer) if self._forwarding else None
+        )
         if isinstance(returned, Reject | Return):
             return self._returned(recipient, returned)
         decision = route_recipient(table, recipient)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import attrs
-
 import authres
 import authres.arc
 import authres.dmarc
