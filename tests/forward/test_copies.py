@@ -26,7 +26,11 @@ ORIGINAL = (
     b"\r\n"
     b"Hello there.\r\n"
 )
-RECEIVED = b"Received: from mail.sender.example ([192.0.2.7])\r\n\tby mx.rail.test (Rail) with ESMTPS id X;\r\n\tTue, 01 Dec 2026 10:00:01 +0000\r\n"
+RECEIVED = (
+    b"Received: from mail.sender.example ([192.0.2.7])\r\n"
+    b"\tby mx.rail.test (Rail) with ESMTPS id X;\r\n"
+    b"\tTue, 01 Dec 2026 10:00:01 +0000\r\n"
+)
 PASS = Authentication(
     spf="pass",
     spf_scope="mailfrom",
