@@ -36,6 +36,7 @@ from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
 from rail.doctor.inputs import DoctorError
 from rail.doctor.run import domains_report
+from rail.forward.bounces import dsn_recipient
 from rail.forward.forwarding import Forwarding
 from rail.forward.loops import forward_problems
 from rail.forward.secret import load_secret
@@ -258,6 +259,9 @@ def build_service(
         pki = prepare_pki(config, now)
     keys = KeyStore.open(config.data_dir / "dkim")
     ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
+    # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
+    srs = SRS(load_secret(config.data_dir))
+    unwrap = dsn_recipient(srs, reactor.seconds)
     store = SQLiteStore.open(
         config.data_dir / "queue",
         reactor,
@@ -338,7 +342,9 @@ def build_service(
             mta_sts=mta_sts,
             deadlines=_http_deadlines(config, refusals),
             public_stats=config.web.public_stats,
-            dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
+            dsn=dsn_builder(
+                config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
+            ),
             domains=_doctor_report(config, reactor, hooks),
         )
         _listener(
@@ -403,10 +409,9 @@ def build_service(
         if loops:  # fail closed, as rail config-check does
             raise ConfigError([Problem(*line.split(": ", 1)) for line in loops])
         DirectoryService(directory).setServiceParent(root)
-        # Forwarding routes: the SRS secret is read (or made) here, before the reactor runs.
         forwarding = Forwarding.in_pool(
             reactor,
-            srs=SRS(load_secret(config.data_dir)),
+            srs=srs,
             keys=keys,
             authserv_id=config.hostname,
             refusals=refusals,
@@ -508,7 +513,7 @@ def build_service(
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
-        delivery = build_delivery(config, reactor, store, keys, stats)
+        delivery = build_delivery(config, reactor, store, keys, stats, dsn_recipient=unwrap)
         delivery.setServiceParent(root)
     if config_path is not None:
         root.reloader = Reloader(

@@ -10,6 +10,7 @@ of them, see :mod:`rail.delivery.preparing`), started and stopped with the servi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -26,7 +27,7 @@ from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler,
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
 from rail.dkim.keys import KeyStore
-from rail.store.model import IDeliveryQueue
+from rail.store.model import BounceReport, IDeliveryQueue
 
 __all__ = ["DeliveryService", "build_delivery"]
 
@@ -64,8 +65,10 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
+    dsn_recipient: Callable[[BounceReport], str] | None = None,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``."""
+    """The ``delivery`` service for ``config``; ``dsn_recipient`` chooses where a DSN
+    goes (see :func:`rail.delivery.bounces.dsn_builder`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -109,7 +112,9 @@ def build_delivery(
         route=route,
         connect=connect,
         prepare=preparer,
-        dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
+        dsn=dsn_builder(
+            config.hostname, reactor.seconds, reactor.callFromThread, recipient=dsn_recipient
+        ),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),
         limits=DeliveryLimits(
             concurrency=delivery.concurrency,
