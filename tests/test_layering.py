@@ -38,6 +38,7 @@ _PURE = [
     "forward/loops.py",
     "forward/limits.py",
     "forward/copies.py",
+    "forward/fastrsa.py",
     "store/ids.py",
     "store/events.py",
     "store/writer.py",

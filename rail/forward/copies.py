@@ -21,10 +21,14 @@ from __future__ import annotations
 import attrs
 import dkim
 
+from rail.forward import fastrsa
 from rail.forward.clients import forward_client, return_client
 from rail.store.model import NewMessage
 
 __all__ = ["ForwardRequest", "Received", "SealKey", "arc_set", "forwarded_copy", "returned_bounce"]
+
+
+fastrsa.install()  # the same signatures as dkimpy's, from OpenSSL
 
 
 @attrs.frozen
