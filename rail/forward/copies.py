@@ -70,18 +70,26 @@ class Received:
 
 
 def arc_set(message: Received, key: SealKey, authserv_id: str) -> bytes:
-    """Rail's ARC set for ``message``, CRLF-terminated fields to put on top. dkimpy
-    answers with no set when Rail's results field cannot be read (never expected):
-    then the message goes without one, unsealed, as it would through any plain relay."""
-    signed = message.received + message.results + message.original
-    fields = dkim.arc_sign(
-        signed,
-        key.selector.encode("ascii"),
-        key.domain.encode("ascii"),
-        key.private_pem,
-        authserv_id.encode("ascii"),
-        timestamp=int(message.received_at),
-    )
+    """Rail's ARC set for ``message``, CRLF-terminated fields to put on top.
+
+    dkimpy takes ``cv=`` from the ``arc=`` clause of Rail's results field; a ``temperror``
+    there (a key look-up failed) is sealed as ``fail``, the only other value ``cv=``
+    has. dkimpy answers with no set when the results field cannot be read, and refuses
+    a chain past instance 50: then the message goes without a set, unsealed, as it
+    would through any plain relay, rather than not at all."""
+    results = message.results.replace(b"arc=temperror", b"arc=fail")
+    signed = message.received + results + message.original
+    try:
+        fields = dkim.arc_sign(
+            signed,
+            key.selector.encode("ascii"),
+            key.domain.encode("ascii"),
+            key.private_pem,
+            authserv_id.encode("ascii"),
+            timestamp=int(message.received_at),
+        )
+    except dkim.DKIMException:
+        return b""
     return b"".join(fields)
 
 

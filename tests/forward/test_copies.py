@@ -112,3 +112,33 @@ class CopyTests(SynchronousTestCase):
         )
         self.assertEqual(cv, dkim.CV_Pass, reason)
         self.assertEqual(sorted(r["instance"] for r in results), [1, 2])
+
+
+class EdgeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        keys = key_store(Path(self.mktemp()), ["rail.test"], NOW)
+        domain_keys = keys.signing_keys("rail.test", NOW)
+        assert domain_keys is not None
+        pem = domain_keys.rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        self.key = SealKey("rail.test", domain_keys.rsa_selector, pem)
+
+    def test_temperror_sealed_as_fail(self) -> None:
+        """A chain Rail could not check (arc=temperror) is sealed cv=fail, the value
+        RFC 8617 has for it."""
+        seals = b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x.example; s=s; b=abc\r\n"
+        auth = attrs.evolve(PASS, arc="temperror", arc_instance=1)
+        made = arc_set(received(seals + ORIGINAL, auth), self.key, AUTHSERV)
+        self.assertTrue(made.startswith(b"ARC-Seal: i=2; cv=fail;"), made[:80])
+
+    def test_too_long_chain_unsealed(self) -> None:
+        """Past instance 50 dkimpy refuses to seal: the copy goes unsealed, not lost."""
+        seals = b"".join(
+            b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=x.example; s=s; b=abc\r\n" % i
+            for i in range(1, 51)
+        )
+        auth = attrs.evolve(PASS, arc="fail", arc_instance=50)
+        self.assertEqual(arc_set(received(seals + ORIGINAL, auth), self.key, AUTHSERV), b"")
