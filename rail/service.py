@@ -420,6 +420,8 @@ def build_service(
         def follow(new: Config) -> None:
             directory.reconfigure(new)
             directory.refresh()
+            for loop in forward_problems(directory.current()):  # reloaded: said, not refused
+                _log.error("inbound routing: {problem}", problem=loop)
 
         hooks.append(follow)
         cached = Workers(reactor, name="rail-verify")
