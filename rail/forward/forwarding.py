@@ -59,7 +59,8 @@ class Return:
 class Forwarding:
     """One per server. ``clock`` gives the time (SRS ages, rate windows, message ids);
     ``in_thread(f, *args)`` runs ``f`` off the reactor and returns a Deferred of its
-    result; ``routes()`` the current ``inbound.routes`` (they change on SIGHUP)."""
+    result; ``on_reactor(f, *args, **kwargs)`` runs ``f`` on the reactor thread (log
+    lines from the sealing thread; by default at once, for tests that seal inline)."""
 
     def __init__(
         self,
@@ -70,7 +71,9 @@ class Forwarding:
         authserv_id: str,
         in_thread: Callable[..., Deferred[Any]],
         refusals: Refusals | None = None,
+        on_reactor: Callable[..., Any] | None = None,
     ) -> None:
+        self._on_reactor = on_reactor or (lambda f, *a, **k: f(*a, **k))
         self._srs = srs
         self._keys = keys
         self._clock = clock
@@ -87,7 +90,7 @@ class Forwarding:
         def in_thread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
             return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-        return cls(clock=reactor, in_thread=in_thread, **kwargs)
+        return cls(clock=reactor, in_thread=in_thread, on_reactor=reactor.callFromThread, **kwargs)
 
     # -- RCPT --------------------------------------------------------------------------
 
@@ -191,7 +194,8 @@ class Forwarding:
             try:
                 self._keys.ensure([domain], received_at)
             except (DKIMKeyError, OSError) as error:
-                _log.error(
+                self._on_reactor(
+                    _log.error,
                     "cannot create DKIM keys for {domain}: {error}; forwarded unsealed",
                     domain=domain,
                     error=str(error),
