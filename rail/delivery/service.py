@@ -65,10 +65,12 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
+    sandboxed: Callable[[str], bool] | None = None,
     dsn_recipient: Callable[[BounceReport], str] | None = None,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``; ``dsn_recipient`` chooses where a DSN
-    goes (see :func:`rail.delivery.bounces.dsn_builder`)."""
+    """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); ``dsn_recipient``
+    chooses where a DSN goes (see :func:`rail.delivery.bounces.dsn_builder`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -123,5 +125,6 @@ def build_delivery(
         ),
         rng=rng,
         observer=observer,
+        sandboxed=sandboxed,
     )
     return DeliveryService(scheduler, config.shutdown.grace_period, threads)
