@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
+from rail.bounces.secret import return_paths
 from rail.config import Config, ConfigError
 from rail.config.clients import ClientPolicies
 from rail.config.errors import Problem
@@ -58,6 +59,7 @@ from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.bounceintake import BounceIntake
 from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
@@ -287,6 +289,7 @@ def build_service(
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
     webhook_key.use_secrets(_webhook_secrets(config))
+    verp = return_paths(config)  # None when bounces.enabled is false
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
@@ -479,6 +482,15 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 forwarding=forwarding,
+                bounces=None
+                if verp is None
+                else BounceIntake(
+                    store=store,
+                    paths=verp,
+                    max_size=config.bounces.max_report_size,
+                    clock=reactor,
+                    refusals=refusals,
+                ),
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -557,6 +569,7 @@ def build_service(
             stats,
             sandboxed=lambda name: clients[0].sandbox(name),
             dsn_recipient=unwrap,
+            return_paths=verp,
         )
         delivery.setServiceParent(root)
     if config_path is not None:

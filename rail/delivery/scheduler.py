@@ -120,10 +120,12 @@ class Scheduler:
         rng: random.Random,
         observer: IAttemptObserver | None = None,
         sandboxed: Callable[[str], bool] | None = None,
+        return_path: Callable[[DeliveryJob], str] | None = None,
     ) -> None:
         """``sandboxed(client)``: whether the client's mail is signed and recorded but not
         sent (:mod:`rail.delivery.sandbox`); read at each claim."""
         self._sandboxed = sandboxed
+        self._return_path = return_path  # the MAIL FROM of a job (rail.bounces.verp)
         self._queue = queue
         self._clock = clock
         self._route = route
@@ -426,7 +428,7 @@ class Scheduler:
         finally:
             self._preparing.discard(preparing)
         message = OutboundMessage(
-            sender=job.sender,
+            sender=job.sender if self._return_path is None else self._return_path(job),
             recipients=tuple(r.address for r in job.recipients),
             data=data,
             smtputf8=job.smtputf8,

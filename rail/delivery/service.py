@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from rail.bounces.verp import ReturnPaths
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
 from rail.delivery.client import ClientTimeouts
@@ -27,7 +28,8 @@ from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler,
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
 from rail.dkim.keys import KeyStore
-from rail.store.model import BounceReport, IDeliveryQueue
+from rail.forward.clients import forwarding_domain
+from rail.store.model import BounceReport, DeliveryJob, IDeliveryQueue
 
 __all__ = ["DeliveryService", "build_delivery"]
 
@@ -66,11 +68,14 @@ def build_delivery(
     observer: IAttemptObserver,
     rng: random.Random | None = None,
     sandboxed: Callable[[str], bool] | None = None,
+    return_paths: ReturnPaths | None = None,
     dsn_recipient: Callable[[BounceReport], str] | None = None,
 ) -> DeliveryService:
     """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
-    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); ``dsn_recipient``
-    chooses where a DSN goes (see :func:`rail.delivery.bounces.dsn_builder`)."""
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); with ``return_paths``,
+    mail goes out with its signed return path (``bounces.enabled``) instead of the app's
+    address; ``dsn_recipient`` chooses where a DSN goes (see
+    :func:`rail.delivery.bounces.dsn_builder`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -126,5 +131,19 @@ def build_delivery(
         rng=rng,
         observer=observer,
         sandboxed=sandboxed,
+        return_path=None if return_paths is None else signed_return_path(return_paths),
     )
     return DeliveryService(scheduler, config.shutdown.grace_period, threads)
+
+
+def signed_return_path(return_paths: ReturnPaths) -> Callable[[DeliveryJob], str]:
+    """The MAIL FROM of a job when ``bounces.enabled``: its signed return path, except
+    for forwarded mail, whose SRS sender takes its bounces back to the original sender
+    (:mod:`rail.forward`)."""
+
+    def mail_from(job: DeliveryJob) -> str:
+        if forwarding_domain(job.client) is not None:
+            return job.sender
+        return return_paths.address(job.message_id, job.sender)
+
+    return mail_from

@@ -148,6 +148,9 @@ class RecipientStatus:
     last_reply: str | None
     next_attempt_at: float | None
     updated_at: float
+    reports: tuple[Any, ...] = ()
+    """Bounces and complaints that came back later, after the recipient was ``sent``
+    (:class:`rail.store.bouncereports.AsyncReport`); they do not change ``status``."""
 
 
 @attrs.frozen

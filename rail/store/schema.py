@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from rail.diskfull import is_disk_full
 from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
+from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.events import EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
@@ -130,6 +131,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + EVENTS_SCHEMA
     + MESSAGE_META_SCHEMA
     + SUPPRESSIONS_SCHEMA
+    + ASYNC_REPORTS_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -142,6 +144,7 @@ _MIGRATIONS: dict[int, str] = {
     6: MIGRATE_5_TO_6,
     7: EVENTS_SCHEMA,
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
+    9: ASYNC_REPORTS_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rail.bounces.reports import DeliveryReport, FeedbackReport
 from rail.inbound.model import (
     IInboundStore,
     InboundMessage,
@@ -29,6 +30,7 @@ from rail.inbound.model import (
 )
 from rail.store.adminmodel import IAdminQueue
 from rail.store.adminqueue import SQLiteAdmin
+from rail.store.bouncereports import Noted, record_report
 from rail.store.deliveries import (
     DSNBuilder,
     oldest_pending_received_at,
@@ -58,6 +60,7 @@ from rail.store.schema import database_path, open_writable
 from rail.store.usage import client_usage
 from rail.store.writer import (
     AcceptOp,
+    AdminOp,
     Claimed,
     ClaimOp,
     InboundAcceptOp,
@@ -374,6 +377,18 @@ class SQLiteStore(SQLiteAdmin):
         else:
             self._writer.submit(ReadOp(read, result))
         return result
+
+    def record_report(
+        self, message_id: str, report: DeliveryReport | FeedbackReport, now: float
+    ) -> Deferred[list[Noted]]:
+        """Record a bounce or complaint report about ``message_id`` with its events and
+        suppressions, in one writer transaction; see :mod:`rail.store.bouncereports`."""
+        writer = self._writer
+
+        def work(connection: sqlite3.Connection) -> tuple[object, int]:
+            return record_report(connection, message_id, report, now, writer.subscriptions), 0
+
+        return self._submit(lambda token: AdminOp(work, True, token))
 
     def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
         """Call ``callback(jobs)`` whenever inbound mail is spooled; see IInboundStore."""

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
+from rail.store.bouncereports import attach_reports
 from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
@@ -644,6 +645,7 @@ def read_status(
             )
         )
     )
+    recipients = attach_reports(connection, message_id, recipients)
     return MessageStatus(
         id=row[0],
         client=row[1],

@@ -6,10 +6,12 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from rail.bounces.verp import ReturnPaths
 from rail.delivery.bounces import dsn_builder
+from rail.delivery.service import signed_return_path
 from rail.forward.bounces import dsn_recipient
 from rail.forward.srs import SRS
-from rail.store.model import BouncedRecipient, BounceReport
+from rail.store.model import BouncedRecipient, BounceReport, DeliveryJob, DueRecipient
 
 SRS_ = SRS(b"0123456789abcdef0123456789abcdef")
 NOW = 1_790_000_000.0
@@ -60,3 +62,30 @@ class DSNRecipientTests(SynchronousTestCase):
             ("forward:alias@rail.test", "SRS0=AAAA=" + self.srs.split("=", 2)[2]),
         ):
             self.assertEqual(self.recipient(_report(client, sender)), sender)
+
+
+class ReturnPathTests(SynchronousTestCase):
+    def test_forwarded_mail_keeps_its_srs_sender(self) -> None:
+        """With signed return paths on (bounces.enabled), an application's message goes
+        out from its VERP address, a forwarded copy from its SRS address (its bounces
+        belong to the original sender) and a DSN from the null sender."""
+        paths = ReturnPaths(b"0123456789abcdef0123456789abcdef")
+        mail_from = signed_return_path(paths)
+
+        def job(client: str, sender: str) -> DeliveryJob:
+            return DeliveryJob(
+                message_id="01KB0000000000000000000000",
+                domain="mailbox.example",
+                client=client,
+                sender=sender,
+                received_at=NOW,
+                smtputf8=False,
+                eight_bit=False,
+                recipients=(DueRecipient(0, "bob@mailbox.example", 0, None),),
+                data=b"",
+            )
+
+        srs = SRS_.forward("alice@sender.example", "rail.test", NOW)
+        self.assertEqual(mail_from(job("forward:alias@rail.test", srs)), srs)
+        self.assertEqual(mail_from(job("srs-return:rail.test", "")), "")
+        self.assertTrue(mail_from(job("app", "app@rail.test")).startswith("b-01KB"))

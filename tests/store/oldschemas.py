@@ -10,20 +10,28 @@ from __future__ import annotations
 
 from rail.store import schema
 from rail.store.admin import ADMIN_SCHEMA
+from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.events import EVENTS_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.purge import RETENTION_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
 
-__all__ = ["schema_v4", "schema_v5", "schema_v6", "schema_v7"]
+__all__ = ["schema_v4", "schema_v5", "schema_v6", "schema_v7", "schema_v8"]
 
 _CHECK_6 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted'))"
 _CHECK_5 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed'))"
 
 
-def schema_v7() -> str:
-    """The script that made a fresh version 7 database (before ``PRAGMA user_version``)."""
+def schema_v8() -> str:
+    """The script that made a fresh version 8 database (before ``PRAGMA user_version``)."""
     current = schema._SCHEMA
+    assert current.count(ASYNC_REPORTS_SCHEMA) == 1
+    return current.replace(ASYNC_REPORTS_SCHEMA, "")
+
+
+def schema_v7() -> str:
+    """The script that made a fresh version 7 database."""
+    current = schema_v8()
     added = MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA
     assert current.count(added) == 1
     return current.replace(added, "")

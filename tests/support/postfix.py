@@ -131,8 +131,8 @@ def start_postfix(
     unverified) and the TLS session logged. ``address`` is the loopback address smtpd listens
     on (two instances can share a port on 127.0.0.1 and 127.0.0.2; Postfix refuses an
     ``inet_interfaces`` address that no interface has, so another one is set as ``all``
-    and only master.cf names it); ``extra`` is appended
-    to main.cf. Skips without root or Postfix (see :func:`need_postfix`)."""
+    and only master.cf names it); ``extra`` is appended to main.cf (a later setting
+    overrides an earlier one). Skips without root or Postfix (see :func:`need_postfix`)."""
     need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
