@@ -23,6 +23,7 @@ from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
+from rail.forward.check import forwarding_problems
 from rail.pki.files import PKIError, load_ca
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
@@ -69,6 +70,9 @@ def _config(path: str) -> Config:
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    loops = forwarding_problems(config, _now())
+    if loops:
+        raise _CommandError(2, loops)
     warnings = _config_warnings(config)
     for line in warnings:
         sys.stderr.write(f"rail: warning: {line}\n")

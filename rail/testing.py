@@ -565,6 +565,12 @@ class MemoryStore(MemoryAdmin, MemorySuppressions):
             )
             for target in message.targets
         ]
+        for forward in message.forwards:  # queued with the message, as the SQLite store does
+            self.messages[forward.id] = forward
+            self._stored[forward.id] = _fingerprint(forward.data)
+            self._recipients[forward.id] = _fresh_rows(forward)
+        if message.forwards:
+            self._notify()
         jobs = new_jobs(message)
         for observer in self._inbound_observers:
             observer(jobs)

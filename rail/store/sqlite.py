@@ -515,7 +515,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions):
         # Observers first: the scheduler's claim is queued before callers react.
         inbound = [self._inbound_accepts.pop(id(token), None) for token, _ in outcomes]
         if any(
-            isinstance(result, Accepted | NewMessage) and spooled is None
+            isinstance(result, Accepted | NewMessage) and (spooled is None or spooled.forwards)
             for (_, result), spooled in zip(outcomes, inbound, strict=True)
         ):
             for observer in self._observers:

@@ -628,6 +628,10 @@ class Writer:
 
         def spool() -> object:
             insert_inbound(self._connection, op.message)
+            for forward in op.message.forwards:  # forwarding: queued with the message
+                insert_message(self._connection, forward)
+                budget.messages += 1
+                budget.bytes += len(forward.data)
             budget.bytes += size
             return Accepted(op.message.id, len(op.message.targets))
 
