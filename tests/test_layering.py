@@ -54,6 +54,8 @@ _PURE = [
     "delivery/schedule.py",
     "delivery/mx.py",
     "delivery/stspolicy.py",
+    "delivery/stscache.py",
+    "delivery/smtpauth.py",
     "delivery/tlspolicy.py",
     "delivery/tlsreport.py",
     "delivery/dsn.py",
