@@ -81,6 +81,13 @@ class MTASTSInteropTests(TestCase):
             },
         )
 
+    async def _sessions_logged(self, postfix: RunningPostfix, count: int) -> None:
+        """Wait until Postfix's log (written asynchronously) has ``count`` sessions."""
+        await wait_until(
+            lambda: len(re.findall(r"\bdisconnect from", self._log(postfix))) >= count,
+            f"{count} sessions in {postfix.log}",
+        )
+
     def _log(self, postfix: RunningPostfix) -> str:
         return postfix.log.read_text() if postfix.log.exists() else ""
 
@@ -116,7 +123,8 @@ class MTASTSInteropTests(TestCase):
         self.assertEqual(row.status, "deferred")
         assert row.last_reply is not None
         self.assertRegex(row.last_reply, r"^451 4\.7\.5 MTA-STS policy of dest\.test \(enforce\)")
-        # One connection: the test's own probe for the port.
+        # One connection: the test's own probe for the port (Postfix logs asynchronously).
+        await self._sessions_logged(mx1, 1)
         self.assertEqual(len(re.findall(r"\bconnect from", self._log(mx1))), 1)
         self.assertEqual(mx1.delivered(), [])
 
@@ -142,8 +150,8 @@ class MTASTSInteropTests(TestCase):
             },
         )
         for postfix in (mx1, mx2):
+            await self._sessions_logged(postfix, 2)  # the test's probe and Rail's session
             log = self._log(postfix)
-            self.assertGreater(len(re.findall(r"\bconnect from", log)), 1)
             self.assertNotRegex(log, r"mail=|from=<")
             self.assertEqual(postfix.delivered(), [])
 

@@ -10,6 +10,7 @@ never bounces it.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,11 @@ class SmarthostAuthTests(TestCase):
         text = stored.decode()
         self.assertIn(f"(Authenticated sender: {_USER})", text)
         self.assertRegex(text, r"\(using TLSv1\.[23] with cipher")
-        self.assertRegex(self._log(), rf"sasl_method=PLAIN, sasl_username={_USER}\b")
+        # Postfix writes its log asynchronously.
+        await wait_until(
+            lambda: re.search(rf"sasl_method=PLAIN, sasl_username={_USER}\b", self._log()),
+            "the login in Postfix's log",
+        )
 
     async def test_starttls_submission_with_auth(self) -> None:
         """tls: required on the STARTTLS port: verified TLS, AUTH PLAIN, delivered."""
