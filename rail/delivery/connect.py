@@ -133,9 +133,11 @@ async def open_session(
             reason=reason,
         )
         return await attempt(None)
-    if check.requirement.implicit and not session.tls_active:
-        session.abort()  # cannot happen: the greeting came through TLS
-        raise SessionError(Reply(451, "4.7.5", "implicit TLS did not start", remote=False))
+    if requirement.tls_required and not (session.tls_active and check.verified):
+        # Cannot happen (the handshake is refused first); checked so that no path can
+        # carry mail over TLS that a policy required and nobody verified.
+        session.abort()
+        raise SessionError(_reply("4.7.5", f"{_what(requirement)}: {name}: TLS not verified"))
     _report(requirement, check, session, name, host, outcomes)
     if credentials is not None:
         try:
