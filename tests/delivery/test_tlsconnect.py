@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -196,12 +196,80 @@ class PolicySessionTests(RealSocketTestCase):
         self.assertEqual(self.server_names, [None])
 
 
+def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
+    """Move TLS records between two memory-BIO connections until both are idle."""
+    moved = True
+    while moved:
+        moved = False
+        for source, sink in ((a, b), (b, a)):
+            try:
+                data = source.bio_read(65536)
+            except SSL.WantReadError:
+                continue
+            sink.bio_write(data)
+            moved = True
+
+
+def _renegotiation(client: SSL.Context) -> tuple[list[str], bool]:
+    """A TLS 1.2 server asks ``client`` to renegotiate: the server's errors, and whether
+    a renegotiation is still pending."""
+    ca = _ca()
+    material = _material(ca, "mx.example")
+    server_context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    server_context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    server_context.use_privatekey(crypto.PKey.from_cryptography_key(material.key))  # type: ignore[arg-type]
+    server_context.use_certificate(crypto.X509.from_cryptography(material.chain[0]))
+    server = SSL.Connection(server_context, None)
+    server.set_accept_state()
+    connection = SSL.Connection(client, None)
+    connection.set_connect_state()
+    for _ in range(5):
+        for side in (connection, server):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+        _pump(connection, server)
+    server.renegotiate()
+    try:
+        server.do_handshake()
+    except SSL.WantReadError:
+        pass
+    _pump(connection, server)
+    errors: list[str] = []
+    for _ in range(4):
+        try:
+            connection.send(b"ping")  # the client takes part in a renegotiation here
+        except SSL.WantReadError:
+            pass
+        try:
+            connection.recv(100)
+        except SSL.WantReadError:
+            pass
+        _pump(connection, server)
+        try:
+            server.recv(100)
+        except SSL.WantReadError:
+            pass
+        except SSL.Error as e:
+            errors.append(str(e))
+            break
+        _pump(connection, server)
+    return errors, server.renegotiate_pending()
+
+
 class ContextTests(SynchronousTestCase):
     def test_renegotiation_refused(self) -> None:
-        """Both client contexts refuse TLS renegotiation (OP_NO_RENEGOTIATION)."""
+        """Both client contexts refuse TLS 1.2 renegotiation (OP_NO_RENEGOTIATION): a
+        server that asks gets "no renegotiation", while a plain OpenSSL client context
+        renegotiates (the control)."""
         contexts = TLSContexts(system_roots=False)
         for context in (contexts.unverified, contexts.verifying):
             self.assertTrue(context.set_options(0) & SSL.OP_NO_RENEGOTIATION)
+        errors, _ = _renegotiation(contexts.unverified)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("no renegotiation", errors[0])
+        self.assertEqual(_renegotiation(SSL.Context(SSL.TLS_CLIENT_METHOD)), ([], False))
 
     def test_unreadable_ca_file(self) -> None:
         """A CA file that is not PEM fails when the contexts are built (at start)."""
