@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -294,6 +295,7 @@ async def _main(reactor: Any, options: argparse.Namespace) -> None:
     finally:
         sink.terminate()
         sink.wait()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> None:
