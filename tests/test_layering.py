@@ -53,6 +53,7 @@ _PURE = [
     "delivery/replies.py",
     "delivery/schedule.py",
     "delivery/mx.py",
+    "delivery/dane.py",
     "delivery/dsn.py",
     "delivery/decide.py",
     "delivery/bounces.py",
