@@ -89,9 +89,7 @@ def mx_hosts(answer: SecureAnswer) -> tuple[str, ...]:
 
 def tlsa_records(answer: SecureAnswer) -> tuple[TLSARecord, ...]:
     """The TLSA records of an answer as :class:`TLSARecord` values."""
-    return tuple(
-        TLSARecord(rd.usage, rd.selector, rd.mtype, bytes(rd.cert)) for rd in answer.rdata
-    )
+    return tuple(TLSARecord(rd.usage, rd.selector, rd.mtype, bytes(rd.cert)) for rd in answer.rdata)
 
 
 def query(
