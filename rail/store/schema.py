@@ -22,6 +22,7 @@ from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
+from rail.store.tlsreports import TLS_REPORTS_SCHEMA
 
 __all__ = [
     "COMPACT_AT_START",
@@ -130,6 +131,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + EVENTS_SCHEMA
     + MESSAGE_META_SCHEMA
     + SUPPRESSIONS_SCHEMA
+    + TLS_REPORTS_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -142,6 +144,7 @@ _MIGRATIONS: dict[int, str] = {
     6: MIGRATE_5_TO_6,
     7: EVENTS_SCHEMA,
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
+    9: TLS_REPORTS_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

@@ -55,6 +55,7 @@ from rail.store.model import (
 )
 from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
+from rail.store.tlsreports import SQLiteTLSReports
 from rail.store.writer import (
     AcceptOp,
     Claimed,
@@ -83,7 +84,7 @@ VACUUM_PAGES = 256
 
 
 @implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue)
-class SQLiteStore(SQLiteAdmin):
+class SQLiteStore(SQLiteAdmin, SQLiteTLSReports):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
     def __init__(
