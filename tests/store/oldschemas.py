@@ -1,9 +1,10 @@
 """The queue schemas of released Rail versions, for migration tests.
 
 Derived from the current schema by taking out what later versions added, and checked
-against that: version 8 has no TLS-RPT counters; version 7 has no message metadata nor suppression list; version 6 no
-event jobs either; version 5 (retention) has no admin tables and
-no ``deleted`` recipient status either; version 4 has no retention bookkeeping either.
+against that: version 8 has no TLS-RPT counters; version 7 no message metadata nor
+suppression list either; version 6 no event jobs either; version 5 (retention) has no
+admin tables and no ``deleted`` recipient status either; version 4 has no retention
+bookkeeping either.
 """
 
 from __future__ import annotations
