@@ -17,6 +17,10 @@ from email.utils import format_datetime
 
 __all__ = ["report_message"]
 
+# Header fields are not folded below RFC 5322's 998: a folded Subject reads back with a
+# leading space in some parsers. Base64 lines stay at 76 characters.
+_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
 
 def report_message(
     *,
@@ -32,7 +36,7 @@ def report_message(
 ) -> bytes:
     """The complete message (CRLF line ends), ready to queue from ``sender`` to
     ``recipient``; ``message_id`` goes into ``Message-ID`` (at the submitter)."""
-    message = EmailMessage(policy=email.policy.SMTP)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = (
