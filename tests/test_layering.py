@@ -55,6 +55,8 @@ _PURE = [
     "delivery/mx.py",
     "delivery/dane.py",
     "delivery/stspolicy.py",
+    "delivery/stscache.py",
+    "delivery/smtpauth.py",
     "delivery/tlspolicy.py",
     "delivery/tlsreport.py",
     "delivery/dsn.py",

@@ -17,14 +17,17 @@ from twisted.internet.defer import Deferred
 
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
-from rail.delivery.client import ClientTimeouts
 from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.mtasts import STSPolicies
 from rail.delivery.preparing import Preparer
-from rail.delivery.resolve import Route, make_resolver, resolve_route, smarthost_route
+from rail.delivery.resolve import make_resolver
 from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
+from rail.delivery.tlspolicy import TLSRequirement
+from rail.delivery.tlsreport import DISCARD, TLSOutcomeSink
+from rail.delivery.transport import build_transport
 from rail.dkim.keys import KeyStore
 from rail.store.model import IDeliveryQueue
 
@@ -35,9 +38,14 @@ class DeliveryService(Service):
     """Runs the scheduler (and the signing threads, if given) between start and stop."""
 
     def __init__(
-        self, scheduler: Scheduler, grace: float, threads: SigningThreads | None = None
+        self,
+        scheduler: Scheduler,
+        grace: float,
+        threads: SigningThreads | None = None,
+        policies: STSPolicies | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.policies = policies
         self._grace = grace
         self._threads = threads
         self.setName("delivery")
@@ -46,6 +54,8 @@ class DeliveryService(Service):
         super().startService()
         if self._threads is not None:
             self._threads.start()
+        if self.policies is not None:
+            self.policies.start()
         self.scheduler.start()
 
     def stopService(self) -> Deferred[None]:
@@ -54,6 +64,9 @@ class DeliveryService(Service):
         threads = self._threads
         if threads is not None:
             stopped.addCallback(lambda _: threads.stop())
+        policies = self.policies
+        if policies is not None:
+            stopped.addCallback(lambda _: policies.stop())
         return stopped
 
 
@@ -64,34 +77,29 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
+    outcomes: TLSOutcomeSink = DISCARD,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``."""
+    """The ``delivery`` service for ``config``; ``outcomes`` hears every TLS outcome."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
-    smarthost = delivery.smarthost
-    timeouts = ClientTimeouts()
-    port = smarthost.port if smarthost else delivery.port
-    tls_mode = smarthost.tls if smarthost else "opportunistic"
-    tls_hostname = smarthost.host if smarthost else None
+    transport = build_transport(config, reactor, resolver, rng, outcomes)
 
-    def route(domain: str) -> Deferred[Route]:
-        if smarthost is not None:
-            return smarthost_route(resolver, smarthost.host, smarthost.port)
-        return resolve_route(resolver, domain, rng)
-
-    def connect(address: str, host: str) -> Deferred[Session]:
+    def connect(address: str, host: str, tls: TLSRequirement) -> Deferred[Session]:
         return Deferred.fromCoroutine(
             open_session(
                 reactor,
                 address,
-                port,
+                transport.port,
                 helo_name=config.hostname,
                 clock=reactor,
-                timeouts=timeouts,
+                timeouts=transport.timeouts,
                 connect_timeout=delivery.connect_timeout,
-                tls_mode=tls_mode,
-                tls_hostname=tls_hostname,
+                requirement=tls,
+                server_name=host,
+                contexts=transport.contexts,
+                outcomes=transport.outcomes,
+                credentials=transport.credentials,
             )
         )
 
@@ -106,7 +114,7 @@ def build_delivery(
     scheduler = Scheduler(
         queue,
         reactor,
-        route=route,
+        route=transport.route,
         connect=connect,
         prepare=preparer,
         dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
@@ -119,4 +127,6 @@ def build_delivery(
         rng=rng,
         observer=observer,
     )
-    return DeliveryService(scheduler, config.shutdown.grace_period, threads)
+    return DeliveryService(
+        scheduler, config.shutdown.grace_period, threads, policies=transport.policies
+    )

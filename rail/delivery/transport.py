@@ -1,0 +1,111 @@
+"""Wiring of how outbound mail travels: routes with TLS requirements, and what connects.
+
+From the configuration: the smarthost (its route, its verified or implicit TLS, its
+login) or recipients' MX hosts under their MTA-STS policies (the policy cache, its
+fetcher, the trust anchors); and the TLS contexts both use. Built once at start, where
+reading the trust store, a CA file and the relay's password file is allowed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IResolver
+from twisted.internet.threads import deferToThreadPool
+
+from rail.config import Config
+from rail.config.schema import Smarthost
+from rail.delivery.client import ClientTimeouts
+from rail.delivery.mtasts import STSPolicies
+from rail.delivery.resolve import Route, resolve_route, smarthost_route
+from rail.delivery.smtpauth import Credentials
+from rail.delivery.stsfetch import PolicyFetcher
+from rail.delivery.stsroute import apply_policy, policy_domain, policy_route
+from rail.delivery.tlspolicy import smarthost_requirement
+from rail.delivery.tlsreport import TLSOutcomeSink
+from rail.delivery.tlsverify import TLSContexts
+
+__all__ = ["POLICY_CACHE", "Transport", "build_transport", "read_password"]
+
+POLICY_CACHE = "mta-sts/policies.json"
+"""Where, under ``data_dir``, fetched MTA-STS policies are kept across restarts."""
+
+
+@attrs.frozen
+class Transport:
+    """What the scheduler's ``route`` and ``connect`` need."""
+
+    route: Callable[[str], Deferred[Route]]
+    port: int
+    timeouts: ClientTimeouts
+    contexts: TLSContexts
+    outcomes: TLSOutcomeSink
+    credentials: Credentials | None = None
+    policies: STSPolicies | None = None
+
+
+def read_password(path: Any) -> str:
+    """The first line of the password file, without its line end."""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().rstrip("\r\n")
+
+
+def build_transport(
+    config: Config,
+    reactor: Any,
+    resolver: IResolver,
+    rng: random.Random,
+    outcomes: TLSOutcomeSink,
+) -> Transport:
+    """The transport for ``config``; see the module docstring."""
+    delivery = config.delivery
+    if delivery.smarthost is not None:
+        return _smarthost(delivery.smarthost, resolver, outcomes)
+    sts = delivery.mta_sts
+    ca_file = str(sts.ca_file) if sts.ca_file is not None else None
+    contexts = TLSContexts(ca_file)
+    policies = None
+    if sts.enabled:
+        policies = STSPolicies(
+            reactor,
+            PolicyFetcher(reactor, resolver, contexts, port=sts.port),
+            outcomes=outcomes,
+            path=config.data_dir / POLICY_CACHE,
+            run_in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+
+    def route(domain: str) -> Deferred[Route]:
+        routing = resolve_route(resolver, domain, rng)
+        name = policy_domain(domain)
+        if policies is None or name is None:
+            return routing.addCallback(apply_policy, domain, None)
+        return Deferred.fromCoroutine(
+            policy_route(routing, policies.policy(name), domain, ca_file, outcomes)
+        )
+
+    return Transport(route, delivery.port, ClientTimeouts(), contexts, outcomes, None, policies)
+
+
+def _smarthost(smarthost: Smarthost, resolver: IResolver, outcomes: TLSOutcomeSink) -> Transport:
+    ca_file = str(smarthost.ca_file) if smarthost.ca_file is not None else None
+    requirement = smarthost_requirement(smarthost.host, smarthost.tls, ca_file)
+    auth = smarthost.auth
+    credentials = None
+    if auth is not None:
+        credentials = Credentials(auth.username, read_password(auth.password_file))
+
+    def with_tls(route: Route) -> Route:
+        hosts = tuple(attrs.evolve(host, tls=requirement) for host in route.hosts)
+        return attrs.evolve(route, hosts=hosts)
+
+    def route(domain: str) -> Deferred[Route]:
+        routing = smarthost_route(resolver, smarthost.host, smarthost.port)
+        return routing.addCallback(with_tls)
+
+    return Transport(
+        route, smarthost.port, ClientTimeouts(), TLSContexts(ca_file), outcomes, credentials
+    )
