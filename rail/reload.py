@@ -51,6 +51,8 @@ _RESTART_KEYS = (
     ("delivery.smarthost", lambda c: c.delivery.smarthost),
     ("delivery.prepare_timeout", lambda c: c.delivery.prepare_timeout),
     ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
+    ("delivery.dane", lambda c: (c.delivery.dane, c.delivery.dane_resolver)),
+    ("tlsrpt", lambda c: c.tlsrpt),
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
     ("web", lambda c: c.web),

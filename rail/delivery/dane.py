@@ -74,10 +74,14 @@ class TLSARecord:
 
 @attrs.frozen
 class DaneVerdict:
-    """The outcome of checking a chain: ``ok``, and why (for the log and the reply)."""
+    """The outcome of checking a chain: ``ok``, why (for the log and the reply), and for
+    a failure its RFC 8460 result type: ``tlsa-invalid`` when no record matches,
+    ``validation-failure`` when a DANE-TA anchor matched but the chain or name did not
+    verify."""
 
     ok: bool
     reason: str
+    result: str | None = None
 
 
 def usable_records(records: Sequence[TLSARecord]) -> tuple[TLSARecord, ...]:
@@ -155,7 +159,7 @@ def check_chain(
     if not usable:
         return DaneVerdict(True, "no usable TLSA record: encrypted, not authenticated")
     if not chain:
-        return DaneVerdict(False, "the server presented no certificate")
+        return DaneVerdict(False, "the server presented no certificate", "tlsa-invalid")
     leaf, above = chain[0], chain[1:]
     for record in usable:
         if record.usage == DANE_EE and _matches(record, leaf):
@@ -173,6 +177,10 @@ def check_chain(
             failures.append(why)
     if failures:
         return DaneVerdict(
-            False, f"the certificate does not verify with the DANE-TA anchor: {failures[0]}"
+            False,
+            f"the certificate does not verify with the DANE-TA anchor: {failures[0]}",
+            "validation-failure",
         )
-    return DaneVerdict(False, "no TLSA record matches the server's certificate chain")
+    return DaneVerdict(
+        False, "no TLSA record matches the server's certificate chain", "tlsa-invalid"
+    )

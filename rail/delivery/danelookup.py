@@ -23,7 +23,7 @@ it can only make delivery fail, as it could without DANE.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import attrs
@@ -32,9 +32,11 @@ from twisted.internet.defer import Deferred, gatherResults
 from rail.delivery.dnssec import SecureAnswer, mx_hosts, tlsa_records
 from rail.delivery.outcome import Reply
 from rail.delivery.resolve import Route, RouteError
-from rail.delivery.tlspolicy import DANEResult
+from rail.delivery.stsroute import policy_domain
+from rail.delivery.tlspolicy import DANEResult, choose_requirement
+from rail.delivery.tlsreport import DISCARD, TLSOutcome, TLSOutcomeSink
 
-__all__ = ["DaneRoute", "SecureLookups", "dane_route"]
+__all__ = ["DaneRoute", "SecureLookups", "dane_route", "with_dane"]
 
 
 class SecureLookups(Protocol):
@@ -99,3 +101,48 @@ def dane_route(resolver: SecureLookups, domain: str, route: Route) -> Deferred[D
     """``route`` (from the ordinary look-up of ``domain``) checked with DNSSEC as the
     module docstring says; fails with :class:`RouteError` (``451 4.4.3``) to defer."""
     return Deferred.fromCoroutine(_dane_route(resolver, domain, route))
+
+
+async def _with_dane(
+    routing: Deferred[Route], resolver: SecureLookups, domain: str, outcomes: TLSOutcomeSink
+) -> Route:
+    route = await routing
+    name = policy_domain(domain)
+    if name is None:  # an address literal: no DNS, no DANE
+        return route
+    try:
+        checked = await dane_route(resolver, name, route)
+    except RouteError as error:
+        outcomes.record(
+            TLSOutcome(
+                policy_domain=name,
+                policy_type="tlsa",
+                result="dnssec-invalid",
+                failure_reason=error.reply.text,
+            )
+        )
+        raise
+    hosts = []
+    for host in checked.route.hosts:
+        dane = checked.dane.get(host.name)
+        if dane is not None:
+            requirement = choose_requirement(name, host.name, sts=None, dane=dane)
+            host = attrs.evolve(host, tls=requirement)
+        hosts.append(host)
+    return attrs.evolve(checked.route, hosts=tuple(hosts))
+
+
+def with_dane(
+    route: Callable[[str], Deferred[Route]],
+    resolver: SecureLookups,
+    outcomes: TLSOutcomeSink = DISCARD,
+) -> Callable[[str], Deferred[Route]]:
+    """``route`` (the MX route with MTA-STS requirements) followed by the DANE step:
+    hosts with TLSA records get a ``dane`` requirement, replacing MTA-STS's or
+    opportunistic TLS (RFC 8461 §2); a failed DNSSEC look-up defers and is reported
+    (``dnssec-invalid``)."""
+
+    def routed(domain: str) -> Deferred[Route]:
+        return Deferred.fromCoroutine(_with_dane(route(domain), resolver, domain, outcomes))
+
+    return routed

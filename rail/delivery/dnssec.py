@@ -97,7 +97,7 @@ def query(
 ) -> SecureAnswer:
     """Ask ``server`` (address, port) for ``name``/``rdtype`` with DO and AD set
     (blocking: run it in a thread)."""
-    message = dns.message.make_query(name, rdtype, want_dnssec=True)
+    message = dns.message.make_query(name, dns.rdatatype.RdataType(rdtype), want_dnssec=True)
     message.flags |= dns.flags.AD
     try:
         response, _ = dns.query.udp_with_fallback(

@@ -117,9 +117,11 @@ class SQLiteTLSReports:
 
     def add_tls_counts(self, counts: Sequence[TLSCount]) -> Deferred[None]:
         """Add ``counts`` in the writer's next batch."""
-        return self._run(lambda c: (add_counts(c, counts), 0), write=True).addCallback(
-            lambda _: None
-        )
+        def work(connection: Any) -> tuple[object, int]:
+            add_counts(connection, counts)
+            return None, 0
+
+        return self._run(work, write=True).addCallback(lambda _: None)
 
     def tls_unreported_days(self, before: str) -> Deferred[list[str]]:
         """The days before ``before`` that still have counters (read thread)."""

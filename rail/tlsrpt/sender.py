@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rail.store.ids import new_message_id
 from rail.store.model import NewMessage
@@ -146,11 +147,12 @@ class Reporter:
             self._running = None
             return result
 
+        def failed(failure: Failure) -> list[SentReport]:
+            _log.failure("TLS-RPT reporting failed", failure)
+            return []
+
         running.addBoth(finished)
-        running.addErrback(
-            lambda failure: (_log.failure("TLS-RPT reporting failed", failure), [])[1]
-        )
-        return running
+        return running.addErrback(failed)
 
     async def _run(self) -> list[SentReport]:
         now = self._clock.seconds()
@@ -159,10 +161,7 @@ class Reporter:
         await self._store.tls_drop_before(oldest)
         sent: list[SentReport] = []
         for day in await self._store.tls_unreported_days(today):
-            rows = [
-                OutcomeRow(*row[:7], count=row[7], failure_reason=row[8])
-                for row in await self._store.tls_day(day)
-            ]
+            rows = [OutcomeRow(*row) for row in await self._store.tls_day(day)]
             by_domain: dict[str, list[OutcomeRow]] = {}
             for row in rows:
                 by_domain.setdefault(row.policy_domain, []).append(row)
