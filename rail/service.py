@@ -29,6 +29,7 @@ from rail.delivery.bounces import dsn_builder
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
+from rail.delivery.tlsreport import DISCARD
 from rail.diskfull import is_disk_full
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
@@ -60,6 +61,7 @@ from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
+from rail.tlsrpt.service import build_tlsrpt
 from rail.web.health import Readiness
 from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
@@ -491,7 +493,12 @@ def build_service(
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
-        delivery = build_delivery(config, reactor, store, keys, stats)
+        # TLS-RPT counts what delivery reports; added first so it stops after delivery.
+        tlsrpt = build_tlsrpt(config, reactor, store) if config.tlsrpt.enabled else None
+        if tlsrpt is not None:
+            tlsrpt.setServiceParent(root)
+        outcomes = tlsrpt.sink if tlsrpt is not None else DISCARD
+        delivery = build_delivery(config, reactor, store, keys, stats, outcomes=outcomes)
         delivery.setServiceParent(root)
     if config_path is not None:
         root.reloader = Reloader(

@@ -26,6 +26,7 @@ from rail.config.schema import (
     MTASTS,
     PKI,
     TLS,
+    TLSRPT,
     Config,
     Connections,
     ConnectionsPerIP,
@@ -42,7 +43,6 @@ from rail.config.schema import (
     Smarthost,
     SmarthostAuth,
     Storage,
-    TLSRPT,
     Web,
     Webhooks,
 )
@@ -321,6 +321,7 @@ _MTA_STS = r.section(
     MTASTS,
     {"enabled": r.boolean, "ca_file": r.optional(r.path), "port": r.integer(1, 65535)},
 )
+
 
 def _delivery_problem(values: Mapping[str, Any]) -> str | None:
     """DANE needs a validating resolver on loopback: its AD bit is all Rail checks."""

@@ -23,6 +23,7 @@ __all__ = [
     "MTASTS",
     "PKI",
     "TLS",
+    "TLSRPT",
     "Config",
     "Connections",
     "ConnectionsPerIP",
@@ -39,7 +40,6 @@ __all__ = [
     "Smarthost",
     "SmarthostAuth",
     "Storage",
-    "TLSRPT",
     "Web",
     "Webhooks",
 ]

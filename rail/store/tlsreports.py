@@ -117,6 +117,7 @@ class SQLiteTLSReports:
 
     def add_tls_counts(self, counts: Sequence[TLSCount]) -> Deferred[None]:
         """Add ``counts`` in the writer's next batch."""
+
         def work(connection: Any) -> tuple[object, int]:
             add_counts(connection, counts)
             return None, 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rail.delivery.dane import TLSARecord
 
-__all__ = ["NOW", "Issued", "issue", "tlsa_for"]
+__all__ = ["NOW", "Issued", "issue", "pem", "tlsa_for"]
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 """The "current" time the certificates below are valid at by default."""
@@ -66,11 +67,12 @@ def issue(
     issuer: Issued | None = None,
     ca: bool = False,
     dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
     not_before: datetime.datetime = NOW - datetime.timedelta(days=30),
     not_after: datetime.datetime = NOW + datetime.timedelta(days=30),
 ) -> Issued:
     """A certificate for ``common_name``: self-signed without ``issuer``; a CA with
-    ``ca``; server certificates get ``dns_names`` as DNS SANs."""
+    ``ca``; server certificates get ``dns_names`` and ``ip_addresses`` as SANs."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     signer_key = issuer.key if issuer else key
@@ -110,10 +112,10 @@ def issue(
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
-    if dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
-        )
+    if dns_names or ip_addresses:
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     certificate = builder.sign(signer_key, hashes.SHA256())
     chain = (issuer.certificate, *issuer.chain) if issuer is not None else ()
     return Issued(certificate, key, chain)
@@ -136,3 +138,8 @@ def tlsa_for(certificate: x509.Certificate, usage: int, selector: int, matching:
     elif matching == 2:
         selected = hashlib.sha512(selected).digest()
     return TLSARecord(usage, selector, matching, selected)
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    """``certificate`` in PEM."""
+    return certificate.public_bytes(serialization.Encoding.PEM)

@@ -120,6 +120,7 @@ def start_postfix(
     domains: tuple[str, ...],
     hostname: str = "mx.dest.test",
     relay_to: int | None = None,
+    certificate: tuple[Path, Path] | None = None,
 ) -> RunningPostfix:
     """Start Postfix's master on 127.0.0.1:``port``; the caller waits for the port and
     calls :meth:`RunningPostfix.stop`.
@@ -127,7 +128,8 @@ def start_postfix(
     With ``relay_to``, mail for every domain not in ``domains`` is relayed to
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
     unverified) and the TLS session logged. Skips without root or Postfix (see
-    :func:`need_postfix`)."""
+    :func:`need_postfix`). ``certificate`` (chain file, key file) replaces the
+    self-signed certificate made for ``hostname``."""
     need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
@@ -147,7 +149,7 @@ def start_postfix(
     data.chmod(0o700)
     os.chown(data, user.pw_uid, -1)
     os.chown(mail, user.pw_uid, user.pw_gid)
-    cert, key = _certificate(conf, hostname)
+    cert, key = certificate or _certificate(conf, hostname)
     mailboxes = " ".join(f"{{@{domain}=inbox/}}" for domain in domains)
     (conf / "main.cf").write_text(
         f"""compatibility_level = 3.6
