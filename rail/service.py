@@ -61,6 +61,7 @@ from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
+from rail.tlsrpt.mailbox import ReportMailbox, report_address
 from rail.tlsrpt.service import build_tlsrpt
 from rail.web.health import Readiness
 from rail.web.http80 import http80_site
@@ -412,6 +413,18 @@ def build_service(
         tls_contexts.append(inbound_tls)
         inbound_settings = [config.inbound]
         hooks.append(lambda c: inbound_settings.__setitem__(0, c.inbound))
+        # Reports to the TLS-RPT address Rail publishes (dns.tls_rpt) become a metric.
+        own = {*local_domain_names(config, now), config.hostname}
+        rua = report_address(config.dns.tls_rpt, own)
+        reports = (
+            ReportMailbox(
+                rua,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+                registry=stats.registry,
+            )
+            if rua is not None
+            else None
+        )
         # Port 25's per-address bound (inbound.max_connections_per_ip) is its gate's.
         inbound_factory = SMTPServerFactory(
             lambda: InboundSession(
@@ -423,6 +436,7 @@ def build_service(
                 hostname=config.hostname,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                reports=reports,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),

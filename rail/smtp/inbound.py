@@ -43,7 +43,7 @@ from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
 
-__all__ = ["InboundSession", "Verifier"]
+__all__ = ["InboundSession", "ReportMailbox", "Verifier"]
 
 _log = Logger()
 
@@ -58,6 +58,14 @@ class Verifier(Protocol):
 
     def verify(self, peer_ip: str, helo: str, sender: str, data: bytes) -> Any:
         """A Deferred firing with the message's :class:`Authentication`."""
+
+
+class ReportMailbox(Protocol):
+    """Rail's own TLS-RPT mailbox (:class:`rail.tlsrpt.mailbox.ReportMailbox`): mail to
+    it is read as a report, not stored nor sent to a webhook."""
+
+    def accepts(self, address: str) -> bool: ...
+    def receive(self, data: bytes, peer: str) -> Any: ...
 
 
 class InboundSession:
@@ -82,7 +90,10 @@ class InboundSession:
         verify_timeout: float = 120.0,
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
+        reports: ReportMailbox | None = None,
     ) -> None:
+        self._reports = reports
+        self._report_rcpts: set[str] = set()
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
         self._store = store
@@ -108,11 +119,15 @@ class InboundSession:
 
     def check_mail(self, envelope: Envelope) -> Reject | None:
         self._routes = {}
+        self._report_rcpts = set()
         if self._settings.require_tls and not envelope.tls:
             return _NEED_TLS
         return None
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        if self._reports is not None and self._reports.accepts(recipient):
+            self._report_rcpts.add(recipient)
+            return None
         decision = route_recipient(self._recipients(), recipient)
         if isinstance(decision, Refusal):
             _log.info(
@@ -135,8 +150,16 @@ class InboundSession:
             if self._refusals is not None:
                 self._refusals.refuse("inbound", over[0], envelope.peer)
             return over[1]
+        reports, self._report_rcpts = self._report_rcpts, set()
+        if reports and self._reports is not None:
+            reading = self._reports.receive(data, envelope.peer)
+            if reports.issuperset(envelope.recipients):
+                self._routes = {}
+                return reading.addCallback(lambda _: Reply(250, "2.0.0", "Ok: report received"))
         routed: list[tuple[str, Route]] = []
         for recipient in envelope.recipients:
+            if recipient in reports:
+                continue
             route = self._routes.get(recipient)
             if route is None:  # not expected: every recipient passed check_rcpt
                 decision = route_recipient(self._recipients(), recipient)
