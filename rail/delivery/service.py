@@ -17,15 +17,13 @@ from twisted.internet.defer import Deferred
 
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
-from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
 from rail.delivery.mtasts import STSPolicies
 from rail.delivery.preparing import Preparer
 from rail.delivery.resolve import make_resolver
-from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
+from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
-from rail.delivery.tlspolicy import TLSRequirement
 from rail.delivery.tlsreport import DISCARD, TLSOutcomeSink
 from rail.delivery.transport import build_transport
 from rail.dkim.keys import KeyStore
@@ -85,24 +83,6 @@ def build_delivery(
     resolver = make_resolver(delivery.nameservers, reactor)
     transport = build_transport(config, reactor, resolver, rng, outcomes)
 
-    def connect(address: str, host: str, tls: TLSRequirement) -> Deferred[Session]:
-        return Deferred.fromCoroutine(
-            open_session(
-                reactor,
-                address,
-                transport.port,
-                helo_name=config.hostname,
-                clock=reactor,
-                timeouts=transport.timeouts,
-                connect_timeout=delivery.connect_timeout,
-                requirement=tls,
-                server_name=host,
-                contexts=transport.contexts,
-                outcomes=transport.outcomes,
-                credentials=transport.credentials,
-            )
-        )
-
     threads = SigningThreads(reactor, 2 * delivery.prepare_threads)
     preparer = Preparer(
         Signer(keys, reactor, on_reactor=reactor.callFromThread).prepare,
@@ -115,7 +95,7 @@ def build_delivery(
         queue,
         reactor,
         route=transport.route,
-        connect=connect,
+        connect=transport.connector(reactor, config.hostname, delivery.connect_timeout),
         prepare=preparer,
         dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),

@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from rail.config import Config
 from rail.config.schema import Smarthost
 from rail.delivery.client import ClientTimeouts
+from rail.delivery.connect import open_session
 from rail.delivery.danecheck import dane_check
 from rail.delivery.danelookup import with_dane
 from rail.delivery.dnssec import DaneResolver
@@ -28,7 +29,7 @@ from rail.delivery.resolve import Route, resolve_route, smarthost_route
 from rail.delivery.smtpauth import Credentials
 from rail.delivery.stsfetch import PolicyFetcher
 from rail.delivery.stsroute import apply_policy, policy_domain, policy_route
-from rail.delivery.tlspolicy import smarthost_requirement
+from rail.delivery.tlspolicy import TLSRequirement, smarthost_requirement
 from rail.delivery.tlsreport import TLSOutcomeSink
 from rail.delivery.tlsverify import TLSContexts
 
@@ -49,6 +50,31 @@ class Transport:
     outcomes: TLSOutcomeSink
     credentials: Credentials | None = None
     policies: STSPolicies | None = None
+
+    def connector(
+        self, reactor: Any, helo_name: str, connect_timeout: float
+    ) -> Callable[[str, str, TLSRequirement], Deferred[Any]]:
+        """The scheduler's ``connect(address, host_name, tls)``."""
+
+        def connect(address: str, host: str, tls: TLSRequirement) -> Deferred[Any]:
+            return Deferred.fromCoroutine(
+                open_session(
+                    reactor,
+                    address,
+                    self.port,
+                    helo_name=helo_name,
+                    clock=reactor,
+                    timeouts=self.timeouts,
+                    connect_timeout=connect_timeout,
+                    requirement=tls,
+                    server_name=host,
+                    contexts=self.contexts,
+                    outcomes=self.outcomes,
+                    credentials=self.credentials,
+                )
+            )
+
+        return connect
 
 
 def read_password(path: Any) -> str:
