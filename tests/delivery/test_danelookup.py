@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+import attrs
 import dns.message
 import dns.rdatatype
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.delivery.dane import TLSARecord
-from rail.delivery.danelookup import DaneRoute, dane_route
+from rail.delivery.danecheck import dane_check
+from rail.delivery.danelookup import DaneRoute, dane_route, with_dane
 from rail.delivery.dnssec import SecureAnswer, interpret, mx_hosts, tlsa_name, tlsa_records
 from rail.delivery.resolve import Route, RouteError, RouteHost
+from rail.delivery.tlspolicy import TLSRequirement
+from rail.delivery.tlsreport import TLSOutcome
+from tests.support.danecerts import NOW, issue, tlsa_for
 
 _HEX = "ab" * 32
 
@@ -167,3 +173,82 @@ class DaneRouteTests(SynchronousTestCase):
         lookups = _FakeLookups(SecureAnswer("secure", ()), {"dest.test": _tlsa(f"3 1 1 {_HEX}")})
         result = self._checked(lookups, route)
         self.assertEqual(list(result.dane), ["dest.test"])
+
+
+class _Outcomes:
+    def __init__(self) -> None:
+        self.seen: list[TLSOutcome] = []
+
+    def record(self, outcome: TLSOutcome) -> None:
+        self.seen.append(outcome)
+
+
+class WithDaneTests(SynchronousTestCase):
+    def test_dane_hosts_get_the_dane_requirement(self) -> None:
+        """After the MX route (and its MTA-STS requirements), a host with secure TLSA
+        records gets ``dane`` with its records and name, replacing what it had; a host
+        without keeps its requirement."""
+        sts = TLSRequirement(mode="sts-enforce", policy_domain="dest.test")
+        hosts = tuple(attrs.evolve(h, tls=sts) for h in _ROUTE.hosts)
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test", "mx2.dest.test"), {"mx1.dest.test": _tlsa(f"3 1 1 {_HEX}")}
+        )
+        route = with_dane(lambda domain: succeed(Route(hosts)), lookups)
+        first, second = self.successResultOf(route("Dest.Test")).hosts
+        self.assertEqual(first.tls.mode, "dane")
+        self.assertEqual(first.tls.tlsa, (TLSARecord(3, 1, 1, bytes.fromhex(_HEX)),))
+        self.assertEqual(first.tls.names_for("mx1.dest.test"), ("mx1.dest.test",))
+        self.assertEqual((first.tls.policy_type, first.tls.policy_domain), ("tlsa", "dest.test"))
+        self.assertEqual(second.tls, sts)
+
+    def test_failure_defers_and_reports_dnssec_invalid(self) -> None:
+        """A bogus (SERVFAIL) answer defers the domain and reports ``dnssec-invalid``."""
+        outcomes = _Outcomes()
+        lookups = _FakeLookups(SecureAnswer("failed", reason="SERVFAIL (bogus or unavailable)"), {})
+        route = with_dane(lambda domain: succeed(_ROUTE), lookups, outcomes)
+        self.failureResultOf(route("dest.test"), RouteError)
+        (outcome,) = outcomes.seen
+        self.assertEqual(
+            (outcome.policy_domain, outcome.policy_type, outcome.result),
+            ("dest.test", "tlsa", "dnssec-invalid"),
+        )
+
+    def test_address_literals_skip_dane(self) -> None:
+        """An address-literal domain has no DNS: its route is used as it is."""
+        lookups = _FakeLookups(SecureAnswer("failed", reason="never asked"), {})
+        literal = Route((RouteHost("192.0.2.1", ("192.0.2.1",)),))
+        route = with_dane(lambda domain: succeed(literal), lookups)
+        self.assertEqual(self.successResultOf(route("[192.0.2.1]")), literal)
+        self.assertEqual(lookups.asked, [])
+
+
+class _Connection:
+    """What dane_check asks of an OpenSSL connection: the presented chain."""
+
+    def __init__(self, chain: list[Any]) -> None:
+        self._chain = chain
+
+    def get_peer_cert_chain(self, as_cryptography: bool = False) -> list[Any]:
+        return self._chain
+
+
+class DaneCheckTests(SynchronousTestCase):
+    def test_verdicts(self) -> None:
+        """The check passes a matching chain (None) and fails a mismatch with the RFC
+        8460 result ``tlsa-invalid``; DANE-TA validity uses the injected time."""
+        root = issue("Root", ca=True)
+        server = issue("mx1.dest.test", issuer=root, dns_names=["mx1.dest.test"])
+        good = TLSRequirement(mode="dane", tlsa=(tlsa_for(server.certificate, 3, 1, 1),))
+        check = dane_check(lambda: NOW.timestamp())
+        chain = _Connection(list(server.presented(include_root=True)))
+        self.assertIsNone(check(chain, good, "mx1.dest.test"))  # type: ignore[arg-type]
+        other = TLSRequirement(mode="dane", tlsa=(tlsa_for(root.certificate, 3, 1, 1),))
+        verdict = check(chain, other, "mx1.dest.test")  # type: ignore[arg-type]
+        assert verdict is not None
+        self.assertEqual(verdict.result, "tlsa-invalid")
+        anchor = TLSRequirement(mode="dane", tlsa=(tlsa_for(root.certificate, 2, 1, 1),))
+        self.assertIsNone(check(chain, anchor, "mx1.dest.test"))  # type: ignore[arg-type]
+        late = dane_check(lambda: NOW.timestamp() + 365 * 86400)
+        expired = late(chain, anchor, "mx1.dest.test")  # type: ignore[arg-type]
+        assert expired is not None
+        self.assertEqual(expired.result, "validation-failure")

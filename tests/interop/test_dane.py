@@ -10,7 +10,11 @@ an intermediate, naming all the MX hosts:
 - ``ta.test`` publishes DANE-TA ``2 0 1`` of the intermediate: delivered (chain and
   name checked);
 - ``bad.test`` publishes a DANE-EE record of another key: deferred with a reason naming
-  DANE, and Postfix never sees the recipient (no plaintext fallback).
+  DANE, and Postfix never sees the recipient (no plaintext fallback);
+- ``plain.test`` is not signed and publishes the same wrong record: an insecure TLSA
+  RRset does not count, so it is delivered with opportunistic TLS;
+- ``bogus.test`` is signed, but unbound's trust anchor for it is another key: its
+  answers are bogus (SERVFAIL) and the recipient is deferred, nothing sent.
 
 Then TLS-RPT: Rail (``tlsrpt.enabled``) counted those sessions; after a restart that
 moves the counters to yesterday, it sends each domain's report to the ``rua`` of its
@@ -49,7 +53,7 @@ from tests.support.postfix import need_postfix, start_postfix
 from tests.support.signeddns import SignedDNS, need_signed_dns, start_signed_dns
 from tests.tlsrpt.schema import validate_report
 
-_DOMAINS = ("dest.test", "ta.test", "bad.test")
+_DOMAINS = ("dest.test", "ta.test", "bad.test", "bogus.test", "plain.test")
 
 
 async def _wait_for(check: Any, timeout: float = 60.0, what: str = "") -> Any:
@@ -114,7 +118,13 @@ def _zones(pki: _PKI, rua_https: str) -> dict[str, list[str]]:
         "dest.test": [*common, f"_25._tcp.mx TLSA {ee}", rua.format(https=rua_https)],
         "ta.test": [*common, f"_25._tcp.mx TLSA {ta}"],
         "bad.test": [*common, f"_25._tcp.mx TLSA {wrong}", rua.format(https=rua_https)],
+        "bogus.test": [*common, f"_25._tcp.mx TLSA {ee}"],
     }
+
+
+def _insecure_zones(pki: _PKI) -> dict[str, list[str]]:
+    wrong = tlsa_for(pki.other.certificate, 3, 1, 1)
+    return {"plain.test": ["@ MX 10 mx", "mx A 127.0.0.1", f"_25._tcp.mx TLSA {wrong}"]}
 
 
 class DaneInteropTests(TestCase):
@@ -132,7 +142,9 @@ class DaneInteropTests(TestCase):
         return receiver, port.getHost().port
 
     async def _dns(self, pki: _PKI, rua_https: str) -> SignedDNS:
-        dns = await deferToThread(start_signed_dns, _zones(pki, rua_https))
+        dns = await deferToThread(
+            start_signed_dns, _zones(pki, rua_https), _insecure_zones(pki), ["bogus.test"]
+        )
         self.addCleanup(dns.stop)
         return dns
 
@@ -144,7 +156,13 @@ class DaneInteropTests(TestCase):
             client.ehlo("app.rail.test")
             code, text = client.docmd(f"MAIL FROM:<{SENDER}>")
             assert code == 250, text
-            for address in ("bob@dest.test", "carol@ta.test", "dave@bad.test"):
+            for address in (
+                "bob@dest.test",
+                "carol@ta.test",
+                "dave@bad.test",
+                "erin@bogus.test",
+                "frank@plain.test",
+            ):
                 code, text = client.rcpt(address)
                 assert code == 250, text
             code, text = client.data(message)
@@ -185,22 +203,30 @@ class DaneInteropTests(TestCase):
 
         def delivered() -> list[bytes] | None:
             found = postfix.delivered()
-            return found if len(found) >= 2 else None
+            return found if len(found) >= 3 else None
 
         try:
-            messages = await _wait_for(delivered, 60, "two deliveries")
-            bad = await _wait_for(lambda: _deferred(rail, message_id), 60, "bad.test deferred")
+            messages = await _wait_for(delivered, 60, "three deliveries")
+            bad = await _wait_for(
+                lambda: _deferred(rail, message_id, "dave@bad.test"), 60, "bad.test deferred"
+            )
+            bogus = await _wait_for(
+                lambda: _deferred(rail, message_id, "erin@bogus.test"), 60, "bogus deferred"
+            )
         except AssertionError:
             raise AssertionError(
                 f"Rail:\n{rail.server.output.decode()}\nPostfix:\n{_log(postfix)}\n{dns.logs()}"
             ) from None
-        recipients = sorted(_header(m, "Delivered-To") for m in messages[:2])
-        self.assertEqual(recipients, ["bob@dest.test", "carol@ta.test"])
+        recipients = sorted(_header(m, "Delivered-To") for m in messages[:3])
+        self.assertEqual(recipients, ["bob@dest.test", "carol@ta.test", "frank@plain.test"])
         for delivered_message in messages:
             self.assertRegex(delivered_message.decode(), r"\(using TLSv1\.[23] with cipher")
         self.assertIn("DANE", bad)
         self.assertIn("no TLSA record matches", bad)
         self.assertNotIn("dave@bad.test", _log(postfix))
+        # Bogus DNSSEC: unbound answers SERVFAIL, the domain waits; nothing is sent.
+        self.assertRegex(bogus, r"^451 4\.4\.3 .*bogus\.test.*SERVFAIL")
+        self.assertNotIn("erin@bogus.test", _log(postfix))
 
         # TLS-RPT: stop (the counters are written), move them to yesterday, start again.
         await _stop(rail.server)
@@ -259,13 +285,13 @@ class DaneInteropTests(TestCase):
         )
 
 
-def _deferred(rail: RunningRail, message_id: str) -> str | None:
-    """The last reply of dave@bad.test once deferred (read from the queue database)."""
+def _deferred(rail: RunningRail, message_id: str, address: str) -> str | None:
+    """The last reply to ``address`` once deferred (read from the queue database)."""
     connection = sqlite3.connect(f"file:{database_path(rail.queue)}?mode=ro", uri=True)
     try:
         row = connection.execute(
             "SELECT status, last_reply FROM recipients WHERE message_id = ? AND address = ?",
-            (message_id, "dave@bad.test"),
+            (message_id, address),
         ).fetchone()
     finally:
         connection.close()

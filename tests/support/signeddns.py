@@ -4,7 +4,8 @@ NSD (Debian ``nsd``) serves the zones authoritatively; ``ldns-keygen`` and
 ``ldns-signzone`` (``ldnsutils``) sign the secure ones with a fresh KSK and ZSK
 (ECDSA P-256); unbound (``unbound``) validates, with the KSK's DS as its only trust
 anchor and a stub zone per test zone pointing at NSD. Zones listed as insecure are
-served unsigned, so unbound answers them without AD. Everything lives in a fresh
+served unsigned, so unbound answers them without AD; bogus ones are signed, but unbound's
+anchor for them is another key, so it answers SERVFAIL. Everything lives in a fresh
 directory and both daemons run in the foreground as children of the test, on free
 ports, until :meth:`SignedDNS.stop`.
 
@@ -107,11 +108,16 @@ def _run(argv: list[str], cwd: Path) -> str:
     return done.stdout.decode().strip()
 
 
-def _sign(tools: Mapping[str, str], root: Path, origin: str, zone: Path) -> str:
-    """Sign ``zone`` (writes ``zone.signed``); returns the KSK's DS record text."""
+def _sign(
+    tools: Mapping[str, str], root: Path, origin: str, zone: Path, bogus: bool = False
+) -> str:
+    """Sign ``zone`` (writes ``zone.signed``); returns the KSK's DS record text, or for
+    ``bogus`` the DS of another KSK, which the zone's signatures do not chain to."""
     ksk = _run([tools["ldns-keygen"], "-a", "ECDSAP256SHA256", "-k", origin], root)
     zsk = _run([tools["ldns-keygen"], "-a", "ECDSAP256SHA256", origin], root)
     _run([tools["ldns-signzone"], "-n", str(zone), zsk, ksk], root)
+    if bogus:
+        ksk = _run([tools["ldns-keygen"], "-a", "ECDSAP256SHA256", "-k", origin], root)
     return (root / f"{ksk}.ds").read_text().strip()
 
 
@@ -136,10 +142,13 @@ def _wait_for_answers(port: int, name: str, process: subprocess.Popen[bytes]) ->
 def start_signed_dns(
     secure: Mapping[str, Sequence[str]],
     insecure: Mapping[str, Sequence[str]] | None = None,
+    bogus: Sequence[str] = (),
 ) -> SignedDNS:
     """Serve ``secure`` zones signed and ``insecure`` ones unsigned (zone-file lines
     relative to each origin; SOA, NS and ``ns`` are added) and start unbound validating
-    them. Skips if a program is missing (see :func:`need_signed_dns`)."""
+    them. The secure zones named in ``bogus`` get a trust anchor their signatures do not
+    chain to, so unbound answers SERVFAIL for them. Skips if a program is missing (see
+    :func:`need_signed_dns`)."""
     tools = need_signed_dns()
     root = Path(tempfile.mkdtemp(prefix="rail-dnssec-"))
     root.chmod(0o755)
@@ -153,7 +162,7 @@ def start_signed_dns(
             path = root / f"{origin}.zone"
             path.write_text(_zone_text(origin, lines))
             if origin in secure:
-                anchors.append(_sign(tools, root, origin, path))
+                anchors.append(_sign(tools, root, origin, path, bogus=origin in bogus))
                 path = path.with_name(path.name + ".signed")
             zones.append((origin, path))
         nsd_port, unbound_port = _free_port(), _free_port()
