@@ -116,6 +116,8 @@ class MemoryStore(MemoryAdmin):
         self.held: dict[str, float] = {}
         self.actions: dict[str, list[AdminAction]] = {}
         self.history: dict[str, list[Attempt]] = {}
+        # Events recorded with delivery results (rail.events.model.Event values), in order.
+        self.recorded_events: list[object] = []
         # Retention: when each message's bytes were dropped, by (queue, id).
         self._body_purged: dict[tuple[str, str], float] = {}
         self._purged_before = float("-inf")
@@ -246,6 +248,7 @@ class MemoryStore(MemoryAdmin):
         message_id = result.message_id
         rows = self._rows(self.messages[message_id])
         was_pending = _pending(rows)
+        self.recorded_events.extend(result.events)
         for update in result.updates:
             old = rows[update.idx]
             if old.status not in ("queued", "deferred"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from rail.config import readers as r
+from rail.config.clients import CLIENTS_DEFAULT, read_clients
 from rail.config.errors import ConfigError, Problem
 from rail.config.schema import (
     ACME,
@@ -387,6 +388,8 @@ _CONFIG = r.section(
         "shutdown": _SHUTDOWN,
         "web": _WEB,
         "logging": _LOGGING,
+        "clients_default": CLIENTS_DEFAULT,
+        "clients": read_clients,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )

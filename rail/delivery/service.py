@@ -10,6 +10,7 @@ of them, see :mod:`rail.delivery.preparing`), started and stopped with the servi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -76,8 +77,11 @@ def build_delivery(
     observer: IAttemptObserver,
     rng: random.Random | None = None,
     outcomes: TLSOutcomeSink = DISCARD,
+    sandboxed: Callable[[str], bool] | None = None,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``; ``outcomes`` hears every TLS outcome."""
+    """The ``delivery`` service for ``config``; ``outcomes`` hears every TLS outcome;
+    ``sandboxed(client)`` says whose mail is signed and recorded but not sent
+    (:mod:`rail.delivery.sandbox`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -106,6 +110,7 @@ def build_delivery(
         ),
         rng=rng,
         observer=observer,
+        sandboxed=sandboxed,
     )
     return DeliveryService(
         scheduler, config.shutdown.grace_period, threads, policies=transport.policies

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import attrs
 from zope.interface import Interface
 
+from rail.events.model import Event
+
 __all__ = [
     "QUARANTINE_PREFIX",
     "Accepted",
@@ -219,6 +221,9 @@ class JobResult:
     message_id: str
     attempted_at: float
     updates: tuple[RecipientUpdate, ...]
+    events: tuple[Event, ...] = ()
+    """Events the attempt makes, stored (for the clients that subscribed) in the same
+    transaction as the result: a sandboxed client's ``message.delivered``."""
 
 
 @attrs.frozen

@@ -56,6 +56,7 @@ from rail.store.model import (
 from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
 from rail.store.tlsreports import SQLiteTLSReports
+from rail.store.usage import client_usage
 from rail.store.writer import (
     AcceptOp,
     Claimed,
@@ -228,6 +229,13 @@ class SQLiteStore(SQLiteAdmin, SQLiteTLSReports):
         """When the oldest pending message was received, or None; an indexed read on the
         read thread (see :func:`rail.store.deliveries.oldest_pending_received_at`)."""
         return self._read(oldest_pending_received_at)
+
+    def client_usage(
+        self, since: float, until: float
+    ) -> Deferred[list[tuple[str, float, int, int]]]:
+        """Messages and recipients per client and minute from ``since`` to ``until``, on
+        the read thread (see :func:`rail.store.usage.client_usage`): the rate limits' seed."""
+        return self._read(lambda connection: client_usage(connection, since, until))
 
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]

@@ -35,6 +35,7 @@ from rail.store.deliveries import (
     quarantine_message,
     record_result,
 )
+from rail.store.events import insert_events
 from rail.store.inbound import (
     claim_webhooks,
     insert_inbound,
@@ -467,10 +468,16 @@ class Writer:
         return result
 
     def _record_one(self, op: RecordOp) -> object:
-        return self._savepoint(
-            lambda: record_result(self._connection, op.result, op.dsn),
-            f"cannot record delivery of {op.result.message_id}",
-        )
+        def record() -> object:
+            outcome = record_result(self._connection, op.result, op.dsn)
+            if op.result.events:
+                result = op.result
+                insert_events(
+                    self._connection, result.events, result.attempted_at, self.subscriptions
+                )
+            return outcome
+
+        return self._savepoint(record, f"cannot record delivery of {op.result.message_id}")
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
         return self._savepoint(

@@ -25,6 +25,7 @@ from twisted.web.server import Request, Site
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.mail.headers import HeaderLimits
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
@@ -36,6 +37,7 @@ from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body, write_error
 from rail.web.messagelist import MessagesResource
+from rail.web.secretrotate import ClientsResource, Rotate
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
@@ -213,6 +215,8 @@ def build_site(
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
+    rates: ClientRates | None = None,
+    rotate_secret: Rotate | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
@@ -230,12 +234,16 @@ def build_site(
         header_limits=header_limits,
         refusals=refusals,
         in_thread=in_thread,
+        rates=rates,
     )
     v1 = _Directory()
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
-        v1.putChild(b"admin", AdminResource(store, clock, dsn, domains))
+        admin = AdminResource(store, clock, dsn, domains)
+        v1.putChild(b"admin", admin)
+        if rotate_secret is not None:
+            admin.putChild(b"clients", ClientsResource(rotate_secret))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
