@@ -545,7 +545,9 @@ def build_service(
         tlsrpt = build_tlsrpt(config, reactor, store) if config.tlsrpt.enabled else None
         if tlsrpt is not None:
             tlsrpt.setServiceParent(root)
-        outcomes = tlsrpt.sink if tlsrpt is not None else DISCARD
+        # Sessions with a smarthost are not about any recipient domain's policy.
+        relayed = config.delivery.smarthost is not None
+        outcomes = tlsrpt.sink if tlsrpt is not None and not relayed else DISCARD
         delivery = build_delivery(
             config,
             reactor,
