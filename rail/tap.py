@@ -16,6 +16,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rail.config import ConfigError, load_config
+from rail.delivery.transport import TransportError
 from rail.dkim.keys import DKIMKeyError
 from rail.logjson import json_line
 from rail.logtext import classic_line, twistd_observer
@@ -96,7 +97,7 @@ def makeService(options: Any) -> IService:
     _log_format[0] = config.logging.format
     try:
         root = build_service(config, reactor, config_path=Path(options["config"]))
-    except (PKIError, StoreUnavailableError, DKIMKeyError) as e:
+    except (PKIError, StoreUnavailableError, DKIMKeyError, TransportError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None
     # Started as root with --uid/--gid: what the start creates in data_dir as root goes to

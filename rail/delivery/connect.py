@@ -124,12 +124,8 @@ async def open_session(
         result, reason, reply = failure
         outcomes.record(outcome_for(requirement, name, host, result, reason))
         if not requirement.plaintext_fallback:
-            _log.info(
-                "TLS with {mx} ({address}) failed: {reason}",
-                mx=name,
-                address=host,
-                reason=reason,
-            )
+            # The reply names the failure; the scheduler logs it once ("cannot deliver
+            # through ..."), so a verification failure is one line, never a traceback.
             raise SessionError(reply, tls_failed=True) from None
         _log.info(
             "STARTTLS with {peer} failed ({reason}); retrying in plaintext",
@@ -137,9 +133,11 @@ async def open_session(
             reason=reason,
         )
         return await attempt(None)
-    if check.requirement.implicit and not session.tls_active:
-        session.abort()  # cannot happen: the greeting came through TLS
-        raise SessionError(Reply(451, "4.7.5", "implicit TLS did not start", remote=False))
+    if requirement.tls_required and not (session.tls_active and check.verified):
+        # Cannot happen (the handshake is refused first); checked so that no path can
+        # carry mail over TLS that a policy required and nobody verified.
+        session.abort()
+        raise SessionError(_reply("4.7.5", f"{_what(requirement)}: {name}: TLS not verified"))
     _report(requirement, check, session, name, host, outcomes)
     if credentials is not None:
         try:
@@ -181,11 +179,13 @@ def _report(
     outcomes: TLSOutcomeSink,
 ) -> None:
     """Report a session that opened: TLS verified (or not needed), not offered, or
-    (``sts-testing``) offered with a certificate that failed."""
+    (``sts-testing``) offered with a certificate that failed, or to an unlisted host."""
     if not session.tls_active:
         result, reason = "starttls-not-supported", f"{name} does not offer STARTTLS"
     elif check.verdict is not None:
         result, reason = check.verdict.result, check.verdict.reason
+    elif not requirement.matches(name):  # sts-testing: enforce drops such hosts earlier
+        result, reason = "validation-failure", f"MX host {name} is not listed in the policy"
     else:
         outcomes.record(outcome_for(requirement, name, address))
         return

@@ -76,12 +76,12 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
-    outcomes: TLSOutcomeSink = DISCARD,
     sandboxed: Callable[[str], bool] | None = None,
+    outcomes: TLSOutcomeSink = DISCARD,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``; ``outcomes`` hears every TLS outcome;
-    ``sandboxed(client)`` says whose mail is signed and recorded but not sent
-    (:mod:`rail.delivery.sandbox`)."""
+    """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); ``outcomes`` hears
+    every TLS outcome."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)

@@ -62,6 +62,24 @@ class _TooLargeError(Exception):
     pass
 
 
+@implementer(IStreamClientEndpoint)
+class _Tracked:
+    """An endpoint that remembers what it connected, so the fetch can close it for
+    certain (a TLS close would otherwise wait for the peer, e.g. after an oversized
+    body)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, protocols: list[Any]) -> None:
+        self._endpoint = endpoint
+        self._protocols = protocols
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        def connected(protocol: Any) -> Any:
+            self._protocols.append(protocol)
+            return protocol
+
+        return self._endpoint.connect(factory).addCallback(connected)
+
+
 @implementer(IAgentEndpointFactory)
 class _Endpoints:
     """Connects to the address Rail's resolver found, with TLS checked by ``check``."""
@@ -69,12 +87,18 @@ class _Endpoints:
     def __init__(self, reactor: Any, address: str, port: int, check: PeerCheck, timeout: float):
         self._reactor, self._address, self._port = reactor, address, port
         self._check, self._timeout = check, timeout
+        self.protocols: list[Any] = []
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         kind = TCP6ClientEndpoint if ":" in self._address else TCP4ClientEndpoint
         tcp = kind(self._reactor, self._address, self._port, timeout=max(1, int(self._timeout)))
-        endpoint: IStreamClientEndpoint = wrapClientTLS(self._check, tcp)
-        return endpoint
+        return _Tracked(wrapClientTLS(self._check, tcp), self.protocols)
+
+    def abort(self) -> None:
+        for protocol in self.protocols:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
 
 class PolicyFetcher:
@@ -138,11 +162,8 @@ class PolicyFetcher:
         address = route.hosts[0].addresses[0]
         check = self._contexts.https(host)
         pool = HTTPConnectionPool(self._reactor, persistent=False)
-        agent = Agent.usingEndpointFactory(
-            self._reactor,
-            _Endpoints(self._reactor, address, self._port, check, self._timeout),
-            pool=pool,
-        )
+        endpoints = _Endpoints(self._reactor, address, self._port, check, self._timeout)
+        agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool=pool)
         client = treq.client.HTTPClient(agent)
         try:
             response = await client.get(policy_url(domain, self._port), allow_redirects=False)
@@ -160,6 +181,7 @@ class PolicyFetcher:
                 )
             return Fetched(result="sts-policy-fetch-error", reason=f"{host}: {_describe(e)}")
         finally:
+            endpoints.abort()
             await pool.closeCachedConnections()
         if body is None:
             return Fetched(

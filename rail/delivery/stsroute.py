@@ -12,6 +12,7 @@ HTTPS fetch takes beyond the MX lookup.
 from __future__ import annotations
 
 import attrs
+import idna
 from twisted.internet.defer import Deferred
 
 from rail.delivery.mx import is_address_literal
@@ -25,14 +26,14 @@ __all__ = ["apply_policy", "policy_domain", "policy_route"]
 
 
 def policy_domain(domain: str) -> str | None:
-    """The name whose MTA-STS policy applies to ``domain`` (lower-case A-label), or None
-    for an address literal or a name that cannot be one."""
+    """The name whose MTA-STS policy applies to ``domain`` (lower-case A-label, as the
+    MX lookup asks), or None for an address literal or a U-label IDNA refuses."""
     if is_address_literal(domain):
         return None
     name = domain.rstrip(".").lower()
     try:
-        return name if name.isascii() else name.encode("idna").decode("ascii")
-    except UnicodeError:
+        return name if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
         return None
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IResolver
 from twisted.internet.threads import deferToThreadPool
@@ -33,7 +34,7 @@ from rail.delivery.tlspolicy import TLSRequirement, smarthost_requirement
 from rail.delivery.tlsreport import TLSOutcomeSink
 from rail.delivery.tlsverify import TLSContexts
 
-__all__ = ["POLICY_CACHE", "Transport", "build_transport", "read_password"]
+__all__ = ["POLICY_CACHE", "Transport", "TransportError", "build_transport", "read_password"]
 
 POLICY_CACHE = "mta-sts/policies.json"
 """Where, under ``data_dir``, fetched MTA-STS policies are kept across restarts."""
@@ -77,10 +78,28 @@ class Transport:
         return connect
 
 
-def read_password(path: Any) -> str:
+class TransportError(Exception):
+    """A file the transport needs (CA file, password file) cannot be used; the message
+    names it and is all an operator needs (no traceback)."""
+
+
+def read_password(path: Any, setting: str = "delivery.smarthost.auth.password_file") -> str:
     """The first line of the password file, without its line end."""
-    with open(path, encoding="utf-8") as f:
-        return f.readline().rstrip("\r\n")
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeError) as e:
+        raise TransportError(f"{setting}: cannot read {path}: {e}") from None
+    if not password or "\0" in password:
+        raise TransportError(f"{setting}: {path} holds no usable password on its first line")
+    return password
+
+
+def _contexts(ca_file: str | None, setting: str) -> TLSContexts:
+    try:
+        return TLSContexts(ca_file)
+    except SSL.Error as e:
+        raise TransportError(f"{setting}: cannot load {ca_file} as PEM certificates: {e}") from None
 
 
 def build_transport(
@@ -96,7 +115,8 @@ def build_transport(
         return _smarthost(delivery.smarthost, resolver, outcomes)
     sts = delivery.mta_sts
     ca_file = str(sts.ca_file) if sts.ca_file is not None else None
-    contexts = TLSContexts(ca_file, dane_check=dane_check(reactor.seconds))
+    contexts = _contexts(ca_file, "delivery.mta_sts.ca_file")
+    contexts.dane_check = dane_check(reactor.seconds)
     policies = None
     if sts.enabled:
         policies = STSPolicies(
@@ -143,5 +163,10 @@ def _smarthost(smarthost: Smarthost, resolver: IResolver, outcomes: TLSOutcomeSi
         return routing.addCallback(with_tls)
 
     return Transport(
-        route, smarthost.port, ClientTimeouts(), TLSContexts(ca_file), outcomes, credentials
+        route,
+        smarthost.port,
+        ClientTimeouts(),
+        _contexts(ca_file, "delivery.smarthost.ca_file"),
+        outcomes,
+        credentials,
     )

@@ -141,6 +141,9 @@ class _Policy(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.text = ""
+        self.code = 200
+        self.content_type = b"text/plain; charset=utf-8"
+        self.location: bytes | None = None
         self.requests: list[str] = []
 
     def render_GET(self, request: Request) -> bytes:
@@ -148,7 +151,10 @@ class _Policy(Resource):
         if request.uri != b"/.well-known/mta-sts.txt":
             request.setResponseCode(404)
             return b""
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setResponseCode(self.code)
+        if self.location is not None:
+            request.setHeader(b"location", self.location)
+        request.setHeader(b"content-type", self.content_type)
         return self.text.encode()
 
 
@@ -169,8 +175,19 @@ class PolicyServer:
     def requests(self) -> list[str]:
         return self.resource.requests
 
-    def serve(self, text: str) -> None:
+    def serve(
+        self,
+        text: str,
+        *,
+        code: int = 200,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        location: bytes | None = None,
+    ) -> None:
+        """Answer the policy URL with ``text`` (and this status and headers)."""
         self.resource.text = text
+        self.resource.code = code
+        self.resource.content_type = content_type
+        self.resource.location = location
 
 
 class Delivery:
