@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
+from rail.bounces.secret import return_paths
 from rail.config import Config
 from rail.config.clients import ClientPolicies
 from rail.config.listen import ListenSpec
@@ -53,6 +54,7 @@ from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.bounceintake import BounceIntake
 from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
@@ -69,6 +71,7 @@ from rail.web.health import Readiness
 from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
+from rail.webhooks.eventstats import EventStats
 from rail.webhooks.key import WebhookKey, load_or_create_key
 from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
 from rail.webhooks.secrets import read_secrets
@@ -281,6 +284,7 @@ def build_service(
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
     webhook_key.use_secrets(_webhook_secrets(config))
+    verp = return_paths(config)  # None when bounces.enabled is false
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
@@ -423,6 +427,7 @@ def build_service(
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
+    certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(
             config,
@@ -432,6 +437,7 @@ def build_service(
         )
         directory.load()
         DirectoryService(directory).setServiceParent(root)
+        certificates = directory
 
         def follow(new: Config) -> None:
             directory.reconfigure(new)
@@ -471,6 +477,15 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 reports=reports,
+                bounces=None
+                if verp is None
+                else BounceIntake(
+                    store=store,
+                    paths=verp,
+                    max_size=config.bounces.max_report_size,
+                    clock=reactor,
+                    refusals=refusals,
+                ),
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -488,9 +503,30 @@ def build_service(
             config.shutdown.grace_period,
             **bounded("inbound", SMTP_REFUSALS),
         ).setServiceParent(root)
-    webhooks = build_webhooks(config, reactor, store, webhook_key)
+    if certificates is None:
+        # Events go to a client's certificate webhook unless it subscribed with a URL.
+        certificates = Directory(
+            config,
+            _valid_records(config),
+            clock=reactor,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+        certificates.load()
+        DirectoryService(certificates).setServiceParent(root)
+    webhook_urls = certificates
+    event_stats = EventStats(stats.registry)
+    stats.add_section("events", event_stats.summary)
+    stats.add_refresh(lambda: store.event_counts().addCallback(event_stats.set_jobs))
+    webhooks = build_webhooks(
+        config,
+        reactor,
+        store,
+        webhook_key,
+        webhook_url=lambda client: webhook_urls.current().webhooks.get(client),
+        event_observer=event_stats,
+    )
     webhooks.setServiceParent(root)
-    hooks.append(lambda c: webhooks.dispatcher.reconfigure(*webhook_settings(c)))
+    hooks.append(lambda c: webhooks.reconfigure(*webhook_settings(c)))
     if config.tls.mode == "acme":
         challenges = PendingChallenges()
         if config.listen.http is not None:
@@ -556,6 +592,7 @@ def build_service(
             stats,
             outcomes=outcomes,
             sandboxed=lambda name: clients[0].sandbox(name),
+            return_paths=verp,
         )
         delivery.setServiceParent(root)
     if config_path is not None:

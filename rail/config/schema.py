@@ -24,6 +24,7 @@ __all__ = [
     "PKI",
     "TLS",
     "TLSRPT",
+    "Bounces",
     "Client",
     "ClientLimits",
     "Config",
@@ -551,6 +552,25 @@ class Logging:
 
 
 @attrs.frozen(kw_only=True)
+class Bounces:
+    """The signed return path and the bounces and complaints that come back to it
+    (docs/bounces.md)."""
+
+    enabled: bool = True
+    """Send mail with a per-message signed return path on the sender domain's bounce
+    domain, and read the DSNs and ARF complaints that come back to it (events and
+    suppressions). Off: mail keeps the app's own address as its return path, and what
+    bounces later goes to the app as any mail would."""
+    domain: str = "bounces.{domain}"
+    """The bounce domain of each sender domain: ``{domain}`` stands for the sender's
+    domain, once, as whole labels. Rail's zone publishes an MX and an SPF record for it."""
+    max_report_size: int = 1024 * 1024
+    """Octets of a message to a return path: a larger one is refused (``552 5.3.4``).
+    Reports quote at most the original message's header section or a part of it; at
+    most 4 MB, which the reader reads on the reactor thread (about 7 ms per MB)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, valid Rail configuration."""
 
@@ -582,3 +602,4 @@ class Config:
     """Limits and sandbox flag of every client, unless ``clients`` says otherwise."""
     clients: tuple[tuple[str, Client], ...] = ()
     """Per client name (a certificate's CN): what differs from ``clients_default``."""
+    bounces: Bounces = Bounces()

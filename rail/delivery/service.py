@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from rail.bounces.verp import ReturnPaths
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
 from rail.delivery.decide import RetryPolicy
@@ -77,11 +78,13 @@ def build_delivery(
     observer: IAttemptObserver,
     rng: random.Random | None = None,
     sandboxed: Callable[[str], bool] | None = None,
+    return_paths: ReturnPaths | None = None,
     outcomes: TLSOutcomeSink = DISCARD,
 ) -> DeliveryService:
     """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
-    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); ``outcomes`` hears
-    every TLS outcome."""
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); with ``return_paths``,
+    mail goes out with its signed return path (``bounces.enabled``) instead of the app's
+    address; ``outcomes`` hears every TLS outcome."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -111,6 +114,9 @@ def build_delivery(
         rng=rng,
         observer=observer,
         sandboxed=sandboxed,
+        return_path=None
+        if return_paths is None
+        else lambda job: return_paths.address(job.message_id, job.sender),
     )
     return DeliveryService(
         scheduler, config.shutdown.grace_period, threads, policies=transport.policies

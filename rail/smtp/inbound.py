@@ -39,6 +39,7 @@ from rail.mail.headers import HeaderLimits, format_date, parse_header_section
 from rail.mail.limits import check_header_section
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
+from rail.smtp.bounceintake import ORDINARY, BounceIntake
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
@@ -91,9 +92,11 @@ class InboundSession:
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
         reports: ReportMailbox | None = None,
+        bounces: BounceIntake | None = None,
     ) -> None:
         self._reports = reports
         self._report_rcpts: set[str] = set()
+        self._bounces = bounces  # return paths (bounces.enabled): rail.smtp.bounceintake
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
         self._store = store
@@ -120,6 +123,8 @@ class InboundSession:
     def check_mail(self, envelope: Envelope) -> Reject | None:
         self._routes = {}
         self._report_rcpts = set()
+        if self._bounces is not None:
+            self._bounces.reset()
         if self._settings.require_tls and not envelope.tls:
             return _NEED_TLS
         return None
@@ -128,6 +133,12 @@ class InboundSession:
         if self._reports is not None and self._reports.accepts(recipient):
             self._report_rcpts.add(recipient)
             return None
+        if self._bounces is not None:
+            taken = self._bounces.check_rcpt(
+                self._recipients(), envelope, recipient, bool(self._routes)
+            )
+            if taken is not ORDINARY:
+                return taken
         decision = route_recipient(self._recipients(), recipient)
         if isinstance(decision, Refusal):
             _log.info(
@@ -156,6 +167,11 @@ class InboundSession:
             if reports.issuperset(envelope.recipients):
                 self._routes = {}
                 return reading.addCallback(lambda _: Reply(250, "2.0.0", "Ok: report received"))
+        if self._bounces is not None and self._bounces.active:
+            handled = self._bounces.deliver(self._recipients(), envelope, data)
+            if not isinstance(handled, Route):
+                return handled
+            self._routes = dict.fromkeys(envelope.recipients, handled)  # postmaster's
         routed: list[tuple[str, Route]] = []
         for recipient in envelope.recipients:
             if recipient in reports:

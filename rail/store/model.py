@@ -134,8 +134,9 @@ class Quarantined:
     or webhook jobs (inbound) are now ``failed``, with ``last_reply`` set to
     :data:`QUARANTINE_PREFIX` + ``reason``. Reported once, when that is on disk."""
 
-    queue: Literal["outbound", "inbound"]
+    queue: Literal["outbound", "inbound", "events"]
     message_id: str
+    """For ``events``, the event's id."""
     kind: QuarantineKind
     reason: str
 
@@ -148,6 +149,9 @@ class RecipientStatus:
     last_reply: str | None
     next_attempt_at: float | None
     updated_at: float
+    reports: tuple[Any, ...] = ()
+    """Bounces and complaints that came back later, after the recipient was ``sent``
+    (:class:`rail.store.bouncereports.AsyncReport`); they do not change ``status``."""
 
 
 @attrs.frozen
@@ -309,6 +313,8 @@ class Purged:
     keys: int = 0
     pages: int = 0
     more: bool = False
+    events: int = 0
+    """Final event jobs deleted."""
 
 
 class IRetention(Interface):

@@ -1,4 +1,4 @@
-"""TLS-RPT outcome counters in the SQLite queue (schema step 9).
+"""TLS-RPT outcome counters in the SQLite queue (schema step 11).
 
 One row per UTC day, policy domain, policy (type and text), result type, MX host and
 receiving address, with a counter: the table grows with the variety of outcomes, never

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from rail.store import tlsreports
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.sqlite import SQLiteStore
-from tests.store.oldschemas import schema_v8
+from tests.store.oldschemas import schema_v10
 
 _STS = ("version: STSv1", "mode: enforce", "mx: mx.dest.test", "max_age: 86400")
 
@@ -60,13 +60,13 @@ class CounterTests(SynchronousTestCase):
 
 
 class MigrationTests(SynchronousTestCase):
-    def test_version_8_database_gains_the_table(self) -> None:
-        """A version 8 queue is migrated: the counters table exists, nothing else changes."""
+    def test_version_10_database_gains_the_table(self) -> None:
+        """A version 10 queue is migrated: the counters table exists, nothing else changes."""
         directory = Path(self.mktemp())
         directory.mkdir()
         old = sqlite3.connect(database_path(directory), isolation_level=None)
-        old.executescript(schema_v8())
-        old.execute("PRAGMA user_version=8")
+        old.executescript(schema_v10())
+        old.execute("PRAGMA user_version=10")
         old.close()
         connection = open_writable(directory)
         try:

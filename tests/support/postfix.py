@@ -152,6 +152,7 @@ def start_postfix(
     hostname: str = "mx.dest.test",
     relay_to: int | None = None,
     *,
+    extra: str = "",
     address: str = "127.0.0.1",
     certificate: tuple[Path, Path] | None = None,
     submission: Submission | None = None,
@@ -163,7 +164,8 @@ def start_postfix(
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
     unverified) and the TLS session logged. ``certificate`` (chain and key PEM files)
     replaces the self-signed certificate made for ``hostname``; ``submission`` adds the
-    submission services. Skips without root or Postfix (see :func:`need_postfix`)."""
+    submission services; ``extra`` is appended to main.cf (a later setting overrides an
+    earlier one). Skips without root or Postfix (see :func:`need_postfix`)."""
     need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
@@ -227,6 +229,7 @@ smtp_helo_name = {hostname}
             if relay_to is not None
             else ""
         )
+        + extra
     )
     master = (Path("/etc/postfix/master.cf")).read_text().splitlines()
     lines = []
