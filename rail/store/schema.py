@@ -24,6 +24,7 @@ from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
 from rail.store.sendcheck import SEND_CHECK_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
+from rail.store.tlsreports import TLS_REPORTS_SCHEMA
 
 __all__ = [
     "COMPACT_AT_START",
@@ -58,7 +59,8 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # recipients table again, and re-creates its indexes and retention's triggers on it.
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
 # version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
-# jobs; version 10 no record of the recipients a send found suppressed.
+# jobs; version 10 no record of the recipients a send found suppressed; version 11 no
+# TLS-RPT counters.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -137,6 +139,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + ASYNC_REPORTS_SCHEMA
     + EVENT_JOBS_SCHEMA
     + SEND_CHECK_SCHEMA
+    + TLS_REPORTS_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -152,6 +155,7 @@ _MIGRATIONS: dict[int, str] = {
     9: ASYNC_REPORTS_SCHEMA,
     10: EVENT_JOBS_SCHEMA,
     11: SEND_CHECK_SCHEMA,
+    12: TLS_REPORTS_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
