@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
+from rail.store.trail import message_events
 from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
@@ -51,6 +52,11 @@ class SQLiteAdmin:
     def show_message(self, message_id: str) -> Deferred[Any]:
         """A :class:`~rail.store.adminmodel.MessageDetail` or None; see IAdminQueue."""
         return self._read(lambda c: admin.show_message(c, message_id))
+
+    def message_events(self, message_id: str) -> Deferred[Any]:
+        """The :class:`~rail.store.trail.EventRecord` tuple of ``message_id`` (the
+        console's trail), read on the read thread."""
+        return self._read(lambda c: message_events(c, message_id))
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""
