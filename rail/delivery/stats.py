@@ -124,6 +124,12 @@ class DeliveryStats:
         total = sum(count for second, count in self._per_second if second > since)
         return total * 60.0 / seconds
 
+    def recent_sent(self, now: float) -> list[tuple[int, int]]:
+        """``(second, recipients sent)`` of the last five minutes, oldest first (the
+        console's chart; at most 300 pairs)."""
+        self._trim(now)
+        return [(int(second), int(count)) for second, count in self._per_second]
+
     def snapshot(self, now: float, counts: dict[str, int]) -> dict[str, object]:
         """The ``/stats`` document."""
         return {

@@ -1,0 +1,469 @@
+"""``/console/``: the operators' web console on the HTTPS listener.
+
+Only a connection whose client certificate is an admin certificate gets a page; any
+other request is answered 403 with a page saying how to get one. Pages are rendered from
+the same store reads and admin queue operations as the admin API (read thread, writer
+thread); the registry, the records and the disk are read in a thread. A POST (message
+actions, removing a suppressed address) needs the form's CSRF token
+(:mod:`rail.console.csrf`), checked before anything is done, and answers 303 to the page
+that shows the result. Every answer forbids scripts, inline styles, framing and
+outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import attrs
+from cryptography.hazmat.primitives import hashes
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.template import Tag, flattenString
+
+from rail.console import pages
+from rail.console.csrf import csrf_token, csrf_valid
+from rail.delivery.stats import DeliveryStats
+from rail.pki.registry import CertificateRecord
+from rail.policy.identity import identity_from_certificate
+from rail.store.adminmodel import LISTED_STATUSES, QueueQuery, RetryTarget
+from rail.store.deliveries import DSNBuilder
+from rail.store.ids import is_message_id
+from rail.store.suppressionmodel import SuppressionQuery
+from rail.web.admin import MAX_REASON, DomainsReport
+from rail.web.identity import peer_certificate
+from rail.web.metaquery import tag_problem
+from rail.web.send import finish_later
+
+__all__ = ["CONTENT_SECURITY_POLICY", "Console", "ConsoleSources"]
+
+_log = Logger()
+
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
+    b" frame-ancestors 'none'; base-uri 'none'"
+)
+
+_STYLESHEET = resources.files("rail.console").joinpath("static/console.css").read_bytes()
+
+_MAX_FIELD = 320
+"""The longest search value accepted (an address's maximum length)."""
+
+_DONE = {
+    ("retry", "done"): "Retried: the pending recipients are due now.",
+    ("retry", "none"): "Nothing to retry: no pending recipient is waiting.",
+    ("hold", "done"): "Held: no delivery until released.",
+    ("release", "done"): "Released: the pending recipients are due now.",
+    ("delete", "done"): "Deleted: the pending recipients will not be delivered.",
+    ("bounce", "done"): "Bounced: the sender gets a DSN.",
+    ("any", "not_pending"): "Nothing was done: no recipient is pending.",
+    ("any", "already_held"): "Nothing was done: the message is already on hold.",
+    ("any", "not_held"): "Nothing was done: the message is not on hold.",
+}
+"""What an action's outcome (``?done=ACTION&outcome=CODE``) says; only these texts are
+shown, so a link cannot put words on the page."""
+
+
+@attrs.frozen
+class ConsoleSources:
+    """What the console reads and acts on. ``store`` is the SQLite store (IAdminQueue,
+    ISuppressionList, ``recipient_counts`` and ``message_events``); the callables return
+    Deferreds and do their file work in a thread: ``certificates`` the registry's
+    records, ``records`` ``rail dns records``' text, ``disk_free`` the bytes free under
+    the queue. ``secret`` keys the CSRF tokens (random, made at start)."""
+
+    store: Any
+    clock: IReactorTime
+    secret: bytes
+    stats: DeliveryStats | None = None
+    certificates: Callable[[], Deferred[list[CertificateRecord]]] | None = None
+    records: Callable[[], Deferred[str]] | None = None
+    domains: DomainsReport | None = None
+    disk_free: Callable[[], Deferred[int]] | None = None
+    dsn: DSNBuilder | None = None
+
+
+@attrs.frozen
+class _Admin:
+    name: str
+    fingerprint: str
+
+
+@attrs.frozen
+class _Answer:
+    """A page to write (``status``, ``page``) or a redirect (``location``)."""
+
+    status: int = 200
+    page: Tag | None = None
+    location: str | None = None
+
+
+def _admin(request: Any) -> _Admin | str:
+    """The admin of the connection, or why the request is refused (read once per
+    connection: kept-alive requests reuse it)."""
+    channel = request.channel
+    known = getattr(channel, "_rail_console_admin", None)
+    if known is not None:
+        result: _Admin | str = known
+        return result
+    certificate = peer_certificate(request)
+    if certificate is None:
+        answer: _Admin | str = "This request came without a client certificate."
+    else:
+        try:
+            identity = identity_from_certificate(certificate)
+        except ValueError:
+            identity = None
+        if identity is None or identity.role != "admin":
+            answer = "This certificate is an application's, not an operator's admin certificate."
+        else:
+            answer = _Admin(identity.name, certificate.fingerprint(hashes.SHA256()).hex())
+    if channel is not None:
+        channel._rail_console_admin = answer
+    return answer
+
+
+def _arg(args: dict[bytes, list[bytes]], name: str) -> str:
+    values = args.get(name.encode("ascii"))
+    return values[-1].decode("utf-8", "replace").strip() if values else ""
+
+
+def _form(request: Any) -> dict[bytes, list[bytes]] | None:
+    """The urlencoded body of a POST, or None if it is not one."""
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != b"application/x-www-form-urlencoded":
+        return None
+    raw = request.content.read() if request.content is not None else b""
+    try:
+        parsed = parse_qs(raw, keep_blank_values=True, strict_parsing=False, max_num_fields=20)
+    except ValueError:
+        return None
+    return parsed
+
+
+class Console(Resource):
+    """Mounted at ``/console``; dispatches on the rest of the path."""
+
+    isLeaf = True
+
+    def __init__(self, sources: ConsoleSources) -> None:
+        super().__init__()
+        self._sources = sources
+
+    def render(self, request: Any) -> Any:
+        request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        request.setHeader(b"Cache-Control", b"no-store")
+        path = [segment.decode("utf-8", "replace") for segment in request.postpath]
+        if path == ["static", "console.css"]:
+            request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
+            return _STYLESHEET
+        if not path:
+            request.setResponseCode(301)
+            request.setHeader(b"Location", b"/console/")
+            return b""
+        admin = _admin(request)
+        if isinstance(admin, str):
+            return self._write(request, succeed(_Answer(403, pages.forbidden_page(admin))))
+        if request.method == b"POST":
+            answer = self._post(request, path, admin)
+        elif request.method in (b"GET", b"HEAD"):
+            answer = self._get(request, path, admin)
+        else:
+            request.setHeader(b"Allow", b"GET, POST")
+            answer = succeed(_Answer(405, pages.notice_page("Method not allowed", "GET or POST.")))
+        return self._write(request, answer)
+
+    def _write(self, request: Any, answer: Deferred[_Answer]) -> Any:
+        def render(result: _Answer) -> Deferred[bytes] | bytes:
+            if result.location is not None:
+                request.setResponseCode(303)
+                request.setHeader(b"Location", result.location.encode("ascii"))
+                return b""
+            request.setResponseCode(result.status)
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            assert result.page is not None
+            body = flattenString(None, result.page)
+            return body.addCallback(lambda html: b"<!DOCTYPE html>\n" + html)
+
+        def failed(failure: Failure) -> Deferred[bytes]:
+            _log.failure("console page failed", failure)
+            request.setResponseCode(503)
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            request.setHeader(b"Retry-After", b"5")
+            page = pages.notice_page(
+                "Unavailable", "The queue could not answer just now; try again in a moment."
+            )
+            return flattenString(None, page).addCallback(lambda html: b"<!DOCTYPE html>\n" + html)
+
+        body: Deferred[Any] = answer.addCallback(render).addErrback(failed)
+        return finish_later(request, body)
+
+    # GET
+
+    def _get(self, request: Any, path: list[str], admin: _Admin) -> Deferred[_Answer]:
+        args = request.args
+        if path == [""]:
+            return self._overview()
+        if path == ["messages"]:
+            return self._messages(args)
+        if len(path) == 2 and path[0] == "messages":
+            return self._message(path[1], args)
+        if len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS:
+            if not is_message_id(path[1]):
+                return _not_found()
+            target = f"/console/messages/{path[1]}/{path[2]}"
+            token = csrf_token(self._sources.secret, admin.fingerprint, target)
+            return succeed(_Answer(page=pages.confirm_page(path[1], path[2], token)))
+        if path == ["clients"]:
+            return self._clients(args, None)
+        if path == ["suppressions", "remove"]:
+            client, address = _arg(args, "client"), _arg(args, "address")
+            if not client or not address:
+                return _not_found()
+            token = csrf_token(
+                self._sources.secret, admin.fingerprint, "/console/suppressions/remove"
+            )
+            return succeed(_Answer(page=pages.remove_page(client, address, token)))
+        if path == ["domains"]:
+            return self._domains(_arg(args, "check") == "1")
+        return _not_found()
+
+    def _overview(self) -> Deferred[_Answer]:
+        sources = self._sources
+        now = sources.clock.seconds()
+        counts = _or_none(sources.store.recipient_counts())
+        disk = _or_none(sources.disk_free()) if sources.disk_free is not None else succeed(None)
+        certs = (
+            _or_none(sources.certificates()) if sources.certificates is not None else succeed(None)
+        )
+        refreshed: list[Deferred[Any]] = []
+        if sources.stats is not None:
+            refreshed = [_or_none(maybeDeferred(r)) for r in sources.stats.refreshers]
+
+        def render(found: list[Any]) -> _Answer:
+            counts_found, disk_found, certs_found = found[:3]
+            stats = sources.stats
+            snapshot = sent = None
+            if stats is not None:
+                snapshot = stats.snapshot(now, counts_found or {})
+                sent = stats.recent_sent(now)
+            page = pages.overview_page(
+                now, counts_found, snapshot, sent or [], disk_found, certs_found
+            )
+            return _Answer(page=page)
+
+        return gatherResults([counts, disk, certs, *refreshed]).addCallback(render)
+
+    def _messages(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
+        values = {name: _arg(args, name) for name in pages.SEARCH_FIELDS}
+        cursor = _arg(args, "cursor") or None
+        problem = None
+        if any(len(v) > _MAX_FIELD for v in values.values()):
+            problem = f"Each field is at most {_MAX_FIELD} characters."
+        elif values["status"] and values["status"] not in LISTED_STATUSES:
+            problem = "Status: pick one from the list."
+        elif cursor is not None and not is_message_id(cursor):
+            problem = "That link to older messages is not valid."
+        elif values["tag"]:
+            problem = tag_problem(values["tag"])
+        searched = any(values.values()) or cursor is not None or args.get(b"all") is not None
+        if problem is not None or not searched:
+            page = pages.messages_page(values, None, problem)
+            return succeed(_Answer(400 if problem else 200, page))
+        query = QueueQuery(
+            status=values["status"] or None,
+            client=values["client"] or None,
+            recipient=values["recipient"] or None,
+            sender=values["sender"] or None,
+            request_id=values["request_id"] or None,
+            tag=values["tag"] or None,
+            cursor=cursor,
+            limit=50,
+        )
+        return self._sources.store.list_messages(query).addCallback(
+            lambda found: _Answer(page=pages.messages_page(values, found, None))
+        )
+
+    def _message(self, message_id: str, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
+        if not is_message_id(message_id):
+            return _not_found()
+        store = self._sources.store
+        action, outcome = _arg(args, "done"), _arg(args, "outcome")
+        done = _DONE.get((action, outcome)) or _DONE.get(("any", outcome))
+
+        def render(found: list[Any]) -> _Answer:
+            detail, events = found
+            if detail is None:
+                return _Answer(404, pages.notice_page("Not found", "No such message."))
+            return _Answer(page=pages.message_page(detail, events, done))
+
+        return gatherResults(
+            [store.show_message(message_id), store.message_events(message_id)]
+        ).addCallback(render)
+
+    def _clients(self, args: dict[bytes, list[bytes]], done: str | None) -> Deferred[_Answer]:
+        sources = self._sources
+        now = sources.clock.seconds()
+        client, q = _arg(args, "client")[:_MAX_FIELD], _arg(args, "q")[:_MAX_FIELD]
+        if _arg(args, "removed") == "1":
+            done = "Removed from the suppression list."
+        elif _arg(args, "removed") == "0":
+            done = "That address was not on the list."
+        certs = (
+            _or_none(sources.certificates()) if sources.certificates is not None else succeed(None)
+        )
+        listed: Deferred[Any] = succeed(None)
+        if client:
+            listed = sources.store.list_suppressions(
+                SuppressionQuery(client=client, limit=100, q=q.lower() or None)
+            )
+
+        def render(found: list[Any]) -> _Answer:
+            records, page = found
+            return _Answer(page=pages.clients_page(now, records, client, q, page, done))
+
+        return gatherResults([certs, listed]).addCallback(render)
+
+    def _domains(self, check: bool) -> Deferred[_Answer]:
+        sources = self._sources
+        records: Deferred[Any] = succeed((None, "Records are not available here."))
+        if sources.records is not None:
+            records = sources.records().addCallbacks(
+                lambda text: (text, None), lambda failure: (None, failure.getErrorMessage())
+            )
+        report: Deferred[Any] = succeed(None)
+        if check and sources.domains is not None:
+            report = maybeDeferred(sources.domains, None).addErrback(
+                lambda f: {"counts": {}, "checks": [], "error": f.getErrorMessage()}
+            )
+
+        def render(found: list[Any]) -> _Answer:
+            (text, problem), verdicts = found
+            return _Answer(page=pages.domains_page(text, verdicts, problem))
+
+        return gatherResults([records, report]).addCallback(render)
+
+    # POST
+
+    def _post(self, request: Any, path: list[str], admin: _Admin) -> Deferred[_Answer]:
+        target = "/" + "/".join(["console", *path])
+        is_action = len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS
+        is_removal = path == ["suppressions", "remove"]
+        if not (is_action or is_removal):
+            return _not_found()
+        form = _form(request)
+        token = _arg(form, "csrf") if form is not None else None
+        if form is None or not csrf_valid(self._sources.secret, admin.fingerprint, target, token):
+            _log.warn(
+                "console refused {target} by {admin}: missing or wrong CSRF token",
+                target=target,
+                admin=admin.name,
+            )
+            return succeed(
+                _Answer(
+                    403,
+                    pages.notice_page(
+                        "Refused",
+                        "This form was not one this console gave you (no valid token), so"
+                        " nothing was done. Go back, reload the page and try again.",
+                    ),
+                )
+            )
+        if is_removal:
+            return self._remove(form, admin)
+        return self._act(path[1], path[2], form, admin)
+
+    def _act(
+        self, message_id: str, action: str, form: dict[bytes, list[bytes]], admin: _Admin
+    ) -> Deferred[_Answer]:
+        if not is_message_id(message_id):
+            return _not_found()
+        reason = _arg(form, "reason") or None
+        problem = None
+        if reason is not None and (len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason)):
+            problem = f"The reason is at most {MAX_REASON} characters, on one line."
+        elif action == "delete" and reason is None:
+            problem = "Deleting needs a reason."
+        if problem is not None:
+            token = csrf_token(
+                self._sources.secret,
+                admin.fingerprint,
+                f"/console/messages/{message_id}/{action}",
+            )
+            return succeed(_Answer(400, pages.confirm_page(message_id, action, token, problem)))
+        sources = self._sources
+        queue, now, actor = sources.store, sources.clock.seconds(), admin.name
+        work: Deferred[Any]
+        if action == "retry":
+            work = queue.retry(RetryTarget(message_id=message_id), now, actor)
+        elif action == "hold":
+            work = queue.hold(message_id, now, actor, reason)
+        elif action == "release":
+            work = queue.release(message_id, now, actor)
+        elif action == "delete":
+            work = queue.delete(message_id, now, actor, reason or "")
+        else:
+            work = queue.bounce(message_id, now, actor, reason, sources.dsn)
+
+        def answer(outcome: Any) -> _Answer:
+            _log.info(
+                "admin {client} {action} {msg_id} (console): {outcome}",
+                client=actor,
+                action=action,
+                msg_id=message_id,
+                outcome=outcome,
+                reason=reason,
+            )
+            if outcome is None or outcome == "not_found":
+                return _Answer(404, pages.notice_page("Not found", "No such message."))
+            if action == "retry":
+                code = "done" if outcome else "none"
+            else:
+                code = str(outcome)
+            query = urlencode({"done": action, "outcome": code})
+            return _Answer(location=f"/console/messages/{message_id}?{query}")
+
+        return work.addCallback(answer)
+
+    def _remove(self, form: dict[bytes, list[bytes]], admin: _Admin) -> Deferred[_Answer]:
+        client, address = _arg(form, "client"), _arg(form, "address")
+        if not client or not address or max(len(client), len(address)) > _MAX_FIELD:
+            return succeed(
+                _Answer(400, pages.notice_page("Refused", "A client and an address are needed."))
+            )
+
+        def answer(removed: bool) -> _Answer:
+            _log.info(
+                "admin {admin} removed {address} from the suppression list of {client}"
+                " (console): {removed}",
+                admin=admin.name,
+                address=address,
+                client=client,
+                removed=removed,
+            )
+            query = urlencode({"client": client, "removed": "1" if removed else "0"})
+            return _Answer(location=f"/console/clients?{query}#suppressions")
+
+        return self._sources.store.remove_suppression(client, address).addCallback(answer)
+
+
+def _not_found() -> Deferred[_Answer]:
+    return succeed(_Answer(404, pages.notice_page("Not found", "No such page.", "/console/")))
+
+
+def _or_none(work: Deferred[Any]) -> Deferred[Any]:
+    """``work``'s result, or None when it failed (logged): one figure that cannot be
+    read leaves the rest of the overview standing."""
+
+    def failed(failure: Failure) -> None:
+        _log.failure("console read failed", failure)
+        return None
+
+    return work.addErrback(failed)

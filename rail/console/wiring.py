@@ -1,0 +1,55 @@
+"""The console's resource as the server builds it: its reads of the registry, the
+records and the disk each run in the reactor's thread pool."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.threads import deferToThreadPool
+
+from rail.config import Config
+from rail.console.resource import Console, ConsoleSources
+from rail.delivery.stats import DeliveryStats
+from rail.dns.cli import records_text
+from rail.pki.registry import CertificateRecord, Registry, registry_path
+from rail.store.deliveries import DSNBuilder
+from rail.store.reserve import free_bytes
+from rail.web.admin import DomainsReport
+
+__all__ = ["build_console"]
+
+
+def build_console(
+    config: Config,
+    reactor: Any,
+    store: Any,
+    stats: DeliveryStats | None,
+    dsn: DSNBuilder | None,
+    domains: DomainsReport | None,
+) -> Console:
+    """``/console``'s resource; the CSRF secret is made here, once per start."""
+
+    def in_thread(work: Any) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    path = registry_path(config.data_dir)
+
+    def read_certificates() -> list[CertificateRecord]:
+        if not path.exists():
+            return []
+        with Registry.open(path) as registry:
+            return registry.list_all()
+
+    sources = ConsoleSources(
+        store=store,
+        clock=reactor,
+        secret=os.urandom(32),
+        stats=stats,
+        certificates=lambda: in_thread(read_certificates),
+        records=lambda: in_thread(lambda: records_text(config, None, reactor.seconds)),
+        domains=domains,
+        disk_free=lambda: in_thread(lambda: free_bytes(config.data_dir / "queue")),
+        dsn=dsn,
+    )
+    return Console(sources)
