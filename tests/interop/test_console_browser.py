@@ -44,7 +44,7 @@ from rail.pki.operations import issue_client
 from rail.store import suppressions
 from rail.store.model import JobResult, RecipientUpdate
 from tests.integration.test_queue_cli import _RunningRail
-from tests.support.tools import missing, need_tool
+from tests.support.tools import in_ci, missing, need_tool
 
 _POLICIES = Path("/etc/chromium/policies/managed")
 _AXE = Path("/opt/rail-ci/axe/node_modules/axe-core/axe.min.js")
@@ -169,6 +169,8 @@ class ConsoleBrowserTests(_RunningRail):
         """No serious or critical axe-core violation on the current page (when axe-core
         is installed; under CI=true it must be)."""
         if not _AXE.exists():
+            if in_ci():
+                missing(f"axe-core is not installed at {_AXE} (.ci/provision)")
             return
         driver.execute_script(_AXE.read_text())
         result = driver.execute_async_script(
@@ -176,6 +178,7 @@ class ConsoleBrowserTests(_RunningRail):
             " axe.run(document).then(r => done(r.violations.map("
             " v => [v.id, v.impact, v.nodes.length])));"
         )
+        (self.shots / f"{page}-axe.json").write_text(json.dumps(result, indent=1))
         serious = [v for v in result if v[1] in ("serious", "critical")]
         self.assertEqual(serious, [], f"{page}: {serious}")
 
@@ -241,9 +244,17 @@ class ConsoleBrowserTests(_RunningRail):
 
     def _operator(self, home: Path, message_id: str) -> list[str]:
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
 
         driver = self.browser(home)
         seen = []
+
+        def go(element: Any) -> None:
+            """Click ``element`` and wait until the page it leads to replaced this one."""
+            before = driver.find_element(By.TAG_NAME, "html")
+            element.click()
+            WebDriverWait(driver, 20).until(staleness_of(before))
 
         def page(name: str, heading: str) -> None:
             self.assertEqual(driver.find_element(By.TAG_NAME, "h1").text, heading)
@@ -254,35 +265,35 @@ class ConsoleBrowserTests(_RunningRail):
         driver.get(self.url("/console/"))
         page("overview", "Overview")
         self.assertIn("Recipients by status", driver.page_source)
-        driver.find_element(By.LINK_TEXT, "Messages").click()
+        go(driver.find_element(By.LINK_TEXT, "Messages"))
         driver.find_element(By.ID, "f-recipient").send_keys("bob@example.com")
-        driver.find_element(By.XPATH, "//button[text()='Search']").click()
+        go(driver.find_element(By.XPATH, "//button[text()='Search']"))
         page("search", "Messages")
         links = driver.find_elements(By.CSS_SELECTOR, "table a")
         self.assertEqual([link.text for link in links], [message_id])
-        links[0].click()
+        go(links[0])
         page("message", f"Message {message_id}")
         self.assertIn("451 4.7.1 greylisted", driver.page_source)
         self.assertIn("mx.example.com", driver.page_source)
-        driver.find_element(By.LINK_TEXT, "Retry now").click()
+        go(driver.find_element(By.LINK_TEXT, "Retry now"))
         page("confirm-retry", "Retry now?")
-        driver.find_element(By.XPATH, "//button[text()='Confirm: Retry now']").click()
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: Retry now']"))
         page("retried", f"Message {message_id}")
         self.assertIn("Retried: the pending recipients are due now.", driver.page_source)
         audit = driver.find_element(By.XPATH, "//caption[text()='Operator actions (audit log)']/..")
         self.assertIn("retry", audit.text)
         self.assertIn("ops", audit.text)
-        driver.find_element(By.LINK_TEXT, "Clients").click()
+        go(driver.find_element(By.LINK_TEXT, "Clients"))
         driver.find_element(By.ID, "s-client").send_keys("app")
-        driver.find_element(By.XPATH, "//button[text()='Search']").click()
+        go(driver.find_element(By.XPATH, "//button[text()='Search']"))
         page("clients", "Clients")
         self.assertIn("gone@example.com", driver.page_source)
-        driver.find_element(By.LINK_TEXT, "Remove").click()
+        go(driver.find_element(By.LINK_TEXT, "Remove"))
         page("confirm-remove", "Remove from the suppression list?")
-        driver.find_element(By.XPATH, "//button[text()='Confirm: remove']").click()
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: remove']"))
         self.assertIn("Removed from the suppression list.", driver.page_source)
         self.assertNotIn("<td>gone@example.com</td>", driver.page_source)
-        driver.find_element(By.LINK_TEXT, "Domains").click()
+        go(driver.find_element(By.LINK_TEXT, "Domains"))
         page("domains", "Domains")
         urls = self.only_loopback(driver)
         self.assertTrue(any(u.endswith("/console/static/console.css") for u in urls), urls)
@@ -303,6 +314,7 @@ class ConsoleBrowserTests(_RunningRail):
         driver = self.browser(home)
         driver.get(self.url("/console/messages"))
         self.shot(driver, "refused")
+        self.accessible(driver, "refused")
         self.only_loopback(driver)
         text: str = driver.find_element(By.TAG_NAME, "body").text
         return text
