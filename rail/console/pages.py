@@ -20,7 +20,7 @@ from rail.mail.headers import parse_header_section
 from rail.pki.registry import CertificateRecord
 from rail.store.adminmodel import LISTED_STATUSES, MessageDetail, Page
 from rail.store.suppressionmodel import SuppressionPage
-from rail.store.trail import EventRecord
+from rail.store.trail import DEFERRING_SCAN, DeferringDomain, EventRecord
 
 __all__ = [
     "ACTIONS",
@@ -168,9 +168,11 @@ def overview_page(
     sent: Sequence[tuple[int, int]],
     disk_free: int | None,
     certificates: Sequence[CertificateRecord] | None,
+    deferring: Sequence[DeferringDomain] | None = None,
 ) -> Tag:
     """Recipient counts (from the store's tally), delivery rates and a chart of the last
-    five minutes, latency, reactor lag, disk, certificates expiring soon."""
+    five minutes, latency, reactor lag, disk, the domains deferring most among the
+    recipients due soonest, certificates expiring soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -224,6 +226,14 @@ def overview_page(
             "per 10 seconds, oldest on the left",
         )
     )
+    if deferring is not None:
+        content.append(
+            _table(
+                f"Deferring domains (among the {DEFERRING_SCAN:,} pending recipients due soonest)",
+                ("Domain", "Deferred", "Last reply"),
+                [(d.domain, str(d.deferred), d.last_reply or "") for d in deferring],
+            )
+        )
     if certificates is not None:
         soon = [
             r

@@ -78,6 +78,8 @@ class ConsoleSources:
     the queue. ``secret`` keys the CSRF tokens (random, made at start)."""
 
     store: Any
+    """IAdminQueue and ISuppressionList, with ``recipient_counts``, ``message_events``
+    and ``deferring_domains`` (:class:`rail.store.sqlite.SQLiteStore`)."""
     clock: IReactorTime
     secret: bytes
     stats: DeliveryStats | None = None
@@ -243,23 +245,24 @@ class Console(Resource):
         certs = (
             _or_none(sources.certificates()) if sources.certificates is not None else succeed(None)
         )
+        deferring = _or_none(sources.store.deferring_domains())
         refreshed: list[Deferred[Any]] = []
         if sources.stats is not None:
             refreshed = [_or_none(maybeDeferred(r)) for r in sources.stats.refreshers]
 
         def render(found: list[Any]) -> _Answer:
-            counts_found, disk_found, certs_found = found[:3]
+            counts_found, disk_found, certs_found, deferring_found = found[:4]
             stats = sources.stats
             snapshot = sent = None
             if stats is not None:
                 snapshot = stats.snapshot(now, counts_found or {})
                 sent = stats.recent_sent(now)
             page = pages.overview_page(
-                now, counts_found, snapshot, sent or [], disk_found, certs_found
+                now, counts_found, snapshot, sent or [], disk_found, certs_found, deferring_found
             )
             return _Answer(page=page)
 
-        return gatherResults([counts, disk, certs, *refreshed]).addCallback(render)
+        return gatherResults([counts, disk, certs, deferring, *refreshed]).addCallback(render)
 
     def _messages(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
         values = {name: _arg(args, name) for name in pages.SEARCH_FIELDS}

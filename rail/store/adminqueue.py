@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
-from rail.store.trail import message_events
+from rail.store.trail import deferring_domains, message_events
 from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
@@ -57,6 +57,11 @@ class SQLiteAdmin:
         """The :class:`~rail.store.trail.EventRecord` tuple of ``message_id`` (the
         console's trail), read on the read thread."""
         return self._read(lambda c: message_events(c, message_id))
+
+    def deferring_domains(self) -> Deferred[Any]:
+        """The :class:`~rail.store.trail.DeferringDomain` tuple of the console's overview,
+        read on the read thread."""
+        return self._read(deferring_domains)
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""

@@ -1,4 +1,5 @@
-"""The events of one message, for the console's message trail.
+"""The events of one message, for the console's message trail, and the domains that
+defer most among the recipients due soonest, for its overview.
 
 Read on the store's read thread through the ``events_by_message`` index: a message has a
 handful of events (one per recipient and outcome), and :data:`MAX_TRAIL_EVENTS` bounds
@@ -13,7 +14,17 @@ from typing import Any
 
 import attrs
 
-__all__ = ["MAX_TRAIL_EVENTS", "EventRecord", "message_events"]
+__all__ = [
+    "DEFERRING_SCAN",
+    "MAX_TRAIL_EVENTS",
+    "DeferringDomain",
+    "EventRecord",
+    "deferring_domains",
+    "message_events",
+]
+
+DEFERRING_SCAN = 2000
+"""How many pending recipients (soonest due first) :func:`deferring_domains` looks at."""
 
 MAX_TRAIL_EVENTS = 200
 """The most events of one message the trail reads."""
@@ -62,3 +73,38 @@ def message_events(connection: sqlite3.Connection, message_id: str) -> tuple[Eve
             )
         )
     return tuple(records)
+
+
+@attrs.frozen
+class DeferringDomain:
+    """A recipient domain with deferred recipients: how many were seen, and the reply of
+    the most recently updated one."""
+
+    domain: str
+    deferred: int
+    last_reply: str | None
+
+
+def deferring_domains(
+    connection: sqlite3.Connection, top: int = 10, scan: int = DEFERRING_SCAN
+) -> tuple[DeferringDomain, ...]:
+    """The ``top`` domains by deferred recipients among the ``scan`` pending recipients
+    due soonest (through the partial index of pending recipients): a sample that costs
+    the same whatever the queue holds, not a count over it."""
+    rows = connection.execute(
+        "SELECT address, status, last_reply, updated_at FROM recipients"
+        " WHERE status IN ('queued', 'deferred') AND next_attempt_at IS NOT NULL"
+        " ORDER BY next_attempt_at LIMIT ?",
+        (scan,),
+    ).fetchall()
+    counts: dict[str, int] = {}
+    latest: dict[str, tuple[float, str | None]] = {}
+    for address, status, reply, updated_at in rows:
+        if status != "deferred":
+            continue
+        domain = str(address).rpartition("@")[2].lower()
+        counts[domain] = counts.get(domain, 0) + 1
+        if domain not in latest or float(updated_at) >= latest[domain][0]:
+            latest[domain] = (float(updated_at), reply)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return tuple(DeferringDomain(d, n, latest[d][1]) for d, n in ranked)

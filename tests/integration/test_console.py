@@ -95,7 +95,8 @@ class ConsoleTests(_RunningRail):
 
     @inlineCallbacks
     def test_search_and_trail(self) -> Any:
-        """A search by recipient finds its message only; the message page shows its
+        """A search by recipient finds its message only; the overview lists its domain as
+        deferring; the message page shows its
         attempts (MX, reply) and headers, escaped by the template, and the events stored
         for the app (here a suppressed recipient's)."""
         wanted = yield self.send("bob@example.com")
@@ -111,6 +112,10 @@ class ConsoleTests(_RunningRail):
                 now,
                 (RecipientUpdate(0, "deferred", "451 4.7.1 <try> later", "mx.example.com", now),),
             )
+        )
+        overview = yield self.get("/console/")
+        self.assertIn(
+            b"<td>example.com</td><td>1</td><td>451 4.7.1 &lt;try&gt; later</td>", overview.body
         )
         page = yield self.get(f"/console/messages/{wanted}")
         self.assertEqual(page.status, 200, page.body)

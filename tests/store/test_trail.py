@@ -1,4 +1,5 @@
-"""The console's message trail: a message's stored events, oldest first."""
+"""The console's message trail (a message's stored events, oldest first) and its
+overview's deferring domains."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from twisted.trial.unittest import TestCase
 from rail.events.model import EVENT_TYPES, Event
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.store.events import insert_events
+from rail.store.model import JobResult, RecipientUpdate
 from rail.store.schema import open_writable
-from rail.store.trail import message_events
+from rail.store.trail import deferring_domains, message_events
+from tests.store.test_contract import make_message, open_sqlite
 
 _ID = "01J0000000000000000000000A"
 _OTHER = "01J0000000000000000000000B"
@@ -51,3 +54,30 @@ class MessageEventsTests(TestCase):
             ],
         )
         self.assertEqual(records[1].details, {"mx": "mx.x.test"})
+
+
+class DeferringDomainsTests(TestCase):
+    async def test_domains_ranked_by_deferred_recipients(self) -> None:
+        """Domains are ranked by deferred recipients among those due soonest, each with
+        the reply of its latest deferral; queued recipients are not counted; an empty
+        queue has none."""
+        store = open_sqlite(self, Path(self.mktemp()) / "queue")
+        replies = {
+            "a@slow.example": "451 slow 1",
+            "b@slow.example": "451 slow 2",
+            "c@busy.example": "421 busy",
+        }
+        for when, address in enumerate(replies):
+            message = make_message(recipients=(address,))
+            await store.accept(message)
+            update = RecipientUpdate(0, "deferred", replies[address], "mx", 5000.0 + when)
+            await store.record(JobResult(message.id, 1000.0 + when, (update,)))
+        await store.accept(make_message(recipients=("q@queued.example",)))
+        found = await store.deferring_domains()
+        self.assertEqual(
+            [(d.domain, d.deferred, d.last_reply) for d in found],
+            [("slow.example", 2, "451 slow 2"), ("busy.example", 1, "421 busy")],
+        )
+        connection = open_writable(Path(self.mktemp()))
+        self.addCleanup(connection.close)
+        self.assertEqual(deferring_domains(connection), ())
