@@ -19,6 +19,7 @@ from rail.console.charts import bar_chart, bucket
 from rail.mail.headers import parse_header_section
 from rail.pki.registry import CertificateRecord
 from rail.store.adminmodel import LISTED_STATUSES, MessageDetail, Page
+from rail.store.inboundlist import INBOUND_PAGE, InboundSummary
 from rail.store.suppressionmodel import SuppressionPage
 from rail.store.trail import DEFERRING_SCAN, DeferringDomain, EventRecord
 
@@ -31,6 +32,8 @@ __all__ = [
     "confirm_page",
     "domains_page",
     "forbidden_page",
+    "inbound_page",
+    "inbound_retry_page",
     "message_page",
     "messages_page",
     "notice_page",
@@ -56,6 +59,7 @@ ACTIONS = {
 _PAGES = (
     ("overview", "Overview", "/console/"),
     ("messages", "Messages", "/console/messages"),
+    ("inbound", "Inbound", "/console/inbound"),
     ("clients", "Clients", "/console/clients"),
     ("domains", "Domains", "/console/domains"),
 )
@@ -600,3 +604,97 @@ def message_href(message_id: str, done: str | None = None) -> str:
     """The message page's path, with the outcome of an action to show."""
     path = f"/console/messages/{quote(message_id)}"
     return path if done is None else path + "?" + urlencode({"done": done})
+
+
+def _authentication(results: dict[str, Any]) -> str:
+    """``spf=pass dkim=pass dmarc=pass arc=none`` from the webhook payload's field."""
+    parts = []
+    for name in ("spf", "dkim", "dmarc", "arc"):
+        value = results.get(name)
+        if isinstance(value, list):
+            found = ",".join(str(v.get("result", "?")) for v in value if isinstance(v, dict))
+            parts.append(f"{name}={found or 'none'}")
+        elif isinstance(value, dict):
+            parts.append(f"{name}={value.get('result', '?')}")
+    return " ".join(parts) or "-"
+
+
+def inbound_page(messages: Sequence[InboundSummary], done: str | None) -> Tag:
+    """Recent inbound mail, newest first: envelope, subject, authentication results and
+    each client's webhook job; a retry action for pending jobs."""
+    content: list[Any] = []
+    if done is not None:
+        content.append(tags.p(done, class_="done", role="status"))
+    rows = []
+    for m in messages:
+        jobs = tags.ul(
+            *(
+                tags.li(
+                    f"{j.client}: {j.status}, {j.attempts} attempt(s)",
+                    f", {j.last_reply}" if j.last_reply else "",
+                    f", next {_when(j.next_attempt_at)}" if j.next_attempt_at else "",
+                )
+                for j in m.jobs
+            ),
+            class_="plain",
+        )
+        pending = any(j.status in ("queued", "deferred") for j in m.jobs)
+        action: Any = (
+            tags.a(
+                "Retry webhook",
+                href=f"/console/inbound/{m.id}/retry",
+                **{"aria-label": f"Retry the webhook of {m.id}"},
+            )
+            if pending
+            else ""
+        )
+        rows.append(
+            (
+                m.id,
+                _when(m.received_at),
+                m.sender or "<>",
+                ", ".join(r for j in m.jobs for r in j.recipients),
+                m.subject,
+                _authentication(m.authentication),
+                jobs,
+                action,
+            )
+        )
+    content.append(
+        _table(
+            f"Inbound mail, newest {INBOUND_PAGE}",
+            ("ID", "Received", "From", "To", "Subject", "Authentication", "Webhooks", ""),
+            rows,
+        )
+    )
+    if len(messages) == INBOUND_PAGE:
+        content.append(
+            tags.p(
+                tags.a(
+                    "Older inbound mail",
+                    href="/console/inbound?" + urlencode({"before": messages[-1].id}),
+                )
+            )
+        )
+    return _page("Inbound", "inbound", *content)
+
+
+def inbound_retry_page(message_id: str, token: str) -> Tag:
+    """The confirmation step of retrying an inbound message's webhooks now."""
+    return _page(
+        "Retry the webhook now?",
+        "inbound",
+        tags.p(
+            "The pending webhook jobs of inbound message ",
+            tags.code(message_id),
+            " become due now.",
+        ),
+        tags.form(method="post", action=f"/console/inbound/{message_id}/retry")(
+            tags.input(type="hidden", name="csrf", value=token),
+            tags.div(class_="field")(
+                tags.button("Confirm: retry the webhook", type="submit"),
+                " ",
+                tags.a("Cancel", href="/console/inbound"),
+            ),
+        ),
+    )

@@ -4,9 +4,9 @@ Only a connection whose client certificate is an admin certificate gets a page; 
 other request is answered 403 with a page saying how to get one. Pages are rendered from
 the same store reads and admin queue operations as the admin API (read thread, writer
 thread); the registry, the records and the disk are read in a thread. A POST (message
-actions, removing a suppressed address) needs the form's CSRF token
-(:mod:`rail.console.csrf`), checked before anything is done, and answers 303 to the page
-that shows the result. Every answer forbids scripts, inline styles, framing and
+actions, removing a suppressed address, retrying an inbound webhook) needs the form's
+CSRF token (:mod:`rail.console.csrf`), checked before anything is done, and answers 303
+to the page that shows the result. Every answer forbids scripts, inline styles, framing and
 outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
 """
 
@@ -78,8 +78,9 @@ class ConsoleSources:
     the queue. ``secret`` keys the CSRF tokens (random, made at start)."""
 
     store: Any
-    """IAdminQueue and ISuppressionList, with ``recipient_counts``, ``message_events``
-    and ``deferring_domains`` (:class:`rail.store.sqlite.SQLiteStore`)."""
+    """IAdminQueue and ISuppressionList, with ``recipient_counts``, ``message_events``,
+    ``deferring_domains``, ``recent_inbound`` and ``retry_inbound``
+    (:class:`rail.store.sqlite.SQLiteStore`)."""
     clock: IReactorTime
     secret: bytes
     stats: DeliveryStats | None = None
@@ -223,6 +224,14 @@ class Console(Resource):
             target = f"/console/messages/{path[1]}/{path[2]}"
             token = csrf_token(self._sources.secret, admin.fingerprint, target)
             return succeed(_Answer(page=pages.confirm_page(path[1], path[2], token)))
+        if path == ["inbound"]:
+            return self._inbound(args)
+        if len(path) == 3 and path[0] == "inbound" and path[2] == "retry":
+            if not is_message_id(path[1]):
+                return _not_found()
+            target = f"/console/inbound/{path[1]}/retry"
+            token = csrf_token(self._sources.secret, admin.fingerprint, target)
+            return succeed(_Answer(page=pages.inbound_retry_page(path[1], token)))
         if path == ["clients"]:
             return self._clients(args, None)
         if path == ["suppressions", "remove"]:
@@ -311,6 +320,22 @@ class Console(Resource):
             [store.show_message(message_id), store.message_events(message_id)]
         ).addCallback(render)
 
+    def _inbound(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
+        before = _arg(args, "before") or None
+        if before is not None and not is_message_id(before):
+            return _not_found()
+        retried = _arg(args, "retried")
+        done = None
+        if retried.isdigit():
+            done = (
+                f"Retried: {retried} webhook job(s) due now."
+                if retried != "0"
+                else "Nothing to retry: no webhook job is pending."
+            )
+        return self._sources.store.recent_inbound(before).addCallback(
+            lambda found: _Answer(page=pages.inbound_page(found, done))
+        )
+
     def _clients(self, args: dict[bytes, list[bytes]], done: str | None) -> Deferred[_Answer]:
         sources = self._sources
         now = sources.clock.seconds()
@@ -359,7 +384,8 @@ class Console(Resource):
         target = "/" + "/".join(["console", *path])
         is_action = len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS
         is_removal = path == ["suppressions", "remove"]
-        if not (is_action or is_removal):
+        is_inbound = len(path) == 3 and path[0] == "inbound" and path[2] == "retry"
+        if not (is_action or is_removal or is_inbound):
             return _not_found()
         form = _form(request)
         token = _arg(form, "csrf") if form is not None else None
@@ -381,6 +407,8 @@ class Console(Resource):
             )
         if is_removal:
             return self._remove(form, admin)
+        if is_inbound:
+            return self._retry_inbound(path[1], admin)
         return self._act(path[1], path[2], form, admin)
 
     def _act(
@@ -455,6 +483,23 @@ class Console(Resource):
             return _Answer(location=f"/console/clients?{query}#suppressions")
 
         return self._sources.store.remove_suppression(client, address).addCallback(answer)
+
+    def _retry_inbound(self, message_id: str, admin: _Admin) -> Deferred[_Answer]:
+        if not is_message_id(message_id):
+            return _not_found()
+        now = self._sources.clock.seconds()
+
+        def answer(count: int) -> _Answer:
+            _log.info(
+                "admin {admin} retried the webhooks of inbound {msg_id} (console):"
+                " {count} job(s) due now",
+                admin=admin.name,
+                msg_id=message_id,
+                count=count,
+            )
+            return _Answer(location=f"/console/inbound?retried={count}")
+
+        return self._sources.store.retry_inbound(message_id, now).addCallback(answer)
 
 
 def _not_found() -> Deferred[_Answer]:

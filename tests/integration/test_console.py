@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
 from rail.config import load_config
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
+from rail.inbound.model import InboundMessage, WebhookTarget
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.store import suppressions
+from rail.store.ids import new_message_id
 from rail.store.model import JobResult, RecipientUpdate
 from tests.integration.test_queue_cli import _RunningRail
 
@@ -132,8 +135,6 @@ class ConsoleTests(_RunningRail):
         self.assertEqual(missing.status, 404)
 
     def store_clock(self) -> float:
-        from twisted.internet import reactor
-
         return float(reactor.seconds())
 
     @inlineCallbacks
@@ -202,3 +203,34 @@ class ConsoleTests(_RunningRail):
         self.assertEqual(done.status, 303)
         listed = yield self.store.get_suppression("app", "gone@example.com")
         self.assertIsNone(listed)
+
+    @inlineCallbacks
+    def test_inbound_page_and_retry(self) -> Any:
+        """The Inbound page lists recent inbound mail with its authentication results and
+        webhook jobs; retrying takes the confirmation page's token and makes the pending
+        job due now."""
+        now = float(reactor.seconds())
+        message = InboundMessage(
+            id=new_message_id(now),
+            sender="someone@remote.example",
+            # Loopback: the webhook client refuses it without a connection attempt.
+            targets=(WebhookTarget("app", "https://127.0.0.1:1/hook", ("info@rail.test",)),),
+            data=b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n",
+            received_at=now,
+            subject="<hello>",
+            authentication={"spf": {"result": "pass"}, "dkim": [{"result": "none"}]},
+            bounce_allowed=True,
+        )
+        yield self.store.accept_inbound(message)
+        page = yield self.get("/console/inbound")
+        self.assertEqual(page.status, 200)
+        self.assertIn(message.id.encode(), page.body)
+        self.assertIn(b"&lt;hello&gt;", page.body)
+        self.assertIn(b"spf=pass dkim=none", page.body)
+        target = f"/console/inbound/{message.id}/retry"
+        refused = yield self.post(target, {})
+        self.assertEqual(refused.status, 403)
+        confirm = yield self.get(target)
+        done = yield self.post(target, {"csrf": csrf_of(confirm.body)})
+        self.assertEqual(done.status, 303)
+        self.assertTrue(done.headers["location"].startswith("/console/inbound?retried="))

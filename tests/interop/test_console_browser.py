@@ -231,6 +231,7 @@ class ConsoleBrowserTests(_RunningRail):
                 "confirm-remove",
                 "confirm-retry",
                 "domains",
+                "inbound",
                 "message",
                 "overview",
                 "retried",
@@ -293,6 +294,8 @@ class ConsoleBrowserTests(_RunningRail):
         go(driver.find_element(By.XPATH, "//button[text()='Confirm: remove']"))
         self.assertIn("Removed from the suppression list.", driver.page_source)
         self.assertNotIn("<td>gone@example.com</td>", driver.page_source)
+        go(driver.find_element(By.LINK_TEXT, "Inbound"))
+        page("inbound", "Inbound")
         go(driver.find_element(By.LINK_TEXT, "Domains"))
         page("domains", "Domains")
         urls = self.only_loopback(driver)
