@@ -173,10 +173,12 @@ def overview_page(
     disk_free: int | None,
     certificates: Sequence[CertificateRecord] | None,
     deferring: Sequence[DeferringDomain] | None = None,
+    per_minute: Sequence[tuple[int, int]] = (),
 ) -> Tag:
-    """Recipient counts (from the store's tally), delivery rates and a chart of the last
-    five minutes, latency, reactor lag, disk, the domains deferring most among the
-    recipients due soonest, certificates expiring soon."""
+    """Recipient counts (from the store's tally), delivery rates and charts of the last
+    five minutes (``sent``: per second), hour and day (``per_minute``), latency, reactor
+    lag, disk, the domains deferring most among the recipients due soonest, certificates
+    expiring soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -228,6 +230,21 @@ def overview_page(
             series,
             "Recipients delivered, last 5 minutes",
             "per 10 seconds, oldest on the left",
+        )
+    )
+    minute_end = end - end % 60 + 60
+    content.append(
+        bar_chart(
+            bucket(per_minute, minute_end - 3600, minute_end, 60),
+            "Recipients delivered, last hour",
+            "per minute, oldest on the left",
+        )
+    )
+    content.append(
+        bar_chart(
+            bucket(per_minute, minute_end - 86400, minute_end, 900),
+            "Recipients delivered, last 24 hours",
+            "per 15 minutes, oldest on the left",
         )
     )
     if deferring is not None:

@@ -262,12 +262,20 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             counts_found, disk_found, certs_found, deferring_found = found[:4]
             stats = sources.stats
-            snapshot = sent = None
+            snapshot = sent = per_minute = None
             if stats is not None:
                 snapshot = stats.snapshot(now, counts_found or {})
                 sent = stats.recent_sent(now)
+                per_minute = stats.sent_per_minute(now)
             page = pages.overview_page(
-                now, counts_found, snapshot, sent or [], disk_found, certs_found, deferring_found
+                now,
+                counts_found,
+                snapshot,
+                sent or [],
+                disk_found,
+                certs_found,
+                deferring_found,
+                per_minute or [],
             )
             return _Answer(page=page)
 
