@@ -11,6 +11,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from rail.delivery.stats import DeliveryStats, percentile
 from rail.store.model import DeliveryJob, DueRecipient, JobResult, NewMessage, RecipientUpdate
+from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 from rail.web.stats import Metrics, Stats
 
@@ -130,6 +131,36 @@ class ResourceTests(SynchronousTestCase):
         )
         text = b"".join(self._get(Metrics(self.stats, self.store)).written).decode()
         self.assertIn('rail_queue_recipients{status="failed"} 1.0', text)
+
+    def test_suppressed_counted(self) -> None:
+        """Recipients found on the suppression list at acceptance (``suppressed``) appear
+        in /stats and /metrics, zero when there are none."""
+        self.assertEqual(
+            json.loads(b"".join(self._get(Stats(self.stats, self.store, self.clock)).written))[
+                "recipients"
+            ]["suppressed"],
+            0,
+        )
+        self.store.suppressions[("app", "c@x.example")] = Suppression(
+            client="app",
+            address="c@x.example",
+            reason="manual",
+            source="api",
+            message_id=None,
+            detail=None,
+            created_at=_T0,
+        )
+        self.store.accept(
+            NewMessage("M2", "app", "a@rail.test", ("c@x.example",), b"y", "api", _T0)
+        )
+        document = json.loads(
+            b"".join(self._get(Stats(self.stats, self.store, self.clock)).written)
+        )
+        self.assertEqual(
+            (document["recipients"]["suppressed"], document["recipients"]["queued"]), (1, 1)
+        )
+        text = b"".join(self._get(Metrics(self.stats, self.store)).written).decode()
+        self.assertIn('rail_queue_recipients{status="suppressed"} 1.0', text)
 
     def test_store_unavailable(self) -> None:
         """When the store cannot count, both answer 503 QUEUE_UNAVAILABLE."""
