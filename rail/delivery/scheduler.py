@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all
+from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all, with_peer
 from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarantined
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
 from rail.delivery.preparing import PrepareTimeoutError
@@ -510,7 +510,7 @@ class Scheduler:
         seconds = self._clock.seconds() - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, result, peer, seconds)
-        self._store_result(job, result)
+        self._store_result(job, with_peer(result, peer))
 
     def _store_result(self, job: DeliveryJob, result: JobResult) -> None:
         """Record ``result``; if the store cannot (a full disk), keep the job in flight

@@ -29,6 +29,12 @@ class Subscription:
 class Subscriptions:
     by_client: Mapping[str, Subscription] = attrs.field(factory=dict)
 
+    def wants(self, client: str, event_type: str) -> bool:
+        """Whether ``client`` subscribed to ``event_type``: asked before building an event
+        that costs something to build (a read), so nobody subscribed costs nothing."""
+        subscription = self.by_client.get(client)
+        return subscription is not None and event_type in subscription.types
+
     def wanted(self, events: Iterable[Event]) -> list[Event]:
         """The events whose client subscribed to their type."""
         kept = []

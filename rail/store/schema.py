@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from rail.diskfull import is_disk_full
 from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
+from rail.store.emit import EMISSION_SCHEMA
 from rail.store.events import EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
@@ -54,7 +55,8 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # recipients and webhooks tables (small rows; the messages and their data are not read).
 # Version 5 had no ``deleted`` status nor the admin tables (issue 15): 5 to 6 copies the
 # recipients table again, and re-creates its indexes and retention's triggers on it.
-# Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list.
+# Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
+# version 8 no index of the deferral events (rail.store.emit).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -130,6 +132,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + EVENTS_SCHEMA
     + MESSAGE_META_SCHEMA
     + SUPPRESSIONS_SCHEMA
+    + EMISSION_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -142,6 +145,7 @@ _MIGRATIONS: dict[int, str] = {
     6: MIGRATE_5_TO_6,
     7: EVENTS_SCHEMA,
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
+    9: EMISSION_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

@@ -35,6 +35,7 @@ from rail.store.deliveries import (
     quarantine_message,
     record_result,
 )
+from rail.store.emit import accepted_events
 from rail.store.inbound import (
     claim_webhooks,
     insert_inbound,
@@ -468,13 +469,13 @@ class Writer:
 
     def _record_one(self, op: RecordOp) -> object:
         return self._savepoint(
-            lambda: record_result(self._connection, op.result, op.dsn),
+            lambda: record_result(self._connection, op.result, op.dsn, self.subscriptions),
             f"cannot record delivery of {op.result.message_id}",
         )
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
         return self._savepoint(
-            lambda: record_webhook(self._connection, op.result, op.dsn),
+            lambda: record_webhook(self._connection, op.result, op.dsn, self.subscriptions),
             f"cannot record webhook of {op.result.message_id}",
         )
 
@@ -571,6 +572,7 @@ class Writer:
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
         insert_message(connection, message)
+        accepted_events(connection, message, self.subscriptions)
         if idempotency is not None:
             connection.execute(
                 "INSERT INTO idempotency (client, key, fingerprint, message_id, recipients,"

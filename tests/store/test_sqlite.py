@@ -114,11 +114,12 @@ class DurabilityTests(TestCase):
         """A database from a newer Rail (higher user_version) is refused, not modified."""
         directory = Path(self.mktemp()) / "queue"
         directory.mkdir(parents=True)
-        _sql(directory, "PRAGMA user_version=9")
+        newer = SCHEMA_VERSION + 1
+        _sql(directory, f"PRAGMA user_version={newer}")
         with self.assertRaises(StoreUnavailableError) as caught:
             SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
-        self.assertIn("version 9", str(caught.exception))
-        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(9,)])
+        self.assertIn(f"version {newer}", str(caught.exception))
+        self.assertEqual(_sql(directory, "PRAGMA user_version"), [(newer,)])
 
 
 class LifecycleTests(TestCase):
