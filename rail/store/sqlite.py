@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rail.events.subscriptions import Subscriptions
 from rail.inbound.model import (
     IInboundStore,
     InboundMessage,
@@ -234,6 +235,17 @@ class SQLiteStore(SQLiteAdmin):
         """Due jobs; see :class:`IDeliveryQueue`."""
         claimed = self._submit(lambda token: ClaimOp(now, limit, exclude, token))
         return claimed.addCallback(self._jobs)
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """Which events each client asked for: the writer thread stores those with the
+        outcomes they report (:mod:`rail.store.emit`)."""
+        return self._writer.subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, value: Subscriptions) -> None:
+        # A reference swap: the writer thread reads the attribute once per operation.
+        self._writer.subscriptions = value
 
     def record(
         self, result: JobResult, dsn: DSNBuilder | None = None
