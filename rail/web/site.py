@@ -30,6 +30,7 @@ from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.admin import AdminResource, DomainsReport
+from rail.web.clientevents import ClientsResource, IClientEventSettings
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
@@ -213,11 +214,13 @@ def build_site(
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
+    client_events: IClientEventSettings | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
     ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
-    ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report)."""
+    ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report);
+    ``client_events`` answers ``/api/v1/admin/clients/{name}/events``."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -235,7 +238,10 @@ def build_site(
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
-        v1.putChild(b"admin", AdminResource(store, clock, dsn, domains))
+        admin = AdminResource(store, clock, dsn, domains)
+        if client_events is not None:
+            admin.putChild(b"clients", ClientsResource(client_events))
+        v1.putChild(b"admin", admin)
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
