@@ -132,8 +132,9 @@ def delivery_events(
     limit = _DeferralLimit(connection, result.message_id, now)
     events: list[Event] = []
     for update in applied:
-        address, attempts = connection.execute(
-            "SELECT address, attempts FROM recipients WHERE message_id = ? AND idx = ?",
+        address, attempts, next_attempt_at = connection.execute(
+            "SELECT address, attempts, next_attempt_at FROM recipients"
+            " WHERE message_id = ? AND idx = ?",
             (result.message_id, update.idx),
         ).fetchone()
         where = {"mx": result.mx, "address": result.address, "tls": result.tls}
@@ -160,7 +161,8 @@ def delivery_events(
                         **where,
                         "reply": update.reply,
                         "attempt": attempts,
-                        "next_attempt": _rfc3339(update.next_attempt_at),
+                        # As stored: none while the message is on hold.
+                        "next_attempt": _rfc3339(next_attempt_at),
                     },
                 )
         elif update.expired_after is not None:

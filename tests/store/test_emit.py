@@ -207,6 +207,14 @@ class DeliveryEventTests(_StoreTest):
             },
         )
 
+    async def test_deferred_while_held(self) -> None:
+        """A deferral of a message put on hold meanwhile has no next attempt to tell."""
+        message = await self.queued(_message("a@example.net"))
+        await self.store.hold(message.id, _T0 + 1, "ops", None)
+        await self.store.record(_result(message, _T0 + 5, _deferred(0, _T0 + 65)))
+        (deferred,) = self.events("message.deferred")
+        self.assertIsNone(deferred["details"]["next_attempt"])
+
     async def test_deferred_once_per_recipient_per_hour(self) -> None:
         """Deferrals of one recipient tell once per hour: the first at once, the next only
         when the last told one is an hour old; another recipient has its own hour."""
