@@ -27,7 +27,7 @@ from rail.pki.registry import RegistryError, UnknownClientError
 from rail.policy.identity import ClientIdentity
 from rail.web.admin import admin_identity
 from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
-from rail.web.send import finish_later
+from rail.web.send import RETRY_AFTER, finish_later
 
 __all__ = ["ClientsResource", "IClientEventSettings", "settings_to_json"]
 
@@ -160,6 +160,7 @@ class _Events(JSONResource):
                 _log.failure(
                     "admin {what} of client events failed", failure, what=what, admin=identity.name
                 )
+            request.setHeader(b"Retry-After", str(RETRY_AFTER).encode("ascii"))
             return write_error(
                 request, 503, "REGISTRY_UNAVAILABLE", "the registry is unavailable; retry later"
             )

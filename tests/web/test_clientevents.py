@@ -4,15 +4,17 @@ certificates and a real registry behind an EventWatch (its thread run inline).""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.web.resource import Resource
 
 from rail.events.subscriptions import Subscriptions
+from rail.pki.clientevents import ClientEvents
 from rail.pki.eventwatch import EventWatch
-from rail.pki.registry import CertificateRecord, Registry, registry_path
+from rail.pki.registry import CertificateRecord, Registry, RegistryError, registry_path
 from rail.web.clientevents import ClientsResource
 from rail.web.site import RailSite
 from tests.pki.helpers import NOW as CERT_NOW
@@ -117,3 +119,35 @@ class ClientEventsAPITests(_AdminSite):
             (response.status, response.json()["error"]["code"]), (403, "ADMIN_REQUIRED")
         )
         self.assertEqual(self.installed, [])
+
+
+class _Broken:
+    """A registry that cannot be read or written."""
+
+    def settings(self, name: str) -> Deferred[ClientEvents]:
+        return fail(RegistryError("registry.sqlite3: disk I/O error"))
+
+    def change(self, name: str, types: Iterable[str], url: str | None) -> Deferred[ClientEvents]:
+        return fail(RegistryError("registry.sqlite3: disk I/O error"))
+
+
+class RegistryDownTests(_AdminSite):
+    def site(self) -> RailSite:
+        admin = Resource()
+        admin.putChild(b"clients", ClientsResource(_Broken()))
+        v1 = Resource()
+        v1.putChild(b"admin", admin)
+        api = Resource()
+        api.putChild(b"v1", v1)
+        root = Resource()
+        root.putChild(b"api", api)
+        return RailSite(root, max_body=1024 * 1024, idle_timeout=60.0, clock=self.clock)
+
+    def test_registry_down(self) -> None:
+        """A registry failure is 503 REGISTRY_UNAVAILABLE with Retry-After, for GET and
+        PUT."""
+        for method, body in [("GET", None), ("PUT", {"types": ["all"]})]:
+            response = self.admin_request(method, "/api/v1/admin/clients/myapp/events", body)
+            self.assertEqual(response.status, 503)
+            self.assertEqual(response.json()["error"]["code"], "REGISTRY_UNAVAILABLE")
+            self.assertEqual(response.headers.get("retry-after"), "60")
