@@ -2,15 +2,18 @@
 
 ``rail clients events`` and ``rail certs issue --events`` are other processes writing the
 registry's ``client_events`` table (:mod:`rail.pki.clientevents`). :class:`EventWatch`
-reads it every ``interval`` seconds (default 1) in a worker thread, on a registry
-connection it keeps, and hands a changed value to ``install`` on the reactor thread (the
-service swaps it into the store's writer: a reference swap). The admin API reads and
-writes the same settings through it, and answers a change once it is installed.
+looks every ``interval`` seconds (default 1) in a worker thread: a ``stat`` of the
+registry and its write-ahead log, and only when either changed (or on demand: SIGHUP, an
+admin's change) a read of the table; it hands a changed value to ``install`` on the
+reactor thread (the service swaps it into the store's writer: a reference swap). No
+connection is kept between reads, so the watch never holds a lock other processes wait
+for. The admin API reads and writes the same settings through it, and answers a change
+once it is installed.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -63,8 +66,8 @@ class EventWatch(Service):
         self._in_thread = in_thread
         self._now = now
         self._allow_http_loopback = allow_http_loopback
-        self._registry: Registry | None = None
-        self._opening = threading.Lock()
+        self._seen: object = None  # the files' state at the last read
+        self._force = False
         self.current: Subscriptions = NO_SUBSCRIPTIONS
         self._refresher = Refresher(
             self._look,
@@ -76,7 +79,9 @@ class EventWatch(Service):
     def load(self) -> None:
         """Read synchronously: at start-up only, before the reactor runs, so the first
         message accepted already finds its client's subscriptions. Errors propagate."""
-        self._apply(self._read())
+        found = self._read(force=True)
+        if found is not None:
+            self._apply(found)
 
     # Service's own start/stop only flip ``running``; set here directly because they are
     # untyped (mypy --strict).
@@ -85,27 +90,26 @@ class EventWatch(Service):
         self._refresher.start()
 
     def stopService(self) -> defer.Deferred[None]:
-        """Stop reading; fires once a read in progress has finished (the registry
-        connection is closed then, in a thread)."""
+        """Stop looking; fires once a look in progress has finished."""
         self.running = False
-        stopped = self._refresher.stop()
-
-        def close(_: object) -> defer.Deferred[None]:
-            registry, self._registry = self._registry, None
-            if registry is None:
-                return defer.succeed(None)
-            return self._in_thread(registry.close)
-
-        return stopped.addCallback(close)
+        return self._refresher.stop()
 
     def refresh(self) -> defer.Deferred[None]:
-        """Read now; fires once a read that started after this call has been applied."""
+        """Read now, whether or not the files look changed; fires once a read that
+        started after this call has been applied."""
+        self._force = True
         return self._refresher.refresh()
 
     def settings(self, name: str) -> defer.Deferred[ClientEvents]:
         """Client ``name``'s settings; fails with :class:`RegistryError` if it has no
-        client certificate."""
-        return self._in_thread(lambda: self._open().events_of(name))
+        client certificate (:class:`~rail.pki.registry.UnknownClientError`) or the
+        registry cannot be read."""
+
+        def read() -> ClientEvents:
+            with Registry.open(self._path) as registry:
+                return registry.events_of(name)
+
+        return self._in_thread(read)
 
     def change(
         self, name: str, types: Iterable[str], url: str | None
@@ -117,9 +121,10 @@ class EventWatch(Service):
         chosen = list(types)
 
         def write() -> ClientEvents:
-            return self._open().set_events(
-                name, chosen, url, now, allow_http_loopback=allow, labels=("types", "url")
-            )
+            with Registry.open(self._path) as registry:
+                return registry.set_events(
+                    name, chosen, url, now, allow_http_loopback=allow, labels=("types", "url")
+                )
 
         written: defer.Deferred[ClientEvents] = self._in_thread(write)
 
@@ -128,24 +133,45 @@ class EventWatch(Service):
 
         return written.addCallback(installed)
 
-    def _open(self) -> Registry:
-        """The registry connection kept for these reads (in a worker thread)."""
-        with self._opening:
-            if self._registry is None:
-                self._registry = Registry.open(self._path)
-            return self._registry
+    def _state(self) -> object:
+        """What changes when another process commits: the registry's and its write-ahead
+        log's size and modification time."""
+        state: list[tuple[int, int, int] | None] = []
+        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                state.append(None)
+            else:
+                state.append((stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        return tuple(state)
 
-    def _read(self) -> Subscriptions:
-        if self._registry is None and not self._path.exists():
-            return NO_SUBSCRIPTIONS  # no client yet, and reading must not create the file
-        return subscriptions_from(self._open().all_events())
+    def _read(self, force: bool) -> Subscriptions | None:
+        """The subscriptions, or None when the files did not change since the last read
+        (in a worker thread, or at start-up)."""
+        state = self._state()
+        if state == self._seen and not force:
+            return None
+        if not self._path.exists():
+            found = NO_SUBSCRIPTIONS  # no client yet, and reading must not create the file
+        else:
+            with Registry.open(self._path) as registry:
+                found = subscriptions_from(registry.all_events())
+        self._seen = state
+        return found
 
     def _look(self) -> defer.Deferred[Any]:
-        reading: defer.Deferred[Any] = self._in_thread(self._read)
-        return reading.addCallbacks(self._apply, self._failed)
+        force, self._force = self._force, False
+        reading: defer.Deferred[Any] = self._in_thread(lambda: self._read(force))
+        return reading.addCallbacks(self._found, self._failed)
+
+    def _found(self, found: Subscriptions | None) -> None:
+        if found is not None:
+            self._apply(found)
 
     def _failed(self, failure: Any) -> None:
         failure.trap(RegistryError)
+        self._seen = None  # read again next time
         _log.warn(
             "cannot read the event subscriptions ({error}); the loaded ones are kept",
             error=failure.getErrorMessage(),

@@ -125,14 +125,41 @@ class EventWatchTests(SynchronousTestCase):
         self.other_process_sets("myapp", "all")
         self.watch.load()
         self.watch.startService()
-        self.watch._registry.close()  # type: ignore[union-attr]
-        self.watch._registry = None
-        self.path.unlink()
+        self.path.rename(self.path.with_name("moved"))
         self.path.mkdir()  # not a database any more
+        self.addCleanup(self.path.rmdir)
         with capturedLogs() as events:
             self.clock.advance(1.0)
             self.thread.run()
         self.assertTrue(self.watch.current.wants("myapp", "message.bounced"))
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 1)
-        self.path.rmdir()
+
+    def test_reads_only_when_the_files_change(self) -> None:
+        """Each tick costs a stat; the registry is opened only when it or its log changed
+        since the last read, or when asked to (SIGHUP, an admin's change)."""
+        self.client()
+        self.watch.load()
+        self.watch.startService()
+        opened = []
+        real_open = Registry.open
+
+        def counting(path: Path) -> Registry:
+            opened.append(path)
+            return real_open(path)
+
+        self.patch(Registry, "open", counting)
+        for _ in range(3):
+            self.clock.advance(1.0)
+            self.thread.run()
+        self.assertEqual(opened, [])
+        self.patch(Registry, "open", real_open)
+        self.other_process_sets("myapp", "message.delivered")
+        self.patch(Registry, "open", counting)
+        self.clock.advance(1.0)
+        self.thread.run()
+        self.assertEqual(len(opened), 1)
+        self.assertTrue(self.watch.current.wants("myapp", "message.delivered"))
+        self.watch.refresh()
+        self.thread.run()
+        self.assertEqual(len(opened), 2)
