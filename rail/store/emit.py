@@ -167,17 +167,19 @@ def delivery_events(
                 )
         elif update.expired_after is not None:
             event("message.expired", {"attempts": attempts, "last_reply": update.expired_after})
-            event("message.bounced", _bounce(update, result, suppressed=False, source="expired"))
+            event("message.bounced", _bounce(update, result, source="expired"))
         else:
-            listed = _suppress_if_hard(connection, client, address, update, result)
-            event("message.bounced", _bounce(update, result, suppressed=listed, source="smtp"))
+            bounce = _bounce(update, result, source="smtp")
+            if bounce["classification"] == "hard":
+                bounce["suppressed"] = _suppress(connection, client, address, update, result)
+            event("message.bounced", bounce)
     if events:
         insert_events(connection, events, now, subscriptions)
 
 
-def _bounce(
-    update: RecipientUpdate, result: JobResult, *, suppressed: bool, source: str
-) -> dict[str, Any]:
+def _bounce(update: RecipientUpdate, result: JobResult, *, source: str) -> dict[str, Any]:
+    """The details of a ``message.bounced``; ``suppressed`` False until a hard bounce
+    lists the address (:func:`_suppress`)."""
     code, enhanced, text = parse_reply(update.reply)
     return {
         "source": source,
@@ -185,22 +187,19 @@ def _bounce(
         "status": enhanced,
         "reply": update.reply,
         "mx": result.mx,
-        "suppressed": suppressed,
+        "suppressed": False,
     }
 
 
-def _suppress_if_hard(
+def _suppress(
     connection: sqlite3.Connection,
     client: str,
     address: str,
     update: RecipientUpdate,
     result: JobResult,
 ) -> bool:
-    """List ``address`` for ``client`` if the bounce is hard; whether this listed it (an
+    """List ``address``, which bounced hard, for ``client``; whether this listed it (an
     address already on the list keeps its first entry)."""
-    code, enhanced, text = parse_reply(update.reply)
-    if classify(code, enhanced, text) != "hard":
-        return False
     if suppressions.suppressed(connection, client, [address]):
         return False
     suppressions.suppress(
