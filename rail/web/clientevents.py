@@ -48,13 +48,18 @@ def settings_to_json(settings: ClientEvents) -> dict[str, Any]:
 
 
 class ClientsResource(Resource):
-    """Mounted at ``/api/v1/admin/clients``."""
+    """Mounted at ``/api/v1/admin/clients``. Paths other than ``{name}/events`` go to
+    ``other`` (another resource over the same clients, e.g. their webhook secrets), if
+    given."""
 
-    def __init__(self, settings: IClientEventSettings) -> None:
+    def __init__(self, settings: IClientEventSettings, other: Resource | None = None) -> None:
         super().__init__()
         self._settings = settings
+        self._other = other
 
     def getChild(self, path: bytes, request: Any) -> Resource:
+        if self._other is not None and request.postpath[:1] != [b"events"]:
+            return self._other.getChildWithDefault(path, request)
         name = path.decode("utf-8", "replace")
         return _Client(self._settings, name) if name else NotFound()
 

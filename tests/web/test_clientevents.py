@@ -151,3 +151,34 @@ class RegistryDownTests(_AdminSite):
             self.assertEqual(response.status, 503)
             self.assertEqual(response.json()["error"]["code"], "REGISTRY_UNAVAILABLE")
             self.assertEqual(response.headers.get("retry-after"), "60")
+
+
+class _Other(Resource):
+    """Another resource over the clients: answers every path it is given."""
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        leaf = Resource()
+        leaf.isLeaf = True
+        leaf.render = lambda request: b"other " + path + b"/" + b"/".join(request.postpath)  # type: ignore[method-assign]
+        return leaf
+
+
+class SharedClientsTests(_AdminSite):
+    def site(self) -> RailSite:
+        admin = Resource()
+        admin.putChild(b"clients", ClientsResource(_Broken(), other=_Other()))
+        v1 = Resource()
+        v1.putChild(b"admin", admin)
+        api = Resource()
+        api.putChild(b"v1", v1)
+        root = Resource()
+        root.putChild(b"api", api)
+        return RailSite(root, max_body=1024 * 1024, idle_timeout=60.0, clock=self.clock)
+
+    def test_other_paths_go_to_the_other_resource(self) -> None:
+        """``{name}/events`` is this resource's; any other path under a client goes to
+        the resource it shares ``/api/v1/admin/clients`` with."""
+        response = self.admin_request("POST", "/api/v1/admin/clients/myapp/webhook-secret/rotate")
+        self.assertEqual(response.body, b"other myapp/webhook-secret/rotate")
+        response = self.admin_request("GET", "/api/v1/admin/clients/myapp/events")
+        self.assertEqual(response.json()["error"]["code"], "REGISTRY_UNAVAILABLE")
