@@ -40,6 +40,7 @@ from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
 from rail.version import rail_version
+from rail.webhooks.secretcli import add_webhook_secret_command, verification_keys
 
 __all__ = ["main"]
 
@@ -120,7 +121,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         from rail.prodcli import init_production_command
 
         return init_production_command(args)
-    from rail.devsetup import DEV_PORTS, init_dev
+    from rail.devsetup import DEV_PORTS, SAMPLE_CLIENT, init_dev
 
     if args.directory is None or args.data_dir is not None or args.acme_email or args.domain:
         raise _CommandError(
@@ -140,6 +141,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"  server cert  {setup.config.data_dir}/tls/server.crt, issued by the CA for")
     print(f"               {setup.config.hostname}, localhost, 127.0.0.1, ::1")
     print(f"  client cert  {setup.client_certificate} + {setup.client_key}")
+    public_key, secret = verification_keys(setup.config.data_dir, SAMPLE_CLIENT)
+    print("  webhooks     signed (Standard Webhooks, docs/webhooks.md); verify with")
+    print(f"               public key {public_key}  (v1a, ed25519)")
+    print(f"               secret     {secret}  (v1, HMAC, {SAMPLE_CLIENT}'s only)")
     print("Start Rail:")
     print(f"  twistd -n --pidfile= rail --config {setup.config_path}")
     print("Then, from the same directory:")
@@ -196,12 +201,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     for line in record_issue_events(config, record.name, events, args.events_url, _now()):
         print(line)
     if record.webhook:
-        from rail.webhooks.key import load_or_create_key
-
-        key = load_or_create_key(config.data_dir)
+        public_key, secret = verification_keys(config.data_dir, record.name)
         print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
-        print(f"    public key  {key.public_text}  (v1a, ed25519)")
-        print(f"    secret      {key.client_secret_text(record.name)}  (v1, this client's only)")
+        print(f"    public key  {public_key}  (v1a, ed25519)")
+        print(f"    secret      {secret}  (v1, this client's only)")
     if issued.siblings:
         serials = ", ".join(format(r.serial, "x") for r in issued.siblings)
         print(
@@ -464,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=_cmd_inspect)
+
+    add_webhook_secret_command(certs, with_config, _Parser)
 
     add_queue_commands(sub, with_config, _Parser)
     add_client_commands(sub, with_config, _Parser)

@@ -262,6 +262,7 @@ class MemoryAdmin:
             reply = f"550 5.0.0 bounced by the operator ({actor})" + (
                 f": {reason}" if reason else ""
             )
+        pending = [index for index, row in enumerate(rows) if row.status in _PENDING]
         for index, row in enumerate(rows):
             if row.status in _PENDING:
                 rows[index] = attrs.evolve(
@@ -272,7 +273,9 @@ class MemoryAdmin:
         self._act(message_id, now, actor, action, reason)
         if action != "bounce":
             return "done", None
-        return "done", self._bounce_notification(message_id, dsn)
+        return "done", self._bounce_notification(message_id, dsn, pending)
 
-    def _bounce_notification(self, message_id: str, dsn: DSNBuilder | None) -> NewMessage | None:
+    def _bounce_notification(
+        self, message_id: str, dsn: DSNBuilder | None, indexes: list[int]
+    ) -> NewMessage | None:
         raise NotImplementedError

@@ -55,6 +55,7 @@ _RESTART_KEYS = (
     ("storage", lambda c: c.storage),
     ("web", lambda c: c.web),
     ("logging", lambda c: c.logging),
+    ("bounces", lambda c: c.bounces),
 )
 
 

@@ -22,7 +22,9 @@ from twisted.logger import Logger
 
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
+from rail.bounces.secret import return_paths
 from rail.config import Config
+from rail.config.clients import ClientPolicies
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.bounces import dsn_builder
@@ -48,10 +50,12 @@ from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
 from rail.pki.tls import ClientAuth, ServerTLS, replace_all
+from rail.policy.rates import WINDOWS, ClientRates
 from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.smtp.bounceintake import BounceIntake
 from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
@@ -67,6 +71,9 @@ from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
 from rail.webhooks.key import WebhookKey, load_or_create_key
+from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
+from rail.webhooks.secrets import read_secrets
+from rail.webhooks.secretwatch import SecretsWatch
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
 
 __all__ = ["RailService", "build_service"]
@@ -235,6 +242,16 @@ def webhook_signing_key(config: Config) -> WebhookKey:
         return WebhookKey(ed25519.Ed25519PrivateKey.generate())
 
 
+def _webhook_secrets(config: Config) -> Any:
+    """The rotated webhook secrets at start-up; none (derived secrets only) if they cannot
+    be read, which the first refresh reports."""
+    try:
+        return read_secrets(config.data_dir)
+    except PKIError as error:
+        _log.error("cannot read the webhook secrets: {error}", error=str(error))
+        return {}
+
+
 def webhook_settings(config: Config) -> tuple[Any, Any, float]:
     """What a reload changes in the webhook dispatcher: policy, limits, timeout."""
     return webhook_policy(config), webhook_limits(config), config.webhooks.timeout
@@ -264,6 +281,8 @@ def build_service(
     )
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
+    webhook_key.use_secrets(_webhook_secrets(config))
+    verp = return_paths(config)  # None when bounces.enabled is false
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
     # First child, so it stops last: after every listener has closed.
@@ -312,6 +331,21 @@ def build_service(
     def revoked() -> frozenset[int]:
         return revocations.serials
 
+    # Per-client limits and sandbox flags, replaced whole on SIGHUP.
+    clients = [ClientPolicies.from_config(config)]
+    hooks.append(lambda new: clients.__setitem__(0, ClientPolicies.from_config(new)))
+    rates = ClientRates(reactor, lambda name: clients[0].limits(name))
+    # Started after the store (a later child), so the seed is read on its read thread.
+    _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
+    secrets = SecretsWatch(
+        webhook_key,
+        config.data_dir,
+        clock=reactor,
+        in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        interval=SECRETS_REFRESH,
+    )
+    secrets.setServiceParent(root)
+    hooks.append(lambda _config: secrets.refresh())
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     if config.listen.https is not None:
@@ -340,6 +374,8 @@ def build_service(
             dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
             domains=_doctor_report(config, reactor, hooks),
             client_events=event_watch,
+            rates=rates,
+            rotate_secret=secrets.rotate,
         )
         _listener(
             reactor,
@@ -360,6 +396,7 @@ def build_service(
                 revoked=revoked,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                rates=rates,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -426,6 +463,15 @@ def build_service(
                 hostname=config.hostname,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                bounces=None
+                if verp is None
+                else BounceIntake(
+                    store=store,
+                    paths=verp,
+                    max_size=config.bounces.max_report_size,
+                    clock=reactor,
+                    refusals=refusals,
+                ),
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -496,7 +542,15 @@ def build_service(
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
-        delivery = build_delivery(config, reactor, store, keys, stats)
+        delivery = build_delivery(
+            config,
+            reactor,
+            store,
+            keys,
+            stats,
+            sandboxed=lambda name: clients[0].sandbox(name),
+            return_paths=verp,
+        )
         delivery.setServiceParent(root)
     if config_path is not None:
         root.reloader = Reloader(
@@ -535,6 +589,38 @@ def _event_watch(config: Config, reactor: Any, store: SQLiteStore, hooks: list[A
     watch.load()
     hooks.append(lambda _config: watch.refresh())
     return watch
+
+
+class _OnStart(Service):
+    """Runs ``work`` when started (after the services added before it)."""
+
+    def __init__(self, work: Any) -> None:
+        self._work = work
+
+    def startService(self) -> None:
+        super().startService()
+        self._work()
+
+
+def seed_rates(rates: ClientRates, reactor: Any, store: SQLiteStore) -> defer.Deferred[None]:
+    """Add the last day's mail, read on the store's read thread, to the per-client rate
+    counters (counts made meanwhile are kept, and added to); fires when done."""
+    # Mail accepted from now on is counted as it comes; the seed is what came before.
+    started = reactor.seconds()
+    since = started - WINDOWS["messages_per_day"][0]
+
+    def seeded(rows: list[tuple[str, float, int, int]]) -> None:
+        rates.seed(rows)
+        clients = len({row[0] for row in rows})
+        _log.info("rate limits: counted the last day's mail of {count} clients", count=clients)
+
+    def failed(failure: Any) -> None:
+        _log.error(
+            "rate limits: cannot read the last day's mail ({error}); counting from zero",
+            error=failure.getErrorMessage(),
+        )
+
+    return store.client_usage(since, started).addCallbacks(seeded, failed)
 
 
 def _http_deadlines(config: Config, refusals: Refusals) -> dict[str, Any]:

@@ -116,6 +116,8 @@ class MemoryStore(MemoryAdmin):
         self.held: dict[str, float] = {}
         self.actions: dict[str, list[AdminAction]] = {}
         self.history: dict[str, list[Attempt]] = {}
+        # Events recorded with delivery results (rail.events.model.Event values), in order.
+        self.recorded_events: list[object] = []
         # Retention: when each message's bytes were dropped, by (queue, id).
         self._body_purged: dict[tuple[str, str], float] = {}
         self._purged_before = float("-inf")
@@ -245,11 +247,14 @@ class MemoryStore(MemoryAdmin):
             return fail(StoreUnavailableError("store closed"))
         message_id = result.message_id
         rows = self._rows(self.messages[message_id])
-        was_pending = _pending(rows)
+        self.recorded_events.extend(result.events)
+        bounced: list[int] = []
         for update in result.updates:
             old = rows[update.idx]
             if old.status not in ("queued", "deferred"):
                 continue
+            if update.status == "bounced":
+                bounced.append(update.idx)
             rows[update.idx] = attrs.evolve(
                 old,
                 status=update.status,
@@ -271,12 +276,12 @@ class MemoryStore(MemoryAdmin):
                     update.remote_mta,
                 )
             )
-        if not was_pending or _pending(rows):
-            return succeed(None)
-        return succeed(self._bounce_notification(message_id, dsn))
+        return succeed(self._bounce_notification(message_id, dsn, bounced) if bounced else None)
 
-    def _bounce_notification(self, message_id: str, dsn: DSNBuilder | None) -> NewMessage | None:
-        """The DSN of a message that just left the pending set, queued, or None."""
+    def _bounce_notification(
+        self, message_id: str, dsn: DSNBuilder | None, indexes: list[int]
+    ) -> NewMessage | None:
+        """The DSN of the recipients ``indexes`` that just bounced, queued, or None."""
         rows = self._rows(self.messages[message_id])
         bounced = tuple(
             BouncedRecipient(
@@ -286,7 +291,7 @@ class MemoryStore(MemoryAdmin):
                 row.updated_at,
             )
             for index, row in enumerate(rows)
-            if row.status == "bounced"
+            if row.status == "bounced" and index in indexes
         )
         if not bounced or dsn is None:
             return None

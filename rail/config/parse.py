@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any, get_args
 
 from rail.config import readers as r
+from rail.config.bouncedomain import template_problem
+from rail.config.clients import CLIENTS_DEFAULT, read_clients
 from rail.config.errors import ConfigError, Problem
 from rail.config.schema import (
     ACME,
     DNS,
     PKI,
     TLS,
+    Bounces,
     Config,
     Connections,
     ConnectionsPerIP,
@@ -311,6 +314,25 @@ _DELIVERY = r.section(
     },
 )
 
+
+def _bounce_template(value: object, at: r.Cursor) -> str:
+    if not isinstance(value, str):
+        raise r.InvalidError(f"expected a string like bounces.{{domain}}, got {r.kind(value)}")
+    problem = template_problem(value.lower())
+    if problem is not None:
+        raise r.InvalidError(f"{value!r} {problem}")
+    return value.lower()
+
+
+_BOUNCES = r.section(
+    Bounces,
+    {
+        "enabled": r.boolean,
+        "domain": _bounce_template,
+        "max_report_size": r.size("1KB", "4MB"),
+    },
+)
+
 _CONFIG = r.section(
     Config,
     {
@@ -329,6 +351,9 @@ _CONFIG = r.section(
         "shutdown": _SHUTDOWN,
         "web": _WEB,
         "logging": _LOGGING,
+        "clients_default": CLIENTS_DEFAULT,
+        "clients": read_clients,
+        "bounces": _BOUNCES,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )

@@ -22,6 +22,9 @@ __all__ = [
     "DNS",
     "PKI",
     "TLS",
+    "Bounces",
+    "Client",
+    "ClientLimits",
     "Config",
     "Connections",
     "ConnectionsPerIP",
@@ -344,6 +347,39 @@ class Limits:
 
 
 @attrs.frozen(kw_only=True)
+class ClientLimits:
+    """How much mail one client may send (``clients_default.limits``, or one client's own
+    under ``clients.NAME.limits``); null is no limit. Counted over sliding windows in
+    memory; see docs/limits.md for the SMTP and API answers and what a restart keeps."""
+
+    messages_per_minute: int | None = None
+    """Messages accepted from the client in the last minute (SMTP ``452 4.7.0`` at MAIL
+    FROM, the API ``429 RATE_LIMITED``)."""
+    messages_per_hour: int | None = None
+    """Messages accepted from the client in the last hour (as for the minute)."""
+    messages_per_day: int | None = None
+    """Messages accepted from the client in the last 24 hours (as for the minute)."""
+    recipients_per_day: int | None = None
+    """Recipients of the messages accepted from the client in the last 24 hours (SMTP
+    ``452 4.7.0`` at the RCPT TO over it, the API ``429 RATE_LIMITED``)."""
+
+
+@attrs.frozen(kw_only=True)
+class Client:
+    """Settings of one client (``clients.NAME``), or of every client
+    (``clients_default``)."""
+
+    limits: tuple[tuple[str, int | None], ...] = ()
+    """Under ``clients.NAME``: the ``ClientLimits`` keys set for this client, each replacing
+    the default's (null: no limit for this client); the others are the default's. Under
+    ``clients_default`` every key is read, an absent one being null."""
+    sandbox: bool | None = None
+    """Accept, sign and record the client's mail but deliver none of it: each recipient
+    becomes ``sent`` with a sandbox reply and its events carry ``"sandbox": true``. Null
+    (only under ``clients.NAME``): as ``clients_default``, which is false unless set."""
+
+
+@attrs.frozen(kw_only=True)
 class Retention:
     """How long Rail keeps messages once nothing more will be done with them (every
     recipient sent, bounced, failed or deleted; every webhook job delivered or failed)."""
@@ -457,6 +493,25 @@ class Logging:
 
 
 @attrs.frozen(kw_only=True)
+class Bounces:
+    """The signed return path and the bounces and complaints that come back to it
+    (docs/bounces.md)."""
+
+    enabled: bool = True
+    """Send mail with a per-message signed return path on the sender domain's bounce
+    domain, and read the DSNs and ARF complaints that come back to it (events and
+    suppressions). Off: mail keeps the app's own address as its return path, and what
+    bounces later goes to the app as any mail would."""
+    domain: str = "bounces.{domain}"
+    """The bounce domain of each sender domain: ``{domain}`` stands for the sender's
+    domain, once, as whole labels. Rail's zone publishes an MX and an SPF record for it."""
+    max_report_size: int = 1024 * 1024
+    """Octets of a message to a return path: a larger one is refused (``552 5.3.4``).
+    Reports quote at most the original message's header section or a part of it; at
+    most 4 MB, which the reader reads on the reactor thread (about 7 ms per MB)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, valid Rail configuration."""
 
@@ -483,3 +538,8 @@ class Config:
     shutdown: Shutdown = Shutdown()
     web: Web = Web()
     logging: Logging = Logging()
+    clients_default: Client = Client()
+    """Limits and sandbox flag of every client, unless ``clients`` says otherwise."""
+    clients: tuple[tuple[str, Client], ...] = ()
+    """Per client name (a certificate's CN): what differs from ``clients_default``."""
+    bounces: Bounces = Bounces()

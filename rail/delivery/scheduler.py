@@ -45,6 +45,7 @@ from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarant
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
 from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
+from rail.delivery.sandbox import sandbox_result
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, QuarantineKind
 
@@ -118,7 +119,13 @@ class Scheduler:
         limits: DeliveryLimits,
         rng: random.Random,
         observer: IAttemptObserver | None = None,
+        sandboxed: Callable[[str], bool] | None = None,
+        return_path: Callable[[DeliveryJob], str] | None = None,
     ) -> None:
+        """``sandboxed(client)``: whether the client's mail is signed and recorded but not
+        sent (:mod:`rail.delivery.sandbox`); read at each claim."""
+        self._sandboxed = sandboxed
+        self._return_path = return_path  # the MAIL FROM of a job (rail.bounces.verp)
         self._queue = queue
         self._clock = clock
         self._route = route
@@ -249,6 +256,9 @@ class Scheduler:
             return
         for job in jobs:
             self._in_flight.add(job.key)
+            if self._sandboxed is not None and self._sandboxed(job.client):
+                self._sandbox(job)
+                continue
             self._waiting.setdefault(job.domain, deque()).append(job)
         self._fill()
         if self._again or len(jobs) >= limit:
@@ -418,7 +428,7 @@ class Scheduler:
         finally:
             self._preparing.discard(preparing)
         message = OutboundMessage(
-            sender=job.sender,
+            sender=job.sender if self._return_path is None else self._return_path(job),
             recipients=tuple(r.address for r in job.recipients),
             data=data,
             smtputf8=job.smtputf8,
@@ -459,6 +469,34 @@ class Scheduler:
             peer,
         )
         return True
+
+    def _sandbox(self, job: DeliveryJob) -> None:
+        """Sign ``job``'s message as for sending (a failure quarantines it as usual), then
+        record every recipient sent, with its sandbox event; no connection is made."""
+        started = self._clock.seconds()
+        preparing = maybeDeferred(self._prepare, job)
+        self._preparing.add(preparing)
+
+        def prepared(_: bytes) -> None:
+            self._record(job, sandbox_result(job, self._clock.seconds()), started)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                self._release(job)  # cut at shutdown: left untouched in the queue
+            elif failure.check(PrepareTimeoutError):
+                self._quarantine(job, "timeout", str(failure.value))
+            else:
+                name = failure.type.__name__ if failure.type else "error"
+                self._quarantine(job, "error", f"preparing the message failed ({name})")
+
+        def done(_: object) -> None:
+            self._preparing.discard(preparing)
+            self._workers.discard(work)
+
+        # A worker of its own, so that stopping waits for it (or cuts it) like the others.
+        work: Deferred[None] = preparing.addCallbacks(prepared, failed)
+        self._workers.add(work)
+        work.addBoth(done)
 
     def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, peer: Peer) -> None:
         """Routing or every connection failed: the same answer holds for every job of the

@@ -10,11 +10,13 @@ of them, see :mod:`rail.delivery.preparing`), started and stopped with the servi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from rail.bounces.verp import ReturnPaths
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
 from rail.delivery.client import ClientTimeouts
@@ -64,8 +66,13 @@ def build_delivery(
     keys: KeyStore,
     observer: IAttemptObserver,
     rng: random.Random | None = None,
+    sandboxed: Callable[[str], bool] | None = None,
+    return_paths: ReturnPaths | None = None,
 ) -> DeliveryService:
-    """The ``delivery`` service for ``config``."""
+    """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
+    signed and recorded but not sent (:mod:`rail.delivery.sandbox`); with ``return_paths``,
+    mail goes out with its signed return path (``bounces.enabled``) instead of the app's
+    address."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -118,5 +125,9 @@ def build_delivery(
         ),
         rng=rng,
         observer=observer,
+        sandboxed=sandboxed,
+        return_path=None
+        if return_paths is None
+        else lambda job: return_paths.address(job.message_id, job.sender),
     )
     return DeliveryService(scheduler, config.shutdown.grace_period, threads)

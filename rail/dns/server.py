@@ -19,7 +19,7 @@ from twisted.names import dns
 from rail.dns.lookup import FORMERR, NOTIMP, Answer, ZoneIndex
 from rail.dns.ratelimit import RateLimiter, response_key
 from rail.dns.records import Record
-from rail.dns.wire import ParsedQuery, encode_response, parse_query, to_rr
+from rail.dns.wire import ParsedQuery, encode_response, parse_query, to_rr, unchecked_tsig
 from rail.dns.zone import Zone
 from rail.refusals import Refusals
 
@@ -30,6 +30,7 @@ _TCP_LIMIT = 65535
 _NOTIMP = Answer(NOTIMP)
 _FORMERR = Answer(FORMERR)
 _BADVERS_ANSWER = Answer(_BADVERS)
+_NOTAUTH = Answer(9)  # RFC 8945 §5.2: a TSIG key the server does not know
 
 
 class DNSServer:
@@ -94,6 +95,8 @@ class DNSServer:
                     self._refusals.refuse("dns", "rate_slipped", source)
                 return encode_response(query, 0, limit=limit, truncated=True)
         self.counts["answered"] += 1
+        if decided is _NOTAUTH:
+            return encode_response(query, decided.rcode, limit=limit, tsig=unchecked_tsig(query))
         return encode_response(
             query,
             decided.rcode,
@@ -106,7 +109,14 @@ class DNSServer:
 
     def _decide(self, query: ParsedQuery) -> tuple[Answer, str, bytes]:
         """The answer to ``query``, with the asked name lower-cased (empty when the query
-        is refused before its question is read) and as spelled by the client."""
+        is refused before its question is read) and as spelled by the client.
+
+        A signed request is answered before anything else is looked at (RFC 8945 §5.2):
+        Rail holds no TSIG key, so every signature is one it cannot check."""
+        if query.bad_tsig:
+            return _FORMERR, "", b""
+        if query.tsig is not None:
+            return _NOTAUTH, "", b""
         if query.opcode != dns.OP_QUERY:
             return _NOTIMP, "", b""
         if query.bad_opt or len(query.questions) != 1:

@@ -75,7 +75,8 @@ def zones_from(
     published: dict[str, list[PublishedKey]] = {
         domain: keys.published(domain, oldest_pending) for domain in {*origins, config.hostname}
     }
-    records = domain_records(origins, config.hostname, config.dns, published)
+    bounces = config.bounces.domain if config.bounces.enabled else None
+    records = domain_records(origins, config.hostname, config.dns, published, bounces)
     serials = SerialFile(serial_path(config.data_dir)).assign(
         {origin: digest(rs) for origin, rs in records.items()}, now, save=save_serials
     )

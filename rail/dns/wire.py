@@ -27,6 +27,7 @@ __all__ = [
     "encode_response",
     "parse_query",
     "to_rr",
+    "unchecked_tsig",
 ]
 
 NO_EDNS_LIMIT = 512
@@ -40,6 +41,8 @@ _KNOWN_OPCODES = frozenset(
     {dns.OP_QUERY, dns.OP_INVERSE, dns.OP_STATUS, dns.OP_NOTIFY, dns.OP_UPDATE}
 )
 _DO = 0x8000
+_RD = 0x0100
+_CD = 0x0010
 _records: Any = dns  # the Record_* constructors are untyped (mypy --strict)
 
 
@@ -64,6 +67,11 @@ class ParsedQuery:
     edns: EDNS | None
     bad_opt: bool
     """More than one OPT record, or one not at the root: FORMERR (RFC 6891 §6.1.1)."""
+    tsig: dns.RRHeader | None = None
+    """The request's TSIG record (RFC 8945), last in the additional section; Rail holds
+    no TSIG key, so it can check none."""
+    bad_tsig: bool = False
+    """A TSIG record elsewhere than last, or more than one: FORMERR (RFC 8945)."""
 
     def udp_limit(self) -> int:
         """The largest UDP response this client accepts, capped at ``MAX_UDP_PAYLOAD``."""
@@ -74,16 +82,28 @@ class ParsedQuery:
 
 def parse_query(data: bytes) -> ParsedQuery | None:
     """The query in ``data``; ``None`` for anything to drop without answering: a
-    response (QR=1, so two servers can never bounce packets between them), an unassigned
-    opcode, or bytes that do not decode to exactly what the header announces."""
+    response (QR=1, so two servers can never bounce packets between them), or bytes that
+    do not decode to exactly what the header announces.
+
+    A message with an opcode no DNS server here knows (DSO, 6, whose body is not
+    sections but TLVs, and the unassigned ones) is read as its header alone, so it can be
+    answered NOTIMP (RFC 8906, RFC 8490) with no section echoed."""
     if len(data) < _HEADER.size:
         return None
-    _id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     if flags & _QR:
         return None
     opcode = (flags >> 11) & 0xF
     if opcode not in _KNOWN_OPCODES:
-        return None
+        return ParsedQuery(
+            id=message_id,
+            opcode=opcode,
+            recursion_desired=bool(flags & _RD),
+            checking_disabled=bool(flags & _CD),
+            questions=(),
+            edns=None,
+            bad_opt=False,
+        )
     message = dns.Message()
     try:
         message.fromStr(data)
@@ -98,6 +118,9 @@ def parse_query(data: bytes) -> ParsedQuery | None:
     if options:
         opt = options[0]
         edns = EDNS(payload=opt.cls, version=(opt.ttl >> 16) & 0xFF, dnssec_ok=bool(opt.ttl & _DO))
+    signatures = [i for i, r in enumerate(message.additional) if r.type == dns.TSIG]
+    tsig = message.additional[-1] if signatures else None
+    bad_tsig = bool(signatures) and signatures != [len(message.additional) - 1]
     return ParsedQuery(
         id=message.id,
         opcode=opcode,
@@ -106,6 +129,32 @@ def parse_query(data: bytes) -> ParsedQuery | None:
         questions=tuple(message.queries),
         edns=edns,
         bad_opt=bad_opt,
+        tsig=tsig,
+        bad_tsig=bad_tsig,
+    )
+
+
+def unchecked_tsig(query: ParsedQuery) -> dns.RRHeader:
+    """The TSIG record of an error response to a request signed with a key Rail does not
+    hold (RFC 8945 §5.2): unsigned (no MAC), error BADKEY, the request's key name,
+    algorithm, time, fudge and original id."""
+    request = query.tsig
+    assert request is not None
+    signed: Any = request.payload
+    return dns.RRHeader(
+        name=request.name.name,
+        type=dns.TSIG,
+        cls=dns.ANY,
+        ttl=0,
+        payload=dns.Record_TSIG(
+            algorithm=signed.algorithm.name,
+            timeSigned=signed.timeSigned,
+            fudge=signed.fudge,
+            MAC=b"",
+            originalID=signed.originalID,
+            error=dns.EBADKEY,
+            otherData=b"",
+        ),
     )
 
 
@@ -175,11 +224,13 @@ def encode_response(
     authority: Sequence[dns.RRHeader] = (),
     additional: Sequence[dns.RRHeader] = (),
     truncated: bool = False,
+    tsig: dns.RRHeader | None = None,
 ) -> bytes:
     """The response to ``query`` in at most ``limit`` octets (when the question fits).
 
     ``rcode`` may be an extended code (BADVERS, 16): its upper bits go in the OPT record.
-    ``truncated`` sends the question alone with TC set (rate limiting's slip).
+    ``truncated`` sends the question alone with TC set (rate limiting's slip). ``tsig``
+    goes last, after the OPT record, as RFC 8945 requires.
     """
     message = dns.Message(
         id=query.id,
@@ -194,6 +245,8 @@ def encode_response(
     )
     message.queries = list(query.questions)
     opt = [_opt(query, rcode >> 4)] if query.edns is not None else []
+    if tsig is not None:
+        opt.append(tsig)
     if truncated:
         message.trunc = 1
         message.additional = opt

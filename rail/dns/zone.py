@@ -1,8 +1,9 @@
 """The records Rail publishes for each local domain, built from plain inputs.
 
 Each local domain is a zone: SOA, NS, MX 10 to ``hostname``, SPF, DMARC, MTA-STS and
-TLS-RPT records, CAA, the DKIM keys in use, and the addresses of ``hostname``,
-``mta-sts.<domain>`` and in-zone name servers. A name that lies in several zones (nested
+TLS-RPT records, CAA, the DKIM keys in use, the MX and SPF of its bounce domain
+(``bounces.<domain>``), and the addresses of ``hostname``, ``mta-sts.<domain>`` and in-zone
+name servers. A name that lies in several zones (nested
 local domains) belongs to the most specific one. The SOA serial comes from
 :mod:`rail.dns.serial`: callers hash the content with :func:`digest`, get a serial, and
 then make the :class:`Zone`.
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from rail.config.bouncedomain import bounce_domain
 from rail.config.schema import DNS
 from rail.dkim.records import PublishedKey, record_name, txt_strings
 from rail.dns.mtasts import policy_id, policy_text
@@ -92,8 +94,15 @@ def domain_records(
     hostname: str,
     config: DNS,
     keys: Mapping[str, Sequence[PublishedKey]],
+    bounce_template: str | None = None,
 ) -> dict[str, list[Record]]:
     """Every zone's records except the SOA, by origin, in a stable order.
+
+    With ``bounce_template`` (``bounces.domain`` when ``bounces.enabled``), each local
+    domain's bounce domain gets an MX to ``hostname`` (its bounces come back to Rail) and
+    the domain's own SPF record (mail with a return path there passes SPF and, under
+    relaxed DMARC alignment, aligns with the From domain), when it lies in a zone Rail
+    serves.
 
     ``origins`` are the local domains; ``keys`` maps each domain that signs (the local
     domains and ``hostname``) to its published DKIM keys. In-zone name servers other
@@ -121,6 +130,10 @@ def domain_records(
             add(f"mta-sts.{origin}", data)
         if config.tls_rpt is not None:
             add(f"_smtp._tls.{origin}", _txt(f"v=TLSRPTv1; rua={config.tls_rpt}"))
+        if bounce_template is not None:
+            bounces = bounce_domain(bounce_template, origin)
+            add(bounces, MX(10, hostname))
+            add(bounces, _txt(_spf(config)))
     hosts = dict.fromkeys([hostname, *_nameservers(hostname, config)])
     for host in hosts:
         for data in _addresses(config):
@@ -167,6 +180,7 @@ def build_zones(
     config: DNS,
     keys: Mapping[str, Sequence[PublishedKey]],
     serial_for: Mapping[str, int] | None = None,
+    bounce_template: str | None = None,
 ) -> list[Zone]:
     """Zones with the serials in ``serial_for`` (origin to serial; 1 when missing).
 
@@ -174,7 +188,7 @@ def build_zones(
     ``file.assign({o: digest(r) for o, r in domain_records(...).items()}, now)``;
     :func:`rail.dns.sources.load_zones` does this.
     """
-    records = domain_records(origins, hostname, config, keys)
+    records = domain_records(origins, hostname, config, keys, bounce_template)
     serials = serial_for or {}
     return [
         make_zone(origin, records[origin], serials.get(origin, 1), hostname, config)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from rail.config import Config
+from rail.config.bouncedomain import bounce_domain
 from rail.dns.mtasts import policy_text
 from rail.dns.records import AAAA, CAA, MX, TXT, A, Record
 from rail.dns.zone import domain_records
@@ -32,6 +33,11 @@ class DomainExpectation:
     mta_sts: str
     tls_rpt: str | None
     caa: tuple[CAA, ...]
+    bounce_domain: str | None = None
+    """The domain's bounce domain (``bounces.domain``), when return paths are on and Rail
+    serves it; its MX and SPF record follow."""
+    bounce_mx: tuple[MX, ...] = ()
+    bounce_spf: str = ""
 
 
 @attrs.frozen
@@ -77,10 +83,15 @@ def _dkim(records: Iterable[Record], domain: str) -> tuple[tuple[str, str], ...]
     )
 
 
-def domain_expectation(domain: str, records: Sequence[Record]) -> DomainExpectation:
+def domain_expectation(
+    domain: str, records: Sequence[Record], bounce_template: str | None = None
+) -> DomainExpectation:
     """The expectation for ``domain`` from the records of the zones (every zone's
-    records, or at least those of ``domain``'s zone and the zones below it)."""
+    records, or at least those of ``domain``'s zone and the zones below it); with
+    ``bounce_template``, its bounce domain's too, if the zones publish it."""
     dkim = _dkim(records, domain)
+    bounces = None if bounce_template is None else bounce_domain(bounce_template, domain)
+    bounce_mx = tuple(r.data for r in records if r.name == bounces and isinstance(r.data, MX))
     tls_rpt = _texts(records, f"_smtp._tls.{domain}")
     return DomainExpectation(
         domain=domain,
@@ -91,6 +102,9 @@ def domain_expectation(domain: str, records: Sequence[Record]) -> DomainExpectat
         mta_sts=_first(_texts(records, f"_mta-sts.{domain}"), "v=STSv1"),
         tls_rpt=tls_rpt[0] if tls_rpt else None,
         caa=tuple(r.data for r in records if r.name == domain and isinstance(r.data, CAA)),
+        bounce_domain=bounces if bounce_mx else None,
+        bounce_mx=bounce_mx,
+        bounce_spf=_first(_texts(records, bounces), "v=spf1") if bounce_mx and bounces else "",
     )
 
 

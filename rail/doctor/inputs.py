@@ -159,7 +159,12 @@ def load_inputs(
             raise DoctorError(f"{acme.ca_file}: {e.strerror}") from None
     return Inputs(
         host=host_expectation(config, records),
-        domains=tuple(domain_expectation(d, records) for d in domains),
+        domains=tuple(
+            domain_expectation(
+                d, records, config.bounces.domain if config.bounces.enabled else None
+            )
+            for d in domains
+        ),
         chain=chain,
         certificate_source=source,
         trust=tuple(system_trust() if trust is None else trust),

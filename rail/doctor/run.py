@@ -123,6 +123,17 @@ async def _domain(
         check_tls_rpt(domain, want.tls_rpt, rpt),
         check_caa(domain, want.caa, identities, caa, owner),
     ]
+    if want.bounce_domain is not None:
+        # The return path's domain: bounces come back to Rail, SPF passes for it.
+        bounces = want.bounce_domain
+        bounce_mx, bounce_txt = await _together(
+            probe.lookup(bounces, dns.MX), probe.lookup(bounces, dns.TXT)
+        )
+        addresses = [*host.ipv4, *host.ipv6]
+        rows += [
+            check_mx(bounces, want.bounce_mx, bounce_mx),
+            check_spf(bounces, want.bounce_spf, addresses, host.hostname, bounce_txt),
+        ]
     return rows
 
 

@@ -218,9 +218,17 @@ class _CachedHeaderRegistry(HeaderRegistry):
 
 
 _REGISTRY = _CachedHeaderRegistry()
-# SMTP line ends, folding at 78, 7-bit bodies; raw UTF-8 headers only with SMTPUTF8.
-ASCII_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=_REGISTRY)
-UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit", header_factory=_REGISTRY)
+# SMTP line ends, 7-bit bodies; raw UTF-8 headers only with SMTPUTF8. Lines of 76, not
+# the stdlib's 78: quoted-printable and base64 lines must be at most 76 characters (RFC 2045
+# §6.7, §6.8), and the stdlib sizes an encoded word to fill a folded line, which must be at
+# most 75 (RFC 2047 §2): one space and 75 characters. Header lines may then be shorter.
+MAX_LINE = 76
+ASCII_POLICY = policy.SMTP.clone(
+    cte_type="7bit", header_factory=_REGISTRY, max_line_length=MAX_LINE
+)
+UTF8_POLICY = policy.SMTPUTF8.clone(
+    cte_type="7bit", header_factory=_REGISTRY, max_line_length=MAX_LINE
+)
 
 # Printable ASCII words separated by single spaces: the stdlib's parse and fold give such
 # a value back unchanged (when the field fits on one line and holds no encoded word).

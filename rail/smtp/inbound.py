@@ -39,6 +39,7 @@ from rail.mail.headers import HeaderLimits, format_date, parse_header_section
 from rail.mail.limits import check_header_section
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
+from rail.smtp.bounceintake import ORDINARY, BounceIntake
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
@@ -82,7 +83,9 @@ class InboundSession:
         verify_timeout: float = 120.0,
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
+        bounces: BounceIntake | None = None,
     ) -> None:
+        self._bounces = bounces  # return paths (bounces.enabled): rail.smtp.bounceintake
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
         self._store = store
@@ -108,11 +111,19 @@ class InboundSession:
 
     def check_mail(self, envelope: Envelope) -> Reject | None:
         self._routes = {}
+        if self._bounces is not None:
+            self._bounces.reset()
         if self._settings.require_tls and not envelope.tls:
             return _NEED_TLS
         return None
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        if self._bounces is not None:
+            taken = self._bounces.check_rcpt(
+                self._recipients(), envelope, recipient, bool(self._routes)
+            )
+            if taken is not ORDINARY:
+                return taken
         decision = route_recipient(self._recipients(), recipient)
         if isinstance(decision, Refusal):
             _log.info(
@@ -135,6 +146,11 @@ class InboundSession:
             if self._refusals is not None:
                 self._refusals.refuse("inbound", over[0], envelope.peer)
             return over[1]
+        if self._bounces is not None and self._bounces.active:
+            handled = self._bounces.deliver(self._recipients(), envelope, data)
+            if not isinstance(handled, Route):
+                return handled
+            self._routes = dict.fromkeys(envelope.recipients, handled)  # postmaster's
         routed: list[tuple[str, Route]] = []
         for recipient in envelope.recipients:
             route = self._routes.get(recipient)

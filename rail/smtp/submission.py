@@ -23,6 +23,7 @@ from rail.audit import log_accepted
 from rail.mail.headers import HeaderLimits, completed, format_date, parse_header_section
 from rail.mail.limits import check_header_section
 from rail.policy.identity import ClientIdentity, identity_from_certificate
+from rail.policy.rates import ClientRates, Limited
 from rail.policy.sender import check_from_header, check_sender
 from rail.policy.verdict import Reject
 from rail.refusals import Refusals
@@ -55,9 +56,11 @@ class SubmissionSession:
         revoked: Callable[[], frozenset[int]] = frozenset,
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
+        rates: ClientRates | None = None,
     ) -> None:
         """``revoked()`` returns the loaded revoked serials (no I/O: it is called on
-        every MAIL FROM)."""
+        every MAIL FROM); ``rates`` holds the per-client rate limits (messages at MAIL
+        FROM, recipients per day at RCPT TO) and counts what is accepted."""
         self._store = store
         self._clock = clock
         self._hostname = hostname
@@ -65,6 +68,7 @@ class SubmissionSession:
         self._logged_revoked = False
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
+        self._rates = rates
         self.identity: ClientIdentity | None = None
 
     def handshake_completed(self, transport: Any) -> None:
@@ -91,10 +95,25 @@ class SubmissionSession:
                     serial=format(identity.serial, "x"),
                 )
             return _REVOKED
-        return check_sender(identity, envelope.sender)
+        verdict = check_sender(identity, envelope.sender)
+        if verdict is None and self._rates is not None:
+            return self._limited(self._rates.check_message(identity.name), envelope)
+        return verdict
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
-        return None
+        identity = self.identity
+        if identity is None or self._rates is None:
+            return None
+        count = len(envelope.recipients) + 1
+        return self._limited(self._rates.check_recipients(identity.name, count), envelope)
+
+    def _limited(self, limited: Limited | None, envelope: Envelope) -> Reject | None:
+        """A rate limit's refusal: temporary, so the client's queue retries later."""
+        if limited is None:
+            return None
+        if self._refusals is not None:
+            self._refusals.refuse("submission", limited.limit, envelope.peer)
+        return Reject(452, "4.7.0", limited.text)
 
     def deliver(self, envelope: Envelope, data: bytes) -> Any:
         identity = self.identity
@@ -150,6 +169,8 @@ class SubmissionSession:
         return accepted.addCallbacks(self._accepted, self._failed, callbackArgs=(message,))
 
     def _accepted(self, result: Any, message: NewMessage) -> Reply:
+        if self._rates is not None:
+            self._rates.record(message.client, len(message.recipients))
         log_accepted(message)
         return Reply(250, "2.0.0", f"Ok: queued as {message.id}")
 

@@ -409,6 +409,13 @@ def _finish(
     else:
         status = "bounced"
         reply = f"550 5.0.0 bounced by the operator ({actor})" + (f": {reason}" if reason else "")
+    pending = [
+        int(row[0])
+        for row in connection.execute(
+            "SELECT idx FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')",
+            (message_id,),
+        )
+    ]
     count = connection.execute(
         "UPDATE recipients SET status = ?, last_reply = ?, remote_mta = NULL,"
         " next_attempt_at = NULL, updated_at = ?"
@@ -424,6 +431,6 @@ def _finish(
     mark_finished(connection, "outbound", message_id, now)
     notification: NewMessage | None = None
     if action == "bounce":
-        notification = finish_bounced(connection, message_id, dsn)
+        notification = finish_bounced(connection, message_id, dsn, pending)
     outcome: AdminOutcome = "done"
     return (outcome, notification), (notification is not None) - 1

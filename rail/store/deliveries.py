@@ -5,9 +5,9 @@ transactions. Due recipients are read through the partial index over pending row
 ``next_attempt_at`` order, ``limit`` at a time, so a million queued recipients cost the
 scheduler nothing until they are due. A claim verifies each message it reads
 (:mod:`rail.store.integrity`) and reports the damaged ones instead of failing. Recording
-an attempt that leaves a message with no pending recipient and some bounced ones builds
-the bounce (through the caller's ``dsn`` function) and stores it in the same
-transaction: a crash cannot lose it, and it cannot be made twice.
+an attempt in which recipients bounced builds their bounce (through the caller's ``dsn``
+function) and stores it in the same transaction: a crash cannot lose it, and it cannot
+be made twice.
 """
 
 from __future__ import annotations
@@ -185,6 +185,7 @@ def record_result(
         is not None
     )
     changed = []
+    bounced: list[int] = []
     for update in result.updates:
         applied = connection.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
@@ -215,19 +216,27 @@ def record_result(
                     update.remote_mta,
                 ),
             )
+            if update.status == "bounced":
+                bounced.append(update.idx)
     delivery_events(connection, result, changed, subscriptions)
+    # A recipient's final failure is reported at once, not held until its siblings are
+    # final: one DSN for the recipients that bounced in this result.
+    notification = finish_bounced(connection, message_id, dsn, bounced) if bounced else None
     if not was_pending or _pending(connection, message_id):
-        return False, None
+        return False, notification
     mark_finished(connection, "outbound", message_id, result.attempted_at)
-    return True, finish_bounced(connection, message_id, dsn)
+    return True, notification
 
 
 def finish_bounced(
-    connection: sqlite3.Connection, message_id: str, dsn: DSNBuilder | None
+    connection: sqlite3.Connection,
+    message_id: str,
+    dsn: DSNBuilder | None,
+    indexes: Collection[int],
 ) -> NewMessage | None:
-    """For a message that has just left the pending set: store the DSN ``dsn`` makes of
-    its bounced recipients, if any, and return it."""
-    report = _bounce_report(connection, message_id)
+    """For recipients of ``message_id`` that have just bounced (their ``indexes``):
+    store the DSN ``dsn`` makes of them, if any, and return it."""
+    report = _bounce_report(connection, message_id, indexes)
     if report is None or dsn is None:
         return None
     notification = dsn(report)
@@ -302,14 +311,18 @@ def _pending(connection: sqlite3.Connection, message_id: str) -> bool:
     )
 
 
-def _bounce_report(connection: sqlite3.Connection, message_id: str) -> BounceReport | None:
+def _bounce_report(
+    connection: sqlite3.Connection, message_id: str, indexes: Collection[int]
+) -> BounceReport | None:
+    wanted = set(indexes)
     bounced = tuple(
         BouncedRecipient(address, reply or "", remote_mta, updated_at)
-        for address, reply, remote_mta, updated_at in connection.execute(
-            "SELECT address, last_reply, remote_mta, updated_at FROM recipients"
+        for idx, address, reply, remote_mta, updated_at in connection.execute(
+            "SELECT idx, address, last_reply, remote_mta, updated_at FROM recipients"
             " WHERE message_id = ? AND status = 'bounced' ORDER BY idx",
             (message_id,),
         )
+        if idx in wanted
     )
     if not bounced:
         return None

@@ -125,7 +125,11 @@ def delivery_events(
     if row is None or not row[1]:
         return  # gone, or Rail's own notification
     client, received_at = str(row[0]), float(row[2])
-    wanted = {t for t in _DELIVERY_TYPES if subscriptions.wants(client, t)}
+    # A result that brings its own events (a sandboxed client's, rail.delivery.sandbox)
+    # tells through them alone.
+    wanted = (
+        set() if result.events else {t for t in _DELIVERY_TYPES if subscriptions.wants(client, t)}
+    )
     if not wanted and not bounces:
         return
     now = result.attempted_at

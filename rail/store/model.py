@@ -15,6 +15,8 @@ from typing import Any, Literal
 import attrs
 from zope.interface import Interface
 
+from rail.events.model import Event
+
 __all__ = [
     "QUARANTINE_PREFIX",
     "Accepted",
@@ -146,6 +148,9 @@ class RecipientStatus:
     last_reply: str | None
     next_attempt_at: float | None
     updated_at: float
+    reports: tuple[Any, ...] = ()
+    """Bounces and complaints that came back later, after the recipient was ``sent``
+    (:class:`rail.store.bouncereports.AsyncReport`); they do not change ``status``."""
 
 
 @attrs.frozen
@@ -229,6 +234,9 @@ class JobResult:
     mx: str | None = None
     address: str | None = None
     tls: str | None = None
+    events: tuple[Event, ...] = ()
+    """Events the attempt makes, stored (for the clients that subscribed) in the same
+    transaction as the result: a sandboxed client's ``message.delivered``."""
 
 
 @attrs.frozen

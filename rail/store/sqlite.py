@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rail.bounces.reports import DeliveryReport, FeedbackReport
 from rail.events.subscriptions import Subscriptions
 from rail.inbound.model import (
     IInboundStore,
@@ -30,6 +31,7 @@ from rail.inbound.model import (
 )
 from rail.store.adminmodel import IAdminQueue
 from rail.store.adminqueue import SQLiteAdmin
+from rail.store.bouncereports import Noted, record_report
 from rail.store.deliveries import (
     DSNBuilder,
     oldest_pending_received_at,
@@ -56,8 +58,10 @@ from rail.store.model import (
 )
 from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
+from rail.store.usage import client_usage
 from rail.store.writer import (
     AcceptOp,
+    AdminOp,
     Claimed,
     ClaimOp,
     InboundAcceptOp,
@@ -229,6 +233,13 @@ class SQLiteStore(SQLiteAdmin):
         read thread (see :func:`rail.store.deliveries.oldest_pending_received_at`)."""
         return self._read(oldest_pending_received_at)
 
+    def client_usage(
+        self, since: float, until: float
+    ) -> Deferred[list[tuple[str, float, int, int]]]:
+        """Messages and recipients per client and minute from ``since`` to ``until``, on
+        the read thread (see :func:`rail.store.usage.client_usage`): the rate limits' seed."""
+        return self._read(lambda connection: client_usage(connection, since, until))
+
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
     ) -> Deferred[list[DeliveryJob]]:
@@ -378,6 +389,18 @@ class SQLiteStore(SQLiteAdmin):
         else:
             self._writer.submit(ReadOp(read, result))
         return result
+
+    def record_report(
+        self, message_id: str, report: DeliveryReport | FeedbackReport, now: float
+    ) -> Deferred[list[Noted]]:
+        """Record a bounce or complaint report about ``message_id`` with its events and
+        suppressions, in one writer transaction; see :mod:`rail.store.bouncereports`."""
+        writer = self._writer
+
+        def work(connection: sqlite3.Connection) -> tuple[object, int]:
+            return record_report(connection, message_id, report, now, writer.subscriptions), 0
+
+        return self._submit(lambda token: AdminOp(work, True, token))
 
     def observe_inbound(self, callback: Callable[[list[WebhookJob]], object]) -> None:
         """Call ``callback(jobs)`` whenever inbound mail is spooled; see IInboundStore."""

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
+from rail.store.bouncereports import attach_reports
 from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
@@ -36,6 +37,7 @@ from rail.store.deliveries import (
     record_result,
 )
 from rail.store.emit import accepted_events
+from rail.store.events import insert_events
 from rail.store.inbound import (
     claim_webhooks,
     insert_inbound,
@@ -468,10 +470,16 @@ class Writer:
         return result
 
     def _record_one(self, op: RecordOp) -> object:
-        return self._savepoint(
-            lambda: record_result(self._connection, op.result, op.dsn, self.subscriptions),
-            f"cannot record delivery of {op.result.message_id}",
-        )
+        def record() -> object:
+            outcome = record_result(self._connection, op.result, op.dsn, self.subscriptions)
+            if op.result.events:
+                result = op.result
+                insert_events(
+                    self._connection, result.events, result.attempted_at, self.subscriptions
+                )
+            return outcome
+
+        return self._savepoint(record, f"cannot record delivery of {op.result.message_id}")
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
         return self._savepoint(
@@ -635,6 +643,7 @@ def read_status(
             )
         )
     )
+    recipients = attach_reports(connection, message_id, recipients)
     return MessageStatus(
         id=row[0],
         client=row[1],

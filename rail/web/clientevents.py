@@ -29,7 +29,7 @@ from rail.web.admin import admin_identity
 from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
 from rail.web.send import RETRY_AFTER, finish_later
 
-__all__ = ["ClientsResource", "IClientEventSettings", "settings_to_json"]
+__all__ = ["ClientEventsResource", "IClientEventSettings", "settings_to_json"]
 
 _log = Logger()
 
@@ -47,7 +47,7 @@ def settings_to_json(settings: ClientEvents) -> dict[str, Any]:
     return {"client": settings.name, "types": list(settings.types), "url": settings.url}
 
 
-class ClientsResource(Resource):
+class ClientEventsResource(Resource):
     """Mounted at ``/api/v1/admin/clients``. Paths other than ``{name}/events`` go to
     ``other`` (another resource over the same clients, e.g. their webhook secrets), if
     given."""

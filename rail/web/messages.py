@@ -48,6 +48,17 @@ def _recipient_to_json(recipient: RecipientStatus) -> dict[str, Any]:
         "last_reply": recipient.last_reply,
         "next_attempt_at": _rfc3339(recipient.next_attempt_at),
         "updated_at": _rfc3339(recipient.updated_at),
+        "reports": [
+            {
+                "kind": report.kind,
+                "status": report.status,
+                "classification": report.classification,
+                "detail": report.detail,
+                "reporter": report.reporter,
+                "at": _rfc3339(report.created_at),
+            }
+            for report in recipient.reports
+        ],
     }
 
 

@@ -23,6 +23,7 @@ from rail.mail.compose import Submission, compose
 from rail.mail.headers import HeaderLimits
 from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity, identity_from_certificate
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.ids import new_message_id
 from rail.store.model import (
@@ -126,8 +127,10 @@ class Send(JSONResource):
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
         in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        rates: ClientRates | None = None,
     ) -> None:
         super().__init__()
+        self._rates = rates
         self._store = store
         self._clock = clock
         self._hostname = hostname
@@ -186,6 +189,14 @@ class Send(JSONResource):
             if result.limit is not None and self._refusals is not None:
                 self._refusals.refuse("https", result.limit, _peer(request))
             return write_error(request, result.http_status, result.code, result.message)
+        if self._rates is not None:
+            recipients = len(result.message.recipients)
+            limited = self._rates.check_message(identity.name, recipients)
+            if limited is not None:
+                if self._refusals is not None:
+                    self._refusals.refuse("https", limited.limit, _peer(request))
+                request.setHeader(b"Retry-After", str(limited.retry_after).encode("ascii"))
+                return write_error(request, 429, "RATE_LIMITED", limited.text)
         answer = maybeDeferred(self._store.accept, result.message, result.idempotency)
         answer.addCallback(self._stored, request, result)
         # Also catches a bug in _stored, so the request is always answered.
@@ -205,6 +216,9 @@ class Send(JSONResource):
         elif isinstance(outcome, Accepted):
             # The same line as SMTP submission writes, from the same function.
             log_accepted(submission.message)
+            if self._rates is not None:
+                message = submission.message
+                self._rates.record(message.client, len(message.recipients))
         else:
             raise TypeError(f"unexpected store outcome {outcome!r}")
         return write_json(

@@ -25,18 +25,20 @@ from twisted.web.server import Request, Site
 from rail.delivery.stats import DeliveryStats
 from rail.inbound.model import IInboundStore
 from rail.mail.headers import HeaderLimits
+from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.web.admin import AdminResource, DomainsReport
-from rail.web.clientevents import ClientsResource, IClientEventSettings
+from rail.web.clientevents import ClientEventsResource, IClientEventSettings
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
 from rail.web.inbound import InboundStatusResource
 from rail.web.jsonapi import NotFound, error_body, write_error
 from rail.web.messagelist import MessagesResource
+from rail.web.secretrotate import ClientsResource, Rotate
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
@@ -215,6 +217,8 @@ def build_site(
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
     client_events: IClientEventSettings | None = None,
+    rates: ClientRates | None = None,
+    rotate_secret: Rotate | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
@@ -233,15 +237,19 @@ def build_site(
         header_limits=header_limits,
         refusals=refusals,
         in_thread=in_thread,
+        rates=rates,
     )
     v1 = _Directory()
     v1.putChild(b"send", send)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
         admin = AdminResource(store, clock, dsn, domains)
-        if client_events is not None:
-            admin.putChild(b"clients", ClientsResource(client_events))
         v1.putChild(b"admin", admin)
+        secrets = ClientsResource(rotate_secret) if rotate_secret is not None else None
+        if client_events is not None:
+            admin.putChild(b"clients", ClientEventsResource(client_events, other=secrets))
+        elif secrets is not None:
+            admin.putChild(b"clients", secrets)
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:

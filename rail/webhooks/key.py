@@ -16,13 +16,18 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from rail.pki.files import KEY_MODE, PKIError, directory_lock, write_file_atomic
+
+if TYPE_CHECKING:
+    from rail.webhooks.secrets import ClientSecret
 
 __all__ = [
     "CLIENT_SECRET_PREFIX",
@@ -31,6 +36,7 @@ __all__ = [
     "WebhookKey",
     "load_or_create_key",
     "public_key_from_text",
+    "secret_text",
     "webhook_key_path",
     "webhook_public_key",
 ]
@@ -49,6 +55,11 @@ class WebhookKey:
     private_key: ed25519.Ed25519PrivateKey = attrs.field(repr=False)
     _client_secrets: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False, eq=False)
     """Derived secrets by client (one derivation per POST cost as much as the signing)."""
+    _stored: list[Mapping[str, tuple[ClientSecret, ...]]] = attrs.field(
+        factory=lambda: [{}], init=False, repr=False, eq=False
+    )
+    """The rotated secrets (:mod:`rail.webhooks.secrets`), in a one-item list replaced
+    whole by :meth:`use_secrets`."""
 
     @classmethod
     def from_secret_text(cls, text: str) -> WebhookKey:
@@ -86,10 +97,37 @@ class WebhookKey:
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)
 
+    def use_secrets(self, table: Mapping[str, tuple[ClientSecret, ...]]) -> None:
+        """Sign with these rotated secrets from now on (read by
+        :func:`rail.webhooks.secrets.read_secrets`); clients not in ``table`` keep their
+        derived secret."""
+        self._stored[0] = table
+
     def client_secret(self, client: str) -> bytes:
-        """The symmetric (``v1``, HMAC-SHA256) secret of one client, derived from the
-        key's seed and the client name: nothing more to store, different for every client,
-        and one client's secret tells nothing about another's or about the seed.
+        """The current symmetric (``v1``, HMAC-SHA256) secret of one client: the newest
+        one ``rail certs webhook-secret rotate`` made, or, for a client that never
+        rotated, :meth:`derived_secret`."""
+        for stored in self._stored[0].get(client, ()):
+            if stored.retires_at is None:
+                return stored.secret if stored.secret is not None else self.derived_secret(client)
+        return self.derived_secret(client)
+
+    def client_secrets(self, client: str, now: float) -> list[bytes]:
+        """Every secret that signs ``client``'s webhooks at ``now``: the current one, then
+        those a rotation replaced less than its overlap ago."""
+        stored = self._stored[0].get(client)
+        if not stored:
+            return [self.derived_secret(client)]
+        return [
+            self.derived_secret(client) if each.secret is None else each.secret
+            for each in stored
+            if each.retires_at is None or each.retires_at > now
+        ]
+
+    def derived_secret(self, client: str) -> bytes:
+        """The secret of a client that never rotated, derived from the key's seed and the
+        client name: nothing more to store, different for every client, and one client's
+        secret tells nothing about another's or about the seed.
 
         Standard Webhooks' published libraries (the ``standardwebhooks`` Python package)
         verify only ``v1``; applications that have them check this signature, others the
@@ -108,8 +146,14 @@ class WebhookKey:
         return found
 
     def client_secret_text(self, client: str) -> str:
-        """``whsec_...``: what ``standardwebhooks.Webhook(...)`` takes for ``client``."""
-        return CLIENT_SECRET_PREFIX + base64.b64encode(self.client_secret(client)).decode()
+        """``whsec_...``: what ``standardwebhooks.Webhook(...)`` takes for ``client`` (its
+        current secret)."""
+        return secret_text(self.client_secret(client))
+
+
+def secret_text(secret: bytes) -> str:
+    """A client secret as ``whsec_`` + base64, the Standard Webhooks form."""
+    return CLIENT_SECRET_PREFIX + base64.b64encode(secret).decode()
 
 
 def public_key_from_text(text: str) -> ed25519.Ed25519PublicKey:

@@ -72,11 +72,17 @@ def webhook_headers(
     key: WebhookKey, msg_id: str, timestamp: float, body: bytes, client: str | None = None
 ) -> dict[str, str]:
     """The three Standard Webhooks headers for a POST of ``body`` at ``timestamp``; with
-    ``client``, the signature header also carries that client's ``v1`` signature."""
+    ``client``, the signature header also carries that client's ``v1`` signatures: one
+    per secret in force at ``timestamp`` (two while a rotated secret's overlap runs,
+    the current one first)."""
     seconds = int(timestamp)
     signatures = [sign(key, msg_id, seconds, body)]
     if client is not None:
-        signatures.insert(0, sign_symmetric(key.client_secret(client), msg_id, seconds, body))
+        symmetric = [
+            sign_symmetric(secret, msg_id, seconds, body)
+            for secret in key.client_secrets(client, timestamp)
+        ]
+        signatures[:0] = symmetric
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(seconds),

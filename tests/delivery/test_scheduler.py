@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from rail.bounces.verp import ReturnPaths
 from rail.delivery.decide import RetryPolicy
 from rail.delivery.outcome import (
     MessageResult,
@@ -25,6 +26,7 @@ from rail.delivery.preparing import Preparer, inline
 from rail.delivery.resolve import Route, RouteError, RouteHost
 from rail.delivery.scheduler import RECORD_RETRY, DeliveryLimits, Scheduler
 from rail.store.deliveries import DSNBuilder
+from rail.store.ids import new_message_id
 from rail.store.model import (
     BounceReport,
     DeliveryJob,
@@ -128,7 +130,7 @@ class SchedulerTests(SynchronousTestCase):
         self.sessions.append(session)
         return succeed(session)
 
-    def scheduler(self) -> Scheduler:
+    def scheduler(self, return_path: Callable[[DeliveryJob], str] | None = None) -> Scheduler:
         scheduler = Scheduler(
             self.store,
             self.clock,
@@ -139,6 +141,7 @@ class SchedulerTests(SynchronousTestCase):
             policy=RetryPolicy(schedule=(60.0, 300.0), max_age=3600.0),
             limits=self.limits,
             rng=_MidRandom(),
+            return_path=return_path,
         )
         return scheduler
 
@@ -180,6 +183,31 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(scheduler.in_flight, 0)
         self.successResultOf(scheduler.stop(10))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_return_path(self) -> None:
+        """With return paths, each transaction's MAIL FROM is the message's signed return
+        path; a DSN (null reverse-path) keeps the null one."""
+        paths = ReturnPaths(b"r" * 32)
+        message_id = new_message_id(_T0)
+        self.store.accept(
+            NewMessage(
+                id=message_id,
+                client="app",
+                sender="app@rail.example",
+                recipients=("a@one.example", "b@one.example"),
+                data=b"Subject: x\r\n\r\nbody\r\n",
+                channel="api",
+                received_at=_T0,
+            )
+        )
+        self.accept("c@two.example", sender="")
+        scheduler = self.scheduler(lambda job: paths.address(job.message_id, job.sender))
+        scheduler.start()
+        senders = sorted(m.sender for s in self.sessions for m in s.sent)
+        self.assertEqual(senders[0], "")
+        self.assertEqual(paths.verify(senders[1]).message_id, message_id)
+        self.assertTrue(senders[1].endswith("@bounces.rail.example"))
+        self.successResultOf(scheduler.stop(10))
 
     def test_unrecorded_result_kept_in_flight_and_retried(self) -> None:
         """A delivery whose result the store cannot write (a full disk) is not claimed and

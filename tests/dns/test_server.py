@@ -244,9 +244,11 @@ class DropTests(_ServerCase):
         message.addQuery(b"example.com", dns.SOA)
         await self._dropped(message.toStr())
 
-    async def test_unknown_opcode_dropped(self) -> None:
-        """An unassigned opcode (3) gets no answer."""
-        await self._dropped(query_bytes("example.com", dns.SOA, opcode=3))
+    async def test_unknown_opcode_notimp(self) -> None:
+        """An unassigned opcode (3) is answered NOTIMP, header only (RFC 8906)."""
+        response = await self.udp().ask(query_bytes("example.com", dns.SOA, opcode=3))
+        self.assertEqual((response.rCode, response.opCode), (dns.ENOTIMP, 3))
+        self.assertEqual(response.queries, [])
 
     async def test_malformed_dropped(self) -> None:
         """Bytes that do not decode to what the header announces get no answer."""

@@ -50,6 +50,25 @@ class ZoneContentTests(SynchronousTestCase):
         self.assertEqual([r.data for r in _at(zone, "ns1.example.com", 1)], [A("192.0.2.10")])
         self.assertEqual(zone.soa.data.mname, "ns1.example.com")  # type: ignore[union-attr]
 
+    def test_bounce_domains(self) -> None:
+        """With return paths on, each domain's bounce domain has an MX to the host and the
+        domain's own SPF record (SPF of the return path passes and aligns with the From
+        domain under relaxed DMARC); off, neither exists. A template outside every zone
+        publishes nothing."""
+        com, org = build_zones(
+            ["example.com", "example.org"], HOSTNAME, CONFIG, {}, bounce_template="bounces.{domain}"
+        )
+        for zone, domain in ((com, "example.com"), (org, "example.org")):
+            name = f"bounces.{domain}"
+            self.assertEqual([r.data for r in _at(zone, name, 15)], [MX(10, HOSTNAME)])
+            self.assertEqual(_txt(zone, name), _txt(zone, domain)[:1])
+            self.assertTrue(_txt(zone, name)[0].startswith("v=spf1 mx ip4:192.0.2.10"))
+        self.assertEqual(_at(self.com, "bounces.example.com", 15), [])
+        outside = build_zones(
+            ["example.com"], HOSTNAME, CONFIG, {}, bounce_template="{domain}.rp.example.net"
+        )
+        self.assertEqual([r for r in outside[0].records if "rp.example.net" in r.name], [])
+
     def test_mx_and_host_addresses(self) -> None:
         """MX 10 points at the host name; the host name's A/AAAA live in the zone that
         contains it, and nowhere else."""

@@ -185,6 +185,20 @@ class BrokenRecordTests(DoctorTestCase):
         self.assertEqual(code, 1)
         self.assertIn("FAIL", text)
 
+    async def test_bounce_domain(self) -> None:
+        """The bounce domain's MX and SPF are checked (OK as published); without its MX,
+        bounces cannot come back: a FAIL naming the bounce domain."""
+        world = await self.start()
+        bounces = f"bounces.{DOMAIN}"
+        _, _, checks = await self.run_doctor(world)
+        self.assertEqual(checks[("mx", bounces)].status, "OK")
+        self.assertEqual(checks[("spf", bounces)].status, "OK")
+        world.set_records(bounces, [])
+        code, _, checks = await self.run_doctor(world)
+        self.assertEqual(checks[("mx", bounces)].status, "FAIL")
+        self.assertEqual(checks[("spf", bounces)].status, "FAIL")
+        self.assertEqual(code, 1)
+
     async def test_missing_address(self) -> None:
         """No A record for the host name is a FAIL; the PTR cannot be confirmed then
         either."""

@@ -410,7 +410,7 @@ class BodyTests(SynchronousTestCase):
         """A lone text part has the fields, transfer encoding (7bit, quoted-printable or
         base64) and encoded body ``EmailMessage.set_content`` gives it."""
         rng = random.Random(4)
-        bodies = ["", "\n", "\r", "x", "é", "a\r\n", "=", " \n\t", "x" * 78, "x" * 79]
+        bodies = ["", "\n", "\r", "x", "é", "a\r\n", "=", " \n\t", "x" * 76, "x" * 77, "x" * 79]
         # Around the ten lines that decide between quoted-printable and base64.
         bodies += ["Dear customer, your café order\n" * n for n in (9, 10, 11, 12)] + [
             "é\n" * n for n in (10, 11)
@@ -421,7 +421,8 @@ class BodyTests(SynchronousTestCase):
                 for write_policy in (ASCII_POLICY, UTF8_POLICY):
                     message = EmailMessage(policy=write_policy)
                     message.set_content(text, subtype=subtype)
-                    count, data = compose._single_part(text, subtype, 78)
+                    limit = headers.line_limit(write_policy)
+                    count, data = compose._single_part(text, subtype, limit)
                     self.assertEqual(data, message.as_bytes(), text)
                     self.assertEqual(count, len(message.items()))
 

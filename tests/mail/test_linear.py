@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from rail.bounces.reports import parse_report
 from rail.delivery.dsn import _original_headers
 from rail.dkim.canonical import relaxed_body, split_message
 from rail.dkim.records import txt_value
@@ -379,3 +380,53 @@ class LinearTimeTests(SynchronousTestCase):
         self.assert_linear(
             _webhook, lambda n, rnd: b"X-Line: " + _text(n, rnd).encode() + b"\r\n\r\nb\r\n", 4_000
         )
+
+    def test_parse_report(self) -> None:
+        """Reading a bounce or complaint report (rail.bounces.reports), whatever its shape:
+        a header section of any of the shapes above, very many recipient blocks, very many
+        MIME parts, long folded fields in a block, a base64 machine part."""
+        self.assert_linear(parse_report, [*_MESSAGES, *_REPORTS], 64_000)
+
+
+def _report(top: bytes, parts: bytes) -> bytes:
+    return (
+        top + b"Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+        b"preamble\r\n" + parts + b"--B--\r\n"
+    )
+
+
+def _many_blocks(n: int, rnd: random.Random) -> bytes:
+    block = b"Final-Recipient: rfc822; a@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+    return _report(
+        b"",
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; m\r\n\r\n"
+        + block * (n // len(block)),
+    )
+
+
+def _many_parts(n: int, rnd: random.Random) -> bytes:
+    part = b"--B\r\nContent-Type: text/plain\r\n\r\n" + b"x" * rnd.randint(0, 20) + b"\r\n"
+    return _report(b"", part * (n // len(part)))
+
+
+def _folded_block(n: int, rnd: random.Random) -> bytes:
+    return _report(
+        b"",
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; m\r\n\r\n"
+        b"Final-Recipient: rfc822; a@x\r\nDiagnostic-Code: smtp; 550"
+        + b"\r\n  more" * (n // 8)
+        + b"\r\nAction: failed\r\n",
+    )
+
+
+def _base64_part(n: int, rnd: random.Random) -> bytes:
+    block = b"Final-Recipient: rfc822; a@x.example\r\nAction: failed\r\n\r\n"
+    encoded = base64.encodebytes(b"Reporting-MTA: dns; m\r\n\r\n" + block * (n // 80))
+    return _report(
+        b"",
+        b"--B\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded.replace(b"\n", b"\r\n"),
+    )
+
+
+_REPORTS = [_many_blocks, _many_parts, _folded_block, _base64_part]

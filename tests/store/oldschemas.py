@@ -1,33 +1,41 @@
 """The queue schemas of released Rail versions, for migration tests.
 
 Derived from the current schema by taking out what later versions added, and checked
-against that: version 8 has no index of deferral events; version 7 has no message
-metadata nor suppression list either; version 6 no event jobs either; version 5
-(retention) has no admin tables and no ``deleted`` recipient status either; version 4
-has no retention bookkeeping either.
+against that: version 9 has no index of deferral events; version 8 no asynchronous
+bounce reports either; version 7 no message metadata nor suppression list either; version
+6 no event jobs either; version 5 (retention) has no admin tables and no ``deleted``
+recipient status either; version 4 has no retention bookkeeping either.
 """
 
 from __future__ import annotations
 
 from rail.store import schema
 from rail.store.admin import ADMIN_SCHEMA
+from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.emit import EMISSION_SCHEMA
 from rail.store.events import EVENTS_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.purge import RETENTION_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
 
-__all__ = ["schema_v4", "schema_v5", "schema_v6", "schema_v7", "schema_v8"]
+__all__ = ["schema_v4", "schema_v5", "schema_v6", "schema_v7", "schema_v8", "schema_v9"]
 
 _CHECK_6 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted'))"
 _CHECK_5 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed'))"
 
 
-def schema_v8() -> str:
-    """The script that made a fresh version 8 database (before ``PRAGMA user_version``)."""
+def schema_v9() -> str:
+    """The script that made a fresh version 9 database (before ``PRAGMA user_version``)."""
     current = schema._SCHEMA
     assert current.count(EMISSION_SCHEMA) == 1
     return current.replace(EMISSION_SCHEMA, "")
+
+
+def schema_v8() -> str:
+    """The script that made a fresh version 8 database."""
+    current = schema_v9()
+    assert current.count(ASYNC_REPORTS_SCHEMA) == 1
+    return current.replace(ASYNC_REPORTS_SCHEMA, "")
 
 
 def schema_v7() -> str:

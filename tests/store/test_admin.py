@@ -258,6 +258,23 @@ class _AdminContract:
             await self.store.bounce(message_id, _NOW, "ops", None, _dsn_for), "not_pending"
         )
 
+    async def test_bounce_reports_only_what_it_bounced(self) -> None:
+        """A recipient that bounced before had its DSN then: the operator's bounce makes
+        one listing just the recipients it bounced."""
+        message_id = await self._accept(recipients=("a@x.example", "b@y.example"))
+        reported: list[list[str]] = []
+
+        def dsn(report: Any) -> Any:
+            reported.append([b.address for b in report.bounced])
+            return _dsn_for(report)
+
+        await self.store.record(
+            JobResult(message_id, _NOW, (RecipientUpdate(0, "bounced", "550 5.1.1 no", "mx"),)),
+            dsn,
+        )
+        self.assertEqual(await self.store.bounce(message_id, _NOW, "ops", None, dsn), "done")
+        self.assertEqual(reported, [["a@x.example"], ["b@y.example"]])
+
     async def test_deleted_and_bounced_are_finished(self) -> None:
         """Deleted and operator-bounced messages are finished for retention: purged
         past the record horizon, and their recipients leave the counts; a held message

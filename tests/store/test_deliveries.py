@@ -124,11 +124,14 @@ class _DeliveryContract:
             {"queued": 0, "deferred": 0, "sent": 1, "bounced": 0, "failed": 0, "deleted": 0},
         )
 
-    async def test_one_dsn_when_the_last_recipient_is_final(self) -> None:
-        """The DSN is made once, when no recipient is pending any more, listing every
-        bounced one with its reply and remote MTA; it is queued and wakes the scheduler."""
+    async def test_dsn_at_once_for_each_result_with_bounces(self) -> None:
+        """A recipient's final failure is reported at once, not held until its siblings
+        are final: each result in which recipients bounced makes one DSN listing just
+        those, with their replies and remote MTAs; it is queued and wakes the scheduler.
+        Recording the same result again makes none."""
         message = make_message(
-            recipients=("a@one.example", "b@two.example", "c@two.example"), received_at=_NOW
+            recipients=("a@one.example", "b@two.example", "c@two.example", "d@two.example"),
+            received_at=_NOW,
         )
         await self.store.accept(message)
         reports: list[BounceReport] = []
@@ -137,43 +140,53 @@ class _DeliveryContract:
             reports.append(report)
             return _dsn_for(report)
 
+        woken = self.woken
         first = await self.store.record(
             JobResult(
                 message.id, _NOW + 1, (RecipientUpdate(0, "bounced", "550 5.1.1 no", "mx1"),)
             ),
             dsn,
         )
-        self.assertIsNone(first)
-        self.assertEqual(reports, [])
-        woken = self.woken
-        notification = await self.store.record(
+        self.assertIsNotNone(first)
+        self.assertEqual(
+            [[(b.address, b.reply, b.remote_mta) for b in r.bounced] for r in reports],
+            [[("a@one.example", "550 5.1.1 no", "mx1")]],
+        )
+        self.assertEqual(self.woken, woken + 1)
+        self.assertEqual((await self.store.status(message.client, message.id)).status, "queued")
+        second = await self.store.record(
             JobResult(
                 message.id,
                 _NOW + 2,
                 (
                     RecipientUpdate(1, "sent", "250 ok", "mx2"),
                     RecipientUpdate(2, "bounced", "552 5.2.2 full", "mx2"),
+                    RecipientUpdate(3, "deferred", "451 later", "mx2", _NOW + 60),
                 ),
             ),
             dsn,
         )
-        (report,) = reports
         self.assertEqual(
-            [(b.address, b.reply, b.remote_mta) for b in report.bounced],
-            [
-                ("a@one.example", "550 5.1.1 no", "mx1"),
-                ("c@two.example", "552 5.2.2 full", "mx2"),
-            ],
+            [(b.address, b.reply, b.remote_mta) for b in reports[1].bounced],
+            [("c@two.example", "552 5.2.2 full", "mx2")],
         )
-        self.assertEqual((report.sender, report.data), (message.sender, message.data))
-        self.assertEqual(self.woken, woken + 1)
-        (job,) = await self.store.claim(_NOW + 10, 10, frozenset())
-        self.assertEqual((job.message_id, job.sender), (notification.id, ""))
+        self.assertEqual((reports[1].sender, reports[1].data), (message.sender, message.data))
+        self.assertEqual(self.woken, woken + 2)
+        jobs = await self.store.claim(_NOW + 10, 10, frozenset())
+        self.assertEqual(
+            sorted((job.message_id, job.sender) for job in jobs),
+            sorted([(first.id, ""), (second.id, "")]),
+        )
         again = await self.store.record(
             JobResult(message.id, _NOW + 3, (RecipientUpdate(2, "bounced", "x"),)), dsn
         )
         self.assertIsNone(again)
-        self.assertEqual(len(reports), 1)
+        self.assertEqual(len(reports), 2)
+        last = await self.store.record(
+            JobResult(message.id, _NOW + 61, (RecipientUpdate(3, "sent", "250 ok", "mx2"),)), dsn
+        )
+        self.assertIsNone(last)
+        self.assertEqual(len(reports), 2)
 
     async def test_no_dsn_when_all_sent(self) -> None:
         """A message whose recipients were all sent makes no DSN."""

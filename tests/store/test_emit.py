@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from rail.events.model import EVENT_TYPES
+from rail.events.model import EVENT_TYPES, Event
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult, WebhookTarget
 from rail.store import emit
@@ -288,6 +288,19 @@ class DeliveryEventTests(_StoreTest):
         )
         self.assertEqual([e["type"] for e in self.events()], ["message.bounced"])
 
+    async def test_sandbox_result_tells_through_its_own_events(self) -> None:
+        """A result that brings its own events (a sandboxed client's) gets no second
+        ``message.delivered`` from the store: only its own, marked sandbox."""
+        message = await self.queued(_message("a@example.net"))
+        own = Event(
+            "message.delivered", "app", message.id, "a@example.net", {"mx": None}, sandbox=True
+        )
+        await self.store.record(
+            JobResult(message.id, _T0 + 1, (_sent(0, "250 2.0.0 sandbox"),), events=(own,))
+        )
+        (delivered,) = self.events("message.delivered")
+        self.assertEqual((delivered["sandbox"], delivered["details"]), (True, {"mx": None}))
+
     async def test_null_sender_tells_nothing(self) -> None:
         """A message with a null reverse-path is Rail's own DSN: its outcomes make no
         events and suppress nothing."""
@@ -477,20 +490,20 @@ class InboundFailedTests(_StoreTest):
 
 
 class MigrationTests(TestCase):
-    def test_from_version_8(self) -> None:
-        """A version 8 queue gains the deferral events' index and keeps its events."""
-        from tests.store.oldschemas import schema_v8
+    def test_from_version_9(self) -> None:
+        """A version 9 queue gains the deferral events' index and keeps its events."""
+        from tests.store.oldschemas import schema_v9
 
         directory = Path(self.mktemp())
         directory.mkdir()
         old = sqlite3.connect(database_path(directory))
-        old.executescript(schema_v8())
+        old.executescript(schema_v9())
         old.execute(
             "INSERT INTO events VALUES ('E', 'app', 'message.deferred', 'M', 'a@x', 0, 1.0,"
             " '{}', 'queued', 0, 1.0, NULL, 1.0)"
         )
         old.commit()
-        old.execute("PRAGMA user_version=8")
+        old.execute("PRAGMA user_version=9")
         old.close()
         connection = open_writable(directory)
         self.addCleanup(connection.close)

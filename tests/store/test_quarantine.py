@@ -77,21 +77,29 @@ class _QuarantineContract:
         self.assertEqual((counts["failed"], counts["queued"]), (2, 0))
 
     async def test_quarantine_keeps_final_recipients_and_makes_no_dsn(self) -> None:
-        """Recipients already sent or bounced keep their status; no DSN is made for the
-        bounced one (the message's bytes are what cannot be handled); a late result for
-        a quarantined recipient is ignored."""
+        """Recipients already sent or bounced keep their status; the quarantine makes no
+        DSN (the message's bytes are what cannot be handled; the bounced recipient had
+        its own DSN when it bounced); a late result for a quarantined recipient is
+        ignored."""
         message = make_message(
             recipients=("a@one.example", "b@two.example", "c@three.example"), received_at=_NOW
         )
         await self.store.accept(message)
+        reported: list[BounceReport] = []
+
+        def dsn(report: BounceReport) -> None:
+            reported.append(report)
+            return None
+
         await self.store.record(
             JobResult(
                 message.id,
                 _NOW + 1,
                 (RecipientUpdate(0, "sent", "250 ok"), RecipientUpdate(1, "bounced", "550 no")),
             ),
-            _no_dsn,
+            dsn,
         )
+        self.assertEqual([[b.address for b in r.bounced] for r in reported], [["b@two.example"]])
         await self.store.quarantine(message.id, "timeout", "prepare took over 30s", _NOW + 2)
         late = await self.store.record(
             JobResult(message.id, _NOW + 3, (RecipientUpdate(2, "sent", "250 ok"),)), _no_dsn

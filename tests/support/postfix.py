@@ -120,13 +120,15 @@ def start_postfix(
     domains: tuple[str, ...],
     hostname: str = "mx.dest.test",
     relay_to: int | None = None,
+    extra: str = "",
 ) -> RunningPostfix:
     """Start Postfix's master on 127.0.0.1:``port``; the caller waits for the port and
     calls :meth:`RunningPostfix.stop`.
 
     With ``relay_to``, mail for every domain not in ``domains`` is relayed to
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
-    unverified) and the TLS session logged. Skips without root or Postfix (see
+    unverified) and the TLS session logged. ``extra`` is appended to main.cf (a later
+    setting overrides an earlier one). Skips without root or Postfix (see
     :func:`need_postfix`)."""
     need_postfix()
     user = pwd.getpwnam("postfix")
@@ -190,6 +192,7 @@ smtp_helo_name = {hostname}
             if relay_to is not None
             else ""
         )
+        + extra
     )
     master = (Path("/etc/postfix/master.cf")).read_text().splitlines()
     lines = []

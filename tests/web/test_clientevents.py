@@ -15,7 +15,7 @@ from rail.events.subscriptions import Subscriptions
 from rail.pki.clientevents import ClientEvents
 from rail.pki.eventwatch import EventWatch
 from rail.pki.registry import CertificateRecord, Registry, RegistryError, registry_path
-from rail.web.clientevents import ClientsResource
+from rail.web.clientevents import ClientEventsResource
 from rail.web.site import RailSite
 from tests.pki.helpers import NOW as CERT_NOW
 from tests.pki.helpers import issue_client, make_ca
@@ -44,7 +44,7 @@ class ClientEventsAPITests(_AdminSite):
 
     def site(self) -> RailSite:
         admin = Resource()
-        admin.putChild(b"clients", ClientsResource(self.watch))
+        admin.putChild(b"clients", ClientEventsResource(self.watch))
         v1 = Resource()
         v1.putChild(b"admin", admin)
         api = Resource()
@@ -134,7 +134,7 @@ class _Broken:
 class RegistryDownTests(_AdminSite):
     def site(self) -> RailSite:
         admin = Resource()
-        admin.putChild(b"clients", ClientsResource(_Broken()))
+        admin.putChild(b"clients", ClientEventsResource(_Broken()))
         v1 = Resource()
         v1.putChild(b"admin", admin)
         api = Resource()
@@ -166,7 +166,7 @@ class _Other(Resource):
 class SharedClientsTests(_AdminSite):
     def site(self) -> RailSite:
         admin = Resource()
-        admin.putChild(b"clients", ClientsResource(_Broken(), other=_Other()))
+        admin.putChild(b"clients", ClientEventsResource(_Broken(), other=_Other()))
         v1 = Resource()
         v1.putChild(b"admin", admin)
         api = Resource()

@@ -53,6 +53,7 @@ class StatusTests(APITestCase):
                         "last_reply": None,
                         "next_attempt_at": "2026-03-28T12:00:00Z",
                         "updated_at": "2026-03-28T12:00:00Z",
+                        "reports": [],
                     }
                     for address in ("bob@example.com", "carl@example.com")
                 ],
@@ -101,6 +102,7 @@ class StatusTests(APITestCase):
                     "last_reply": "250 2.0.0 Ok",
                     "next_attempt_at": None,
                     "updated_at": "2026-03-28T12:01:30Z",
+                    "reports": [],
                 },
                 {
                     "address": "carl@example.com",
@@ -108,6 +110,7 @@ class StatusTests(APITestCase):
                     "attempts": 2,
                     "last_reply": "451 4.7.1 Try again later",
                     "next_attempt_at": "2026-03-28T12:16:30Z",
+                    "reports": [],
                     "updated_at": "2026-03-28T12:01:30Z",
                 },
             ],

@@ -174,7 +174,8 @@ class DocsTests(SynchronousTestCase):
         """The cryptography-based verifier in docs/webhooks.md accepts Rail's headers
         (any header case) and rejects a changed body."""
         docs = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
-        [code, *_] = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)
+        blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)
+        [code] = [block for block in blocks if "def verify_rail_webhook" in block]
         key = WebhookKey(ed25519.Ed25519PrivateKey.generate())
         namespace: dict[str, object] = {}
         exec(code.replace('"whpk_..."', repr(key.public_text)), namespace)  # noqa: S102
@@ -183,3 +184,21 @@ class DocsTests(SynchronousTestCase):
         headers = webhook_headers(key, "msg_X_myapp", time.time(), body)
         check({name.title(): value for name, value in headers.items()}, body)
         self.assertRaises(ValueError, check, headers, body + b" ")
+
+    def test_documented_standardwebhooks_example_works(self) -> None:
+        """The ``standardwebhooks`` example in docs/webhooks.md, given the client's secret,
+        returns the payload of Rail's POST and refuses a changed body."""
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        docs = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+        blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)
+        [code] = [block for block in blocks if "from standardwebhooks" in block]
+        key = WebhookKey(ed25519.Ed25519PrivateKey.generate())
+        namespace: dict[str, object] = {}
+        secret = key.client_secret_text("myapp")
+        exec(code.replace('"whsec_..."', repr(secret)), namespace)  # noqa: S102
+        handle: Any = namespace["handle"]
+        body = b'{"message_id":"X"}'
+        headers = webhook_headers(key, "msg_X_myapp", time.time(), body, "myapp")
+        self.assertEqual(handle(headers, body), {"message_id": "X"})
+        self.assertRaises(WebhookVerificationError, handle, headers, body + b" ")

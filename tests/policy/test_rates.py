@@ -1,0 +1,111 @@
+"""Per-client rate limits: sliding windows of buckets on a Clock."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from rail.config.schema import ClientLimits
+from rail.policy.rates import ClientRates, Limited
+
+NOW = 1_789_999_200.0  # a multiple of 900 s: every window's bucket edges line up
+
+
+def _rates(clock: Clock, **limits: int | None) -> ClientRates:
+    return ClientRates(clock, lambda client: ClientLimits(**limits))
+
+
+class WindowTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+
+    def test_no_limits_never_refuse(self) -> None:
+        """With every limit null, any number of messages passes."""
+        rates = _rates(self.clock)
+        for _ in range(1000):
+            rates.record("app", 50)
+        self.assertIsNone(rates.check_message("app", 50))
+        self.assertIsNone(rates.check_recipients("app", 10_000))
+
+    def test_minute_limit_and_retry_after(self) -> None:
+        """The limit-th message passes, the next is refused with the seconds until the
+        oldest messages' five-second bucket leaves the minute; then it passes."""
+        rates = _rates(self.clock, messages_per_minute=3)
+        rates.record("app", 1)
+        self.clock.advance(10)
+        rates.record("app", 1)
+        self.assertIsNone(rates.check_message("app"))
+        rates.record("app", 1)
+        refused = rates.check_message("app")
+        self.assertEqual(refused, Limited("messages_per_minute", 50))
+        self.clock.advance(49)
+        self.assertIsNotNone(rates.check_message("app"))
+        self.clock.advance(1)
+        self.assertIsNone(rates.check_message("app"))
+
+    def test_clients_are_counted_apart(self) -> None:
+        """One client's mail does not count against another's limit."""
+        rates = _rates(self.clock, messages_per_minute=1)
+        rates.record("app", 1)
+        self.assertIsNotNone(rates.check_message("app"))
+        self.assertIsNone(rates.check_message("other"))
+
+    def test_hour_and_day(self) -> None:
+        """The hour window frees after an hour, the day window only after a day."""
+        rates = _rates(self.clock, messages_per_hour=2, messages_per_day=3)
+        rates.record("app", 1)
+        rates.record("app", 1)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_hour", 3600))
+        self.clock.advance(3600)
+        self.assertIsNone(rates.check_message("app"))
+        rates.record("app", 1)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_day", 86400 - 3600))
+        self.clock.advance(86400 - 3600)
+        self.assertIsNone(rates.check_message("app"))
+
+    def test_recipients_per_day(self) -> None:
+        """Recipients count by their number; a check names how many more are wanted, and
+        asking for more than the whole limit waits a whole day."""
+        rates = _rates(self.clock, recipients_per_day=10)
+        rates.record("app", 8)
+        self.assertIsNone(rates.check_recipients("app", 2))
+        self.assertEqual(rates.check_recipients("app", 3), Limited("recipients_per_day", 86400))
+        self.assertEqual(rates.check_message("app", 3), Limited("recipients_per_day", 86400))
+        self.assertIsNone(rates.check_message("app"))
+        self.assertEqual(rates.check_recipients("other", 11).retry_after, 86400)  # type: ignore[union-attr]
+
+    def test_zero_refuses_everything(self) -> None:
+        """A limit of 0 refuses every message of the client."""
+        rates = _rates(self.clock, messages_per_day=0)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_day", 86400))
+
+    def test_seed_counts_the_last_day(self) -> None:
+        """Seeded rows count in every window they fall in; rows older than a day, none."""
+        rates = _rates(self.clock, messages_per_minute=5, messages_per_day=11)
+        rates.record("app", 1)  # a live count made before the seed arrived
+        rates.seed(
+            [
+                ("app", NOW - 90_000, 100, 100),  # over a day old
+                ("app", NOW - 7200, 6, 6),
+                ("app", NOW, 4, 4),  # this minute
+            ]
+        )
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_minute", 60))
+        self.clock.advance(60)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_day", 86400 - 7200 - 60))
+
+    def test_reconfigure_keeps_counts(self) -> None:
+        """New limits (SIGHUP) apply at once to the counts made so far."""
+        rates = _rates(self.clock)
+        rates.record("app", 1)
+        rates.record("app", 1)
+        rates.reconfigure(lambda client: ClientLimits(messages_per_hour=2))
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_hour", 3600))
+
+    def test_text(self) -> None:
+        """The refusal text names the limit and the wait."""
+        self.assertEqual(
+            Limited("recipients_per_day", 7).text,
+            "recipient rate limit (recipients_per_day) reached; try again in 7s",
+        )
