@@ -78,8 +78,18 @@ class EventWatch(Service):
 
     def load(self) -> None:
         """Read synchronously: at start-up only, before the reactor runs, so the first
-        message accepted already finds its client's subscriptions. Errors propagate."""
-        found = self._read(force=True)
+        message accepted already finds its client's subscriptions. A registry that
+        cannot be read (locked, or a full disk) does not stop the start: it is logged,
+        and the first look after the start reads it again."""
+        try:
+            found = self._read(force=True)
+        except RegistryError as error:
+            _log.error(
+                "cannot read the event subscriptions at start ({error}): no events are"
+                " stored until they can be read",
+                error=str(error),
+            )
+            return
         if found is not None:
             self._apply(found)
 

@@ -163,3 +163,21 @@ class EventWatchTests(SynchronousTestCase):
         self.watch.refresh()
         self.thread.run()
         self.assertEqual(len(opened), 2)
+
+    def test_unreadable_at_start(self) -> None:
+        """A registry that cannot be read at start-up does not stop the start: logged,
+        nothing installed, and the first look reads it."""
+        self.client()
+        self.other_process_sets("myapp", "all")
+        self.path.rename(self.path.with_name("moved"))
+        self.path.mkdir()
+        with capturedLogs() as events:
+            self.watch.load()
+        self.assertEqual(self.installed, [])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.error])
+        self.path.rmdir()
+        self.path.with_name("moved").rename(self.path)
+        self.watch.startService()
+        self.clock.advance(1.0)
+        self.thread.run()
+        self.assertTrue(self.watch.current.wants("myapp", "inbound.failed"))
