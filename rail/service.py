@@ -70,6 +70,7 @@ from rail.web.health import Readiness
 from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
 from rail.web.site import build_site
+from rail.webhooks.eventstats import EventStats
 from rail.webhooks.key import WebhookKey, load_or_create_key
 from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
 from rail.webhooks.secrets import read_secrets
@@ -428,6 +429,7 @@ def build_service(
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
+    certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(
             config,
@@ -437,6 +439,7 @@ def build_service(
         )
         directory.load()
         DirectoryService(directory).setServiceParent(root)
+        certificates = directory
 
         def follow(new: Config) -> None:
             directory.reconfigure(new)
@@ -489,9 +492,30 @@ def build_service(
             config.shutdown.grace_period,
             **bounded("inbound", SMTP_REFUSALS),
         ).setServiceParent(root)
-    webhooks = build_webhooks(config, reactor, store, webhook_key)
+    if certificates is None:
+        # Events go to a client's certificate webhook unless it subscribed with a URL.
+        certificates = Directory(
+            config,
+            _valid_records(config),
+            clock=reactor,
+            in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+        certificates.load()
+        DirectoryService(certificates).setServiceParent(root)
+    webhook_urls = certificates
+    event_stats = EventStats(stats.registry)
+    stats.add_section("events", event_stats.summary)
+    stats.add_refresh(lambda: store.event_counts().addCallback(event_stats.set_jobs))
+    webhooks = build_webhooks(
+        config,
+        reactor,
+        store,
+        webhook_key,
+        webhook_url=lambda client: webhook_urls.current().webhooks.get(client),
+        event_observer=event_stats,
+    )
     webhooks.setServiceParent(root)
-    hooks.append(lambda c: webhooks.dispatcher.reconfigure(*webhook_settings(c)))
+    hooks.append(lambda c: webhooks.reconfigure(*webhook_settings(c)))
     if config.tls.mode == "acme":
         challenges = PendingChallenges()
         if config.listen.http is not None:

@@ -15,6 +15,11 @@ budget is quarantined (:meth:`IDeliveryQueue.quarantine`): ``failed`` for good, 
 DSN and no retry, and the session goes on with the next job. Retrying it would only fail
 again, and after a restart it would stall delivery again.
 
+The claiming, limits, recording and stopping are :class:`rail.jobs.runner.Runner`'s; this
+module is the delivery kind on top of it (groups are recipient domains). A sandboxed
+client's jobs wait in a group of their own, whose workers sign each message and record its
+recipients sent with the sandbox reply, without a route or a connection.
+
 Stopping: no new claims or transactions; running transactions get ``grace`` seconds, then
 their connections are cut, preparations still running are abandoned, and their jobs left
 untouched in the queue (a message cut after its final dot may be delivered twice: the
@@ -24,21 +29,13 @@ safe side).
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    ensureDeferred,
-    maybeDeferred,
-)
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all, with_peer
 from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarantined
@@ -46,18 +43,18 @@ from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, Session
 from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
 from rail.delivery.sandbox import sandbox_result
+from rail.jobs.runner import RECORD_RETRY, Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
-from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, QuarantineKind
+from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, NewMessage, QuarantineKind
 
-__all__ = ["DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
+__all__ = ["RECORD_RETRY", "DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
 
 _log = Logger()
 
-_IDLE_POLL = 1.0
-RECORD_RETRY = 10.0
-"""Seconds between tries to record a delivery result the store could not write."""
 _NO_ROUTE = Reply(451, "4.4.0", "no route to any MX host", remote=False)
 _INTERNAL = Reply(451, "4.3.0", "local error in processing", remote=False)
+_SANDBOX = "(sandbox)"
+"""The group of sandboxed clients' jobs: not a domain name, so never a real domain's."""
 
 
 class Session(Protocol):
@@ -96,6 +93,12 @@ class _Quiet:
         pass
 
 
+def _runner_limits(limits: DeliveryLimits) -> RunnerLimits:
+    return RunnerLimits(
+        concurrency=limits.concurrency, backlog=limits.backlog, claim_batch=limits.claim_batch
+    )
+
+
 class Scheduler:
     """Feeds due jobs to per-domain connections; see the module docstring.
 
@@ -105,6 +108,8 @@ class Scheduler:
     or fails: with :class:`PrepareTimeoutError` when over its budget, with
     ``CancelledError`` when cancelled at shutdown, with anything else when it raised.
     """
+
+    what = "deliveries"
 
     def __init__(
         self,
@@ -136,22 +141,10 @@ class Scheduler:
         self._limits = limits
         self._rng = rng
         self._observer: IAttemptObserver = observer or _Quiet()
-        self._waiting: dict[str, deque[DeliveryJob]] = {}
-        self._in_flight: set[tuple[str, str]] = set()
-        self._active: dict[str, int] = {}
+        self._runner: Runner[DeliveryJob] = Runner(self, clock, _runner_limits(limits))
         self._sessions: set[Session] = set()
         self._connecting: set[Deferred[Session]] = set()
         self._preparing: set[Deferred[bytes]] = set()
-        self._workers: set[Deferred[None]] = set()
-        self._records: set[Deferred[Any]] = set()
-        self._unrecorded: dict[tuple[str, str], IDelayedCall] = {}
-        self._claiming = False
-        self._again = False
-        self._filling = False
-        self._refill = False
-        self._poll: IDelayedCall | None = None
-        self._running = False
-        self._cut = False
 
     def reconfigure(
         self,
@@ -169,69 +162,55 @@ class Scheduler:
             per_destination=per_destination,
             messages_per_connection=messages_per_connection,
         )
-        self._fill()
+        self._runner.reconfigure(_runner_limits(self._limits))
 
     @property
     def in_flight(self) -> int:
         """Jobs claimed and not yet recorded."""
-        return len(self._in_flight)
+        return self._runner.in_flight
 
     @property
     def connections(self) -> int:
-        return sum(self._active.values())
+        return self._runner.busy
 
     def start(self) -> None:
-        self._running = True
         self._queue.observe_accepted(self.wake)
-        self.wake()
+        self._runner.start()
 
     def wake(self) -> None:
         """New mail may be due: claim now rather than at the next poll."""
-        if not self._running:
-            return
-        if self._claiming:
-            self._again = True
-            return
-        if self._poll is not None and self._poll.active():
-            self._poll.cancel()
-        self._poll = None
-        self._claim()
+        self._runner.wake()
 
     def stop(self, grace: float) -> Deferred[None]:
         """Stop claiming and starting transactions; wait up to ``grace`` seconds for the
         running ones, then cut their connections; fires once every result is recorded."""
-        self._running = False
-        if self._poll is not None and self._poll.active():
-            self._poll.cancel()
-        self._poll = None
-        for jobs in self._waiting.values():
-            for job in jobs:
-                self._in_flight.discard(job.key)
-        self._waiting.clear()
-        if self._unrecorded:
-            _log.warn(
-                "{count} delivery results could not be recorded; those recipients are tried"
-                " again after the restart",
-                count=len(self._unrecorded),
-            )
-        for key, call in self._unrecorded.items():
-            call.cancel()
-            self._in_flight.discard(key)
-        self._unrecorded.clear()
-        timer = self._clock.callLater(grace, self._cut_all)
-        done: Deferred[None] = Deferred()
+        return self._runner.stop(grace)
 
-        def finished(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-            records = DeferredList(list(self._records), consumeErrors=True)
-            records.addBoth(lambda _: done.callback(None))
+    # -- the delivery kind (rail.jobs.runner.JobKind) -------------------------------------
 
-        DeferredList(list(self._workers), consumeErrors=True).addBoth(finished)
-        return done
+    def claim(
+        self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
+    ) -> Deferred[list[DeliveryJob]]:
+        return self._queue.claim(now, limit, exclude)
 
-    def _cut_all(self) -> None:
-        self._cut = True
+    def group(self, job: DeliveryJob) -> str:
+        """The recipient domain; a sandboxed client's jobs wait in a group of their own
+        (whether the client is sandboxed is read as its jobs are claimed)."""
+        if self._sandboxed is not None and self._sandboxed(job.client):
+            return _SANDBOX
+        return job.domain
+
+    def may_start(self, active: int, waiting: int) -> bool:
+        """A connection per waiting job, up to ``per_destination``: a running connection
+        takes the domain's next job when its transaction ends."""
+        return active < min(self._limits.per_destination, waiting)
+
+    def work(self, group: str) -> Deferred[None]:
+        if group == _SANDBOX:
+            return ensureDeferred(self._sandbox_work())
+        return ensureDeferred(self._work(group))
+
+    def cut(self) -> None:
         for connecting in list(self._connecting):
             connecting.cancel()
         for preparing in list(self._preparing):
@@ -239,124 +218,33 @@ class Scheduler:
         for session in list(self._sessions):
             session.abort()
 
-    # -- claiming -------------------------------------------------------------------------
+    def describe(self, job: DeliveryJob) -> str:
+        return f"delivery of {job.message_id}"
 
-    def _claim(self) -> None:
-        room = self._limits.backlog - len(self._in_flight)
-        if room <= 0:
-            return  # a finishing worker calls _fill, which claims again
-        self._claiming = True
-        limit = min(room, self._limits.claim_batch)
-        claimed = self._queue.claim(self._clock.seconds(), limit, frozenset(self._in_flight))
-        claimed.addCallbacks(lambda jobs: self._claimed(jobs, limit), self._claim_failed)
-
-    def _claimed(self, jobs: list[DeliveryJob], limit: int) -> None:
-        self._claiming = False
-        if not self._running:
-            return
-        for job in jobs:
-            self._in_flight.add(job.key)
-            if self._sandboxed is not None and self._sandboxed(job.client):
-                self._sandbox(job)
-                continue
-            self._waiting.setdefault(job.domain, deque()).append(job)
-        self._fill()
-        if self._again or len(jobs) >= limit:
-            self._again = False
-            if len(self._in_flight) < self._limits.backlog:
-                self._claim()
-                return
-        self._schedule_poll()
-
-    def _claim_failed(self, failure: Any) -> None:
-        self._claiming = False
-        _log.error("cannot read due deliveries: {error}", error=failure.getErrorMessage())
-        self._schedule_poll()
-
-    def _schedule_poll(self) -> None:
-        if self._running and (self._poll is None or not self._poll.active()):
-            self._poll = self._clock.callLater(_IDLE_POLL, self.wake)
-
-    # -- workers --------------------------------------------------------------------------
-
-    def _fill(self) -> None:
-        """Open connections for waiting jobs, as the limits allow, domains in turn.
-
-        Workers may finish synchronously (and call back here): such a nested call only
-        asks the running loop for another round.
-        """
-        if not self._running:
-            return
-        if self._filling:
-            self._refill = True
-            return
-        self._filling = True
-        try:
-            self._refill = True
-            while self._refill:
-                self._refill = False
-                self._fill_round()
-        finally:
-            self._filling = False
-
-    def _fill_round(self) -> None:
-        for domain, jobs in list(self._waiting.items()):
-            if self.connections >= self._limits.concurrency or not self._running:
-                return
-            if not jobs:
-                self._waiting.pop(domain, None)
-                continue
-            active = self._active.get(domain, 0)
-            if active >= min(self._limits.per_destination, len(jobs)):
-                continue
-            self._active[domain] = active + 1
-            worker = ensureDeferred(self._work(domain))
-            self._workers.add(worker)
-            worker.addBoth(self._worker_done, worker, domain)
-            self._refill = True
-
-    def _worker_done(self, result: object, worker: Deferred[None], domain: str) -> None:
-        self._workers.discard(worker)
-        self._active[domain] -= 1
-        if not self._active[domain]:
-            del self._active[domain]
-        if isinstance(result, Failure):
-            _log.failure("delivery worker for {domain} failed", result, domain=domain)
-        self._fill()
-        if self._running and len(self._in_flight) < self._limits.backlog // 2:
-            self.wake()
-
-    def _take(self, domain: str) -> DeliveryJob | None:
-        jobs = self._waiting.get(domain)
-        if not self._running or not jobs:
-            return None
-        return jobs.popleft()
-
-    def _release(self, job: DeliveryJob) -> None:
-        """Stopping: leave ``job`` untouched in the queue (never recorded as tried)."""
-        self._in_flight.discard(job.key)
+    # -- connections ----------------------------------------------------------------------
 
     async def _work(self, domain: str) -> None:
-        job = self._take(domain)
+        runner = self._runner
+        job = runner.take(domain)
         if job is None:
             return
         try:
             route = await self._route(domain)
         except RouteError as error:
-            if not self._running:
-                self._release(job)
+            if not runner.running:
+                runner.release(job)
                 return
             self._fail_domain(domain, job, error.reply, NO_PEER)
             return
         try:
             session, peer, last = await self._open(route)
         except CancelledError:  # cut while connecting
-            self._release(job)
+            runner.release(job)
             return
-        if not self._running:
+        if not runner.running:
             if session is not None:
                 session.abort()
-            self._release(job)
+            runner.release(job)
             return
         if session is None:
             self._fail_domain(domain, job, last or _NO_ROUTE, peer)
@@ -372,7 +260,7 @@ class Scheduler:
                 sent += 1
                 if sent >= self._limits.messages_per_connection or session.closed:
                     break  # a closed session's leftover jobs go to a new connection
-                job = self._take(domain)
+                job = runner.take(domain)
             if not session.closed:
                 await session.quit()
         finally:
@@ -387,7 +275,7 @@ class Scheduler:
         tried = NO_PEER
         for host in route.hosts:
             for address in host.addresses:
-                if not self._running:
+                if not self._runner.running:
                     return None, tried, last
                 tried = Peer(mx=host.name, address=address)
                 connecting = self._connect(address, host.name)
@@ -415,7 +303,7 @@ class Scheduler:
         try:
             data = await preparing
         except CancelledError:  # cut at shutdown
-            self._release(job)
+            self._runner.release(job)
             return False
         except PrepareTimeoutError as overrun:
             self._quarantine(job, "timeout", str(overrun))
@@ -444,8 +332,8 @@ class Scheduler:
             )
             if not isinstance(failure, SessionError):
                 _log.failure("delivery of {msg_id} failed", msg_id=job.message_id)
-            if self._cut:
-                self._in_flight.discard(job.key)  # left untouched in the queue
+            if self._runner.cut:
+                self._runner.release(job)  # left untouched in the queue
                 return False
             self._record(
                 job,
@@ -470,38 +358,35 @@ class Scheduler:
         )
         return True
 
-    def _sandbox(self, job: DeliveryJob) -> None:
-        """Sign ``job``'s message as for sending (a failure quarantines it as usual), then
-        record every recipient sent, with its sandbox event; no connection is made."""
-        started = self._clock.seconds()
-        preparing = maybeDeferred(self._prepare, job)
-        self._preparing.add(preparing)
-
-        def prepared(_: bytes) -> None:
-            self._record(job, sandbox_result(job, self._clock.seconds()), started)
-
-        def failed(failure: Failure) -> None:
-            if failure.check(CancelledError):
-                self._release(job)  # cut at shutdown: left untouched in the queue
-            elif failure.check(PrepareTimeoutError):
-                self._quarantine(job, "timeout", str(failure.value))
-            else:
-                name = failure.type.__name__ if failure.type else "error"
+    async def _sandbox_work(self) -> None:
+        """Sign sandboxed jobs' messages as for sending (a failure quarantines as usual),
+        then record every recipient sent, with its sandbox event; no route nor connection
+        is asked for."""
+        runner = self._runner
+        while (job := runner.take(_SANDBOX)) is not None:
+            started = self._clock.seconds()
+            preparing = maybeDeferred(self._prepare, job)
+            self._preparing.add(preparing)
+            try:
+                await preparing
+            except CancelledError:  # cut at shutdown: left untouched in the queue
+                runner.release(job)
+                return
+            except PrepareTimeoutError as overrun:
+                self._quarantine(job, "timeout", str(overrun))
+                continue
+            except Exception as raised:  # poison (or a bug): retrying would only fail again
+                name = type(raised).__name__
                 self._quarantine(job, "error", f"preparing the message failed ({name})")
-
-        def done(_: object) -> None:
-            self._preparing.discard(preparing)
-            self._workers.discard(work)
-
-        # A worker of its own, so that stopping waits for it (or cuts it) like the others.
-        work: Deferred[None] = preparing.addCallbacks(prepared, failed)
-        self._workers.add(work)
-        work.addBoth(done)
+                continue
+            finally:
+                self._preparing.discard(preparing)
+            self._record(job, sandbox_result(job, self._clock.seconds()), started)
 
     def _fail_domain(self, domain: str, first: DeliveryJob, reply: Reply, peer: Peer) -> None:
         """Routing or every connection failed: the same answer holds for every job of the
         domain that is waiting now (``peer``: the last host and address tried, if any)."""
-        jobs = [first, *self._waiting.pop(domain, ())]
+        jobs = [first, *self._runner.take_all(domain)]
         now = self._clock.seconds()
         for job in jobs:
             self._record(
@@ -515,32 +400,15 @@ class Scheduler:
 
     def _quarantine(self, job: DeliveryJob, kind: QuarantineKind, reason: str) -> None:
         """Take ``job``'s message out of delivery for good; its jobs for other domains
-        that wait here go with it (they would fail the same way). They stay in flight,
-        so no claim hands them out again, until the quarantine is on disk."""
-        jobs = [job]
-        for waiting in self._waiting.values():
-            same = [j for j in waiting if j.message_id == job.message_id]
-            for each in same:
-                waiting.remove(each)  # in place: a fill round may hold this deque
-            jobs.extend(same)
+        that wait here go with it (they would fail the same way)."""
+        message_id = job.message_id
+        jobs = [job, *self._runner.withdraw(lambda j: j.message_id == message_id)]
         now = self._clock.seconds()
-        done = self._queue.quarantine(job.message_id, kind, reason, now)
-        self._records.add(done)
-
-        def recorded(outcome: object) -> None:
-            self._records.discard(done)
-            for each in jobs:
-                self._in_flight.discard(each.key)
-            if outcome is True:
-                log_quarantined(jobs, reason, now)
-            if isinstance(outcome, Failure):
-                _log.error(
-                    "cannot quarantine {msg_id}: {error}",
-                    msg_id=job.message_id,
-                    error=outcome.getErrorMessage(),
-                )
-
-        done.addBoth(recorded)
+        self._runner.quarantine(
+            jobs,
+            self._queue.quarantine(message_id, kind, reason, now),
+            lambda done: log_quarantined(done, reason, now),
+        )
 
     def _record(
         self, job: DeliveryJob, result: JobResult, started: float, peer: Peer = NO_PEER
@@ -548,35 +416,10 @@ class Scheduler:
         seconds = self._clock.seconds() - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, result, peer, seconds)
-        self._store_result(job, with_peer(result, peer))
+        self._runner.record(job, with_peer(result, peer))
 
-    def _store_result(self, job: DeliveryJob, result: JobResult) -> None:
-        """Record ``result``; if the store cannot (a full disk), keep the job in flight
-        and try again every ``RECORD_RETRY`` seconds: claiming it again would repeat an
-        attempt whose outcome is known, only not yet written."""
-        recorded = self._queue.record(result, self._dsn)
-        self._records.add(recorded)
+    def write(self, job: DeliveryJob, result: JobResult) -> Deferred[NewMessage | None]:
+        return self._queue.record(result, self._dsn)
 
-        def done(outcome: object) -> None:
-            self._records.discard(recorded)
-            if isinstance(outcome, Failure):
-                _log.error(
-                    "cannot record delivery of {msg_id}: {error}; trying again in {delay}s",
-                    msg_id=job.message_id,
-                    error=outcome.getErrorMessage(),
-                    delay=RECORD_RETRY,
-                )
-                if self._running:
-                    self._unrecorded[job.key] = self._clock.callLater(
-                        RECORD_RETRY, self._retry_record, job, result
-                    )
-                    return
-            else:
-                log_final(job, result)
-            self._in_flight.discard(job.key)
-
-        recorded.addBoth(done)
-
-    def _retry_record(self, job: DeliveryJob, result: JobResult) -> None:
-        del self._unrecorded[job.key]
-        self._store_result(job, result)
+    def recorded(self, job: DeliveryJob, result: JobResult, answer: object) -> None:
+        log_final(job, result)

@@ -42,6 +42,8 @@ class DeliveryStats:
         self._per_second: deque[list[float]] = deque()  # [second, sent count]
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._sections: dict[str, Callable[[], object]] = {}
+        self.refreshers: list[Callable[[], object]] = []
+        """Called before each ``/stats`` and ``/metrics`` answer (see :meth:`add_refresh`)."""
         self._added = 0  # latencies appended since start
         # (latencies appended, when computed, the figures): sorting 10,000 samples takes
         # about a millisecond of the reactor, so /stats recomputes at most once a second.
@@ -108,6 +110,12 @@ class DeliveryStats:
         """Show ``read()`` as ``name`` in every ``/stats`` document (the reactor lag's
         figures come this way); ``read`` must be cheap, it runs on each request."""
         self._sections[name] = read
+
+    def add_refresh(self, refresh: Callable[[], object]) -> None:
+        """Call ``refresh()`` before each ``/stats`` and ``/metrics`` answer, which waits
+        for the Deferred it may return: figures read from the store at request time
+        (event jobs by status) are published that way."""
+        self.refreshers.append(refresh)
 
     def rate(self, now: float, seconds: int) -> float:
         """Recipients sent per minute over the last ``seconds``."""

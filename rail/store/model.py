@@ -134,8 +134,9 @@ class Quarantined:
     or webhook jobs (inbound) are now ``failed``, with ``last_reply`` set to
     :data:`QUARANTINE_PREFIX` + ``reason``. Reported once, when that is on disk."""
 
-    queue: Literal["outbound", "inbound"]
+    queue: Literal["outbound", "inbound", "events"]
     message_id: str
+    """For ``events``, the event's id."""
     kind: QuarantineKind
     reason: str
 
@@ -322,6 +323,8 @@ class Purged:
     keys: int = 0
     pages: int = 0
     more: bool = False
+    events: int = 0
+    """Final event jobs deleted."""
 
 
 class IRetention(Interface):

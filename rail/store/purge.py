@@ -26,6 +26,7 @@ from typing import Literal
 
 from twisted.logger import Logger
 
+from rail.store.events import purge_events
 from rail.store.integrity import damaged_row
 from rail.store.model import Purged
 
@@ -152,10 +153,10 @@ def purge_step(
 ) -> Purged:
     """One step of retention at ``now``: delete up to ``limit`` messages finished before
     ``record_before``, drop the bytes of up to ``limit`` finished before ``body_before``,
-    delete up to ``limit`` idempotency keys created before ``keys_before`` (one
-    transaction), then run ``PRAGMA incremental_vacuum`` for up to ``vacuum_pages`` pages
-    (its own transaction, only when the database has incremental vacuum). The caller
-    holds no transaction."""
+    delete up to ``limit`` idempotency keys created before ``keys_before`` and up to
+    ``limit`` event jobs final before ``record_before`` (one transaction), then run
+    ``PRAGMA incremental_vacuum`` for up to ``vacuum_pages`` pages (its own transaction,
+    only when the database has incremental vacuum). The caller holds no transaction."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         records = _purge_records(connection, record_before, limit)
@@ -165,6 +166,7 @@ def purge_step(
             " WHERE created_at < ? ORDER BY created_at LIMIT ?)",
             (keys_before, limit),
         ).rowcount
+        events = purge_events(connection, record_before, limit)
         connection.execute("COMMIT")
     except _DamagedRowError as damaged:
         connection.execute("ROLLBACK")
@@ -175,8 +177,8 @@ def purge_step(
             connection.execute("ROLLBACK")
         raise
     pages, free = _vacuum(connection, vacuum_pages)
-    more = limit in (records, bodies, keys) or free > 0
-    return Purged(bodies=bodies, records=records, keys=keys, pages=pages, more=more)
+    more = limit in (records, bodies, keys, events) or free > 0
+    return Purged(bodies=bodies, records=records, keys=keys, pages=pages, more=more, events=events)
 
 
 def _purge_records(connection: sqlite3.Connection, before: float, limit: int) -> int:

@@ -78,17 +78,19 @@ class RetentionService(Service):
             records=self._totals.records + purged.records,
             keys=self._totals.keys + purged.keys,
             pages=self._totals.pages + purged.pages,
+            events=self._totals.events + purged.events,
         )
         if purged.more:
             self._schedule(self._pause)
             return
         if totals != Purged():
             _log.info(
-                "retention: dropped {bodies} message bodies, deleted {records} message records"
-                " and {keys} idempotency keys, gave back {pages} pages",
+                "retention: dropped {bodies} message bodies, deleted {records} message records,"
+                " {keys} idempotency keys and {events} events, gave back {pages} pages",
                 bodies=totals.bodies,
                 records=totals.records,
                 keys=totals.keys,
+                events=totals.events,
                 pages=totals.pages,
             )
         self._totals = Purged()

@@ -18,7 +18,7 @@ from rail.diskfull import is_disk_full
 from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
 from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.emit import EMISSION_SCHEMA
-from rail.store.events import EVENTS_SCHEMA
+from rail.store.events import EVENT_JOBS_SCHEMA, EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.model import StoreUnavailableError
@@ -57,8 +57,8 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Version 5 had no ``deleted`` status nor the admin tables (issue 15): 5 to 6 copies the
 # recipients table again, and re-creates its indexes and retention's triggers on it.
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
-# version 8 no asynchronous bounce reports; version 9 no index of the deferral events
-# (rail.store.emit).
+# version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
+# jobs; version 10 no index of the deferral events (rail.store.emit).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -135,6 +135,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + MESSAGE_META_SCHEMA
     + SUPPRESSIONS_SCHEMA
     + ASYNC_REPORTS_SCHEMA
+    + EVENT_JOBS_SCHEMA
     + EMISSION_SCHEMA
 )
 
@@ -149,7 +150,8 @@ _MIGRATIONS: dict[int, str] = {
     7: EVENTS_SCHEMA,
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
     9: ASYNC_REPORTS_SCHEMA,
-    10: EMISSION_SCHEMA,
+    10: EVENT_JOBS_SCHEMA,
+    11: EMISSION_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

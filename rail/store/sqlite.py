@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rail.bounces.reports import DeliveryReport, FeedbackReport
+from rail.events.jobs import EventJob, EventResult, IEventStore
 from rail.events.subscriptions import Subscriptions
 from rail.inbound.model import (
     IInboundStore,
@@ -37,6 +38,7 @@ from rail.store.deliveries import (
     oldest_pending_received_at,
     recipient_counts,
 )
+from rail.store.events import event_counts, inserted
 from rail.store.ids import id_time
 from rail.store.inbound import inbound_status, webhook_counts
 from rail.store.model import (
@@ -64,6 +66,8 @@ from rail.store.writer import (
     AdminOp,
     Claimed,
     ClaimOp,
+    EventClaimOp,
+    EventRecordOp,
     InboundAcceptOp,
     Outcome,
     PurgeOp,
@@ -87,7 +91,7 @@ VACUUM_PAGES = 256
 """Free pages one purge step gives back to the file system (1 MiB of 4 KiB pages)."""
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue)
+@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue, IEventStore)
 class SQLiteStore(SQLiteAdmin):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
@@ -109,6 +113,8 @@ class SQLiteStore(SQLiteAdmin):
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
         self._quarantine_observers: list[Callable[[Quarantined], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
+        self._event_observers: list[Callable[[], object]] = []
+        self._events_seen = inserted()
         self._reader = Reader(self._deliver_reads_from_thread)
         self._reading = False
         # Counts shared by concurrent callers and reused for COUNTS_MAX_AGE seconds.
@@ -247,17 +253,6 @@ class SQLiteStore(SQLiteAdmin):
         claimed = self._submit(lambda token: ClaimOp(now, limit, exclude, token))
         return claimed.addCallback(self._jobs)
 
-    @property
-    def subscriptions(self) -> Subscriptions:
-        """Which events each client asked for: the writer thread stores those with the
-        outcomes they report (:mod:`rail.store.emit`)."""
-        return self._writer.subscriptions
-
-    @subscriptions.setter
-    def subscriptions(self, value: Subscriptions) -> None:
-        # A reference swap: the writer thread reads the attribute once per operation.
-        self._writer.subscriptions = value
-
     def record(
         self, result: JobResult, dsn: DSNBuilder | None = None
     ) -> Deferred[NewMessage | None]:
@@ -286,7 +281,7 @@ class SQLiteStore(SQLiteAdmin):
 
     def _quarantine(
         self,
-        queue: Literal["outbound", "inbound"],
+        queue: Literal["outbound", "inbound", "events"],
         message_id: str,
         kind: QuarantineKind,
         reason: str,
@@ -343,6 +338,40 @@ class SQLiteStore(SQLiteAdmin):
     def webhook_counts(self) -> Deferred[dict[str, int]]:
         """Webhook jobs by status, from the read thread, at most COUNTS_MAX_AGE old."""
         return self._count("inbound", webhook_counts)
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """Who subscribed to which events (read by the writer thread as it stores them)."""
+        return self._writer.subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, value: Subscriptions) -> None:
+        self._writer.subscriptions = value  # a reference swap: safe across threads
+
+    def claim_events(
+        self, now: float, limit: int, exclude: frozenset[str]
+    ) -> Deferred[list[EventJob]]:
+        """Due event jobs; see IEventStore."""
+        claimed = self._submit(lambda token: EventClaimOp(now, limit, exclude, token))
+        return claimed.addCallback(self._jobs)
+
+    def record_event(self, result: EventResult) -> Deferred[bool]:
+        """Record an event POST; see IEventStore."""
+        return self._submit(lambda token: EventRecordOp(result, token))
+
+    def quarantine_event(
+        self, event_id: str, kind: QuarantineKind, reason: str, now: float
+    ) -> Deferred[bool]:
+        """Take event ``event_id`` out for good; see IEventStore."""
+        return self._quarantine("events", event_id, kind, reason, now)
+
+    def event_counts(self) -> Deferred[dict[str, int]]:
+        """Event jobs by status, from the read thread, at most COUNTS_MAX_AGE old."""
+        return self._count("events", event_counts)
+
+    def observe_events(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` whenever new events were stored; see IEventStore."""
+        self._event_observers.append(callback)
 
     def _count(self, key: str, read: Read) -> Deferred[dict[str, int]]:
         """``read``'s counts, shared and briefly reused: callers that ask while a read is in
@@ -442,6 +471,11 @@ class SQLiteStore(SQLiteAdmin):
     def _fire_writer(self, outcomes: list[Outcome]) -> None:
         """The writer's answers may follow changes: counts read before are not reused."""
         self._writes_answered += 1
+        queued = inserted()
+        if queued != self._events_seen:
+            self._events_seen = queued
+            for observer in self._event_observers:
+                observer()
         self._fire(outcomes)
 
     def _fire(self, outcomes: list[Outcome]) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import attrs
 from twisted.logger import Logger
 
+from rail.events.jobs import EventResult
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
 from rail.store.bouncereports import attach_reports
@@ -37,7 +38,7 @@ from rail.store.deliveries import (
     record_result,
 )
 from rail.store.emit import accepted_events
-from rail.store.events import insert_events
+from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import (
     claim_webhooks,
     insert_inbound,
@@ -70,6 +71,8 @@ __all__ = [
     "AdminOp",
     "ClaimOp",
     "Claimed",
+    "EventClaimOp",
+    "EventRecordOp",
     "InboundAcceptOp",
     "PurgeOp",
     "QuarantineOp",
@@ -159,11 +162,29 @@ class WebhookRecordOp:
 
 
 @attrs.frozen
+class EventClaimOp:
+    """Read up to ``limit`` due event jobs (see :func:`rail.store.events.claim_events`)."""
+
+    now: float
+    limit: int
+    exclude: frozenset[str]
+    token: Any
+
+
+@attrs.frozen
+class EventRecordOp:
+    """Record one event POST; the result is whether the event was still pending."""
+
+    result: EventResult
+    token: Any
+
+
+@attrs.frozen
 class QuarantineOp:
     """Quarantine ``message_id`` of ``queue`` (see :meth:`IDeliveryQueue.quarantine`);
     the result is the :class:`Quarantined` record, or None if nothing was pending."""
 
-    queue: Literal["outbound", "inbound"]
+    queue: Literal["outbound", "inbound", "events"]
     message_id: str
     kind: QuarantineKind
     reason: str
@@ -215,10 +236,21 @@ Op = (
     | QuarantineOp
     | AdminOp
     | PurgeOp
+    | EventClaimOp
+    | EventRecordOp
 )
-_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp)
-_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp
-_QUARANTINE = {"outbound": quarantine_message, "inbound": quarantine_inbound}
+_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp, EventRecordOp)
+_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp | EventRecordOp
+_QUARANTINE = {
+    "outbound": quarantine_message,
+    "inbound": quarantine_inbound,
+    "events": quarantine_event,
+}
+_CLAIM: dict[str, Callable[..., tuple[list[Any], dict[str, str]]]] = {
+    "outbound": claim_due,
+    "inbound": claim_webhooks,
+    "events": claim_events,
+}
 _STOP = object()
 
 
@@ -364,6 +396,8 @@ class Writer:
                     results.append(notification)
                 elif isinstance(op, AdminOp):
                     results.append(self._admin_one(op, budget))
+                elif isinstance(op, EventRecordOp):
+                    results.append(self._record_event_one(op))
                 elif isinstance(op, QuarantineOp):
                     quarantined = self._quarantine_one(op)
                     finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
@@ -487,6 +521,12 @@ class Writer:
             f"cannot record webhook of {op.result.message_id}",
         )
 
+    def _record_event_one(self, op: EventRecordOp) -> object:
+        return self._savepoint(
+            lambda: record_event(self._connection, op.result),
+            f"cannot record event {op.result.event_id}",
+        )
+
     def _quarantine_one(self, op: QuarantineOp) -> object:
         def quarantine() -> Quarantined | None:
             if not _QUARANTINE[op.queue](self._connection, op.message_id, op.reason, op.now):
@@ -497,14 +537,14 @@ class Writer:
 
     def _claim(
         self,
-        queue: Literal["outbound", "inbound"],
-        op: ClaimOp | WebhookClaimOp,
+        queue: Literal["outbound", "inbound", "events"],
+        op: ClaimOp | WebhookClaimOp | EventClaimOp,
     ) -> Claimed:
         """Due jobs; a message whose row fails verification is quarantined in a
         transaction of its own, then the claim goes on to fill ``limit`` without it.
         Each round quarantines at least one message, so this ends; if the quarantine
         cannot be written, the good jobs found so far are still handed out."""
-        claim = claim_due if queue == "outbound" else claim_webhooks
+        claim = _CLAIM[queue]
         quarantine = _QUARANTINE[queue]
         jobs: list[Any] = []
         quarantined: list[Quarantined] = []
@@ -606,6 +646,8 @@ class Writer:
                 return self._claim("outbound", op)
             if isinstance(op, WebhookClaimOp):
                 return self._claim("inbound", op)
+            if isinstance(op, EventClaimOp):
+                return self._claim("events", op)
             if isinstance(op, ReadOp):
                 return op.read(self._connection)
             raise TypeError(f"not a read: {op!r}")

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from rail.delivery.stats import DeliveryStats
@@ -39,7 +40,7 @@ class Stats(JSONResource):
             document = self._stats.snapshot(self._clock.seconds(), counts)
             return json.dumps(document, indent=2).encode() + b"\n"
 
-        return finish_later(request, _or_unavailable(request, self._queue, render))
+        return finish_later(request, _or_unavailable(request, self._stats, self._queue, render))
 
 
 class Metrics(JSONResource):
@@ -58,15 +59,20 @@ class Metrics(JSONResource):
             self._stats.set_queue(counts)
             return bytes(generate_latest(self._stats.registry))
 
-        return finish_later(request, _or_unavailable(request, self._queue, render))
+        return finish_later(request, _or_unavailable(request, self._stats, self._queue, render))
 
 
-def _or_unavailable(request: Any, queue: IDeliveryQueue, render: Any) -> Any:
-    """``render(counts)``, or a JSON 503 when the store cannot answer."""
+def _or_unavailable(request: Any, stats: DeliveryStats, queue: IDeliveryQueue, render: Any) -> Any:
+    """``render(counts)`` once ``stats``' refreshers are done, or a JSON 503 when the
+    store cannot answer."""
 
     def unavailable(failure: Any) -> bytes:
         request.setResponseCode(503)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         return error_body("QUEUE_UNAVAILABLE", "the queue cannot be read now")
 
-    return queue.recipient_counts().addCallbacks(render, unavailable)
+    counts = queue.recipient_counts()
+    if stats.refreshers:
+        waiting = [counts, *(maybeDeferred(refresh) for refresh in stats.refreshers)]
+        counts = gatherResults(waiting, consumeErrors=True).addCallback(lambda found: found[0])
+    return counts.addCallbacks(render, unavailable)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import http
 import random
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
 import attrs
 
@@ -38,6 +39,7 @@ __all__ = [
     "WebhookPolicy",
     "decide",
     "describe_answer",
+    "judge",
     "parse_retry_after",
 ]
 
@@ -109,10 +111,54 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return when.timestamp() - now
 
 
-def _expired(job: WebhookJob, reply: str, policy: WebhookPolicy) -> str:
+def _expired(reply: str, policy: WebhookPolicy) -> str:
     days = policy.max_age / 86400
     age = f"{days:g}d" if days >= 1 else f"{policy.max_age:g}s"
     return f"expired: no 2xx within {age}; last attempt: {reply}"
+
+
+Verdict = tuple[Literal["delivered", "deferred", "failed"], str, float | None]
+"""``(status, reply, next_attempt_at)``; the time is set for ``deferred`` only."""
+
+
+def judge(
+    attempt: Attempt,
+    *,
+    since: float,
+    attempts: int,
+    now: float,
+    policy: WebhookPolicy,
+    rng: random.Random,
+) -> Verdict:
+    """What ``attempt`` (ended at ``now``) means for a job made at ``since`` and tried
+    ``attempts`` times before: the one rule for every kind of webhook job."""
+    retry_after: float | None = None
+    if isinstance(attempt, Refused):
+        return "failed", attempt.reason, None
+    if isinstance(attempt, Unreachable):
+        reply = attempt.reason
+    else:
+        code = attempt.code
+        reply = describe_answer(code)
+        if 200 <= code < 300:
+            return "delivered", reply, None
+        if 300 <= code < 400:
+            return "failed", f"redirect not followed ({reply})", None
+        if 400 <= code < 500 and code not in (408, 429):
+            return "failed", reply, None
+        retry_after = parse_retry_after(attempt.retry_after, now)
+    deadline = since + policy.max_age
+    when: float | None
+    if retry_after is not None:
+        delay = min(max(retry_after, MIN_RETRY_AFTER), policy.max_retry_after)
+        when = None if now >= deadline else min(now + delay, deadline)
+    else:
+        when = next_attempt(
+            now, since, attempts + 1, policy.schedule, policy.max_age, rng, policy.jitter
+        )
+    if when is None:
+        return "failed", _expired(reply, policy), None
+    return "deferred", reply, when
 
 
 def decide(
@@ -124,47 +170,14 @@ def decide(
     rng: random.Random,
 ) -> WebhookResult:
     """The result to record for ``job`` after ``attempt`` ended at ``now``."""
-
-    def result(status: str, reply: str, when: float | None = None) -> WebhookResult:
-        return WebhookResult(
-            message_id=job.message_id,
-            client=job.client,
-            attempted_at=now,
-            status=status,  # type: ignore[arg-type]
-            reply=reply,
-            next_attempt_at=when,
-        )
-
-    retry_after: float | None = None
-    if isinstance(attempt, Refused):
-        return result("failed", attempt.reason)
-    if isinstance(attempt, Unreachable):
-        reply = attempt.reason
-    else:
-        code = attempt.code
-        reply = describe_answer(code)
-        if 200 <= code < 300:
-            return result("delivered", reply)
-        if 300 <= code < 400:
-            return result("failed", f"redirect not followed ({reply})")
-        if 400 <= code < 500 and code not in (408, 429):
-            return result("failed", reply)
-        retry_after = parse_retry_after(attempt.retry_after, now)
-    deadline = job.received_at + policy.max_age
-    when: float | None
-    if retry_after is not None:
-        delay = min(max(retry_after, MIN_RETRY_AFTER), policy.max_retry_after)
-        when = None if now >= deadline else min(now + delay, deadline)
-    else:
-        when = next_attempt(
-            now,
-            job.received_at,
-            job.attempts + 1,
-            policy.schedule,
-            policy.max_age,
-            rng,
-            policy.jitter,
-        )
-    if when is None:
-        return result("failed", _expired(job, reply, policy))
-    return result("deferred", reply, when)
+    status, reply, when = judge(
+        attempt, since=job.received_at, attempts=job.attempts, now=now, policy=policy, rng=rng
+    )
+    return WebhookResult(
+        message_id=job.message_id,
+        client=job.client,
+        attempted_at=now,
+        status=status,
+        reply=reply,
+        next_attempt_at=when,
+    )

@@ -2,16 +2,15 @@
 verification examples accept what Rail really signs (and refuse a tampered body).
 
 The events come from the real SQLite store driven as delivery and the inbound dispatcher
-drive it; each payload is built from its stored row and the message's meta as the event
-dispatcher does. The Python example always runs; the Node and Go ones when ``node`` and
-``go`` are installed (required under CI=true: .ci/provision installs them).
+drive it; each payload is what the event dispatcher builds of the claimed job. The Python
+example always runs; the Node and Go ones when ``node`` and ``go`` are installed
+(required under CI=true: .ci/provision installs them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,12 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rail.events.model import EVENT_TYPES
+from rail.events.payload import event_payload
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult, WebhookTarget
 from rail.store.ids import new_message_id
-from rail.store.messagemeta import read_meta
 from rail.store.model import JobResult, MessageMeta, NewMessage, RecipientUpdate
-from rail.store.schema import database_path
+from rail.store.sqlite import SQLiteStore
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.signing import webhook_headers
 from tests.store.test_contract import open_sqlite
@@ -62,37 +61,11 @@ def _rfc3339(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stored_payloads(directory: Path) -> list[dict[str, Any]]:
-    """The payload of every stored event, in order: the envelope of the shared contract
-    built from the ``events`` row and the message's stored meta."""
-    connection = sqlite3.connect(database_path(directory))
-    try:
-        rows = connection.execute(
-            "SELECT id, type, created_at, client, message_id, recipient, sandbox, details"
-            " FROM events ORDER BY id"
-        ).fetchall()
-        metas = read_meta(connection, [row[4] for row in rows])
-    finally:
-        connection.close()
-    payloads = []
-    for event_id, kind, created, client, message_id, recipient, sandbox, details in rows:
-        meta = metas.get(message_id, MessageMeta())
-        payloads.append(
-            {
-                "type": kind,
-                "id": event_id,
-                "timestamp": _rfc3339(created),
-                "client": client,
-                "message_id": message_id,
-                "request_id": meta.request_id,
-                "tag": meta.tag,
-                "metadata": dict(meta.metadata),
-                "recipient": recipient,
-                "sandbox": bool(sandbox),
-                "details": json.loads(details),
-            }
-        )
-    return payloads
+async def stored_payloads(store: SQLiteStore) -> list[dict[str, Any]]:
+    """The payload the event dispatcher POSTs for every stored event: claimed from the
+    store as the dispatcher claims them, built by :func:`rail.events.payload.event_payload`."""
+    jobs = await store.claim_events(_T0 + 10**6, 1000, frozenset())
+    return [event_payload(job) for job in sorted(jobs, key=lambda job: job.id)]
 
 
 class SchemaFileTests(SynchronousTestCase):
@@ -188,7 +161,7 @@ class EmittedEventsMatchSchemasTests(TestCase):
             WebhookResult(inbound.id, "app", _T0 + 8, "failed", "HTTP 410 Gone")
         )
 
-        payloads = stored_payloads(directory)
+        payloads = await stored_payloads(store)
         self.assertEqual(
             sorted({p["type"] for p in payloads}),
             sorted(

@@ -4,14 +4,10 @@ recipients, Rail delivers it to a loopback MX found through a loopback DNS serve
 accepts one recipient and refuses the other at RCPT with 5.1.1; the application's receiver
 gets ``message.accepted``, ``message.delivered`` and ``message.bounced``, each verified
 with the ``standardwebhooks`` package and valid against docs/events' JSON Schemas, and the
-refused address is on the client's suppression list.
-
-Event dispatch (POSTing stored events) comes with the job runner's branch; until it is
-merged this test skips, naming it."""
+refused address is on the client's suppression list."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -25,7 +21,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -76,8 +72,6 @@ class EventsEndToEndTests(TestCase):
     async def test_subscribe_send_deliver_bounce(self) -> None:
         """Subscribed while running, the client's receiver gets accepted, delivered and
         bounced (hard, suppressed) for one message, each signed and schema-valid."""
-        if importlib.util.find_spec("rail.webhooks.eventdispatch") is None:
-            raise SkipTest("event dispatch (rail.webhooks.eventdispatch) is not merged yet")
         receiver = _Receiver()
         app = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
         self.addCleanup(maybeDeferred, app.stopListening)

@@ -30,7 +30,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from rail.delivery import scheduler
+from rail.jobs import runner
 from rail.service import build_service
 from rail.store.model import MessageStatus, NewMessage
 from rail.store.reserve import RESERVE_NAME, free_bytes
@@ -222,7 +222,7 @@ class WithoutReserveTests(_FullDisk):
         queue read in exclusive locking mode), delivers the queued message once, keeps
         its result in memory while it cannot be written (not sending it again), refuses
         new mail, and records the delivery once space is freed."""
-        self.patch(scheduler, "RECORD_RETRY", 0.2)
+        self.patch(runner, "RECORD_RETRY", 0.2)
         self.assertFalse(self.reserved)
         self.start()
         said = "\n".join(self.logged)

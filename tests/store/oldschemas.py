@@ -1,10 +1,11 @@
 """The queue schemas of released Rail versions, for migration tests.
 
 Derived from the current schema by taking out what later versions added, and checked
-against that: version 9 has no index of deferral events; version 8 no asynchronous
-bounce reports either; version 7 no message metadata nor suppression list either; version
-6 no event jobs either; version 5 (retention) has no admin tables and no ``deleted``
-recipient status either; version 4 has no retention bookkeeping either.
+against that: version 10 has no index of deferral events; version 9 no retention index
+nor tally of event jobs either; version 8 no asynchronous bounce reports either; version
+7 no message metadata nor suppression list either; version 6 no event jobs either;
+version 5 (retention) has no admin tables and no ``deleted`` recipient status either;
+version 4 has no retention bookkeeping either.
 """
 
 from __future__ import annotations
@@ -13,22 +14,37 @@ from rail.store import schema
 from rail.store.admin import ADMIN_SCHEMA
 from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.emit import EMISSION_SCHEMA
-from rail.store.events import EVENTS_SCHEMA
+from rail.store.events import EVENT_JOBS_SCHEMA, EVENTS_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.purge import RETENTION_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
 
-__all__ = ["schema_v4", "schema_v5", "schema_v6", "schema_v7", "schema_v8", "schema_v9"]
+__all__ = [
+    "schema_v4",
+    "schema_v5",
+    "schema_v6",
+    "schema_v7",
+    "schema_v8",
+    "schema_v9",
+    "schema_v10",
+]
 
 _CHECK_6 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted'))"
 _CHECK_5 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed'))"
 
 
-def schema_v9() -> str:
-    """The script that made a fresh version 9 database (before ``PRAGMA user_version``)."""
+def schema_v10() -> str:
+    """The script that made a fresh version 10 database (before ``PRAGMA user_version``)."""
     current = schema._SCHEMA
     assert current.count(EMISSION_SCHEMA) == 1
     return current.replace(EMISSION_SCHEMA, "")
+
+
+def schema_v9() -> str:
+    """The script that made a fresh version 9 database."""
+    current = schema_v10()
+    assert current.count(EVENT_JOBS_SCHEMA) == 1
+    return current.replace(EVENT_JOBS_SCHEMA, "")
 
 
 def schema_v8() -> str:

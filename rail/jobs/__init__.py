@@ -1,0 +1,1 @@
+"""One runner for every kind of durable job (deliveries, webhooks, events)."""

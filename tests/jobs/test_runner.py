@@ -1,0 +1,168 @@
+"""The job runner with a scripted kind on a Clock: limits, hand-overs, recording, stopping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from rail.jobs.runner import IDLE_POLL, RECORD_RETRY, Runner, RunnerLimits
+
+
+@attrs.frozen
+class _Job:
+    key: str
+    group: str
+
+
+class _Kind:
+    """Claims from ``due``; each worker runs one job until the test fires it."""
+
+    what = "tests"
+
+    def __init__(self, per_group: int) -> None:
+        self.per_group = per_group
+        self.due: list[_Job] = []
+        self.claims: list[tuple[int, frozenset[Any]]] = []
+        self.running: dict[str, Deferred[None]] = {}
+        self.done: list[str] = []
+        self.failing_writes = 0
+        self.writes = 0
+        self.cut_called = False
+        self.runner: Runner[_Job]
+
+    def claim(self, now: float, limit: int, exclude: frozenset[Any]) -> Deferred[list[_Job]]:
+        self.claims.append((limit, exclude))
+        return succeed([j for j in self.due if j.key not in exclude][:limit])
+
+    def group(self, job: _Job) -> str:
+        return job.group
+
+    def may_start(self, active: int, waiting: int) -> bool:
+        return active < self.per_group
+
+    def work(self, group: str) -> Deferred[None]:
+        job = self.runner.take(group)
+        assert job is not None
+        done: Deferred[None] = Deferred()
+        self.running[job.key] = done
+
+        def finished(_: object) -> None:
+            del self.running[job.key]
+            if self.runner.cut:
+                self.runner.release(job)
+                return
+            self.due.remove(job)
+            self.runner.record(job, "ok")
+
+        return done.addCallback(finished)
+
+    def cut(self) -> None:
+        self.cut_called = True
+        for done in list(self.running.values()):
+            done.callback(None)
+
+    def describe(self, job: _Job) -> str:
+        return f"job {job.key}"
+
+    def write(self, job: _Job, result: str) -> Deferred[None]:
+        self.writes += 1
+        if self.failing_writes:
+            self.failing_writes -= 1
+            return fail(OSError("disk full"))
+        return succeed(None)
+
+    def recorded(self, job: _Job, result: str, answer: object) -> None:
+        self.done.append(job.key)
+
+
+class RunnerTests(SynchronousTestCase):
+    def make(self, per_group: int = 2, **limits: int) -> tuple[_Kind, Runner[_Job], Clock]:
+        clock = Clock()
+        kind = _Kind(per_group)
+        values = {"concurrency": 3, "backlog": 10, "claim_batch": 10, **limits}
+        runner: Runner[_Job] = Runner(kind, clock, RunnerLimits(**values))
+        kind.runner = runner
+        return kind, runner, clock
+
+    def test_limits_per_group_and_in_all(self) -> None:
+        """At most ``per_group`` workers per group and ``concurrency`` in all, groups in
+        turn; a finishing worker lets the next waiting job start."""
+        kind, runner, clock = self.make()
+        kind.due = [_Job(f"a{n}", "a") for n in range(3)] + [_Job("b0", "b")]
+        runner.start()
+        self.assertEqual(sorted(kind.running), ["a0", "a1", "b0"])
+        self.assertEqual((runner.busy, runner.in_flight), (3, 4))
+        kind.running["a0"].callback(None)
+        self.assertEqual(sorted(kind.running), ["a1", "a2", "b0"])
+        self.assertEqual((kind.done, runner.in_flight), (["a0"], 3))
+        stopped = runner.stop(0)
+        clock.advance(0)  # cut: the running jobs stay untouched
+        self.successResultOf(stopped)
+        self.assertEqual((runner.in_flight, clock.getDelayedCalls()), (0, []))
+
+    def test_offer_starts_without_claim_and_respects_backlog(self) -> None:
+        """Offered jobs start at once without a claim; beyond the backlog they are left
+        for a later claim, which a finishing worker triggers."""
+        kind, runner, clock = self.make(per_group=5, concurrency=5, backlog=2)
+        runner.start()
+        claims = len(kind.claims)
+        jobs = [_Job(f"a{n}", "a") for n in range(3)]
+        kind.due = list(jobs)
+        runner.offer(jobs)
+        self.assertEqual((sorted(kind.running), len(kind.claims)), (["a0", "a1"], claims))
+        kind.running["a0"].callback(None)
+        kind.running["a1"].callback(None)
+        self.assertEqual(sorted(kind.running), ["a2"])
+        self.assertEqual(kind.claims[-1][1], frozenset())
+        kind.running["a2"].callback(None)
+        self.successResultOf(runner.stop(0))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_idle_poll_finds_due_jobs(self) -> None:
+        """With nothing to wake it, the runner claims again every IDLE_POLL seconds."""
+        kind, runner, clock = self.make()
+        runner.start()
+        kind.due = [_Job("a0", "a")]
+        clock.advance(IDLE_POLL - 0.01)
+        self.assertEqual(kind.running, {})
+        clock.advance(0.01)
+        self.assertEqual(list(kind.running), ["a0"])
+        kind.running["a0"].callback(None)
+        self.successResultOf(runner.stop(0))
+
+    def test_unwritable_result_kept_in_flight_and_written_later(self) -> None:
+        """A result the store cannot write keeps its job in flight (no second run) and
+        is written again RECORD_RETRY seconds later."""
+        kind, runner, clock = self.make()
+        job = _Job("a0", "a")
+        kind.due = [job]
+        kind.failing_writes = 1
+        runner.start()
+        kind.running["a0"].callback(None)
+        self.assertEqual((runner.in_flight, kind.done, kind.writes), (1, [], 1))
+        clock.advance(RECORD_RETRY - 0.1)
+        self.assertEqual((runner.in_flight, kind.due, kind.running), (1, [], {}))
+        clock.advance(0.1)
+        self.assertEqual((runner.in_flight, kind.done, kind.writes), (0, ["a0"], 2))
+        self.flushLoggedErrors()
+        runner.stop(0)
+        clock.advance(0)
+
+    def test_stop_waits_for_grace_then_cuts(self) -> None:
+        """Stopping waits ``grace`` seconds for running workers, then cuts them; the
+        Deferred fires once they ended and nothing is left scheduled."""
+        kind, runner, clock = self.make()
+        kind.due = [_Job("a0", "a")]
+        runner.start()
+        stopped = runner.stop(5)
+        clock.advance(4.9)
+        self.assertNoResult(stopped)
+        self.assertFalse(kind.cut_called)
+        clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertTrue(kind.cut_called)
+        self.assertEqual((runner.in_flight, kind.done, clock.getDelayedCalls()), (0, [], []))
