@@ -336,6 +336,7 @@ def build_service(
     clients = [ClientPolicies.from_config(config)]
     hooks.append(lambda new: clients.__setitem__(0, ClientPolicies.from_config(new)))
     rates = ClientRates(reactor, lambda name: clients[0].limits(name))
+    store.use_sandboxed(lambda name: clients[0].sandbox(name))
     # Started after the store (a later child), so the seed is read on its read thread.
     _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     secrets = SecretsWatch(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -90,9 +90,13 @@ def _rfc3339(when: float | None) -> str | None:
 
 
 def accepted_events(
-    connection: sqlite3.Connection, message: NewMessage, subscriptions: Subscriptions
+    connection: sqlite3.Connection,
+    message: NewMessage,
+    subscriptions: Subscriptions,
+    sandboxed: Callable[[str], bool] = lambda client: False,
 ) -> None:
-    """``message.accepted`` for ``message``, just inserted, if its client wants it."""
+    """``message.accepted`` for ``message``, just inserted, if its client wants it;
+    ``sandbox`` set if ``sandboxed(client)`` (its mail is recorded, never delivered)."""
     if not subscriptions.wants(message.client, "message.accepted"):
         return
     event = Event(
@@ -104,6 +108,7 @@ def accepted_events(
             "recipients": len(message.recipients),
             "channel": message.channel,
         },
+        sandbox=sandboxed(message.client),
     )
     insert_events(connection, [event], message.received_at, subscriptions)
 

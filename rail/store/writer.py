@@ -267,6 +267,10 @@ def _is_write(op: Op) -> bool:
     return isinstance(op, _WRITES) or (isinstance(op, AdminOp) and op.write)
 
 
+def _never(client: str) -> bool:
+    return False
+
+
 def count_pending(connection: sqlite3.Connection) -> int:
     """Messages with a recipient still to deliver: what ``max_queued`` limits."""
     row = connection.execute(
@@ -308,6 +312,9 @@ class Writer:
         self.commits = 0
         # Read by the writer thread when it stores events; replaced whole by the service.
         self.subscriptions: Subscriptions = NO_SUBSCRIPTIONS
+        # Whether a client's mail is recorded but never delivered (its events say
+        # ``sandbox``); replaced by the service, read by the writer thread.
+        self.sandboxed: Callable[[str], bool] = _never
         # A daemon thread: if the process exits without close(), SQLite's journal already
         # keeps every committed message and discards the uncommitted ones.
         self._thread = threading.Thread(target=self._run, name="rail-store-writer", daemon=True)
@@ -620,7 +627,7 @@ class Writer:
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
         insert_message(connection, message)
-        accepted_events(connection, message, self.subscriptions)
+        accepted_events(connection, message, self.subscriptions, self.sandboxed)
         if idempotency is not None:
             connection.execute(
                 "INSERT INTO idempotency (client, key, fingerprint, message_id, recipients,"

@@ -128,6 +128,21 @@ class AcceptedTests(_StoreTest):
             ],
         )
 
+    async def test_sandboxed_client(self) -> None:
+        """A sandboxed client's message.accepted says ``sandbox``; another's does not."""
+        self.store.use_sandboxed(lambda client: client == "app")
+        self.store.subscriptions = Subscriptions(
+            {
+                "app": Subscription(frozenset(EVENT_TYPES)),
+                "other": Subscription(frozenset(EVENT_TYPES)),
+            }
+        )
+        await self.queued(_message("a@example.net"))
+        await self.queued(_message("a@example.net", client="other", sender="o@rail.example"))
+        self.assertEqual(
+            [(e["client"], e["sandbox"]) for e in self.events()], [("app", True), ("other", False)]
+        )
+
     async def test_replay_makes_no_second_event(self) -> None:
         """The same request_id replayed queues nothing, so it tells nothing either."""
         key = IdempotencyKey("req-1", "fingerprint")
