@@ -29,6 +29,7 @@ from rail.eventscli import (
     check_issue_events,
     record_issue_events,
 )
+from rail.forward.check import forwarding_problems
 from rail.pki.files import PKIError, load_ca
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
@@ -39,6 +40,7 @@ from rail.pki.registry import AddressConflictError, Registry, RegistryError, reg
 from rail.queuecli import add_queue_commands
 from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
+from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
 from rail.webhooks.secretcli import add_webhook_secret_command, verification_keys
 
@@ -74,6 +76,9 @@ def _config(path: str) -> Config:
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    loops = forwarding_problems(config, _now())
+    if loops:
+        raise _CommandError(2, loops)
     warnings = _config_warnings(config)
     for line in warnings:
         sys.stderr.write(f"rail: warning: {line}\n")
@@ -472,6 +477,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_queue_commands(sub, with_config, _Parser)
     add_client_commands(sub, with_config, _Parser)
+    add_suppression_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
         dest="dkim_command", metavar="COMMAND", parser_class=_Parser

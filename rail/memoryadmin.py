@@ -86,6 +86,14 @@ class MemoryAdmin:
             recipient_domain(r.address) == query.domain.lower() for r in rows
         ):
             return False
+        if query.tag is not None and message.meta.tag != query.tag:
+            return False
+        if query.tag is not None and query.request_id is not None:
+            if message.meta.request_id != query.request_id:
+                return False
+        metadata = message.meta.metadata
+        if any(metadata.get(key) != value for key, value in query.metadata):
+            return False
         return query.recipient is None or any(r.address == query.recipient for r in rows)
 
     def list_messages(self, query: QueueQuery) -> Deferred[Page]:
@@ -101,12 +109,38 @@ class MemoryAdmin:
             key=lambda m: m.id,
             reverse=True,
         )
-        if query.request_id is not None:
-            seen = self._idempotency.get((query.client or "", query.request_id))
-            if seen is None:
+        if query.tag is not None or query.request_id is not None:
+            # As the SQLite store's meta indexes find them: any client's, then filtered.
+            every = sorted(self.messages.values(), key=lambda m: m.id, reverse=True)
+            if query.tag is not None:
+                window = [
+                    m
+                    for m in every
+                    if m.meta.tag == query.tag and (query.cursor is None or m.id < query.cursor)
+                ][:SCAN_BUDGET]
+            else:
+                window = [
+                    m
+                    for m in every
+                    if m.meta.request_id == query.request_id
+                    and (query.cursor is None or m.id < query.cursor)
+                ][:SCAN_BUDGET]
+                seen = self._idempotency.get((query.client or "", query.request_id or ""))
+                if seen is not None and seen.message_id in self.messages:
+                    if query.cursor is None or seen.message_id < query.cursor:
+                        if all(m.id != seen.message_id for m in window):
+                            window.append(self.messages[seen.message_id])
+            if not window:
                 return succeed(Page((), None))
-            window = [m for m in window if m.id == seen.message_id]
-        window = window[:SCAN_BUDGET]
+            boundary = min(m.id for m in window) if len(window) >= SCAN_BUDGET else None
+            window = sorted(
+                (m for m in window if query.client is None or m.client == query.client),
+                key=lambda m: m.id,
+                reverse=True,
+            )
+        else:
+            window = window[:SCAN_BUDGET]
+            boundary = window[-1].id if len(window) == SCAN_BUDGET else None
         found = [m for m in window if self._matches(m, query)][:limit]
         summaries = tuple(
             MessageSummary(
@@ -117,12 +151,13 @@ class MemoryAdmin:
                 size=len(m.data),
                 status=self._status_of(m.id),
                 recipients=tuple(r.address for r in self._rows(m)),
+                meta=m.meta,
             )
             for m in found
         )
         if len(summaries) == limit:
             return succeed(Page(summaries, summaries[-1].id))
-        return succeed(Page(summaries, window[-1].id if len(window) == SCAN_BUDGET else None))
+        return succeed(Page(summaries, boundary))
 
     def show_message(self, message_id: str) -> Deferred[MessageDetail | None]:
         """Everything kept about ``message_id``, or None."""
@@ -143,6 +178,7 @@ class MemoryAdmin:
                     recipients=rows,
                     reason=next((r.last_reply for r in rows if r.status == "failed"), None),
                     body_purged_at=self._body_purged.get(("outbound", message.id)),
+                    meta=message.meta,
                 ),
                 held=self._is_held(message_id),
                 head=message.data[:HEAD_BYTES],

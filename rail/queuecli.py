@@ -37,7 +37,13 @@ from rail.pki.files import PKIError, ca_cert_path
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import OperationError, ensure_directory, issue_client
 
-__all__ = ["LOCAL_ADMIN", "add_queue_commands", "local_admin_certificate"]
+__all__ = [
+    "LOCAL_ADMIN",
+    "AdminAPI",
+    "AdminAPIError",
+    "add_queue_commands",
+    "local_admin_certificate",
+]
 
 LOCAL_ADMIN = "rail-cli"
 """The name of the admin certificate the CLI issues for itself."""
@@ -312,7 +318,9 @@ def add_queue_commands(
 
     p = queue.add_parser("list", help="list messages, newest first")
     common(p)
-    p.add_argument("--status", help="queued, deferred, held, sent, bounced, failed or deleted")
+    p.add_argument(
+        "--status", help="queued, deferred, held, sent, bounced, failed, deleted or suppressed"
+    )
     p.add_argument("--client", help="only this client's messages")
     p.add_argument("--domain", help="messages with a recipient in this domain")
     p.add_argument("--recipient", help="messages to this address")
@@ -345,3 +353,9 @@ def add_queue_commands(
         if reason is not None:
             p.add_argument("--reason", required=reason == "required", help="kept with the message")
         p.set_defaults(func=_run(_action(action)))
+
+
+# For the other admin-API commands (``rail suppressions``): the same connection, server
+# look-up, admin certificate and exit codes.
+AdminAPI = _Client
+AdminAPIError = _FailedError

@@ -23,8 +23,9 @@ from twisted.logger import Logger
 from rail.acme.challenges import PendingChallenges
 from rail.acme.service import build_acme
 from rail.bounces.secret import return_paths
-from rail.config import Config
+from rail.config import Config, ConfigError
 from rail.config.clients import ClientPolicies
+from rail.config.errors import Problem
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
 from rail.delivery.bounces import dsn_builder
@@ -38,6 +39,11 @@ from rail.dns.service import build_dns
 from rail.doctor.inputs import DoctorError
 from rail.doctor.run import domains_report
 from rail.events.subscriptions import Subscriptions
+from rail.forward.bounces import dsn_recipient
+from rail.forward.forwarding import Forwarding
+from rail.forward.loops import forward_problems
+from rail.forward.secret import load_secret
+from rail.forward.srs import SRS
 from rail.gate import SMTP_REFUSALS
 from rail.inbound.directory import Directory, DirectoryService
 from rail.inbound.verifier import Verifier
@@ -273,6 +279,9 @@ def build_service(
         pki = prepare_pki(config, now)
     keys = KeyStore.open(config.data_dir / "dkim")
     ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
+    # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
+    srs = SRS(load_secret(config.data_dir))
+    unwrap = dsn_recipient(srs, reactor.seconds)
     store = SQLiteStore.open(
         config.data_dir / "queue",
         reactor,
@@ -373,7 +382,9 @@ def build_service(
             mta_sts=mta_sts,
             deadlines=_http_deadlines(config, refusals),
             public_stats=config.web.public_stats,
-            dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
+            dsn=dsn_builder(
+                config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
+            ),
             domains=_doctor_report(config, reactor, hooks),
             client_events=event_watch,
             rates=rates,
@@ -439,12 +450,24 @@ def build_service(
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
         directory.load()
+        loops = forward_problems(directory.current())
+        if loops:  # fail closed, as rail config-check does
+            raise ConfigError([Problem(*line.split(": ", 1)) for line in loops])
         DirectoryService(directory).setServiceParent(root)
         certificates = directory
+        forwarding = Forwarding.in_pool(
+            reactor,
+            srs=srs,
+            keys=keys,
+            authserv_id=config.hostname,
+            refusals=refusals,
+        )
 
         def follow(new: Config) -> None:
             directory.reconfigure(new)
             directory.refresh()
+            for loop in forward_problems(directory.current()):  # reloaded: said, not refused
+                _log.error("inbound routing: {problem}", problem=loop)
 
         hooks.append(follow)
         cached = Workers(reactor, name="rail-verify")
@@ -467,6 +490,7 @@ def build_service(
                 hostname=config.hostname,
                 header_limits=header_limits(config),
                 refusals=refusals,
+                forwarding=forwarding,
                 bounces=None
                 if verp is None
                 else BounceIntake(
@@ -574,6 +598,7 @@ def build_service(
             keys,
             stats,
             sandboxed=lambda name: clients[0].sandbox(name),
+            dsn_recipient=unwrap,
             return_paths=verp,
         )
         delivery.setServiceParent(root)

@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from rail.config import ConfigError, load_config
 from rail.dkim.keys import DKIMKeyError
+from rail.forward.secret import SRSSecretError
 from rail.logjson import json_line
 from rail.logtext import classic_line, twistd_observer
 from rail.ownership import HandOver, target_ids
@@ -96,7 +97,11 @@ def makeService(options: Any) -> IService:
     _log_format[0] = config.logging.format
     try:
         root = build_service(config, reactor, config_path=Path(options["config"]))
-    except (PKIError, StoreUnavailableError, DKIMKeyError) as e:
+    except ConfigError as e:  # forwarding loops need the registry: known only here
+        for problem in e.problems:
+            sys.stderr.write(f"rail: {problem}\n")
+        raise SystemExit(2) from None
+    except (PKIError, StoreUnavailableError, DKIMKeyError, SRSSecretError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None
     # Started as root with --uid/--gid: what the start creates in data_dir as root goes to

@@ -7,13 +7,15 @@ so those tests need no threads, files or wall time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from rail.events.model import Event
 from rail.inbound.model import (
     IInboundStore,
     InboundMessage,
@@ -24,6 +26,7 @@ from rail.inbound.model import (
     new_jobs,
 )
 from rail.memoryadmin import MemoryAdmin
+from rail.memorysuppressions import MemorySuppressions
 from rail.store.adminmodel import AdminAction, Attempt, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.ids import id_time
@@ -36,6 +39,7 @@ from rail.store.model import (
     Conflict,
     DeliveryJob,
     DueRecipient,
+    IBatchAccept,
     IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
@@ -51,8 +55,12 @@ from rail.store.model import (
     RecipientStatus,
     Replayed,
     StoreUnavailableError,
+    SuppressedRecipient,
     overall_status,
 )
+from rail.store.sendcheck import suppressed_event, suppressed_row
+from rail.store.suppressionmodel import ISuppressionList
+from rail.store.suppressions import Suppression, normalize
 from rail.store.writer import IDEMPOTENCY_TTL
 
 __all__ = ["MemoryStore"]
@@ -64,6 +72,7 @@ class _Remembered:
     message_id: str
     recipients: int
     created_at: float
+    suppressed: tuple[SuppressedRecipient, ...] = ()
 
 
 @attrs.define
@@ -80,8 +89,16 @@ class _Hook:
     updated_at: float
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue)
-class MemoryStore(MemoryAdmin):
+@implementer(
+    IQueueStore,
+    IBatchAccept,
+    IDeliveryQueue,
+    IInboundStore,
+    IRetention,
+    IAdminQueue,
+    ISuppressionList,
+)
+class MemoryStore(MemoryAdmin, MemorySuppressions):
     """An in-memory :class:`IQueueStore` with the same answers as the SQLite store.
 
     Every Deferred it returns has already fired. Knobs for tests:
@@ -90,6 +107,9 @@ class MemoryStore(MemoryAdmin):
     - ``full``: every ``accept`` of a new message fails with :class:`QueueFullError`;
     - ``messages``: what was accepted, by id (read it, or seed it);
     - :meth:`update_recipient`: play the delivery side to test status rendering;
+    - ``suppressions``: each client's suppression list, by (client, address), checked
+      by ``accept`` as the SQLite store checks it; ``events``: the events stored (every
+      client counts as subscribed to every type);
     - damage at rest: replace a message in ``messages`` or ``inbound`` with one whose
       ``data`` differs from what was accepted (``attrs.evolve``; ``data`` may even be a
       ``str`` or None): the next claim that reads it quarantines it, as the SQLite store
@@ -121,6 +141,8 @@ class MemoryStore(MemoryAdmin):
         # Retention: when each message's bytes were dropped, by (queue, id).
         self._body_purged: dict[tuple[str, str], float] = {}
         self._purged_before = float("-inf")
+        self.suppressions: dict[tuple[str, str], Suppression] = {}
+        self.events: list[Event] = []
 
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
@@ -136,7 +158,7 @@ class MemoryStore(MemoryAdmin):
             seen = self._idempotency.get((message.client, idempotency.key))
             if seen is not None and seen.created_at >= message.received_at - IDEMPOTENCY_TTL:
                 if seen.fingerprint == idempotency.fingerprint:
-                    return succeed(Replayed(seen.message_id, seen.recipients))
+                    return succeed(Replayed(seen.message_id, seen.recipients, seen.suppressed))
                 return succeed(Conflict(seen.message_id))
         if self.full:
             return fail(QueueFullError("queue full"))
@@ -144,16 +166,46 @@ class MemoryStore(MemoryAdmin):
             return fail(StoreUnavailableError(f"message {message.id} already stored"))
         self.messages[message.id] = message
         self._stored[message.id] = _fingerprint(message.data)
-        self._recipients[message.id] = _fresh_rows(message)
+        rows = _fresh_rows(message)
+        answer: list[SuppressedRecipient] = []
+        for index, address in enumerate(message.recipients):
+            entry = self.suppressions.get((message.client, normalize(address)))
+            if entry is None:
+                continue
+            rows[index] = suppressed_row(address, entry.reason, message.received_at)
+            answer.append(SuppressedRecipient(address, entry.reason))
+            self.events.append(suppressed_event(message, address, entry))
+        self._recipients[message.id] = rows
         if idempotency is not None:
             self._idempotency[(message.client, idempotency.key)] = _Remembered(
                 fingerprint=idempotency.fingerprint,
                 message_id=message.id,
                 recipients=len(message.recipients),
                 created_at=message.received_at,
+                suppressed=tuple(answer),
             )
-        self._notify()
-        return succeed(Accepted(message.id, len(message.recipients)))
+        if len(answer) < len(message.recipients):
+            self._notify()
+        return succeed(Accepted(message.id, len(message.recipients), tuple(answer)))
+
+    def accept_many(
+        self, items: Sequence[tuple[NewMessage, IdempotencyKey | None]]
+    ) -> Deferred[list[object]]:
+        """Each item as :meth:`accept` answers it, a refusal as its exception."""
+        if self.closed:
+            return fail(StoreUnavailableError("store closed"))
+        results: list[object] = []
+        for message, key in items:
+            outcome = self.accept(message, key)
+            outcome.addErrback(lambda failure: failure.value)
+            results.append(self._fired(outcome))
+        return succeed(results)
+
+    @staticmethod
+    def _fired(deferred: Deferred[Any]) -> object:
+        box: list[object] = []
+        deferred.addBoth(box.append)
+        return box[0]
 
     def status(self, client: str, message_id: str) -> Deferred[MessageStatus | None]:
         """The status of ``message_id`` if ``client`` owns it, else None."""
@@ -173,6 +225,7 @@ class MemoryStore(MemoryAdmin):
                 recipients=recipients,
                 reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
                 body_purged_at=self._body_purged.get(("outbound", message.id)),
+                meta=message.meta,
             )
         )
 
@@ -512,6 +565,12 @@ class MemoryStore(MemoryAdmin):
             )
             for target in message.targets
         ]
+        for forward in message.forwards:  # queued with the message, as the SQLite store does
+            self.messages[forward.id] = forward
+            self._stored[forward.id] = _fingerprint(forward.data)
+            self._recipients[forward.id] = _fresh_rows(forward)
+        if message.forwards:
+            self._notify()
         jobs = new_jobs(message)
         for observer in self._inbound_observers:
             observer(jobs)

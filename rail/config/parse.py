@@ -146,10 +146,30 @@ _WEBHOOKS = r.section(
     },
 )
 
+
+def _route_problem(values: Mapping[str, Any]) -> str | None:
+    """A route must take its mail somewhere: to a client, to forward addresses, or both;
+    a rate limit applies to forwarding only."""
+    forward = values.get("forward", ())
+    if values.get("client") is None and not forward:
+        return "client or forward is required: where this route's mail goes"
+    limited = [k for k in ("forward_per_minute", "forward_per_hour") if values.get(k) is not None]
+    if limited and not forward:
+        return f"{' and '.join(limited)} without forward: nothing to limit"
+    return None
+
+
 _ROUTE = r.section(
     InboundRoute,
-    {"match": r.route_match, "client": r.client_name},
-    required={"match": "required: the addresses this route takes", "client": "required"},
+    {
+        "match": r.route_match,
+        "client": r.optional(r.client_name),
+        "forward": r.unique(r.list_of(r.email, "addresses")),
+        "forward_per_minute": r.optional(r.integer(1, 1_000_000)),
+        "forward_per_hour": r.optional(r.integer(1, 1_000_000)),
+    },
+    required={"match": "required: the addresses this route takes"},
+    check=_route_problem,
 )
 
 _INBOUND = r.section(

@@ -168,14 +168,24 @@ class Webhooks:
 
 @attrs.frozen(kw_only=True)
 class InboundRoute:
-    """Mail to addresses matching ``match`` goes to the application ``client``."""
+    """Mail to addresses matching ``match`` goes to the application ``client``, is
+    forwarded to the ``forward`` addresses, or both."""
 
     match: str
     """``*@domain`` (every address of a domain), ``local@domain`` (one address), or
     ``regex:PATTERN`` (a Python regular expression matched against the whole address,
     lower-cased domain)."""
-    client: str
-    """The client name (certificate CN) whose webhook receives the mail."""
+    client: str | None = None
+    """The client name (certificate CN) whose webhook receives the mail; may be left out
+    when ``forward`` is set (at least one of the two is)."""
+    forward: tuple[str, ...] = ()
+    """Addresses outside Rail's local domains the mail is re-sent to, through the
+    outbound queue, with SRS and an ARC seal (docs/forwarding.md)."""
+    forward_per_minute: int | None = None
+    """At most this many messages forwarded by this route per minute (null: no limit);
+    past it, RCPT is answered ``451 4.7.0``, so a flood cannot spoil Rail's reputation."""
+    forward_per_hour: int | None = None
+    """At most this many messages forwarded by this route per hour (null: no limit)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -38,6 +38,7 @@ def dsn_builder(
     hostname: str,
     now: Callable[[], float],
     on_reactor: Callable[..., object] | None = None,
+    recipient: Callable[[BounceReport], str] | None = None,
 ) -> DSNBuilder:
     """A :data:`DSNBuilder` reporting as ``hostname``; ``now`` is the clock.
 
@@ -46,6 +47,8 @@ def dsn_builder(
     bounced message's header section makes the builder raise) is logged through it and
     none is sent, so the bounce is still recorded: the alternative, failing the record,
     would leave the recipients pending and deliver the message again and again.
+    ``recipient(report)`` chooses where the DSN goes (default: the bounced message's
+    sender; forwarding unwraps its SRS senders, :mod:`rail.forward.bounces`).
     """
 
     def build(report: BounceReport) -> NewMessage | None:
@@ -86,15 +89,16 @@ def dsn_builder(
             now=when,
             message_id=message_id,
         )
+        to = recipient(report) if recipient is not None else report.sender
         return NewMessage(
             id=message_id,
             client=report.client,
             sender="",
-            recipients=(report.sender,),
+            recipients=(to,),
             data=data,
             channel="smtp",
             received_at=when,
-            smtputf8=not report.sender.isascii(),
+            smtputf8=not to.isascii(),
             eight_bit=any(byte > 127 for byte in data),
         )
 

@@ -28,7 +28,8 @@ from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler,
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
 from rail.dkim.keys import KeyStore
-from rail.store.model import IDeliveryQueue
+from rail.forward.clients import forwarding_domain
+from rail.store.model import BounceReport, DeliveryJob, IDeliveryQueue
 
 __all__ = ["DeliveryService", "build_delivery"]
 
@@ -68,11 +69,13 @@ def build_delivery(
     rng: random.Random | None = None,
     sandboxed: Callable[[str], bool] | None = None,
     return_paths: ReturnPaths | None = None,
+    dsn_recipient: Callable[[BounceReport], str] | None = None,
 ) -> DeliveryService:
     """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
     signed and recorded but not sent (:mod:`rail.delivery.sandbox`); with ``return_paths``,
     mail goes out with its signed return path (``bounces.enabled``) instead of the app's
-    address."""
+    address; ``dsn_recipient`` chooses where a DSN goes (see
+    :func:`rail.delivery.bounces.dsn_builder`)."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
@@ -116,7 +119,9 @@ def build_delivery(
         route=route,
         connect=connect,
         prepare=preparer,
-        dsn=dsn_builder(config.hostname, reactor.seconds, reactor.callFromThread),
+        dsn=dsn_builder(
+            config.hostname, reactor.seconds, reactor.callFromThread, recipient=dsn_recipient
+        ),
         policy=RetryPolicy(schedule=delivery.retry, max_age=delivery.max_age),
         limits=DeliveryLimits(
             concurrency=delivery.concurrency,
@@ -126,8 +131,19 @@ def build_delivery(
         rng=rng,
         observer=observer,
         sandboxed=sandboxed,
-        return_path=None
-        if return_paths is None
-        else lambda job: return_paths.address(job.message_id, job.sender),
+        return_path=None if return_paths is None else signed_return_path(return_paths),
     )
     return DeliveryService(scheduler, config.shutdown.grace_period, threads)
+
+
+def signed_return_path(return_paths: ReturnPaths) -> Callable[[DeliveryJob], str]:
+    """The MAIL FROM of a job when ``bounces.enabled``: its signed return path, except
+    for forwarded mail, whose SRS sender takes its bounces back to the original sender
+    (:mod:`rail.forward`)."""
+
+    def mail_from(job: DeliveryJob) -> str:
+        if forwarding_domain(job.client) is not None:
+            return job.sender
+        return return_paths.address(job.message_id, job.sender)
+
+    return mail_from

@@ -1,5 +1,9 @@
 """DKIM-signs each message as it leaves, for the domain of its From address.
 
+Forwarded mail (:mod:`rail.forward`) is the exception: its From is someone else's, so it
+is signed for the *forwarding domain* named by its ``client`` value instead (the alias's
+domain; its original signatures stay in the message, untouched).
+
 Signing happens per attempt, over the stored bytes, with the key generation that was active
 when the message was accepted (so ``rail dkim rotate`` never strands queued mail). A domain
 with no keys yet (a certificate issued for a new domain since start-up) gets them on first
@@ -21,6 +25,7 @@ from twisted.logger import Logger
 
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dkim.sign import from_domain, sign
+from rail.forward.clients import forwarding_domain
 from rail.store.model import DeliveryJob
 
 __all__ = ["Signer"]
@@ -50,7 +55,7 @@ class Signer:
     def prepare(self, job: DeliveryJob) -> bytes:
         """The bytes to send for ``job``: its DKIM-Signature fields, then the message."""
         log = self._on_reactor
-        domain = from_domain(job.data)
+        domain = forwarding_domain(job.client) or from_domain(job.data)
         if domain is None:
             log(
                 _log.warn,

@@ -65,6 +65,11 @@ class Authentication:
     ``pct``; None without a DMARC record."""
     spf_reason: str | None = None
     dmarc_reason: str | None = None
+    arc: Literal["pass", "fail", "none", "temperror"] = "none"
+    """The ARC chain's validation (RFC 8617 §5.2, dkimpy's ``arc_verify``): ``none``
+    without ARC sets; ``temperror`` when a key could not be fetched."""
+    arc_instance: int = 0
+    """The highest ARC instance (``i=``) found, 0 without ARC sets."""
 
     def as_json(self) -> dict[str, Any]:
         """The ``authentication`` field of the webhook payload (docs/webhooks.md)."""
@@ -85,6 +90,7 @@ class Authentication:
                 "domain": self.from_domain,
                 "policy": self.dmarc_policy,
             },
+            "arc": {"result": self.arc, "instance": self.arc_instance},
         }
 
 
@@ -118,6 +124,10 @@ class InboundMessage:
     bounce_allowed: bool
     peer: str = ""
     tls: bool = False
+    forwards: tuple[Any, ...] = ()
+    """Outbound messages (:class:`rail.store.model.NewMessage`) forwarding makes of this
+    one (:mod:`rail.forward.copies`): queued in the same transaction as the message, so
+    nothing is lost between accepting it and re-sending it."""
 
 
 @attrs.frozen
@@ -201,8 +211,9 @@ class IInboundStore(Interface):
     """The durable inbound spool. Every method returns a Deferred and never blocks."""
 
     def accept_inbound(message: InboundMessage) -> Any:  # noqa: N805
-        """Make ``message`` and one ``queued`` webhook job per target durable (fsynced);
-        fires with :class:`rail.store.model.Accepted` (``recipients`` = number of jobs), or
+        """Make ``message``, one ``queued`` webhook job per target and its ``forwards``
+        (queued for outbound delivery) durable (fsynced); fires with
+        :class:`rail.store.model.Accepted` (``recipients`` = number of jobs), or
         fails with QueueFullError or StoreUnavailableError and stores nothing."""
 
     def claim_webhooks(now: float, limit: int, exclude: frozenset[tuple[str, str]]) -> Any:  # noqa: N805

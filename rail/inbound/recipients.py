@@ -63,10 +63,14 @@ RefusalReason = Literal["relay", "relay-syntax", "unknown", "no-webhook"]
 
 @attrs.frozen
 class Route:
-    """Mail for the address goes to ``client``'s webhook ``url``."""
+    """Mail for the address goes to ``client``'s webhook ``url`` (both None for a route
+    that only forwards), and is re-sent to the ``forward`` addresses; ``index`` is the
+    matching entry of ``inbound.routes`` (None for a certificate's own address)."""
 
-    client: str
-    url: str
+    client: str | None
+    url: str | None
+    forward: tuple[str, ...] = ()
+    index: int | None = None
 
 
 @attrs.frozen
@@ -169,6 +173,16 @@ def _to(table: RecipientTable, client: str) -> Route | Refusal:
     return Route(client, url)
 
 
+def _routed(table: RecipientTable, route: InboundRoute, index: int) -> Route | Refusal:
+    """A configured route: its client's webhook, its forward addresses, or both. A
+    forwarding route whose client cannot take mail still forwards."""
+    if not route.forward:
+        assert route.client is not None  # parse_config: client or forward
+        return _to(table, route.client)
+    url = table.webhooks.get(route.client) if route.client is not None else None
+    return Route(route.client if url else None, url, route.forward, index)
+
+
 def route_recipient(table: RecipientTable, address: str) -> Route | Refusal:
     """Where mail for ``address`` (a RCPT path as the parser returns it) goes."""
     local, at, raw_domain = address.rpartition("@")
@@ -187,20 +201,22 @@ def route_recipient(table: RecipientTable, address: str) -> Route | Refusal:
         client = table.addresses.get(("postmaster", domain))
     if client is not None:
         return _to(table, client)
-    for compiled in table.compiled_routes:
+    for index, compiled in enumerate(table.compiled_routes):
         if compiled.matches(local, domain) or (
             postmaster and compiled.matches("postmaster", domain)
         ):
-            return _to(table, compiled.route.client)
+            return _routed(table, compiled.route, index)
     return Refusal(USER_UNKNOWN, "unknown")
 
 
 def webhook_targets(routed: Sequence[tuple[str, Route]]) -> tuple[WebhookTarget, ...]:
     """One target per client, in the order of each client's first recipient, with its
-    recipients in RCPT order."""
+    recipients in RCPT order (routes that only forward have none)."""
     urls: dict[str, str] = {}
     recipients: dict[str, list[str]] = {}
     for address, route in routed:
+        if route.client is None or route.url is None:
+            continue
         urls.setdefault(route.client, route.url)
         recipients.setdefault(route.client, []).append(address)
     return tuple(
@@ -215,10 +231,15 @@ def routing_problems(table: RecipientTable) -> list[str]:
     nowhere to go (such mail is refused ``550 5.1.1``)."""
     problems: list[str] = []
     for index, route in enumerate(table.routes):
-        if route.client not in table.webhooks:
+        if route.client is not None and route.client not in table.webhooks:
             problems.append(
                 f"inbound.routes[{index}]: client {route.client!r} has no valid certificate"
-                " with a webhook; mail for these addresses is refused"
+                " with a webhook; "
+                + (
+                    "this route only forwards"
+                    if route.forward
+                    else "mail for these addresses is refused"
+                )
             )
     if table.postmaster is not None and table.postmaster not in table.webhooks:
         problems.append(

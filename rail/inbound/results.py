@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import authres  # type: ignore[import-untyped]
+import authres.arc  # type: ignore[import-untyped]
 import authres.dmarc  # type: ignore[import-untyped]
 
 from rail.inbound.model import Authentication, DKIMResult
@@ -35,7 +36,7 @@ _AUTHSERV = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;()"]+))')
 def authentication_results(authserv_id: str, auth: Authentication) -> str:
     """The whole field, ``Authentication-Results: <authserv-id>; spf=...; dkim=...;
     dmarc=...``, folded, without a final CRLF."""
-    clauses = [_spf(auth), *_dkim(auth.dkim), _dmarc(auth)]
+    clauses = [_spf(auth), *_dkim(auth.dkim), _dmarc(auth), _arc(auth)]
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=clauses)
     lines = [f"{FIELD_NAME}: {header.authserv_id};"]
     for number, clause in enumerate(clauses):
@@ -87,6 +88,12 @@ def _dmarc(auth: Authentication) -> object:
         reason=_clean(auth.dmarc_reason),
         properties=properties,
     )
+
+
+def _arc(auth: Authentication) -> object:
+    """``arc=``: what ARC signing of a forwarded copy takes its ``cv=`` from."""
+    comment = f"i={auth.arc_instance}" if auth.arc_instance else None
+    return authres.arc.ARCAuthenticationResult(result=auth.arc, result_comment=comment)
 
 
 def _clean(reason: str | None) -> str | None:

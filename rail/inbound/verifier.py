@@ -1,4 +1,4 @@
-"""SPF, DKIM and DMARC for a message received on port 25, without blocking the reactor.
+"""SPF, DKIM, DMARC and ARC for a message received on port 25, without blocking the reactor.
 
 pyspf and dkimpy are synchronous, so the whole check runs in a worker thread and asks
 DNS through :class:`rail.inbound.lookup.ThreadedLookup` (twisted.names on the reactor,
@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rail.inbound.arcverify import ARCResult, verify_arc
 from rail.inbound.dkimverify import MAX_SIGNATURES, verify_dkim
 from rail.inbound.dmarc import DMARCOutcome, author_domain, discover, evaluate
 from rail.inbound.lookup import CacheMiss, ThreadedLookup
@@ -163,6 +164,12 @@ class Verifier:
         except Exception:
             broken.append(("DMARC", Failure()))  # type: ignore[no-untyped-call, unused-ignore]
             dmarc = DMARCOutcome(result="temperror", reason="internal error")
+        arc: tuple[ARCResult, int]
+        try:
+            arc = verify_arc(self.lookup, data)
+        except Exception:
+            broken.append(("ARC", Failure()))  # type: ignore[no-untyped-call, unused-ignore]
+            arc = ("temperror", 0)
         auth = Authentication(
             spf=spf.result,
             spf_scope=spf.scope,
@@ -173,6 +180,8 @@ class Verifier:
             dmarc_policy=dmarc.policy,
             spf_reason=spf.reason,
             dmarc_reason=dmarc.reason,
+            arc=arc[0],
+            arc_instance=arc[1],
         )
         return auth, broken
 

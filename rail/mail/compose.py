@@ -45,7 +45,7 @@ from rail.mail.request import _UNSAFE, ComposeError, SendRequest, _invalid, pars
 from rail.policy.identity import ClientIdentity
 from rail.policy.sender import ADMIN_CANNOT_SEND, check_from_header, check_sender
 from rail.policy.verdict import Reject
-from rail.store.model import IdempotencyKey, NewMessage
+from rail.store.model import IdempotencyKey, MessageMeta, NewMessage
 
 __all__ = [
     "HEADER_TOO_LARGE",
@@ -356,5 +356,10 @@ def compose(
         received_at=now,
         smtputf8=request.smtputf8,
         eight_bit=not data.isascii(),
+        meta=MessageMeta(
+            request_id=None if request.idempotency is None else request.idempotency.key,
+            tag=request.meta.tag,
+            metadata=request.meta.metadata,
+        ),
     )
     return Submission(message=message, idempotency=request.idempotency)

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from rail.mail.addresses import Mailbox, _address_problem, _unescape, _unquote
+from rail.mail.meta import MetaFields, check_meta
 from rail.store.model import IdempotencyKey
 
 __all__ = [
@@ -39,7 +40,10 @@ INVALID_JSON = "INVALID_JSON"
 INVALID_REQUEST = "INVALID_REQUEST"
 
 _FIELDS = frozenset(
-    "from to cc bcc reply_to subject body_text body_html headers attachments request_id".split()
+    (
+        "from to cc bcc reply_to subject body_text body_html headers attachments request_id"
+        " tag metadata"
+    ).split()
 )
 _ATTACHMENT_FIELDS = frozenset({"filename", "content_type", "content"})
 
@@ -111,6 +115,7 @@ class SendRequest:
     headers: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = ()
     idempotency: IdempotencyKey | None = None
+    meta: MetaFields = attrs.field(factory=MetaFields)
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -415,6 +420,9 @@ def parse_request(body: bytes, idempotency_header: str | None = None) -> SendReq
     idempotency = _idempotency(document, idempotency_header)
     if isinstance(idempotency, ComposeError):
         return idempotency
+    meta = check_meta(document.get("tag"), document.get("metadata"))
+    if isinstance(meta, str):
+        return ComposeError(INVALID_REQUEST, 400, meta, limit="metadata")
     if not (lists["to"] or lists["cc"] or lists["bcc"]):
         return _invalid("at least one recipient is required in to, cc or bcc")
     if texts["body_text"] is None and texts["body_html"] is None and not attachments:
@@ -431,4 +439,5 @@ def parse_request(body: bytes, idempotency_header: str | None = None) -> SendReq
         headers=headers,
         attachments=tuple(attachments),
         idempotency=idempotency,
+        meta=meta,
     )

@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.config.schema import Inbound
+from rail.forward.copies import ForwardRequest, Received
+from rail.forward.forwarding import Forwarding, Return
 from rail.inbound.model import Authentication, IInboundStore, InboundMessage
 from rail.inbound.policy import (
     authentication_verdict,
@@ -83,8 +86,11 @@ class InboundSession:
         verify_timeout: float = 120.0,
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
+        forwarding: Forwarding | None = None,
         bounces: BounceIntake | None = None,
     ) -> None:
+        self._forwarding = forwarding
+        self._returns: dict[str, Return] = {}
         self._bounces = bounces  # return paths (bounces.enabled): rail.smtp.bounceintake
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
@@ -111,6 +117,7 @@ class InboundSession:
 
     def check_mail(self, envelope: Envelope) -> Reject | None:
         self._routes = {}
+        self._returns = {}
         if self._bounces is not None:
             self._bounces.reset()
         if self._settings.require_tls and not envelope.tls:
@@ -118,13 +125,17 @@ class InboundSession:
         return None
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        table = self._recipients()
         if self._bounces is not None:
-            taken = self._bounces.check_rcpt(
-                self._recipients(), envelope, recipient, bool(self._routes)
-            )
+            taken = self._bounces.check_rcpt(table, envelope, recipient, bool(self._routes))
             if taken is not ORDINARY:
                 return taken
-        decision = route_recipient(self._recipients(), recipient)
+        returned = (
+            self._forwarding.rcpt(table, recipient, envelope.peer) if self._forwarding else None
+        )
+        if isinstance(returned, Reject | Return):
+            return self._returned(recipient, returned)
+        decision = route_recipient(table, recipient)
         if isinstance(decision, Refusal):
             _log.info(
                 "refused rcpt={rcpt} peer={peer} reason={reason} code={code}",
@@ -135,7 +146,18 @@ class InboundSession:
                 client=decision.client,
             )
             return decision.reject
+        if decision.forward and self._forwarding is not None:
+            limited = self._forwarding.over_limit(table, decision, envelope.peer)
+            if limited is not None:
+                return limited
         self._routes[recipient] = decision
+        return None
+
+    def _returned(self, recipient: str, returned: Return | Reject) -> Reject | None:
+        """A bounce to an SRS address: refused when bad, else returned at the end."""
+        if isinstance(returned, Reject):
+            return returned
+        self._returns[recipient] = returned
         return None
 
     def deliver(self, envelope: Envelope, data: bytes) -> Any:
@@ -152,7 +174,10 @@ class InboundSession:
                 return handled
             self._routes = dict.fromkeys(envelope.recipients, handled)  # postmaster's
         routed: list[tuple[str, Route]] = []
+        returns = tuple(self._returns[r] for r in envelope.recipients if r in self._returns)
         for recipient in envelope.recipients:
+            if recipient in self._returns:
+                continue
             route = self._routes.get(recipient)
             if route is None:  # not expected: every recipient passed check_rcpt
                 decision = route_recipient(self._recipients(), recipient)
@@ -161,6 +186,7 @@ class InboundSession:
                 route = decision
             routed.append((recipient, route))
         self._routes = {}
+        self._returns = {}
         verifying: defer.Deferred[Authentication] = defer.maybeDeferred(
             self._verifier.verify, envelope.peer, envelope.helo, envelope.sender, data
         )
@@ -168,7 +194,7 @@ class InboundSession:
         return verifying.addCallbacks(
             self._verified,
             self._verify_failed,
-            callbackArgs=(envelope, data, tuple(routed)),
+            callbackArgs=(envelope, data, tuple(routed), returns),
             errbackArgs=(envelope,),
         )
 
@@ -187,6 +213,7 @@ class InboundSession:
         envelope: Envelope,
         data: bytes,
         routed: tuple[tuple[str, Route], ...],
+        returns: tuple[Return, ...] = (),
     ) -> Any:
         verdict = authentication_verdict(auth, self._settings)
         if verdict is not None:
@@ -217,6 +244,11 @@ class InboundSession:
         stored = (received + "\r\n" + results + "\r\n").encode("utf-8") + body
         subjects = parse_header_section(body).values("subject")
         targets = webhook_targets(routed)
+        requests = tuple(
+            ForwardRequest(alias, route.forward, route.index)
+            for alias, route in routed
+            if route.forward and route.index is not None
+        )
         message = InboundMessage(
             id=message_id,
             sender=envelope.sender,
@@ -229,6 +261,41 @@ class InboundSession:
             peer=envelope.peer,
             tls=envelope.tls,
         )
+        if self._forwarding is None or not (requests or returns):
+            return self._spool(message, auth)
+        original = Received(
+            received=(received + "\r\n").encode("utf-8"),
+            results=(results + "\r\n").encode("utf-8"),
+            original=body,
+            sender=envelope.sender,
+            received_at=now,
+            smtputf8=envelope.smtputf8,
+            eight_bit=envelope.eight_bit,
+        )
+        table = self._recipients()
+        copying = self._forwarding.copies(original, requests, returns)
+        return copying.addCallbacks(
+            self._copied,
+            self._failed,
+            callbackArgs=(message, auth, table, requests),
+            errbackArgs=(message,),
+        )
+
+    def _copied(
+        self,
+        forwards: tuple[Any, ...],
+        message: InboundMessage,
+        auth: Authentication,
+        table: RecipientTable,
+        requests: tuple[ForwardRequest, ...],
+    ) -> Any:
+        spooled = self._spool(attrs.evolve(message, forwards=forwards), auth)
+        if self._forwarding is not None and requests:
+            forwarding = self._forwarding
+            spooled.addCallback(lambda reply: _counted(reply, forwarding, table, requests))
+        return spooled
+
+    def _spool(self, message: InboundMessage, auth: Authentication) -> defer.Deferred[Any]:
         accepted: defer.Deferred[Any] = defer.maybeDeferred(self._store.accept_inbound, message)
         return accepted.addCallbacks(
             self._accepted, self._failed, callbackArgs=(message, auth), errbackArgs=(message,)
@@ -237,7 +304,8 @@ class InboundSession:
     def _accepted(self, result: Any, message: InboundMessage, auth: Authentication) -> Reply:
         _log.info(
             "inbound accepted msg_id={msg_id} peer={peer} from={sender} clients={clients}"
-            " recipients={recipients} size={size} spf={spf} dmarc={dmarc} tls={tls}",
+            " recipients={recipients} size={size} spf={spf} dmarc={dmarc} tls={tls}"
+            " forwards={forwards}",
             msg_id=message.id,
             peer=message.peer,
             sender=message.sender or "<>",
@@ -247,6 +315,7 @@ class InboundSession:
             spf=auth.spf,
             dmarc=auth.dmarc,
             tls=message.tls,
+            forwards=",".join(f"{m.id}:{m.client}" for m in message.forwards) or "-",
         )
         return Reply(250, "2.0.0", f"Ok: queued as {message.id}")
 
@@ -263,3 +332,12 @@ class InboundSession:
         else:
             _log.failure("storing an inbound message failed", failure)
         return _UNAVAILABLE
+
+
+def _counted(
+    reply: Any, forwarding: Forwarding, table: RecipientTable, requests: tuple[ForwardRequest, ...]
+) -> Any:
+    """A forwarded message counts against its routes' rate limits once it is accepted."""
+    if isinstance(reply, Reply) and reply.code == 250:
+        forwarding.counted(table, requests)
+    return reply

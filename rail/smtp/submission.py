@@ -5,8 +5,10 @@ anyone without a valid certificate from Rail's CA). A session outlives the hands
 each MAIL FROM checks the certificate against the revocations loaded since
 (``530 5.7.0`` once it is revoked). MAIL FROM and every From header
 address must be one of the certificate's senders; any recipient may be addressed
-(authenticated relay). The message is completed (Received, and Message-ID, Date and From
-when absent) and acknowledged only once the queue has it on disk.
+(authenticated relay). ``X-Rail-Tag`` and ``X-Rail-Metadata-*`` fields become the
+message's tag and metadata and are taken out of it (:mod:`rail.mail.meta`; ``550 5.6.0``
+when they break the bounds). The message is completed (Received, and Message-ID, Date and
+From when absent) and acknowledged only once the queue has it on disk.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from twisted.python.failure import Failure
 from rail.audit import log_accepted
 from rail.mail.headers import HeaderLimits, completed, format_date, parse_header_section
 from rail.mail.limits import check_header_section
+from rail.mail.meta import MetaFields, take_meta_headers
 from rail.policy.identity import ClientIdentity, identity_from_certificate
 from rail.policy.rates import ClientRates, Limited
 from rail.policy.sender import check_from_header, check_sender
@@ -29,7 +32,13 @@ from rail.policy.verdict import Reject
 from rail.refusals import Refusals
 from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
-from rail.store.model import IQueueStore, NewMessage, QueueFullError, StoreUnavailableError
+from rail.store.model import (
+    IQueueStore,
+    MessageMeta,
+    NewMessage,
+    QueueFullError,
+    StoreUnavailableError,
+)
 
 __all__ = ["SubmissionSession"]
 
@@ -132,6 +141,15 @@ class SubmissionSession:
             verdict = check_from_header(identity, section.addresses(field))
             if verdict is not None:
                 return verdict
+        meta = MetaFields()
+        if any(name.startswith("x-rail-") for name, _ in section.fields):
+            taken = take_meta_headers(data, section.end)
+            if isinstance(taken, str):
+                if self._refusals is not None:
+                    self._refusals.refuse("submission", "metadata", envelope.peer)
+                return Reject(550, "5.6.0", f"Rejected: {taken}")
+            data, meta = taken
+            section = parse_header_section(data)
         now = self._clock.seconds()
         message_id = new_message_id(now)
         date = format_date(now)
@@ -164,6 +182,7 @@ class SubmissionSession:
             received_at=now,
             smtputf8=envelope.smtputf8,
             eight_bit=not full.isascii(),
+            meta=MessageMeta(tag=meta.tag, metadata=meta.metadata),
         )
         accepted: defer.Deferred[Any] = self._store.accept(message)
         return accepted.addCallbacks(self._accepted, self._failed, callbackArgs=(message,))

@@ -33,8 +33,16 @@ from rail.store.adminmodel import (
     RetryTarget,
 )
 from rail.store.deliveries import DSNBuilder, finish_bounced
-from rail.store.model import MessageStatus, NewMessage, RecipientStatus, overall_status
+from rail.store.messagemeta import read_meta
+from rail.store.model import (
+    MessageMeta,
+    MessageStatus,
+    NewMessage,
+    RecipientStatus,
+    overall_status,
+)
 from rail.store.purge import RECIPIENT_RETENTION, mark_finished
+from rail.store.sendcheck import merged, read_suppressed
 
 __all__ = [
     "ADMIN_SCHEMA",
@@ -130,28 +138,47 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
     if query.cursor is not None:
         window.append("id < ?")
         params.append(query.cursor)
-    if query.request_id is not None:
-        row = connection.execute(
-            "SELECT message_id FROM idempotency WHERE client = ? AND key = ?",
-            (query.client or "", query.request_id),
-        ).fetchone()
-        if row is None:
+    candidates = _by_meta(connection, query)
+    boundary: str | None
+    if candidates is not None:
+        # The window is the messages the tag or request id index names (client checked
+        # on them, not through its index, so the plan reads only these).
+        if not candidates:
             return Page((), None)
-        window.append("id = ?")
-        params.append(row[0])
-    where = f"WHERE {' AND '.join(window)}" if window else ""
-    # The oldest message the window reaches, found in the index alone: the page query
-    # then reads newest first down to it and stops at ``limit``.
-    boundary_row = connection.execute(
-        f"SELECT id FROM messages {where} ORDER BY id DESC LIMIT 1 OFFSET ?",  # noqa: S608
-        [*params, SCAN_BUDGET - 1],
-    ).fetchone()
-    boundary = None if boundary_row is None else str(boundary_row[0])
-    if boundary is not None:
-        window.append("id >= ?")
-        params.append(boundary)
-    outer = [f"m.{condition}" for condition in window]
-    outer_params: list[object] = list(params)
+        boundary = min(candidates) if len(candidates) >= SCAN_BUDGET else None
+        outer = [f"m.id IN ({', '.join('?' * len(candidates))})"]
+        outer_params: list[object] = list(candidates)
+        if query.client is not None:
+            outer.append("+m.client = ?")
+            outer_params.append(query.client)
+    else:
+        where = f"WHERE {' AND '.join(window)}" if window else ""
+        # The oldest message the window reaches, found in the index alone: the page query
+        # then reads newest first down to it and stops at ``limit``.
+        boundary_row = connection.execute(
+            f"SELECT id FROM messages {where} ORDER BY id DESC LIMIT 1 OFFSET ?",  # noqa: S608
+            [*params, SCAN_BUDGET - 1],
+        ).fetchone()
+        boundary = None if boundary_row is None else str(boundary_row[0])
+        if boundary is not None:
+            window.append("id >= ?")
+            params.append(boundary)
+        outer = [f"m.{condition}" for condition in window]
+        outer_params = list(params)
+    if query.tag is not None and query.request_id is not None:
+        # The window came from the tag index: the request id is checked on it.
+        outer.append(
+            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id"
+            " AND mm.request_id = ?)"
+        )
+        outer_params.append(query.request_id)
+    for key, value in query.metadata:
+        # Keys are [A-Za-z0-9_.-] (rail.mail.meta), so quoting them makes a valid path.
+        outer.append(
+            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id"
+            " AND json_extract(mm.metadata, ?) = ?)"
+        )
+        outer_params.extend((f'$."{key}"', value))
     if query.older_than is not None:
         outer.append("m.received_at < ?")
         outer_params.append(query.older_than)
@@ -163,6 +190,8 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
             "m.id IN (SELECT message_id FROM holds) AND EXISTS (SELECT 1 FROM recipients r"
             " WHERE r.message_id = m.id AND r.status IN ('queued', 'deferred'))"
         )
+    elif query.status == "suppressed":
+        outer.append("EXISTS (SELECT 1 FROM suppressed_recipients s WHERE s.message_id = m.id)")
     elif query.status is not None:
         outer.append(
             "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status = ?)"
@@ -188,19 +217,65 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
     rows = connection.execute(
         page + " ORDER BY m.id DESC LIMIT ?", [*outer_params, limit]
     ).fetchall()
-    messages = tuple(_summary(connection, row) for row in rows)
+    metas = read_meta(connection, [str(row[0]) for row in rows])
+    messages = tuple(_summary(connection, row, metas) for row in rows)
     if len(messages) == limit:
         return Page(messages, messages[-1].id)
     # A full window may have more matches past it: go on from its oldest message.
     return Page(messages, boundary)
 
 
-def _summary(connection: sqlite3.Connection, row: tuple[object, ...]) -> MessageSummary:
+def _by_meta(connection: sqlite3.Connection, query: QueueQuery) -> list[str] | None:
+    """For a query by tag or request id: the ids of up to :data:`SCAN_BUDGET` messages
+    below the cursor, newest first, that the ``message_meta`` index finds for it (any
+    client's: the caller filters); for a request id also the one the idempotency table
+    remembers (messages accepted before schema 8 have no meta). None for other queries."""
+    if query.tag is not None:
+        column, value = "tag", query.tag
+    elif query.request_id is not None:
+        column, value = "request_id", query.request_id
+    else:
+        return None
+    sql = f"SELECT message_id FROM message_meta WHERE {column} = ?"  # noqa: S608
+    params: list[object] = [value]
+    if query.cursor is not None:
+        sql += " AND message_id < ?"
+        params.append(query.cursor)
+    found = [
+        str(row[0])
+        for row in connection.execute(
+            sql + " ORDER BY message_id DESC LIMIT ?", [*params, SCAN_BUDGET]
+        )
+    ]
+    if query.request_id is not None and query.tag is None:
+        row = connection.execute(
+            "SELECT message_id FROM idempotency WHERE client = ? AND key = ?",
+            (query.client or "", query.request_id),
+        ).fetchone()
+        if row is not None and row[0] not in found:
+            if query.cursor is None or row[0] < query.cursor:
+                found.append(str(row[0]))
+    return found
+
+
+def _recipient_rows(connection: sqlite3.Connection, message_id: str) -> tuple[RecipientStatus, ...]:
+    """Every recipient of ``message_id`` in order, the suppressed ones included."""
+    queued = [
+        (int(r[0]), RecipientStatus(*r[1:7]))
+        for r in connection.execute(
+            "SELECT idx, address, status, attempts, last_reply, next_attempt_at, updated_at"
+            " FROM recipients WHERE message_id = ? ORDER BY idx",
+            (message_id,),
+        )
+    ]
+    return merged(queued, read_suppressed(connection, message_id))
+
+
+def _summary(
+    connection: sqlite3.Connection, row: tuple[object, ...], metas: dict[str, MessageMeta]
+) -> MessageSummary:
     message_id, client, sender, received_at, size = row
-    recipients = connection.execute(
-        "SELECT address, status FROM recipients WHERE message_id = ? ORDER BY idx",
-        (message_id,),
-    ).fetchall()
+    recipients = [(r.address, r.status) for r in _recipient_rows(connection, str(message_id))]
     return MessageSummary(
         id=str(message_id),
         client=str(client),
@@ -209,6 +284,7 @@ def _summary(connection: sqlite3.Connection, row: tuple[object, ...]) -> Message
         size=int(size),  # type: ignore[call-overload]
         status=_status(connection, str(message_id), tuple(status for _, status in recipients)),
         recipients=tuple(address for address, _ in recipients),
+        meta=metas.get(str(message_id), MessageMeta()),
     )
 
 
@@ -244,12 +320,12 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
     ).fetchone()
     if row is None:
         return None
-    rows = connection.execute(
-        "SELECT address, status, attempts, last_reply, next_attempt_at, updated_at, remote_mta"
-        " FROM recipients WHERE message_id = ? ORDER BY idx",
-        (message_id,),
-    ).fetchall()
-    recipients = tuple(RecipientStatus(*r[:6]) for r in rows)
+    recipients = _recipient_rows(connection, message_id)
+    mtas = dict(
+        connection.execute(
+            "SELECT idx, remote_mta FROM recipients WHERE message_id = ?", (message_id,)
+        ).fetchall()
+    )
     head = row[6] if isinstance(row[6], bytes) else b""
     history = tuple(
         Attempt(*a)
@@ -279,10 +355,11 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
             recipients=recipients,
             reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
             body_purged_at=row[7],
+            meta=read_meta(connection, [message_id]).get(message_id, MessageMeta()),
         ),
         held=_held(connection, message_id),
         head=head,
-        remote_mta=tuple(r[6] for r in rows),
+        remote_mta=tuple(mtas.get(index) for index in range(len(recipients))),
         actions=actions,
         history=history,
     )

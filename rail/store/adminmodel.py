@@ -17,7 +17,7 @@ from typing import Any, Literal
 import attrs
 from zope.interface import Interface
 
-from rail.store.model import MessageStatus
+from rail.store.model import MessageMeta, MessageStatus
 
 __all__ = [
     "HEAD_BYTES",
@@ -46,7 +46,16 @@ SCAN_BUDGET = 5000
 that matches rarely returns a short (even empty) page with a cursor to go on from, so
 no request costs more as the store grows."""
 
-LISTED_STATUSES = ("queued", "deferred", "held", "sent", "bounced", "failed", "deleted")
+LISTED_STATUSES = (
+    "queued",
+    "deferred",
+    "held",
+    "sent",
+    "bounced",
+    "failed",
+    "deleted",
+    "suppressed",
+)
 """What ``status`` may filter on: a message is listed under a recipient status when at
 least one of its recipients has it, and under ``held`` while it is on hold."""
 
@@ -72,6 +81,11 @@ class QueueQuery:
     request_id: str | None = None
     cursor: str | None = None
     limit: int = 50
+    tag: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    """``tag``: messages sent with exactly this tag (through the ``message_meta`` tag
+    index); ``metadata``: messages whose metadata has each of these key/value pairs
+    (checked on the messages the window reads; not indexed)."""
 
 
 @attrs.frozen
@@ -85,6 +99,7 @@ class MessageSummary:
     size: int
     status: str
     recipients: tuple[str, ...]
+    meta: MessageMeta = attrs.field(factory=MessageMeta)
 
 
 @attrs.frozen

@@ -245,8 +245,11 @@ def finish_bounced(
     return notification
 
 
-def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
-    """Store ``message`` and its queued recipient rows (no limits: the caller decided)."""
+def insert_message(
+    connection: sqlite3.Connection, message: NewMessage, skip: Collection[int] = ()
+) -> None:
+    """Store ``message`` and its queued recipient rows (no limits: the caller decided),
+    except the recipients whose index is in ``skip`` (suppressed: rail.store.sendcheck)."""
     connection.execute(
         "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
         " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -269,6 +272,7 @@ def insert_message(connection: sqlite3.Connection, message: NewMessage) -> None:
         [
             (message.id, index, address, message.received_at, message.received_at)
             for index, address in enumerate(message.recipients)
+            if index not in skip
         ],
     )
     insert_meta(connection, message.id, message.meta)

@@ -94,9 +94,12 @@ def accepted_events(
     message: NewMessage,
     subscriptions: Subscriptions,
     sandboxed: Callable[[str], bool] = lambda client: False,
+    queued: int | None = None,
 ) -> None:
     """``message.accepted`` for ``message``, just inserted, if its client wants it;
-    ``sandbox`` set if ``sandboxed(client)`` (its mail is recorded, never delivered)."""
+    ``sandbox`` set if ``sandboxed(client)`` (its mail is recorded, never delivered).
+    ``queued``: how many of its recipients were queued (the others were on the
+    suppression list), if not all."""
     if not subscriptions.wants(message.client, "message.accepted"):
         return
     event = Event(
@@ -105,7 +108,7 @@ def accepted_events(
         message.id,
         details={
             "from": message.sender,
-            "recipients": len(message.recipients),
+            "recipients": len(message.recipients) if queued is None else queued,
             "channel": message.channel,
         },
         sandbox=sandboxed(message.client),

@@ -124,7 +124,11 @@ def _stored(connection: sqlite3.Connection, row: Any) -> StoredMessage:
 
 
 def _recipients(connection: sqlite3.Connection, message_id: str) -> Iterator[str]:
+    """The whole envelope, the recipients a send found suppressed included."""
     for (address,) in connection.execute(
-        "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx", (message_id,)
+        "SELECT address FROM (SELECT idx, address FROM recipients WHERE message_id = ?"
+        " UNION ALL SELECT idx, address FROM suppressed_recipients WHERE message_id = ?)"
+        " ORDER BY idx",
+        (message_id, message_id),
     ):
         yield address

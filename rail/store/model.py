@@ -4,7 +4,9 @@ Status vocabulary (RAIL.md §4): a recipient is ``queued`` (never tried), ``defe
 (tried, will retry), ``sent`` or ``bounced``; or ``failed``: its message was quarantined
 (its stored bytes failed verification, or preparing it raised or overran its budget), so
 it is never tried again and never in the way of other mail; or ``deleted``: an operator
-deleted its message (``rail queue delete``), the reason is its last reply.
+deleted its message (``rail queue delete``), the reason is its last reply; or
+``suppressed``: it was on the client's suppression list when the message was accepted, so
+it was never queued (:mod:`rail.store.sendcheck`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "Conflict",
     "DeliveryJob",
     "DueRecipient",
+    "IBatchAccept",
     "IDeliveryQueue",
     "IQueueStore",
     "IRetention",
@@ -41,11 +44,12 @@ __all__ = [
     "RecipientUpdate",
     "Replayed",
     "StoreUnavailableError",
+    "SuppressedRecipient",
     "overall_status",
 ]
 
 Channel = Literal["smtp", "api"]
-RecipientState = Literal["queued", "deferred", "sent", "bounced", "failed", "deleted"]
+RecipientState = Literal["queued", "deferred", "sent", "bounced", "failed", "deleted", "suppressed"]
 QuarantineKind = Literal["corrupt", "error", "timeout"]
 """Why a message was quarantined: its stored bytes failed verification (``corrupt``),
 preparing it raised (``error``), or preparing it overran its budget (``timeout``)."""
@@ -98,19 +102,32 @@ class IdempotencyKey:
 
 
 @attrs.frozen
+class SuppressedRecipient:
+    """A recipient of an accepted message that was on the client's suppression list, and
+    the list entry's reason (``hard_bounce``, ``complaint``, ``manual``)."""
+
+    address: str
+    reason: str
+
+
+@attrs.frozen
 class Accepted:
-    """The message and its recipient rows are on disk (fsynced)."""
+    """The message and its recipient rows are on disk (fsynced). ``recipients`` counts
+    every recipient accepted; ``suppressed`` are those of them not queued for delivery."""
 
     id: str
     recipients: int
+    suppressed: tuple[SuppressedRecipient, ...] = ()
 
 
 @attrs.frozen
 class Replayed:
-    """The idempotency key was seen before with the same payload: nothing new was queued."""
+    """The idempotency key was seen before with the same payload: nothing new was queued.
+    The first answer's values again."""
 
     id: str
     recipients: int
+    suppressed: tuple[SuppressedRecipient, ...] = ()
 
 
 @attrs.frozen
@@ -160,7 +177,9 @@ class MessageStatus:
     pending after a failed try, ``sent`` when all were sent, ``failed`` when none is
     pending and the message was quarantined (``reason`` then says why), ``deleted`` when
     none is pending, none failed and an operator deleted it, ``bounced`` when none is
-    pending, none failed or was deleted, and at least one bounced."""
+    pending, none failed or was deleted, and at least one bounced, ``suppressed`` when
+    every recipient was suppressed (else suppressed ones count as done, like sent ones).
+    ``meta`` is what the app attached (request id, tag, metadata)."""
 
     id: str
     client: str
@@ -173,6 +192,7 @@ class MessageStatus:
     reason: str | None = None
     body_purged_at: float | None = None
     """When retention dropped the message's bytes (``storage.retention.body``), or None."""
+    meta: MessageMeta = MessageMeta()
 
 
 @attrs.frozen
@@ -277,6 +297,17 @@ class IQueueStore(Interface):
         """Finish pending work, then release the database; fires when done."""
 
 
+class IBatchAccept(Interface):
+    """A store that accepts many messages in one transaction (``POST /api/v1/send/batch``)."""
+
+    def accept_many(items: Any) -> Any:  # noqa: N805
+        """Make each ``(NewMessage, IdempotencyKey | None)`` of ``items`` durable, all in
+        one transaction (one fsync); fires with the list of their results in order:
+        Accepted, Replayed or Conflict as :meth:`IQueueStore.accept` answers, or the
+        QueueFullError or StoreUnavailableError that refused that item alone. Fails with
+        StoreUnavailableError when the transaction as a whole failed (nothing stored)."""
+
+
 class IDeliveryQueue(Interface):
     """The queue as the delivery scheduler sees it. Every method returns a Deferred."""
 
@@ -359,4 +390,6 @@ def overall_status(states: tuple[RecipientState, ...]) -> RecipientState:
         return "deleted"
     if any(state == "bounced" for state in states):
         return "bounced"
+    if states and all(state == "suppressed" for state in states):
+        return "suppressed"
     return "sent"

@@ -23,6 +23,7 @@ from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
+from rail.store.sendcheck import SEND_CHECK_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
 
 __all__ = [
@@ -58,7 +59,8 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # recipients table again, and re-creates its indexes and retention's triggers on it.
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
 # version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
-# jobs; version 10 no index of the deferral events (rail.store.emit).
+# jobs; version 10 no record of the recipients a send found suppressed; version 11 no
+# index of the deferral events (rail.store.emit).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -136,6 +138,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + SUPPRESSIONS_SCHEMA
     + ASYNC_REPORTS_SCHEMA
     + EVENT_JOBS_SCHEMA
+    + SEND_CHECK_SCHEMA
     + EMISSION_SCHEMA
 )
 
@@ -151,7 +154,8 @@ _MIGRATIONS: dict[int, str] = {
     8: MESSAGE_META_SCHEMA + SUPPRESSIONS_SCHEMA,
     9: ASYNC_REPORTS_SCHEMA,
     10: EVENT_JOBS_SCHEMA,
-    11: EMISSION_SCHEMA,
+    11: SEND_CHECK_SCHEMA,
+    12: EMISSION_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

@@ -9,7 +9,7 @@ fires the Deferreds back on the reactor with ``callFromThread``, and on the read
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from rail.store.model import (
     Accepted,
     Conflict,
     DeliveryJob,
+    IBatchAccept,
     IDeliveryQueue,
     IdempotencyKey,
     IQueueStore,
@@ -60,8 +61,11 @@ from rail.store.model import (
 )
 from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
+from rail.store.suppressionmodel import ISuppressionList
+from rail.store.suppressionqueue import SQLiteSuppressions
 from rail.store.usage import client_usage
 from rail.store.writer import (
+    AcceptManyOp,
     AcceptOp,
     AdminOp,
     Claimed,
@@ -91,8 +95,17 @@ VACUUM_PAGES = 256
 """Free pages one purge step gives back to the file system (1 MiB of 4 KiB pages)."""
 
 
-@implementer(IQueueStore, IDeliveryQueue, IInboundStore, IRetention, IAdminQueue, IEventStore)
-class SQLiteStore(SQLiteAdmin):
+@implementer(
+    IQueueStore,
+    IBatchAccept,
+    IDeliveryQueue,
+    IInboundStore,
+    IRetention,
+    IAdminQueue,
+    ISuppressionList,
+    IEventStore,
+)
+class SQLiteStore(SQLiteAdmin, SQLiteSuppressions):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
     def __init__(
@@ -208,6 +221,19 @@ class SQLiteStore(SQLiteAdmin):
         result: Deferred[Accepted | Replayed | Conflict] = Deferred()
         self._writer.submit(AcceptOp(message, idempotency, result))
         return result
+
+    def accept_many(
+        self, items: Sequence[tuple[NewMessage, IdempotencyKey | None]]
+    ) -> Deferred[list[object]]:
+        """Accept ``items`` in one transaction (one fsync); see :class:`IBatchAccept`."""
+        if self._closing:
+            return fail(StoreUnavailableError("queue store closed"))
+        done = self._submit(lambda token: AcceptManyOp(tuple(items), token))
+        return done.addCallback(
+            lambda results: self._woken(
+                results, any(isinstance(result, Accepted) for result in results)
+            )
+        )
 
     def status(self, client: str, message_id: str) -> Deferred[MessageStatus | None]:
         """The status of ``message_id`` if ``client`` owns it, else None."""
@@ -495,7 +521,7 @@ class SQLiteStore(SQLiteAdmin):
         # Observers first: the scheduler's claim is queued before callers react.
         inbound = [self._inbound_accepts.pop(id(token), None) for token, _ in outcomes]
         if any(
-            isinstance(result, Accepted | NewMessage) and spooled is None
+            isinstance(result, Accepted | NewMessage) and (spooled is None or spooled.forwards)
             for (_, result), spooled in zip(outcomes, inbound, strict=True)
         ):
             for observer in self._observers:

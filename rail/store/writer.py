@@ -45,11 +45,13 @@ from rail.store.inbound import (
     quarantine_inbound,
     record_webhook,
 )
+from rail.store.messagemeta import read_meta
 from rail.store.model import (
     Accepted,
     Conflict,
     IdempotencyKey,
     JobResult,
+    MessageMeta,
     MessageStatus,
     NewMessage,
     Purged,
@@ -61,12 +63,22 @@ from rail.store.model import (
     StoreUnavailableError,
     overall_status,
 )
-from rail.store.purge import purge_step
+from rail.store.purge import mark_finished, purge_step
 from rail.store.reserve import settle
+from rail.store.sendcheck import (
+    find_suppressed,
+    insert_suppressed,
+    merged,
+    read_suppressed,
+    replayed_suppressed,
+    suppressed_answer,
+    suppressed_event,
+)
 
 __all__ = [
     "IDEMPOTENCY_TTL",
     "MAX_BATCH",
+    "AcceptManyOp",
     "AcceptOp",
     "AdminOp",
     "ClaimOp",
@@ -102,6 +114,16 @@ class AcceptOp:
 
     message: NewMessage
     idempotency: IdempotencyKey | None
+    token: Any
+
+
+@attrs.frozen
+class AcceptManyOp:
+    """Make each of ``items`` durable in the same transaction (one fsync), each under its
+    own savepoint: the result is the list of their results in order, where a refused
+    item's is its QueueFullError or StoreUnavailableError."""
+
+    items: tuple[tuple[NewMessage, IdempotencyKey | None], ...]
     token: Any
 
 
@@ -227,6 +249,7 @@ class PurgeOp:
 
 Op = (
     AcceptOp
+    | AcceptManyOp
     | ReadOp
     | ClaimOp
     | RecordOp
@@ -239,8 +262,24 @@ Op = (
     | EventClaimOp
     | EventRecordOp
 )
-_WRITES = (AcceptOp, RecordOp, InboundAcceptOp, WebhookRecordOp, QuarantineOp, EventRecordOp)
-_Write = AcceptOp | RecordOp | InboundAcceptOp | WebhookRecordOp | QuarantineOp | EventRecordOp
+_WRITES = (
+    AcceptOp,
+    AcceptManyOp,
+    RecordOp,
+    InboundAcceptOp,
+    WebhookRecordOp,
+    QuarantineOp,
+    EventRecordOp,
+)
+_Write = (
+    AcceptOp
+    | AcceptManyOp
+    | RecordOp
+    | InboundAcceptOp
+    | WebhookRecordOp
+    | QuarantineOp
+    | EventRecordOp
+)
 _QUARANTINE = {
     "outbound": quarantine_message,
     "inbound": quarantine_inbound,
@@ -395,6 +434,13 @@ class Writer:
             for op in writes:
                 if isinstance(op, AcceptOp):
                     results.append(self._accept_one(op, budget))
+                elif isinstance(op, AcceptManyOp):
+                    results.append(
+                        [
+                            self._accept_one(AcceptOp(message, key, None), budget)
+                            for message, key in op.items
+                        ]
+                    )
                 elif isinstance(op, InboundAcceptOp):
                     results.append(self._spool_one(op, budget))
                 elif isinstance(op, WebhookRecordOp):
@@ -590,6 +636,10 @@ class Writer:
 
         def spool() -> object:
             insert_inbound(self._connection, op.message)
+            for forward in op.message.forwards:  # forwarding: queued with the message
+                insert_message(self._connection, forward)
+                budget.messages += 1
+                budget.bytes += len(forward.data)
             budget.bytes += size
             return Accepted(op.message.id, len(op.message.targets))
 
@@ -615,19 +665,40 @@ class Writer:
                 fingerprint, message_id, recipients, created_at = row
                 if created_at >= message.received_at - IDEMPOTENCY_TTL:
                     if fingerprint == idempotency.fingerprint:
-                        return Replayed(message_id, recipients)
+                        return Replayed(
+                            message_id, recipients, replayed_suppressed(connection, message_id)
+                        )
                     return Conflict(message_id)
                 connection.execute(
                     "DELETE FROM idempotency WHERE client = ? AND key = ?",
                     (message.client, idempotency.key),
                 )
         size = len(message.data)
-        if self.pending + budget.messages >= self._max_queued:
+        found = find_suppressed(connection, message)
+        # A message whose recipients are all suppressed adds nothing to deliver.
+        queues = len(found) < len(message.recipients)
+        if queues and self.pending + budget.messages >= self._max_queued:
             raise QueueFullError("queue at capacity")
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
-        insert_message(connection, message)
-        accepted_events(connection, message, self.subscriptions, self.sandboxed)
+        insert_message(connection, message, skip=found)
+        accepted_events(
+            connection,
+            message,
+            self.subscriptions,
+            self.sandboxed,
+            queued=len(message.recipients) - len(found),
+        )
+        if found:
+            insert_suppressed(connection, message, found)
+            events = [
+                suppressed_event(message, message.recipients[index], entry)
+                for index, entry in sorted(found.items())
+            ]
+            insert_events(connection, events, message.received_at, self.subscriptions)
+            if len(found) == len(message.recipients):
+                # Nothing to deliver: final at once, for retention too.
+                mark_finished(connection, "outbound", message.id, message.received_at)
         if idempotency is not None:
             connection.execute(
                 "INSERT INTO idempotency (client, key, fingerprint, message_id, recipients,"
@@ -641,9 +712,9 @@ class Writer:
                     message.received_at,
                 ),
             )
-        budget.messages += 1
+        budget.messages += queues
         budget.bytes += size
-        return Accepted(message.id, len(message.recipients))
+        return Accepted(message.id, len(message.recipients), suppressed_answer(found, message))
 
     def _read(self, op: Op) -> object:
         try:
@@ -675,24 +746,30 @@ def read_status(
     ).fetchone()
     if row is None:
         return None
-    recipients = tuple(
-        RecipientStatus(
-            address=address,
-            status=status,
-            attempts=attempts,
-            last_reply=last_reply,
-            next_attempt_at=next_attempt_at,
-            updated_at=updated_at,
+    queued = [
+        (
+            idx,
+            RecipientStatus(
+                address=address,
+                status=status,
+                attempts=attempts,
+                last_reply=last_reply,
+                next_attempt_at=next_attempt_at,
+                updated_at=updated_at,
+            ),
         )
-        for address, status, attempts, last_reply, next_attempt_at, updated_at in (
+        for idx, address, status, attempts, last_reply, next_attempt_at, updated_at in (
             connection.execute(
-                "SELECT address, status, attempts, last_reply, next_attempt_at, updated_at"
+                "SELECT idx, address, status, attempts, last_reply, next_attempt_at, updated_at"
                 " FROM recipients WHERE message_id = ? ORDER BY idx",
                 (message_id,),
             )
         )
+    ]
+    recipients = attach_reports(
+        connection, message_id, merged(queued, read_suppressed(connection, message_id))
     )
-    recipients = attach_reports(connection, message_id, recipients)
+    meta = read_meta(connection, [message_id]).get(message_id, MessageMeta())
     return MessageStatus(
         id=row[0],
         client=row[1],
@@ -704,6 +781,7 @@ def read_status(
         recipients=recipients,
         reason=next((r.last_reply for r in recipients if r.status == "failed"), None),
         body_purged_at=row[6],
+        meta=meta,
     )
 
 

@@ -5,7 +5,8 @@ Every resource here first asks :func:`admin_identity`: no client certificate ans
 ADMIN_REQUIRED``. The queue work runs on the store's writer thread (:class:`IAdminQueue`);
 each action is logged with the admin's name.
 
-- ``GET messages?status=&client=&domain=&recipient=&older_than=&cursor=&limit=``
+- ``GET messages?status=&client=&domain=&recipient=&older_than=&tag=&request_id=``
+  ``&metadata[key]=&cursor=&limit=``
 - ``GET messages/{id}``
 - ``POST messages/{id}/retry|hold|release|delete|bounce`` (JSON ``{"reason": ...}``;
   required for delete)
@@ -42,7 +43,8 @@ from rail.store.deliveries import DSNBuilder
 from rail.store.ids import is_message_id
 from rail.store.model import StoreUnavailableError
 from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
-from rail.web.messages import status_to_json
+from rail.web.messages import meta_to_json, status_to_json
+from rail.web.metaquery import metadata_args, tag_problem
 from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
 __all__ = [
@@ -97,6 +99,7 @@ def summary_to_json(summary: MessageSummary) -> dict[str, Any]:
         "size": summary.size,
         "status": summary.status,
         "recipients": list(summary.recipients),
+        **meta_to_json(summary.meta),
     }
 
 
@@ -316,8 +319,24 @@ class _Messages(Resource):
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"Allow", b"GET")
             return write_error(request, 405, "METHOD_NOT_ALLOWED", "GET only")
-        names = ("status", "client", "domain", "recipient", "older_than", "cursor", "limit")
-        problem = query_problem(request, names)
+        names = (
+            "status",
+            "client",
+            "domain",
+            "recipient",
+            "older_than",
+            "cursor",
+            "limit",
+            "tag",
+            "request_id",
+        )
+        searched = metadata_args(request)
+        if isinstance(searched, str):
+            return write_error(request, 400, "INVALID_REQUEST", searched)
+        metadata, metadata_names = searched
+        problem = query_problem(request, names + metadata_names) or tag_problem(
+            query_arg(request, "tag")
+        )
         older = query_arg(request, "older_than")
         older_than = None
         if problem is None and older is not None:
@@ -336,6 +355,9 @@ class _Messages(Resource):
             older_than=older_than,
             cursor=query_arg(request, "cursor"),
             limit=int(limit) if limit is not None else 50,
+            tag=query_arg(request, "tag"),
+            request_id=query_arg(request, "request_id"),
+            metadata=metadata,
         )
         return answer_later(
             request,

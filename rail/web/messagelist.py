@@ -3,9 +3,11 @@
 Query parameters: ``recipient`` (an address, exactly), ``status`` (see
 :data:`~rail.store.adminmodel.LISTED_STATUSES`), ``since`` and ``until`` (RFC 3339 times
 bounding ``received_at``), ``request_id`` (the message sent under that id, remembered 24
-hours), ``cursor`` (the previous page's ``next_cursor``) and ``limit`` (1 to 500, default
-50). Only the caller's own messages are ever listed: the store query is narrowed to its
-client name before anything else.
+hours, and as long as the message is kept for messages sent with one), ``tag`` (exactly),
+``metadata[key]=value`` or ``metadata.key=value`` (each pair must match), ``cursor`` (the
+previous page's ``next_cursor``) and ``limit`` (1 to 500, default 50). Only the caller's
+own messages are ever listed: the store query is narrowed to its client name before
+anything else.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from rail.store.model import IQueueStore
 from rail.web.admin import answer_later, page_to_json, query_arg, query_problem
 from rail.web.jsonapi import write_error, write_json
 from rail.web.messages import MessageStatusResource
+from rail.web.metaquery import metadata_args, tag_problem
 from rail.web.send import client_identity
 
 __all__ = ["MessagesResource"]
 
-_NAMES = ("recipient", "status", "since", "until", "request_id", "cursor", "limit")
+_NAMES = ("recipient", "status", "since", "until", "request_id", "tag", "cursor", "limit")
 
 
 def _time(text: str | None, name: str) -> float | str | None:
@@ -50,7 +53,13 @@ class MessagesResource(MessageStatusResource):
         identity = client_identity(request)
         if isinstance(identity, bytes):
             return identity
-        problem = query_problem(request, _NAMES)
+        searched = metadata_args(request)
+        if isinstance(searched, str):
+            return write_error(request, 400, "INVALID_REQUEST", searched)
+        metadata, metadata_names = searched
+        problem = query_problem(request, _NAMES + metadata_names) or tag_problem(
+            query_arg(request, "tag")
+        )
         since = _time(query_arg(request, "since"), "since")
         until = _time(query_arg(request, "until"), "until")
         for value in (since, until):
@@ -68,6 +77,8 @@ class MessagesResource(MessageStatusResource):
             request_id=query_arg(request, "request_id"),
             cursor=query_arg(request, "cursor"),
             limit=int(limit) if limit is not None else 50,
+            tag=query_arg(request, "tag"),
+            metadata=metadata,
         )
         queue: Any = self._store
         return answer_later(

@@ -22,6 +22,7 @@ from rail.store.ids import is_message_id
 from rail.store.model import (
     IQueueStore,
     IRetention,
+    MessageMeta,
     MessageStatus,
     RecipientStatus,
     StoreUnavailableError,
@@ -29,7 +30,7 @@ from rail.store.model import (
 from rail.web.jsonapi import JSONResource, write_error, write_json
 from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
-__all__ = ["MessageStatusResource", "OwnedStatusResource", "status_to_json"]
+__all__ = ["MessageStatusResource", "OwnedStatusResource", "meta_to_json", "status_to_json"]
 
 _log = Logger()
 
@@ -74,6 +75,17 @@ def status_to_json(status: MessageStatus) -> dict[str, Any]:
         "reason": status.reason,
         "body_purged_at": _rfc3339(status.body_purged_at),
         "recipients": [_recipient_to_json(r) for r in status.recipients],
+        **meta_to_json(status.meta),
+    }
+
+
+def meta_to_json(meta: MessageMeta) -> dict[str, Any]:
+    """What the app attached, echoed: ``request_id`` and ``tag`` (null when absent) and
+    ``metadata`` ({} when none)."""
+    return {
+        "request_id": meta.request_id,
+        "tag": meta.tag,
+        "metadata": dict(meta.metadata),
     }
 
 

@@ -37,7 +37,15 @@ from rail.store.model import (
 from rail.web.identity import peer_certificate
 from rail.web.jsonapi import JSONResource, certificate_required, write_error, write_json
 
-__all__ = ["INLINE_LIMIT", "RETRY_AFTER", "Send", "client_identity", "finish_later"]
+__all__ = [
+    "INLINE_LIMIT",
+    "RETRY_AFTER",
+    "Send",
+    "accepted_to_json",
+    "client_identity",
+    "finish_later",
+    "json_content_type",
+]
 
 _log = Logger()
 
@@ -93,7 +101,20 @@ def finish_later(request: Any, answer: Deferred[bytes]) -> Any:
     return NOT_DONE_YET
 
 
-def _json_content_type(value: bytes | None) -> bool:
+def accepted_to_json(outcome: Accepted | Replayed) -> dict[str, Any]:
+    """The 202 answer (docs/api.md): ``recipients`` counts every recipient accepted,
+    ``suppressed`` lists those of them on the client's suppression list, not queued."""
+    return {
+        "id": outcome.id,
+        "status": "queued",
+        "recipients": outcome.recipients,
+        "suppressed": [
+            {"address": entry.address, "reason": entry.reason} for entry in outcome.suppressed
+        ],
+    }
+
+
+def json_content_type(value: bytes | None) -> bool:
     if value is None:
         return False
     media_type, _, parameters = value.partition(b";")
@@ -144,7 +165,7 @@ class Send(JSONResource):
         identity = client_identity(request)
         if isinstance(identity, bytes):
             return identity
-        if not _json_content_type(request.getHeader(b"Content-Type")):
+        if not json_content_type(request.getHeader(b"Content-Type")):
             return write_error(
                 request,
                 415,
@@ -221,9 +242,7 @@ class Send(JSONResource):
                 self._rates.record(message.client, len(message.recipients))
         else:
             raise TypeError(f"unexpected store outcome {outcome!r}")
-        return write_json(
-            request, 202, {"id": outcome.id, "status": "queued", "recipients": outcome.recipients}
-        )
+        return write_json(request, 202, accepted_to_json(outcome))
 
     def _failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
         request.setHeader(b"Retry-After", str(RETRY_AFTER).encode("ascii"))

@@ -30,7 +30,9 @@ from rail.refusals import Refusals
 from rail.store.adminmodel import IAdminQueue
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import IDeliveryQueue, IQueueStore
+from rail.store.suppressionmodel import ISuppressionList
 from rail.web.admin import AdminResource, DomainsReport
+from rail.web.batch import SendBatch, SendRoutes
 from rail.web.clientevents import ClientEventsResource, IClientEventSettings
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
@@ -42,6 +44,7 @@ from rail.web.secretrotate import ClientsResource, Rotate
 from rail.web.send import Send
 from rail.web.stats import Metrics, Stats
 from rail.web.statsaccess import StatsAccess
+from rail.web.suppressions import SuppressionsResource
 from rail.web.webhookkey import WebhookKeyResource, WebhookSecretResource
 from rail.web.who import Who
 from rail.webhooks.key import WebhookKey
@@ -239,17 +242,33 @@ def build_site(
         in_thread=in_thread,
         rates=rates,
     )
+    batch = SendBatch(
+        store,
+        clock,
+        hostname=hostname,
+        max_message_size=max_message_size,
+        max_recipients=max_recipients,
+        header_limits=header_limits,
+        refusals=refusals,
+        in_thread=in_thread,
+        rates=rates,
+    )
+    sending = SendRoutes(send, batch)
     v1 = _Directory()
-    v1.putChild(b"send", send)
+    v1.putChild(b"send", sending)
     v1.putChild(b"messages", MessagesResource(store))
     if IAdminQueue.providedBy(store):
         admin = AdminResource(store, clock, dsn, domains)
         v1.putChild(b"admin", admin)
+        if ISuppressionList.providedBy(store):
+            admin.putChild(b"suppressions", SuppressionsResource(store, clock, admin=True))
         secrets = ClientsResource(rotate_secret) if rotate_secret is not None else None
         if client_events is not None:
             admin.putChild(b"clients", ClientEventsResource(client_events, other=secrets))
         elif secrets is not None:
             admin.putChild(b"clients", secrets)
+    if ISuppressionList.providedBy(store):
+        v1.putChild(b"suppressions", SuppressionsResource(store, clock, admin=False))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:
@@ -258,7 +277,7 @@ def build_site(
     api.putChild(b"v1", v1)
     # The seed's examples post to /v1/send as well as /api/v1/send.
     short_v1 = _Directory()
-    short_v1.putChild(b"send", send)
+    short_v1.putChild(b"send", sending)
     root.putChild(b"v1", short_v1)
     root.putChild(b"api", api)
     if mta_sts is not None:

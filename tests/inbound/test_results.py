@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import attrs
 import authres
+import authres.arc
 import authres.dmarc
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -10,7 +12,7 @@ from rail.inbound.model import Authentication, DKIMResult
 from rail.inbound.results import authentication_results, remove_own_results
 
 AUTHSERV = "mx.rail.test"
-_FEATURES = authres.FeatureContext(authres.dmarc)
+_FEATURES = authres.FeatureContext(authres.dmarc, authres.arc)
 
 FULL = Authentication(
     spf="pass",
@@ -42,9 +44,15 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(header.authserv_id, AUTHSERV)
         self.assertEqual(
             [(r.method, r.result) for r in header.results],
-            [("spf", "pass"), ("dkim", "pass"), ("dkim", "fail"), ("dmarc", "pass")],
+            [
+                ("spf", "pass"),
+                ("dkim", "pass"),
+                ("dkim", "fail"),
+                ("dmarc", "pass"),
+                ("arc", "none"),
+            ],
         )
-        spf, rsa, ed, dmarc = header.results
+        spf, rsa, ed, dmarc, _arc = header.results
         self.assertEqual(spf.smtp_mailfrom, "bounce.example.test")
         props = {(p.type, p.name): p.value for p in rsa.properties}
         self.assertEqual(
@@ -85,7 +93,7 @@ class HeaderTests(SynchronousTestCase):
         header = parsed(authentication_results(AUTHSERV, auth))
         self.assertEqual(
             [(r.method, r.result) for r in header.results],
-            [("spf", "none"), ("dkim", "none"), ("dmarc", "permerror")],
+            [("spf", "none"), ("dkim", "none"), ("dmarc", "permerror"), ("arc", "none")],
         )
         self.assertEqual(header.results[0].smtp_helo, "client.example")
         self.assertIsNone(header.results[2].header_from)
@@ -135,3 +143,13 @@ class RemovalTests(SynchronousTestCase):
         data = b"Subject: x\r\n\r\nbody\r\n"
         stamped = authentication_results(AUTHSERV, FULL).encode() + b"\r\n" + data
         self.assertEqual(remove_own_results(stamped, AUTHSERV.upper()), data)
+
+
+class ARCClauseTests(SynchronousTestCase):
+    def test_arc_result_and_instance(self) -> None:
+        """``arc=`` carries the chain's validation, with the highest instance as a
+        comment; it is what dkimpy's ARC signing reads ``cv=`` from."""
+        field = authentication_results(AUTHSERV, attrs.evolve(FULL, arc="pass", arc_instance=2))
+        arc = parsed(field).results[-1]
+        self.assertEqual((arc.method, arc.result), ("arc", "pass"))
+        self.assertIn("arc=pass (i=2)", field)

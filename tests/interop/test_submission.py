@@ -236,12 +236,15 @@ class HTTPSubmissionTests(TestCase):
     @inlineCallbacks
     def test_curl_send(self) -> Any:
         """POST /api/v1/send with curl's client certificate answers 202
-        {id, status: queued, recipients: 1}, and the message is in the queue."""
+        {id, status: queued, recipients: 1, suppressed: []}, and the message is in the
+        queue."""
         status, headers, body = yield self.send()
         self.assertEqual(status, 202, body)
         answer = json.loads(body)
-        self.assertEqual(set(answer), {"id", "status", "recipients"})
-        self.assertEqual((answer["status"], answer["recipients"]), ("queued", 1))
+        self.assertEqual(set(answer), {"id", "status", "recipients", "suppressed"})
+        self.assertEqual(
+            (answer["status"], answer["recipients"], answer["suppressed"]), ("queued", 1, [])
+        )
         stored = self.rail.message(answer["id"])
         assert stored is not None
         self.assertEqual((stored.sender, stored.recipients), (SENDER, (_RECIPIENT,)))

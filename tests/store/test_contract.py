@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -16,11 +18,14 @@ from rail.store.model import (
     Conflict,
     IdempotencyKey,
     IQueueStore,
+    MessageMeta,
     NewMessage,
     Replayed,
     StoreUnavailableError,
+    SuppressedRecipient,
 )
 from rail.store.sqlite import SQLiteStore
+from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 
 _BASE_TIME = 1_750_000_000.0
@@ -178,6 +183,99 @@ class _StoreContract:
         status = await self.store.status("alice", first.id)
         self.assertEqual(status.client, "alice")
         self.assertIsNone(await self.store.status("bob", first.id))
+
+    async def test_suppressed_recipients_are_not_queued(self) -> None:
+        """A recipient on the client's suppression list (in any case) is accepted but not
+        queued: the answer lists it with the entry's reason, its status is ``suppressed``
+        (never attempted), and only the other recipient is claimed."""
+        store: Any = self.store
+        await store.add_suppression(
+            Suppression("alice", "dead@example.net", "hard_bounce", "dsn", 5.0)
+        )
+        message = make_message(recipients=("live@example.net", "Dead@Example.NET"))
+        result = await store.accept(message)
+        self.assertEqual(
+            result,
+            Accepted(message.id, 2, (SuppressedRecipient("Dead@Example.NET", "hard_bounce"),)),
+        )
+        status = await store.status("alice", message.id)
+        self.assertEqual(status.status, "queued")
+        self.assertEqual(
+            [(r.address, r.status, r.attempts, r.next_attempt_at) for r in status.recipients],
+            [
+                ("live@example.net", "queued", 0, message.received_at),
+                ("Dead@Example.NET", "suppressed", 0, None),
+            ],
+        )
+        self.assertEqual(status.recipients[1].last_reply, "suppressed: hard_bounce")
+        jobs = await store.claim(message.received_at + 1, 10, frozenset())
+        self.assertEqual(
+            [[r.address for r in job.recipients] for job in jobs], [["live@example.net"]]
+        )
+
+    async def test_all_suppressed_is_final_at_once(self) -> None:
+        """A message whose every recipient is suppressed is still accepted and recorded,
+        its status is ``suppressed`` at once, and nothing of it is ever claimed; another
+        client's list does not apply."""
+        store: Any = self.store
+        await store.add_suppression(Suppression("alice", "a@example.net", "complaint", "arf", 5.0))
+        await store.add_suppression(Suppression("alice", "b@example.net", "manual", "api", 6.0))
+        message = make_message(recipients=("a@example.net", "b@example.net"))
+        result = await store.accept(message)
+        self.assertEqual(
+            result.suppressed,
+            (
+                SuppressedRecipient("a@example.net", "complaint"),
+                SuppressedRecipient("b@example.net", "manual"),
+            ),
+        )
+        status = await store.status("alice", message.id)
+        self.assertEqual(status.status, "suppressed")
+        self.assertEqual(await store.claim(message.received_at + 1e6, 10, frozenset()), [])
+        other = make_message(client="bob", recipients=("a@example.net",))
+        self.assertEqual(await store.accept(other), Accepted(other.id, 1))
+
+    async def test_replay_answers_the_same_suppressed(self) -> None:
+        """A replay answers the suppressed recipients of the first acceptance, even after
+        the address was taken off the list."""
+        store: Any = self.store
+        await store.add_suppression(Suppression("alice", "a@example.net", "manual", "api", 5.0))
+        first = make_message(recipients=("a@example.net", "b@example.net"))
+        key = IdempotencyKey("req-s", "fp")
+        accepted = await store.accept(first, key)
+        await store.remove_suppression("alice", "a@example.net")
+        replayed = await store.accept(make_message(), key)
+        self.assertEqual(replayed, Replayed(first.id, 2, accepted.suppressed))
+        self.assertEqual(accepted.suppressed, (SuppressedRecipient("a@example.net", "manual"),))
+
+    async def test_meta_is_echoed(self) -> None:
+        """The request id, tag and metadata a message was accepted with come back in its
+        status."""
+        meta = MessageMeta(request_id="r-1", tag="welcome", metadata={"user": "42"})
+        message = attrs.evolve(make_message(), meta=meta)
+        await self.store.accept(message)
+        status = await self.store.status("alice", message.id)
+        self.assertEqual(status.meta, meta)
+
+    async def test_accept_many(self) -> None:
+        """accept_many answers each item in order as accept would: accepted, replayed,
+        conflicting, or refused alone."""
+        store: Any = self.store
+        first, second, third = make_message(), make_message(), make_message()
+        clash = make_message(client="bob", message_id=first.id)
+        results = await store.accept_many(
+            [
+                (first, IdempotencyKey("k1", "fp")),
+                (second, IdempotencyKey("k1", "fp")),
+                (third, IdempotencyKey("k1", "other")),
+                (clash, None),
+            ]
+        )
+        self.assertEqual(
+            results[:3], [Accepted(first.id, 1), Replayed(first.id, 1), Conflict(first.id)]
+        )
+        self.assertIsInstance(results[3], StoreUnavailableError)
+        self.assertEqual((await store.status("alice", first.id)).client, "alice")
 
     async def test_closed_store_refuses(self) -> None:
         """After close, accept fails with StoreUnavailableError."""

@@ -290,7 +290,9 @@ class SQLiteRetentionTests(_RetentionContract, TestCase):
         await self.store.close()  # the last connection: the WAL is checkpointed
         path = database_path(self.directory)
         raw = bytearray(path.read_bytes())
-        page = raw.index(b"MARK006000") // 4096 * 4096  # an overflow page of ``bad``
+        # An overflow page of ``bad`` (the first whole mark from 6000: one may straddle pages).
+        found = (raw.find(b"MARK%06d" % i) for i in range(6000, 6010))
+        page = next(at for at in found if at >= 0) // 4096 * 4096
         raw[page : page + 4] = b"\xff\xff\xff\xff"  # its next-page pointer
         path.write_bytes(bytes(raw))
         self.store = open_sqlite(self, self.directory)

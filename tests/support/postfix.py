@@ -120,6 +120,7 @@ def start_postfix(
     domains: tuple[str, ...],
     hostname: str = "mx.dest.test",
     relay_to: int | None = None,
+    address: str = "127.0.0.1",
     extra: str = "",
 ) -> RunningPostfix:
     """Start Postfix's master on 127.0.0.1:``port``; the caller waits for the port and
@@ -127,9 +128,11 @@ def start_postfix(
 
     With ``relay_to``, mail for every domain not in ``domains`` is relayed to
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
-    unverified) and the TLS session logged. ``extra`` is appended to main.cf (a later
-    setting overrides an earlier one). Skips without root or Postfix (see
-    :func:`need_postfix`)."""
+    unverified) and the TLS session logged. ``address`` is the loopback address smtpd listens
+    on (two instances can share a port on 127.0.0.1 and 127.0.0.2; Postfix refuses an
+    ``inet_interfaces`` address that no interface has, so another one is set as ``all``
+    and only master.cf names it); ``extra`` is appended to main.cf (a later setting
+    overrides an earlier one). Skips without root or Postfix (see :func:`need_postfix`)."""
     need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
@@ -163,7 +166,7 @@ mail_owner = postfix
 setgid_group = postdrop
 maillog_file_prefixes = {root}
 maillog_file = {root}/maillog
-inet_interfaces = 127.0.0.1
+inet_interfaces = {"127.0.0.1" if address == "127.0.0.1" else "all"}
 inet_protocols = ipv4
 myhostname = {hostname}
 mydestination =
@@ -198,7 +201,7 @@ smtp_helo_name = {hostname}
     lines = []
     for line in master:
         if line.startswith("smtp ") and " smtpd" in line:
-            line = f"127.0.0.1:{port} inet n - n - - smtpd"
+            line = f"{address}:{port} inet n - n - - smtpd"
         lines.append(line)
     (conf / "master.cf").write_text("\n".join(lines) + "\n")
     process = subprocess.Popen(

@@ -29,7 +29,8 @@ class StatusTests(APITestCase):
         return message
 
     def test_owner_sees_status(self) -> None:
-        """The owner gets 200 with the documented fields; times are RFC 3339 UTC."""
+        """The owner gets 200 with the documented fields; times are RFC 3339 UTC; a
+        message sent without them has null request_id and tag and empty metadata."""
         message = self._stored()
         response = self.request("GET", f"/api/v1/messages/{message.id}")
         self.assertEqual(response.status, 200)
@@ -57,6 +58,9 @@ class StatusTests(APITestCase):
                     }
                     for address in ("bob@example.com", "carl@example.com")
                 ],
+                "request_id": None,
+                "tag": None,
+                "metadata": {},
             },
         )
 

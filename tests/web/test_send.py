@@ -219,13 +219,15 @@ def document(**changes: Any) -> dict[str, Any]:
 
 class SendTests(APITestCase):
     def test_accepted(self) -> None:
-        """A valid request is 202 with exactly id, status queued and the recipient count,
-        and the message is in the store under that id."""
+        """A valid request is 202 with exactly id, status queued, the recipient count and
+        no suppressed recipient, and the message is in the store under that id."""
         response = self.post(document())
         self.assertEqual(response.status, 202)
         self.assertEqual(response.headers["content-type"], "application/json; charset=utf-8")
         body = response.json()
-        self.assertEqual(body, {"id": body["id"], "status": "queued", "recipients": 2})
+        self.assertEqual(
+            body, {"id": body["id"], "status": "queued", "recipients": 2, "suppressed": []}
+        )
         self.assertNotIn("idempotent-replayed", response.headers)
         message = self.store.messages[body["id"]]
         self.assertEqual(

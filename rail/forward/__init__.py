@@ -1,0 +1,1 @@
+"""Forwarding routes: inbound mail re-sent to outside mailboxes, with SRS and ARC."""
