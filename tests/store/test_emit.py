@@ -406,12 +406,12 @@ class BounceTests(_StoreTest):
         self.assertEqual([row[3] for row in self.suppressions()], ["route"])
 
     async def test_already_suppressed(self) -> None:
-        """An address already on the list keeps its first entry; the bounce says this
-        one did not put it there."""
+        """Two messages queued to one address before it bounced: the first bounce lists
+        it, the second keeps that first entry and says it did not put it there."""
         first = await self.queued(_message("gone@example.net"))
-        await self.store.record(_result(first, _T0 + 1, _bounced(0, "550 5.1.1 unknown user")))
         second = await self.queued(_message("gone@example.net", at=_T0 + 10))
-        await self.store.record(_result(second, _T0 + 11, _bounced(0, "550 5.1.1 unknown")))
+        await self.store.record(_result(first, _T0 + 11, _bounced(0, "550 5.1.1 unknown user")))
+        await self.store.record(_result(second, _T0 + 12, _bounced(0, "550 5.1.1 unknown")))
         self.assertEqual(
             [e["details"]["suppressed"] for e in self.events("message.bounced")], [True, False]
         )
