@@ -4,7 +4,7 @@ What can change in a running process changes: the server certificate and key (ev
 listener builds new connections with the new context; open ones keep theirs), DKIM keys
 (after ``rail dkim rotate``, or new local domains), the delivery retry schedule and
 concurrency limits. Settings that would need ports re-bound or the queue moved
-(``listen``, ``data_dir``, ``hostname``, resolvers, smarthost) are reported as needing a
+(``listen``, ``data_dir``, ``hostname``, resolvers, smarthost, MTA-STS) are reported as needing a
 restart and keep their running values. A configuration that does not load changes nothing:
 its problems are logged, as ``rail config-check`` would print them.
 
@@ -49,6 +49,7 @@ _RESTART_KEYS = (
     ("delivery.nameservers", lambda c: c.delivery.nameservers),
     ("delivery.port", lambda c: c.delivery.port),
     ("delivery.smarthost", lambda c: c.delivery.smarthost),
+    ("delivery.mta_sts", lambda c: c.delivery.mta_sts),
     ("delivery.prepare_timeout", lambda c: c.delivery.prepare_timeout),
     ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
     ("limits", lambda c: c.limits),

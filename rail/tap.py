@@ -16,6 +16,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rail.config import ConfigError, load_config
+from rail.delivery.transport import TransportError
 from rail.dkim.keys import DKIMKeyError
 from rail.forward.secret import SRSSecretError
 from rail.logjson import json_line
@@ -101,7 +102,7 @@ def makeService(options: Any) -> IService:
         for problem in e.problems:
             sys.stderr.write(f"rail: {problem}\n")
         raise SystemExit(2) from None
-    except (PKIError, StoreUnavailableError, DKIMKeyError, SRSSecretError) as e:
+    except (PKIError, StoreUnavailableError, DKIMKeyError, SRSSecretError, TransportError) as e:
         sys.stderr.write(f"rail: {e}\n")
         raise SystemExit(1) from None
     # Started as root with --uid/--gid: what the start creates in data_dir as root goes to

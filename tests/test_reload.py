@@ -50,7 +50,7 @@ class ReloadTests(SynchronousTestCase):
             MemoryStore(clock),
             clock,
             route=lambda d: None,  # type: ignore[arg-type,return-value]
-            connect=lambda a, h: None,  # type: ignore[arg-type,return-value]
+            connect=lambda a, h, t: None,  # type: ignore[arg-type,return-value]
             prepare=inline(lambda job: job.data),
             dsn=lambda report: None,
             policy=RetryPolicy((60.0,), 3600.0),

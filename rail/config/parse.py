@@ -24,6 +24,7 @@ from rail.config.errors import ConfigError, Problem
 from rail.config.schema import (
     ACME,
     DNS,
+    MTASTS,
     PKI,
     TLS,
     Bounces,
@@ -41,6 +42,7 @@ from rail.config.schema import (
     Retention,
     Shutdown,
     Smarthost,
+    SmarthostAuth,
     Storage,
     Web,
     Webhooks,
@@ -306,14 +308,39 @@ _SHUTDOWN = r.section(
 _WEB = r.section(Web, {"public_stats": r.choice(("admin", "loopback", "public"))})
 _LOGGING = r.section(Logging, {"format": r.choice(("text", "json"))})
 
+_SMARTHOST_AUTH = r.section(
+    SmarthostAuth,
+    {"username": r.auth_username, "password_file": r.path},
+    required={
+        "username": "required: the relay account's user name",
+        "password_file": "required: the file holding the relay account's password",
+    },
+)
+
+
+def _smarthost_problem(values: Mapping[str, Any]) -> str | None:
+    """Credentials only ever go inside TLS that Rail verified."""
+    if values.get("auth") is not None and values.get("tls", "required") == "opportunistic":
+        return "auth needs tls: required or implicit (credentials never go in clear)"
+    return None
+
+
 _SMARTHOST = r.section(
     Smarthost,
     {
         "host": r.host,
         "port": r.integer(1, 65535),
-        "tls": r.choice(("required", "opportunistic")),
+        "tls": r.choice(("required", "implicit", "opportunistic")),
+        "ca_file": r.optional(r.path),
+        "auth": r.optional(_SMARTHOST_AUTH),
     },
     required={"host": "required: the relay's host name or IP address"},
+    check=_smarthost_problem,
+)
+
+_MTA_STS = r.section(
+    MTASTS,
+    {"enabled": r.boolean, "ca_file": r.optional(r.path), "port": r.integer(1, 65535)},
 )
 
 _DELIVERY = r.section(
@@ -323,6 +350,7 @@ _DELIVERY = r.section(
         "nameservers": r.optional(r.non_empty(r.list_of(r.nameserver, "addresses"))),
         "port": r.integer(1, 65535),
         "smarthost": r.optional(_SMARTHOST),
+        "mta_sts": _MTA_STS,
         "retry": r.non_empty(r.list_of(r.duration("1s", "7d"), "durations")),
         "max_age": r.duration("1m", "60d"),
         "concurrency": r.integer(1, 10_000),

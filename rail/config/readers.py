@@ -456,3 +456,12 @@ def section(
         return cls(**values)
 
     return read
+
+
+def auth_username(value: object, at: Cursor) -> str:
+    """An SMTP AUTH user name: 1-255 characters, none of them a control character (it is
+    sent base64-encoded, but a NUL would split a PLAIN response)."""
+    text = _string(value)
+    if not 0 < len(text) <= 255 or not text.isprintable():
+        raise InvalidError(f"expected a user name of 1-255 printable characters, got {text!r}")
+    return text

@@ -20,6 +20,7 @@ from rail.config.listen import ListenSpec
 __all__ = [
     "ACME",
     "DNS",
+    "MTASTS",
     "PKI",
     "TLS",
     "Bounces",
@@ -39,6 +40,7 @@ __all__ = [
     "Retention",
     "Shutdown",
     "Smarthost",
+    "SmarthostAuth",
     "Storage",
     "Web",
     "Webhooks",
@@ -419,16 +421,46 @@ class Storage:
 
 
 @attrs.frozen(kw_only=True)
+class SmarthostAuth:
+    """The login Rail uses at its relay (SMTP AUTH PLAIN, else LOGIN), only inside TLS."""
+
+    username: str
+    """The relay account's user name."""
+    password_file: Path
+    """A file holding the password (its first line), read at start, so the password is
+    not in the configuration file; keep it readable by Rail only."""
+
+
+@attrs.frozen(kw_only=True)
 class Smarthost:
     """A provider's relay that takes all outbound mail instead of recipients' MX hosts."""
 
     host: str
     """Host name or IP address of the relay; its A/AAAA records are used, not MX."""
     port: int = 25
-    """The relay's SMTP port (STARTTLS on it; implicit-TLS port 465 is not supported)."""
-    tls: Literal["required", "opportunistic"] = "required"
+    """The relay's SMTP port: 25 or 587 with STARTTLS, 465 with ``tls: implicit``."""
+    tls: Literal["required", "implicit", "opportunistic"] = "required"
     """``required``: STARTTLS with the relay's certificate verified against the system trust
-    store and ``host``, or no delivery (deferred). ``opportunistic``: as for MX hosts."""
+    store (and ``ca_file``) and ``host``, or no delivery (deferred). ``implicit``: the same
+    verification, TLS from the first byte (port 465). ``opportunistic``: as for MX hosts."""
+    ca_file: Path | None = None
+    """PEM file of extra trust anchors for the relay's certificate (a private CA)."""
+    auth: SmarthostAuth | None = None
+    """Log in to the relay; needs ``tls`` ``required`` or ``implicit``."""
+
+
+@attrs.frozen(kw_only=True)
+class MTASTS:
+    """MTA-STS (RFC 8461) for outbound mail: recipient domains' policies are honoured."""
+
+    enabled: bool = True
+    """Look up, cache and apply recipient domains' MTA-STS policies (``enforce``: only the
+    listed MX hosts, verified TLS, else deferred; ``testing``: reported, delivered)."""
+    ca_file: Path | None = None
+    """PEM file of trust anchors added to the system's, for policy hosts and for MX
+    certificates under a policy. Only tests and private networks need it."""
+    port: int = 443
+    """Port of ``mta-sts.<domain>`` policy hosts. Only tests change it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -446,6 +478,8 @@ class Delivery:
     """Port of recipients' MX hosts. Only tests change it."""
     smarthost: Smarthost | None = None
     """Relay everything through this host instead of looking up MX records."""
+    mta_sts: MTASTS = MTASTS()
+    """How recipient domains' MTA-STS policies are applied (not to a smarthost)."""
     retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
     """Delay before each retry of a deferred recipient, the last one repeating, each with
     ±10% jitter so retries of a burst spread out."""

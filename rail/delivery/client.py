@@ -198,6 +198,7 @@ class SMTPClientProtocol(Protocol):
         self._transaction: _Transaction | None = None
         self._body: _BodySender | None = None
         self._closers: list[Deferred[None]] = []
+        self._commands: list[Deferred[Response]] = []
 
     @property
     def _io(self) -> Any:
@@ -245,6 +246,26 @@ class SMTPClientProtocol(Protocol):
         self._needs_rset = False
         self._io.write(b"".join(group))
         return transaction.result
+
+    def command(self, line: bytes, what: str) -> Deferred[Response]:
+        """Send one command line between transactions (AUTH, after ``ready``) and fire
+        with its reply, whatever its code; a broken session errbacks as ``send`` does.
+        ``what`` names the command in timeout texts; ``line`` itself is never logged."""
+        if self._transaction is not None:
+            raise RuntimeError("a transaction is in progress")
+        if not self._ready_done:
+            raise RuntimeError("command() before the session is ready")
+        if self._error is not None or self.closed or self._quitting:
+            return fail(self._error or SessionError(_local(451, "4.4.2", "connection closed")))
+        answered: Deferred[Response] = Deferred()
+        self._commands.append(answered)
+
+        def replied(response: Response) -> None:
+            self._commands.remove(answered)
+            answered.callback(response)
+
+        self._command(line, what, self._timeouts.other, replied)
+        return answered
 
     def quit(self) -> Deferred[None]:
         """Say QUIT and close; fires once the connection is gone, even if the server
@@ -403,6 +424,9 @@ class SMTPClientProtocol(Protocol):
         transaction, self._transaction = self._transaction, None
         if transaction is not None:
             transaction.result.errback(error)
+        commands, self._commands = self._commands, []
+        for answered in commands:
+            answered.errback(error)
 
     def _cancel_ready(self, ready: Deferred[SMTPClientProtocol]) -> None:
         self._ready_done = True  # Deferred.cancel errbacks it with CancelledError

@@ -51,6 +51,7 @@ from rail.delivery.mx import (
     parse_address_literal,
 )
 from rail.delivery.outcome import Reply
+from rail.delivery.tlspolicy import OPPORTUNISTIC, TLSRequirement
 
 __all__ = [
     "DNS_TIMEOUT",
@@ -84,6 +85,8 @@ class RouteHost:
 
     name: str
     addresses: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+    tls: TLSRequirement = OPPORTUNISTIC
+    """What TLS must achieve with this host (MTA-STS, DANE or the smarthost's)."""
 
 
 @attrs.frozen

@@ -43,6 +43,7 @@ from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, Session
 from rail.delivery.preparing import PrepareTimeoutError
 from rail.delivery.resolve import Route, RouteError
 from rail.delivery.sandbox import sandbox_result
+from rail.delivery.tlspolicy import TLSRequirement
 from rail.jobs.runner import RECORD_RETRY, Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, NewMessage, QuarantineKind
@@ -103,10 +104,11 @@ class Scheduler:
     """Feeds due jobs to per-domain connections; see the module docstring.
 
     ``route(domain)`` fires with a :class:`Route` or fails with :class:`RouteError`;
-    ``connect(address, host_name)`` fires with a :class:`Session` or fails with
-    :class:`SessionError`; ``prepare(job)`` fires with the bytes to send (DKIM-signed),
-    or fails: with :class:`PrepareTimeoutError` when over its budget, with
-    ``CancelledError`` when cancelled at shutdown, with anything else when it raised.
+    ``connect(address, host_name, tls)`` (``tls``: the host's requirement, from the
+    route) fires with a :class:`Session` or fails with :class:`SessionError`;
+    ``prepare(job)`` fires with the bytes to send (DKIM-signed), or fails: with
+    :class:`PrepareTimeoutError` when over its budget, with ``CancelledError`` when
+    cancelled at shutdown, with anything else when it raised.
     """
 
     what = "deliveries"
@@ -117,7 +119,7 @@ class Scheduler:
         clock: IReactorTime,
         *,
         route: Callable[[str], Deferred[Route]],
-        connect: Callable[[str, str], Deferred[Session]],
+        connect: Callable[[str, str, TLSRequirement], Deferred[Session]],
         prepare: Callable[[DeliveryJob], Deferred[bytes]],
         dsn: DSNBuilder,
         policy: RetryPolicy,
@@ -278,7 +280,7 @@ class Scheduler:
                 if not self._runner.running:
                     return None, tried, last
                 tried = Peer(mx=host.name, address=address)
-                connecting = self._connect(address, host.name)
+                connecting = self._connect(address, host.name, host.tls)
                 self._connecting.add(connecting)
                 try:
                     return await connecting, tried, None

@@ -19,14 +19,15 @@ from twisted.internet.defer import Deferred
 from rail.bounces.verp import ReturnPaths
 from rail.config import Config
 from rail.delivery.bounces import dsn_builder
-from rail.delivery.client import ClientTimeouts
-from rail.delivery.connect import open_session
 from rail.delivery.decide import RetryPolicy
+from rail.delivery.mtasts import STSPolicies
 from rail.delivery.preparing import Preparer
-from rail.delivery.resolve import Route, make_resolver, resolve_route, smarthost_route
-from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler, Session
+from rail.delivery.resolve import make_resolver
+from rail.delivery.scheduler import DeliveryLimits, IAttemptObserver, Scheduler
 from rail.delivery.signing import Signer
 from rail.delivery.threads import SigningThreads
+from rail.delivery.tlsreport import DISCARD, TLSOutcomeSink
+from rail.delivery.transport import build_transport
 from rail.dkim.keys import KeyStore
 from rail.forward.clients import forwarding_domain
 from rail.store.model import BounceReport, DeliveryJob, IDeliveryQueue
@@ -38,9 +39,14 @@ class DeliveryService(Service):
     """Runs the scheduler (and the signing threads, if given) between start and stop."""
 
     def __init__(
-        self, scheduler: Scheduler, grace: float, threads: SigningThreads | None = None
+        self,
+        scheduler: Scheduler,
+        grace: float,
+        threads: SigningThreads | None = None,
+        policies: STSPolicies | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.policies = policies
         self._grace = grace
         self._threads = threads
         self.setName("delivery")
@@ -49,6 +55,8 @@ class DeliveryService(Service):
         super().startService()
         if self._threads is not None:
             self._threads.start()
+        if self.policies is not None:
+            self.policies.start()
         self.scheduler.start()
 
     def stopService(self) -> Deferred[None]:
@@ -57,6 +65,9 @@ class DeliveryService(Service):
         threads = self._threads
         if threads is not None:
             stopped.addCallback(lambda _: threads.stop())
+        policies = self.policies
+        if policies is not None:
+            stopped.addCallback(lambda _: policies.stop())
         return stopped
 
 
@@ -70,40 +81,17 @@ def build_delivery(
     sandboxed: Callable[[str], bool] | None = None,
     return_paths: ReturnPaths | None = None,
     dsn_recipient: Callable[[BounceReport], str] | None = None,
+    outcomes: TLSOutcomeSink = DISCARD,
 ) -> DeliveryService:
     """The ``delivery`` service for ``config``; ``sandboxed(client)`` says whose mail is
     signed and recorded but not sent (:mod:`rail.delivery.sandbox`); with ``return_paths``,
     mail goes out with its signed return path (``bounces.enabled``) instead of the app's
     address; ``dsn_recipient`` chooses where a DSN goes (see
-    :func:`rail.delivery.bounces.dsn_builder`)."""
+    :func:`rail.delivery.bounces.dsn_builder`); ``outcomes`` hears every TLS outcome."""
     delivery = config.delivery
     rng = rng or random.SystemRandom()
     resolver = make_resolver(delivery.nameservers, reactor)
-    smarthost = delivery.smarthost
-    timeouts = ClientTimeouts()
-    port = smarthost.port if smarthost else delivery.port
-    tls_mode = smarthost.tls if smarthost else "opportunistic"
-    tls_hostname = smarthost.host if smarthost else None
-
-    def route(domain: str) -> Deferred[Route]:
-        if smarthost is not None:
-            return smarthost_route(resolver, smarthost.host, smarthost.port)
-        return resolve_route(resolver, domain, rng)
-
-    def connect(address: str, host: str) -> Deferred[Session]:
-        return Deferred.fromCoroutine(
-            open_session(
-                reactor,
-                address,
-                port,
-                helo_name=config.hostname,
-                clock=reactor,
-                timeouts=timeouts,
-                connect_timeout=delivery.connect_timeout,
-                tls_mode=tls_mode,
-                tls_hostname=tls_hostname,
-            )
-        )
+    transport = build_transport(config, reactor, resolver, rng, outcomes)
 
     threads = SigningThreads(reactor, 2 * delivery.prepare_threads)
     preparer = Preparer(
@@ -116,8 +104,8 @@ def build_delivery(
     scheduler = Scheduler(
         queue,
         reactor,
-        route=route,
-        connect=connect,
+        route=transport.route,
+        connect=transport.connector(reactor, config.hostname, delivery.connect_timeout),
         prepare=preparer,
         dsn=dsn_builder(
             config.hostname, reactor.seconds, reactor.callFromThread, recipient=dsn_recipient
@@ -133,7 +121,9 @@ def build_delivery(
         sandboxed=sandboxed,
         return_path=None if return_paths is None else signed_return_path(return_paths),
     )
-    return DeliveryService(scheduler, config.shutdown.grace_period, threads)
+    return DeliveryService(
+        scheduler, config.shutdown.grace_period, threads, policies=transport.policies
+    )
 
 
 def signed_return_path(return_paths: ReturnPaths) -> Callable[[DeliveryJob], str]:

@@ -14,15 +14,17 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.error import ConnectionRefusedError, NoRouteError, TimeoutError
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, CertificateOptions, trustRootFromCertificates
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rail.delivery.client import ClientTimeouts, SMTPClientProtocol
-from rail.delivery.connect import TLSMode, open_session
+from rail.delivery.connect import open_session
 from rail.delivery.outcome import MessageResult, OutboundMessage, SessionError
+from rail.delivery.tlspolicy import OPPORTUNISTIC, TLSRequirement
+from rail.delivery.tlsverify import TLSContexts
 from rail.pki.ca import CertificateAuthority, create_ca
 from rail.pki.issue import issue_server_certificate
 from rail.pki.keys import generate_private_key
@@ -56,6 +58,9 @@ def must_show_message() -> bytes:
     data = b".\r\n" + filler + b".\r\n" * 5999
     assert data[16_384:16_387] == b".\r\n" and data.count(b".\r\n") == 6000
     return data
+
+
+RELAY = TLSRequirement(mode="smarthost-required", verify_names=("mx.rail.test",))
 
 
 def codes(result: MessageResult) -> list[int]:
@@ -168,7 +173,7 @@ class RealSocketTestCase(TestCase):
         return sink
 
     async def open(
-        self, port: int, tls_mode: TLSMode = "none", **kwargs: Any
+        self, port: int, requirement: TLSRequirement | None = None, **kwargs: Any
     ) -> SMTPClientProtocol:
         return await open_session(
             reactor,
@@ -178,9 +183,15 @@ class RealSocketTestCase(TestCase):
             clock=reactor,
             timeouts=TIMEOUTS,
             connect_timeout=5,
-            tls_mode=tls_mode,
+            requirement=requirement,
             **kwargs,
         )
+
+    def contexts(self, ca: CertificateAuthority) -> TLSContexts:
+        """Contexts trusting only ``ca`` (written to a PEM file, as ``ca_file`` is)."""
+        path = Path(self.mktemp())
+        path.write_bytes(ca.certificate.public_bytes(Encoding.PEM))
+        return TLSContexts(str(path), system_roots=False)
 
 
 class RailServerTests(RealSocketTestCase):
@@ -224,7 +235,7 @@ class RailServerTests(RealSocketTestCase):
         7435); the session reports TLS and its version (for the delivery log), and the
         server saw the message inside it."""
         servers = _Servers(tls=server_options(_server_material(_ca()), None))
-        session = await self.open(await self.serve(servers), "opportunistic")
+        session = await self.open(await self.serve(servers), OPPORTUNISTIC)
         self.assertTrue(session.tls_active)
         self.assertIn(session.tls_version, ("TLSv1.2", "TLSv1.3"))
         self.assertIn("PIPELINING", session.capabilities)
@@ -240,7 +251,7 @@ class RailServerTests(RealSocketTestCase):
         """When the TLS handshake fails the host is retried in plaintext on a new
         connection; ``tls_active`` says TLS was not used, and there is no TLS version."""
         servers = _Servers(tls=_client_certificate_required(_ca()))
-        session = await self.open(await self.serve(servers), "opportunistic")
+        session = await self.open(await self.serve(servers), OPPORTUNISTIC)
         self.assertFalse(session.tls_active)
         self.assertIsNone(session.tls_version)
         result = await session.send(MESSAGE)
@@ -253,7 +264,7 @@ class RailServerTests(RealSocketTestCase):
         """A server that says 220 to STARTTLS and then sends non-TLS bytes is retried in
         plaintext too."""
         servers = _Servers(first=_StartTLSGarbage)
-        session = await self.open(await self.serve(servers), "opportunistic")
+        session = await self.open(await self.serve(servers), OPPORTUNISTIC)
         self.assertFalse(session.tls_active)
         result = await session.send(MESSAGE)
         await session.quit()
@@ -261,14 +272,14 @@ class RailServerTests(RealSocketTestCase):
         self.assertEqual(servers.connections, 2)
 
     async def test_required_tls_verified(self) -> None:
-        """Required TLS verifies the certificate for ``tls_hostname`` (here against a
-        given trust root) and succeeds when it matches."""
+        """Required TLS verifies the certificate for the relay's name (here against a
+        given CA file) and succeeds when it matches."""
         ca = _ca()
         servers = _Servers(tls=server_options(_server_material(ca), None))
         port = await self.serve(servers)
-        pem = ca.certificate.public_bytes(Encoding.PEM)
-        trust = trustRootFromCertificates([Certificate.loadPEM(pem)])
-        session = await self.open(port, "required", tls_hostname="mx.rail.test", trust_root=trust)
+        session = await self.open(
+            port, RELAY, server_name="mx.rail.test", contexts=self.contexts(ca)
+        )
         self.assertTrue(session.tls_active)
         await session.quit()
 
@@ -278,14 +289,15 @@ class RailServerTests(RealSocketTestCase):
         ca = _ca()
         servers = _Servers(tls=server_options(_server_material(ca), None))
         port = await self.serve(servers)
-        pem = ca.certificate.public_bytes(Encoding.PEM)
-        trust = trustRootFromCertificates([Certificate.loadPEM(pem)])
-        for kwargs in (
-            {"tls_hostname": "mx.rail.test"},
-            {"tls_hostname": "other.example", "trust_root": trust},
+        for requirement, contexts in (
+            (RELAY, self.contexts(_ca())),
+            (
+                TLSRequirement(mode="smarthost-required", verify_names=("other.example",)),
+                self.contexts(ca),
+            ),
         ):
             with self.assertRaises(SessionError) as caught:
-                await self.open(port, "required", **kwargs)
+                await self.open(port, requirement, server_name="mx.rail.test", contexts=contexts)
             self.assertTrue(caught.exception.tls_failed)
             self.assertEqual(caught.exception.reply.code // 100, 4)
         self.assertEqual(servers.connections, 2)
@@ -295,7 +307,7 @@ class RailServerTests(RealSocketTestCase):
         """Required TLS and a server without STARTTLS: local 451 4.7.4."""
         servers = _Servers()
         with self.assertRaises(SessionError) as caught:
-            await self.open(await self.serve(servers), "required", tls_hostname="mx.rail.test")
+            await self.open(await self.serve(servers), RELAY, server_name="mx.rail.test")
         self.assertEqual(caught.exception.reply.enhanced, "4.7.4")
         self.assertFalse(caught.exception.reply.remote)
 
@@ -387,7 +399,6 @@ class ConnectFailureTests(SynchronousTestCase):
                 clock=Clock(),
                 timeouts=TIMEOUTS,
                 connect_timeout=7,
-                tls_mode="opportunistic",
             )
         )
         return memory, d

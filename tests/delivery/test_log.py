@@ -77,7 +77,7 @@ class DeliveryLogTests(SynchronousTestCase):
             return fail(route)
         return succeed(route)
 
-    def _connect(self, address: str, host: str) -> Deferred[FakeSession]:
+    def _connect(self, address: str, host: str, tls: object = None) -> Deferred[FakeSession]:
         if address in self.refuse:
             return fail(SessionError(Reply(451, "4.4.1", "connection refused", remote=False)))
         session = FakeSession(lambda m: self.answer(m))

@@ -122,7 +122,7 @@ class SchedulerTests(SynchronousTestCase):
             return fail(route)
         return succeed(route)
 
-    def _connect(self, address: str, host: str) -> Deferred[FakeSession]:
+    def _connect(self, address: str, host: str, tls: object = None) -> Deferred[FakeSession]:
         self.connects.append((address, host))
         if address in self.refuse:
             return fail(SessionError(Reply(451, "4.4.1", "connection refused", remote=False)))

@@ -198,7 +198,7 @@ class _Harness(TestCase):
         """Every domain has one MX, ``mx.<domain>``, at 127.0.0.1."""
         return succeed(Route((RouteHost(f"mx.{domain}", ("127.0.0.1",)),)))
 
-    def _connect(self, address: str, host: str) -> Deferred[Session]:
+    def _connect(self, address: str, host: str, tls: object = None) -> Deferred[Session]:
         self.connects.append((address, host))
         return Deferred.fromCoroutine(
             open_session(
@@ -209,7 +209,6 @@ class _Harness(TestCase):
                 clock=reactor,
                 timeouts=_TIMEOUTS,
                 connect_timeout=5,
-                tls_mode="opportunistic",
             )
         )
 

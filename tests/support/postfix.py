@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.support.tools import missing, need_root
 
-__all__ = ["MASTER", "RunningPostfix", "need_postfix", "start_postfix"]
+__all__ = ["MASTER", "RunningPostfix", "Submission", "need_postfix", "start_postfix"]
 
 MASTER = Path("/usr/lib/postfix/sbin/master")
 
@@ -115,24 +115,60 @@ def need_postfix() -> None:
         missing(f"{MASTER} is not installed (Debian package postfix)")
 
 
+@attrs.frozen
+class Submission:
+    """A submission service (RFC 6409) beside port 25: STARTTLS required on
+    ``starttls_port``, TLS from the first byte on ``implicit_port``, and on both SMTP AUTH
+    through Dovecot's SASL at ``sasl_path`` (an absolute socket path), mandatory."""
+
+    sasl_path: Path
+    starttls_port: int
+    implicit_port: int
+
+
+def _submission_lines(address: str, submission: Submission) -> list[str]:
+    options = [
+        "  -o smtpd_sasl_auth_enable=yes",
+        "  -o smtpd_sasl_type=dovecot",
+        f"  -o smtpd_sasl_path={submission.sasl_path}",
+        "  -o smtpd_sasl_authenticated_header=yes",
+        "  -o smtpd_tls_auth_only=yes",
+        "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject",
+        "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+    ]
+    return [
+        f"{address}:{submission.starttls_port} inet n - n - - smtpd",
+        "  -o smtpd_tls_security_level=encrypt",
+        *options,
+        f"{address}:{submission.implicit_port} inet n - n - - smtpd",
+        "  -o smtpd_tls_wrappermode=yes",
+        *options,
+    ]
+
+
 def start_postfix(
     port: int,
     domains: tuple[str, ...],
     hostname: str = "mx.dest.test",
     relay_to: int | None = None,
+    *,
     address: str = "127.0.0.1",
     extra: str = "",
+    certificate: tuple[Path, Path] | None = None,
+    submission: Submission | None = None,
 ) -> RunningPostfix:
-    """Start Postfix's master on 127.0.0.1:``port``; the caller waits for the port and
+    """Start Postfix's master on ``address``:``port``; the caller waits for the port and
     calls :meth:`RunningPostfix.stop`.
 
     With ``relay_to``, mail for every domain not in ``domains`` is relayed to
     127.0.0.1:``relay_to`` with STARTTLS required (``smtp_tls_security_level = encrypt``,
     unverified) and the TLS session logged. ``address`` is the loopback address smtpd listens
     on (two instances can share a port on 127.0.0.1 and 127.0.0.2; Postfix refuses an
-    ``inet_interfaces`` address that no interface has, so another one is set as ``all``
-    and only master.cf names it); ``extra`` is appended to main.cf (a later setting
-    overrides an earlier one). Skips without root or Postfix (see :func:`need_postfix`)."""
+    ``inet_interfaces`` address that no interface has, so another one is set as ``all`` and
+    only master.cf names it); ``extra`` is appended to main.cf (a later setting overrides
+    an earlier one). ``certificate`` (chain and key PEM files) replaces the self-signed
+    certificate made for ``hostname``; ``submission`` adds the submission services. Skips
+    without root or Postfix (see :func:`need_postfix`)."""
     need_postfix()
     user = pwd.getpwnam("postfix")
     postdrop = grp.getgrnam("postdrop").gr_gid
@@ -152,7 +188,7 @@ def start_postfix(
     data.chmod(0o700)
     os.chown(data, user.pw_uid, -1)
     os.chown(mail, user.pw_uid, user.pw_gid)
-    cert, key = _certificate(conf, hostname)
+    cert, key = certificate if certificate is not None else _certificate(conf, hostname)
     mailboxes = " ".join(f"{{@{domain}=inbox/}}" for domain in domains)
     (conf / "main.cf").write_text(
         f"""compatibility_level = 3.6
@@ -185,6 +221,7 @@ smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_received_header = yes
 smtputf8_enable = yes
+smtpd_tls_loglevel = 1
 """
         + (
             f"""relayhost = [127.0.0.1]:{relay_to}
@@ -203,6 +240,8 @@ smtp_helo_name = {hostname}
         if line.startswith("smtp ") and " smtpd" in line:
             line = f"{address}:{port} inet n - n - - smtpd"
         lines.append(line)
+    if submission is not None:
+        lines.extend(_submission_lines(address, submission))
     (conf / "master.cf").write_text("\n".join(lines) + "\n")
     process = subprocess.Popen(
         [str(MASTER), "-c", str(conf), "-d"],
