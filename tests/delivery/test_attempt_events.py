@@ -95,7 +95,7 @@ class SchedulerTests(SynchronousTestCase):
         self.routes: dict[str, Route | RouteError] = {}
 
     def _deliver(self, tls: bool) -> list[JobResult]:
-        def connect(address: str, host: str) -> Deferred[FakeSession]:
+        def connect(address: str, host: str, required: object = None) -> Deferred[FakeSession]:
             session = FakeSession(all_reply(Reply(250, "2.0.0", "ok")))
             session.tls_active = tls
             self.sessions.append(session)
