@@ -52,6 +52,8 @@ _RESTART_KEYS = (
     ("delivery.mta_sts", lambda c: c.delivery.mta_sts),
     ("delivery.prepare_timeout", lambda c: c.delivery.prepare_timeout),
     ("delivery.prepare_threads", lambda c: c.delivery.prepare_threads),
+    ("delivery.dane", lambda c: (c.delivery.dane, c.delivery.dane_resolver)),
+    ("tlsrpt", lambda c: c.tlsrpt),
     ("limits", lambda c: c.limits),
     ("storage", lambda c: c.storage),
     ("web", lambda c: c.web),

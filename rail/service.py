@@ -32,6 +32,7 @@ from rail.delivery.bounces import dsn_builder
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
 from rail.delivery.stats import DeliveryStats
+from rail.delivery.tlsreport import DISCARD
 from rail.diskfull import is_disk_full
 from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
@@ -72,6 +73,8 @@ from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
 from rail.store.service import StoreService
 from rail.store.sqlite import SQLiteStore
+from rail.tlsrpt.mailbox import ReportMailbox, report_address
+from rail.tlsrpt.service import build_tlsrpt
 from rail.web.health import Readiness
 from rail.web.http80 import http80_site
 from rail.web.mtasts import MTASTSPolicy
@@ -479,6 +482,18 @@ def build_service(
         tls_contexts.append(inbound_tls)
         inbound_settings = [config.inbound]
         hooks.append(lambda c: inbound_settings.__setitem__(0, c.inbound))
+        # Reports to the TLS-RPT address Rail publishes (dns.tls_rpt) become a metric.
+        own = {*local_domain_names(config, now), config.hostname}
+        rua = report_address(config.dns.tls_rpt, own)
+        reports = (
+            ReportMailbox(
+                rua,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+                registry=stats.registry,
+            )
+            if rua is not None
+            else None
+        )
         # Port 25's per-address bound (inbound.max_connections_per_ip) is its gate's.
         inbound_factory = SMTPServerFactory(
             lambda: InboundSession(
@@ -491,6 +506,7 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 forwarding=forwarding,
+                reports=reports,
                 bounces=None
                 if verp is None
                 else BounceIntake(
@@ -591,12 +607,20 @@ def build_service(
     if config.delivery.hold:
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
+        # TLS-RPT counts what delivery reports; added first so it stops after delivery.
+        tlsrpt = build_tlsrpt(config, reactor, store) if config.tlsrpt.enabled else None
+        if tlsrpt is not None:
+            tlsrpt.setServiceParent(root)
+        # Sessions with a smarthost are not about any recipient domain's policy.
+        relayed = config.delivery.smarthost is not None
+        outcomes = tlsrpt.sink if tlsrpt is not None and not relayed else DISCARD
         delivery = build_delivery(
             config,
             reactor,
             store,
             keys,
             stats,
+            outcomes=outcomes,
             sandboxed=lambda name: clients[0].sandbox(name),
             dsn_recipient=unwrap,
             return_paths=verp,

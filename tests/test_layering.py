@@ -63,6 +63,7 @@ _PURE = [
     "delivery/replies.py",
     "delivery/schedule.py",
     "delivery/mx.py",
+    "delivery/dane.py",
     "delivery/stspolicy.py",
     "delivery/stscache.py",
     "delivery/smtpauth.py",

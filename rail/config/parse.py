@@ -13,6 +13,7 @@ does not match its class.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -27,6 +28,7 @@ from rail.config.schema import (
     MTASTS,
     PKI,
     TLS,
+    TLSRPT,
     Bounces,
     Config,
     Connections,
@@ -343,6 +345,20 @@ _MTA_STS = r.section(
     {"enabled": r.boolean, "ca_file": r.optional(r.path), "port": r.integer(1, 65535)},
 )
 
+
+def _delivery_problem(values: Mapping[str, Any]) -> str | None:
+    """DANE needs a validating resolver on loopback: its AD bit is all Rail checks."""
+    resolver = values.get("dane_resolver")
+    if values.get("dane") and resolver is None:
+        return "dane: true needs dane_resolver (a DNSSEC-validating resolver on loopback)"
+    if resolver is not None and not ipaddress.ip_address(resolver[0]).is_loopback:
+        return (
+            f"dane_resolver: {resolver[0]} is not a loopback address: the AD bit of a"
+            " resolver elsewhere is not protected on the way (run unbound on this host)"
+        )
+    return None
+
+
 _DELIVERY = r.section(
     Delivery,
     {
@@ -351,6 +367,8 @@ _DELIVERY = r.section(
         "port": r.integer(1, 65535),
         "smarthost": r.optional(_SMARTHOST),
         "mta_sts": _MTA_STS,
+        "dane": r.boolean,
+        "dane_resolver": r.optional(r.nameserver),
         "retry": r.non_empty(r.list_of(r.duration("1s", "7d"), "durations")),
         "max_age": r.duration("1m", "60d"),
         "concurrency": r.integer(1, 10_000),
@@ -359,6 +377,17 @@ _DELIVERY = r.section(
         "connect_timeout": r.duration("1s", "10m"),
         "prepare_timeout": r.duration("1s", "1h"),
         "prepare_threads": r.integer(1, 64),
+    },
+    check=_delivery_problem,
+)
+
+_TLSRPT = r.section(
+    TLSRPT,
+    {
+        "enabled": r.boolean,
+        "organization": r.optional(r.text(1, 200)),
+        "contact": r.optional(r.text(1, 200)),
+        "sender": r.optional(r.email),
     },
 )
 
@@ -396,6 +425,7 @@ _CONFIG = r.section(
         "delivery": _DELIVERY,
         "inbound": _INBOUND,
         "dns": _DNS,
+        "tlsrpt": _TLSRPT,
         "shutdown": _SHUTDOWN,
         "web": _WEB,
         "logging": _LOGGING,

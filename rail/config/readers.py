@@ -51,6 +51,7 @@ __all__ = [
     "size",
     "spf_term",
     "suggestion",
+    "text",
     "unique",
     "uri",
 ]
@@ -321,6 +322,20 @@ def uri(schemes: tuple[str, ...]) -> Reader:
         if not colon or scheme.lower() not in schemes or not rest.strip("/") or " " in text:
             raise InvalidError(f"expected a {expected} URI, got {text!r}")
         return text
+
+    return read
+
+
+def text(low: int, high: int) -> Reader:
+    """A reader of a line of printable text of ``low`` to ``high`` characters."""
+
+    def read(value: object, at: Cursor) -> str:
+        string = _string(value)
+        if not low <= len(string) <= high or not string.isprintable():
+            raise InvalidError(
+                f"expected {low} to {high} printable characters on one line, got {string!r}"
+            )
+        return string
 
     return read
 

@@ -23,6 +23,7 @@ __all__ = [
     "MTASTS",
     "PKI",
     "TLS",
+    "TLSRPT",
     "Bounces",
     "Client",
     "ClientLimits",
@@ -480,6 +481,14 @@ class Delivery:
     """Relay everything through this host instead of looking up MX records."""
     mta_sts: MTASTS = MTASTS()
     """How recipient domains' MTA-STS policies are applied (not to a smarthost)."""
+    dane: bool = False
+    """Honour DANE (RFC 7672): MX hosts of DNSSEC-signed domains that publish TLSA records
+    get TLS with their certificate checked against those records, else no delivery
+    (deferred). Takes precedence over MTA-STS. Needs ``dane_resolver``."""
+    dane_resolver: tuple[str, int] | None = None
+    """The DNSSEC-validating resolver (e.g. unbound) asked for MX and TLSA records with
+    the DO bit, as ``"ip"`` or ``"ip:port"`` on loopback: Rail believes its AD bit, which
+    nothing protects on the way from a resolver elsewhere."""
     retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
     """Delay before each retry of a deferred recipient, the last one repeating, each with
     ±10% jitter so retries of a burst spread out."""
@@ -503,6 +512,22 @@ class Delivery:
     """Messages signed at once, each in a worker thread off the reactor. Up to as many
     threads again may still be busy with messages that overran ``prepare_timeout``, so a
     few of those never stop the signing of the rest."""
+
+
+@attrs.frozen(kw_only=True)
+class TLSRPT:
+    """TLS-RPT (RFC 8460): daily reports of outbound TLS outcomes to recipient domains."""
+
+    enabled: bool = False
+    """Count every outbound session's TLS outcome per recipient domain and send each
+    domain that publishes an ``_smtp._tls`` record its report of the previous UTC day."""
+    organization: str | None = None
+    """``organization-name`` of the reports; null: ``hostname``."""
+    contact: str | None = None
+    """``contact-info`` of the reports; null: ``mailto:postmaster@<hostname>``."""
+    sender: str | None = None
+    """From address of the report messages (DKIM-signed for its domain); null:
+    ``tlsrpt-noreply@<hostname>``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -579,6 +604,7 @@ class Config:
     delivery: Delivery = Delivery()
     inbound: Inbound = Inbound()
     dns: DNS = DNS()
+    tlsrpt: TLSRPT = TLSRPT()
     shutdown: Shutdown = Shutdown()
     web: Web = Web()
     logging: Logging = Logging()

@@ -116,7 +116,8 @@ class DANEResult:
     """What DNSSEC-validated TLSA lookups found for one MX host (made by the DANE code)."""
 
     tlsa: tuple[Any, ...] = ()
-    """Usable TLSA records; empty: DANE does not apply to this host."""
+    """The host's DNSSEC-validated TLSA records; empty: DANE does not apply to this host.
+    A set with no usable record still requires TLS, unauthenticated (RFC 7672 §2.2)."""
     names: tuple[str, ...] = ()
     """Reference identifiers for DANE-TA(2) records (RFC 7672 §3.2.2); empty: the host."""
     policy_strings: tuple[str, ...] = ()

@@ -22,6 +22,9 @@ from rail.config import Config
 from rail.config.schema import Smarthost
 from rail.delivery.client import ClientTimeouts
 from rail.delivery.connect import open_session
+from rail.delivery.danecheck import dane_check
+from rail.delivery.danelookup import with_dane
+from rail.delivery.dnssec import DaneResolver
 from rail.delivery.mtasts import STSPolicies
 from rail.delivery.resolve import Route, resolve_route, smarthost_route
 from rail.delivery.smtpauth import Credentials
@@ -113,6 +116,7 @@ def build_transport(
     sts = delivery.mta_sts
     ca_file = str(sts.ca_file) if sts.ca_file is not None else None
     contexts = _contexts(ca_file, "delivery.mta_sts.ca_file")
+    contexts.dane_check = dane_check(reactor.seconds)
     policies = None
     if sts.enabled:
         policies = STSPolicies(
@@ -132,7 +136,14 @@ def build_transport(
             policy_route(routing, policies.policy(name), domain, ca_file, outcomes)
         )
 
-    return Transport(route, delivery.port, ClientTimeouts(), contexts, outcomes, None, policies)
+    routed: Callable[[str], Deferred[Route]] = route
+    if delivery.dane and delivery.dane_resolver is not None:
+        lookups = DaneResolver(
+            delivery.dane_resolver,
+            lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        )
+        routed = with_dane(route, lookups, outcomes)
+    return Transport(routed, delivery.port, ClientTimeouts(), contexts, outcomes, None, policies)
 
 
 def _smarthost(smarthost: Smarthost, resolver: IResolver, outcomes: TLSOutcomeSink) -> Transport:

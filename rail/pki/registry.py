@@ -78,6 +78,16 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 Status = Literal["valid", "revoked", "expired"]
 
 
+_TURNS: dict[str, threading.Lock] = {}
+_TURNS_LOCK = threading.Lock()
+
+
+def _exclusive_turn(path: Path) -> threading.Lock:
+    """The lock this process's exclusive-mode opens of ``path`` take turns on."""
+    with _TURNS_LOCK:
+        return _TURNS.setdefault(str(path.resolve()), threading.Lock())
+
+
 class RegistryError(PKIError):
     """An operation the registry refuses; the message names the item (``--name 'x': ...``).
 
@@ -243,10 +253,13 @@ class Registry:
     the write it guards cannot be interleaved with another process's.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, held: threading.Lock | None = None
+    ) -> None:
         self._connection = connection
         self._path = path
         self._lock = threading.Lock()
+        self._held = held  # this process's turn at an exclusive-mode registry, if one
 
     @classmethod
     def open(cls, path: Path) -> Registry:
@@ -256,14 +269,25 @@ class Registry:
         shared through, and the open fails with an I/O error; the registry is then
         opened again in exclusive locking mode, which keeps that index in memory, so it
         can still be read (writes fail for want of space as they would anyway). Another
-        process waits (``busy_timeout``) until such a connection is closed.
+        process waits (``busy_timeout``) until such a connection is closed; within this
+        process, where several threads read the registry, SQLite would answer "database is
+        locked" at once rather than wait, so such opens take turns on a lock per file.
         """
         try:
             return cls._open(path, exclusive=False)
         except RegistryError as e:
             if not path.exists() or not is_disk_full(e):
                 raise
-        return cls._open(path, exclusive=True)
+        turn = _exclusive_turn(path)
+        if not turn.acquire(timeout=30.0):
+            raise RegistryError(f"{path}: cannot open registry (busy in this process)")
+        try:
+            registry = cls._open(path, exclusive=True)
+        except BaseException:
+            turn.release()
+            raise
+        registry._held = turn
+        return registry
 
     @classmethod
     def _open(cls, path: Path, exclusive: bool) -> Registry:
@@ -294,6 +318,9 @@ class Registry:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+            held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     def __enter__(self) -> Registry:
         return self

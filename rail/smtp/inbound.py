@@ -47,7 +47,7 @@ from rail.smtp.session import Envelope, Reply
 from rail.store.ids import new_message_id
 from rail.store.model import QueueFullError, StoreUnavailableError
 
-__all__ = ["InboundSession", "Verifier"]
+__all__ = ["InboundSession", "ReportMailbox", "Verifier"]
 
 _log = Logger()
 
@@ -62,6 +62,14 @@ class Verifier(Protocol):
 
     def verify(self, peer_ip: str, helo: str, sender: str, data: bytes) -> Any:
         """A Deferred firing with the message's :class:`Authentication`."""
+
+
+class ReportMailbox(Protocol):
+    """Rail's own TLS-RPT mailbox (:class:`rail.tlsrpt.mailbox.ReportMailbox`): mail to
+    it is read as a report, not stored nor sent to a webhook."""
+
+    def accepts(self, address: str) -> bool: ...
+    def receive(self, data: bytes, peer: str) -> Any: ...
 
 
 class InboundSession:
@@ -87,10 +95,13 @@ class InboundSession:
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
         forwarding: Forwarding | None = None,
+        reports: ReportMailbox | None = None,
         bounces: BounceIntake | None = None,
     ) -> None:
         self._forwarding = forwarding
         self._returns: dict[str, Return] = {}
+        self._reports = reports
+        self._report_rcpts: set[str] = set()
         self._bounces = bounces  # return paths (bounces.enabled): rail.smtp.bounceintake
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
@@ -118,6 +129,7 @@ class InboundSession:
     def check_mail(self, envelope: Envelope) -> Reject | None:
         self._routes = {}
         self._returns = {}
+        self._report_rcpts = set()
         if self._bounces is not None:
             self._bounces.reset()
         if self._settings.require_tls and not envelope.tls:
@@ -125,6 +137,9 @@ class InboundSession:
         return None
 
     def check_rcpt(self, envelope: Envelope, recipient: str) -> Reject | None:
+        if self._reports is not None and self._reports.accepts(recipient):
+            self._report_rcpts.add(recipient)
+            return None
         table = self._recipients()
         if self._bounces is not None:
             taken = self._bounces.check_rcpt(table, envelope, recipient, bool(self._routes))
@@ -168,6 +183,12 @@ class InboundSession:
             if self._refusals is not None:
                 self._refusals.refuse("inbound", over[0], envelope.peer)
             return over[1]
+        reports, self._report_rcpts = self._report_rcpts, set()
+        if reports and self._reports is not None:
+            reading = self._reports.receive(data, envelope.peer)
+            if reports.issuperset(envelope.recipients):
+                self._routes = {}
+                return reading.addCallback(lambda _: Reply(250, "2.0.0", "Ok: report received"))
         if self._bounces is not None and self._bounces.active:
             handled = self._bounces.deliver(self._recipients(), envelope, data)
             if not isinstance(handled, Route):
@@ -176,7 +197,7 @@ class InboundSession:
         routed: list[tuple[str, Route]] = []
         returns = tuple(self._returns[r] for r in envelope.recipients if r in self._returns)
         for recipient in envelope.recipients:
-            if recipient in self._returns:
+            if recipient in self._returns or recipient in reports:
                 continue
             route = self._routes.get(recipient)
             if route is None:  # not expected: every recipient passed check_rcpt

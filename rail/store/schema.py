@@ -25,6 +25,7 @@ from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
 from rail.store.sendcheck import SEND_CHECK_SCHEMA
 from rail.store.suppressions import SUPPRESSIONS_SCHEMA
+from rail.store.tlsreports import TLS_REPORTS_SCHEMA
 
 __all__ = [
     "COMPACT_AT_START",
@@ -60,7 +61,7 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
 # version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
 # jobs; version 10 no record of the recipients a send found suppressed; version 11 no
-# index of the deferral events (rail.store.emit).
+# TLS-RPT counters; version 12 no index of the deferral events (rail.store.emit).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -139,6 +140,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + ASYNC_REPORTS_SCHEMA
     + EVENT_JOBS_SCHEMA
     + SEND_CHECK_SCHEMA
+    + TLS_REPORTS_SCHEMA
     + EMISSION_SCHEMA
 )
 
@@ -155,7 +157,8 @@ _MIGRATIONS: dict[int, str] = {
     9: ASYNC_REPORTS_SCHEMA,
     10: EVENT_JOBS_SCHEMA,
     11: SEND_CHECK_SCHEMA,
-    12: EMISSION_SCHEMA,
+    12: TLS_REPORTS_SCHEMA,
+    13: EMISSION_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

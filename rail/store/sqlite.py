@@ -63,6 +63,7 @@ from rail.store.reader import Read, Reader, open_reader
 from rail.store.schema import database_path, open_writable
 from rail.store.suppressionmodel import ISuppressionList
 from rail.store.suppressionqueue import SQLiteSuppressions
+from rail.store.tlsreports import SQLiteTLSReports
 from rail.store.usage import client_usage
 from rail.store.writer import (
     AcceptManyOp,
@@ -105,7 +106,7 @@ VACUUM_PAGES = 256
     ISuppressionList,
     IEventStore,
 )
-class SQLiteStore(SQLiteAdmin, SQLiteSuppressions):
+class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
 
     def __init__(

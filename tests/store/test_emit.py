@@ -505,20 +505,20 @@ class InboundFailedTests(_StoreTest):
 
 
 class MigrationTests(TestCase):
-    def test_from_version_11(self) -> None:
-        """A version 11 queue gains the deferral events' index and keeps its events."""
-        from tests.store.oldschemas import schema_v11
+    def test_from_version_12(self) -> None:
+        """A version 12 queue gains the deferral events' index and keeps its events."""
+        from tests.store.oldschemas import schema_v12
 
         directory = Path(self.mktemp())
         directory.mkdir()
         old = sqlite3.connect(database_path(directory))
-        old.executescript(schema_v11())
+        old.executescript(schema_v12())
         old.execute(
             "INSERT INTO events VALUES ('E', 'app', 'message.deferred', 'M', 'a@x', 0, 1.0,"
             " '{}', 'queued', 0, 1.0, NULL, 1.0)"
         )
         old.commit()
-        old.execute("PRAGMA user_version=11")
+        old.execute("PRAGMA user_version=12")
         old.close()
         connection = open_writable(directory)
         self.addCleanup(connection.close)
