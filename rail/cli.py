@@ -23,6 +23,12 @@ from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
+from rail.eventscli import (
+    add_client_commands,
+    add_issue_options,
+    check_issue_events,
+    record_issue_events,
+)
 from rail.forward.check import forwarding_problems
 from rail.pki.files import PKIError, load_ca
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
@@ -163,6 +169,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_issue(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    events = check_issue_events(config, args)
     days = args.days
     validity = (
         timedelta(days=days) if days is not None else timedelta(seconds=config.pki.client_validity)
@@ -196,6 +203,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     print(f"  webhook  {record.webhook or '(none)'}")
     print(f"  expires  {format_time(record.not_after)}")
     print(f"  wrote    {issued.certificate_path} and {issued.key_path} (key mode 0600)")
+    for line in record_issue_events(config, record.name, events, args.events_url, _now()):
+        print(line)
     if record.webhook:
         public_key, secret = verification_keys(config.data_dir, record.name)
         print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
@@ -444,6 +453,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="issue even if another client's valid certificate holds an --email address",
     )
+    add_issue_options(p)
     p.set_defaults(func=_cmd_issue)
 
     p = certs.add_parser("list", help="list issued certificates")
@@ -466,6 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     add_webhook_secret_command(certs, with_config, _Parser)
 
     add_queue_commands(sub, with_config, _Parser)
+    add_client_commands(sub, with_config, _Parser)
     add_suppression_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(
