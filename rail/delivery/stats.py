@@ -21,7 +21,7 @@ __all__ = ["LATENCY_SAMPLES", "DeliveryStats", "percentile"]
 
 LATENCY_SAMPLES = 10_000
 _WINDOW = 300
-_STATUSES = ("queued", "deferred", "sent", "bounced", "failed", "deleted", "suppressed")
+_STATUSES = ("queued", "deferred", "sent", "bounced", "failed", "deleted")
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:
