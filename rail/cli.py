@@ -24,6 +24,12 @@ from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
+from rail.eventscli import (
+    add_client_commands,
+    add_issue_options,
+    check_issue_events,
+    record_issue_events,
+)
 from rail.forward.check import forwarding_problems
 from rail.pki.bundle import BROWSER_KEY_TYPE, BundleError, read_password, write_bundle
 from rail.pki.files import PKIError, load_ca
@@ -165,6 +171,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_issue(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    events = check_issue_events(config, args)
     bundle_password = _bundle_password(args)
     days = args.days
     validity = (
@@ -212,6 +219,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         except BundleError as error:
             raise _CommandError(1, [f"rail: {error}"]) from None
         print(f"  wrote    {bundle} (PKCS#12 for a browser, mode 0600; see docs/console.md)")
+    for line in record_issue_events(config, record.name, events, args.events_url, _now()):
+        print(line)
     if record.webhook:
         public_key, secret = verification_keys(config.data_dir, record.name)
         print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
@@ -482,6 +491,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="issue even if another client's valid certificate holds an --email address",
     )
+    add_issue_options(p)
     p.add_argument(
         "--p12",
         action="store_true",
@@ -515,6 +525,7 @@ def _parser() -> argparse.ArgumentParser:
     add_webhook_secret_command(certs, with_config, _Parser)
 
     add_queue_commands(sub, with_config, _Parser)
+    add_client_commands(sub, with_config, _Parser)
     add_suppression_commands(sub, with_config, _Parser)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(

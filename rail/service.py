@@ -40,6 +40,7 @@ from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dns.service import build_dns
 from rail.doctor.inputs import DoctorError
 from rail.doctor.run import domains_report
+from rail.events.subscriptions import Subscriptions
 from rail.forward.bounces import dsn_recipient
 from rail.forward.forwarding import Forwarding
 from rail.forward.loops import forward_problems
@@ -52,6 +53,7 @@ from rail.inbound.workers import Workers
 from rail.listener import Listener, ListenError
 from rail.mail.headers import HeaderLimits
 from rail.notify import notify
+from rail.pki.eventwatch import EventWatch
 from rail.pki.files import PKIError
 from rail.pki.registry import Registry, registry_path
 from rail.pki.revocationwatch import RevocationWatch
@@ -337,6 +339,8 @@ def build_service(
     revocation_watch.setServiceParent(root)
     hooks.append(lambda _config: revocation_watch.refresh())
     revocations = pki.revocations
+    event_watch = _event_watch(config, reactor, store, hooks)
+    event_watch.setServiceParent(root)
 
     def revoked() -> frozenset[int]:
         return revocations.serials
@@ -345,6 +349,7 @@ def build_service(
     clients = [ClientPolicies.from_config(config)]
     hooks.append(lambda new: clients.__setitem__(0, ClientPolicies.from_config(new)))
     rates = ClientRates(reactor, lambda name: clients[0].limits(name))
+    store.use_sandboxed(lambda name: clients[0].sandbox(name))
     # Started after the store (a later child), so the seed is read on its read thread.
     _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     secrets = SecretsWatch(
@@ -385,6 +390,7 @@ def build_service(
                 config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
             ),
             domains=_doctor_report(config, reactor, hooks),
+            client_events=event_watch,
             rates=rates,
             rotate_secret=secrets.rotate,
             console=build_console(
@@ -646,6 +652,28 @@ def build_service(
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
     return root
+
+
+def _event_watch(config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any]) -> EventWatch:
+    """Which events each client gets, read from the registry now (so the first message
+    finds them), then every second and on SIGHUP in a thread, into the store's writer."""
+    webhooks = [config.webhooks]
+    hooks.append(lambda c: webhooks.__setitem__(0, c.webhooks))
+
+    def install(subscriptions: Subscriptions) -> None:
+        store.subscriptions = subscriptions
+
+    watch = EventWatch(
+        registry_path(config.data_dir),
+        install,
+        clock=reactor,
+        in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+        now=lambda: datetime.fromtimestamp(reactor.seconds(), UTC),
+        allow_http_loopback=lambda: webhooks[0].allow_http_loopback and webhooks[0].allow_private,
+    )
+    watch.load()
+    hooks.append(lambda _config: watch.refresh())
+    return watch
 
 
 class _OnStart(Service):

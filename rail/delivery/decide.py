@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import attrs
 
+from rail.delivery.log import Peer
 from rail.delivery.outcome import MessageResult, Reply, disposition
 from rail.delivery.schedule import expiry_reply, next_attempt
 from rail.store.model import DeliveryJob, JobResult, RecipientUpdate
 
-__all__ = ["RetryPolicy", "job_result", "job_result_for_all"]
+__all__ = ["RetryPolicy", "job_result", "job_result_for_all", "with_peer"]
 
 
 @attrs.frozen
@@ -85,6 +86,7 @@ def _result(
     for recipient, reply in zip(job.recipients, replies, strict=True):
         fate = disposition(reply)
         when: float | None = None
+        expired_after: str | None = None
         if fate == "deferred":
             when = next_attempt(
                 now,
@@ -96,6 +98,7 @@ def _result(
                 policy.jitter,
             )
             if when is None:
+                expired_after = str(reply)
                 fate, reply = "bounced", expiry_reply(reply)
         updates.append(
             RecipientUpdate(
@@ -104,6 +107,14 @@ def _result(
                 reply=str(reply),
                 remote_mta=remote_mta if reply.remote else None,
                 next_attempt_at=when,
+                expired_after=expired_after,
             )
         )
     return JobResult(job.message_id, now, tuple(updates))
+
+
+def with_peer(result: JobResult, peer: Peer) -> JobResult:
+    """``result`` with where its attempt went, for the events the store records with it
+    (a plaintext connection's ``"none"`` TLS becomes None)."""
+    tls = None if peer.tls in (None, "none") else peer.tls
+    return attrs.evolve(result, mx=peer.mx, address=peer.address, tls=tls)

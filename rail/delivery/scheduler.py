@@ -37,7 +37,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, may
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all
+from rail.delivery.decide import RetryPolicy, job_result, job_result_for_all, with_peer
 from rail.delivery.log import NO_PEER, Peer, log_attempt, log_final, log_quarantined
 from rail.delivery.outcome import MessageResult, OutboundMessage, Reply, SessionError
 from rail.delivery.preparing import PrepareTimeoutError
@@ -418,7 +418,7 @@ class Scheduler:
         seconds = self._clock.seconds() - started
         self._observer.attempt(job, result, seconds)
         log_attempt(job, result, peer, seconds)
-        self._runner.record(job, result)
+        self._runner.record(job, with_peer(result, peer))
 
     def write(self, job: DeliveryJob, result: JobResult) -> Deferred[NewMessage | None]:
         return self._queue.record(result, self._dsn)

@@ -9,12 +9,24 @@ service replaces the value (a reference swap, safe across threads) when the sett
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 import attrs
 
-from rail.events.model import Event
+from rail.events.model import EVENT_TYPES, Event
 
-__all__ = ["NO_SUBSCRIPTIONS", "Subscription", "Subscriptions"]
+__all__ = [
+    "ALL",
+    "NO_SUBSCRIPTIONS",
+    "Subscription",
+    "Subscriptions",
+    "parse_event_types",
+    "subscription_of",
+]
+
+ALL: Final = "all"
+"""Shorthand for every type, kept as such: a client that picked ``all`` also gets the
+types a later Rail adds."""
 
 
 @attrs.frozen
@@ -29,6 +41,12 @@ class Subscription:
 class Subscriptions:
     by_client: Mapping[str, Subscription] = attrs.field(factory=dict)
 
+    def wants(self, client: str, event_type: str) -> bool:
+        """Whether ``client`` subscribed to ``event_type``: asked before building an event
+        that costs something to build (a read), so nobody subscribed costs nothing."""
+        subscription = self.by_client.get(client)
+        return subscription is not None and event_type in subscription.types
+
     def wanted(self, events: Iterable[Event]) -> list[Event]:
         """The events whose client subscribed to their type."""
         kept = []
@@ -40,3 +58,26 @@ class Subscriptions:
 
 
 NO_SUBSCRIPTIONS = Subscriptions()
+
+
+def parse_event_types(names: Iterable[str]) -> tuple[str, ...]:
+    """The types an operator picked, as stored: ``("all",)`` if ``all`` is among them,
+    else the known types named, in :data:`EVENT_TYPES` order, each once; ``()`` for none.
+    Raises ValueError naming the first unknown type."""
+    picked = set()
+    for name in names:
+        name = name.strip()
+        if name != ALL and name not in EVENT_TYPES:
+            raise ValueError(
+                f"unknown event type {name!r} (known: {ALL}, {', '.join(EVENT_TYPES)})"
+            )
+        picked.add(name)
+    if ALL in picked:
+        return (ALL,)
+    return tuple(t for t in EVENT_TYPES if t in picked)
+
+
+def subscription_of(types: Iterable[str], url: str | None) -> Subscription:
+    """The :class:`Subscription` of stored ``types`` (``all`` expanded)."""
+    chosen = frozenset(types)
+    return Subscription(frozenset(EVENT_TYPES) if ALL in chosen else chosen, url)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from rail.diskfull import is_disk_full
+from rail.pki.clientevents import (
+    CLIENT_EVENTS_SCHEMA,
+    ClientEvents,
+    check_event_settings,
+    read_client_events,
+    write_client_events,
+)
 from rail.pki.files import PKIError, certificate_pem
 from rail.pki.inspect import Role, certificate_identity, certificate_role
 from rail.pki.keys import key_type_of
@@ -33,11 +40,12 @@ __all__ = [
     "CertificateRecord",
     "Registry",
     "RegistryError",
+    "UnknownClientError",
     "parse_serial",
     "registry_path",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE certificates (
@@ -56,6 +64,8 @@ CREATE TABLE certificates (
 );
 CREATE INDEX certificates_by_name ON certificates (name);
 """
+# Version 2 had no event settings (issue 16): 2 to 3 adds their table.
+_SCHEMA += CLIENT_EVENTS_SCHEMA
 # Version 1 (before admin certificates) had no role: every certificate was a client's.
 _MIGRATE_1_TO_2 = "ALTER TABLE certificates ADD COLUMN role TEXT NOT NULL DEFAULT 'client'"
 
@@ -83,6 +93,10 @@ class RegistryError(PKIError):
 
     A ``PKIError`` so that the CLI can report every PKI failure the same way.
     """
+
+
+class UnknownClientError(RegistryError):
+    """No client certificate has the name asked for."""
 
 
 class AddressConflictError(RegistryError):
@@ -206,8 +220,11 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 1:
-            connection.execute(_MIGRATE_1_TO_2)
+        elif version < SCHEMA_VERSION:
+            if version == 1:
+                connection.execute(_MIGRATE_1_TO_2)
+            if version <= 2:
+                connection.execute(CLIENT_EVENTS_SCHEMA)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -446,3 +463,53 @@ class Registry:
     def valid_records(self, now: datetime) -> list[CertificateRecord]:
         with self._read():
             return [record for record in self._select() if record.status(now) == "valid"]
+
+    def set_events(
+        self,
+        name: str,
+        types: Iterable[str],
+        url: str | None,
+        now: datetime,
+        *,
+        allow_http_loopback: bool,
+        labels: tuple[str, str] = ("--events", "--events-url"),
+    ) -> ClientEvents:
+        """Record which events client ``name`` gets and where (see
+        :mod:`rail.pki.clientevents`); no types clears them. The client must have a
+        certificate; without ``url``, its newest valid certificate (or newest at all) must
+        carry a webhook URL. Raises :class:`RegistryError` for an unknown client and
+        :class:`~rail.pki.clientevents.EventSettingsError` (naming ``labels``) for
+        settings that do not make sense."""
+        with self._write():
+            records = self._client_records(name)
+            valid = [r for r in records if r.status(now) == "valid"]
+            picked = check_event_settings(
+                types,
+                url,
+                webhook=(valid or records)[-1].webhook,
+                allow_http_loopback=allow_http_loopback,
+                types_label=labels[0],
+                url_label=labels[1],
+            )
+            settings = ClientEvents(name, picked, url if picked else None)
+            write_client_events(self._connection, settings, _format_time(now))
+        return settings
+
+    def events_of(self, name: str) -> ClientEvents:
+        """Client ``name``'s event settings (no types if it picked none); raises
+        :class:`RegistryError` if no client certificate has that name."""
+        with self._read():
+            self._client_records(name)
+            found = read_client_events(self._connection, name)
+        return found[0] if found else ClientEvents(name)
+
+    def all_events(self) -> list[ClientEvents]:
+        """Every client's event settings that picks any type, by name."""
+        with self._read():
+            return read_client_events(self._connection)
+
+    def _client_records(self, name: str) -> list[CertificateRecord]:
+        records = [r for r in self._select("WHERE name = ?", (name,)) if r.role == "client"]
+        if not records:
+            raise UnknownClientError(f"{name!r}: no client certificate has this name")
+        return records

@@ -16,6 +16,8 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Collection
 
+from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
+from rail.store.emit import delivery_events
 from rail.store.integrity import (
     UnreadableRowError,
     number,
@@ -164,11 +166,16 @@ def quarantine_message(
 
 
 def record_result(
-    connection: sqlite3.Connection, result: JobResult, dsn: DSNBuilder | None
+    connection: sqlite3.Connection,
+    result: JobResult,
+    dsn: DSNBuilder | None,
+    subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
 ) -> tuple[bool, NewMessage | None]:
     """Apply ``result``; return whether its message just left the pending set, and the
     DSN stored for it, if any. Updates of recipients that are already final are ignored,
-    so recording the same result twice changes nothing."""
+    so recording the same result twice changes nothing. The events ``subscriptions``
+    ask for and the suppressions of hard bounces are stored with it
+    (:mod:`rail.store.emit`)."""
     message_id = result.message_id
     was_pending = _pending(connection, message_id)
     # A message put on hold while this attempt was in flight stays held: a deferral
@@ -177,6 +184,7 @@ def record_result(
         connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
         is not None
     )
+    changed = []
     bounced: list[int] = []
     for update in result.updates:
         applied = connection.execute(
@@ -194,6 +202,7 @@ def record_result(
             ),
         ).rowcount
         if applied:
+            changed.append(update)
             # The history ``rail queue show`` prints (rail.store.admin reads it).
             connection.execute(
                 "INSERT INTO attempts (message_id, idx, at, status, reply, remote_mta)"
@@ -209,6 +218,7 @@ def record_result(
             )
             if update.status == "bounced":
                 bounced.append(update.idx)
+    delivery_events(connection, result, changed, subscriptions)
     # A recipient's final failure is reported at once, not held until its siblings are
     # final: one DSN for the recipients that bounced in this result.
     notification = finish_bounced(connection, message_id, dsn, bounced) if bounced else None

@@ -17,8 +17,10 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
+from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
 from rail.store.deliveries import DSNBuilder, insert_message
+from rail.store.emit import inbound_failed_events
 from rail.store.integrity import (
     UnreadableRowError,
     number,
@@ -215,11 +217,15 @@ def quarantine_inbound(
 
 
 def record_webhook(
-    connection: sqlite3.Connection, result: WebhookResult, dsn: DSNBuilder | None
+    connection: sqlite3.Connection,
+    result: WebhookResult,
+    dsn: DSNBuilder | None,
+    subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
 ) -> NewMessage | None:
     """Record one POST's outcome; on a final failure queue the DSN ``dsn`` makes, if the
-    message allows one. Returns that DSN. A job already final is left alone (a late
-    duplicate result cannot undo ``delivered``)."""
+    message allows one, and the ``inbound.failed`` event if ``subscriptions`` ask for it.
+    Returns that DSN. A job already final is left alone (a late duplicate result cannot
+    undo ``delivered``)."""
     updated = connection.execute(
         "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
         " last_reply = ?, updated_at = ?"
@@ -235,6 +241,8 @@ def record_webhook(
     ).rowcount
     if updated and not _jobs_pending(connection, result.message_id):
         mark_finished(connection, "inbound", result.message_id, result.attempted_at)
+    if updated and result.status == "failed":
+        inbound_failed_events(connection, result, subscriptions)
     if not updated or result.status != "failed" or dsn is None:
         return None
     row = connection.execute(

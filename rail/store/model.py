@@ -236,15 +236,25 @@ class RecipientUpdate:
     reply: str
     remote_mta: str | None = None
     next_attempt_at: float | None = None
+    expired_after: str | None = None
+    """Set when this attempt failed at ``max_age``: the attempt's own reply (``reply`` is
+    then the expiry bounce that quotes it). Events tell an expiry from a bounce by it."""
 
 
 @attrs.frozen
 class JobResult:
-    """What one delivery attempt of a :class:`DeliveryJob` decided, recorded at once."""
+    """What one delivery attempt of a :class:`DeliveryJob` decided, recorded at once.
+
+    ``mx``, ``address`` and ``tls`` say where the attempt went (the MX host, the IP
+    address connected to, the TLS version or None in plaintext); None for what was never
+    reached. The store puts them in the attempt's events."""
 
     message_id: str
     attempted_at: float
     updates: tuple[RecipientUpdate, ...]
+    mx: str | None = None
+    address: str | None = None
+    tls: str | None = None
     events: tuple[Event, ...] = ()
     """Events the attempt makes, stored (for the clients that subscribed) in the same
     transaction as the result: a sandboxed client's ``message.delivered``."""

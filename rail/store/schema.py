@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from rail.diskfull import is_disk_full
 from rail.store.admin import ADMIN_SCHEMA, MIGRATE_5_TO_6
 from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
+from rail.store.emit import EMISSION_SCHEMA
 from rail.store.events import EVENT_JOBS_SCHEMA, EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
@@ -60,7 +61,7 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
 # version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
 # jobs; version 10 no record of the recipients a send found suppressed; version 11 no
-# TLS-RPT counters.
+# TLS-RPT counters; version 12 no index of the deferral events (rail.store.emit).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -140,6 +141,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + EVENT_JOBS_SCHEMA
     + SEND_CHECK_SCHEMA
     + TLS_REPORTS_SCHEMA
+    + EMISSION_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -156,6 +158,7 @@ _MIGRATIONS: dict[int, str] = {
     10: EVENT_JOBS_SCHEMA,
     11: SEND_CHECK_SCHEMA,
     12: TLS_REPORTS_SCHEMA,
+    13: EMISSION_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

@@ -375,6 +375,12 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     def subscriptions(self, value: Subscriptions) -> None:
         self._writer.subscriptions = value  # a reference swap: safe across threads
 
+    def use_sandboxed(self, sandboxed: Callable[[str], bool]) -> None:
+        """``sandboxed(client)``: whether the client's mail is recorded but never
+        delivered, so that its ``message.accepted`` says ``sandbox`` (called on the
+        writer thread: it must only read)."""
+        self._writer.sandboxed = sandboxed
+
     def claim_events(
         self, now: float, limit: int, exclude: frozenset[str]
     ) -> Deferred[list[EventJob]]:

@@ -37,6 +37,7 @@ from rail.store.deliveries import (
     quarantine_message,
     record_result,
 )
+from rail.store.emit import accepted_events
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import (
     claim_webhooks,
@@ -305,6 +306,10 @@ def _is_write(op: Op) -> bool:
     return isinstance(op, _WRITES) or (isinstance(op, AdminOp) and op.write)
 
 
+def _never(client: str) -> bool:
+    return False
+
+
 def count_pending(connection: sqlite3.Connection) -> int:
     """Messages with a recipient still to deliver: what ``max_queued`` limits."""
     row = connection.execute(
@@ -346,6 +351,9 @@ class Writer:
         self.commits = 0
         # Read by the writer thread when it stores events; replaced whole by the service.
         self.subscriptions: Subscriptions = NO_SUBSCRIPTIONS
+        # Whether a client's mail is recorded but never delivered (its events say
+        # ``sandbox``); replaced by the service, read by the writer thread.
+        self.sandboxed: Callable[[str], bool] = _never
         # A daemon thread: if the process exits without close(), SQLite's journal already
         # keeps every committed message and discards the uncommitted ones.
         self._thread = threading.Thread(target=self._run, name="rail-store-writer", daemon=True)
@@ -550,7 +558,7 @@ class Writer:
 
     def _record_one(self, op: RecordOp) -> object:
         def record() -> object:
-            outcome = record_result(self._connection, op.result, op.dsn)
+            outcome = record_result(self._connection, op.result, op.dsn, self.subscriptions)
             if op.result.events:
                 result = op.result
                 insert_events(
@@ -562,7 +570,7 @@ class Writer:
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
         return self._savepoint(
-            lambda: record_webhook(self._connection, op.result, op.dsn),
+            lambda: record_webhook(self._connection, op.result, op.dsn, self.subscriptions),
             f"cannot record webhook of {op.result.message_id}",
         )
 
@@ -674,6 +682,13 @@ class Writer:
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             raise QueueFullError("free disk space under the floor")
         insert_message(connection, message, skip=found)
+        accepted_events(
+            connection,
+            message,
+            self.subscriptions,
+            self.sandboxed,
+            queued=len(message.recipients) - len(found),
+        )
         if found:
             insert_suppressed(connection, message, found)
             events = [

@@ -33,6 +33,7 @@ from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.store.suppressionmodel import ISuppressionList
 from rail.web.admin import AdminResource, DomainsReport
 from rail.web.batch import SendBatch, SendRoutes
+from rail.web.clientevents import ClientEventsResource, IClientEventSettings
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
 from rail.web.identity import peer_serial
@@ -218,6 +219,7 @@ def build_site(
     public_stats: str = "loopback",
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
+    client_events: IClientEventSettings | None = None,
     rates: ClientRates | None = None,
     rotate_secret: Rotate | None = None,
     console: Resource | None = None,
@@ -225,8 +227,9 @@ def build_site(
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
     ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
-    ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report); ``console``
-    is mounted at ``/console`` (:mod:`rail.console`)."""
+    ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report);
+    ``client_events`` answers ``/api/v1/admin/clients/{name}/events``; ``console`` is
+    mounted at ``/console`` (:mod:`rail.console`)."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -261,10 +264,13 @@ def build_site(
         v1.putChild(b"admin", admin)
         if ISuppressionList.providedBy(store):
             admin.putChild(b"suppressions", SuppressionsResource(store, clock, admin=True))
+        secrets = ClientsResource(rotate_secret) if rotate_secret is not None else None
+        if client_events is not None:
+            admin.putChild(b"clients", ClientEventsResource(client_events, other=secrets))
+        elif secrets is not None:
+            admin.putChild(b"clients", secrets)
     if ISuppressionList.providedBy(store):
         v1.putChild(b"suppressions", SuppressionsResource(store, clock, admin=False))
-        if rotate_secret is not None:
-            admin.putChild(b"clients", ClientsResource(rotate_secret))
     if IInboundStore.providedBy(store):
         v1.putChild(b"inbound", InboundStatusResource(store))
     if webhook_key is not None:

@@ -80,9 +80,16 @@ def _connect(data_dir: Path) -> sqlite3.Connection:
         raise UnknownClientError(f"{path}: no registry (no certificate issued yet)")
     try:
         connection = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    except sqlite3.Error as e:
+        raise PKIError(f"{path}: cannot open the webhook secrets ({e})") from e
+    try:
         connection.execute("PRAGMA busy_timeout = 5000")
         connection.execute(SECRETS_SCHEMA)
     except sqlite3.Error as e:
+        # Closed now, not when the garbage collector gets to it: an open connection
+        # can keep the registry locked for the next opener (on a full disk, in
+        # exclusive mode).
+        connection.close()
         raise PKIError(f"{path}: cannot open the webhook secrets ({e})") from e
     return connection
 

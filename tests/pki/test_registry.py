@@ -68,8 +68,8 @@ class OpenTests(RegistryTestCase):
         e = self.assertRaises(RegistryError, Registry.open, self.path)
         self.assertEqual(
             str(e),
-            f"{self.path}: registry schema version 99 is newer than this Rail understands (2);"
-            " upgrade Rail",
+            f"{self.path}: registry schema version 99 is newer than this Rail understands"
+            f" ({SCHEMA_VERSION}); upgrade Rail",
         )
 
     def test_unopenable(self) -> None:

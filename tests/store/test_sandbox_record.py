@@ -42,5 +42,6 @@ class SandboxRecordTests(TestCase):
         self.addCleanup(connection.close)
         rows = connection.execute(
             "SELECT type, client, message_id, recipient, sandbox FROM events"
+            " WHERE type = 'message.delivered'"
         ).fetchall()
         self.assertEqual(rows, [("message.delivered", "alice", message.id, "bob@example.net", 1)])

@@ -5,8 +5,8 @@ Run by hand (never by the test suite). Needs the Debian packages ``dnsperf`` and
 builds it, with an ed25519 and an RSA-2048 DKIM key) on 127.0.0.1, high ports, from a
 temporary directory; the query mix is MX and TXT (SPF, DKIM, DMARC), over UDP.
 
-    .venv/bin/python bench/dns.py
-    .venv/bin/python bench/dns.py --seconds 20 --nsd-servers 2
+    .venv/bin/python bench/dnsserve.py
+    .venv/bin/python bench/dnsserve.py --seconds 20 --nsd-servers 2
 
 Rail runs in a child process (one reactor, one core) with rate limiting off, as
 ``twistd rail`` would with ``dns.rate_limit.responses_per_second: 0``. NSD runs with
