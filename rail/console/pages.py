@@ -577,23 +577,38 @@ def remove_page(client: str, address: str, token: str) -> Tag:
     )
 
 
-def domains_page(records: str | None, report: dict[str, Any] | None, problem: str | None) -> Tag:
-    """The DNS records to publish (``rail dns records``) and, on request, ``rail
-    doctor``'s verdicts."""
+def domains_page(
+    records: str | None,
+    report: dict[str, Any] | None,
+    problem: str | None,
+    token: str,
+    checks: bool = True,
+) -> Tag:
+    """The DNS records to publish (``rail dns records``) and, on request (a form with
+    ``token``, when ``checks`` are available), ``rail doctor``'s verdicts."""
     content: list[Any] = [tags.h2("Records to publish")]
     if records is None:
         content.append(tags.p(problem or "The records could not be built.", class_="warn"))
     else:
         content.append(tags.pre(tags.code(records), tabindex="0", class_="records"))
     content.append(tags.h2("Checks (rail doctor)"))
-    if report is None:
+    if not checks:
+        content.append(tags.p("The checks are not available here."))
+    elif report is None:
         content.append(
-            tags.p(
-                "The checks query public DNS and connect to this server; they take seconds. ",
-                tags.a("Run the checks", href="/console/domains?check=1"),
+            tags.p("The checks query public DNS and connect to this server; they take seconds.")
+        )
+        content.append(
+            tags.form(method="post", action="/console/domains/check")(
+                tags.input(type="hidden", name="csrf", value=token),
+                tags.div(class_="field")(tags.button("Run the checks", type="submit")),
             )
         )
     else:
+        if report.get("error"):
+            content.append(
+                tags.p(f"The checks could not run: {report['error']}", class_="warn", role="alert")
+            )
         counts = report.get("counts", {})
         content.append(
             tags.p(", ".join(f"{k} {v}" for k, v in counts.items()) or "-", class_="summary")

@@ -4,10 +4,11 @@ Only a connection whose client certificate is an admin certificate gets a page; 
 other request is answered 403 with a page saying how to get one. Pages are rendered from
 the same store reads and admin queue operations as the admin API (read thread, writer
 thread); the registry, the records and the disk are read in a thread. A POST (message
-actions, removing a suppressed address, retrying an inbound webhook) needs the form's
-CSRF token (:mod:`rail.console.csrf`), checked before anything is done, and answers 303
-to the page that shows the result. Every answer forbids scripts, inline styles, framing and
-outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
+actions, removing a suppressed address, retrying an inbound webhook, running the
+doctor's checks) needs the form's CSRF token (:mod:`rail.console.csrf`), checked before
+anything is done; an action answers 303 to the page that shows the result. Every answer
+forbids scripts, inline styles, framing and outside resources
+(``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class Console(Resource):
     def __init__(self, sources: ConsoleSources) -> None:
         super().__init__()
         self._sources = sources
+        self._checking: list[Deferred[Any]] = []
 
     def render(self, request: Any) -> Any:
         request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -243,7 +245,7 @@ class Console(Resource):
             )
             return succeed(_Answer(page=pages.remove_page(client, address, token)))
         if path == ["domains"]:
-            return self._domains(_arg(args, "check") == "1")
+            return self._domains(admin, False)
         return _not_found()
 
     def _overview(self) -> Deferred[_Answer]:
@@ -367,7 +369,10 @@ class Console(Resource):
 
         return gatherResults([certs, listed]).addCallback(render)
 
-    def _domains(self, check: bool) -> Deferred[_Answer]:
+    def _domains(self, admin: _Admin, check: bool) -> Deferred[_Answer]:
+        """The records, and with ``check`` the doctor's verdicts (a POST: the checks cost
+        seconds of DNS queries and connections, so a link from elsewhere cannot start
+        them)."""
         sources = self._sources
         records: Deferred[Any] = succeed((None, "Records are not available here."))
         if sources.records is not None:
@@ -376,15 +381,35 @@ class Console(Resource):
             )
         report: Deferred[Any] = succeed(None)
         if check and sources.domains is not None:
-            report = maybeDeferred(sources.domains, None).addErrback(
-                lambda f: {"counts": {}, "checks": [], "error": f.getErrorMessage()}
-            )
+            report = self._doctor()
+        token = csrf_token(sources.secret, admin.fingerprint, "/console/domains/check")
 
         def render(found: list[Any]) -> _Answer:
             (text, problem), verdicts = found
-            return _Answer(page=pages.domains_page(text, verdicts, problem))
+            page = pages.domains_page(text, verdicts, problem, token, sources.domains is not None)
+            return _Answer(page=page)
 
         return gatherResults([records, report]).addCallback(render)
+
+    def _doctor(self) -> Deferred[Any]:
+        """The doctor's report; requests made while a run is under way share it."""
+        waiter: Deferred[Any] = Deferred()
+        self._checking.append(waiter)
+        if len(self._checking) == 1:
+            assert self._sources.domains is not None
+
+            def finished(result: object) -> None:
+                waiting, self._checking = self._checking, []
+                for each in waiting:
+                    if isinstance(result, Failure):
+                        each.callback(
+                            {"counts": {}, "checks": [], "error": result.getErrorMessage()}
+                        )
+                    else:
+                        each.callback(result)
+
+            maybeDeferred(self._sources.domains, None).addBoth(finished)
+        return waiter
 
     # POST
 
@@ -393,7 +418,8 @@ class Console(Resource):
         is_action = len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS
         is_removal = path == ["suppressions", "remove"]
         is_inbound = len(path) == 3 and path[0] == "inbound" and path[2] == "retry"
-        if not (is_action or is_removal or is_inbound):
+        is_check = path == ["domains", "check"]
+        if not (is_action or is_removal or is_inbound or is_check):
             return _not_found()
         form = _form(request)
         token = _arg(form, "csrf") if form is not None else None
@@ -417,6 +443,8 @@ class Console(Resource):
             return self._remove(form, admin)
         if is_inbound:
             return self._retry_inbound(path[1], admin)
+        if is_check:
+            return self._domains(admin, True)
         return self._act(path[1], path[2], form, admin)
 
     def _act(
