@@ -44,7 +44,17 @@ __all__ = [
 EXPIRING = 30 * 86400
 """A valid certificate expiring within this many seconds is listed as ``expiring``."""
 
-SEARCH_FIELDS = ("recipient", "sender", "client", "status", "request_id", "tag")
+SEARCH_FIELDS = (
+    "recipient",
+    "sender",
+    "client",
+    "status",
+    "request_id",
+    "tag",
+    "metadata",
+    "received_after",
+    "received_before",
+)
 """The message search's fields, in the order the form shows them."""
 
 ACTIONS = {
@@ -271,10 +281,24 @@ def overview_page(
     return _page("Overview", "overview", *content)
 
 
+_LABELS = {
+    "request_id": "Request ID",
+    "metadata": "Metadata (key=value)",
+    "received_after": "Received after (UTC)",
+    "received_before": "Received before (UTC)",
+}
+_KINDS = {
+    "recipient": "email",
+    "sender": "email",
+    "received_after": "datetime-local",
+    "received_before": "datetime-local",
+}
+
+
 def _search_form(values: dict[str, str]) -> Tag:
     fields: list[Any] = []
     for name in SEARCH_FIELDS:
-        label = name.replace("_", " ").capitalize()
+        label = _LABELS.get(name, name.replace("_", " ").capitalize())
         field_id = f"f-{name}"
         if name == "status":
             options = [tags.option("any", value="")]
@@ -285,8 +309,10 @@ def _search_form(values: dict[str, str]) -> Tag:
                 options.append(option)
             control = tags.select(*options, name=name, id=field_id)
         else:
-            kind = "email" if name in ("recipient", "sender") else "text"
+            kind = _KINDS.get(name, "text")
             control = tags.input(type=kind, name=name, id=field_id, value=values.get(name, ""))
+            if name == "metadata":
+                control(placeholder="key=value")
         fields.append(tags.div(class_="field")(tags.label(label, for_=field_id), control))
     return tags.form(method="get", action="/console/messages", role="search")(
         *fields, tags.div(class_="field")(tags.button("Search", type="submit"))

@@ -13,7 +13,9 @@ forbids scripts, inline styles, framing and outside resources
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -30,6 +32,7 @@ from twisted.web.template import Tag, flattenString
 from rail.console import pages
 from rail.console.csrf import csrf_token, csrf_valid
 from rail.delivery.stats import DeliveryStats
+from rail.mail.meta import MAX_KEY
 from rail.pki.registry import CertificateRecord
 from rail.policy.identity import identity_from_certificate
 from rail.store.adminmodel import LISTED_STATUSES, QueueQuery, RetryTarget
@@ -51,6 +54,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 _STYLESHEET = resources.files("rail.console").joinpath("static/console.css").read_bytes()
+
+_META_KEY = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_KEY}}}")
+"""A metadata key, as :mod:`rail.mail.meta` allows them."""
 
 _MAX_FIELD = 320
 """The longest search value accepted (an address's maximum length)."""
@@ -284,9 +290,13 @@ class Console(Resource):
         return gatherResults([counts, disk, certs, deferring, *refreshed]).addCallback(render)
 
     def _messages(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
+        """The search form and, always, a page of results: the newest messages when no
+        field is filled in (a listing is bounded whatever the queue holds)."""
         values = {name: _arg(args, name) for name in pages.SEARCH_FIELDS}
         cursor = _arg(args, "cursor") or None
         problem = None
+        after = before = None
+        metadata: tuple[tuple[str, str], ...] = ()
         if any(len(v) > _MAX_FIELD for v in values.values()):
             problem = f"Each field is at most {_MAX_FIELD} characters."
         elif values["status"] and values["status"] not in LISTED_STATUSES:
@@ -295,10 +305,20 @@ class Console(Resource):
             problem = "That link to older messages is not valid."
         elif values["tag"]:
             problem = tag_problem(values["tag"])
-        searched = any(values.values()) or cursor is not None or args.get(b"all") is not None
-        if problem is not None or not searched:
-            page = pages.messages_page(values, None, problem)
-            return succeed(_Answer(400 if problem else 200, page))
+        if problem is None:
+            after, problem = _utc(values["received_after"], "Received after")
+        if problem is None:
+            before, problem = _utc(values["received_before"], "Received before")
+        if problem is None and values["metadata"]:
+            key, equals, value = values["metadata"].partition("=")
+            if not equals or not _META_KEY.fullmatch(key.strip()):
+                problem = (
+                    f"Metadata: key=value, the key 1 to {MAX_KEY} characters of A-Z a-z 0-9 _ . -"
+                )
+            else:
+                metadata = ((key.strip(), value.strip()),)
+        if problem is not None:
+            return succeed(_Answer(400, pages.messages_page(values, None, problem)))
         query = QueueQuery(
             status=values["status"] or None,
             client=values["client"] or None,
@@ -306,6 +326,9 @@ class Console(Resource):
             sender=values["sender"] or None,
             request_id=values["request_id"] or None,
             tag=values["tag"] or None,
+            metadata=metadata,
+            newer_than=after,
+            older_than=before,
             cursor=cursor,
             limit=50,
         )
@@ -536,6 +559,19 @@ class Console(Resource):
             return _Answer(location=f"/console/inbound?retried={count}")
 
         return self._sources.store.retry_inbound(message_id, now).addCallback(answer)
+
+
+def _utc(text: str, label: str) -> tuple[float | None, str | None]:
+    """A form's ``YYYY-MM-DDTHH:MM[:SS]`` (UTC) as seconds since the epoch, or why not."""
+    if not text:
+        return None, None
+    for layout in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            when = datetime.strptime(text, layout).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return when.timestamp(), None
+    return None, f"{label}: a date and time such as 2026-12-04T15:30 (UTC)."
 
 
 def _not_found() -> Deferred[_Answer]:

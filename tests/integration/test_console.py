@@ -4,6 +4,7 @@ token every action needs before it is done and recorded in the audit log."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,3 +239,46 @@ class ConsoleTests(_RunningRail):
         done = yield self.post(target, {"csrf": csrf_of(confirm.body)})
         self.assertEqual(done.status, 303)
         self.assertTrue(done.headers["location"].startswith("/console/inbound?retried="))
+
+    @inlineCallbacks
+    def test_search_fields(self) -> Any:
+        """An empty search lists the newest messages; metadata (key=value), tag and the
+        received time (UTC) narrow it; an unusable field is a 400 page saying which."""
+        body = json.dumps(
+            {
+                "from": "app@rail.test",
+                "to": ["dan@example.com"],
+                "subject": "s",
+                "body_text": "b",
+                "tag": "receipts",
+                "metadata": {"order": "42"},
+            }
+        ).encode()
+        sent = yield self.request(
+            "POST",
+            "/api/v1/send",
+            cert=self.app.pair,
+            body=body,
+            extra_headers={"Content-Type": "application/json"},
+        )
+        tagged = json.loads(sent.body)["id"]
+        plain = yield self.send("erin@example.com")
+        every = yield self.get("/console/messages")
+        self.assertIn(tagged.encode(), every.body)
+        self.assertIn(plain.encode(), every.body)
+        for fields in ({"metadata": "order=42"}, {"tag": "receipts"}):
+            found = yield self.get("/console/messages?" + urlencode(fields))
+            self.assertIn(tagged.encode(), found.body, fields)
+            self.assertNotIn(plain.encode(), found.body, fields)
+        future = yield self.get("/console/messages?received_after=2999-01-01T00:00")
+        self.assertNotIn(tagged.encode(), future.body)
+        past = yield self.get("/console/messages?received_before=2999-01-01T00:00")
+        self.assertIn(tagged.encode(), past.body)
+        for fields, says in (
+            ({"received_after": "yesterday"}, b"Received after: a date and time"),
+            ({"metadata": "no equals sign"}, b"Metadata: key=value"),
+            ({"status": "lost"}, b"Status: pick one from the list."),
+        ):
+            refused = yield self.get("/console/messages?" + urlencode(fields))
+            self.assertEqual(refused.status, 400, fields)
+            self.assertIn(says, refused.body)
