@@ -39,6 +39,7 @@ __all__ = [
     "notice_page",
     "overview_page",
     "remove_page",
+    "revoke_page",
 ]
 
 EXPIRING = 30 * 86400
@@ -520,8 +521,10 @@ def clients_page(
     q: str,
     suppressions: SuppressionPage | None,
     done: str | None,
+    revocable: bool = False,
 ) -> Tag:
-    """The certificates in the registry and one client's suppression list."""
+    """The certificates in the registry (with a Revoke link when ``revocable``) and one
+    client's suppression list."""
     content: list[Any] = []
     if done is not None:
         content.append(tags.p(done, class_="done", role="status"))
@@ -531,7 +534,7 @@ def clients_page(
         content.append(
             _table(
                 "Certificates",
-                ("Name", "Role", "Serial", "State", "Expires", "Senders", "Webhook"),
+                ("Name", "Role", "Serial", "State", "Expires", "Senders", "Webhook", ""),
                 [
                     (
                         r.name,
@@ -541,6 +544,13 @@ def clients_page(
                         _date(r.not_after),
                         ", ".join(r.senders) or "-",
                         r.webhook or "-",
+                        tags.a(
+                            "Revoke",
+                            href=f"/console/certificates/{r.serial:x}/revoke",
+                            **{"aria-label": f"Revoke {r.name} ({r.serial:x})"},
+                        )
+                        if revocable and r.revoked_at is None
+                        else "",
                     )
                     for r in certificates
                 ],
@@ -753,6 +763,28 @@ def inbound_retry_page(message_id: str, token: str) -> Tag:
                 tags.button("Confirm: retry the webhook", type="submit"),
                 " ",
                 tags.a("Cancel", href="/console/inbound"),
+            ),
+        ),
+    )
+
+
+def revoke_page(serial: str, token: str) -> Tag:
+    """The confirmation step of revoking a certificate."""
+    return _page(
+        "Revoke the certificate?",
+        "clients",
+        tags.p(
+            "Certificate ",
+            tags.code(serial),
+            " stops working within a second, for mail and for the API; this cannot be"
+            " undone. Revoking your own certificate ends your access to this console.",
+        ),
+        tags.form(method="post", action=f"/console/certificates/{serial}/revoke")(
+            tags.input(type="hidden", name="csrf", value=token),
+            tags.div(class_="field")(
+                tags.button("Confirm: revoke", type="submit"),
+                " ",
+                tags.a("Cancel", href="/console/clients"),
             ),
         ),
     )

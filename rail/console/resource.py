@@ -5,10 +5,10 @@ other request is answered 403 with a page saying how to get one. Pages are rende
 the same store reads and admin queue operations as the admin API (read thread, writer
 thread); the registry, the records and the disk are read in a thread. A POST (message
 actions, removing a suppressed address, retrying an inbound webhook, running the
-doctor's checks) needs the form's CSRF token (:mod:`rail.console.csrf`), checked before
-anything is done; an action answers 303 to the page that shows the result. Every answer
-forbids scripts, inline styles, framing and outside resources
-(``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
+doctor's checks, revoking a certificate) needs the form's CSRF token
+(:mod:`rail.console.csrf`), checked before anything is done; an action answers 303 to the
+page that shows the result. Every answer forbids scripts, inline styles, framing and
+outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from rail.console import pages
 from rail.console.csrf import csrf_token, csrf_valid
 from rail.delivery.stats import DeliveryStats
 from rail.mail.meta import MAX_KEY
-from rail.pki.registry import CertificateRecord
+from rail.pki.registry import CertificateRecord, RegistryError
 from rail.policy.identity import identity_from_certificate
 from rail.store.adminmodel import LISTED_STATUSES, QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
@@ -57,6 +57,9 @@ _STYLESHEET = resources.files("rail.console").joinpath("static/console.css").rea
 
 _META_KEY = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_KEY}}}")
 """A metadata key, as :mod:`rail.mail.meta` allows them."""
+
+_SERIAL = re.compile(r"[0-9a-f]{1,40}")
+"""A certificate serial as the pages write it (lower-case hex)."""
 
 _MAX_FIELD = 320
 """The longest search value accepted (an address's maximum length)."""
@@ -96,6 +99,8 @@ class ConsoleSources:
     domains: DomainsReport | None = None
     disk_free: Callable[[], Deferred[int]] | None = None
     dsn: DSNBuilder | None = None
+    revoke: Callable[[str], Deferred[list[CertificateRecord]]] | None = None
+    """Revoke the certificate with this hex serial (registry and CRL, in a thread)."""
 
 
 @attrs.frozen
@@ -242,6 +247,12 @@ class Console(Resource):
             return succeed(_Answer(page=pages.inbound_retry_page(path[1], token)))
         if path == ["clients"]:
             return self._clients(args, None)
+        if len(path) == 3 and path[0] == "certificates" and path[2] == "revoke":
+            if not _SERIAL.fullmatch(path[1]) or self._sources.revoke is None:
+                return _not_found()
+            target = f"/console/certificates/{path[1]}/revoke"
+            token = csrf_token(self._sources.secret, admin.fingerprint, target)
+            return succeed(_Answer(page=pages.revoke_page(path[1], token)))
         if path == ["suppressions", "remove"]:
             client, address = _arg(args, "client"), _arg(args, "address")
             if not client or not address:
@@ -373,7 +384,10 @@ class Console(Resource):
         sources = self._sources
         now = sources.clock.seconds()
         client, q = _arg(args, "client")[:_MAX_FIELD], _arg(args, "q")[:_MAX_FIELD]
-        if _arg(args, "removed") == "1":
+        revoked = _arg(args, "revoked")
+        if _SERIAL.fullmatch(revoked):
+            done = f"Revoked certificate {revoked}: the server refuses it within a second."
+        elif _arg(args, "removed") == "1":
             done = "Removed from the suppression list."
         elif _arg(args, "removed") == "0":
             done = "That address was not on the list."
@@ -388,7 +402,10 @@ class Console(Resource):
 
         def render(found: list[Any]) -> _Answer:
             records, page = found
-            return _Answer(page=pages.clients_page(now, records, client, q, page, done))
+            page = pages.clients_page(
+                now, records, client, q, page, done, sources.revoke is not None
+            )
+            return _Answer(page=page)
 
         return gatherResults([certs, listed]).addCallback(render)
 
@@ -442,7 +459,8 @@ class Console(Resource):
         is_removal = path == ["suppressions", "remove"]
         is_inbound = len(path) == 3 and path[0] == "inbound" and path[2] == "retry"
         is_check = path == ["domains", "check"]
-        if not (is_action or is_removal or is_inbound or is_check):
+        is_revoke = len(path) == 3 and path[0] == "certificates" and path[2] == "revoke"
+        if not (is_action or is_removal or is_inbound or is_check or is_revoke):
             return _not_found()
         form = _form(request)
         token = _arg(form, "csrf") if form is not None else None
@@ -468,6 +486,8 @@ class Console(Resource):
             return self._retry_inbound(path[1], admin)
         if is_check:
             return self._domains(admin, True)
+        if is_revoke:
+            return self._revoke(path[1], admin)
         return self._act(path[1], path[2], form, admin)
 
     def _act(
@@ -542,6 +562,27 @@ class Console(Resource):
             return _Answer(location=f"/console/clients?{query}#suppressions")
 
         return self._sources.store.remove_suppression(client, address).addCallback(answer)
+
+    def _revoke(self, serial: str, admin: _Admin) -> Deferred[_Answer]:
+        revoke = self._sources.revoke
+        if not _SERIAL.fullmatch(serial) or revoke is None:
+            return _not_found()
+
+        def done(records: list[CertificateRecord]) -> _Answer:
+            _log.info(
+                "admin {admin} revoked certificate {serial} ({names}) (console)",
+                admin=admin.name,
+                serial=serial,
+                names=", ".join(r.name for r in records),
+            )
+            return _Answer(location=f"/console/clients?{urlencode({'revoked': serial})}")
+
+        def refused(failure: Failure) -> _Answer:
+            failure.trap(RegistryError)
+            text = str(failure.value)
+            return _Answer(409, pages.notice_page("Not revoked", text, "/console/clients"))
+
+        return revoke(serial).addCallbacks(done, refused)
 
     def _retry_inbound(self, message_id: str, admin: _Admin) -> Deferred[_Answer]:
         if not is_message_id(message_id):

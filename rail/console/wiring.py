@@ -1,9 +1,11 @@
 """The console's resource as the server builds it: its reads of the registry, the
-records and the disk each run in the reactor's thread pool."""
+records and the disk, and revoking a certificate (registry and CRL, as ``rail certs
+revoke`` does), each run in the reactor's thread pool."""
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
@@ -12,6 +14,7 @@ from rail.config import Config
 from rail.console.resource import Console, ConsoleSources
 from rail.delivery.stats import DeliveryStats
 from rail.dns.cli import records_text
+from rail.pki.operations import revoke
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 from rail.store.deliveries import DSNBuilder
 from rail.store.reserve import free_bytes
@@ -51,5 +54,8 @@ def build_console(
         domains=domains,
         disk_free=lambda: in_thread(lambda: free_bytes(config.data_dir / "queue")),
         dsn=dsn,
+        revoke=lambda serial: in_thread(
+            lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))
+        ),
     )
     return Console(sources)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
@@ -40,6 +41,10 @@ def issue_admin(config_path: Path, out: Path, name: str = "ops") -> tuple[Path, 
     out.mkdir(parents=True, exist_ok=True)
     issued = issue_client(config, request, out, datetime.now(UTC))
     return issued.certificate_path, issued.key_path
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
 
 
 def csrf_of(body: bytes) -> str:
@@ -282,3 +287,25 @@ class ConsoleTests(_RunningRail):
             refused = yield self.get("/console/messages?" + urlencode(fields))
             self.assertEqual(refused.status, 400, fields)
             self.assertIn(says, refused.body)
+
+    @inlineCallbacks
+    def test_revoke_certificate(self) -> Any:
+        """Revoking a certificate from the clients page takes the confirmation page's
+        token, marks it revoked in the registry (and the CRL the server follows), and a
+        second revocation is refused (409) with the registry's reason."""
+        shop = issue_admin(self.config_path, self.base / "shop", name="shop")
+        serial = format(load_cert(shop[0]).serial_number, "x")
+        target = f"/console/certificates/{serial}/revoke"
+        refused = yield self.post(target, {})
+        self.assertEqual(refused.status, 403)
+        confirm = yield self.get(target)
+        self.assertIn(b"Confirm: revoke", confirm.body)
+        token = csrf_of(confirm.body)
+        done = yield self.post(target, {"csrf": token})
+        self.assertEqual(done.status, 303, done.body)
+        page = yield self.get(done.headers["location"])
+        self.assertIn(f"Revoked certificate {serial}".encode(), page.body)
+        self.assertIn(f"<td>{serial}</td><td>revoked</td>".encode(), page.body)
+        again = yield self.post(target, {"csrf": token})
+        self.assertEqual(again.status, 409)
+        self.assertIn(b"already revoked", again.body)
