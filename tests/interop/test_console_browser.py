@@ -204,7 +204,8 @@ class ConsoleBrowserTests(_RunningRail):
         """Log in by certificate; find a message by recipient; open its trail (the
         deferred attempt shows); retry it through the confirmation page and see the retry
         in the audit log; remove a suppressed address; every page is screenshotted, has
-        no serious accessibility violation, and nothing left loopback."""
+        no serious accessibility violation, fits a phone's width, and nothing left
+        loopback."""
         message_id = yield self.send("bob@example.com")
         yield self.send("carl@example.org")
         now = float(reactor.seconds())
@@ -298,6 +299,19 @@ class ConsoleBrowserTests(_RunningRail):
         page("inbound", "Inbound")
         go(driver.find_element(By.LINK_TEXT, "Domains"))
         page("domains", "Domains")
+        # A phone's width: no page is wider than the screen (tables scroll in place).
+        driver.set_window_size(390, 844)
+        for name, path in (
+            ("phone-overview", "/console/"),
+            ("phone-message", f"/console/messages/{message_id}"),
+            ("phone-clients", "/console/clients?client=app"),
+        ):
+            driver.get(self.url(path))
+            self.shot(driver, name)
+            width = driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            self.assertLessEqual(width[0], width[1], name)
         urls = self.only_loopback(driver)
         self.assertTrue(any(u.endswith("/console/static/console.css") for u in urls), urls)
         return seen
