@@ -402,6 +402,7 @@ def build_service(
                     config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
                 ),
                 _doctor_report(config, reactor, hooks),
+                lambda: clients[0],
             ),
         )
         _listener(

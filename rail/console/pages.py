@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from twisted.web.template import Tag, tags
 
+from rail.config.clients import ClientPolicies
 from rail.console.charts import bar_chart, bucket
 from rail.mail.headers import parse_header_section
 from rail.pki.registry import CertificateRecord
@@ -522,9 +523,11 @@ def clients_page(
     suppressions: SuppressionPage | None,
     done: str | None,
     revocable: bool = False,
+    policies: ClientPolicies | None = None,
 ) -> Tag:
-    """The certificates in the registry (with a Revoke link when ``revocable``) and one
-    client's suppression list."""
+    """The certificates in the registry (with a Revoke link when ``revocable``; each
+    client's limits and sandbox flag from ``policies``) and one client's suppression
+    list."""
     content: list[Any] = []
     if done is not None:
         content.append(tags.p(done, class_="done", role="status"))
@@ -534,7 +537,18 @@ def clients_page(
         content.append(
             _table(
                 "Certificates",
-                ("Name", "Role", "Serial", "State", "Expires", "Senders", "Webhook", ""),
+                (
+                    "Name",
+                    "Role",
+                    "Serial",
+                    "State",
+                    "Expires",
+                    "Senders",
+                    "Webhook",
+                    "Limits",
+                    "Sandbox",
+                    "",
+                ),
                 [
                     (
                         r.name,
@@ -544,6 +558,8 @@ def clients_page(
                         _date(r.not_after),
                         ", ".join(r.senders) or "-",
                         r.webhook or "-",
+                        _limits(policies, r),
+                        _sandbox(policies, r),
                         tags.a(
                             "Revoke",
                             href=f"/console/certificates/{r.serial:x}/revoke",
@@ -592,6 +608,30 @@ def clients_page(
             _table(f"Suppressed for {client}", ("Address", "Reason", "Source", "Since", ""), rows)
         )
     return _page("Clients", "clients", *content)
+
+
+def _limits(policies: ClientPolicies | None, record: CertificateRecord) -> str:
+    """A client's limits in force, ``-`` for an admin (it sends nothing)."""
+    if policies is None or record.role == "admin":
+        return "-"
+    limits = policies.limits(record.name)
+    shown = [
+        f"{value} {label}"
+        for label, value in (
+            ("messages/min", limits.messages_per_minute),
+            ("messages/h", limits.messages_per_hour),
+            ("messages/day", limits.messages_per_day),
+            ("recipients/day", limits.recipients_per_day),
+        )
+        if value is not None
+    ]
+    return ", ".join(shown) or "none"
+
+
+def _sandbox(policies: ClientPolicies | None, record: CertificateRecord) -> str:
+    if policies is None or record.role == "admin":
+        return "-"
+    return "yes" if policies.sandbox(record.name) else "no"
 
 
 def remove_page(client: str, address: str, token: str) -> Tag:

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString
 
+from rail.config.clients import ClientPolicies
 from rail.console import pages
 from rail.console.csrf import csrf_token, csrf_valid
 from rail.delivery.stats import DeliveryStats
@@ -101,6 +102,8 @@ class ConsoleSources:
     dsn: DSNBuilder | None = None
     revoke: Callable[[str], Deferred[list[CertificateRecord]]] | None = None
     """Revoke the certificate with this hex serial (registry and CRL, in a thread)."""
+    policies: Callable[[], ClientPolicies] | None = None
+    """The per-client limits and sandbox flags in force (followed across SIGHUP)."""
 
 
 @attrs.frozen
@@ -402,8 +405,9 @@ class Console(Resource):
 
         def render(found: list[Any]) -> _Answer:
             records, page = found
+            policies = sources.policies() if sources.policies is not None else None
             page = pages.clients_page(
-                now, records, client, q, page, done, sources.revoke is not None
+                now, records, client, q, page, done, sources.revoke is not None, policies
             )
             return _Answer(page=page)
 

@@ -5,12 +5,14 @@ revoke`` does), each run in the reactor's thread pool."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 
 from rail.config import Config
+from rail.config.clients import ClientPolicies
 from rail.console.resource import Console, ConsoleSources
 from rail.delivery.stats import DeliveryStats
 from rail.dns.cli import records_text
@@ -30,8 +32,10 @@ def build_console(
     stats: DeliveryStats | None,
     dsn: DSNBuilder | None,
     domains: DomainsReport | None,
+    policies: Callable[[], ClientPolicies] | None = None,
 ) -> Console:
-    """``/console``'s resource; the CSRF secret is made here, once per start."""
+    """``/console``'s resource; the CSRF secret is made here, once per start;
+    ``policies`` returns the client limits and sandbox flags in force."""
 
     def in_thread(work: Any) -> Any:
         return deferToThreadPool(reactor, reactor.getThreadPool(), work)
@@ -54,6 +58,7 @@ def build_console(
         domains=domains,
         disk_free=lambda: in_thread(lambda: free_bytes(config.data_dir / "queue")),
         dsn=dsn,
+        policies=policies,
         revoke=lambda serial: in_thread(
             lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))
         ),
