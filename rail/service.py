@@ -403,6 +403,7 @@ def build_service(
                 ),
                 _doctor_report(config, reactor, hooks),
                 lambda: clients[0],
+                lambda: tls.certificate,
             ),
         )
         _listener(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from cryptography import x509
 from twisted.web.template import Tag, tags
 
 from rail.config.clients import ClientPolicies
@@ -186,11 +187,12 @@ def overview_page(
     certificates: Sequence[CertificateRecord] | None,
     deferring: Sequence[DeferringDomain] | None = None,
     per_minute: Sequence[tuple[int, int]] = (),
+    server: x509.Certificate | None = None,
 ) -> Tag:
     """Recipient counts (from the store's tally), delivery rates and charts of the last
     five minutes (``sent``: per second), hour and day (``per_minute``), latency, reactor
-    lag, disk, the domains deferring most among the recipients due soonest, certificates
-    expiring soon."""
+    lag, disk, the server certificate's expiry, the domains deferring most among the
+    recipients due soonest, client certificates expiring soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -236,6 +238,10 @@ def overview_page(
                     ("Event jobs", ", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "-")
                 )
     figures.append(("Disk free (queue)", _bytes(disk_free)))
+    if server is not None:
+        expires = server.not_valid_after_utc
+        days = int((expires.timestamp() - now) // 86400)
+        figures.append(("Server certificate expires", f"{_date(expires)} (in {days} days)"))
     content.append(tags.section(tags.h2("Delivery"), _dl(figures)))
     content.append(
         bar_chart(

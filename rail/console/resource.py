@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import attrs
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -104,6 +105,8 @@ class ConsoleSources:
     """Revoke the certificate with this hex serial (registry and CRL, in a thread)."""
     policies: Callable[[], ClientPolicies] | None = None
     """The per-client limits and sandbox flags in force (followed across SIGHUP)."""
+    server_certificate: Callable[[], x509.Certificate] | None = None
+    """The HTTPS listener's certificate now in use (no I/O)."""
 
 
 @attrs.frozen
@@ -289,6 +292,7 @@ class Console(Resource):
                 snapshot = stats.snapshot(now, counts_found or {})
                 sent = stats.recent_sent(now)
                 per_minute = stats.sent_per_minute(now)
+            server = sources.server_certificate() if sources.server_certificate else None
             page = pages.overview_page(
                 now,
                 counts_found,
@@ -298,6 +302,7 @@ class Console(Resource):
                 certs_found,
                 deferring_found,
                 per_minute or [],
+                server,
             )
             return _Answer(page=page)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography import x509
 from twisted.internet.threads import deferToThreadPool
 
 from rail.config import Config
@@ -33,6 +34,7 @@ def build_console(
     dsn: DSNBuilder | None,
     domains: DomainsReport | None,
     policies: Callable[[], ClientPolicies] | None = None,
+    server_certificate: Callable[[], x509.Certificate] | None = None,
 ) -> Console:
     """``/console``'s resource; the CSRF secret is made here, once per start;
     ``policies`` returns the client limits and sandbox flags in force."""
@@ -59,6 +61,7 @@ def build_console(
         disk_free=lambda: in_thread(lambda: free_bytes(config.data_dir / "queue")),
         dsn=dsn,
         policies=policies,
+        server_certificate=server_certificate,
         revoke=lambda serial: in_thread(
             lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))
         ),

@@ -85,6 +85,7 @@ class ConsoleTests(_RunningRail):
         response = yield self.get("/console/")
         self.assertEqual(response.status, 200, response.body)
         self.assertIn(b"Recipients by status", response.body)
+        self.assertIn(b"<dt>Server certificate expires</dt>", response.body)
 
     @inlineCallbacks
     def test_security_headers(self) -> Any:
