@@ -23,7 +23,13 @@ from rail.pki.registry import CertificateRecord
 from rail.store.adminmodel import LISTED_STATUSES, MessageDetail, Page
 from rail.store.inboundlist import INBOUND_PAGE, InboundSummary
 from rail.store.suppressionmodel import SuppressionPage
-from rail.store.trail import DEFERRING_SCAN, DeferringDomain, EventRecord
+from rail.store.trail import (
+    BACKLOG_SCAN,
+    DEFERRING_SCAN,
+    Backlog,
+    DeferringDomain,
+    EventRecord,
+)
 
 __all__ = [
     "ACTIONS",
@@ -188,11 +194,13 @@ def overview_page(
     deferring: Sequence[DeferringDomain] | None = None,
     per_minute: Sequence[tuple[int, int]] = (),
     server: x509.Certificate | None = None,
+    backlog: Backlog | None = None,
 ) -> Tag:
     """Recipient counts (from the store's tally), delivery rates and charts of the last
     five minutes (``sent``: per second), hour and day (``per_minute``), latency, reactor
     lag, disk, the server certificate's expiry, the domains deferring most among the
-    recipients due soonest, client certificates expiring soon."""
+    recipients due soonest, the webhook backlog per client, client certificates expiring
+    soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -271,6 +279,20 @@ def overview_page(
                 f"Deferring domains (among the {DEFERRING_SCAN:,} pending recipients due soonest)",
                 ("Domain", "Deferred", "Last reply"),
                 [(d.domain, str(d.deferred), d.last_reply or "") for d in deferring],
+            )
+        )
+    if backlog is not None:
+        clients = sorted(set(backlog.events) | set(backlog.inbound))
+        bound = f"{BACKLOG_SCAN:,} or more of a kind: counts are lower bounds"
+        content.append(
+            _table(
+                "Webhook backlog: pending jobs per client"
+                + (f" ({bound})" if backlog.capped else ""),
+                ("Client", "Events", "Inbound mail"),
+                [
+                    (c, str(backlog.events.get(c, 0)), str(backlog.inbound.get(c, 0)))
+                    for c in clients
+                ],
             )
         )
     if certificates is not None:

@@ -91,7 +91,7 @@ class ConsoleSources:
 
     store: Any
     """IAdminQueue and ISuppressionList, with ``recipient_counts``, ``message_events``,
-    ``deferring_domains``, ``recent_inbound`` and ``retry_inbound``
+    ``deferring_domains``, ``webhook_backlog``, ``recent_inbound`` and ``retry_inbound``
     (:class:`rail.store.sqlite.SQLiteStore`)."""
     clock: IReactorTime
     secret: bytes
@@ -280,12 +280,13 @@ class Console(Resource):
             _or_none(sources.certificates()) if sources.certificates is not None else succeed(None)
         )
         deferring = _or_none(sources.store.deferring_domains())
+        backlog = _or_none(sources.store.webhook_backlog())
         refreshed: list[Deferred[Any]] = []
         if sources.stats is not None:
             refreshed = [_or_none(maybeDeferred(r)) for r in sources.stats.refreshers]
 
         def render(found: list[Any]) -> _Answer:
-            counts_found, disk_found, certs_found, deferring_found = found[:4]
+            counts_found, disk_found, certs_found, deferring_found, backlog_found = found[:5]
             stats = sources.stats
             snapshot = sent = per_minute = None
             if stats is not None:
@@ -303,10 +304,12 @@ class Console(Resource):
                 deferring_found,
                 per_minute or [],
                 server,
+                backlog_found,
             )
             return _Answer(page=page)
 
-        return gatherResults([counts, disk, certs, deferring, *refreshed]).addCallback(render)
+        reads = [counts, disk, certs, deferring, backlog, *refreshed]
+        return gatherResults(reads).addCallback(render)
 
     def _messages(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
         """The search form and, always, a page of results: the newest messages when no

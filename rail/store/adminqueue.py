@@ -19,7 +19,7 @@ from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
 from rail.store.inboundlist import recent_inbound, retry_inbound
-from rail.store.trail import deferring_domains, message_events
+from rail.store.trail import deferring_domains, message_events, webhook_backlog
 from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
@@ -63,6 +63,10 @@ class SQLiteAdmin:
         """The :class:`~rail.store.trail.DeferringDomain` tuple of the console's overview,
         read on the read thread."""
         return self._read(deferring_domains)
+
+    def webhook_backlog(self) -> Deferred[Any]:
+        """The console's :class:`~rail.store.trail.Backlog`, read on the read thread."""
+        return self._read(webhook_backlog)
 
     def recent_inbound(self, before: str | None = None) -> Deferred[Any]:
         """The console's Inbound page: :func:`rail.store.inboundlist.recent_inbound`,

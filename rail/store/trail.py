@@ -1,5 +1,6 @@
-"""The events of one message, for the console's message trail, and the domains that
-defer most among the recipients due soonest, for its overview.
+"""The events of one message, for the console's message trail; the domains that defer
+most among the recipients due soonest and the webhook backlog per client, for its
+overview.
 
 Read on the store's read thread through the ``events_by_message`` index: a message has a
 handful of events (one per recipient and outcome), and :data:`MAX_TRAIL_EVENTS` bounds
@@ -15,13 +16,19 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "BACKLOG_SCAN",
     "DEFERRING_SCAN",
     "MAX_TRAIL_EVENTS",
+    "Backlog",
     "DeferringDomain",
     "EventRecord",
     "deferring_domains",
     "message_events",
+    "webhook_backlog",
 ]
+
+BACKLOG_SCAN = 10_000
+"""How many pending jobs of each kind :func:`webhook_backlog` counts at most."""
 
 DEFERRING_SCAN = 2000
 """How many pending recipients (soonest due first) :func:`deferring_domains` looks at."""
@@ -108,3 +115,32 @@ def deferring_domains(
             latest[domain] = (float(updated_at), reply)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
     return tuple(DeferringDomain(d, n, latest[d][1]) for d, n in ranked)
+
+
+@attrs.frozen
+class Backlog:
+    """Pending (queued or deferred) jobs per client: event jobs and inbound webhooks;
+    ``capped``: a kind had :data:`BACKLOG_SCAN` pending or more, so its counts are lower
+    bounds."""
+
+    events: dict[str, int]
+    inbound: dict[str, int]
+    capped: bool
+
+
+def webhook_backlog(connection: sqlite3.Connection, scan: int = BACKLOG_SCAN) -> Backlog:
+    """Per client, the pending event jobs and inbound webhook jobs, at most ``scan`` of
+    each kind (soonest due, through their partial indexes of pending jobs)."""
+    capped = False
+    found = []
+    for table in ("events", "webhooks"):
+        rows = connection.execute(
+            f"SELECT client, count(*) FROM (SELECT client FROM {table}"  # noqa: S608
+            " WHERE status IN ('queued', 'deferred') AND next_attempt_at IS NOT NULL"
+            " ORDER BY next_attempt_at LIMIT ?) GROUP BY client ORDER BY client",
+            (scan,),
+        ).fetchall()
+        counts = {str(client): int(n) for client, n in rows}
+        capped = capped or sum(counts.values()) >= scan
+        found.append(counts)
+    return Backlog(found[0], found[1], capped)

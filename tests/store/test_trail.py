@@ -12,11 +12,13 @@ from rail.events.subscriptions import Subscription, Subscriptions
 from rail.store.events import insert_events
 from rail.store.model import JobResult, RecipientUpdate
 from rail.store.schema import open_writable
-from rail.store.trail import deferring_domains, message_events
+from rail.store.trail import Backlog, deferring_domains, message_events, webhook_backlog
 from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_inbound import make_inbound
 
 _ID = "01J0000000000000000000000A"
 _OTHER = "01J0000000000000000000000B"
+_EVERYONE = Subscriptions({name: Subscription(frozenset(EVENT_TYPES)) for name in ("app", "shop")})
 
 
 class MessageEventsTests(TestCase):
@@ -81,3 +83,35 @@ class DeferringDomainsTests(TestCase):
         connection = open_writable(Path(self.mktemp()))
         self.addCleanup(connection.close)
         self.assertEqual(deferring_domains(connection), ())
+
+
+class WebhookBacklogTests(TestCase):
+    async def test_pending_jobs_per_client(self) -> None:
+        """Pending event jobs and inbound webhook jobs are counted per client."""
+        store = open_sqlite(self, Path(self.mktemp()) / "queue")
+        await store.accept_inbound(make_inbound())
+        events = [
+            Event("message.accepted", "app", _ID),
+            Event("message.accepted", "app", _OTHER),
+            Event("message.accepted", "shop", _ID),
+        ]
+        await store._run(lambda c: (insert_events(c, events, 1000.0, _EVERYONE), 0), True)
+        backlog = await store.webhook_backlog()
+        self.assertEqual(
+            (backlog.events, backlog.inbound, backlog.capped),
+            ({"app": 2, "shop": 1}, {"app1": 1, "app2": 1}, False),
+        )
+
+    def test_capped(self) -> None:
+        """A kind with as many pending jobs as the scan reads marks the counts as lower
+        bounds; an empty store has no backlog."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        connection = open_writable(directory)
+        self.addCleanup(connection.close)
+        self.assertEqual(webhook_backlog(connection), Backlog({}, {}, False))
+        connection.execute("BEGIN")
+        events = [Event("message.accepted", "app", _ID), Event("message.accepted", "app", _OTHER)]
+        insert_events(connection, events, 1000.0, _EVERYONE)
+        connection.execute("COMMIT")
+        self.assertEqual(webhook_backlog(connection, scan=2), Backlog({"app": 2}, {}, True))
