@@ -6,8 +6,9 @@ Fills a queue database with N messages straight through SQL (``bench/admin.py``'
 filler: mostly sent, 1 in 100 deferred, one recipient each, 20 clients), then times, best
 of 5:
 
-- the overview: recipient counts from the ``tally`` table, the delivery figures kept in
-  memory, the page rendered;
+- the overview: recipient counts from the ``tally`` table, the deferring domains among
+  the 2,000 pending recipients due soonest, the webhook backlog, the delivery figures
+  kept in memory, the page rendered;
 - searches by recipient (one that finds a recent message, one that finds nothing and so
   reads the most, ``SCAN_BUDGET`` messages, and hands back a cursor), by sender, status
   and client, each rendered;
@@ -40,7 +41,7 @@ from rail.store.admin import list_messages, show_message
 from rail.store.adminmodel import QueueQuery
 from rail.store.deliveries import recipient_counts
 from rail.store.schema import open_writable
-from rail.store.trail import message_events
+from rail.store.trail import deferring_domains, message_events, webhook_backlog
 
 
 def _render(tag: Tag) -> bytes:
@@ -76,8 +77,21 @@ def main() -> None:
 
         def overview() -> bytes:
             counts = recipient_counts(connection)
+            deferring = deferring_domains(connection)
+            backlog = webhook_backlog(connection)
             snapshot: Any = stats.snapshot(now, counts)
-            page = pages.overview_page(now, counts, snapshot, stats.recent_sent(now), 10**9, [])
+            page = pages.overview_page(
+                now,
+                counts,
+                snapshot,
+                stats.recent_sent(now),
+                10**9,
+                [],
+                deferring,
+                stats.sent_per_minute(now),
+                None,
+                backlog,
+            )
             return _render(page)
 
         def search(**fields: str) -> Callable[[], bytes]:
