@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import attrs
 from cryptography import x509
 from twisted.web.template import Tag, tags
 
@@ -35,6 +36,7 @@ __all__ = [
     "ACTIONS",
     "EXPIRING",
     "SEARCH_FIELDS",
+    "DKIMSelectors",
     "certificate_state",
     "clients_page",
     "confirm_page",
@@ -681,16 +683,37 @@ def remove_page(client: str, address: str, token: str) -> Tag:
     )
 
 
+@attrs.frozen
+class DKIMSelectors:
+    """The selectors a domain's mail is signed with now, and when those keys began."""
+
+    domain: str
+    ed25519: str
+    rsa: str
+    since: float | None
+
+
 def domains_page(
     records: str | None,
     report: dict[str, Any] | None,
     problem: str | None,
     token: str,
     checks: bool = True,
+    dkim: Sequence[DKIMSelectors] | None = None,
 ) -> Tag:
-    """The DNS records to publish (``rail dns records``) and, on request (a form with
-    ``token``, when ``checks`` are available), ``rail doctor``'s verdicts."""
-    content: list[Any] = [tags.h2("Records to publish")]
+    """The DKIM selectors in use (``dkim``), the DNS records to publish (``rail dns
+    records``) and, on request (a form with ``token``, when ``checks`` are available),
+    ``rail doctor``'s verdicts."""
+    content: list[Any] = []
+    if dkim is not None:
+        content.append(
+            _table(
+                "DKIM selectors signing now (rotate with rail dkim rotate --domain D)",
+                ("Domain", "Ed25519 selector", "RSA selector", "Keys in use since"),
+                [(d.domain, d.ed25519, d.rsa, _when(d.since)) for d in dkim],
+            )
+        )
+    content.append(tags.h2("Records to publish"))
     if records is None:
         content.append(tags.p(problem or "The records could not be built.", class_="warn"))
     else:

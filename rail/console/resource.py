@@ -107,6 +107,8 @@ class ConsoleSources:
     """The per-client limits and sandbox flags in force (followed across SIGHUP)."""
     server_certificate: Callable[[], x509.Certificate] | None = None
     """The HTTPS listener's certificate now in use (no I/O)."""
+    dkim: Callable[[], Deferred[list[pages.DKIMSelectors]]] | None = None
+    """The DKIM selectors each local domain signs with now (key files read in a thread)."""
 
 
 @attrs.frozen
@@ -435,13 +437,15 @@ class Console(Resource):
         if check and sources.domains is not None:
             report = self._doctor()
         token = csrf_token(sources.secret, admin.fingerprint, "/console/domains/check")
+        dkim = _or_none(sources.dkim()) if sources.dkim is not None else succeed(None)
 
         def render(found: list[Any]) -> _Answer:
-            (text, problem), verdicts = found
-            page = pages.domains_page(text, verdicts, problem, token, sources.domains is not None)
+            (text, problem), verdicts, selectors = found
+            available = sources.domains is not None
+            page = pages.domains_page(text, verdicts, problem, token, available, selectors)
             return _Answer(page=page)
 
-        return gatherResults([records, report]).addCallback(render)
+        return gatherResults([records, report, dkim]).addCallback(render)
 
     def _doctor(self) -> Deferred[Any]:
         """The doctor's report; requests made while a run is under way share it."""

@@ -14,8 +14,10 @@ from twisted.internet.threads import deferToThreadPool
 
 from rail.config import Config
 from rail.config.clients import ClientPolicies
+from rail.console.pages import DKIMSelectors
 from rail.console.resource import Console, ConsoleSources
 from rail.delivery.stats import DeliveryStats
+from rail.dkim.keys import KeyStore
 from rail.dns.cli import records_text
 from rail.pki.operations import revoke
 from rail.pki.registry import CertificateRecord, Registry, registry_path
@@ -50,6 +52,23 @@ def build_console(
         with Registry.open(path) as registry:
             return registry.list_all()
 
+    def read_dkim() -> list[DKIMSelectors]:
+        keys = KeyStore.open(config.data_dir / "dkim")
+        now = reactor.seconds()
+        found = []
+        for domain in keys.domains():
+            signing = keys.signing_keys(domain, now)
+            if signing is not None:
+                found.append(
+                    DKIMSelectors(
+                        domain,
+                        signing.ed25519_selector,
+                        signing.rsa_selector,
+                        keys.activated_at(domain, now),
+                    )
+                )
+        return found
+
     sources = ConsoleSources(
         store=store,
         clock=reactor,
@@ -62,6 +81,7 @@ def build_console(
         dsn=dsn,
         policies=policies,
         server_certificate=server_certificate,
+        dkim=lambda: in_thread(read_dkim),
         revoke=lambda serial: in_thread(
             lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))
         ),
