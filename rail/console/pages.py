@@ -240,6 +240,14 @@ def overview_page(
             ),
             ("Up for", f"{int(snapshot.get('uptime_seconds', 0))} s"),
         ]
+        quarantined = snapshot.get("quarantined")
+        if isinstance(quarantined, dict):
+            figures.append(
+                (
+                    "Quarantined since start",
+                    ", ".join(f"{q} {n}" for q, n in sorted(quarantined.items())) or "none",
+                )
+            )
         events = snapshot.get("events")
         if isinstance(events, dict):
             jobs = events.get("jobs", events)

@@ -296,6 +296,8 @@ class Console(Resource):
                 sent = stats.recent_sent(now)
                 per_minute = stats.sent_per_minute(now)
             server = sources.server_certificate() if sources.server_certificate else None
+            if stats is not None and snapshot is not None:
+                snapshot = {**snapshot, "quarantined": _quarantined(stats)}
             page = pages.overview_page(
                 now,
                 counts_found,
@@ -616,6 +618,19 @@ class Console(Resource):
             return _Answer(location=f"/console/inbound?retried={count}")
 
         return self._sources.store.retry_inbound(message_id, now).addCallback(answer)
+
+
+def _quarantined(stats: DeliveryStats) -> dict[str, int]:
+    """Messages quarantined since start per queue, from ``rail_quarantined_total``."""
+    found: dict[str, int] = {}
+    for metric in stats.registry.collect():
+        if metric.name != "rail_quarantined":
+            continue
+        for sample in metric.samples:
+            if sample.name == "rail_quarantined_total":
+                queue = sample.labels.get("queue", "?")
+                found[queue] = found.get(queue, 0) + int(sample.value)
+    return found
 
 
 def _utc(text: str, label: str) -> tuple[float | None, str | None]:

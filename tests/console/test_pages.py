@@ -10,7 +10,11 @@ from twisted.web.template import flattenString
 from rail.config.clients import ClientPolicies
 from rail.config.schema import ClientLimits
 from rail.console.pages import certificate_state, clients_page
+from rail.console.resource import _quarantined
+from rail.delivery.stats import DeliveryStats
 from rail.pki.registry import CertificateRecord
+from rail.quarantine import Quarantines
+from rail.store.model import Quarantined
 
 _NOW = datetime(2026, 12, 4, tzinfo=UTC)
 
@@ -68,3 +72,13 @@ class ClientsPageTests(SynchronousTestCase):
         self.assertIn(b"<td>10 messages/min</td><td>no</td>", html)
         self.assertIn(b"<td>ops</td><td>admin</td>", html)
         self.assertEqual(html.count(b">Revoke</a>"), 4)
+
+
+class QuarantinedTests(SynchronousTestCase):
+    def test_counted_per_queue(self) -> None:
+        """The overview's quarantine figure sums rail_quarantined_total per queue."""
+        stats = DeliveryStats(0.0)
+        quarantines = Quarantines(registry=stats.registry)
+        quarantines(Quarantined("outbound", "01J0000000000000000000000A", "corrupt", "x"))
+        quarantines(Quarantined("outbound", "01J0000000000000000000000B", "timeout", "y"))
+        self.assertEqual(_quarantined(stats), {"outbound": 2, "inbound": 0})

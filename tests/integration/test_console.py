@@ -86,6 +86,9 @@ class ConsoleTests(_RunningRail):
         self.assertEqual(response.status, 200, response.body)
         self.assertIn(b"Recipients by status", response.body)
         self.assertIn(b"<dt>Server certificate expires</dt>", response.body)
+        self.assertIn(
+            b"<dt>Quarantined since start</dt><dd>inbound 0, outbound 0</dd>", response.body
+        )
 
     @inlineCallbacks
     def test_security_headers(self) -> Any:
