@@ -246,19 +246,26 @@ class ConsoleBrowserTests(_RunningRail):
 
     def _operator(self, home: Path, message_id: str) -> list[str]:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.expected_conditions import (
+            presence_of_element_located,
+            staleness_of,
+        )
         from selenium.webdriver.support.wait import WebDriverWait
 
         driver = self.browser(home)
         seen = []
 
         def go(element: Any) -> None:
-            """Click ``element`` and wait until the page it leads to replaced this one."""
+            """Click ``element`` and wait until the page it leads to has replaced this one
+            and finished loading (a click does not wait for the navigation it starts)."""
             before = driver.find_element(By.TAG_NAME, "html")
             element.click()
-            WebDriverWait(driver, 20).until(staleness_of(before))
+            wait = WebDriverWait(driver, 20)
+            wait.until(staleness_of(before))
+            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
         def page(name: str, heading: str) -> None:
+            WebDriverWait(driver, 20).until(presence_of_element_located((By.TAG_NAME, "h1")))
             self.assertEqual(driver.find_element(By.TAG_NAME, "h1").text, heading)
             self.shot(driver, name)
             self.accessible(driver, name)
