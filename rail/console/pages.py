@@ -585,7 +585,7 @@ def clients_page(
                     "Webhook",
                     "Limits",
                     "Sandbox",
-                    "",
+                    "Action",
                 ),
                 [
                     (
@@ -643,7 +643,9 @@ def clients_page(
             for e in suppressions.entries
         ]
         content.append(
-            _table(f"Suppressed for {client}", ("Address", "Reason", "Source", "Since", ""), rows)
+            _table(
+                f"Suppressed for {client}", ("Address", "Reason", "Source", "Since", "Action"), rows
+            )
         )
     return _page("Clients", "clients", *content)
 
@@ -830,7 +832,7 @@ def inbound_page(messages: Sequence[InboundSummary], done: str | None) -> Tag:
     content.append(
         _table(
             f"Inbound mail, newest {INBOUND_PAGE}",
-            ("ID", "Received", "From", "To", "Subject", "Authentication", "Webhooks", ""),
+            ("ID", "Received", "From", "To", "Subject", "Authentication", "Webhooks", "Action"),
             rows,
         )
     )
