@@ -20,6 +20,7 @@ from twisted.web.template import Tag, tags
 from rail.config.clients import ClientPolicies
 from rail.console.charts import bar_chart, bucket
 from rail.mail.headers import parse_header_section
+from rail.pki.clientevents import ClientEvents
 from rail.pki.registry import CertificateRecord
 from rail.store.adminmodel import LISTED_STATUSES, MessageDetail, Page
 from rail.store.inboundlist import INBOUND_PAGE, InboundSummary
@@ -562,10 +563,11 @@ def clients_page(
     done: str | None,
     revocable: bool = False,
     policies: ClientPolicies | None = None,
+    events: dict[str, ClientEvents] | None = None,
 ) -> Tag:
     """The certificates in the registry (with a Revoke link when ``revocable``; each
-    client's limits and sandbox flag from ``policies``) and one client's suppression
-    list."""
+    client's limits and sandbox flag from ``policies``, its event subscription from
+    ``events``) and one client's suppression list."""
     content: list[Any] = []
     if done is not None:
         content.append(tags.p(done, class_="done", role="status"))
@@ -585,6 +587,7 @@ def clients_page(
                     "Webhook",
                     "Limits",
                     "Sandbox",
+                    "Events",
                     "Action",
                 ),
                 [
@@ -598,6 +601,7 @@ def clients_page(
                         r.webhook or "-",
                         _limits(policies, r),
                         _sandbox(policies, r),
+                        _events(events, r),
                         tags.a(
                             "Revoke",
                             href=f"/console/certificates/{r.serial:x}/revoke",
@@ -666,6 +670,16 @@ def _limits(policies: ClientPolicies | None, record: CertificateRecord) -> str:
         if value is not None
     ]
     return ", ".join(shown) or "none"
+
+
+def _events(events: dict[str, ClientEvents] | None, record: CertificateRecord) -> str:
+    """The client's event subscription: the types and where they are POSTed."""
+    if events is None or record.role == "admin":
+        return "-"
+    settings = events.get(record.name)
+    if settings is None or not settings.types:
+        return "none"
+    return f"{', '.join(settings.types)} to {settings.url or 'the webhook URL'}"
 
 
 def _sandbox(policies: ClientPolicies | None, record: CertificateRecord) -> str:

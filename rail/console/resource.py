@@ -35,6 +35,7 @@ from rail.console import pages
 from rail.console.csrf import csrf_token, csrf_valid
 from rail.delivery.stats import DeliveryStats
 from rail.mail.meta import MAX_KEY
+from rail.pki.clientevents import ClientEvents
 from rail.pki.registry import CertificateRecord, RegistryError
 from rail.policy.identity import identity_from_certificate
 from rail.store.adminmodel import LISTED_STATUSES, QueueQuery, RetryTarget
@@ -107,6 +108,8 @@ class ConsoleSources:
     """The per-client limits and sandbox flags in force (followed across SIGHUP)."""
     server_certificate: Callable[[], x509.Certificate] | None = None
     """The HTTPS listener's certificate now in use (no I/O)."""
+    client_events: Callable[[], Deferred[list[ClientEvents]]] | None = None
+    """Every client's event subscription (registry, read in a thread)."""
     dkim: Callable[[], Deferred[list[pages.DKIMSelectors]]] | None = None
     """The DKIM selectors each local domain signs with now (key files read in a thread)."""
 
@@ -409,6 +412,11 @@ class Console(Resource):
         certs = (
             _or_none(sources.certificates()) if sources.certificates is not None else succeed(None)
         )
+        events = (
+            _or_none(sources.client_events())
+            if sources.client_events is not None
+            else succeed(None)
+        )
         listed: Deferred[Any] = succeed(None)
         if client:
             listed = sources.store.list_suppressions(
@@ -416,14 +424,22 @@ class Console(Resource):
             )
 
         def render(found: list[Any]) -> _Answer:
-            records, page = found
+            records, listing, subscribed = found
             policies = sources.policies() if sources.policies is not None else None
             page = pages.clients_page(
-                now, records, client, q, page, done, sources.revoke is not None, policies
+                now,
+                records,
+                client,
+                q,
+                listing,
+                done,
+                sources.revoke is not None,
+                policies,
+                {e.name: e for e in subscribed} if subscribed is not None else None,
             )
             return _Answer(page=page)
 
-        return gatherResults([certs, listed]).addCallback(render)
+        return gatherResults([certs, listed, events]).addCallback(render)
 
     def _domains(self, admin: _Admin, check: bool) -> Deferred[_Answer]:
         """The records, and with ``check`` the doctor's verdicts (a POST: the checks cost

@@ -19,6 +19,7 @@ from rail.console.resource import Console, ConsoleSources
 from rail.delivery.stats import DeliveryStats
 from rail.dkim.keys import KeyStore
 from rail.dns.cli import records_text
+from rail.pki.clientevents import ClientEvents
 from rail.pki.operations import revoke
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 from rail.store.deliveries import DSNBuilder
@@ -52,6 +53,12 @@ def build_console(
         with Registry.open(path) as registry:
             return registry.list_all()
 
+    def read_events() -> list[ClientEvents]:
+        if not path.exists():
+            return []
+        with Registry.open(path) as registry:
+            return registry.all_events()
+
     def read_dkim() -> list[DKIMSelectors]:
         keys = KeyStore.open(config.data_dir / "dkim")
         now = reactor.seconds()
@@ -81,6 +88,7 @@ def build_console(
         dsn=dsn,
         policies=policies,
         server_certificate=server_certificate,
+        client_events=lambda: in_thread(read_events),
         dkim=lambda: in_thread(read_dkim),
         revoke=lambda serial: in_thread(
             lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))

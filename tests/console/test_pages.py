@@ -12,6 +12,7 @@ from rail.config.schema import ClientLimits
 from rail.console.pages import certificate_state, clients_page
 from rail.console.resource import _quarantined
 from rail.delivery.stats import DeliveryStats
+from rail.pki.clientevents import ClientEvents
 from rail.pki.registry import CertificateRecord
 from rail.quarantine import Quarantines
 from rail.store.model import Quarantined
@@ -45,8 +46,8 @@ def _html(tag: object) -> bytes:
 class ClientsPageTests(SynchronousTestCase):
     def test_states_limits_and_sandbox(self) -> None:
         """Each certificate shows its state (valid, expiring within 30 days, expired,
-        revoked), a client's limits and sandbox flag in force (none for an admin), and a
-        Revoke link unless already revoked."""
+        revoked), a client's limits, sandbox flag and event subscription (none for an
+        admin), and a Revoke link unless already revoked."""
         now = _NOW.timestamp()
         records = [
             _record("shop", 90),
@@ -65,9 +66,15 @@ class ClientsPageTests(SynchronousTestCase):
             {"shop": ClientLimits(messages_per_hour=5, recipients_per_day=100)},
             {"shop": True},
         )
-        html = _html(clients_page(now, records, "", "", None, None, True, policies))
+        events = {"shop": ClientEvents("shop", ("message.delivered",), None)}
+        html = _html(clients_page(now, records, "", "", None, None, True, policies, events))
         self.assertIn(b"<td>shop</td><td>client</td><td>b16</td><td>valid</td>", html)
-        self.assertIn(b"<td>5 messages/h, 100 recipients/day</td><td>yes</td>", html)
+        self.assertIn(
+            b"<td>5 messages/h, 100 recipients/day</td><td>yes</td>"
+            b"<td>message.delivered to the webhook URL</td>",
+            html,
+        )
+        self.assertIn(b"<td>10 messages/min</td><td>no</td><td>none</td>", html)
         self.assertIn(b"<td>&lt;soon&gt;</td>", html)
         self.assertIn(b"<td>10 messages/min</td><td>no</td>", html)
         self.assertIn(b"<td>ops</td><td>admin</td>", html)
