@@ -196,7 +196,11 @@ class DaneInteropTests(TestCase):
                 dane_resolver=f"127.0.0.1:{dns.port}",
                 mta_sts={"ca_file": str(certificates / "root.pem")},
             )
-            document["tlsrpt"] = {"enabled": True, "organization": "Rail interop"}
+            document["tlsrpt"] = {
+                "enabled": True,
+                "organization": "Rail interop",
+                "allow_private": True,  # the https rua is on loopback
+            }
 
         rail = await start_rail(self, configure)
         message_id = await deferToThread(self._submit, rail)
