@@ -204,3 +204,25 @@ class CLITests(SynchronousTestCase):
             run(["--version"])
         self.assertEqual(caught.exception.code, 0)
         self.assertEqual(out.getvalue(), f"rail {version('rail')}\n")
+
+
+class ProductionLimitsTests(SynchronousTestCase):
+    def test_every_client_has_sending_limits(self) -> None:
+        """The production configuration bounds every client's sending (a leaked
+        certificate cannot send without limit)."""
+        import yaml
+
+        from rail.config.parse import parse_config
+        from rail.config.production import production_config_yaml
+
+        text = production_config_yaml("mail.example.com", ipv4=["192.0.2.1"])
+        config = parse_config(yaml.safe_load(text), Path(self.mktemp()))
+        self.assertEqual(
+            dict(config.clients_default.limits),
+            {
+                "messages_per_minute": 600,
+                "messages_per_hour": 10_000,
+                "messages_per_day": 50_000,
+                "recipients_per_day": 100_000,
+            },
+        )

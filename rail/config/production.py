@@ -51,6 +51,15 @@ tls:
 dns:
   ipv4: {ipv4}  # public addresses of the host name (A, SPF ip4:)
   ipv6: {ipv6}  # (AAAA, SPF ip6:)
+
+# Every client's sending limits (docs/limits.md), so a leaked certificate cannot send
+# without bound; raise them for one client under clients.NAME.limits, or null one.
+clients_default:
+  limits:
+    messages_per_minute: 600
+    messages_per_hour: 10000
+    messages_per_day: 50000
+    recipients_per_day: 100000
 """
 
 

@@ -114,7 +114,7 @@ class Forwarding:
                 reason=str(error),
             )
             if self._refusals is not None:
-                self._refusals.refuse("inbound", "srs-invalid", peer)
+                self._refusals.refuse("inbound", "srs_invalid", peer)
             return BAD_SRS
         return Return(recipient, original, domain)
 
@@ -133,7 +133,7 @@ class Forwarding:
             peer=peer,
         )
         if self._refusals is not None:
-            self._refusals.refuse("inbound", "forward-rate", peer)
+            self._refusals.refuse("inbound", "forward_rate", peer)
         return FORWARD_LIMITED
 
     def counted(self, table: RecipientTable, requests: Sequence[ForwardRequest]) -> None:

@@ -7,9 +7,10 @@ has the same effect, so it is created exclusively and never overwritten.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from rail.pki.files import KEY_MODE, write_file_atomic
 
 __all__ = ["SECRET_FILE", "SRSSecretError", "load_secret"]
 
@@ -18,23 +19,25 @@ _SIZE = 32
 
 
 class SRSSecretError(Exception):
-    """The secret file exists but cannot be used (the argument says why)."""
+    """The secret file exists but cannot be used, or cannot be made (the argument says
+    why)."""
 
 
 def load_secret(data_dir: Path) -> bytes:
-    """The secret under ``data_dir``, created (fsynced, 0600) when absent."""
+    """The secret under ``data_dir``, created (fsynced, 0600) when absent. It is written
+    atomically: a crash or a full disk while it is made leaves no file, never an empty or
+    torn one that would stop every later start."""
     path = data_dir / SECRET_FILE
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        try:
-            os.write(fd, secrets.token_hex(_SIZE).encode("ascii") + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    text = path.read_text("ascii").strip()
+        if not path.exists():
+            try:
+                data = secrets.token_hex(_SIZE).encode("ascii") + b"\n"
+                write_file_atomic(path, data, KEY_MODE, replace=False)
+            except FileExistsError:
+                pass  # made meanwhile by another start: that one is the secret
+        text = path.read_text("ascii").strip()
+    except (OSError, UnicodeError) as e:
+        raise SRSSecretError(f"{path}: cannot be made or read ({e})") from None
     try:
         secret = bytes.fromhex(text)
     except ValueError:

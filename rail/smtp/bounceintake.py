@@ -114,11 +114,11 @@ class BounceIntake:
         verp = self._paths.verify(f"{local}@{domain}", table.local_domains)
         if verp is None:
             _log.info(
-                "refused rcpt={rcpt} peer={peer} reason=forged-return-path code=550",
+                "refused rcpt={rcpt} peer={peer} reason=forged_return_path code=550",
                 rcpt=recipient,
                 peer=envelope.peer,
             )
-            self._refuse("forged-return-path", envelope.peer)
+            self._refuse("forged_return_path", envelope.peer)
             return _UNKNOWN
         if routed:
             return _MIXED
@@ -145,11 +145,11 @@ class BounceIntake:
         taken, self._taken = self._taken, {}
         if len(data) > self._max_size:
             _log.info(
-                "refused report peer={peer} size={size} reason=report-too-big code=552",
+                "refused report peer={peer} size={size} reason=report_too_big code=552",
                 peer=envelope.peer,
                 size=len(data),
             )
-            self._refuse("report-too-big", envelope.peer)
+            self._refuse("report_too_big", envelope.peer)
             return _TOO_BIG
         report = parse_report(data)
         if isinstance(report, Unreadable):
@@ -163,7 +163,7 @@ class BounceIntake:
             )
             if isinstance(route, Route):
                 return route
-            self._refuse("unreadable-report", envelope.peer)
+            self._refuse("unreadable_report", envelope.peer)
             return _UNREADABLE
         now = self._clock.seconds()
         recorded = [

@@ -30,9 +30,13 @@ def error_body(code: str, message: str) -> bytes:
     return json_body({"error": {"code": code, "message": message}})
 
 
+_PHRASES = {429: b"Too Many Requests"}
+"""Reason phrases Twisted's table lacks (it would say ``Unknown Status``)."""
+
+
 def write_json(request: IRequest, status: int, value: Any) -> bytes:
     """Set status and headers for a JSON answer and return its body for render_*."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, _PHRASES.get(status))
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
     request.setHeader(b"Cache-Control", b"no-store")
     return json_body(value)

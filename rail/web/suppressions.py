@@ -213,7 +213,7 @@ class SuppressionsResource(_Base):
                 problem = f"reason: a string of 1 to {MAX_REASON} characters"
             elif any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in detail):
                 problem = "reason: control characters are not allowed"
-        if problem is None and source not in (*_SOURCES, "api"):
+        if problem is None and source not in (_SOURCES if self.admin else ("api",)):
             problem = f"source: one of {', '.join(_SOURCES)}"
         if problem is not None:
             return write_error(request, 400, "INVALID_REQUEST", problem)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from rail.web.jsonapi import JSONResource, write_json
+from rail.web.jsonapi import JSONResource, write_error, write_json
 from rail.web.send import client_identity
 from rail.webhooks.key import WebhookKey
 
@@ -45,6 +45,14 @@ class WebhookSecretResource(JSONResource):
         identity = client_identity(request)
         if isinstance(identity, bytes):
             return identity
+        if identity.role == "admin":
+            # An admin certificate has no webhook: a secret for it would sign nothing.
+            return write_error(
+                request,
+                403,
+                "NOT_A_CLIENT",
+                "an admin certificate has no webhooks; ask with the client's certificate",
+            )
         request.setHeader(b"cache-control", b"no-store")
         return write_json(
             request,

@@ -11,6 +11,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from rail.delivery.stats import DeliveryStats, percentile
 from rail.store.model import DeliveryJob, DueRecipient, JobResult, NewMessage, RecipientUpdate
+from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 from rail.web.stats import Metrics, Stats
 
@@ -130,6 +131,30 @@ class ResourceTests(SynchronousTestCase):
         )
         text = b"".join(self._get(Metrics(self.stats, self.store)).written).decode()
         self.assertIn('rail_queue_recipients{status="failed"} 1.0', text)
+
+    def test_suppressed_not_counted(self) -> None:
+        """A recipient found on the suppression list at acceptance is not in /stats nor
+        /metrics, which count what delivery handles (the SQLite store's tally never sees
+        it: it is not in the recipients table), and it does not break the count."""
+        self.store.suppressions[("app", "c@x.example")] = Suppression(
+            client="app",
+            address="c@x.example",
+            reason="manual",
+            source="api",
+            message_id=None,
+            detail=None,
+            created_at=_T0,
+        )
+        self.store.accept(
+            NewMessage("M2", "app", "a@rail.test", ("c@x.example", "d@x.example"), b"y", "api", _T0)
+        )
+        document = json.loads(
+            b"".join(self._get(Stats(self.stats, self.store, self.clock)).written)
+        )
+        self.assertEqual(document["recipients"]["queued"], 2)
+        self.assertNotIn("suppressed", document["recipients"])
+        text = b"".join(self._get(Metrics(self.stats, self.store)).written).decode()
+        self.assertNotIn('status="suppressed"', text)
 
     def test_store_unavailable(self) -> None:
         """When the store cannot count, both answer 503 QUEUE_UNAVAILABLE."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 from pathlib import Path
 
@@ -30,3 +32,26 @@ class SecretTests(SynchronousTestCase):
             with self.assertRaises(SRSSecretError) as caught:
                 load_secret(directory)
             self.assertIn(SECRET_FILE, str(caught.exception))
+
+    def test_failed_write_leaves_no_file(self) -> None:
+        """A write that fails (a full disk) is a named SRSSecretError and leaves no
+        ``srs.key`` behind, so the next start makes the secret afresh instead of being
+        stopped by an empty file."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(os, "fsync", full)
+        with self.assertRaises(SRSSecretError) as caught:
+            load_secret(directory)
+        self.assertIn(SECRET_FILE, str(caught.exception))
+        self.assertEqual(list(directory.iterdir()), [])
+
+    def test_missing_directory_named(self) -> None:
+        """A data directory that cannot hold the file is a named SRSSecretError (one
+        line at start-up), not a traceback."""
+        with self.assertRaises(SRSSecretError) as caught:
+            load_secret(Path(self.mktemp()))
+        self.assertIn(SECRET_FILE, str(caught.exception))

@@ -157,7 +157,7 @@ class ForwardTests(ForwardSessionTestCase):
             replies = self.submit((b"limited@rail.test",))
         self.assertIn(b"451 4.7.0 Too much mail for this address; try again later", replies)
         self.assertIn("forward rate limit", " ".join(str(e.get("log_format")) for e in logs))
-        self.assertEqual(self.refusals.counts[("inbound", "forward-rate")], 1)
+        self.assertEqual(self.refusals.counts[("inbound", "forward_rate")], 1)
         self.assertEqual(len(self.outbound()), 2)
         self.clock.advance(60)
         self.assertTrue(self.submit((b"limited@rail.test",))[-1].startswith(b"250"))
@@ -187,7 +187,7 @@ class ReturnTests(ForwardSessionTestCase):
         self.assertIn(b"550 5.1.1 User unknown", replies)
         lines = [e for e in logs if "srs bounce dropped" in str(e.get("log_format"))]
         self.assertEqual([e["reason"] for e in lines], ["bad hash"])
-        self.assertEqual(self.refusals.counts[("inbound", "srs-invalid")], 1)
+        self.assertEqual(self.refusals.counts[("inbound", "srs_invalid")], 1)
         self.assertEqual(self.store.messages, {})
 
     def test_old_bounce_dropped(self) -> None:

@@ -41,7 +41,7 @@ class WebhookSecretTests(TestCase):
         """The POST verifies with ``standardwebhooks`` and the secret from
         ``GET /api/v1/webhook-secret``; after an admin rotation with an overlap, the next
         POST verifies with the new secret and with the old one, and the endpoint gives
-        the new one."""
+        the new one. An admin certificate, which has no webhooks, gets no secret."""
         receiver = _Receiver()
         site = server.Site(receiver)
         site.noisy = False
@@ -104,6 +104,10 @@ class WebhookSecretTests(TestCase):
         self.assertEqual(Webhook(old).verify(body, headers)["to"], ["shop@rail.test"])
         verify(key, headers, body, now=time.time())
 
+        admin = await api("GET", "/api/v1/webhook-secret", "ops")
+        self.assertEqual(
+            (admin.status, json.loads(admin.body)["error"]["code"]), (403, "NOT_A_CLIENT")
+        )
         refused = await api("POST", "/api/v1/admin/clients/shop/webhook-secret/rotate", "shop")
         self.assertEqual(refused.status, 403)
         rotated = await api(

@@ -134,13 +134,13 @@ class BounceIntakeTests(InboundTestCase):
         for address in forged:
             [reply] = self.send(b"RCPT TO:<" + address.encode() + b">\r\n")
             self.assertEqual(reply, b"550 5.1.1 User unknown", address)
-        self.assertEqual(self.refusals.counts[("inbound", "forged-return-path")], 4)
+        self.assertEqual(self.refusals.counts[("inbound", "forged_return_path")], 4)
         self.connect()
         self.ehlo()
         self.send(b"MAIL FROM:<>\r\n")
         [reply] = self.send(b"RCPT TO:<" + self.verp(domain="elsewhere.test").encode() + b">\r\n")
         self.assertTrue(reply.startswith(b"550 5.7.1"), reply)
-        self.assertEqual(self.refusals.counts.get(("inbound", "forged-return-path")), None)
+        self.assertEqual(self.refusals.counts.get(("inbound", "forged_return_path")), None)
         self.assertEqual(self.reports.calls, [])
 
     def test_no_mixing_with_ordinary_recipients(self) -> None:
@@ -164,7 +164,7 @@ class BounceIntakeTests(InboundTestCase):
         replies = self.deliver([rcpt], big)
         self.assertTrue(replies[-1].startswith(b"552 5.3.4"), replies[-1])
         self.assertEqual(self.reports.calls, [])
-        self.assertEqual(self.refusals.counts[("inbound", "report-too-big")], 1)
+        self.assertEqual(self.refusals.counts[("inbound", "report_too_big")], 1)
 
     def test_unreadable_goes_to_postmaster(self) -> None:
         """Mail to a return path that is no report (an auto-reply) goes to the postmaster

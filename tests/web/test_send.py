@@ -58,6 +58,8 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    reason: str = ""
+    """The status line's reason phrase."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -77,7 +79,8 @@ def parse_response(raw: bytes, head_request: bool = False) -> Response:
         headers[name.strip().lower()] = value.strip()
     length = int(headers["content-length"])
     assert len(rest) == length or (rest == b"" and head_request), (rest, length)
-    return Response(int(status_line.split()[1]), headers, rest)
+    _, code, reason = status_line.split(" ", 2)
+    return Response(int(code), headers, rest, reason)
 
 
 class Connection:

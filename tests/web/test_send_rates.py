@@ -40,14 +40,16 @@ class SendRateTests(APITestCase):
         return RailSite(root, max_body=4 * 1024 * 1024, idle_timeout=60.0, clock=self.clock)
 
     def test_over_the_limit_is_429(self) -> None:
-        """Messages within the limit are 202; the next is 429 RATE_LIMITED with
-        Retry-After in seconds, nothing stored, a refusal counted; another client is not
+        """Messages within the limit are 202; the next is 429 RATE_LIMITED (reason phrase
+        ``Too Many Requests``, which Twisted does not know) with Retry-After in seconds,
+        nothing stored, a refusal counted; another client is not
         affected; after the wait, 202 again."""
         for _ in range(2):
             self.assertEqual(self.post(document()).status, 202)
         self.clock.advance(600)
         response = self.post(document())
         self.assertEqual(response.error(), (429, "RATE_LIMITED"))
+        self.assertEqual(response.reason, "Too Many Requests")
         self.assertEqual(response.headers["retry-after"], "3000")
         self.assertEqual(
             response.json()["error"]["message"],
@@ -69,6 +71,7 @@ class SendRateTests(APITestCase):
         self.assertEqual(self.post(document()).status, 202)  # two recipients
         response = self.post(document())
         self.assertEqual(response.error(), (429, "RATE_LIMITED"))
+        self.assertEqual(response.reason, "Too Many Requests")
         self.assertEqual(self.post(document(cc=[])).status, 202)
 
     def test_replay_does_not_count(self) -> None:

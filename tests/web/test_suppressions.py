@@ -190,6 +190,18 @@ class AdminListTests(_SuppressionSite):
         self.assertEqual(removed.status, 200)
         self.assertEqual(self.store.suppressions, {})
 
+    def test_admin_source_is_admin_or_cli(self) -> None:
+        """On the admin path ``source`` is ``admin`` or ``cli`` (docs/api.md): ``api``,
+        which only a client's own request makes, is refused and nothing is added."""
+        answer = self.call(
+            "POST",
+            "/api/v1/admin/suppressions?client=myapp",
+            {"address": "x@example.com", "source": "api"},
+            certificate=self.admin,
+        )
+        self.assertEqual(answer.error(), (400, "INVALID_REQUEST"))
+        self.assertEqual(self.store.suppressions, {})
+
 
 class SendSuppressedTests(_SuppressionSite):
     def test_send_lists_suppressed(self) -> None:
