@@ -93,7 +93,8 @@ async def _host_dane(resolver: SecureLookups, host: str) -> _HostDane:
             return _HostDane(
                 DANEResult(
                     tlsa=records,
-                    names=candidates,
+                    # the TLSA base domain first: SNI (RFC 7672 §8.1)
+                    names=(candidate, *(c for c in candidates if c != candidate)),
                     policy_strings=tuple(str(record) for record in records),
                 )
             )

@@ -245,7 +245,8 @@ class DaneRouteTests(SynchronousTestCase):
 
     def test_cname_falls_back_to_the_original_name(self) -> None:
         """No TLSA records at the expanded name (securely none): those of the original
-        name are used, still with both names; none at either: no DANE."""
+        name are used, still with both names, the original (the TLSA base domain, sent
+        as SNI) first; none at either: no DANE."""
         target = "smtp.provider.test"
         secure_none = SecureAnswer("secure", ())
         addresses = {"mx1.dest.test": SecureAnswer("secure", ("a",), name=target)}
@@ -255,7 +256,7 @@ class DaneRouteTests(SynchronousTestCase):
             addresses,
         )
         result = self._checked(lookups, Route((_ROUTE.hosts[0],)))
-        self.assertEqual(result.dane["mx1.dest.test"].names, (target, "mx1.dest.test"))
+        self.assertEqual(result.dane["mx1.dest.test"].names, ("mx1.dest.test", target))
         self.assertEqual(lookups.asked[-2:], [f"TLSA {target}", "TLSA mx1.dest.test"])
         lookups = _FakeLookups(
             _mx("mx1.dest.test"), {target: secure_none, "mx1.dest.test": secure_none}, addresses
