@@ -183,7 +183,9 @@ async def _round(
         concurrency=args.concurrency,
         per_destination=args.per_destination,
     )
-    config.setdefault("webhooks", {}).update(allow_private=True, allow_http_loopback=True)
+    config.setdefault("webhooks", {}).update(
+        allow_private=True, allow_http_loopback=True, concurrency=args.webhook_concurrency
+    )
     config["shutdown"]["drain_delay"] = "0s"
     config_path.write_text(yaml.safe_dump(config))
     if events:
@@ -322,6 +324,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=2048, help="message size in bytes")
     parser.add_argument("--window", type=int, default=500, help="acceptances in flight")
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--webhook-concurrency", type=int, default=4, help="webhooks.concurrency (per client)"
+    )
     parser.add_argument("--per-destination", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0)
     return parser.parse_args()

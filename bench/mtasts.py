@@ -269,6 +269,7 @@ async def _main(reactor: Any, options: argparse.Namespace) -> None:
                     "enabled": mode == "on",
                     "ca_file": str(ca.ca_file),
                     "port": policy_server.port,
+                    "allow_private": True,
                 }
                 run = _Round(reactor, directory / f"{mode}{number}", {**base, "mta_sts": sts})
                 run.scheduler.start()

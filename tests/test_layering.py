@@ -64,6 +64,7 @@ _PURE = [
     "delivery/schedule.py",
     "delivery/mx.py",
     "delivery/dane.py",
+    "delivery/publicaddress.py",
     "delivery/stspolicy.py",
     "delivery/stscache.py",
     "delivery/smtpauth.py",

@@ -342,7 +342,12 @@ _SMARTHOST = r.section(
 
 _MTA_STS = r.section(
     MTASTS,
-    {"enabled": r.boolean, "ca_file": r.optional(r.path), "port": r.integer(1, 65535)},
+    {
+        "enabled": r.boolean,
+        "ca_file": r.optional(r.path),
+        "port": r.integer(1, 65535),
+        "allow_private": r.boolean,
+    },
 )
 
 
@@ -388,6 +393,7 @@ _TLSRPT = r.section(
         "organization": r.optional(r.text(1, 200)),
         "contact": r.optional(r.text(1, 200)),
         "sender": r.optional(r.email),
+        "allow_private": r.boolean,
     },
 )
 

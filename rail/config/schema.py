@@ -462,6 +462,10 @@ class MTASTS:
     certificates under a policy. Only tests and private networks need it."""
     port: int = 443
     """Port of ``mta-sts.<domain>`` policy hosts. Only tests change it."""
+    allow_private: bool = False
+    """Fetch policies from ``mta-sts.<domain>`` hosts with loopback, private or other
+    non-public addresses. Off, a recipient domain cannot point Rail's HTTPS requests at
+    the internal network. Only tests turn it on."""
 
 
 @attrs.frozen(kw_only=True)
@@ -528,6 +532,10 @@ class TLSRPT:
     sender: str | None = None
     """From address of the report messages (DKIM-signed for its domain); null:
     ``tlsrpt-noreply@<hostname>``."""
+    allow_private: bool = False
+    """POST ``https:`` reports to hosts with loopback, private or other non-public
+    addresses. Off, a recipient domain's ``_smtp._tls`` record cannot point Rail's HTTPS
+    requests at the internal network. Only tests turn it on."""
 
 
 @attrs.frozen(kw_only=True)

@@ -9,16 +9,23 @@ Runs after the ordinary route look-up (:mod:`rail.delivery.resolve`) when
   answer of a non-validating resolver is cut down to them (none left: deferred); a
   secure domain without MX records is its own host; a *failed* look-up (SERVFAIL for
   bogus data, or no answer) defers the domain, since DANE's absence cannot be proven;
-- for each host of a secure MX RRset, the TLSA records at ``_25._tcp.<host>``: a secure
-  non-empty RRset makes that host ``dane`` (TLS required, the chain checked against the
-  records; an RRset with no usable record still requires TLS, RFC 7672 §2.2); secure
-  "no records" or insecure leaves the host to MTA-STS or opportunistic TLS; a failed
+- for each host of a secure MX RRset, its address records (RFC 7672 §2.2.2): TLSA
+  records count only behind addresses that were themselves validated, so *insecure*
+  address records leave the host to MTA-STS or opportunistic TLS, and a *failed*
+  look-up makes the host unusable;
+- for each host with secure addresses, the TLSA records at ``_25._tcp.<name>``: when
+  the host name is a CNAME (validated, as the whole address answer was), first at the
+  expanded name, then, if that gives no secure records, at the original name (RFC 7672
+  §2.2.2), the certificate then matching either name (§3.2.2); a secure non-empty
+  RRset makes the host ``dane`` (TLS required, the chain checked against the records;
+  an RRset with no usable record still requires TLS, RFC 7672 §2.2); secure "no
+  records" or insecure leaves the host to MTA-STS or opportunistic TLS; a failed
   look-up makes the host unusable (RFC 7672 §2.2.1), and if every host is, the domain
   is deferred.
 
-The address records of MX hosts are not checked for DNSSEC here (RFC 7672 §2.2.2 asks
-for TLSA only behind secure addresses): a forged address cannot pass the TLSA check,
-it can only make delivery fail, as it could without DANE.
+Rail still connects to the addresses the ordinary route look-up found; those the
+validating resolver gave are only judged for their security. A forged address cannot
+pass the TLSA check, it can only make delivery fail, as it could without DANE.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class SecureLookups(Protocol):
     """What :func:`dane_route` asks (:class:`rail.delivery.dnssec.DaneResolver`)."""
 
     def mx(self, domain: str) -> Deferred[SecureAnswer]: ...
+    def address(self, host: str) -> Deferred[SecureAnswer]: ...
     def tlsa(self, host: str, port: int = 25) -> Deferred[SecureAnswer]: ...
 
 
@@ -58,8 +66,39 @@ def _defer(text: str) -> RouteError:
     return RouteError(Reply(451, "4.4.3", text, remote=False))
 
 
-async def _tlsa(resolver: SecureLookups, host: str) -> tuple[str, SecureAnswer]:
-    return host, await resolver.tlsa(host)
+@attrs.frozen
+class _HostDane:
+    """What DNSSEC says about one MX host: ``failure`` (unusable), else its DANE result
+    (None: DANE does not apply)."""
+
+    dane: DANEResult | None = None
+    failure: str | None = None
+
+
+async def _host_dane(resolver: SecureLookups, host: str) -> _HostDane:
+    name = host.lower().rstrip(".")
+    addresses = await resolver.address(name)
+    if addresses.status == "failed":
+        return _HostDane(failure=f"address records: {addresses.reason}")
+    if addresses.status == "insecure":
+        return _HostDane()  # RFC 7672 §2.2.2: no DANE behind insecure addresses
+    expanded = addresses.name or name
+    candidates = (expanded, name) if expanded != name else (name,)
+    for candidate in candidates:
+        answer = await resolver.tlsa(candidate)
+        if answer.status == "failed":
+            return _HostDane(failure=answer.reason)
+        records = tlsa_records(answer) if answer.status == "secure" else ()
+        if records:
+            return _HostDane(
+                DANEResult(
+                    tlsa=records,
+                    # the TLSA base domain first: SNI (RFC 7672 §8.1)
+                    names=(candidate, *(c for c in candidates if c != candidate)),
+                    policy_strings=tuple(str(record) for record in records),
+                )
+            )
+    return _HostDane()
 
 
 async def _dane_route(resolver: SecureLookups, domain: str, route: Route) -> DaneRoute:
@@ -74,26 +113,21 @@ async def _dane_route(resolver: SecureLookups, domain: str, route: Route) -> Dan
     if not hosts:
         raise _defer(f"no route host of {domain} is in its DNSSEC-validated MX records")
     answers = await gatherResults(
-        [Deferred.fromCoroutine(_tlsa(resolver, host.name)) for host in hosts],
+        [Deferred.fromCoroutine(_host_dane(resolver, host.name)) for host in hosts],
         consumeErrors=True,
     )
     dane: dict[str, DANEResult] = {}
     usable = []
     failures = []
-    for host, (_, answer) in zip(hosts, answers, strict=True):
-        if answer.status == "failed":
-            failures.append(f"{host.name}: {answer.reason}")
+    for host, answer in zip(hosts, answers, strict=True):
+        if answer.failure is not None:
+            failures.append(f"{host.name}: {answer.failure}")
             continue
         usable.append(host)
-        records = tlsa_records(answer) if answer.status == "secure" else ()
-        if records:
-            dane[host.name] = DANEResult(
-                tlsa=records,
-                names=(host.name.lower().rstrip("."),),
-                policy_strings=tuple(str(record) for record in records),
-            )
+        if answer.dane is not None:
+            dane[host.name] = answer.dane
     if not usable:
-        raise _defer(f"TLSA look-ups for the mail hosts of {domain} failed ({failures[0]})")
+        raise _defer(f"DNSSEC look-ups for the mail hosts of {domain} failed ({failures[0]})")
     return DaneRoute(Route(tuple(usable), route.port), dane)
 
 

@@ -60,6 +60,10 @@ class SecureAnswer:
     status: Status
     rdata: tuple[Any, ...] = ()
     reason: str = ""
+    name: str = ""
+    """The owner of the records once the CNAMEs in the answer are followed from the
+    question (lower-case, no final dot): the expanded name of RFC 7672 §2.2.2, equal to
+    the question when there is no CNAME; empty when not known."""
 
 
 def tlsa_name(host: str, port: int = 25) -> str:
@@ -69,15 +73,36 @@ def tlsa_name(host: str, port: int = 25) -> str:
 
 def interpret(response: dns.message.Message, rdtype: int) -> SecureAnswer:
     """The :class:`SecureAnswer` a resolver's response means for records of ``rdtype``
-    (CNAMEs the resolver followed are looked through)."""
+    (CNAMEs the resolver followed are looked through, and ``name`` says where they
+    led)."""
     rcode = response.rcode()
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         why = "bogus or unavailable" if rcode == dns.rcode.SERVFAIL else "refused"
         return SecureAnswer("failed", reason=f"{dns.rcode.to_text(rcode)} ({why})")
+    name = _expanded(response)
     if not response.flags & dns.flags.AD:
-        return SecureAnswer("insecure")
+        return SecureAnswer("insecure", name=name)
     rdata = tuple(rd for rrset in response.answer if rrset.rdtype == rdtype for rd in rrset)
-    return SecureAnswer("secure", rdata)
+    return SecureAnswer("secure", rdata, name=name)
+
+
+def _expanded(response: dns.message.Message) -> str:
+    """The question's name with the answer's CNAME chain followed (bounded: a loop in a
+    forged answer ends it)."""
+    if not response.question:
+        return ""
+    name = response.question[0].name
+    cnames = {
+        rrset.name: rrset[0].target
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.CNAME and len(rrset)
+    }
+    for _ in range(len(cnames)):
+        target = cnames.get(name)
+        if target is None:
+            break
+        name = target
+    return str(name.to_text(omit_final_dot=True)).lower()
 
 
 def mx_hosts(answer: SecureAnswer) -> tuple[str, ...]:
@@ -122,6 +147,18 @@ class DaneResolver:
 
     def mx(self, domain: str) -> Deferred[SecureAnswer]:
         return self.in_thread(lambda: query(self.server, domain, dns.rdatatype.MX, self.timeout))
+
+    def address(self, host: str) -> Deferred[SecureAnswer]:
+        """The security of ``host``'s address records (RFC 7672 §2.2.2): its A RRset, or
+        its AAAA RRset when it securely has no A; ``name`` is the CNAME-expanded name."""
+
+        def ask() -> SecureAnswer:
+            answer = query(self.server, host, dns.rdatatype.A, self.timeout)
+            if answer.status == "secure" and not answer.rdata:
+                return query(self.server, host, dns.rdatatype.AAAA, self.timeout)
+            return answer
+
+        return self.in_thread(ask)
 
     def tlsa(self, host: str, port: int = 25) -> Deferred[SecureAnswer]:
         name = tlsa_name(host, port)

@@ -9,6 +9,11 @@ followed, only a ``200`` with ``Content-Type: text/plain``, at most
 :data:`~rail.delivery.stspolicy.MAX_POLICY_SIZE` octets, within ``timeout`` seconds in
 all. A failure comes back as a value naming its RFC 8460 result type
 (``sts-policy-fetch-error``, ``sts-webpki-invalid`` or ``sts-policy-invalid``).
+
+A recipient domain chooses where ``mta-sts.<domain>`` points: unless ``allow_private``
+(``delivery.mta_sts.allow_private``, for tests), a host with any address that is not
+globally routable (:mod:`rail.delivery.publicaddress`) is not contacted (a fetch error),
+and the connection goes to the checked address, never resolving again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from rail.delivery.publicaddress import addresses_problem
 from rail.delivery.resolve import DNS_TIMEOUT, RouteError, smarthost_route
 from rail.delivery.stspolicy import (
     MAX_POLICY_SIZE,
@@ -113,6 +119,7 @@ class PolicyFetcher:
         port: int = 443,
         timeout: float = FETCH_TIMEOUT,
         dns_timeout: Sequence[int] = DNS_TIMEOUT,
+        allow_private: bool = False,
     ) -> None:
         self._reactor = reactor
         self._resolver = resolver
@@ -120,6 +127,7 @@ class PolicyFetcher:
         self._port = port
         self._timeout = timeout
         self._dns_timeout = tuple(dns_timeout)
+        self._allow_private = allow_private
 
     async def policy_id(self, domain: str) -> str | None:
         """The ``id`` of ``domain``'s ``_mta-sts`` record; None when there is none, it
@@ -159,7 +167,13 @@ class PolicyFetcher:
             )
         except RouteError as e:
             return Fetched(result="sts-policy-fetch-error", reason=f"{host}: {e.reply.text}")
-        address = route.hosts[0].addresses[0]
+        addresses = route.hosts[0].addresses
+        problem = addresses_problem(
+            addresses, allow_private=self._allow_private, setting="delivery.mta_sts.allow_private"
+        )
+        if problem is not None:
+            return Fetched(result="sts-policy-fetch-error", reason=f"{host}: {problem}")
+        address = addresses[0]
         check = self._contexts.https(host)
         pool = HTTPConnectionPool(self._reactor, persistent=False)
         endpoints = _Endpoints(self._reactor, address, self._port, check, self._timeout)

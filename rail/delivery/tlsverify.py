@@ -134,7 +134,10 @@ class PeerCheck:
     ) -> None:
         self.host = host
         self.requirement = requirement
-        self.server_name = _sni(host)
+        # RFC 7672 §8.1: under DANE, SNI names the TLSA base domain, the first of the
+        # DANE names (the CNAME-expanded MX name when its TLSA records were used).
+        dane_base = requirement.verify_names[0] if requirement.mode == "dane" else None
+        self.server_name = _sni(dane_base or host)
         self.verdict: Verdict | None = None
         """Set when verification ran and failed (None: passed, or not checked)."""
         self.verified = False

@@ -121,7 +121,9 @@ def build_transport(
     if sts.enabled:
         policies = STSPolicies(
             reactor,
-            PolicyFetcher(reactor, resolver, contexts, port=sts.port),
+            PolicyFetcher(
+                reactor, resolver, contexts, port=sts.port, allow_private=sts.allow_private
+            ),
             outcomes=outcomes,
             path=config.data_dir / POLICY_CACHE,
             run_in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),

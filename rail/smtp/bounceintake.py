@@ -12,6 +12,11 @@ and suppressions, in one store transaction before the ``250``: the report is acc
 when its facts are on disk, and is not spooled as inbound mail nor POSTed to any app. A
 message there that is neither a DSN nor an ARF report (an auto-reply, a person answering
 the return path) goes to the postmaster route, as undeliverable-looking mail does today.
+
+``postmaster@`` a bounce domain is the one other address there: Rail is that domain's
+MX, and RFC 5321 §4.5.1 wants postmaster accepted at every domain a server receives
+mail for. It is ordinary mail, routed as the parent domain's postmaster
+(:meth:`BounceIntake.route_address`).
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ class BounceIntake:
         local, at, raw_domain = recipient.rpartition("@")
         domain = a_label(raw_domain) if at else None
         parent = self._paths.sender_domain(domain) if domain else None
-        if parent is None or parent not in table.local_domains:
+        if parent is None or parent not in table.local_domains or local.lower() == "postmaster":
             return _MIXED if self._taken else ORDINARY
         verp = self._paths.verify(f"{local}@{domain}", table.local_domains)
         if verp is None:
@@ -119,6 +124,18 @@ class BounceIntake:
             return _MIXED
         self._taken[recipient] = verp
         return None
+
+    def route_address(self, table: RecipientTable, recipient: str) -> str:
+        """The address to route ``recipient`` as: ``postmaster@<parent>`` for the
+        postmaster of a bounce domain whose parent is local, else ``recipient``."""
+        local, at, raw_domain = recipient.rpartition("@")
+        if not at or local.lower() != "postmaster":
+            return recipient
+        domain = a_label(raw_domain)
+        parent = self._paths.sender_domain(domain) if domain else None
+        if parent is None or parent not in table.local_domains:
+            return recipient
+        return f"postmaster@{parent}"
 
     def deliver(
         self, table: RecipientTable, envelope: Envelope, data: bytes

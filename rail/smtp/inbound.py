@@ -150,7 +150,8 @@ class InboundSession:
         )
         if isinstance(returned, Reject | Return):
             return self._returned(recipient, returned)
-        decision = route_recipient(table, recipient)
+        routed_as = self._bounces.route_address(table, recipient) if self._bounces else recipient
+        decision = route_recipient(table, routed_as)
         if isinstance(decision, Refusal):
             _log.info(
                 "refused rcpt={rcpt} peer={peer} reason={reason} code={code}",

@@ -14,7 +14,6 @@ from twisted.internet.defer import Deferred
 
 from rail.config import Config
 from rail.delivery.resolve import make_resolver
-from rail.delivery.tlsverify import TLSContexts
 from rail.store.sqlite import SQLiteStore
 from rail.tlsrpt.report import ReportMeta
 from rail.tlsrpt.sender import Reporter
@@ -54,8 +53,6 @@ class TLSRPTService(Service):
 
 def build_tlsrpt(config: Config, reactor: Any, store: SQLiteStore) -> TLSRPTService:
     """The ``tlsrpt`` service for ``config`` (``tlsrpt.enabled``)."""
-    sts_ca = config.delivery.mta_sts.ca_file
-    contexts = TLSContexts(str(sts_ca) if sts_ca is not None else None)
     sink = CountingSink(store, reactor)
     reporter = Reporter(
         store,
@@ -64,6 +61,8 @@ def build_tlsrpt(config: Config, reactor: Any, store: SQLiteStore) -> TLSRPTServ
         sender=config.tlsrpt.sender or f"tlsrpt-noreply@{config.hostname}",
         lookup_rua=rua_lookup(make_resolver(config.delivery.nameservers, reactor)),
         queue=store.accept,
-        post=https_poster(reactor, contexts),
+        post=https_poster(
+            reactor, config.delivery.mta_sts.ca_file, allow_private=config.tlsrpt.allow_private
+        ),
     )
     return TLSRPTService(sink, reporter)

@@ -1,34 +1,33 @@
 """How the reporter finds and reaches report addresses: the ``_smtp._tls`` TXT look-up
-through Rail's resolver, and the HTTPS POST with treq.
+through Rail's resolver, and the HTTPS POST through the webhooks' SSRF-safe client.
 
-The POST verifies the receiver's certificate against the system trust store plus
-``delivery.mta_sts.ca_file`` (the same anchors as MTA-STS policy hosts, through
-:meth:`rail.delivery.tlsverify.TLSContexts.https`), follows no redirect, is bounded by
-``timeout`` seconds, and reads at most :data:`MAX_RESPONSE` bytes of the answer, which
-it throws away: only the status counts.
+A recipient domain's record chooses the ``https:`` address, so the POST obeys the rule
+webhooks obey (:class:`rail.webhooks.client.WebhookClient`): the host is resolved once,
+every address must be globally routable unless ``tlsrpt.allow_private`` (tests), and the
+connection goes to the checked address (no second resolution: no DNS rebinding). The
+receiver's certificate is verified against the system trust store plus
+``delivery.mta_sts.ca_file`` (the same anchors as MTA-STS policy hosts), no redirect is
+followed, the POST is bounded by ``timeout`` seconds, and at most :data:`MAX_RESPONSE`
+bytes of the answer are read and thrown away: only the status counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IResolver
 from twisted.names import dns
 from twisted.names.error import DNSNameError
-from twisted.web.client import Agent
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
-from rail.delivery.tlsverify import TLSContexts
 from rail.tlsrpt.record import parse_tlsrpt_records
 from rail.tlsrpt.sender import TemporaryLookupError
+from rail.webhooks.client import Resolve, WebhookClient, system_resolver, webhook_trust
+from rail.webhooks.outcome import Answered, Refused
 
-__all__ = ["MAX_RESPONSE", "POST_TIMEOUT", "https_poster", "rua_lookup"]
+__all__ = ["MAX_RESPONSE", "POST_TIMEOUT", "ReportRefusedError", "https_poster", "rua_lookup"]
 
 POST_TIMEOUT = 60.0
 """Seconds one report POST may take, connection included."""
@@ -36,7 +35,8 @@ MAX_RESPONSE = 64 * 1024
 """Bytes of a receiver's answer read (and discarded)."""
 
 _TIMEOUT: Sequence[int] = (1, 3, 5)
-_HEADERS = Headers({b"Content-Type": [b"application/tlsrpt+gzip"]})
+CONTENT_TYPE = "application/tlsrpt+gzip"
+USER_AGENT = "Rail-TLSRPT/1"
 
 
 def rua_lookup(resolver: IResolver) -> Any:
@@ -63,39 +63,41 @@ def rua_lookup(resolver: IResolver) -> Any:
     return lambda domain: Deferred.fromCoroutine(lookup(domain))
 
 
-@implementer(IPolicyForHTTPS)
-class _Verified:
-    def __init__(self, contexts: TLSContexts) -> None:
-        self._contexts = contexts
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return self._contexts.https(hostname.decode("ascii"))
+class ReportRefusedError(Exception):
+    """The report address was not POSTed to: not allowed, or not reachable."""
 
 
-def https_poster(reactor: Any, contexts: TLSContexts, timeout: float = POST_TIMEOUT) -> Any:
-    """``post(url, body)``: POST the gzip report, fire with the HTTP status."""
-    client = treq.client.HTTPClient(
-        Agent(reactor, contextFactory=_Verified(contexts), connectTimeout=timeout)
+def https_poster(
+    reactor: Any,
+    ca_file: Path | None,
+    *,
+    allow_private: bool,
+    timeout: float = POST_TIMEOUT,
+    resolve: Resolve | None = None,
+) -> Any:
+    """``post(url, body)``: POST the gzip report, fire with the HTTP status; fail with
+    :class:`ReportRefusedError` when the address is refused or unreachable."""
+    client = WebhookClient(
+        reactor,
+        resolve=resolve if resolve is not None else system_resolver(reactor),
+        allow_private=allow_private,
+        allow_http_loopback=False,
+        trust=webhook_trust(ca_file),
+        connect_timeout=timeout,
+        max_body=MAX_RESPONSE,
+        content_type=CONTENT_TYPE,
+        user_agent=USER_AGENT,
     )
 
     async def post(url: str, body: bytes) -> int:
-        response = await client.post(
-            url,
-            data=body,
-            headers=_HEADERS,
-            allow_redirects=False,
-            timeout=timeout,
-        )
-        seen = [0]
-
-        def collect(data: bytes) -> None:
-            seen[0] += len(data)
-            if seen[0] > MAX_RESPONSE:
-                raise ValueError("response too large")  # treq drops the connection
-
-        with contextlib.suppress(Exception):  # only the status counts; a long answer is cut
-            await treq.collect(response, collect)
-        code: int = response.code
-        return code
+        posting = client.post(url, {}, body)
+        posting.addTimeout(timeout, reactor)
+        attempt = await posting
+        if isinstance(attempt, Answered):
+            return attempt.code
+        if isinstance(attempt, Refused):
+            setting = "" if allow_private else " (tlsrpt.allow_private is false)"
+            raise ReportRefusedError(f"{attempt.reason}{setting}")
+        raise ReportRefusedError(attempt.reason)
 
     return lambda url, body: Deferred.fromCoroutine(post(url, body))

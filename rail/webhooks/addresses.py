@@ -2,12 +2,10 @@
 
 A certificate's webhook URL is chosen by whoever asked for the certificate, and its host
 name resolves to whatever its DNS says. So, unless ``webhooks.allow_private`` is set, Rail
-refuses to connect when *any* address of the host is not globally routable: loopback,
-RFC 1918 private, link-local (cloud metadata at 169.254.169.254), shared address space
-(100.64.0.0/10), multicast, unspecified, reserved, documentation, unique-local
-(fc00::/7), and the IPv4 ones in IPv6 clothing (IPv4-mapped, NAT64, 6to4, Teredo). The
-HTTP client connects to exactly the address checked here, never resolving again (DNS
-rebinding).
+refuses to connect when *any* address of the host is not globally routable (the rule of
+:mod:`rail.delivery.publicaddress`, shared with MTA-STS policy hosts and TLS-RPT
+report addresses). The HTTP client connects to exactly the address checked here, never
+resolving again (DNS rebinding).
 
 ``http://`` is accepted only for loopback hosts when ``allow_http_loopback`` is set; the
 host must then resolve to loopback addresses only. Loopback is internal, so
@@ -23,12 +21,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from rail.delivery.publicaddress import address_problem
 from rail.pki.names import validate_webhook
 
 __all__ = ["WebhookURL", "address_problem", "addresses_problem", "parse_webhook_url"]
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @attrs.frozen
@@ -62,53 +58,6 @@ def parse_webhook_url(url: str, *, allow_http_loopback: bool) -> WebhookURL | st
     except ValueError:
         return "webhook URL not allowed: invalid port"
     return WebhookURL(url=url, scheme=scheme, host=host, port=port)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    return None
-
-
-def _category(address: IPAddress) -> str | None:
-    """What makes ``address`` internal, or None for a global unicast address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(address)
-        if inner is not None:
-            category = _category(inner)
-            return None if category is None else f"{category} (embeds {inner})"
-    checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("private", address.is_private),
-        ("reserved", address.is_reserved),
-        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
-        ("not globally routable", not address.is_global),
-    )
-    for name, applies in checks:
-        if applies:
-            return name
-    return None
-
-
-def address_problem(address: str, *, allow_private: bool) -> str | None:
-    """``"10.0.0.5 is private"`` when Rail must not connect to ``address``, else None."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if allow_private:
-        return None
-    category = _category(parsed)
-    return None if category is None else f"{parsed} is {category}"
 
 
 def addresses_problem(

@@ -175,11 +175,14 @@ class WebhookClient:
         persistent: bool = False,
         idle_timeout: float = 4.0,
         per_host: int = 4,
+        content_type: str = "application/json",
+        user_agent: str = USER_AGENT,
     ) -> None:
         """With ``persistent``, connections are kept (``per_host`` idle ones per checked
         address, for ``idle_timeout`` seconds) and reused by later POSTs to the same URL
         host and address: a new TCP (and TLS) connection per webhook costs more than the
-        POST. Call :meth:`close` when done.
+        POST. Call :meth:`close` when done. ``content_type`` and ``user_agent`` are for
+        the other users of this SSRF-safe client (TLS-RPT's report POSTs).
 
         The idle timeout is shorter than common servers' own (Node.js closes after 5 s,
         nginx after 75 s): a POST sent just as the server closes the connection fails and
@@ -198,6 +201,7 @@ class WebhookClient:
         self._allow_http_loopback = allow_http_loopback
         self._trust = trust
         self._connect_timeout = connect_timeout
+        self._defaults = [("Content-Type", content_type), ("User-Agent", user_agent)]
         self._targets: dict[str, _Target | str] = {}
         self.connections: list[tuple[str, int]] = []
         """Addresses connected to (the most recent 100), for tests and debugging."""
@@ -295,7 +299,7 @@ class WebhookClient:
         connections.append((address, target.url.port))
         if len(connections) > 100:
             del connections[0]
-        fields = [("Content-Type", "application/json"), ("User-Agent", USER_AGENT)]
+        fields = list(self._defaults)
         if not self._persistent:
             fields.append(("Connection", "close"))
         fields.extend(headers.items())

@@ -67,3 +67,33 @@ class TLSRPTConfigTests(SynchronousTestCase):
             sorted(p.split(":")[0] for p in problems),
             ["tlsrpt.organization", "tlsrpt.rua", "tlsrpt.sender"],
         )
+
+
+class AllowPrivateConfigTests(SynchronousTestCase):
+    def test_off_by_default_and_read(self) -> None:
+        """delivery.mta_sts.allow_private and tlsrpt.allow_private are off unless set
+        (recipient domains must not aim Rail at internal hosts); a non-boolean is
+        reported at its path."""
+        config = parse_config(_minimal(), BASE)
+        self.assertEqual(
+            (config.delivery.mta_sts.allow_private, config.tlsrpt.allow_private),
+            (False, False),
+        )
+        config = parse_config(
+            _minimal(
+                delivery={"mta_sts": {"allow_private": True}},
+                tlsrpt={"allow_private": True},
+            ),
+            BASE,
+        )
+        self.assertEqual(
+            (config.delivery.mta_sts.allow_private, config.tlsrpt.allow_private),
+            (True, True),
+        )
+        problems = _problems(
+            _minimal(delivery={"mta_sts": {"allow_private": "yes"}}, tlsrpt={"allow_private": 1})
+        )
+        self.assertEqual(
+            sorted(p.split(":")[0] for p in problems),
+            ["delivery.mta_sts.allow_private", "tlsrpt.allow_private"],
+        )

@@ -48,12 +48,12 @@ class InterpretTests(SynchronousTestCase):
         """The same answer without AD is insecure, whatever it contains."""
         answer = f"_25._tcp.mx.dest.test. 60 IN TLSA 3 1 1 {_HEX}\n"
         result = interpret(_response("QR RD RA", answer=answer), dns.rdatatype.TLSA)
-        self.assertEqual(result, SecureAnswer("insecure"))
+        self.assertEqual(result, SecureAnswer("insecure", name="x"))
 
     def test_secure_nxdomain_is_secure_and_empty(self) -> None:
         """A validated NXDOMAIN proves there are no records: secure, none."""
         result = interpret(_response("QR RD RA AD", "NXDOMAIN"), dns.rdatatype.TLSA)
-        self.assertEqual(result, SecureAnswer("secure", ()))
+        self.assertEqual(result, SecureAnswer("secure", (), name="x"))
 
     def test_servfail_is_failed_not_insecure(self) -> None:
         """SERVFAIL (what a validating resolver answers for bogus data) is a failure,
@@ -69,22 +69,49 @@ class InterpretTests(SynchronousTestCase):
         result = interpret(_response("QR RD RA AD", answer=answer), dns.rdatatype.MX)
         self.assertEqual(mx_hosts(result), ("mx1.dest.test",))
 
+    def test_cname_expansion_is_named(self) -> None:
+        """An answer that followed CNAMEs names where they led (the RFC 7672 §2.2.2
+        expanded name), lower-cased; without CNAME, the question's name."""
+        text = (
+            "id 1\nopcode QUERY\nrcode NOERROR\nflags QR RD RA AD\n;QUESTION\n"
+            "mx.dest.test. IN A\n;ANSWER\n"
+            "mx.dest.test. 60 IN CNAME relay.dest.test.\n"
+            "relay.dest.test. 60 IN CNAME SMTP.Provider.Test.\n"
+            "SMTP.Provider.Test. 60 IN A 192.0.2.25\n"
+        )
+        result = interpret(dns.message.from_text(text), dns.rdatatype.A)
+        self.assertEqual((result.status, result.name), ("secure", "smtp.provider.test"))
+        self.assertEqual(len(result.rdata), 1)
+        plain = interpret(_response("QR RD RA", answer="x. 60 IN A 192.0.2.1\n"), 1)
+        self.assertEqual((plain.status, plain.name), ("insecure", "x"))
+
     def test_tlsa_name(self) -> None:
         """The TLSA owner of an SMTP server is ``_25._tcp.<host>`` (RFC 7672 §2.2.3)."""
         self.assertEqual(tlsa_name("mx.dest.test."), "_25._tcp.mx.dest.test")
 
 
 class _FakeLookups:
-    """Answers from tables: MX by domain, TLSA by host (missing host: insecure)."""
+    """Answers from tables: MX by domain, TLSA by host (missing host: insecure),
+    address records by host (missing host: secure, no CNAME)."""
 
-    def __init__(self, mx: SecureAnswer, tlsa: Mapping[str, SecureAnswer]) -> None:
+    def __init__(
+        self,
+        mx: SecureAnswer,
+        tlsa: Mapping[str, SecureAnswer],
+        addresses: Mapping[str, SecureAnswer] | None = None,
+    ) -> None:
         self._mx = mx
         self._tlsa = tlsa
+        self._addresses = addresses or {}
         self.asked: list[str] = []
 
     def mx(self, domain: str) -> Deferred[SecureAnswer]:
         self.asked.append(f"MX {domain}")
         return succeed(self._mx)
+
+    def address(self, host: str) -> Deferred[SecureAnswer]:
+        self.asked.append(f"A {host}")
+        return succeed(self._addresses.get(host, SecureAnswer("secure", ("a",), name=host)))
 
     def tlsa(self, host: str, port: int = 25) -> Deferred[SecureAnswer]:
         self.asked.append(f"TLSA {host}")
@@ -165,7 +192,7 @@ class DaneRouteTests(SynchronousTestCase):
         self.assertEqual(self._checked(lookups).route.hosts, (_ROUTE.hosts[1],))
         both = {"mx1.dest.test": failed, "mx2.dest.test": failed}
         error = self._error(_FakeLookups(_mx("mx1.dest.test", "mx2.dest.test"), both))
-        self.assertIn("TLSA look-ups", error.reply.text)
+        self.assertIn("DNSSEC look-ups", error.reply.text)
 
     def test_secure_domain_without_mx_is_its_own_host(self) -> None:
         """A secure "no MX" answer makes the domain itself the validated host (implicit MX)."""
@@ -173,6 +200,68 @@ class DaneRouteTests(SynchronousTestCase):
         lookups = _FakeLookups(SecureAnswer("secure", ()), {"dest.test": _tlsa(f"3 1 1 {_HEX}")})
         result = self._checked(lookups, route)
         self.assertEqual(list(result.dane), ["dest.test"])
+
+    def test_insecure_addresses_mean_no_dane(self) -> None:
+        """RFC 7672 §2.2.2: a host of a secure MX RRset whose address records are not
+        validated gets no DANE (its TLSA records are not even asked for) but stays
+        usable; a failed address look-up makes the host unusable."""
+        tlsa = _tlsa(f"3 1 1 {_HEX}")
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test", "mx2.dest.test"),
+            {"mx1.dest.test": tlsa, "mx2.dest.test": tlsa},
+            {"mx1.dest.test": SecureAnswer("insecure", name="mx1.dest.test")},
+        )
+        result = self._checked(lookups)
+        self.assertEqual((result.route, list(result.dane)), (_ROUTE, ["mx2.dest.test"]))
+        self.assertNotIn("TLSA mx1.dest.test", lookups.asked)
+        failed = SecureAnswer("failed", reason="SERVFAIL (bogus or unavailable)")
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test", "mx2.dest.test"),
+            {"mx2.dest.test": tlsa},
+            {"mx1.dest.test": failed},
+        )
+        result = self._checked(lookups)
+        self.assertEqual(result.route.hosts, (_ROUTE.hosts[1],))
+        error = self._error(
+            _FakeLookups(_mx("mx1.dest.test"), {}, {"mx1.dest.test": failed}),
+            Route((_ROUTE.hosts[0],)),
+        )
+        self.assertIn("address records: SERVFAIL", error.reply.text)
+
+    def test_cname_expanded_name_first(self) -> None:
+        """An MX host that is a (validated) CNAME: TLSA at the expanded name is used when
+        it has records, and the certificate may match either name."""
+        target = "smtp.provider.test"
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test"),
+            {target: _tlsa(f"3 1 1 {_HEX}"), "mx1.dest.test": _tlsa(f"2 0 1 {_HEX}")},
+            {"mx1.dest.test": SecureAnswer("secure", ("a",), name=target)},
+        )
+        result = self._checked(lookups, Route((_ROUTE.hosts[0],)))
+        dane = result.dane["mx1.dest.test"]
+        self.assertEqual(dane.tlsa, (TLSARecord(3, 1, 1, bytes.fromhex(_HEX)),))
+        self.assertEqual(dane.names, (target, "mx1.dest.test"))
+        self.assertEqual(lookups.asked, ["MX dest.test", "A mx1.dest.test", f"TLSA {target}"])
+
+    def test_cname_falls_back_to_the_original_name(self) -> None:
+        """No TLSA records at the expanded name (securely none): those of the original
+        name are used, still with both names, the original (the TLSA base domain, sent
+        as SNI) first; none at either: no DANE."""
+        target = "smtp.provider.test"
+        secure_none = SecureAnswer("secure", ())
+        addresses = {"mx1.dest.test": SecureAnswer("secure", ("a",), name=target)}
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test"),
+            {target: secure_none, "mx1.dest.test": _tlsa(f"3 1 1 {_HEX}")},
+            addresses,
+        )
+        result = self._checked(lookups, Route((_ROUTE.hosts[0],)))
+        self.assertEqual(result.dane["mx1.dest.test"].names, ("mx1.dest.test", target))
+        self.assertEqual(lookups.asked[-2:], [f"TLSA {target}", "TLSA mx1.dest.test"])
+        lookups = _FakeLookups(
+            _mx("mx1.dest.test"), {target: secure_none, "mx1.dest.test": secure_none}, addresses
+        )
+        self.assertEqual(dict(self._checked(lookups, Route((_ROUTE.hosts[0],))).dane), {})
 
 
 class _Outcomes:

@@ -35,6 +35,11 @@ class FetchTests(TestCase):
                 ],
                 "_mta-sts.bad.example": [txt_record("v=STSv1; id=no-dashes")],
                 "mta-sts.dest.example": [dns.Record_A("127.0.0.1", ttl=60)],
+                "mta-sts.private.example": [dns.Record_A("10.20.30.40", ttl=60)],
+                "mta-sts.mixed.example": [
+                    dns.Record_A("93.184.216.34", ttl=60),
+                    dns.Record_A("169.254.169.254", ttl=60),
+                ],
             },
         )
         self.addCleanup(self.dns.stop)
@@ -42,9 +47,16 @@ class FetchTests(TestCase):
         self.addCleanup(lambda: [c.transport.loseConnection() for c in resolver.connections])  # type: ignore[attr-defined]
         self.resolver = resolver
 
-    def fetcher(self, ca: TestCA | None = None) -> PolicyFetcher:
+    def fetcher(self, ca: TestCA | None = None, *, allow_private: bool = True) -> PolicyFetcher:
+        """The fetcher under test; the policy server is on loopback, so allowed."""
         contexts = TLSContexts(str((ca or self.ca).ca_file), system_roots=False)
-        return PolicyFetcher(reactor, self.resolver, contexts, port=self.server.number)
+        return PolicyFetcher(
+            reactor,
+            self.resolver,
+            contexts,
+            port=self.server.number,
+            allow_private=allow_private,
+        )
 
     async def test_txt_id(self) -> None:
         """The id of the one v=STSv1 record; None for none, two, or a malformed one."""
@@ -99,6 +111,24 @@ class FetchTests(TestCase):
         fetched = await self.fetcher().fetch("none.example")
         self.assertEqual(fetched.result, "sts-policy-fetch-error")
         self.assertIn("mta-sts.none.example", fetched.reason or "")
+
+    async def test_internal_policy_host_refused(self) -> None:
+        """Without allow_private, a policy host resolving to loopback, a private address,
+        or a public and a link-local one is not contacted: a fetch error naming the
+        address and delivery.mta_sts.allow_private."""
+        self.server.serve(POLICY)
+        fetcher = self.fetcher(allow_private=False)
+        for domain, address in [
+            ("dest.example", "127.0.0.1 is loopback"),
+            ("private.example", "10.20.30.40 is private"),
+            ("mixed.example", "169.254.169.254 is link-local"),
+        ]:
+            fetched = await fetcher.fetch(domain)
+            self.assertIsNone(fetched.policy)
+            self.assertEqual(fetched.result, "sts-policy-fetch-error", domain)
+            self.assertIn(address, fetched.reason or "")
+            self.assertIn("delivery.mta_sts.allow_private is false", fetched.reason or "")
+        self.assertEqual(self.server.requests, [])
 
     def test_url(self) -> None:
         """The well-known URL; a port only when not 443 (tests)."""

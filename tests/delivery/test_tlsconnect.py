@@ -283,3 +283,14 @@ class ContextTests(SynchronousTestCase):
         check = TLSContexts(system_roots=False).check(OPPORTUNISTIC, "mx.example")
         self.assertEqual(check.server_name, b"mx.example")
         self.assertFalse(check.verified)
+
+    def test_dane_sni_is_the_tlsa_base_domain(self) -> None:
+        """Under DANE, SNI is the first DANE name, the TLSA base domain (RFC 7672 §8.1):
+        the CNAME-expanded name when its records were used, else the MX host."""
+        contexts = TLSContexts(system_roots=False)
+        expanded = TLSRequirement(mode="dane", verify_names=("smtp.provider.test", _MX))
+        self.assertEqual(contexts.check(expanded, _MX).server_name, b"smtp.provider.test")
+        plain = TLSRequirement(mode="dane", verify_names=(_MX,))
+        self.assertEqual(contexts.check(plain, _MX).server_name, _MX.encode())
+        sts = TLSRequirement(mode="sts-enforce", verify_names=("other.example",))
+        self.assertEqual(contexts.check(sts, _MX).server_name, _MX.encode())

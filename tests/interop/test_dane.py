@@ -14,7 +14,13 @@ an intermediate, naming all the MX hosts:
 - ``plain.test`` is not signed and publishes the same wrong record: an insecure TLSA
   RRset does not count, so it is delivered with opportunistic TLS;
 - ``bogus.test`` is signed, but unbound's trust anchor for it is another key: its
-  answers are bogus (SERVFAIL) and the recipient is deferred, nothing sent.
+  answers are bogus (SERVFAIL) and the recipient is deferred, nothing sent;
+- ``cname.test`` is signed and its MX host is a CNAME of ``mx.dest.test``: the TLSA
+  records at the expanded name (the right key) are used before the wrong one at the
+  original name (RFC 7672 §2.2.2): delivered;
+- ``alias.test`` is signed and publishes the wrong record, but its MX host is a CNAME
+  into the unsigned ``plain.test``: its address records are insecure, so DANE does not
+  apply (RFC 7672 §2.2.2): delivered with opportunistic TLS.
 
 Then TLS-RPT: Rail (``tlsrpt.enabled``) counted those sessions; after a restart that
 moves the counters to yesterday, it sends each domain's report to the ``rua`` of its
@@ -53,7 +59,15 @@ from tests.support.postfix import need_postfix, start_postfix
 from tests.support.signeddns import SignedDNS, need_signed_dns, start_signed_dns
 from tests.tlsrpt.schema import validate_report
 
-_DOMAINS = ("dest.test", "ta.test", "bad.test", "bogus.test", "plain.test")
+_DOMAINS = (
+    "dest.test",
+    "ta.test",
+    "bad.test",
+    "bogus.test",
+    "plain.test",
+    "cname.test",
+    "alias.test",
+)
 
 
 async def _wait_for(check: Any, timeout: float = 60.0, what: str = "") -> Any:
@@ -119,6 +133,8 @@ def _zones(pki: _PKI, rua_https: str) -> dict[str, list[str]]:
         "ta.test": [*common, f"_25._tcp.mx TLSA {ta}"],
         "bad.test": [*common, f"_25._tcp.mx TLSA {wrong}", rua.format(https=rua_https)],
         "bogus.test": [*common, f"_25._tcp.mx TLSA {ee}"],
+        "cname.test": ["@ MX 10 mx", "mx CNAME mx.dest.test.", f"_25._tcp.mx TLSA {wrong}"],
+        "alias.test": ["@ MX 10 mx", "mx CNAME mx.plain.test.", f"_25._tcp.mx TLSA {wrong}"],
     }
 
 
@@ -162,6 +178,8 @@ class DaneInteropTests(TestCase):
                 "dave@bad.test",
                 "erin@bogus.test",
                 "frank@plain.test",
+                "gina@cname.test",
+                "hank@alias.test",
             ):
                 code, text = client.rcpt(address)
                 assert code == 250, text
@@ -196,17 +214,21 @@ class DaneInteropTests(TestCase):
                 dane_resolver=f"127.0.0.1:{dns.port}",
                 mta_sts={"ca_file": str(certificates / "root.pem")},
             )
-            document["tlsrpt"] = {"enabled": True, "organization": "Rail interop"}
+            document["tlsrpt"] = {
+                "enabled": True,
+                "organization": "Rail interop",
+                "allow_private": True,  # the https rua is on loopback
+            }
 
         rail = await start_rail(self, configure)
         message_id = await deferToThread(self._submit, rail)
 
         def delivered() -> list[bytes] | None:
             found = postfix.delivered()
-            return found if len(found) >= 3 else None
+            return found if len(found) >= 5 else None
 
         try:
-            messages = await _wait_for(delivered, 60, "three deliveries")
+            messages = await _wait_for(delivered, 60, "five deliveries")
             bad = await _wait_for(
                 lambda: _deferred(rail, message_id, "dave@bad.test"), 60, "bad.test deferred"
             )
@@ -217,8 +239,17 @@ class DaneInteropTests(TestCase):
             raise AssertionError(
                 f"Rail:\n{rail.server.output.decode()}\nPostfix:\n{_log(postfix)}\n{dns.logs()}"
             ) from None
-        recipients = sorted(_header(m, "Delivered-To") for m in messages[:3])
-        self.assertEqual(recipients, ["bob@dest.test", "carol@ta.test", "frank@plain.test"])
+        recipients = sorted(_header(m, "Delivered-To") for m in messages[:5])
+        self.assertEqual(
+            recipients,
+            [
+                "bob@dest.test",
+                "carol@ta.test",
+                "frank@plain.test",
+                "gina@cname.test",
+                "hank@alias.test",
+            ],
+        )
         for delivered_message in messages:
             self.assertRegex(delivered_message.decode(), r"\(using TLSv1\.[23] with cipher")
         self.assertIn("DANE", bad)

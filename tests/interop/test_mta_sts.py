@@ -77,7 +77,11 @@ class MTASTSInteropTests(TestCase):
                 "hold": False,
                 "nameservers": [f"127.0.0.1:{self.dns.port}"],
                 "port": self.port,
-                "mta_sts": {"ca_file": str(self.ca.ca_file), "port": self.policy.number},
+                "mta_sts": {
+                    "ca_file": str(self.ca.ca_file),
+                    "port": self.policy.number,
+                    "allow_private": True,  # the policy host is on loopback
+                },
             },
         )
 

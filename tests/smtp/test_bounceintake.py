@@ -198,3 +198,44 @@ class BounceIntakeTests(InboundTestCase):
         replies = self.submit()
         self.assertTrue(replies[-1].startswith(b"250 2.0.0 Ok: queued as "))
         self.assertEqual(len(self.store.inbound), 1)
+
+    def test_postmaster_of_a_bounce_domain_accepted(self) -> None:
+        """RFC 5321 §4.5.1: postmaster@ the bounce domain of a local domain (any case) is
+        accepted as ordinary mail and routed like the parent domain's postmaster (the
+        envelope recipient kept); a bounce-shaped domain of no local domain stays a
+        relay; it does not join a transaction of return paths."""
+        replies = self.deliver(
+            ["postmaster@bounces.rail.test", "PostMaster@Bounces.Other.Test"],
+            b"Subject: abuse desk\r\n\r\nhello",
+        )
+        self.assertEqual(replies[1:3], [b"250 2.1.5 Recipient ok"] * 2)
+        self.assertTrue(replies[-1].startswith(b"250 2.0.0 Ok: queued as "), replies[-1])
+        [message] = self.store.inbound.values()
+        self.assertEqual(
+            [(t.client, t.recipients) for t in message.targets],
+            [("billing", ("postmaster@bounces.rail.test", "PostMaster@Bounces.Other.Test"))],
+        )
+        self.assertEqual(self.reports.calls, [])
+        self.connect()
+        self.ehlo()
+        self.send(b"MAIL FROM:<>\r\n")
+        [reply] = self.send(b"RCPT TO:<postmaster@bounces.elsewhere.test>\r\n")
+        self.assertTrue(reply.startswith(b"550 5.7.1"), reply)
+        self.send(b"RCPT TO:<" + self.verp().encode() + b">\r\n")
+        [reply] = self.send(b"RCPT TO:<postmaster@bounces.rail.test>\r\n")
+        self.assertTrue(reply.startswith(b"452 4.5.3"), reply)
+
+    def test_postmaster_of_a_bounce_domain_by_address(self) -> None:
+        """Without a global postmaster, the parent domain's own postmaster address
+        decides where postmaster@ its bounce domain goes."""
+        import attrs
+
+        self.table = attrs.evolve(
+            self.table,
+            postmaster=None,
+            addresses={**self.table.addresses, ("postmaster", "rail.test"): "app"},
+        )
+        replies = self.deliver(["postmaster@bounces.rail.test"], b"Subject: hi\r\n\r\nhi")
+        self.assertTrue(replies[-1].startswith(b"250 2.0.0 Ok: queued as "), replies[-1])
+        [message] = self.store.inbound.values()
+        self.assertEqual([t.client for t in message.targets], ["app"])
