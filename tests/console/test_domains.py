@@ -86,3 +86,16 @@ class DomainsPageTests(_AdminSite):
         self.runs[0].errback(LookupError("no local domains"))
         response = connection.response()
         self.assertIn(b"The checks could not run: no local domains", response.body)
+
+    def test_head_and_other_methods(self) -> None:
+        """HEAD answers like GET without a body; another method is 405 with Allow; the
+        path without its slash redirects to the overview."""
+        connection = self.connect(self.admin)
+        connection.send("HEAD", "/console/domains")
+        head = connection.response(head_request=True)
+        self.assertEqual((head.status, head.body), (200, b""))
+        self.assertEqual(head.headers["content-type"], "text/html; charset=utf-8")
+        other = self.request("DELETE", "/console/domains", certificate=self.admin)
+        self.assertEqual((other.status, other.headers["allow"]), (405, "GET, POST"))
+        bare = self.request("GET", "/console", certificate=self.admin)
+        self.assertEqual((bare.status, bare.headers["location"]), (301, "/console/"))
