@@ -1,5 +1,6 @@
-"""The console's Domains page over Twisted's HTTP parser with real certificates: the
-records, and the doctor's checks behind a CSRF-protected POST, one run shared."""
+"""The console over Twisted's HTTP parser with real certificates: the Domains page (the
+records, and the doctor's checks behind a CSRF-protected POST, one run shared) and the
+methods and paths every page answers."""
 
 from __future__ import annotations
 
