@@ -61,7 +61,7 @@ def _webdriver() -> Any:
 
 
 class ConsoleBrowserTests(_RunningRail):
-    timeout = 240
+    timeout = 480
 
     def setUp(self) -> None:
         self.chromium = need_tool("chromium", "chromium")
@@ -155,7 +155,9 @@ class ConsoleBrowserTests(_RunningRail):
             log_output=str(self.base / "chromedriver.log"),
         )
         driver = webdriver.Chrome(options=options, service=service)
-        driver.set_page_load_timeout(30)
+        # Generous: on a loaded machine the first page (browser start, TLS, certificate
+        # selection) has taken over 30 s.
+        driver.set_page_load_timeout(120)
         self.addCleanup(driver.quit)
         return driver
 
