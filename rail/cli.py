@@ -9,6 +9,7 @@ and rail.devsetup.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sqlite3
@@ -30,6 +31,7 @@ from rail.eventscli import (
     record_issue_events,
 )
 from rail.forward.check import forwarding_problems
+from rail.pki.bundle import BROWSER_KEY_TYPE, BundleError, read_password, write_bundle
 from rail.pki.files import PKIError, load_ca
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
@@ -170,6 +172,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_issue(args: argparse.Namespace) -> int:
     config = _config(args.config)
     events = check_issue_events(config, args)
+    bundle_password = _bundle_password(args)
     days = args.days
     validity = (
         timedelta(days=days) if days is not None else timedelta(seconds=config.pki.client_validity)
@@ -178,7 +181,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         name=args.name,
         emails=tuple(args.email or ()),
         webhook=args.webhook,
-        key_type=args.key_type or config.pki.key_type,
+        key_type=args.key_type or _bundle_key_type(args) or config.pki.key_type,
         validity=validity,
         admin=args.admin,
     )
@@ -203,6 +206,19 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     print(f"  webhook  {record.webhook or '(none)'}")
     print(f"  expires  {format_time(record.not_after)}")
     print(f"  wrote    {issued.certificate_path} and {issued.key_path} (key mode 0600)")
+    if bundle_password is not None:
+        bundle = Path(args.out) / f"{record.name}.p12"
+        try:
+            write_bundle(
+                issued.certificate_path,
+                issued.key_path,
+                load_ca(config.data_dir).certificate,
+                bundle,
+                bundle_password,
+            )
+        except BundleError as error:
+            raise _CommandError(1, [f"rail: {error}"]) from None
+        print(f"  wrote    {bundle} (PKCS#12 for a browser, mode 0600; see docs/console.md)")
     for line in record_issue_events(config, record.name, events, args.events_url, _now()):
         print(line)
     if record.webhook:
@@ -217,6 +233,28 @@ def _cmd_issue(args: argparse.Namespace) -> int:
             f" the new one is deployed, revoke each old one by serial: rail certs revoke SERIAL"
         )
     return 0
+
+
+def _bundle_key_type(args: argparse.Namespace) -> str | None:
+    """``--p12`` without ``--key-type``: a key type browsers offer."""
+    return BROWSER_KEY_TYPE if args.p12 else None
+
+
+def _bundle_password(args: argparse.Namespace) -> bytes | None:
+    """The ``--p12`` password, asked (or read) before anything is issued."""
+    if not args.p12:
+        if args.p12_password_file is not None:
+            raise _CommandError(2, ["rail: --p12-password-file needs --p12"])
+        return None
+    if args.key_type == "ed25519":
+        raise _CommandError(
+            2,
+            ["rail: --p12: browsers do not accept Ed25519 client keys; use --key-type ecdsa-p256"],
+        )
+    try:
+        return read_password(args.p12_password_file, getpass.getpass)
+    except BundleError as error:
+        raise _CommandError(2, [f"rail: {error}"]) from None
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -454,6 +492,17 @@ def _parser() -> argparse.ArgumentParser:
         help="issue even if another client's valid certificate holds an --email address",
     )
     add_issue_options(p)
+    p.add_argument(
+        "--p12",
+        action="store_true",
+        help="also write NAME.p12 (PKCS#12, password-protected) to import into a browser",
+    )
+    p.add_argument(
+        "--p12-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the .p12 password from FILE's first line instead of a prompt",
+    )
     p.set_defaults(func=_cmd_issue)
 
     p = certs.add_parser("list", help="list issued certificates")

@@ -88,6 +88,8 @@ class MemoryAdmin:
             return False
         if query.tag is not None and message.meta.tag != query.tag:
             return False
+        if query.sender is not None and message.sender != query.sender:
+            return False
         if query.tag is not None and query.request_id is not None:
             if message.meta.request_id != query.request_id:
                 return False

@@ -28,6 +28,7 @@ from rail.config.clients import ClientPolicies
 from rail.config.errors import Problem
 from rail.config.listen import ListenSpec
 from rail.connections import GateLimits, listener_limits, raise_descriptor_limit
+from rail.console.wiring import build_console
 from rail.delivery.bounces import dsn_builder
 from rail.delivery.resolve import make_resolver
 from rail.delivery.service import build_delivery
@@ -392,6 +393,18 @@ def build_service(
             client_events=event_watch,
             rates=rates,
             rotate_secret=secrets.rotate,
+            console=build_console(
+                config,
+                reactor,
+                store,
+                stats,
+                dsn_builder(
+                    config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
+                ),
+                _doctor_report(config, reactor, hooks),
+                lambda: clients[0],
+                lambda: tls.certificate,
+            ),
         )
         _listener(
             reactor,

@@ -1,8 +1,9 @@
 """Delivery figures for ``/stats`` and ``/metrics``, fed by the scheduler's observer calls.
 
 Kept in memory, bounded: per-second counts of sent recipients for the last five minutes
-(the 1 m and 5 m rates) and the accept-to-sent latencies of the last
-:data:`LATENCY_SAMPLES` sent recipients (the percentiles). Prometheus series live in their
+(the 1 m and 5 m rates), per-minute counts for the last day (the console's charts) and
+the accept-to-sent latencies of the last :data:`LATENCY_SAMPLES` sent recipients (the
+percentiles). Prometheus series live in their
 own registry, so tests and several services in one process never collide. Pure: times come
 from the results and the caller.
 """
@@ -21,6 +22,7 @@ __all__ = ["LATENCY_SAMPLES", "DeliveryStats", "percentile"]
 
 LATENCY_SAMPLES = 10_000
 _WINDOW = 300
+_DAY_MINUTES = 1440
 _STATUSES = ("queued", "deferred", "sent", "bounced", "failed", "deleted")
 
 
@@ -40,6 +42,7 @@ class DeliveryStats:
         self.registry = registry or CollectorRegistry()
         self.results = dict.fromkeys(("sent", "deferred", "bounced"), 0)
         self._per_second: deque[list[float]] = deque()  # [second, sent count]
+        self._per_minute: deque[list[int]] = deque()  # [minute, sent count], one day
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._sections: dict[str, Callable[[], object]] = {}
         self.refreshers: list[Callable[[], object]] = []
@@ -96,6 +99,13 @@ class DeliveryStats:
             else:
                 self._per_second.append([second, sent])
             self._trim(now)
+            minute = math.floor(now / 60)
+            if self._per_minute and self._per_minute[-1][0] == minute:
+                self._per_minute[-1][1] += sent
+            else:
+                self._per_minute.append([minute, sent])
+            while self._per_minute and self._per_minute[0][0] <= minute - _DAY_MINUTES:
+                self._per_minute.popleft()
 
     def connection(self, domain: str, tls: bool) -> None:
         """Count one outbound connection (scheduler observer)."""
@@ -123,6 +133,18 @@ class DeliveryStats:
         since = math.floor(now) - seconds
         total = sum(count for second, count in self._per_second if second > since)
         return total * 60.0 / seconds
+
+    def recent_sent(self, now: float) -> list[tuple[int, int]]:
+        """``(second, recipients sent)`` of the last five minutes, oldest first (the
+        console's chart; at most 300 pairs)."""
+        self._trim(now)
+        return [(int(second), int(count)) for second, count in self._per_second]
+
+    def sent_per_minute(self, now: float) -> list[tuple[int, int]]:
+        """``(start of the minute in seconds, recipients sent)`` of the last day, oldest
+        first (the console's 1 h and 24 h charts; at most 1,440 pairs)."""
+        horizon = math.floor(now / 60) - _DAY_MINUTES
+        return [(m * 60, n) for m, n in self._per_minute if m > horizon]
 
     def snapshot(self, now: float, counts: dict[str, int]) -> dict[str, object]:
         """The ``/stats`` document."""

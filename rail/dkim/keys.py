@@ -157,6 +157,14 @@ class KeyStore:
                 return None
         return state.loaded[signing_generation(state.generations, received_at).name].keys
 
+    def activated_at(self, domain: str, now: float) -> float | None:
+        """When the keys ``domain`` signs with at ``now`` began to sign (None: no keys)."""
+        normalised = a_label(domain)
+        state = None if normalised is None else self._domains.get(normalised)
+        if state is None:
+            return None
+        return signing_generation(state.generations, now).activated_at
+
     def published(self, domain: str, oldest_pending: float | None) -> list[PublishedKey]:
         """The key records ``domain`` must publish, oldest generation first: the newest
         generation's and those of older generations that queued mail may still be signed

@@ -190,6 +190,12 @@ class ServerTLS:
         self._options = server_options(material, client_auth)
         self._generation = client_auth.revocations.generation if client_auth else 0
 
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The leaf certificate new connections are served (the console shows its
+        expiry)."""
+        return self._material.chain[0]
+
     def replace(self, material: ServerMaterial) -> None:
         """Build the context for new material now (errors surface to the caller)."""
         self.install(self.prepare(material))

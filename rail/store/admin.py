@@ -205,6 +205,9 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
             " AND r.address LIKE ? ESCAPE '\\')"
         )
         outer_params.append(_like_domain(query.domain))
+    if query.sender is not None:
+        outer.append("m.sender = ?")
+        outer_params.append(query.sender)
     if query.recipient is not None:
         outer.append(
             "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.address = ?)"

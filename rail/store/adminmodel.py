@@ -83,9 +83,11 @@ class QueueQuery:
     limit: int = 50
     tag: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    sender: str | None = None
     """``tag``: messages sent with exactly this tag (through the ``message_meta`` tag
     index); ``metadata``: messages whose metadata has each of these key/value pairs
-    (checked on the messages the window reads; not indexed)."""
+    (checked on the messages the window reads; not indexed); ``sender``: messages
+    whose envelope sender is exactly this (checked on the window, not indexed)."""
 
 
 @attrs.frozen

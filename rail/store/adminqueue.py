@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred
 from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
+from rail.store.inboundlist import recent_inbound, retry_inbound
+from rail.store.trail import deferring_domains, message_events, webhook_backlog
 from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
@@ -51,6 +53,30 @@ class SQLiteAdmin:
     def show_message(self, message_id: str) -> Deferred[Any]:
         """A :class:`~rail.store.adminmodel.MessageDetail` or None; see IAdminQueue."""
         return self._read(lambda c: admin.show_message(c, message_id))
+
+    def message_events(self, message_id: str) -> Deferred[Any]:
+        """The :class:`~rail.store.trail.EventRecord` tuple of ``message_id`` (the
+        console's trail), read on the read thread."""
+        return self._read(lambda c: message_events(c, message_id))
+
+    def deferring_domains(self) -> Deferred[Any]:
+        """The :class:`~rail.store.trail.DeferringDomain` tuple of the console's overview,
+        read on the read thread."""
+        return self._read(deferring_domains)
+
+    def webhook_backlog(self) -> Deferred[Any]:
+        """The console's :class:`~rail.store.trail.Backlog`, read on the read thread."""
+        return self._read(webhook_backlog)
+
+    def recent_inbound(self, before: str | None = None) -> Deferred[Any]:
+        """The console's Inbound page: :func:`rail.store.inboundlist.recent_inbound`,
+        read on the read thread."""
+        return self._read(lambda c: recent_inbound(c, before))
+
+    def retry_inbound(self, message_id: str, now: float) -> Deferred[Any]:
+        """Make ``message_id``'s pending webhook jobs due at ``now`` (writer thread);
+        fires with how many were."""
+        return self._run(lambda c: (retry_inbound(c, message_id, now), 0), write=True)
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""

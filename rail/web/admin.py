@@ -5,7 +5,7 @@ Every resource here first asks :func:`admin_identity`: no client certificate ans
 ADMIN_REQUIRED``. The queue work runs on the store's writer thread (:class:`IAdminQueue`);
 each action is logged with the admin's name.
 
-- ``GET messages?status=&client=&domain=&recipient=&older_than=&tag=&request_id=``
+- ``GET messages?status=&client=&domain=&recipient=&sender=&older_than=&tag=&request_id=``
   ``&metadata[key]=&cursor=&limit=``
 - ``GET messages/{id}``
 - ``POST messages/{id}/retry|hold|release|delete|bounce`` (JSON ``{"reason": ...}``;
@@ -329,6 +329,7 @@ class _Messages(Resource):
             "limit",
             "tag",
             "request_id",
+            "sender",
         )
         searched = metadata_args(request)
         if isinstance(searched, str):
@@ -358,6 +359,7 @@ class _Messages(Resource):
             tag=query_arg(request, "tag"),
             request_id=query_arg(request, "request_id"),
             metadata=metadata,
+            sender=query_arg(request, "sender"),
         )
         return answer_later(
             request,

@@ -222,12 +222,14 @@ def build_site(
     client_events: IClientEventSettings | None = None,
     rates: ClientRates | None = None,
     rotate_secret: Rotate | None = None,
+    console: Resource | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
     ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
     ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report);
-    ``client_events`` answers ``/api/v1/admin/clients/{name}/events``."""
+    ``client_events`` answers ``/api/v1/admin/clients/{name}/events``; ``console`` is
+    mounted at ``/console`` (:mod:`rail.console`)."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -284,6 +286,8 @@ def build_site(
         well_known = _Directory()
         well_known.putChild(b"mta-sts.txt", mta_sts)
         root.putChild(b".well-known", well_known)
+    if console is not None:
+        root.putChild(b"console", console)
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(readiness))
     if stats is not None and IDeliveryQueue.providedBy(store):

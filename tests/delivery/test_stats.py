@@ -53,6 +53,21 @@ class DeliveryStatsTests(SynchronousTestCase):
         self.assertEqual(stats.rate(_T0 + 90, 60), 0.0)
         self.assertEqual(stats.rate(_T0 + 400, 300), 0.0)
 
+    def test_recent_series(self) -> None:
+        """The console's series: sent recipients per second for five minutes and per
+        minute for a day, oldest first; older ones age out."""
+        stats = DeliveryStats(_T0)
+        start = _T0 - _T0 % 60
+        stats.attempt(_job(start), _sent(start + 1), 0.01)
+        stats.attempt(_job(start), _sent(start + 1), 0.01)
+        stats.attempt(_job(start), _sent(start + 61), 0.01)
+        self.assertEqual(stats.recent_sent(start + 62), [(int(start) + 1, 2), (int(start) + 61, 1)])
+        self.assertEqual(stats.sent_per_minute(start + 62), [(int(start), 2), (int(start) + 60, 1)])
+        self.assertEqual(stats.recent_sent(start + 400), [])
+        self.assertEqual(stats.sent_per_minute(start + 86_400 + 30), [(int(start) + 60, 1)])
+        stats.attempt(_job(start), _sent(start + 86_400 * 2), 0.01)
+        self.assertEqual(stats.sent_per_minute(start + 86_400 * 2), [(int(start) + 172_800, 1)])
+
     def test_latency_figures_recomputed_at_most_once_a_second(self) -> None:
         """The latency percentiles are cached: samples added within a second of the last
         computation show at the first /stats a second or more later."""

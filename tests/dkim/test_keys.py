@@ -193,6 +193,16 @@ class RotateTests(_StoreTestCase):
         for selector in ("r20261121-2e", "r20261121-2r"):
             self.assertEqual(_mode(domain / f"{selector}.key"), 0o600)
 
+    def test_activated_at(self) -> None:
+        """activated_at is when the keys signing at a time began: the first generation's
+        before a rotation takes effect, the new one's after; None without keys."""
+        store = self.open()
+        store.ensure(["example.com"], T1)
+        store.rotate("example.com", T2)
+        self.assertEqual(store.activated_at("example.com", T1 + 1), T1)
+        self.assertEqual(store.activated_at("Example.COM", T2 + 1), T2)
+        self.assertIsNone(store.activated_at("other.example", T2))
+
     def test_rotate_without_keys(self) -> None:
         """Rotating a domain without keys makes its first generation."""
         store = self.open()

@@ -90,6 +90,13 @@ class _AdminContract:
             ("bob", "deferred", ("b@two.example",)),
         )
 
+    async def test_list_by_sender(self) -> None:
+        """``sender`` narrows a listing to messages with exactly that envelope sender."""
+        first = await self._accept(client="news")  # sender news@example.com
+        await self._accept(client="other")
+        page = await self.store.list_messages(QueueQuery(sender="news@example.com"))
+        self.assertEqual([m.id for m in page.messages], [first])
+
     async def test_cursor_pages(self) -> None:
         """Following ``next_cursor`` visits every message once, newest first, and the
         last page has no cursor."""

@@ -97,8 +97,8 @@ class AccessTests(_AdminSite):
 
 class AdminAPITests(_AdminSite):
     def test_list_and_filters(self) -> None:
-        """The listing is newest first with each message's status; filters and bad
-        parameters are checked."""
+        """The listing is newest first with each message's status; filters (client,
+        older_than, sender) and bad parameters are checked."""
         first = self.stored("myapp", NOW - 7200)
         second = self.stored("otherapp", NOW)
         body = self.admin_request("GET", "/api/v1/admin/messages").json()
@@ -109,6 +109,11 @@ class AdminAPITests(_AdminSite):
         self.assertEqual([m["id"] for m in body["messages"]], [first.id])
         body = self.admin_request("GET", "/api/v1/admin/messages?older_than=1h").json()
         self.assertEqual([m["id"] for m in body["messages"]], [first.id])
+        query = "sender=noreply@ataca.io"
+        body = self.admin_request("GET", f"/api/v1/admin/messages?{query}").json()
+        self.assertEqual(len(body["messages"]), 2)
+        body = self.admin_request("GET", "/api/v1/admin/messages?sender=x@y.example").json()
+        self.assertEqual(body["messages"], [])
         for query in ("status=lost", "older_than=5", "cursor=x", "limit=0", "colour=blue"):
             response = self.admin_request("GET", f"/api/v1/admin/messages?{query}")
             self.assertEqual(response.status, 400, query)
