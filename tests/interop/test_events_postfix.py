@@ -128,7 +128,16 @@ class EventsThroughPostfixTests(TestCase):
             postfix_port, ("dest.test",), relay_to=inbound_port, extra=_BOUNCING
         )
         self.addCleanup(postfix.stop)
-        await self.wait_for("Postfix listening", lambda: _accepts(postfix_port))
+        # Its own start line, not only an open port: a port chosen free may have been
+        # taken by another test meanwhile, and Postfix would then not be the one answering.
+        await self.wait_for(
+            "Postfix started and listening",
+            lambda: (
+                _accepts(postfix_port)
+                and postfix.log.exists()
+                and "daemon started" in postfix.log.read_text()
+            ),
+        )
 
         https = service.getServiceNamed("https").port.getHost().port
         ca = config.data_dir / "ca" / "ca.crt"
