@@ -14,11 +14,10 @@ order (an item over them is ``429 RATE_LIMITED`` with ``retry_after``). Composin
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -26,24 +25,21 @@ from twisted.web.resource import Resource
 from rail.audit import log_accepted
 from rail.mail.batch import compose_batch
 from rail.mail.compose import Submission
-from rail.mail.headers import HeaderLimits
 from rail.mail.request import ComposeError
 from rail.policy.identity import ClientIdentity
-from rail.policy.rates import ClientRates
-from rail.refusals import Refusals
 from rail.store.ids import new_message_id
 from rail.store.model import (
     Accepted,
     Conflict,
     IBatchAccept,
-    IQueueStore,
     QueueFullError,
     Replayed,
     StoreUnavailableError,
 )
-from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
+from rail.web.jsonapi import NotFound, write_error, write_json
 from rail.web.send import (
     RETRY_AFTER,
+    SendSettings,
     accepted_to_json,
     client_identity,
     finish_later,
@@ -84,32 +80,8 @@ def _item(outcome: object, submission: Submission) -> dict[str, Any]:
     raise TypeError(f"unexpected store outcome {outcome!r}")
 
 
-class SendBatch(JSONResource):
+class SendBatch(SendSettings):
     """Mounted at ``send/batch`` (see :class:`SendRoutes`); the same settings as Send."""
-
-    def __init__(
-        self,
-        store: IQueueStore,
-        clock: IReactorTime,
-        *,
-        hostname: str,
-        max_message_size: int,
-        max_recipients: int,
-        header_limits: HeaderLimits | None = None,
-        refusals: Refusals | None = None,
-        in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
-        rates: ClientRates | None = None,
-    ) -> None:
-        super().__init__()
-        self._rates = rates
-        self._store = store
-        self._clock = clock
-        self._hostname = hostname
-        self._max_message_size = max_message_size
-        self._max_recipients = max_recipients
-        self._header_limits = header_limits or HeaderLimits()
-        self._refusals = refusals
-        self._in_thread = in_thread
 
     def render_POST(self, request: Any) -> Any:
         identity = client_identity(request)

@@ -41,6 +41,7 @@ __all__ = [
     "INLINE_LIMIT",
     "RETRY_AFTER",
     "Send",
+    "SendSettings",
     "accepted_to_json",
     "client_identity",
     "finish_later",
@@ -127,15 +128,9 @@ def json_content_type(value: bytes | None) -> bool:
     return True
 
 
-class Send(JSONResource):
-    """Mounted at ``/api/v1/send`` and ``/v1/send``.
-
-    Composing costs time linear in the request, which for a large one (tens of MB of
-    attachments, a megabyte of header text) is too long for the reactor thread: a
-    request over :data:`INLINE_LIMIT` bytes is composed by ``in_thread`` (a function
-    running a callable in a worker thread and returning a Deferred of its result).
-    Small ones, nearly all, are composed in place, which is faster than a thread hop.
-    """
+class SendSettings(JSONResource):
+    """What single and batch sends share: the store, the clock and the limits a message
+    is composed and accepted under."""
 
     def __init__(
         self,
@@ -160,6 +155,17 @@ class Send(JSONResource):
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
         self._in_thread = in_thread
+
+
+class Send(SendSettings):
+    """Mounted at ``/api/v1/send`` and ``/v1/send``.
+
+    Composing costs time linear in the request, which for a large one (tens of MB of
+    attachments, a megabyte of header text) is too long for the reactor thread: a
+    request over :data:`INLINE_LIMIT` bytes is composed by ``in_thread`` (a function
+    running a callable in a worker thread and returning a Deferred of its result).
+    Small ones, nearly all, are composed in place, which is faster than a thread hop.
+    """
 
     def render_POST(self, request: Any) -> Any:
         identity = client_identity(request)
