@@ -442,6 +442,17 @@ _BOUNCES = r.section(
     },
 )
 
+
+def _workers(value: object, at: r.Cursor) -> int | str:
+    """A number of worker processes, or ``auto``."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise r.InvalidError(f"expected a number from 1 to 256 or 'auto', got {value!r}")
+    number: int = r.integer(1, 256)(value, at)
+    return number
+
+
 _CONFIG = r.section(
     Config,
     {
@@ -464,6 +475,8 @@ _CONFIG = r.section(
         "clients_default": CLIENTS_DEFAULT,
         "clients": read_clients,
         "bounces": _BOUNCES,
+        "workers": _workers,
+        "worker_sockets": r.choice(("reuseport", "shared")),
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
 )
