@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import submit  # noqa: E402  (bench/submit.py, next to this file)
+import submit  # bench/submit.py, next to this file
 
 _BIN = Path(sys.executable).parent
 
