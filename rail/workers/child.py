@@ -74,12 +74,15 @@ def adopt_datagram(reactor: Any, fd: int, protocol: Any) -> Any:
 class ParentChannel(Protocol):
     """Status lines to the parent; the end of the parent's pipe stops this worker."""
 
-    def __init__(self, parent_gone: Callable[[], None]) -> None:
+    def __init__(self, parent_gone: Callable[[int], None]) -> None:
         self._parent_gone = parent_gone
         self._open = False
+        self._stopping = False
 
     @classmethod
-    def open(cls, reactor: Any, parent_gone: Callable[[], None]) -> ParentChannel:
+    def open(cls, reactor: Any, parent_gone: Callable[[int], None]) -> ParentChannel:
+        """The channel on descriptors 0 and 3; ``parent_gone(SIGTERM)`` is called when
+        the parent's pipe ends."""
         channel = cls(parent_gone)
         # mypy reads the Windows signature; POSIX's takes the descriptors.
         StandardIO(channel, stdin=0, stdout=STATUS_FD, reactor=reactor)  # type: ignore[call-arg]
@@ -90,6 +93,8 @@ class ParentChannel(Protocol):
 
     def send(self, state: str) -> None:
         """Tell the parent ``state`` (``READY=1``, ``STOPPING=1``)."""
+        if state == "STOPPING=1":
+            self._stopping = True  # the pipe's end from now on is this worker's own
         if self._open and self.transport is not None:
             self.transport.write(state.encode("ascii") + b"\n")
 
@@ -98,26 +103,23 @@ class ParentChannel(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         was_open, self._open = self._open, False
-        if was_open:
-            self._parent_gone()
+        if was_open and not self._stopping:
+            _log.warn("the parent process is gone: stopping")
+            self._parent_gone(signal.SIGTERM)
 
 
 def stop_once(reactor: Any) -> Callable[..., None]:
     """A handler of SIGTERM and SIGINT that stops the reactor once: under a terminal or
     systemd the signal reaches a worker both directly and from the parent, and Twisted's
-    own handler would fail on the second (the reactor is already stopping)."""
-    stopping = [False]
+    own handler would fail on the second (the reactor is already stopping). The first is
+    Twisted's, so twistd still ends by re-raising the signal."""
+    handled = [False]
 
-    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
-        if stopping[0]:
+    def stop(signum: int, frame: Any = None) -> None:
+        if handled[0] or getattr(reactor, "_stopped", False):
             return
-        stopping[0] = True
-        _log.info("stopping ({signal})", signal=signal.Signals(signum).name)
-        reactor.callFromThread(_stop_if_running, reactor)
+        handled[0] = True
+        own = reactor.sigInt if signum == signal.SIGINT else reactor.sigTerm
+        own(signum, frame)
 
     return stop
-
-
-def _stop_if_running(reactor: Any) -> None:
-    if reactor.running and not getattr(reactor, "_stopped", False):
-        reactor.stop()

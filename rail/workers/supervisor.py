@@ -103,7 +103,8 @@ class Supervisor(Service):
     of a worker (``twistd ... rail --config F``) and ``environ`` its environment, to which
     ``RAIL_WORKER`` is added; ``logs`` routes the workers' output (``relay`` receives
     the lines when it is a pipe); ``notify`` sends a state to systemd; ``give_up(code)``
-    is called when a worker failed at start (the parent should exit with ``code``).
+    is called when a worker failed at start (the parent should exit with ``code``);
+    ``signals`` (tests: False) installs the handlers of SIGHUP, SIGUSR1, SIGTERM, SIGINT.
     """
 
     name = "workers"
@@ -123,6 +124,7 @@ class Supervisor(Service):
         give_up: Callable[[int], None],
         stop_timeout: float,
         backoff: Backoff | None = None,
+        signals: bool = True,
     ) -> None:
         self._reactor = reactor
         self.count = count
@@ -136,6 +138,7 @@ class Supervisor(Service):
         self._give_up = give_up
         self._stop_timeout = stop_timeout
         self._backoff = backoff or Backoff()
+        self._signals = signals
         self.sockets: ListeningSockets = {}
         self.peers = ""
         self.workers: dict[int, _Worker] = {}
@@ -159,7 +162,8 @@ class Supervisor(Service):
         super().startService()
         if not self.sockets:
             self.privilegedStartService()
-        self._install_signals()
+        if self._signals:
+            self._install_signals()
         # Where the workers serve their metrics to each other: private to this run.
         self.peers = tempfile.mkdtemp(prefix="rail-workers-")
         _log.info(
