@@ -23,7 +23,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from rail.acme.challenges import PendingChallenges
+from rail.acme.follow import AcmeFollower
 from rail.acme.service import build_acme
+from rail.acme.storage import load_acme_material
 from rail.bounces.secret import return_paths
 from rail.config import Config, ConfigError
 from rail.config.clients import ClientPolicies
@@ -636,6 +638,14 @@ def build_service(
         if once_per_host:
             build_acme(
                 config, reactor, install=install, names=names, challenges=challenges
+            ).setServiceParent(root)
+        else:  # worker 0 orders; this worker serves what it saved (rail.acme.follow)
+            AcmeFollower(
+                clock=reactor,
+                load=lambda now: load_acme_material(config.data_dir, now),
+                in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+                install=install,
+                current=pki.server.chain[0].serial_number,
             ).setServiceParent(root)
     elif config.listen.http is not None:
         _plain_listener(
