@@ -384,6 +384,9 @@ def build_service(
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     gather_metrics = None
+    if worker is not None:  # /stats is the answering worker's: say which
+        place = {"index": worker.index, "count": worker.count}
+        stats.add_section("worker", lambda: place)
     if worker is not None and worker.peers:
         # A scrape reaches one worker: it gathers the others' metrics (rail.workers.metrics).
         PeerMetrics(

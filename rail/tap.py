@@ -19,6 +19,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rail.config import ConfigError, load_config
+from rail.config.workers import sqlite_refusal
 from rail.delivery.transport import TransportError
 from rail.dkim.keys import DKIMKeyError
 from rail.forward.secret import SRSSecretError
@@ -28,7 +29,7 @@ from rail.ownership import HandOver, target_ids
 from rail.pki.files import PKIError
 from rail.store.model import StoreUnavailableError
 from rail.version import rail_version
-from rail.workers.plan import AUTO, ENVIRONMENT, WorkerSpec, decode, sqlite_refusal, worker_count
+from rail.workers.plan import AUTO, ENVIRONMENT, WorkerSpec, decode, worker_count
 
 __all__ = ["Options", "makeService", "twistd_logger"]
 
@@ -131,7 +132,7 @@ def makeService(options: Any) -> IService:
         raise SystemExit(2) from None
     refusal = sqlite_refusal(count, config.storage.backend)
     if refusal is not None:
-        sys.stderr.write(f"rail: {refusal}\n")
+        sys.stderr.write(f"rail: workers: {refusal}\n")
         raise SystemExit(2)
     if count > 1:
         return _supervisor(config, options, count)

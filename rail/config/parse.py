@@ -49,6 +49,7 @@ from rail.config.schema import (
     Web,
     Webhooks,
 )
+from rail.config.workers import sqlite_refusal
 
 __all__ = ["parse_config"]
 
@@ -443,6 +444,16 @@ _BOUNCES = r.section(
 )
 
 
+def _workers_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A number of workers the store cannot serve (``auto`` is counted at start)."""
+    workers = values.get("workers", 1)
+    storage = values.get("storage", Storage())
+    if not isinstance(workers, int):
+        return None
+    refusal = sqlite_refusal(workers, storage.backend)
+    return ("workers", refusal) if refusal is not None else None
+
+
 def _workers(value: object, at: r.Cursor) -> int | str:
     """A number of worker processes, or ``auto``."""
     if value == "auto":
@@ -479,4 +490,5 @@ _CONFIG = r.section(
         "worker_sockets": r.choice(("reuseport", "shared")),
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
+    check=_workers_problem,
 )

@@ -31,7 +31,6 @@ __all__ = [
     "decode",
     "descriptor_plan",
     "encode",
-    "sqlite_refusal",
     "worker_count",
 ]
 
@@ -72,20 +71,6 @@ def worker_count(setting: int | str, cpus: int | None) -> int:
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
         raise ValueError(f"expected a number of workers from 1, or {AUTO!r}, got {setting!r}")
     return setting
-
-
-def sqlite_refusal(workers: int, backend: str) -> str | None:
-    """Why ``workers`` processes cannot share the ``backend`` store, or None when they can.
-
-    SQLite has one writer and its claims of due work hold no lease another process could
-    see expire, so two processes on one SQLite queue could deliver a message twice.
-    """
-    if workers > 1 and backend == "sqlite":
-        return (
-            f"workers: {workers} worker processes need storage.backend: postgresql"
-            " (SQLite's queue is for one process); set workers: 1 or use PostgreSQL"
-        )
-    return None
 
 
 def copies(balance: Balance, workers: int) -> int:

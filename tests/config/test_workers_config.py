@@ -32,7 +32,8 @@ class WorkersConfigTests(SynchronousTestCase):
 
     def test_values(self) -> None:
         """A number from 1 to 256, or auto; shared or reuseport sockets."""
-        self.assertEqual(_parse(workers=4).workers, 4)
+        postgresql = {"backend": "postgresql", "dsn": "dbname=rail"}
+        self.assertEqual(_parse(workers=4, storage=postgresql).workers, 4)
         self.assertEqual(_parse(workers="auto").workers, "auto")
         self.assertEqual(_parse(worker_sockets="shared").worker_sockets, "shared")
 
@@ -43,3 +44,18 @@ class WorkersConfigTests(SynchronousTestCase):
             self.assertTrue(problem.startswith("workers: expected"), problem)
         (problem,) = _problems(worker_sockets="fork")
         self.assertTrue(problem.startswith("worker_sockets: expected one of"), problem)
+
+    def test_sqlite_refused(self) -> None:
+        """More than one worker on SQLite is a problem of ``workers`` (so ``rail
+        config-check`` says it); ``auto`` is counted at start, not here."""
+        self.assertEqual(
+            _problems(workers=2),
+            [
+                "workers: 2 worker processes need storage.backend: postgresql (SQLite's"
+                " queue is for one process); set workers: 1 or use PostgreSQL"
+            ],
+        )
+        self.assertEqual(_parse(workers="auto").workers, "auto")
+        dsn = "host=db.example dbname=rail"
+        config = _parse(workers=2, storage={"backend": "postgresql", "dsn": dsn})
+        self.assertEqual(config.workers, 2)

@@ -3,6 +3,7 @@ parent's sockets, real mTLS clients, signals, a worker killed and restarted."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -112,6 +113,8 @@ class WorkersTests(TestCase):
         self.assertEqual(metrics.status, 200)
         self.assertIn(b'rail_worker_up{worker="0"} 1.0', metrics.body)
         self.assertIn(b'rail_worker_up{worker="1"} 1.0', metrics.body)
+        stats = yield deferToThread(https_request, self.https, "GET", "/stats", ca)
+        self.assertEqual(json.loads(stats.body)["worker"]["count"], 2)
 
         killed = self.pids(bytes(server.output))[1]
         server.output.clear()

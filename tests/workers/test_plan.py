@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from rail.config.workers import sqlite_refusal
 from rail.workers.plan import (
     FIRST_SOCKET_FD,
     WorkerSpec,
@@ -11,7 +12,6 @@ from rail.workers.plan import (
     decode,
     descriptor_plan,
     encode,
-    sqlite_refusal,
     worker_count,
 )
 
@@ -42,10 +42,11 @@ class SQLiteRefusalTests(SynchronousTestCase):
         self.assertIsNone(sqlite_refusal(4, "postgresql"))
 
     def test_several_workers_on_sqlite(self) -> None:
-        """Several workers on SQLite are refused with one line naming both settings."""
+        """Several workers on SQLite are refused with one line naming the setting to
+        change."""
         refusal = sqlite_refusal(2, "sqlite")
         assert refusal is not None
-        self.assertIn("workers: 2", refusal)
+        self.assertTrue(refusal.startswith("2 worker processes"), refusal)
         self.assertIn("storage.backend: postgresql", refusal)
         self.assertNotIn("\n", refusal)
 
