@@ -441,6 +441,7 @@ def build_service(
                 _doctor_report(config, reactor, hooks),
                 lambda: clients[0],
                 lambda: tls.certificate,
+                csrf_secret=bytes.fromhex(worker.secret) if worker and worker.secret else None,
             ),
         )
         _listener(

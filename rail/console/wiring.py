@@ -38,9 +38,12 @@ def build_console(
     domains: DomainsReport | None,
     policies: Callable[[], ClientPolicies] | None = None,
     server_certificate: Callable[[], x509.Certificate] | None = None,
+    csrf_secret: bytes | None = None,
 ) -> Console:
-    """``/console``'s resource; the CSRF secret is made here, once per start;
-    ``policies`` returns the client limits and sandbox flags in force."""
+    """``/console``'s resource; the CSRF secret is ``csrf_secret`` (several worker
+    processes share the one their parent made, since a form and its POST may reach two
+    of them) or made here, once per start; ``policies`` returns the client limits and
+    sandbox flags in force."""
 
     def in_thread(work: Any) -> Any:
         return deferToThreadPool(reactor, reactor.getThreadPool(), work)
@@ -79,7 +82,7 @@ def build_console(
     sources = ConsoleSources(
         store=store,
         clock=reactor,
-        secret=os.urandom(32),
+        secret=csrf_secret or os.urandom(32),
         stats=stats,
         certificates=lambda: in_thread(read_certificates),
         records=lambda: in_thread(lambda: records_text(config, None, reactor.seconds)),

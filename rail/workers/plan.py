@@ -102,6 +102,9 @@ class WorkerSpec:
     peers: str = ""
     """The directory where the workers serve their metrics to each other
     (:mod:`rail.workers.metrics`); empty: none."""
+    secret: str = ""
+    """Random hex the parent made for this run, which every worker keys its console's CSRF
+    tokens with (a form from one worker may be posted to another); empty: none."""
 
     @property
     def runs_singletons(self) -> bool:
@@ -113,7 +116,13 @@ class WorkerSpec:
 def encode(spec: WorkerSpec) -> str:
     """The ``RAIL_WORKER`` value for ``spec``."""
     return json.dumps(
-        {"index": spec.index, "count": spec.count, "fds": dict(spec.fds), "peers": spec.peers}
+        {
+            "index": spec.index,
+            "count": spec.count,
+            "fds": dict(spec.fds),
+            "peers": spec.peers,
+            "secret": spec.secret,
+        }
     )
 
 
@@ -122,7 +131,7 @@ def decode(text: str) -> WorkerSpec:
     try:
         value = json.loads(text)
         index, count, fds = value["index"], value["count"], value["fds"]
-        peers = value.get("peers", "")
+        peers, secret = value.get("peers", ""), value.get("secret", "")
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{ENVIRONMENT}: not a worker description: {error}") from None
     known = {name for name, _ in SOCKETS}
@@ -132,6 +141,7 @@ def decode(text: str) -> WorkerSpec:
         or not isinstance(fds, dict)
         or not all(name in known and isinstance(fd, int) for name, fd in fds.items())
         or not isinstance(peers, str)
+        or not isinstance(secret, str)
     ):
         raise ValueError(f"{ENVIRONMENT}: not a worker description: {text!r}")
-    return WorkerSpec(index=index, count=count, fds=fds, peers=peers)
+    return WorkerSpec(index=index, count=count, fds=fds, peers=peers, secret=secret)

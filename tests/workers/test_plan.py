@@ -83,7 +83,9 @@ class WorkerSpecTests(SynchronousTestCase):
 
     def test_round_trip(self) -> None:
         """What the parent encodes in RAIL_WORKER, the worker decodes."""
-        spec = WorkerSpec(index=1, count=3, fds={"https": 4, "dns-udp": 5}, peers="/tmp/p")
+        spec = WorkerSpec(
+            index=1, count=3, fds={"https": 4, "dns-udp": 5}, peers="/tmp/p", secret="ab"
+        )
         self.assertEqual(decode(encode(spec)), spec)
 
     def test_malformed(self) -> None:
