@@ -3,6 +3,10 @@
 The only module that imports the global reactor. Configuration and TLS material are
 loaded here, before any port is bound; a bad config exits 2 and a bad CA, key or
 certificate exits 1, each problem on one line of stderr.
+
+With ``--workers N`` (or ``workers:``) above 1 the process is the parent of N workers
+(:mod:`rail.workers`): it binds and supervises. Each worker is a ``twistd rail`` of its
+own, told so by ``$RAIL_WORKER``, which runs the whole tree on the parent's sockets.
 """
 
 from __future__ import annotations
