@@ -181,9 +181,18 @@ def _cmd_list(client: _Client, args: argparse.Namespace) -> int:
             ("domain", args.domain),
             ("recipient", args.recipient),
             ("older_than", args.older_than),
+            ("sender", args.sender),
+            ("tag", args.tag),
+            ("request_id", args.request_id),
         )
         if value is not None
     }
+    for pair in args.metadata or ():
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            sys.stderr.write(f"rail: --metadata {pair!r}: expected KEY=VALUE\n")
+            return 2
+        params[f"metadata[{key}]"] = value
     messages: list[dict[str, Any]] = []
     cursor = args.cursor
     while len(messages) < args.limit:
@@ -325,6 +334,15 @@ def add_queue_commands(
     p.add_argument("--domain", help="messages with a recipient in this domain")
     p.add_argument("--recipient", help="messages to this address")
     p.add_argument("--older-than", metavar="DURATION", help='received longer ago, e.g. "2h"')
+    p.add_argument("--sender", help="messages from this envelope sender")
+    p.add_argument("--tag", help="messages sent with this tag")
+    p.add_argument("--request-id", help="the message sent with this request_id")
+    p.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="messages whose metadata has KEY equal to VALUE (repeatable: all must match)",
+    )
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.add_argument("--cursor", help="go on from a previous listing")
     p.set_defaults(func=_run(_cmd_list))
