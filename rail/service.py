@@ -294,6 +294,8 @@ def build_service(
     (``--workers``): it serves on the parent's sockets, and only worker 0 does what must
     run once per host (retention purges, ACME orders, sending TLS-RPT reports)."""
     once_per_host = worker is None or worker.runs_singletons
+    # Port 80 is worker 0's alone: the ACME challenges it answers are its own orders'.
+    http_spec = config.listen.http if worker is None or "http" in worker.fds else None
     now = datetime.fromtimestamp(reactor.seconds(), UTC)
     # First, so that on a full disk the start-up below has the reserve's room.
     settle_reserve(config)
@@ -614,10 +616,10 @@ def build_service(
     hooks.append(lambda c: webhooks.reconfigure(*webhook_settings(c)))
     if config.tls.mode == "acme":
         challenges = PendingChallenges()
-        if config.listen.http is not None:
+        if http_spec is not None:
             _plain_listener(
                 reactor,
-                config.listen.http,
+                http_spec,
                 http80_site(
                     config.hostname,
                     challenges,
@@ -652,10 +654,10 @@ def build_service(
                 install=install,
                 current=pki.server.chain[0].serial_number,
             ).setServiceParent(root)
-    elif config.listen.http is not None:
+    elif http_spec is not None:
         _plain_listener(
             reactor,
-            config.listen.http,
+            http_spec,
             http80_site(
                 config.hostname,
                 PendingChallenges(),

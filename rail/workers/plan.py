@@ -22,6 +22,7 @@ __all__ = [
     "AUTO",
     "BALANCES",
     "ENVIRONMENT",
+    "FIRST_ONLY",
     "FIRST_SOCKET_FD",
     "SOCKETS",
     "STATUS_FD",
@@ -51,6 +52,10 @@ worker accepts from; ``reuseport``, one socket per listener and worker, bound wi
 
 SocketKind = Literal["stream", "datagram"]
 
+FIRST_ONLY = frozenset({"http"})
+"""Sockets only worker 0 serves: port 80 answers the ACME HTTP-01 challenges of the
+orders worker 0 makes (and otherwise only redirects to HTTPS)."""
+
 SOCKETS: tuple[tuple[str, SocketKind], ...] = (
     ("submission", "stream"),
     ("inbound", "stream"),
@@ -73,9 +78,9 @@ def worker_count(setting: int | str, cpus: int | None) -> int:
     return setting
 
 
-def copies(balance: Balance, workers: int) -> int:
-    """How many sockets the parent binds per listener."""
-    return workers if balance == "reuseport" else 1
+def copies(name: str, balance: Balance, workers: int) -> int:
+    """How many sockets the parent binds for listener ``name``."""
+    return workers if balance == "reuseport" and name not in FIRST_ONLY else 1
 
 
 def descriptor_plan(
@@ -84,10 +89,15 @@ def descriptor_plan(
     """Worker ``index``'s descriptors: descriptor -> (socket name, which copy of it).
 
     ``names`` are the sockets bound (in :data:`SOCKETS` order); with ``shared`` every
-    worker gets copy 0, with ``reuseport`` worker ``index`` gets its own copy.
+    worker gets copy 0, with ``reuseport`` worker ``index`` gets its own copy; the
+    sockets of :data:`FIRST_ONLY` go to worker 0 alone.
     """
     copy = index if balance == "reuseport" else 0
-    return {FIRST_SOCKET_FD + n: (name, copy) for n, name in enumerate(names)}
+    served = [name for name in names if index == 0 or name not in FIRST_ONLY]
+    return {
+        FIRST_SOCKET_FD + n: (name, 0 if name in FIRST_ONLY else copy)
+        for n, name in enumerate(served)
+    }
 
 
 @attrs.frozen
