@@ -8,6 +8,7 @@ messages per second, the CPU seconds of the parent and of each worker per messag
 how the clients' connections were spread over the workers (counted from /proc while the
 load runs). More than one worker needs PostgreSQL: give ``--dsn``.
 
+    python bench/workers.py --postgres --workers 1 2 --rounds 3   # a throwaway cluster
     python bench/workers.py --dsn "host=/tmp/pg dbname=rail" --workers 1 2 --rounds 3
     python bench/workers.py --dsn ... --balance shared   # worker_sockets: shared
 """
@@ -197,9 +198,27 @@ def one_run(rail: Rail, args: argparse.Namespace, workers: int, mode: str) -> st
         rail.stop()
 
 
+def throwaway_database() -> str:
+    """A new database in the tests' throwaway cluster (stopped when this script exits)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import psycopg
+
+    from tests.support.postgres import cluster_dsn
+
+    server = cluster_dsn()
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE rail_bench")
+    return psycopg.conninfo.make_conninfo(server, dbname="rail_bench")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", help="PostgreSQL (storage.dsn); needed for more than 1 worker")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL cluster (as the tests do) and use it",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--balance", choices=("reuseport", "shared"), default="reuseport", help="worker_sockets"
@@ -212,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    if args.postgres:
+        args.dsn = throwaway_database()
     rail = Rail(args.workdir, args.dsn)
     try:
         for round_ in range(1, args.rounds + 1):
