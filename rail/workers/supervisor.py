@@ -54,6 +54,9 @@ __all__ = ["Supervisor"]
 
 _log = Logger()
 
+_LONGEST_LINE = 64 * 1024
+"""A worker's output without a newline for this long is passed on as a line."""
+
 LogRoute = Mapping[int, Any]
 """The workers' descriptors 1 and 2: a parent descriptor they share (stdout, stderr), or
 ``"r"`` for a pipe whose lines the parent relays into its own log."""
@@ -73,6 +76,8 @@ class _Worker(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = (self._partial.pop(childFD, b"") + data).split(b"\n")
+        if len(lines[-1]) > _LONGEST_LINE:  # written out as it is rather than held
+            lines.append(b"")
         if lines[-1]:
             self._partial[childFD] = lines[-1]
         for line in lines[:-1]:
