@@ -426,6 +426,7 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 rates=rates,
+                count_accepted=stats.accepted,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),

@@ -198,12 +198,14 @@ def overview_page(
     per_minute: Sequence[tuple[int, int]] = (),
     server: x509.Certificate | None = None,
     backlog: Backlog | None = None,
+    accepted: Sequence[tuple[int, int]] = (),
 ) -> Tag:
-    """Recipient counts (from the store's tally), delivery rates and charts of the last
-    five minutes (``sent``: per second), hour and day (``per_minute``), latency, reactor
-    lag, disk, the server certificate's expiry, the domains deferring most among the
-    recipients due soonest, the webhook backlog per client, client certificates expiring
-    soon."""
+    """Recipient counts (from the store's tally), delivery and acceptance rates, charts
+    of recipients delivered in the last five minutes (``sent``: per second), hour and
+    day (``per_minute``) and of messages accepted in the last hour and day
+    (``accepted``: per minute), latency, reactor lag, disk, the server certificate's
+    expiry, the domains deferring most among the recipients due soonest, the webhook
+    backlog per client, client certificates expiring soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -224,9 +226,14 @@ def overview_page(
     figures: list[tuple[str, Any]] = []
     if snapshot is not None:
         rates = snapshot.get("delivered_per_minute", {})
+        accepting = snapshot.get("accepted_per_minute", {})
         latency = snapshot.get("accept_to_sent_seconds", {})
         lag = snapshot.get("reactor_lag_seconds", {})
         figures += [
+            (
+                "Accepted per minute (1 min / 5 min)",
+                f"{accepting.get('1m', 0)} / {accepting.get('5m', 0)}",
+            ),
             (
                 "Delivered per minute (1 min / 5 min)",
                 f"{rates.get('1m', 0)} / {rates.get('5m', 0)}",
@@ -270,20 +277,24 @@ def overview_page(
         )
     )
     minute_end = end - end % 60 + 60
-    content.append(
-        bar_chart(
-            bucket(per_minute, minute_end - 3600, minute_end, 60),
-            "Recipients delivered, last hour",
-            "per minute, oldest on the left",
+    for span, label, size, unit in (
+        (3600, "last hour", 60, "per minute"),
+        (86400, "last 24 hours", 900, "per 15 minutes"),
+    ):
+        content.append(
+            tags.div(class_="charts")(
+                bar_chart(
+                    bucket(accepted, minute_end - span, minute_end, size),
+                    f"Messages accepted, {label}",
+                    f"{unit}, oldest on the left",
+                ),
+                bar_chart(
+                    bucket(per_minute, minute_end - span, minute_end, size),
+                    f"Recipients delivered, {label}",
+                    f"{unit}, oldest on the left",
+                ),
+            )
         )
-    )
-    content.append(
-        bar_chart(
-            bucket(per_minute, minute_end - 86400, minute_end, 900),
-            "Recipients delivered, last 24 hours",
-            "per 15 minutes, oldest on the left",
-        )
-    )
     if deferring is not None:
         content.append(
             _table(

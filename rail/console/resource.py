@@ -293,11 +293,12 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             counts_found, disk_found, certs_found, deferring_found, backlog_found = found[:5]
             stats = sources.stats
-            snapshot = sent = per_minute = None
+            snapshot = sent = per_minute = accepted = None
             if stats is not None:
                 snapshot = stats.snapshot(now, counts_found or {})
                 sent = stats.recent_sent(now)
                 per_minute = stats.sent_per_minute(now)
+                accepted = stats.accepted_per_minute(now)
             server = sources.server_certificate() if sources.server_certificate else None
             if stats is not None and snapshot is not None:
                 snapshot = {**snapshot, "quarantined": _quarantined(stats)}
@@ -312,6 +313,7 @@ class Console(Resource):
                 per_minute or [],
                 server,
                 backlog_found,
+                accepted or [],
             )
             return _Answer(page=page)
 
