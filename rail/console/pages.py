@@ -1,8 +1,10 @@
 """The console's pages as ``twisted.web.template`` tags, built from plain values.
 
 Every text reaches the page as a tag child or attribute, so the template engine escapes
-it; nothing here writes markup by hand. No page has a script or an inline style (the
-Content-Security-Policy forbids both): one stylesheet, forms and links.
+it; nothing here writes markup by hand. No page has an inline script or style (the
+Content-Security-Policy forbids both): one stylesheet, forms and links; the Domains page
+also loads ``console.js`` (copy buttons, added by the script: without it the records are
+selectable text).
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ def _date(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _page(title: str, current: str | None, *content: Any) -> Tag:
-    """The document: skip link, navigation (``current`` marked), heading, content."""
+def _page(title: str, current: str | None, *content: Any, script: bool = False) -> Tag:
+    """The document: skip link, navigation (``current`` marked), heading, content; with
+    ``script``, the console's script file (deferred, same-origin)."""
     items = [
         tags.li(tags.a(label, href=href, **({"aria-current": "page"} if name == current else {})))
         for name, label, href in _PAGES
@@ -109,6 +112,7 @@ def _page(title: str, current: str | None, *content: Any) -> Tag:
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} - Rail console"),
             tags.link(rel="stylesheet", href="/console/static/console.css"),
+            tags.script(src="/console/static/console.js", defer="defer") if script else "",
         ),
         tags.body(
             tags.a("Skip to content", href="#main", class_="skip"),
@@ -752,7 +756,8 @@ def domains_page(
     if records is None:
         content.append(tags.p(problem or "The records could not be built.", class_="warn"))
     else:
-        content.append(tags.pre(tags.code(records), tabindex="0", class_="records"))
+        for origin, text in zones(records):
+            content.append(records_block(text, f"Copy the records of {origin}"))
     content.append(tags.h2("Checks (rail doctor)"))
     if not checks:
         content.append(tags.p("The checks are not available here."))
@@ -791,7 +796,32 @@ def domains_page(
                 ],
             )
         )
-    return _page("Domains", "domains", *content)
+    return _page("Domains", "domains", *content, script=True)
+
+
+def records_block(text: str, label: str) -> Tag:
+    """Records in a focusable, selectable block; ``label`` names the copy button the
+    script adds (``data-copy``)."""
+    return tags.pre(tags.code(text), tabindex="0", class_="records", **{"data-copy": label})
+
+
+_ZONE_HEAD = "; Rail's records for "
+
+
+def zones(records: str) -> list[tuple[str, str]]:
+    """``rail dns records``' text cut into its zones: (origin, that zone's text); text
+    that does not start with a zone's comment line is one block, ``all domains``."""
+    found: list[tuple[str, str]] = []
+    for chunk in records.split("\n\n"):
+        if not chunk.strip():
+            continue
+        first = chunk.split("\n", 1)[0]
+        if first.startswith(_ZONE_HEAD):
+            origin = first[len(_ZONE_HEAD) :].split(" ", 1)[0]
+            found.append((origin, chunk.rstrip("\n") + "\n"))
+        else:
+            return [("all domains", records)]
+    return found or [("all domains", records)]
 
 
 def message_href(message_id: str, done: str | None = None) -> str:

@@ -7,8 +7,9 @@ thread); the registry, the records and the disk are read in a thread. A POST (me
 actions, removing a suppressed address, retrying an inbound webhook, running the
 doctor's checks, revoking a certificate) needs the form's CSRF token
 (:mod:`rail.console.csrf`), checked before anything is done; an action answers 303 to the
-page that shows the result. Every answer forbids scripts, inline styles, framing and
-outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
+page that shows the result. Every answer forbids inline scripts and styles, framing and
+outside resources (``Content-Security-Policy``: scripts and styles only from the files
+under ``/console/static/``), is ``no-store`` and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -52,11 +53,20 @@ __all__ = ["CONTENT_SECURITY_POLICY", "Console", "ConsoleSources"]
 _log = Logger()
 
 CONTENT_SECURITY_POLICY = (
-    b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
-    b" frame-ancestors 'none'; base-uri 'none'"
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    b" form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+"""Scripts only from the console's own files (no inline script, no ``eval``), styles
+likewise, nothing from elsewhere."""
 
-_STYLESHEET = resources.files("rail.console").joinpath("static/console.css").read_bytes()
+_STATIC = {
+    name: (kind, resources.files("rail.console").joinpath(f"static/{name}").read_bytes())
+    for name, kind in (
+        ("console.css", b"text/css; charset=utf-8"),
+        ("console.js", b"text/javascript; charset=utf-8"),
+    )
+}
+"""The files under ``/console/static/``, read once at import."""
 
 _META_KEY = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_KEY}}}")
 """A metadata key, as :mod:`rail.mail.meta` allows them."""
@@ -188,9 +198,10 @@ class Console(Resource):
         request.setHeader(b"Referrer-Policy", b"no-referrer")
         request.setHeader(b"Cache-Control", b"no-store")
         path = [segment.decode("utf-8", "replace") for segment in request.postpath]
-        if path == ["static", "console.css"]:
-            request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
-            return _STYLESHEET
+        if len(path) == 2 and path[0] == "static" and path[1] in _STATIC:
+            kind, body = _STATIC[path[1]]
+            request.setHeader(b"Content-Type", kind)
+            return body
         if not path:
             request.setResponseCode(301)
             request.setHeader(b"Location", b"/console/")
