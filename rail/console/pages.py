@@ -579,10 +579,11 @@ def clients_page(
     revocable: bool = False,
     policies: ClientPolicies | None = None,
     events: dict[str, ClientEvents] | None = None,
+    issue: Tag | None = None,
 ) -> Tag:
     """The certificates in the registry (with a Revoke link when ``revocable``; each
     client's limits and sandbox flag from ``policies``, its event subscription from
-    ``events``) and one client's suppression list."""
+    ``events``), the ``issue`` form, and one client's suppression list."""
     content: list[Any] = []
     if done is not None:
         content.append(tags.p(done, class_="done", role="status"))
@@ -629,6 +630,8 @@ def clients_page(
                 ],
             )
         )
+    if issue is not None:
+        content += [tags.h2("Issue a certificate", id="issue"), issue]
     content.append(tags.h2("Suppression list", id="suppressions"))
     content.append(
         tags.form(method="get", action="/console/clients", role="search")(
@@ -730,6 +733,8 @@ class DKIMSelectors:
     ed25519: str
     rsa: str
     since: float | None
+    records: tuple[str, ...] = ()
+    """The newest keys' records, as zone-file lines."""
 
 
 def domains_page(
@@ -739,17 +744,35 @@ def domains_page(
     token: str,
     checks: bool = True,
     dkim: Sequence[DKIMSelectors] | None = None,
+    rotatable: bool = False,
+    notice: Tag | None = None,
 ) -> Tag:
-    """The DKIM selectors in use (``dkim``), the DNS records to publish (``rail dns
-    records``) and, on request (a form with ``token``, when ``checks`` are available),
-    ``rail doctor``'s verdicts."""
+    """The DKIM selectors in use (``dkim``; with a Rotate link each when
+    ``rotatable``), the DNS records to publish (``rail dns records``) and, on request (a
+    form with ``token``, when ``checks`` are available), ``rail doctor``'s verdicts;
+    ``notice`` (a rotation's outcome) first."""
     content: list[Any] = []
+    if notice is not None:
+        content.append(notice)
     if dkim is not None:
+        head = ["Domain", "Ed25519 selector", "RSA selector", "Keys in use since"]
+        rows: list[list[Any]] = [[d.domain, d.ed25519, d.rsa, _when(d.since)] for d in dkim]
+        if rotatable:
+            head.append("Action")
+            for row, d in zip(rows, dkim, strict=True):
+                row.append(
+                    tags.a(
+                        "Rotate",
+                        href=f"/console/dkim/{quote(d.domain)}/rotate",
+                        **{"aria-label": f"Rotate the DKIM keys of {d.domain}"},
+                    )
+                )
         content.append(
             _table(
-                "DKIM selectors signing now (rotate with rail dkim rotate --domain D)",
-                ("Domain", "Ed25519 selector", "RSA selector", "Keys in use since"),
-                [(d.domain, d.ed25519, d.rsa, _when(d.since)) for d in dkim],
+                "DKIM selectors signing now"
+                + ("" if rotatable else " (rotate with rail dkim rotate DOMAIN)"),
+                head,
+                rows,
             )
         )
     content.append(tags.h2("Records to publish"))
