@@ -279,7 +279,7 @@ def issued_page(issued: Issued, download_token: str) -> Tag:
     ):
         content += [
             tags.h2(f"{title} ({name}.{kind})"),
-            tags.pre(tags.code(pem.decode("ascii")), tabindex="0", class_="records"),
+            records_block(pem.decode("ascii"), f"Copy the {title.lower()} of {name}"),
             _download(download_token, name, kind, pem),
         ]
     if record.role == "admin":
@@ -293,7 +293,7 @@ def issued_page(issued: Issued, download_token: str) -> Tag:
             )
         )
     content.append(tags.p(tags.a("Back to the clients", href="/console/clients")))
-    return _page(f"Certificate issued: {name}", "clients", *content)
+    return _page(f"Certificate issued: {name}", "clients", *content, script=True)
 
 
 def download_problem(name: str, kind: str, pem: str) -> str | None:

@@ -3,8 +3,8 @@
 Every text reaches the page as a tag child or attribute, so the template engine escapes
 it; nothing here writes markup by hand. No page has an inline script or style (the
 Content-Security-Policy forbids both): one stylesheet, forms and links; the Domains page
-also loads ``console.js`` (copy buttons, added by the script: without it the records are
-selectable text).
+and the page of a newly issued certificate also load ``console.js`` (copy buttons, added
+by the script: without it the text is selectable as ever).
 """
 
 from __future__ import annotations

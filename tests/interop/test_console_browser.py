@@ -41,6 +41,7 @@ from rail.pki.bundle import write_bundle
 from rail.pki.files import load_ca
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
+from rail.pki.registry import Registry, registry_path
 from rail.store import suppressions
 from rail.store.model import JobResult, RecipientUpdate
 from tests.integration.test_queue_cli import _RunningRail
@@ -205,9 +206,11 @@ class ConsoleBrowserTests(_RunningRail):
     def test_operator_session(self) -> Any:
         """Log in by certificate; find a message by recipient; open its trail (the
         deferred attempt shows); retry it through the confirmation page and see the retry
-        in the audit log; remove a suppressed address; every page is screenshotted, has
-        no serious accessibility violation, fits a phone's width, and nothing left
-        loopback."""
+        in the audit log; remove a suppressed address; copy the DNS records; rotate a
+        domain's DKIM keys and issue a client certificate through their confirmation
+        pages; every page is screenshotted, has no serious accessibility violation,
+        fits a phone's width, nothing left loopback and no policy violation was
+        logged."""
         message_id = yield self.send("bob@example.com")
         yield self.send("carl@example.org")
         now = float(reactor.seconds())
@@ -231,13 +234,17 @@ class ConsoleBrowserTests(_RunningRail):
             sorted(pages),
             [
                 "clients",
+                "confirm-issue",
                 "confirm-remove",
                 "confirm-retry",
+                "confirm-rotate",
                 "domains",
                 "inbound",
+                "issued",
                 "message",
                 "overview",
                 "retried",
+                "rotated",
                 "search",
             ],
         )
@@ -245,6 +252,10 @@ class ConsoleBrowserTests(_RunningRail):
         self.assertEqual([(a.actor, a.action) for a in detail.actions], [("ops", "retry")])
         listed = yield self.store.get_suppression("app", "gone@example.com")
         self.assertIsNone(listed)
+        config = load_config(self.config_path)
+        with Registry.open(registry_path(config.data_dir)) as registry:
+            issued = registry.find("shop")
+        self.assertEqual([(r.role, r.senders) for r in issued], [("client", ("shop@rail.test",))])
 
     def _operator(self, home: Path, message_id: str) -> list[str]:
         from selenium.webdriver.common.by import By
@@ -309,6 +320,40 @@ class ConsoleBrowserTests(_RunningRail):
         go(driver.find_element(By.LINK_TEXT, "Domains"))
         page("domains", "Domains")
         self.copy_records(driver)
+        # Rotate rail.test's DKIM keys: confirmation, then the new selectors and records.
+        go(
+            driver.find_element(
+                By.CSS_SELECTOR, "a[aria-label='Rotate the DKIM keys of rail.test']"
+            )
+        )
+        page("confirm-rotate", "Rotate the DKIM keys?")
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: rotate']"))
+        page("rotated", "Domains")
+        notice = driver.find_element(By.CSS_SELECTOR, "section.done").text
+        self.assertIn("Rotated rail.test: it signs with selectors", notice)
+        self.assertIn("._domainkey.rail.test.", notice)
+        self.assertEqual(
+            driver.find_elements(By.CSS_SELECTOR, "section.done button.copy")[0].get_attribute(
+                "aria-label"
+            ),
+            "Copy the new DKIM records of rail.test",
+        )
+        # Issue a client certificate: the form, its confirmation, the key shown once.
+        go(driver.find_element(By.LINK_TEXT, "Clients"))
+        driver.find_element(By.ID, "i-name").send_keys("shop")
+        driver.find_element(By.ID, "i-emails").send_keys("shop@rail.test")
+        go(driver.find_element(By.XPATH, "//button[text()='Review']"))
+        page("confirm-issue", "Issue this certificate?")
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: issue']"))
+        page("issued", "Certificate issued: shop")
+        blocks = driver.find_elements(By.CSS_SELECTOR, "pre[data-copy]")
+        texts = [b.get_property("textContent") for b in blocks]
+        self.assertTrue(texts[0].startswith("-----BEGIN CERTIFICATE-----"), texts)
+        self.assertTrue(texts[1].startswith("-----BEGIN PRIVATE KEY-----"), texts)
+        self.assertEqual(
+            [b.text for b in driver.find_elements(By.CSS_SELECTOR, "form button")],
+            ["Download shop.crt", "Download shop.key"],
+        )
         # A phone's width: no page is wider than the screen (tables scroll in place).
         driver.set_window_size(390, 844)
         for name, path in (
