@@ -5,11 +5,13 @@ other request is answered 403 with a page saying how to get one. Pages are rende
 the same store reads and admin queue operations as the admin API (read thread, writer
 thread); the registry, the records and the disk are read in a thread. A POST (message
 actions, removing a suppressed address, retrying an inbound webhook, running the
-doctor's checks, revoking a certificate) needs the form's CSRF token
-(:mod:`rail.console.csrf`), checked before anything is done; an action answers 303 to the
-page that shows the result. Every answer forbids inline scripts and styles, framing and
-outside resources (``Content-Security-Policy``: scripts and styles only from the files
-under ``/console/static/``), is ``no-store`` and ``nosniff``.
+doctor's checks, revoking or issuing a certificate, saving an issued one, rotating DKIM
+keys) needs the form's CSRF token (:mod:`rail.console.csrf`), checked before anything is
+done; an action answers 303 to the page that shows the result, except issuing, whose
+answer is the one page that shows the new private key (:mod:`rail.console.issuing`).
+Every answer forbids inline scripts and styles, framing and outside resources
+(``Content-Security-Policy``: scripts and styles only from the files under
+``/console/static/``), is ``no-store`` and ``nosniff``.
 """
 
 from __future__ import annotations
