@@ -725,7 +725,7 @@ class Console(Resource):
         if problems:
             return succeed(refused(problems))
         if _arg(form, "confirm") != "1":
-            days = int(values.days) if values.days else settings.default_days
+            days = int(values.days[:9]) if values.days else settings.default_days
             return succeed(_Answer(page=issuing.issue_confirm_page(token, values, days)))
 
         def done(outcome: Issued | list[str]) -> _Answer:

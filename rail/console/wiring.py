@@ -150,8 +150,16 @@ def build_console(
     return Console(sources)
 
 
+def _days(text: str) -> int | None:
+    """``--days`` as typed, or None if it is not a whole number; capped far above the
+    longest validity allowed, so the request's check words the refusal."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return min(int(text[:9]), 10**6)
+
+
 def _request(config: Config, form: IssueForm) -> ClientRequest:
-    days = int(form.days) if form.days.isdigit() else None
+    days = _days(form.days)
     seconds = days * 86400 if days is not None else config.pki.client_validity
     return ClientRequest(
         name=form.name,
@@ -169,7 +177,7 @@ def _events(form: IssueForm) -> list[str] | None:
 
 def _issue_problems(config: Config, form: IssueForm) -> list[str]:
     """The form's problems, as ``rail certs issue`` words them (no I/O)."""
-    if form.days and not form.days.isdigit():
+    if form.days and _days(form.days) is None:
         return [f"--days: invalid int value: {form.days!r}"]
     problems = request_problems(config, _request(config, form))
     try:

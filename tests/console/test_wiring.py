@@ -7,17 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from rail.config.parse import parse_config
-from rail.console.wiring import build_console
+from rail.console.issuing import IssueForm
+from rail.console.wiring import _issue_problems, build_console
 from rail.dkim.keys import KeyStore
 from rail.dkim.rotation import Rotated
 
 
-class RotationWiringTests(TestCase):
+class _Wired(TestCase):
     def setUp(self) -> None:
         base = Path(self.mktemp()).absolute()
         base.mkdir(parents=True)
@@ -45,6 +47,8 @@ class RotationWiringTests(TestCase):
         )
         self.rotate: Any = console._sources.rotate_dkim
 
+
+class RotationWiringTests(_Wired):
     @inlineCallbacks
     def test_server_signs_with_the_new_keys(self) -> Any:
         """After a rotation the server's own key store signs with the new selectors at
@@ -67,3 +71,25 @@ class RotationWiringTests(TestCase):
         outcome = yield self.rotate("example.net")
         self.assertEqual(outcome, "example.net: not a local domain (local: rail.test)")
         self.assertEqual(self.followed, [])
+
+
+class IssueChecksTests(_Wired):
+    def test_days(self) -> None:
+        """Validity in days: not a whole number is refused as argparse words it for
+        --days; zero or far too many days get the request check's validity message
+        (never an overflow)."""
+        form = IssueForm(name="shop", emails=("shop@rail.test",), key_type="ed25519")
+        self.assertEqual(
+            _issue_problems(self.config, attrs.evolve(form, days="abc")),
+            ["--days: invalid int value: 'abc'"],
+        )
+        self.assertEqual(
+            _issue_problems(self.config, attrs.evolve(form, days="²")),
+            ["--days: invalid int value: '²'"],
+        )
+        for days in ("0", "99999999999999"):
+            self.assertEqual(
+                _issue_problems(self.config, attrs.evolve(form, days=days)),
+                ["--validity: must be between 1 day and 3650 days"],
+            )
+        self.assertEqual(_issue_problems(self.config, attrs.evolve(form, days="30")), [])
