@@ -293,6 +293,29 @@ _RETENTION = r.section(
     check=_retention_problem,
 )
 
+
+def _dsn(value: object, at: r.Cursor) -> str:
+    """A libpq connection string, parsed as libpq would (key=value pairs or a URI)."""
+    from psycopg.conninfo import conninfo_to_dict  # only configs that name one need it
+
+    text = r.text(1, 4096)(value, at)
+    try:
+        conninfo_to_dict(text)
+    except Exception as error:  # psycopg.ProgrammingError: libpq's own message
+        raise r.InvalidError(f"not a libpq connection string: {error}") from None
+    return text
+
+
+def _storage_problem(values: Mapping[str, Any]) -> str | None:
+    """A DSN belongs to the PostgreSQL backend, which cannot do without one."""
+    backend = values.get("backend", Storage().backend)
+    if backend == "postgresql" and values.get("dsn") is None:
+        return "dsn is required with backend: postgresql"
+    if backend == "sqlite" and values.get("dsn") is not None:
+        return "dsn is only used with backend: postgresql"
+    return None
+
+
 _STORAGE = r.section(
     Storage,
     {
@@ -300,7 +323,10 @@ _STORAGE = r.section(
         "min_free_space": r.size("0B", "1024GB"),
         "reserve": r.size("0B", "1GB"),
         "retention": _RETENTION,
+        "backend": r.choice(("sqlite", "postgresql")),
+        "dsn": r.optional(_dsn),
     },
+    check=_storage_problem,
 )
 
 _SHUTDOWN = r.section(

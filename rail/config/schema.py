@@ -419,6 +419,14 @@ class Storage:
     """Space kept allocated in ``data_dir/queue/reserve`` and freed when the disk is
     nearly full, so that Rail can still start and record deliveries; 0 keeps none."""
     retention: Retention = Retention()
+    backend: str = "sqlite"
+    """Where the queue, the registry and the other shared state live: ``sqlite`` (embedded,
+    under ``data_dir``, one process) or ``postgresql`` (one database shared by several
+    worker processes and hosts)."""
+    dsn: str | None = None
+    """The libpq connection string of the PostgreSQL database (``backend: postgresql``
+    only), e.g. ``host=db.example port=5432 dbname=rail user=rail``; keep the password out
+    of it (``passfile=`` or ``~/.pgpass``)."""
 
 
 @attrs.frozen(kw_only=True)
