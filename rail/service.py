@@ -401,6 +401,9 @@ def build_service(
             worker,
             lambda f, *a: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
         )
+    # After the console rotated DKIM keys (and the server re-read them): the DNS zones
+    # follow, once the DNS service below exists.
+    after_rotation: list[Callable[[], object]] = []
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
@@ -443,6 +446,8 @@ def build_service(
                 _doctor_report(config, reactor, hooks),
                 lambda: clients[0],
                 lambda: tls.certificate,
+                keys,
+                lambda: [follow() for follow in after_rotation],
                 csrf_secret=bytes.fromhex(worker.secret) if worker and worker.secret else None,
             ),
         )
@@ -466,6 +471,7 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 rates=rates,
+                count_accepted=stats.accepted,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -500,6 +506,7 @@ def build_service(
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
+        after_rotation.append(dns.refresh)
     certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(
