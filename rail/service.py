@@ -404,6 +404,8 @@ def build_service(
     # After the console rotated DKIM keys (and the server re-read them): the DNS zones
     # follow, once the DNS service below exists.
     after_rotation: list[Callable[[], object]] = []
+    if worker is not None:  # the other workers re-read the keys too (a SIGHUP each)
+        after_rotation.append(lambda: root.notifier("RELOAD=1"))
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)

@@ -92,7 +92,8 @@ class ParentChannel(Protocol):
         self._open = True
 
     def send(self, state: str) -> None:
-        """Tell the parent ``state`` (``READY=1``, ``STOPPING=1``)."""
+        """Tell the parent ``state`` (``READY=1``, ``STOPPING=1``, ``RELOAD=1``: reload
+        the other workers)."""
         if state == "STOPPING=1":
             self._stopping = True  # the pipe's end from now on is this worker's own
         if self._open and self.transport is not None:

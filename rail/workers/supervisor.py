@@ -7,6 +7,8 @@ privileges); worker 0 starts first, alone, so that what a first start creates un
 When every worker has said ``READY=1`` the parent tells systemd ``READY=1``. A worker
 that ends before that ends the parent too, with its exit status: a restart would fail
 the same way. Later a worker that dies is restarted after :class:`rail.workers.restart.Backoff`.
+A worker that changed what the others must re-read (the console rotated DKIM keys) says
+``RELOAD=1``, and the others get a SIGHUP.
 
 Signals: SIGHUP and SIGUSR1 go to every worker (SIGUSR1 still rotates the parent's log
 file, which the workers' lines go to); SIGTERM and SIGINT stop the parent, which sends
@@ -208,6 +210,16 @@ class Supervisor(Service):
         _log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 
     def status(self, worker: _Worker, state: str) -> None:
+        if state == "RELOAD=1":  # it changed what every worker reads at a reload
+            others = [w for w in self.workers.values() if w is not worker and not w.ended]
+            _log.info(
+                "worker {index} asked for a reload: SIGHUP passed to {count} workers",
+                index=worker.index,
+                count=len(others),
+            )
+            for other in others:
+                other.signal(signal.SIGHUP)
+            return
         if state != "READY=1" or worker.ready:
             return
         worker.ready = True

@@ -149,6 +149,13 @@ class SupervisorClockTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def test_reload_asked_by_a_worker(self) -> None:
+        """RELOAD=1 from one worker sends SIGHUP to every other live worker."""
+        self.start_both()
+        self.reactor.spawned[0][0].childDataReceived(3, b"RELOAD=1\n")
+        (_, first, _, _), (_, second, _, _) = self.reactor.spawned
+        self.assertEqual((first.signals, second.signals), ([], [signal.SIGHUP]))
+
     def test_late_failure_of_a_second_worker(self) -> None:
         """Worker 1 failing before every worker was ready gives up with its status."""
         self.ready(0)
