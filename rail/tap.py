@@ -24,14 +24,9 @@ from twisted.python import usage
 
 from rail.config import ConfigError, load_config
 from rail.config.workers import sqlite_refusal
-from rail.delivery.transport import TransportError
-from rail.dkim.keys import DKIMKeyError
-from rail.forward.secret import SRSSecretError
 from rail.logjson import json_line
 from rail.logtext import BufferedOutput, classic_line, tagged, twistd_observer
 from rail.ownership import HandOver, target_ids
-from rail.pki.files import PKIError
-from rail.store.model import StoreUnavailableError
 from rail.version import rail_version
 from rail.workers.plan import AUTO, ENVIRONMENT, WorkerSpec, decode, worker_count
 
@@ -154,7 +149,13 @@ def _build(config: Any, options: Any, worker: WorkerSpec | None = None) -> Any:
     """The service tree of one Rail process; start-up errors exit as the module says."""
     from twisted.internet import reactor
 
+    # Imported here: a parent of workers needs none of this (its memory stays small).
+    from rail.delivery.transport import TransportError
+    from rail.dkim.keys import DKIMKeyError
+    from rail.forward.secret import SRSSecretError
+    from rail.pki.files import PKIError
     from rail.service import build_service
+    from rail.store.model import StoreUnavailableError
 
     try:
         return build_service(config, reactor, config_path=Path(options["config"]), worker=worker)
