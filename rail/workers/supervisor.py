@@ -220,7 +220,7 @@ class Supervisor(Service):
             for other in others:
                 other.signal(signal.SIGHUP)
             return
-        if state != "READY=1" or worker.ready:
+        if state != "READY=1" or worker.ready or self._stopping:
             return
         worker.ready = True
         if self.started:

@@ -149,6 +149,16 @@ class SupervisorClockTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def test_stop_during_start(self) -> None:
+        """Stopped while worker 0 starts, the parent starts no other worker when worker
+        0 then says it is ready, and tells systemd nothing of readiness."""
+        stopped = self.supervisor.stopService()
+        self.ready(0)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.reactor.spawned[0][0].processEnded(_ended(code=None, signum=signal.SIGTERM))
+        self.successResultOf(stopped)
+        self.assertEqual(self.states, ["STOPPING=1"])
+
     def test_reload_asked_by_a_worker(self) -> None:
         """RELOAD=1 from one worker sends SIGHUP to every other live worker."""
         self.start_both()
