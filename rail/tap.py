@@ -183,6 +183,8 @@ def _supervisor(config: Any, options: Any, count: int) -> IService:
             sys.stdout.write(text)
 
     def give_up(code: int) -> None:
+        if _exit_status[0]:
+            return  # a second worker failing while the first failure stops everything
         _exit_status[0] = code
         if reactor.running:
             reactor.stop()
