@@ -20,6 +20,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -61,9 +62,19 @@ class PeerMetrics(Service):
 
     def startService(self) -> None:
         super().startService()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)  # left by this worker's previous life
-        self._port = self._reactor.listenUNIX(str(self._path), self._factory, mode=0o600)
+        try:
+            # A temporary directory may have been cleaned away during a long run.
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)  # left by this worker's previous life
+            self._port = self._reactor.listenUNIX(str(self._path), self._factory, mode=0o600)
+        except (OSError, CannotListenError) as error:
+            # Metrics are not worth a worker: its samples are missing from /metrics.
+            _log.error(
+                "cannot serve this worker's metrics to the others at {path}: {error}",
+                path=str(self._path),
+                error=str(error),
+            )
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

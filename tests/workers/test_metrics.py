@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 
 from rail.workers.metrics import Gather, PeerMetrics, peer_path
@@ -77,6 +79,26 @@ class GatherTests(TestCase):
         self.addCleanup(port.stopListening)
         merged = yield self.gather(0, 2, timeout=0.2)(_text(2))
         self.assertIn(b'rail_worker_up{worker="1"} 0.0', merged)
+
+    @inlineCallbacks
+    def test_directory_gone(self) -> Any:
+        """A peers directory cleaned away during a long run is made again."""
+        shutil.rmtree(self.peers)
+        self.serve(1, _text(4))
+        merged = yield self.gather(0, 2)(_text(2))
+        self.assertIn(b'rail_worker_up{worker="1"} 1.0', merged)
+
+    def test_cannot_serve(self) -> None:
+        """A socket that cannot be made is logged; the worker runs on without it."""
+        blocked = Path(self.peers) / "file"
+        blocked.write_bytes(b"")
+        peer = PeerMetrics(reactor, blocked / "1.sock", lambda: b"")
+        with capturedLogs() as events:
+            peer.startService()
+        self.addCleanup(peer.stopService)
+        self.assertTrue(peer.running)
+        (event,) = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertIn("cannot serve this worker's metrics", event["log_format"])
 
     @inlineCallbacks
     def test_stale_socket_replaced(self) -> Any:
