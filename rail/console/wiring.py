@@ -21,7 +21,9 @@ from rail.dkim.keys import KeyStore
 from rail.dns.cli import records_text
 from rail.pki.clientevents import ClientEvents
 from rail.pki.operations import revoke
-from rail.pki.registry import CertificateRecord, Registry, registry_path
+from rail.pki.registry import CertificateRecord
+from rail.pki.source import RegistrySource
+from rail.shared.registry import registry_source
 from rail.store.deliveries import DSNBuilder
 from rail.store.reserve import free_bytes
 from rail.web.admin import DomainsReport
@@ -38,6 +40,7 @@ def build_console(
     domains: DomainsReport | None,
     policies: Callable[[], ClientPolicies] | None = None,
     server_certificate: Callable[[], x509.Certificate] | None = None,
+    source: RegistrySource | None = None,
 ) -> Console:
     """``/console``'s resource; the CSRF secret is made here, once per start;
     ``policies`` returns the client limits and sandbox flags in force."""
@@ -45,18 +48,18 @@ def build_console(
     def in_thread(work: Any) -> Any:
         return deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
-    path = registry_path(config.data_dir)
+    home = registry_source(config) if source is None else source
 
     def read_certificates() -> list[CertificateRecord]:
-        if not path.exists():
+        if not home.exists():
             return []
-        with Registry.open(path) as registry:
+        with home.open() as registry:
             return registry.list_all()
 
     def read_events() -> list[ClientEvents]:
-        if not path.exists():
+        if not home.exists():
             return []
-        with Registry.open(path) as registry:
+        with home.open() as registry:
             return registry.all_events()
 
     def read_dkim() -> list[DKIMSelectors]:
@@ -91,7 +94,9 @@ def build_console(
         client_events=lambda: in_thread(read_events),
         dkim=lambda: in_thread(read_dkim),
         revoke=lambda serial: in_thread(
-            lambda: revoke(config, serial, datetime.fromtimestamp(reactor.seconds(), UTC))
+            lambda: revoke(
+                config, serial, datetime.fromtimestamp(reactor.seconds(), UTC), source=home
+            )
         ),
     )
     return Console(sources)

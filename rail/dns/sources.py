@@ -19,7 +19,7 @@ from rail.dkim.keys import KeyStore
 from rail.dkim.records import PublishedKey
 from rail.dns.serial import SerialFile
 from rail.dns.zone import Zone, digest, domain_records, make_zone
-from rail.pki.registry import Registry, registry_path
+from rail.shared.registry import registry_source
 from rail.store.inspect import oldest_pending_received_at
 
 __all__ = ["load_zones", "serial_path", "zone_domains", "zones_from"]
@@ -34,9 +34,9 @@ def zone_domains(config: Config, now: float) -> list[str]:
     """The local domains at ``now``: each is a zone."""
     when = datetime.fromtimestamp(now, UTC)
     records = []
-    path = registry_path(config.data_dir)
-    if path.exists():  # no client certificate issued yet
-        with Registry.open(path) as registry:
+    source = registry_source(config)
+    if source.exists():  # no client certificate issued yet
+        with source.open() as registry:
             records = registry.valid_records(when)
     return local_domains(config, records, when)
 

@@ -21,20 +21,20 @@ from rail.pki.files import (
     PKIError,
     crl_path,
     directory_lock,
-    load_ca,
-    load_or_create_ca,
     write_crl,
     write_key_pair,
 )
 from rail.pki.issue import ClientRequest, check_client_request, issue_client_certificate
 from rail.pki.keys import generate_private_key
 from rail.pki.ownership import AddressConflict
-from rail.pki.registry import CertificateRecord, Registry, registry_path
+from rail.pki.registry import CertificateRecord, Registry, RegistryError, registry_path
+from rail.pki.source import FileSource, RegistrySource
 
 __all__ = [
     "IssuedClient",
     "OperationError",
     "current_crl",
+    "file_source",
     "issue_client",
     "publish_crl",
     "revoke",
@@ -60,6 +60,20 @@ class IssuedClient:
     key_path: Path
     shared: tuple[AddressConflict, ...] = ()
     siblings: tuple[CertificateRecord, ...] = ()
+
+
+def file_source(config: Config, source: RegistrySource | None) -> RegistrySource:
+    """``source``, or the files under ``data_dir`` when none is given: which is only right
+    with ``storage.backend: sqlite`` (a caller that forgot the shared registry would
+    otherwise issue from a CA and registry no other node sees)."""
+    if source is not None:
+        return source
+    if config.storage.backend != "sqlite":
+        raise RegistryError(
+            "storage.backend is postgresql: the registry is in the shared database"
+            " (rail.shared.registry), not under data_dir"
+        )
+    return FileSource(config.data_dir)
 
 
 def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None:
@@ -102,6 +116,7 @@ def issue_client(
     now: datetime,
     force: bool = False,
     allow_shared_addresses: bool = False,
+    source: RegistrySource | None = None,
 ) -> IssuedClient:
     """Issue a client certificate, record it, and write ``NAME.crt`` and ``NAME.key``.
 
@@ -119,11 +134,12 @@ def issue_client(
         problems = _output_problems(out_dir, (certificate_path, key_path), force)
     if problems:
         raise OperationError(problems)
-    ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
+    home = file_source(config, source)
+    ca, _ = home.load_or_create_ca(config.hostname, now)
     key = generate_private_key(request.key_type)
     certificate = issue_client_certificate(ca, request, key.public_key(), now)
     record = CertificateRecord.from_certificate(certificate, now)
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    with home.open() as registry:
         shared = registry.add(record, allow_shared_addresses=allow_shared_addresses)
         siblings = tuple(
             r
@@ -159,13 +175,21 @@ def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> lis
     return problems
 
 
-def revoke(config: Config, name_or_serial: str, now: datetime) -> list[CertificateRecord]:
+def revoke(
+    config: Config,
+    name_or_serial: str,
+    now: datetime,
+    source: RegistrySource | None = None,
+) -> list[CertificateRecord]:
     """Revoke in the registry, then publish the CRL, which running servers look at every
-    second (rail.pki.revocationwatch)."""
-    ca = load_ca(config.data_dir)
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    second (rail.pki.revocationwatch); the shared database publishes it, and tells the
+    other nodes, in the revoking transaction itself."""
+    home = file_source(config, source)
+    ca = home.load_ca()
+    with home.open() as registry:
         revoked = registry.revoke(name_or_serial, now)
-    publish_crl(config.data_dir, ca, now)
+    if not home.crl_in_transaction:
+        home.publish_crl(ca, now)
     return revoked
 
 
