@@ -249,6 +249,16 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+class _Closed:
+    """Stands for a connection given back: using the registry after close() fails."""
+
+    def execute(self, *args: object) -> Any:
+        raise RegistryError("the registry is closed")
+
+    def close(self) -> None:
+        pass
+
+
 def _record(row: Sequence[Any]) -> CertificateRecord:
     """A row of ``_COLUMNS``, by position (a ``sqlite3.Row`` or a psycopg tuple)."""
     (serial, name, senders, webhook, key_type, not_before, not_after, issued_at, revoked_at,
@@ -355,7 +365,9 @@ class Registry:
     def close(self) -> None:
         with self._lock:
             if self._release is not None:
-                self._release(self._connection)
+                release, self._release = self._release, None
+                release(self._connection)
+                self._connection = _Closed()
             else:
                 self._connection.close()
             held, self._held = self._held, None
