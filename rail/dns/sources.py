@@ -73,10 +73,13 @@ def zones_from(
     mail received since then may be signed with stay published."""
     origins = zone_domains(config, now) if domains is None else domains
     published: dict[str, list[PublishedKey]] = {
-        domain: keys.published(domain, oldest_pending) for domain in {*origins, config.hostname}
+        domain: keys.published(domain, oldest_pending)
+        for domain in {*origins, config.hostname, *(n.hostname for n in config.dns.nodes)}
     }
     bounces = config.bounces.domain if config.bounces.enabled else None
-    records = domain_records(origins, config.hostname, config.dns, published, bounces)
+    records = domain_records(
+        origins, config.hostname, config.dns, published, bounces, config.dns.nodes
+    )
     serials = SerialFile(serial_path(config.data_dir)).assign(
         {origin: digest(rs) for origin, rs in records.items()}, now, save=save_serials
     )
