@@ -64,6 +64,8 @@ from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.shared.acme import SharedChallenges, ordered_once, shared_material
+from rail.shared.acme import lookup as shared_challenge
 from rail.shared.listen import Notifications
 from rail.shared.mirror import MirrorError, pull, synced
 from rail.shared.registry import SharedSource, registry_source
@@ -252,6 +254,50 @@ def _make_shared_files(config: Config, now: datetime) -> None:
     return_paths(config)
 
 
+def _challenge_lookup(reactor: Any, source: SharedSource) -> Any:
+    """Port 80's answer to a token another node's ACME order committed (in a thread)."""
+
+    def find(token: str) -> defer.Deferred[str | None]:
+        return deferToThreadPool(
+            reactor, reactor.getThreadPool(), lambda: shared_challenge(source, token)
+        )
+
+    return find
+
+
+def _one_order(config: Config, reactor: Any, source: SharedSource, names: list[str]) -> Any:
+    """An ACME order run by one node at a time (:func:`rail.shared.acme.ordered_once`)."""
+    acme = config.tls.acme
+    assert acme is not None
+    return lambda run: ordered_once(
+        source, config.data_dir, names, acme.renew_before, run, reactor.seconds
+    )
+
+
+def _follow_acme(config: Config, reactor: Any, source: SharedSource, service: Any) -> Any:
+    """When another node stored a new ACME certificate: copy it in a thread, install it."""
+
+    def follow() -> defer.Deferred[Any]:
+        found: defer.Deferred[Any] = deferToThreadPool(
+            reactor,
+            reactor.getThreadPool(),
+            lambda: shared_material(source, config.data_dir, reactor.seconds()),
+        )
+
+        def offer(material: Any) -> Any:
+            return service.offer(material) if material is not None else None
+
+        def failed(failure: Any) -> None:
+            _log.error(
+                "the ACME certificate another node got is not installed: {error}",
+                error=failure.getErrorMessage(),
+            )
+
+        return found.addCallback(offer).addErrback(failed)
+
+    return follow
+
+
 def _follow_dkim(
     config: Config, reactor: Any, source: SharedSource, keys: KeyStore, dns: Any
 ) -> Any:
@@ -325,15 +371,16 @@ def build_service(
     now = datetime.fromtimestamp(reactor.seconds(), UTC)
     # First, so that on a full disk the start-up below has the reserve's room.
     settle_reserve(config)
-    if pki is None:
-        pki = prepare_pki(config, now)
-    source = pki.source if pki.source is not None else registry_source(config)
+    source = pki.source if pki is not None and pki.source is not None else registry_source(config)
     if isinstance(source, SharedSource):
-        # Keys and secrets every node must hold alike: copied from the shared database,
-        # and those missing made by one node and stored there (rail.shared.mirror).
+        # Keys, secrets and the ACME certificate every node must hold alike: copied from
+        # the shared database, and those missing made by one node and stored there
+        # (rail.shared.mirror); before the PKI, which serves the ACME certificate.
         synced(
             source, config.data_dir, lambda: _make_shared_files(config, now), now=now.timestamp()
         )
+    if pki is None:
+        pki = prepare_pki(config, now)
     keys = KeyStore.open(config.data_dir / "dkim")
     ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
     # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
@@ -642,7 +689,10 @@ def build_service(
     webhooks.setServiceParent(root)
     hooks.append(lambda c: webhooks.reconfigure(*webhook_settings(c)))
     if config.tls.mode == "acme":
-        challenges = PendingChallenges()
+        shared = source if isinstance(source, SharedSource) else None
+        challenges = (
+            PendingChallenges() if shared is None else SharedChallenges(shared, reactor.seconds)
+        )
         if config.listen.http is not None:
             _plain_listener(
                 reactor,
@@ -653,12 +703,15 @@ def build_service(
                     clock=reactor,
                     idle_timeout=config.limits.http_idle_timeout,
                     deadlines=_http_deadlines(config, refusals),
+                    lookup=None if shared is None else _challenge_lookup(reactor, shared),
                 ),
                 "http",
                 config.shutdown.grace_period,
                 **bounded("http"),
             ).setServiceParent(root)
-        names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
+        # With several nodes, one certificate names them all: any node may serve it.
+        hosts = [node.hostname for node in config.dns.nodes] or [config.hostname]
+        names = [*hosts, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
 
         def install(material: Any) -> defer.Deferred[None]:
@@ -669,9 +722,17 @@ def build_service(
                 lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
             )
 
-        build_acme(
-            config, reactor, install=install, names=names, challenges=challenges
-        ).setServiceParent(root)
+        acme_service = build_acme(
+            config,
+            reactor,
+            install=install,
+            names=names,
+            challenges=challenges,
+            order=None if shared is None else _one_order(config, reactor, shared, names),
+        )
+        acme_service.setServiceParent(root)
+        if notifications is not None and shared is not None:
+            notifications.subscribe("acme", _follow_acme(config, reactor, shared, acme_service))
     elif config.listen.http is not None:
         _plain_listener(
             reactor,

@@ -2,7 +2,8 @@
 
 Some state is made by code that writes files and reads them back: the webhook signing key
 (``webhook/ed25519.key``), the VERP secret (``bounces/verp.key``), the SRS secret
-(``srs.key``) and the DKIM keys with their generations (``dkim/``). With the shared
+(``srs.key``), the DKIM keys with their generations (``dkim/``) and the ACME account key
+and certificate (``acme/``, :mod:`rail.shared.acme`). With the shared
 database each such file is a row of ``rail_shared.blobs`` (named ``file:`` + its path
 under ``data_dir``) and the local file is a copy of it: :func:`synced` copies the rows
 to the files, lets the usual code make what is missing, and stores what it made, all under
@@ -10,8 +11,9 @@ one advisory lock, so two nodes starting at once cannot each make their own key:
 second finds the first one's rows and uses them. A node's data directory therefore holds
 nothing the database does not (it may be empty at start).
 
-A change to one of these files (``rail dkim rotate``) bumps the ``files`` topic and
-notifies the other nodes, which copy the rows again (:func:`pull`) and reload.
+A change to one of these files (``rail dkim rotate``, a new ACME certificate) bumps a
+topic (``files``, ``acme``) and notifies the other nodes, which copy the rows again
+(:func:`pull`) and reload.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from rail.shared.registry import SharedSource
 from rail.shared.schema import bump
 from rail.store.db import DATABASE_ERRORS
 
-__all__ = ["SHARED_FILES", "MirrorError", "pull", "synced"]
+__all__ = ["SHARED_FILES", "MirrorError", "pull", "push", "synced"]
 
 T = TypeVar("T")
 
-SHARED_FILES = ("webhook/ed25519.key", "bounces/verp.key", "srs.key", "dkim/")
+SHARED_FILES = ("webhook/ed25519.key", "bounces/verp.key", "srs.key", "dkim/", "acme/")
 """What is mirrored: files, and directories (ending in ``/``) with everything in them."""
 
 _LOCK = "SELECT pg_advisory_xact_lock(126939302182915)"
@@ -50,6 +52,7 @@ def synced(
     *,
     paths: Sequence[str] = SHARED_FILES,
     now: float,
+    topic: str = "files",
 ) -> T:
     """Under the mirror's lock: copy ``paths`` from the database into ``data_dir``, run
     ``work()`` (which reads, makes or changes those files), then store what changed and
@@ -65,7 +68,7 @@ def synced(
             stored = _pull(connection, data_dir, paths)
             result = work()
             if _push(connection, data_dir, paths, stored, now):
-                bump(connection, "files")
+                bump(connection, topic)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -77,6 +80,40 @@ def synced(
     finally:
         source.connections.give(connection)
     return result
+
+
+def push(
+    source: SharedSource, data_dir: Path, paths: Sequence[str], *, now: float, topic: str
+) -> bool:
+    """Store the files of ``paths`` that differ from their rows (this node made them: a
+    new ACME certificate) and notify ``topic``; whether any did."""
+    try:
+        connection = source.connections.take()
+    except DATABASE_ERRORS as e:
+        raise MirrorError(f"the shared database: cannot connect ({_line(e)})") from e
+    try:
+        connection.execute("BEGIN")
+        try:
+            connection.execute(_LOCK)
+            where, params = _selects(paths)
+            rows = connection.execute(
+                f"SELECT name, data FROM blobs WHERE {where}",  # noqa: S608
+                params,
+            ).fetchall()
+            stored = {str(name).removeprefix(_PREFIX): bytes(data) for name, data in rows}
+            changed = _push(connection, data_dir, paths, stored, now)
+            if changed:
+                bump(connection, topic)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    except DATABASE_ERRORS as e:
+        what = ", ".join(paths)
+        raise MirrorError(f"the shared database: cannot store {what} ({_line(e)})") from e
+    finally:
+        source.connections.give(connection)
+    return changed
 
 
 def pull(source: SharedSource, data_dir: Path, paths: Sequence[str] = SHARED_FILES) -> int:

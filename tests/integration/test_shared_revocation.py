@@ -80,7 +80,12 @@ class TwoNodesTests(TestCase):
         )
         # B learns of the new certificates as A does: both answer /api/who for it.
         response = yield deferToThread(
-            https_request, self.port("b", "https"), "GET", "/api/who", self.ca_file, cert=(cert, key)
+            https_request,
+            self.port("b", "https"),
+            "GET",
+            "/api/who",
+            self.ca_file,
+            cert=(cert, key),
         )
         self.assertEqual(json.loads(response.body)["client_id"], "doomed")
         connection = yield deferToThread(

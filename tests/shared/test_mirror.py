@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rail.dkim.keys import KeyStore
 from rail.forward.secret import load_secret
-from rail.shared.mirror import MirrorError, SHARED_FILES, _local, pull, synced
+from rail.shared.mirror import SHARED_FILES, MirrorError, _local, pull, synced
 from rail.shared.registry import SharedSource
 from rail.webhooks.key import load_or_create_key
 from tests.support.postgres import postgres_dsn
