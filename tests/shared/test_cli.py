@@ -18,7 +18,7 @@ class SharedCLITests(SynchronousTestCase):
     def setUp(self) -> None:
         dsn = postgres_dsn(self)  # type: ignore[arg-type]
         self.hosts = []
-        for name in ("a", "b"):
+        for _host in range(2):
             directory = Path(self.mktemp()).absolute()
             directory.mkdir(parents=True)
             config = directory / "rail.yaml"
@@ -34,7 +34,7 @@ class SharedCLITests(SynchronousTestCase):
         out, err = io.StringIO(), io.StringIO()
         self.patch(sys, "stdout", out)
         self.patch(sys, "stderr", err)
-        directory, config = self.hosts[host]
+        _directory, config = self.hosts[host]
         code = run([args[0], args[1], "--config", str(config), *args[2:]])
         return code, out.getvalue(), err.getvalue()
 
