@@ -254,6 +254,17 @@ def _make_shared_files(config: Config, now: datetime) -> None:
     return_paths(config)
 
 
+def _dkim_guard(config: Config, source: RegistrySource, reactor: Any) -> Any:
+    """With the shared database, keys made for a new domain (a new client's, at signing
+    time or a reload) are made under the mirror's lock, after the other nodes' are
+    copied, and stored for them: two nodes never sign one domain with different keys."""
+    if not isinstance(source, SharedSource):
+        return None
+    return lambda make: synced(
+        source, config.data_dir, make, paths=("dkim/",), now=reactor.seconds()
+    )
+
+
 def _challenge_lookup(reactor: Any, source: SharedSource) -> Any:
     """Port 80's answer to a token another node's ACME order committed (in a thread)."""
 
@@ -381,7 +392,7 @@ def build_service(
         )
     if pki is None:
         pki = prepare_pki(config, now)
-    keys = KeyStore.open(config.data_dir / "dkim")
+    keys = KeyStore.open(config.data_dir / "dkim", guard=_dkim_guard(config, source, reactor))
     ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
     # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
     srs = SRS(load_secret(config.data_dir))

@@ -101,3 +101,25 @@ class MirrorTests(SynchronousTestCase):
         source = SharedSource("host=127.0.0.1 port=1 dbname=none connect_timeout=2")
         e = self.assertRaises(MirrorError, synced, source, self.node(), lambda: None, now=NOW)
         self.assertIn("the shared database: cannot connect", str(e))
+
+    def test_new_domain_keys_made_once(self) -> None:
+        """Two nodes signing for a domain neither has keys for (a new client's) end up
+        with the same keys: the second node's creation, under the mirror's lock, finds
+        the first one's stored keys and loads them."""
+        nodes = [self.node() for _ in range(2)]
+        stores = [
+            KeyStore.open(
+                node / "dkim",
+                guard=lambda make, node=node: synced(
+                    self.source, node, make, paths=("dkim/",), now=NOW
+                ),
+            )
+            for node in nodes
+        ]
+        self.assertEqual(stores[0].ensure(["new.test"], NOW), ["new.test"])
+        self.assertEqual(stores[1].ensure(["new.test"], NOW), [])
+        first = stores[0].signing_keys("new.test", NOW + 1)
+        second = stores[1].signing_keys("new.test", NOW + 1)
+        assert first is not None and second is not None
+        self.assertEqual(second.ed25519_selector, first.ed25519_selector)
+        self.assertEqual(_local(nodes[0], ("dkim/",)), _local(nodes[1], ("dkim/",)))
