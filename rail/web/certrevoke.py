@@ -105,4 +105,4 @@ class _Revoke(JSONResource):
                 request, 503, "REGISTRY_UNAVAILABLE", "the registry cannot be written now"
             )
         _log.failure("revoking certificate {serial} failed", failure, serial=self._serial)
-        return write_error(request, 500, "INTERNAL", "the revocation failed")
+        return write_error(request, 500, "INTERNAL_ERROR", "the revocation failed")
