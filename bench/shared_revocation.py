@@ -92,7 +92,8 @@ def main() -> None:
     def row(name: str, values: list[float]) -> str:
         ms = sorted(v * 1000 for v in values)
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-        return f"{name:32} p50 {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms  max {ms[-1]:7.2f} ms"
+        p50 = statistics.median(ms)
+        return f"{name:32} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  max {ms[-1]:7.2f} ms"
 
     print(f"{args.count} revocations, CRL growing to {args.count} entries")
     print(row("revoke call (commit included)", call))
