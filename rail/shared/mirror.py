@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rail.pki.files import write_file_atomic
+from rail.pki.files import PKIError, write_file_atomic
 from rail.shared.registry import SharedSource
 from rail.shared.schema import bump
 from rail.store.db import DATABASE_ERRORS
@@ -41,8 +41,9 @@ _FILE_MODE = 0o600
 _DIRECTORY_MODE = 0o700
 
 
-class MirrorError(Exception):
-    """The shared files cannot be read or written; the message says which."""
+class MirrorError(PKIError):
+    """The shared files cannot be read or written; the message says which (a PKIError:
+    start-up and the CLI report it as one line)."""
 
 
 def synced(

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from rail.pki.files import PKIError
 from rail.store.db import DATABASE_ERRORS
 from rail.store.pg import PGConnection, connect
 
@@ -80,8 +81,9 @@ CREATE TABLE versions (
 }
 
 
-class SchemaError(Exception):
-    """The shared schema cannot be used (newer than this Rail, or unreachable)."""
+class SchemaError(PKIError):
+    """The shared schema cannot be used (newer than this Rail); a PKIError so that start-up
+    and the CLI report it as one line, as every failure to reach the PKI state."""
 
 
 def _migrate(connection: PGConnection) -> None:
