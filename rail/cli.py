@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from rail.config import Config, ConfigError, load_config
-from rail.dkim.domains import local_domains
-from rail.dkim.generations import Generation
 from rail.dkim.keys import DKIMKeyError, KeyStore
-from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
+from rail.dkim.rotation import DomainError, Rotated, dkim_domains, rotate_domain
 from rail.eventscli import (
     add_client_commands,
     add_issue_options,
@@ -344,26 +342,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[str]]:
     """The key store and the domains a ``rail dkim`` command acts on: DOMAIN if it is local
     (or already has keys), else every local domain and every domain with keys."""
-    now = _now()
-    records = []
-    source = registry_source(config)
-    if source.exists():  # a set-up without clients has no registry yet
-        with source.open() as registry:
-            records = registry.valid_records(now)
-    known = local_domains(config, records, now)
-    store = KeyStore.open(config.data_dir / "dkim")
-    candidates = sorted({*known, *store.domains()})
-    if domain is None:
-        if not candidates:
-            raise _CommandError(
-                1, ["rail: no local domains (set local_domains or issue a client certificate)"]
-            )
-        return store, candidates
-    name = a_label(domain)
-    if name is None or name not in candidates:
-        listed = ", ".join(candidates) or "none"
-        raise _CommandError(1, [f"rail: {domain}: not a local domain (local: {listed})"])
-    return store, [name]
+    try:
+        return dkim_domains(config, domain, _now(), source=registry_source(config))
+    except DomainError as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
 
 
 def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
@@ -403,15 +385,15 @@ def _cmd_dkim_show(args: argparse.Namespace) -> int:
 def _cmd_dkim_rotate(args: argparse.Namespace) -> int:
     config = _config(args.config)
 
-    def rotate() -> tuple[str, Generation]:
-        store, (domain,) = _dkim_domains(config, args.domain)
-        generation = store.rotate(domain, _now().timestamp())
-        _print_dkim_records(config, store, [domain])
-        return domain, generation
+    def rotate() -> Rotated:
+        rotated = rotate_domain(config, args.domain, _now(), source=registry_source(config))
+        _print_dkim_records(config, KeyStore.open(config.data_dir / "dkim"), [rotated.domain])
+        return rotated
 
     try:
-        domain, generation = _with_dkim_keys(config, rotate)
-    except (DKIMKeyError, StoreUnavailableError) as e:
+        rotated = _with_dkim_keys(config, rotate)
+        domain, generation = rotated.domain, rotated.generation
+    except (DomainError, DKIMKeyError, StoreUnavailableError) as e:
         raise _CommandError(1, [f"rail: {e}"]) from None
     then = (
         "every node signs with the new keys from now on (notified)"

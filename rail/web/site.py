@@ -246,6 +246,7 @@ def build_site(
         refusals=refusals,
         in_thread=in_thread,
         rates=rates,
+        count_accepted=stats.accepted if stats is not None else None,
     )
     batch = SendBatch(
         store,
@@ -257,6 +258,7 @@ def build_site(
         refusals=refusals,
         in_thread=in_thread,
         rates=rates,
+        count_accepted=stats.accepted if stats is not None else None,
     )
     sending = SendRoutes(send, batch)
     v1 = _Directory()
