@@ -133,7 +133,7 @@ def build_console(
     sources = ConsoleSources(
         store=store,
         clock=reactor,
-        secret=os.urandom(32),
+        secret=_csrf_secret(home, reactor.seconds()),
         stats=stats,
         certificates=lambda: in_thread(read_certificates),
         records=lambda: in_thread(lambda: records_text(config, None, reactor.seconds)),
@@ -155,6 +155,14 @@ def build_console(
         rotate_dkim=rotate_dkim,
     )
     return Console(sources)
+
+
+def _csrf_secret(source: RegistrySource, now: float) -> bytes:
+    """Random, made at start; with the shared database, one for every node, so that a
+    page served by one node may be posted to another (several nodes behind one name)."""
+    if isinstance(source, SharedSource):
+        return source.secret("console-csrf.key", lambda: os.urandom(32), now)
+    return os.urandom(32)
 
 
 def _days(text: str) -> int | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,22 @@ class SharedSource:
 
     def crl(self) -> CRLSource:
         return SharedCRL(self.connections)
+
+    def secret(self, name: str, make: Callable[[], bytes], now: float) -> bytes:
+        """The secret stored as ``name``, stored first (``make()``) if there is none: the
+        first node's wins, so every node keys its tokens alike (the console's CSRF)."""
+        with self._connection() as connection:
+            try:
+                connection.execute(
+                    "INSERT INTO blobs (name, data, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, make(), now),
+                )
+                stored = _get(connection, name)
+            except DATABASE_ERRORS as e:
+                raise PKIError(f"{_LABEL}: cannot read the secret {name} ({_first_line(e)})") from e
+        assert stored is not None
+        return stored
 
 
 class SharedCRL:

@@ -211,3 +211,15 @@ class SharedTests(SynchronousTestCase):
         secrets = read_secrets(other)
         self.assertEqual([s.secret for s in secrets["app"]], [rotation.secret, None])
         self.assertRaises(UnknownClientError, rotate_secret, self.source, "nobody", 1.0)
+
+
+class SecretTests(SynchronousTestCase):
+    def test_first_node_wins(self) -> None:
+        """A shared secret is made once: a second node's make is not stored, both read
+        the first one's."""
+        dsn = postgres_dsn(self)  # type: ignore[arg-type]
+        first, second = SharedSource(dsn), SharedSource(dsn)
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        self.assertEqual(first.secret("s", lambda: b"one", 1.0), b"one")
+        self.assertEqual(second.secret("s", lambda: b"two", 2.0), b"one")
