@@ -67,8 +67,9 @@ from rail.refusals import Refusals
 from rail.reload import Reloader
 from rail.shared.acme import SharedChallenges, ordered_once, shared_material
 from rail.shared.acme import lookup as shared_challenge
+from rail.shared.follow import follow_dkim
 from rail.shared.listen import Notifications
-from rail.shared.mirror import MirrorError, pull, synced
+from rail.shared.mirror import synced
 from rail.shared.registry import SharedSource, registry_source
 from rail.smtp.bounceintake import BounceIntake
 from rail.smtp.budget import DataBudget
@@ -306,31 +307,6 @@ def _follow_acme(config: Config, reactor: Any, source: SharedSource, service: An
             )
 
         return found.addCallback(offer).addErrback(failed)
-
-    return follow
-
-
-def _follow_dkim(
-    config: Config, reactor: Any, source: SharedSource, keys: KeyStore, dns: Any
-) -> Any:
-    """When another node changed the shared files (``rail dkim rotate``): copy them and
-    reload the DKIM keys in a thread, then rebuild the zones."""
-
-    def work() -> None:
-        if pull(source, config.data_dir, ("dkim/",)):
-            keys.reload()
-
-    def follow() -> defer.Deferred[Any]:
-        done: defer.Deferred[Any] = deferToThreadPool(reactor, reactor.getThreadPool(), work)
-
-        def zones(_: object) -> Any:
-            return dns.refresh() if dns is not None else None
-
-        def failed(failure: Any) -> None:
-            failure.trap(MirrorError, DKIMKeyError)
-            _log.error("DKIM keys not reloaded: {error}", error=failure.getErrorMessage())
-
-        return done.addCallback(zones).addErrback(failed)
 
     return follow
 
@@ -589,7 +565,16 @@ def build_service(
         hooks.append(dns.refresh)
         after_rotation.append(dns.refresh)
     if notifications is not None and isinstance(source, SharedSource):
-        notifications.subscribe("files", _follow_dkim(config, reactor, source, keys, dns))
+        notifications.subscribe(
+            "files",
+            follow_dkim(
+                source,
+                config.data_dir,
+                keys,
+                dns.refresh if dns is not None else None,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            ),
+        )
     certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(
