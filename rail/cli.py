@@ -40,8 +40,8 @@ from rail.pki.ownership import address_conflicts
 from rail.pki.registry import AddressConflictError, RegistryError
 from rail.queuecli import add_queue_commands
 from rail.shared.mirror import MirrorError, synced
+from rail.shared.pending import oldest_pending
 from rail.shared.registry import SharedSource, registry_source
-from rail.store.inspect import oldest_pending_received_at
 from rail.store.model import StoreUnavailableError
 from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
@@ -349,9 +349,9 @@ def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[st
 
 
 def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
-    oldest_pending = oldest_pending_received_at(config.data_dir / "queue")
+    pending_since = oldest_pending(config)
     for domain in domains:
-        for key in store.published(domain, oldest_pending):
+        for key in store.published(domain, pending_since):
             print(zone_line(domain, key))
 
 
