@@ -24,7 +24,7 @@ from rail.pki.files import (
 from rail.pki.revocations import Revocations
 from rail.pki.source import RegistrySource
 from rail.pki.tls import ServerMaterial
-from rail.shared.registry import export_ca_certificate, registry_source
+from rail.shared.registry import SharedSource, export_ca_certificate, registry_source
 
 __all__ = ["PKIState", "prepare_pki"]
 
@@ -47,9 +47,17 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
     """
     source = registry_source(config)
     ca, _created = source.load_or_create_ca(config.hostname, now)
-    if config.storage.backend == "postgresql":
+    if isinstance(source, SharedSource):
         # The CA certificate every node trusts, where `rail queue` and operators look.
         export_ca_certificate(config.data_dir, ca)
+        # A single node moving to PostgreSQL: its registry (revocations included) first.
+        copied = source.import_local(now)
+        if copied:
+            _log.info(
+                "copied {count} certificates of {path} into the shared registry",
+                count=copied,
+                path=str(config.data_dir / "registry.sqlite3"),
+            )
     # Re-publish the CRL from the registry so a lost or stale file cannot un-revoke
     # anything across a restart; on a full disk, serve that CRL from memory instead.
     unpublished = None

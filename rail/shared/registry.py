@@ -16,6 +16,7 @@ every second anyway (the version is one indexed row).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from cryptography import x509
 
 from rail.config import Config
 from rail.pki.ca import CertificateAuthority, create_ca
+from rail.pki.clientevents import write_client_events
 from rail.pki.crl import build_crl, crl_number, crl_pem, parse_crl
 from rail.pki.files import (
     CERTIFICATE_MODE,
@@ -38,7 +40,7 @@ from rail.pki.files import (
     write_file_atomic,
 )
 from rail.pki.keys import load_private_key_pem, private_key_pem, public_key_der
-from rail.pki.registry import Registry, RegistryError
+from rail.pki.registry import CertificateRecord, Registry, RegistryError, registry_path
 from rail.pki.revocations import CRLSource
 from rail.pki.source import FileSource, RegistrySource
 from rail.shared.schema import Connections, bump
@@ -152,6 +154,43 @@ class SharedSource:
                 raise PKIError(f"{_LABEL}: cannot read or create the CA ({_first_line(e)})") from e
         return ca, created
 
+    def import_local(self, now: datetime) -> int:
+        """Copy a single node's registry (``data_dir/registry.sqlite3``: certificates with
+        their revocations, event subscriptions, rotated webhook secrets) into the shared
+        one if that is still empty: the move to PostgreSQL keeps every certificate known
+        and every revocation in force. Returns the number of certificates copied."""
+        if self._data_dir is None or not registry_path(self._data_dir).exists():
+            return 0
+        with Registry.open(registry_path(self._data_dir)) as local:
+            records = local.list_all()
+            events = local.all_events()
+            with local.reading() as connection:
+                secrets = (
+                    connection.execute(
+                        "SELECT client, created_at, secret, retires_at FROM webhook_secrets"
+                    ).fetchall()
+                    if _has_table(connection, "webhook_secrets")
+                    else []
+                )
+        if not records:
+            return 0
+        with self.open() as shared, shared.writing("certificates", now) as connection:
+            if connection.execute("SELECT 1 FROM certificates LIMIT 1").fetchone() is not None:
+                return 0
+            for record in records:
+                _insert_record(connection, record)
+            for settings in events:
+                write_client_events(connection, settings, _format(now))
+            for client, created_at, secret, retires_at in secrets:
+                connection.execute(
+                    "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (client, created_at, None if secret is None else bytes(secret), retires_at),
+                )
+            bump(connection, "client_events")
+            bump(connection, "webhook_secrets")
+        return len(records)
+
     def _local_ca(self) -> CertificateAuthority | None:
         """The CA of a single-node Rail moving to PostgreSQL (``data_dir/ca``), if any."""
         if self._data_dir is None:
@@ -236,6 +275,39 @@ class SharedCRL:
         if row is None:
             raise FileNotFoundError(f"no CRL published yet in {_LABEL}")
         return bytes(row[0])
+
+
+def _has_table(connection: Any, name: str) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def _insert_record(connection: Any, record: CertificateRecord) -> None:
+    connection.execute(
+        "INSERT INTO certificates (serial, name, senders, webhook, key_type, not_before,"
+        " not_after, issued_at, revoked_at, fingerprint_sha256, pem, role)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            format(record.serial, "x"),
+            record.name,
+            json.dumps(list(record.senders)),
+            record.webhook,
+            record.key_type,
+            _format(record.not_before),
+            _format(record.not_after),
+            _format(record.issued_at),
+            None if record.revoked_at is None else _format(record.revoked_at),
+            record.fingerprint_sha256,
+            record.pem,
+            record.role,
+        ),
+    )
+
+
+def _format(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _first_line(error: Exception) -> str:

@@ -223,3 +223,38 @@ class SecretTests(SynchronousTestCase):
         self.addCleanup(second.close)
         self.assertEqual(first.secret("s", lambda: b"one", 1.0), b"one")
         self.assertEqual(second.secret("s", lambda: b"two", 2.0), b"one")
+
+
+class MoveTests(SynchronousTestCase):
+    def test_single_node_registry_copied_once(self) -> None:
+        """A single node's registry is copied into an empty shared one (certificates as
+        they were, revocations included, event subscriptions and rotated webhook
+        secrets), and the CRL then published lists its revocations; a second copy (another
+        node, a restart) changes nothing."""
+        data_dir = Path(self.mktemp())
+        ca, _ = load_or_create_ca(data_dir, "rail.test", NOW)
+        with Registry.open(data_dir / "registry.sqlite3") as local:
+            records = []
+            for name in ("kept", "gone"):
+                cert, _ = test_registry.issue_client(
+                    ca, name=name, emails=(f"{name}@rail.test",), now=NOW
+                )
+                record = test_registry.CertificateRecord.from_certificate(cert, issued_at=NOW)
+                local.add(record)
+                records.append(record)
+            [gone] = local.revoke("gone", NOW + timedelta(hours=1))
+            local.set_events("kept", ["message.bounced"], None, NOW, allow_http_loopback=False)
+        rotation = rotate_secret(data_dir, "kept", NOW.timestamp(), 60.0)
+        dsn = postgres_dsn(self)  # type: ignore[arg-type]
+        source = SharedSource(dsn, data_dir=data_dir)
+        self.addCleanup(source.close)
+        source.load_or_create_ca("rail.test", NOW)
+        self.assertEqual(source.import_local(NOW), 2)
+        with source.open() as shared:
+            self.assertEqual(shared.list_all(), [records[0], gone])
+            self.assertEqual([e.name for e in shared.all_events()], ["kept"])
+        self.assertEqual(read_secrets(source)["kept"][0].secret, rotation.secret)
+        source.publish_crl(source.load_ca(), NOW)
+        published = parse_crl(source.crl().read_bytes())
+        self.assertEqual(revoked_serials(published, ca.certificate), {gone.serial})
+        self.assertEqual(source.import_local(NOW), 0)
