@@ -142,10 +142,13 @@ class SharedSource:
                     ca = _read_ca(connection)
                     created = ca is None
                     if ca is None:
-                        ca = self._local_ca() or create_ca(f"Rail CA {hostname}"[:64], now)
+                        local = self._local_ca()
+                        ca = local or create_ca(f"Rail CA {hostname}"[:64], now)
                         stamp = now.timestamp()
                         _put(connection, _CA_KEY, private_key_pem(ca.private_key), stamp)
                         _put(connection, _CA_CERT, certificate_pem(ca.certificate), stamp)
+                        if local is not None:  # its registry with it, in this transaction
+                            self._copy_local(connection, now)
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
@@ -158,37 +161,41 @@ class SharedSource:
         """Copy a single node's registry (``data_dir/registry.sqlite3``: certificates with
         their revocations, event subscriptions, rotated webhook secrets) into the shared
         one if that is still empty: the move to PostgreSQL keeps every certificate known
-        and every revocation in force. Returns the number of certificates copied."""
+        and every revocation in force. Returns the number of certificates copied. (Taking
+        over a single node's CA does this too, in the same transaction.)"""
+        with self.open() as shared, shared.writing("certificates", now) as connection:
+            return self._copy_local(connection, now)
+
+    def _copy_local(self, connection: Any, now: datetime) -> int:
+        """The copy, in the caller's transaction under the registry's lock."""
         if self._data_dir is None or not registry_path(self._data_dir).exists():
+            return 0
+        if connection.execute("SELECT 1 FROM certificates LIMIT 1").fetchone() is not None:
             return 0
         with Registry.open(registry_path(self._data_dir)) as local:
             records = local.list_all()
             events = local.all_events()
-            with local.reading() as connection:
+            with local.reading() as reading:
                 secrets = (
-                    connection.execute(
+                    reading.execute(
                         "SELECT client, created_at, secret, retires_at FROM webhook_secrets"
                     ).fetchall()
-                    if _has_table(connection, "webhook_secrets")
+                    if _has_table(reading, "webhook_secrets")
                     else []
                 )
-        if not records:
-            return 0
-        with self.open() as shared, shared.writing("certificates", now) as connection:
-            if connection.execute("SELECT 1 FROM certificates LIMIT 1").fetchone() is not None:
-                return 0
-            for record in records:
-                _insert_record(connection, record)
-            for settings in events:
-                write_client_events(connection, settings, _format(now))
-            for client, created_at, secret, retires_at in secrets:
-                connection.execute(
-                    "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (client, created_at, None if secret is None else bytes(secret), retires_at),
-                )
-            bump(connection, "client_events")
-            bump(connection, "webhook_secrets")
+        for record in records:
+            _insert_record(connection, record)
+        for settings in events:
+            write_client_events(connection, settings, _format(now))
+        for client, created_at, secret, retires_at in secrets:
+            connection.execute(
+                "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (client, created_at, None if secret is None else bytes(secret), retires_at),
+            )
+        if records:
+            for topic in ("certificates", "client_events", "webhook_secrets"):
+                bump(connection, topic)
         return len(records)
 
     def _local_ca(self) -> CertificateAuthority | None:

@@ -227,10 +227,10 @@ class SecretTests(SynchronousTestCase):
 
 class MoveTests(SynchronousTestCase):
     def test_single_node_registry_copied_once(self) -> None:
-        """A single node's registry is copied into an empty shared one (certificates as
-        they were, revocations included, event subscriptions and rotated webhook
-        secrets), and the CRL then published lists its revocations; a second copy (another
-        node, a restart) changes nothing."""
+        """Taking over a single node's CA copies its registry into the empty shared one in
+        the same step (certificates as they were, revocations included, event
+        subscriptions and rotated webhook secrets), and the CRL then published lists its
+        revocations; another copy (another node, a restart) changes nothing."""
         data_dir = Path(self.mktemp())
         ca, _ = load_or_create_ca(data_dir, "rail.test", NOW)
         with Registry.open(data_dir / "registry.sqlite3") as local:
@@ -248,8 +248,7 @@ class MoveTests(SynchronousTestCase):
         dsn = postgres_dsn(self)  # type: ignore[arg-type]
         source = SharedSource(dsn, data_dir=data_dir)
         self.addCleanup(source.close)
-        source.load_or_create_ca("rail.test", NOW)
-        self.assertEqual(source.import_local(NOW), 2)
+        self.assertTrue(source.load_or_create_ca("rail.test", NOW)[1])
         with source.open() as shared:
             self.assertEqual(shared.list_all(), [records[0], gone])
             self.assertEqual([e.name for e in shared.all_events()], ["kept"])
