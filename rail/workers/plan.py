@@ -22,7 +22,6 @@ __all__ = [
     "AUTO",
     "BALANCES",
     "ENVIRONMENT",
-    "FIRST_ONLY",
     "FIRST_SOCKET_FD",
     "SOCKETS",
     "STATUS_FD",
@@ -52,10 +51,6 @@ worker accepts from; ``reuseport``, one socket per listener and worker, bound wi
 
 SocketKind = Literal["stream", "datagram"]
 
-FIRST_ONLY = frozenset({"http"})
-"""Sockets only worker 0 serves: port 80 answers the ACME HTTP-01 challenges of the
-orders worker 0 makes (and otherwise only redirects to HTTPS)."""
-
 SOCKETS: tuple[tuple[str, SocketKind], ...] = (
     ("submission", "stream"),
     ("inbound", "stream"),
@@ -78,9 +73,9 @@ def worker_count(setting: int | str, cpus: int | None) -> int:
     return setting
 
 
-def copies(name: str, balance: Balance, workers: int) -> int:
-    """How many sockets the parent binds for listener ``name``."""
-    return workers if balance == "reuseport" and name not in FIRST_ONLY else 1
+def copies(balance: Balance, workers: int) -> int:
+    """How many sockets the parent binds per listener."""
+    return workers if balance == "reuseport" else 1
 
 
 def descriptor_plan(
@@ -89,15 +84,10 @@ def descriptor_plan(
     """Worker ``index``'s descriptors: descriptor -> (socket name, which copy of it).
 
     ``names`` are the sockets bound (in :data:`SOCKETS` order); with ``shared`` every
-    worker gets copy 0, with ``reuseport`` worker ``index`` gets its own copy; the
-    sockets of :data:`FIRST_ONLY` go to worker 0 alone.
+    worker gets copy 0, with ``reuseport`` worker ``index`` gets its own copy.
     """
     copy = index if balance == "reuseport" else 0
-    served = [name for name in names if index == 0 or name not in FIRST_ONLY]
-    return {
-        FIRST_SOCKET_FD + n: (name, 0 if name in FIRST_ONLY else copy)
-        for n, name in enumerate(served)
-    }
+    return {FIRST_SOCKET_FD + n: (name, copy) for n, name in enumerate(names)}
 
 
 @attrs.frozen
@@ -112,9 +102,6 @@ class WorkerSpec:
     peers: str = ""
     """The directory where the workers serve their metrics to each other
     (:mod:`rail.workers.metrics`); empty: none."""
-    secret: str = ""
-    """Random hex the parent made for this run, which every worker keys its console's CSRF
-    tokens with (a form from one worker may be posted to another); empty: none."""
 
     @property
     def runs_singletons(self) -> bool:
@@ -131,7 +118,6 @@ def encode(spec: WorkerSpec) -> str:
             "count": spec.count,
             "fds": dict(spec.fds),
             "peers": spec.peers,
-            "secret": spec.secret,
         }
     )
 
@@ -141,7 +127,7 @@ def decode(text: str) -> WorkerSpec:
     try:
         value = json.loads(text)
         index, count, fds = value["index"], value["count"], value["fds"]
-        peers, secret = value.get("peers", ""), value.get("secret", "")
+        peers = value.get("peers", "")
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{ENVIRONMENT}: not a worker description: {error}") from None
     known = {name for name, _ in SOCKETS}
@@ -151,7 +137,6 @@ def decode(text: str) -> WorkerSpec:
         or not isinstance(fds, dict)
         or not all(name in known and isinstance(fd, int) for name, fd in fds.items())
         or not isinstance(peers, str)
-        or not isinstance(secret, str)
     ):
         raise ValueError(f"{ENVIRONMENT}: not a worker description: {text!r}")
-    return WorkerSpec(index=index, count=count, fds=fds, peers=peers, secret=secret)
+    return WorkerSpec(index=index, count=count, fds=fds, peers=peers)

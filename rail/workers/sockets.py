@@ -43,13 +43,13 @@ def bind_all(config: Config, balance: Balance, workers: int) -> ListeningSockets
     """Bind every configured listener; ListenError (naming the ``listen`` key) when one
     cannot be bound, after closing those that were."""
     specs = listen_specs(config)
+    count = copies(balance, workers)
     reuse = balance == "reuseport"
     bound: ListeningSockets = {}
     try:
         for name, spec in specs.items():
             if name == "dns-udp":
                 continue  # bound with its TCP twin
-            count = copies(name, balance, workers)
             if name == "dns":
                 bound["dns"], bound["dns-udp"] = _bind_dns(spec, count, reuse)
             else:

@@ -23,7 +23,6 @@ Decisions (descriptors, restarts) are in :mod:`rail.workers.plan` and
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import signal
 import sys
@@ -147,7 +146,6 @@ class Supervisor(Service):
         self._stop_timeout = stop_timeout
         self._backoff = backoff or Backoff()
         self._signals = signals
-        self._secret = secrets.token_hex(32)
         self.sockets: ListeningSockets = {}
         self.peers = ""
         self.workers: dict[int, _Worker] = {}
@@ -195,7 +193,6 @@ class Supervisor(Service):
             count=self.count,
             fds={n: fd for fd, (n, _) in plan.items()},
             peers=self.peers,
-            secret=self._secret,
         )
         worker = _Worker(self, index, self._reactor.seconds())
         self.workers[index] = worker

@@ -65,26 +65,14 @@ class DescriptorPlanTests(SynchronousTestCase):
         }
         self.assertEqual(descriptor_plan(self.names, 0, "shared"), expected)
         self.assertEqual(descriptor_plan(self.names, 3, "shared"), expected)
-        self.assertEqual(copies("https", "shared", 4), 1)
+        self.assertEqual(copies("shared", 4), 1)
 
     def test_reuseport(self) -> None:
         """With reuseport, worker k gets copy k of each socket, at the same descriptors."""
         plan = descriptor_plan(self.names, 2, "reuseport")
         self.assertEqual(sorted(plan), [4, 5, 6, 7])
         self.assertEqual({copy for _, copy in plan.values()}, {2})
-        self.assertEqual(copies("https", "reuseport", 4), 4)
-
-    def test_port_80_is_worker_0s(self) -> None:
-        """Port 80 (ACME challenges) goes to worker 0 alone, as one socket; the others'
-        descriptors close ranks."""
-        names = ["https", "http", "dns"]
-        self.assertEqual(
-            descriptor_plan(names, 0, "reuseport"),
-            {4: ("https", 0), 5: ("http", 0), 6: ("dns", 0)},
-        )
-        self.assertEqual(descriptor_plan(names, 1, "reuseport"), {4: ("https", 1), 5: ("dns", 1)})
-        self.assertEqual(descriptor_plan(names, 1, "shared"), {4: ("https", 0), 5: ("dns", 0)})
-        self.assertEqual(copies("http", "reuseport", 4), 1)
+        self.assertEqual(copies("reuseport", 4), 4)
 
 
 class WorkerSpecTests(SynchronousTestCase):
@@ -95,9 +83,7 @@ class WorkerSpecTests(SynchronousTestCase):
 
     def test_round_trip(self) -> None:
         """What the parent encodes in RAIL_WORKER, the worker decodes."""
-        spec = WorkerSpec(
-            index=1, count=3, fds={"https": 4, "dns-udp": 5}, peers="/tmp/p", secret="ab"
-        )
+        spec = WorkerSpec(index=1, count=3, fds={"https": 4, "dns-udp": 5}, peers="/tmp/p")
         self.assertEqual(decode(encode(spec)), spec)
 
     def test_malformed(self) -> None:
