@@ -648,7 +648,7 @@ class Config:
     workers: int | str = 1
     """How many Rail processes serve this host: a number, or ``auto`` (one per core).
     More than one needs ``storage.backend: postgresql``; ``twistd rail --workers``
-    overrides it (docs/operations.md, "Worker processes")."""
+    overrides it (docs/scaling.md, "Worker processes")."""
     worker_sockets: Literal["reuseport", "shared"] = "reuseport"
     """How several workers share a listener: ``reuseport``, a socket per worker bound with
     ``SO_REUSEPORT``, among which the kernel spreads connections evenly; ``shared``, one
