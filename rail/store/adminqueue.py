@@ -19,8 +19,8 @@ from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
 from rail.store.inboundlist import recent_inbound, retry_inbound
+from rail.store.ops import AdminOp
 from rail.store.trail import deferring_domains, message_events, webhook_backlog
-from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
 

@@ -17,7 +17,7 @@ import attrs
 from rail.store.deliveries import oldest_pending_received_at as pending_since
 from rail.store.model import Channel, MessageStatus, StoreUnavailableError
 from rail.store.schema import database_path, open_readonly
-from rail.store.writer import read_status
+from rail.store.status import read_status
 
 __all__ = [
     "StoredMessage",

@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from rail.store import suppressionlist
+from rail.store.ops import AdminOp
 from rail.store.suppressionmodel import SuppressionQuery
 from rail.store.suppressions import Suppression
-from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteSuppressions"]
 

@@ -9,11 +9,12 @@ caller's transaction on the writer thread (or, for reads, on the read thread).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
+
+from rail.store.db import Connection
 
 __all__ = [
     "REASONS",
@@ -64,12 +65,13 @@ class Suppression:
     detail: str | None = None
 
 
-def suppress(connection: sqlite3.Connection, entries: Iterable[Suppression]) -> None:
+def suppress(connection: Connection, entries: Iterable[Suppression]) -> None:
     """List ``entries``; an address already listed for the client keeps its first entry
     (the earliest evidence is what an operator needs to see)."""
     connection.executemany(
-        "INSERT OR IGNORE INTO suppressions (client, address, reason, source, message_id,"
-        " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO suppressions (client, address, reason, source, message_id,"
+        " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (client, address) DO NOTHING",
         [
             (e.client, e.address, e.reason, e.source, e.message_id, e.detail, e.created_at)
             for e in entries
@@ -77,7 +79,7 @@ def suppress(connection: sqlite3.Connection, entries: Iterable[Suppression]) -> 
     )
 
 
-def unsuppress(connection: sqlite3.Connection, client: str, address: str) -> bool:
+def unsuppress(connection: Connection, client: str, address: str) -> bool:
     """Take ``address`` off ``client``'s list; whether it was on it."""
     cursor = connection.execute(
         "DELETE FROM suppressions WHERE client = ? AND address = ?", (client, normalize(address))
@@ -86,7 +88,7 @@ def unsuppress(connection: sqlite3.Connection, client: str, address: str) -> boo
 
 
 def suppressed(
-    connection: sqlite3.Connection, client: str, addresses: Sequence[str]
+    connection: Connection, client: str, addresses: Sequence[str]
 ) -> dict[str, Suppression]:
     """Which of ``addresses`` are on ``client``'s list, by the address as given: one
     primary-key look-up per distinct address, so the cost is the message's, not the list's."""

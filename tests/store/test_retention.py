@@ -18,14 +18,14 @@ from zope.interface.verify import verifyObject
 
 from rail.inbound.model import WebhookResult
 from rail.store import schema
-from rail.store import sqlite as sqlite_module
+from rail.store import queuestore as sqlite_module
 from rail.store.deliveries import oldest_pending_received_at, recipient_counts
 from rail.store.ids import new_message_id
 from rail.store.model import IRetention, JobResult, NewMessage, Purged, RecipientUpdate
+from rail.store.ops import ReadOp
 from rail.store.retention import RetentionService
 from rail.store.schema import database_path
 from rail.store.sqlite import SQLiteStore
-from rail.store.writer import ReadOp
 from rail.testing import MemoryStore
 from tests.store.oldschemas import schema_v4
 from tests.store.test_contract import make_message, open_sqlite
