@@ -56,6 +56,7 @@ _PURE = [
     "store/status.py",
     "store/backend.py",
     "store/db.py",
+    "store/pgschema.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",

@@ -58,8 +58,8 @@ def add_counts(connection: Connection, counts: Iterable[TLSCount]) -> None:
         "INSERT INTO tls_outcomes (day, policy_domain, policy_type, policy_strings, result,"
         " mx_host, receiving_ip, count, failure_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (day, policy_domain, policy_type, policy_strings, result, mx_host,"
-        " receiving_ip) DO UPDATE SET count = count + excluded.count,"
-        " failure_reason = coalesce(excluded.failure_reason, failure_reason)",
+        " receiving_ip) DO UPDATE SET count = tls_outcomes.count + excluded.count,"
+        " failure_reason = coalesce(excluded.failure_reason, tls_outcomes.failure_reason)",
         [
             (day, domain, kind, json.dumps(list(strings)), result, mx, ip, count, reason)
             for day, domain, kind, strings, result, mx, ip, count, reason in counts

@@ -23,7 +23,7 @@ from rail.store.ids import new_message_id
 from rail.store.model import BounceReport, NewMessage, QueueFullError
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
-from tests.store.test_contract import open_sqlite
+from tests.store.test_contract import open_postgres, open_sqlite
 
 _NOW = 1_800_000_000.0
 _AUTH = {"spf": {"result": "pass"}, "dkim": [{"result": "none"}], "dmarc": {"result": "none"}}
@@ -210,6 +210,11 @@ class MemoryInboundTests(_InboundContract, TestCase):
         """A full store refuses with QueueFullError."""
         self.store.full = True
         self.failureResultOf(self.store.accept_inbound(make_inbound()), QueueFullError)
+
+
+class PostgresInboundTests(_InboundContract, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class SQLiteInboundTests(_InboundContract, TestCase):

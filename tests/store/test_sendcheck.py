@@ -21,7 +21,7 @@ from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 from tests.store.oldschemas import schema_v10
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 
 _T0 = 1_800_000_000.0
 
@@ -184,6 +184,11 @@ class _AdminViews:
 class SQLiteAdminViewTests(_AdminViews, TestCase):
     def make_store(self) -> Any:
         return open_sqlite(self)
+
+
+class PostgresAdminViewTests(_AdminViews, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemoryAdminViewTests(_AdminViews, TestCase):
