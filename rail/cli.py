@@ -40,7 +40,7 @@ from rail.pki.operations import OperationError, issue_client, revoke
 from rail.pki.ownership import address_conflicts
 from rail.pki.registry import AddressConflictError, Registry, RegistryError, registry_path
 from rail.queuecli import add_queue_commands
-from rail.store.inspect import oldest_pending_received_at
+from rail.store.inspect import configured_oldest_pending
 from rail.store.model import StoreUnavailableError
 from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
@@ -355,7 +355,7 @@ def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[st
 
 
 def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
-    oldest_pending = oldest_pending_received_at(config.data_dir / "queue")
+    oldest_pending = configured_oldest_pending(config)
     for domain in domains:
         for key in store.published(domain, oldest_pending):
             print(zone_line(domain, key))

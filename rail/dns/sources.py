@@ -20,7 +20,7 @@ from rail.dkim.records import PublishedKey
 from rail.dns.serial import SerialFile
 from rail.dns.zone import Zone, digest, domain_records, make_zone
 from rail.pki.registry import Registry, registry_path
-from rail.store.inspect import oldest_pending_received_at
+from rail.store.inspect import configured_oldest_pending
 
 __all__ = ["load_zones", "serial_path", "zone_domains", "zones_from"]
 
@@ -55,7 +55,7 @@ def load_zones(
     Raises :class:`~rail.store.model.StoreUnavailableError` if the queue cannot be read,
     and ``sqlite3.Error`` / :class:`~rail.pki.registry.RegistryError` for the registry.
     """
-    oldest = oldest_pending_received_at(config.data_dir / "queue")
+    oldest = configured_oldest_pending(config)
     return zones_from(config, keys, now, oldest, domains=domains, save_serials=save_serials)
 
 

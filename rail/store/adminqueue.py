@@ -1,6 +1,6 @@
 """:class:`IAdminQueue` for the SQLite store: reads on its read thread, actions on its writer.
 
-A mixin of :class:`rail.store.sqlite.SQLiteStore`, kept apart so the queue's admin
+A mixin of :class:`rail.store.queuestore.QueueStore`, kept apart so the queue's admin
 surface reads in one place. Reads (list, show) run on the read thread like status reads
 (on the writer, after its commit, when there is no read thread), so a listing never
 delays an acceptance; actions run inside the writer's batch transaction. After an action

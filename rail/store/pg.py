@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from rail.store.db import POSTGRESQL, Dialect
 
-__all__ = ["PGConnection", "connect", "translate"]
+__all__ = ["PGConnection", "connect", "describe_dsn", "translate"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -98,3 +99,14 @@ def connect(dsn: str, *, application_name: str = "rail") -> PGConnection:
     )
     connection.execute("SET synchronous_commit = on")
     return PGConnection(connection)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``postgresql host=H port=P dbname=D`` for error messages: the parts of ``dsn`` that
+    say where, never its password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "postgresql (unparsable storage.dsn)"
+    shown = [f"{key}={parts[key]}" for key in ("host", "port", "dbname") if parts.get(key)]
+    return " ".join(["postgresql", *shown])

@@ -13,29 +13,18 @@ server's concern: ``storage.min_free_space`` and the disk reserve apply to SQLit
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from twisted.internet.interfaces import IReactorFromThreads
 
 from rail.store import pg
 from rail.store.db import Connection
 from rail.store.model import StoreUnavailableError
+from rail.store.pg import describe_dsn
 from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages, prepare, schema_version
 from rail.store.queuestore import QueueStore
 
 __all__ = ["PostgresBackend", "PostgresStore", "describe_dsn"]
 
 _UNLIMITED = 1 << 62
-
-
-def describe_dsn(dsn: str) -> str:
-    """``postgresql host=H port=P dbname=D`` for error messages: the parts of ``dsn`` that
-    say where, never its password."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "postgresql (unparsable storage.dsn)"
-    shown = [f"{key}={parts[key]}" for key in ("host", "port", "dbname") if parts.get(key)]
-    return " ".join(["postgresql", *shown])
 
 
 def _one_line(error: BaseException) -> str:

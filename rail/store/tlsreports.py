@@ -106,7 +106,7 @@ def drop_before(connection: Connection, day: str) -> int:
 
 
 class SQLiteTLSReports:
-    """The TLS-RPT counters of :class:`rail.store.sqlite.SQLiteStore` (a mixin): writes on
+    """The TLS-RPT counters of :class:`rail.store.queuestore.QueueStore` (a mixin): writes on
     the writer thread, reads on the read thread. Needs ``_run(work, write)`` and
     ``_read(read)`` from the store."""
 
