@@ -28,7 +28,7 @@ from rail.pki.operations import issue_client
 from rail.policy.rates import ClientRates
 from rail.service import build_service, seed_rates
 from rail.store.schema import database_path
-from tests.integration.fixtures import make_config, storage_overrides
+from tests.integration.fixtures import make_config
 from tests.integration.test_header_limits import smtp_session, transaction
 from tests.integration.tlsclient import https_request
 from tests.store.test_contract import make_message, open_sqlite
@@ -65,7 +65,6 @@ class ClientLimitTests(TestCase):
         data = base / "data"
         self.config = make_config(
             data,
-            **storage_overrides(self),
             clients_default={"limits": {"messages_per_minute": 2}},
             clients={"tester": {"sandbox": True, "limits": {"messages_per_minute": None}}},
             delivery={
