@@ -91,6 +91,14 @@ class Dialect:
     insertion_order: str
     """The column that orders rows of ``attempts`` and ``admin_actions`` as they were
     inserted: SQLite's ``rowid``, an identity column on PostgreSQL."""
+    one_statement_inserts: bool
+    """Whether a row and its children are inserted in one statement (PostgreSQL's
+    data-modifying ``WITH`` and ``unnest`` of array parameters), saving the round trips
+    a server costs; SQLite, in process, inserts them one statement each."""
+    next_savepoint: str | None
+    """Releases one operation's savepoint and opens the next one's in one round trip to
+    the server (PostgreSQL takes several statements in one call without parameters);
+    None: each is a statement of its own (SQLite, in process, has no round trip)."""
 
 
 SQLITE = Dialect(
@@ -106,6 +114,8 @@ SQLITE = Dialect(
     floor="CAST({} AS INTEGER)",
     unindexed="+",
     insertion_order="rowid",
+    one_statement_inserts=False,
+    next_savepoint=None,
 )
 POSTGRESQL = Dialect(
     name="postgresql",
@@ -120,6 +130,8 @@ POSTGRESQL = Dialect(
     floor="floor({})",
     unindexed="",
     insertion_order="seq",
+    one_statement_inserts=True,
+    next_savepoint="RELEASE op; SAVEPOINT op",
 )
 
 

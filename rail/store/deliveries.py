@@ -247,34 +247,62 @@ def finish_bounced(
     return notification
 
 
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+    " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The message and its recipients in one statement (Dialect.one_statement_inserts).
+_INSERT_WITH_RECIPIENTS = (
+    "WITH m AS (" + _INSERT_MESSAGE + " RETURNING id)"  # noqa: S608
+    " INSERT INTO recipients (message_id, idx, address, status, attempts, next_attempt_at,"
+    " last_reply, updated_at) SELECT m.id, r.idx, r.address, 'queued', 0, ?, NULL, ?"
+    " FROM m, unnest(?::integer[], ?::text[]) AS r (idx, address)"
+)
+
+
 def insert_message(connection: Connection, message: NewMessage, skip: Collection[int] = ()) -> None:
     """Store ``message`` and its queued recipient rows (no limits: the caller decided),
     except the recipients whose index is in ``skip`` (suppressed: rail.store.sendcheck)."""
-    connection.execute(
-        "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
-        " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            message.id,
-            message.client,
-            message.sender,
-            message.channel,
-            message.smtputf8,
-            message.eight_bit,
-            message.received_at,
-            len(message.data),
-            hashlib.sha256(message.data).hexdigest(),
-            message.data,
-        ),
+    row = (
+        message.id,
+        message.client,
+        message.sender,
+        message.channel,
+        message.smtputf8,
+        message.eight_bit,
+        message.received_at,
+        len(message.data),
+        hashlib.sha256(message.data).hexdigest(),
+        message.data,
     )
-    connection.executemany(
+    if dialect_of(connection).one_statement_inserts:
+        kept = [(i, address) for i, address in enumerate(message.recipients) if i not in skip]
+        connection.execute(
+            _INSERT_WITH_RECIPIENTS,
+            (
+                *row,
+                message.received_at,
+                message.received_at,
+                [index for index, _ in kept],
+                [address for _, address in kept],
+            ),
+        )
+        insert_meta(connection, message.id, message.meta)
+        return
+    connection.execute(_INSERT_MESSAGE, row)
+    rows = [
+        (message.id, index, address, message.received_at, message.received_at)
+        for index, address in enumerate(message.recipients)
+        if index not in skip
+    ]
+    insert = (
         "INSERT INTO recipients (message_id, idx, address, status, attempts,"
-        " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)",
-        [
-            (message.id, index, address, message.received_at, message.received_at)
-            for index, address in enumerate(message.recipients)
-            if index not in skip
-        ],
+        " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)"
     )
+    if len(rows) == 1:
+        connection.execute(insert, rows[0])  # most mail: one statement, not a batch of one
+    else:
+        connection.executemany(insert, rows)
     insert_meta(connection, message.id, message.meta)
 
 

@@ -108,6 +108,8 @@ class Writer:
     ) -> None:
         self._backend = backend
         self._connection: Connection | None = None
+        # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
+        self._open_savepoint = False
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
         self._deliver = deliver
@@ -218,6 +220,7 @@ class Writer:
             if connection.in_transaction:  # a failed ROLLBACK left one open
                 connection.execute("ROLLBACK")
             connection.execute(dialect_of(connection).begin)
+            self._open_savepoint = False
             if self._backend.shared:
                 self.pending = self._backend.pending(connection)
             budget = Budget(
@@ -318,7 +321,12 @@ class Writer:
         StoreUnavailableError naming ``failed``, unless the engine rolled back the whole
         transaction or lost the connection (then the batch fails)."""
         connection = self._conn
-        connection.execute("SAVEPOINT op")
+        merged = dialect_of(connection).next_savepoint
+        if merged is not None and self._open_savepoint:
+            connection.execute(merged)  # the last operation's, released with this one's made
+        else:
+            connection.execute("SAVEPOINT op")
+        self._open_savepoint = False
         try:
             result = work()
         except Exception as error:  # a bug or a poison row: fail this caller, not the batch
@@ -329,7 +337,10 @@ class Writer:
             if isinstance(error, QueueFullError):
                 return error
             return _unavailable(failed, error)
-        connection.execute("RELEASE op")
+        if merged is None:
+            connection.execute("RELEASE op")
+        else:
+            self._open_savepoint = True  # released by the next operation's, or by COMMIT
         return result
 
     def _admin_one(self, op: AdminOp, budget: Budget) -> object:
