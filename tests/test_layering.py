@@ -15,6 +15,7 @@ _ROOT = Path(rail.__file__).parent
 _PURE = [
     "config",
     "connections.py",
+    "timefmt.py",
     "pki/keys.py",
     "pki/ca.py",
     "pki/issue.py",
@@ -80,6 +81,7 @@ _PURE = [
     "delivery/decide.py",
     "delivery/bounces.py",
     "delivery/stats.py",
+    "delivery/tally.py",
     "delivery/log.py",
     "webhooks/log.py",
     "logkv.py",
