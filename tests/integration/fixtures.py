@@ -20,7 +20,9 @@ from rail.pki.keys import PrivateKey, generate_private_key, private_key_pem
 from tests.support.postgres import postgres_dsn
 
 
-def storage_overrides(testcase: SynchronousTestCase, backend: str | None = None) -> dict[str, object]:
+def storage_overrides(
+    testcase: SynchronousTestCase, backend: str | None = None
+) -> dict[str, object]:
     """``make_config`` overrides putting the queue on ``backend``: ``sqlite`` (nothing to
     change) or ``postgresql`` (a fresh database of the test cluster, dropped after
     ``testcase``). The default is ``RAIL_TEST_BACKEND`` from the environment, else sqlite,
