@@ -152,7 +152,7 @@ def _recipients(connection: sqlite3.Connection, message_id: str) -> Iterator[str
     for (address,) in connection.execute(
         "SELECT address FROM (SELECT idx, address FROM recipients WHERE message_id = ?"
         " UNION ALL SELECT idx, address FROM suppressed_recipients WHERE message_id = ?)"
-        " ORDER BY idx",
+        " AS envelope ORDER BY idx",
         (message_id, message_id),
     ):
         yield address

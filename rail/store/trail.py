@@ -138,7 +138,7 @@ def webhook_backlog(connection: Connection, scan: int = BACKLOG_SCAN) -> Backlog
         rows = connection.execute(
             f"SELECT client, count(*) FROM (SELECT client FROM {table}"  # noqa: S608
             " WHERE status IN ('queued', 'deferred') AND next_attempt_at IS NOT NULL"
-            " ORDER BY next_attempt_at LIMIT ?) GROUP BY client ORDER BY client",
+            " ORDER BY next_attempt_at LIMIT ?) AS due GROUP BY client ORDER BY client",
             (scan,),
         ).fetchall()
         counts = {str(client): int(n) for client, n in rows}

@@ -204,6 +204,29 @@ class ConnectionLossTests(TestCase):
         self.assertEqual(await store.accept(after), Accepted(after.id, 1))
         self.assertEqual((await store.status("alice", after.id)).status, "queued")
 
+    async def test_lost_during_commit_is_no_success(self) -> None:
+        """The connection dies while the server runs the batch's COMMIT (a deferred
+        trigger ends the backend then), so the outcome is unknown to Rail: the acceptance
+        fails with StoreUnavailableError, never success, and the store goes on."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        pg_sql(
+            dsn,
+            "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$",
+        )
+        pg_sql(
+            dsn,
+            "CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON messages"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+            " WHEN (NEW.client = 'doomed') EXECUTE FUNCTION die()",
+        )
+        with self.assertRaises(StoreUnavailableError):
+            await store.accept(make_message(client="doomed"))
+        after = make_message()
+        self.assertEqual(await store.accept(after), Accepted(after.id, 1))
+        self.assertEqual(pg_sql(dsn, "SELECT client FROM messages"), [("alice",)])
+
     async def test_lost_read_connection_fails_once(self) -> None:
         """The read thread's connection dies: the read that meets it fails with
         StoreUnavailableError, and the next read works on a new connection."""
