@@ -123,10 +123,13 @@ class SQLiteSendCheckTests(TestCase):
 
 
 class CapacityTests(TestCase):
+    def open(self, max_queued: int) -> Any:
+        return open_sqlite(self, max_queued=max_queued)
+
     async def test_all_suppressed_passes_a_full_queue(self) -> None:
         """At max_queued a message with something to deliver is refused, one whose
         recipients are all suppressed is still accepted (it adds nothing to deliver)."""
-        store = open_sqlite(self, max_queued=1)
+        store = self.open(max_queued=1)
         await store.add_suppression(Suppression("alice", "a@example.net", "manual", "api", 1.0))
         await store.accept(make_message())
         with self.assertRaises(QueueFullError):
@@ -135,11 +138,19 @@ class CapacityTests(TestCase):
         self.assertEqual((await store.accept(message)).id, message.id)
 
 
+class PostgresCapacityTests(CapacityTests):
+    def open(self, max_queued: int) -> Any:
+        return open_postgres(self, max_queued=max_queued)
+
+
 class SQLiteBatchTests(TestCase):
+    def open(self, max_queued: int) -> Any:
+        return open_sqlite(self, max_queued=max_queued)
+
     async def test_accept_many_is_one_commit(self) -> None:
         """accept_many stores every message in one transaction (one fsync), and a full
         queue refuses only the items past its capacity."""
-        store = open_sqlite(self, max_queued=3)
+        store = self.open(max_queued=3)
         commits = store.commits
         messages = [make_message() for _ in range(5)]
         results = await store.accept_many([(m, None) for m in messages])
@@ -147,6 +158,11 @@ class SQLiteBatchTests(TestCase):
         self.assertEqual(results[:3], [Accepted(m.id, 1) for m in messages[:3]])
         self.assertEqual([type(r) for r in results[3:]], [QueueFullError, QueueFullError])
         self.assertIsNone(await store.status("alice", messages[4].id))
+
+
+class PostgresBatchTests(SQLiteBatchTests):
+    def open(self, max_queued: int) -> Any:
+        return open_postgres(self, max_queued=max_queued)
 
 
 class _AdminViews:
