@@ -13,7 +13,7 @@ Both engines run this SQL; the writer (:mod:`rail.store.writer`) owns the transa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -40,8 +40,9 @@ from rail.store.sendcheck import (
     suppressed_answer,
     suppressed_event,
 )
+from rail.store.suppressions import Known, look_up
 
-__all__ = ["IDEMPOTENCY_TTL", "Budget", "accept_message", "spool_inbound"]
+__all__ = ["IDEMPOTENCY_TTL", "Budget", "accept_message", "look_ahead", "spool_inbound"]
 
 # Idempotency rows live at least this long, in ``received_at`` seconds (request_id: 24 h);
 # older ones are deleted by retention's purge steps.
@@ -60,12 +61,23 @@ class Budget:
     max_queued: int
     messages: int = 0
     bytes: int = 0
+    known: Known | None = None
+    """The batch's suppression look-ups made ahead (:func:`look_ahead`), while nothing in
+    the batch has changed the list since."""
 
     def room(self, size: int) -> QueueFullError | None:
         """Why ``size`` more bytes may not be stored, or None."""
         if self.free_bytes - self.bytes - size < self.min_free_bytes:
             return QueueFullError("free disk space under the floor")
         return None
+
+
+def look_ahead(connection: Connection, messages: Sequence[NewMessage]) -> Known | None:
+    """The suppression entries of every recipient of ``messages``, in one statement (per
+    few hundred recipients) rather than one per message; None for fewer than two messages."""
+    if len(messages) < 2:
+        return None
+    return look_up(connection, [(m.client, r) for m in messages for r in m.recipients])
 
 
 def accept_message(
@@ -97,7 +109,7 @@ def accept_message(
                 (message.client, idempotency.key),
             )
     size = len(message.data)
-    found = find_suppressed(connection, message)
+    found = find_suppressed(connection, message, budget.known)
     # A message whose recipients are all suppressed adds nothing to deliver.
     queues = len(found) < len(message.recipients)
     if queues and budget.pending + budget.messages >= budget.max_queued:

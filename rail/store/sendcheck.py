@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from rail.events.model import Event
 from rail.store.db import Connection
 from rail.store.model import NewMessage, RecipientStatus, SuppressedRecipient
-from rail.store.suppressions import Suppression, suppressed
+from rail.store.suppressions import Known, Suppression, suppressed
 
 __all__ = [
     "SEND_CHECK_SCHEMA",
@@ -58,9 +58,12 @@ def _rfc3339(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def find_suppressed(connection: Connection, message: NewMessage) -> dict[int, Suppression]:
-    """The recipients of ``message`` on its client's list, by their index in the message."""
-    found = suppressed(connection, message.client, message.recipients)
+def find_suppressed(
+    connection: Connection, message: NewMessage, known: Known | None = None
+) -> dict[int, Suppression]:
+    """The recipients of ``message`` on its client's list, by their index in the message
+    (from ``known`` when it was looked up ahead, :func:`rail.store.suppressions.look_up`)."""
+    found = suppressed(connection, message.client, message.recipients, known)
     return {
         index: found[address]
         for index, address in enumerate(message.recipients)

@@ -19,8 +19,10 @@ from rail.store.db import Connection
 __all__ = [
     "REASONS",
     "SUPPRESSIONS_SCHEMA",
+    "Known",
     "Reason",
     "Suppression",
+    "look_up",
     "normalize",
     "suppress",
     "suppressed",
@@ -87,11 +89,57 @@ def unsuppress(connection: Connection, client: str, address: str) -> bool:
     return cursor.rowcount > 0
 
 
+Known = dict[tuple[str, str], "Suppression | None"]
+"""Look-ups made ahead: ``(client, normalized address)`` to its entry, or None (not listed)."""
+
+_PAIRS_PER_STATEMENT = 400
+
+
+def look_up(connection: Connection, pairs: Iterable[tuple[str, str]]) -> Known:
+    """Each ``(client, address)`` of ``pairs`` with its entry or None, in one statement per
+    :data:`_PAIRS_PER_STATEMENT` pairs (primary-key look-ups): the writer reads a whole
+    batch's recipients this way, not one round trip to the database per message."""
+    wanted = list(dict.fromkeys((client, normalize(address)) for client, address in pairs))
+    known: Known = dict.fromkeys(wanted)
+    for start in range(0, len(wanted), _PAIRS_PER_STATEMENT):
+        chunk = wanted[start : start + _PAIRS_PER_STATEMENT]
+        rows = connection.execute(
+            "SELECT client, address, reason, source, message_id, detail, created_at"  # noqa: S608
+            " FROM suppressions WHERE (client, address) IN (VALUES "
+            + ", ".join("(?, ?)" for _ in chunk)
+            + ")",
+            [value for pair in chunk for value in pair],
+        ).fetchall()
+        for client, address, reason, source, message_id, detail, created_at in rows:
+            known[(client, address)] = Suppression(
+                client=client,
+                address=address,
+                reason=reason,
+                source=source,
+                message_id=message_id,
+                detail=detail,
+                created_at=created_at,
+            )
+    return known
+
+
 def suppressed(
-    connection: Connection, client: str, addresses: Sequence[str]
+    connection: Connection,
+    client: str,
+    addresses: Sequence[str],
+    known: Known | None = None,
 ) -> dict[str, Suppression]:
     """Which of ``addresses`` are on ``client``'s list, by the address as given: one
-    primary-key look-up per distinct address, so the cost is the message's, not the list's."""
+    primary-key look-up per distinct address, so the cost is the message's, not the list's
+    (none when ``known`` holds every one of them: :func:`look_up`)."""
+    if known is not None:
+        keys = [(client, normalize(address)) for address in addresses]
+        if all(key in known for key in keys):
+            return {
+                address: attrs.evolve(entry, address=address)
+                for address, key in zip(addresses, keys, strict=True)
+                if (entry := known[key]) is not None
+            }
     found: dict[str, Suppression] = {}
     for address in dict.fromkeys(addresses):
         row = connection.execute(

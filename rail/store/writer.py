@@ -29,7 +29,13 @@ from typing import Any, Literal
 from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
-from rail.store.accept import IDEMPOTENCY_TTL, Budget, accept_message, spool_inbound
+from rail.store.accept import (
+    IDEMPOTENCY_TTL,
+    Budget,
+    accept_message,
+    look_ahead,
+    spool_inbound,
+)
 from rail.store.backend import Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
@@ -87,6 +93,17 @@ _WRITE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 
 def _never(client: str) -> bool:
     return False
+
+
+def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
+    """The outbound messages a batch accepts (their suppression look-ups are made ahead)."""
+    messages: list[NewMessage] = []
+    for op in writes:
+        if isinstance(op, AcceptOp):
+            messages.append(op.message)
+        elif isinstance(op, AcceptManyOp):
+            messages.extend(message for message, _ in op.items)
+    return messages
 
 
 class Writer:
@@ -229,9 +246,12 @@ class Writer:
                 pending=self.pending,
                 max_queued=self._max_queued,
             )
+            budget.known = look_ahead(connection, _accepted(writes))
             finished = 0
             results: list[object] = []
             for op in writes:
+                if isinstance(op, RecordOp | AdminOp):
+                    budget.known = None  # it may change the suppression list
                 if isinstance(op, AcceptOp):
                     results.append(self._accept_one(op, budget))
                 elif isinstance(op, AcceptManyOp):

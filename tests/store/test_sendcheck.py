@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,50 @@ class SQLiteBatchTests(TestCase):
 class PostgresBatchTests(SQLiteBatchTests):
     def open(self, max_queued: int) -> Any:
         return open_postgres(self, max_queued=max_queued)
+
+
+class LookAheadTests(TestCase):
+    """The writer looks a batch's recipients up in the suppression list ahead of its
+    acceptances; what the batch itself changes in the list before an acceptance counts."""
+
+    def open(self) -> Any:
+        return open_sqlite(self)
+
+    async def test_change_earlier_in_the_batch_counts(self) -> None:
+        """In one batch: two messages to listed addresses (answered from the look-ahead),
+        an address taken off, then a third message to it: the first two are suppressed,
+        the third is not."""
+        store = self.open()
+        for address in ("old@example.net", "new@example.net"):
+            await store.add_suppression(Suppression("alice", address, "manual", "api", 1.0))
+        entered, gate = threading.Event(), threading.Event()
+        self.addCleanup(gate.set)
+
+        def hold(connection: Any) -> tuple[object, int]:
+            entered.set()
+            return gate.wait(30), 0
+
+        held = store._run(hold, True)
+        self.assertTrue(entered.wait(30))
+        first = make_message(recipients=("new@example.net", "old@example.net", "x@example.net"))
+        second = make_message(recipients=("New@Example.NET",))
+        accepted = [store.accept(first), store.accept(second)]
+        removed = store.remove_suppression("alice", "old@example.net")
+        third = make_message(recipients=("old@example.net",))
+        last = store.accept(third)
+        gate.set()
+        await held
+        self.assertEqual(
+            [[r.address for r in (await d).suppressed] for d in accepted],
+            [["new@example.net", "old@example.net"], ["New@Example.NET"]],
+        )
+        self.assertTrue(await removed)
+        self.assertEqual((await last).suppressed, ())
+
+
+class PostgresLookAheadTests(LookAheadTests):
+    def open(self) -> Any:
+        return open_postgres(self)
 
 
 class _AdminViews:
