@@ -3,6 +3,7 @@ stores on one database, and failing (never answering success) when the connectio
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Any
 
@@ -112,6 +113,26 @@ class SchemaTests(TestCase):
             thread.join()
         self.assertEqual(errors, [])
         self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM rail_schema"), [(1,)])
+
+
+class DurabilityTests(TestCase):
+    async def test_bytes_identical_after_reopen(self) -> None:
+        """Every byte value survives the BYTEA column as accepted, across a close and a
+        new store on the same database (another node, or a restart), with its sha256."""
+        dsn = postgres_dsn(self)
+        data = b"Subject: x\r\n\r\n" + bytes(range(256)) * 64 + b"\r\n.\r\n\n\r"
+        message = make_message(data=data, recipients=("a@example.net", "b@example.net"))
+        store = open_postgres(self, dsn)
+        await store.accept(message)
+        await store.close()
+        again = open_postgres(self, dsn)
+        (job,) = await again.claim(message.received_at + 1, 10, frozenset())
+        self.assertEqual(job.data, data)
+        self.assertEqual(
+            pg_sql(dsn, "SELECT sha256, size FROM messages WHERE id = ?", message.id),
+            [(hashlib.sha256(data).hexdigest(), len(data))],
+        )
+        self.assertEqual(again.queued, 1)
 
 
 class GroupCommitTests(TestCase):
