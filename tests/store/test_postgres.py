@@ -21,6 +21,7 @@ from rail.store.model import (
 )
 from rail.store.pgschema import PG_SCHEMA_VERSION, TALLY_SHARDS
 from rail.store.postgres import PostgresStore, describe_dsn
+from rail.store.suppressions import Suppression
 from tests.store.test_contract import make_message, open_postgres, pg_sql
 from tests.support.postgres import postgres_dsn
 
@@ -187,6 +188,37 @@ class SharedDatabaseTests(TestCase):
         )
         self.assertIsInstance(await first.accept(make_message()), Accepted)
         self.assertEqual(first.queued, 3)
+
+    async def test_pending_count_follows_every_ending(self) -> None:
+        """The pending count read from the tally matches the pending messages as they
+        end every way: all recipients suppressed (never pending), delivered, deleted by
+        an operator, quarantined."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+
+        async def pending() -> int:
+            await store.accept(make_message(client="probe"))  # a batch re-reads the count
+            counted = pg_sql(
+                dsn,
+                "SELECT count(DISTINCT message_id) FROM recipients"
+                " WHERE status IN ('queued', 'deferred')",
+            )[0][0]
+            self.assertEqual(store.queued, counted)
+            return int(counted)
+
+        await store.add_suppression(Suppression("alice", "gone@x.example", "manual", "api", 1.0))
+        await store.accept(make_message(recipients=("gone@x.example",)))
+        self.assertEqual(await pending(), 1)
+        sent, deleted, bad = make_message(), make_message(), make_message()
+        for message in (sent, deleted, bad):
+            await store.accept(message)
+        self.assertEqual(await pending(), 5)
+        await store.record(
+            JobResult(sent.id, sent.received_at + 1, (RecipientUpdate(0, "sent", "250 ok"),))
+        )
+        await store.delete(deleted.id, sent.received_at + 2, "ops", "test")
+        await store.quarantine(bad.id, "corrupt", "test", sent.received_at + 3)
+        self.assertEqual(await pending(), 3)
 
 
 class ConnectionLossTests(TestCase):
