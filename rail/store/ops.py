@@ -72,7 +72,7 @@ class AcceptManyOp:
 
 @attrs.frozen
 class ReadOp:
-    """Run ``read(connection)`` and answer its result (a SQLite error becomes
+    """Run ``read(connection)`` and answer its result (a database error becomes
     StoreUnavailableError): reads go to the writer only when no read connection can be
     opened (a database in exclusive locking mode, see :func:`rail.store.schema.open_writable`)."""
 

@@ -189,7 +189,7 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     def accept(
         self, message: NewMessage, idempotency: IdempotencyKey | None = None
     ) -> Deferred[Accepted | Replayed | Conflict]:
-        """Fires once ``message`` is fsynced (or was already, for a replay); see
+        """Fires once ``message`` is durable (or was already, for a replay); see
         :class:`IQueueStore`."""
         if self._closing:
             return fail(StoreUnavailableError("queue store closed"))
@@ -200,7 +200,7 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     def accept_many(
         self, items: Sequence[tuple[NewMessage, IdempotencyKey | None]]
     ) -> Deferred[list[object]]:
-        """Accept ``items`` in one transaction (one fsync); see :class:`IBatchAccept`."""
+        """Accept ``items`` in one transaction (one durable COMMIT); see :class:`IBatchAccept`."""
         if self._closing:
             return fail(StoreUnavailableError("queue store closed"))
         done = self._submit(lambda token: AcceptManyOp(tuple(items), token))
@@ -311,7 +311,7 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         self._observers.append(callback)
 
     def accept_inbound(self, message: InboundMessage) -> Deferred[Accepted]:
-        """Fires once ``message`` and its webhook jobs are fsynced; see IInboundStore."""
+        """Fires once ``message`` and its webhook jobs are durable; see IInboundStore."""
         if self._closing:
             return fail(StoreUnavailableError("queue store closed"))
         result: Deferred[Accepted] = Deferred()
