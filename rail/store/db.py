@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import attrs
@@ -24,7 +23,6 @@ __all__ = [
     "Cursor",
     "Dialect",
     "dialect_of",
-    "pipelined",
 ]
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
@@ -135,14 +133,6 @@ POSTGRESQL = Dialect(
     one_statement_inserts=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
 )
-
-
-def pipelined(connection: Connection) -> AbstractContextManager[Any]:
-    """A block whose statements go to the server without waiting for each answer, on a
-    connection that can (PostgreSQL's :meth:`~rail.store.pg.PGConnection.pipelined`);
-    nothing on SQLite, which runs in the process."""
-    start = getattr(connection, "pipelined", None)
-    return nullcontext() if start is None else start()
 
 
 def dialect_of(connection: Connection) -> Dialect:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -87,13 +86,6 @@ class PGConnection:
         cursor = self.raw.cursor()
         cursor.executemany(translate(sql), [_values(p) for p in parameters])
         return cursor
-
-    def pipelined(self) -> AbstractContextManager[Any]:
-        """Statements sent without waiting for each one's answer until a result is read
-        or the block ends (libpq's pipeline mode): an acceptance's writes cost one round
-        trip to the server, not one each. An error is raised at the latest when the block
-        ends; statements with several commands cannot be sent in it."""
-        return self.raw.pipeline()
 
     def close(self) -> None:
         self.raw.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from queue import Empty, SimpleQueue
 from typing import Any, Literal
 
@@ -38,7 +37,7 @@ from rail.store.accept import (
     spool_inbound,
 )
 from rail.store.backend import Backend
-from rail.store.db import DATABASE_ERRORS, Connection, dialect_of, pipelined
+from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
@@ -335,31 +334,21 @@ class Writer:
             self._rollback()
             return error
 
-    def _savepoint(
-        self, work: Callable[[], object], failed: str, *, pipeline: bool = False
-    ) -> object:
+    def _savepoint(self, work: Callable[[], object], failed: str) -> object:
         """Run ``work`` under its own savepoint, so one operation's failure (a DSN that
         cannot be stored or built, a message over the limits, a damaged row) fails only
         its caller. A QueueFullError is returned as the result; any other error becomes
         StoreUnavailableError naming ``failed``, unless the engine rolled back the whole
-        transaction or lost the connection (then the batch fails). With ``pipeline``, the
-        savepoint and ``work``'s statements are sent without waiting for each answer
-        (:func:`rail.store.db.pipelined`): ``work`` must read no ``rowcount``."""
+        transaction or lost the connection (then the batch fails)."""
         connection = self._conn
         merged = dialect_of(connection).next_savepoint
+        if merged is not None and self._open_savepoint:
+            connection.execute(merged)  # the last operation's, released with this one's made
+        else:
+            connection.execute("SAVEPOINT op")
+        self._open_savepoint = False
         try:
-            with pipelined(connection) if pipeline else nullcontext():
-                if merged is not None and self._open_savepoint:
-                    # The last operation's, released with this one's made.
-                    if pipeline:
-                        connection.execute("RELEASE op")
-                        connection.execute("SAVEPOINT op")
-                    else:
-                        connection.execute(merged)
-                else:
-                    connection.execute("SAVEPOINT op")
-                self._open_savepoint = False
-                result = work()
+            result = work()
         except Exception as error:  # a bug or a poison row: fail this caller, not the batch
             if not connection.in_transaction:
                 raise
@@ -464,7 +453,6 @@ class Writer:
                 self._conn, op.message, op.idempotency, budget, self.subscriptions, self.sandboxed
             ),
             f"cannot store message {op.message.id}",
-            pipeline=True,
         )
 
     def _read(self, op: Op) -> object:
