@@ -13,19 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import psycopg
 
-from rail.config.schema import Config
-from rail.store import pg
 from rail.store.deliveries import oldest_pending_received_at as pending_since
 from rail.store.model import Channel, MessageStatus, StoreUnavailableError
-from rail.store.pg import describe_dsn
 from rail.store.schema import database_path, open_readonly
 from rail.store.status import read_status
 
 __all__ = [
     "StoredMessage",
-    "configured_oldest_pending",
     "get_message",
     "get_status",
     "list_messages",
@@ -96,25 +91,6 @@ def oldest_pending_received_at(directory: Path) -> float | None:
         return None
     with _reading(directory) as connection:
         return pending_since(connection)
-
-
-def configured_oldest_pending(config: Config) -> float | None:
-    """:func:`oldest_pending_received_at` of the configured store: the SQLite file under
-    ``data_dir/queue``, or the PostgreSQL database of ``storage.dsn`` (every node's mail).
-    Blocking: call it off the reactor."""
-    if config.storage.backend != "postgresql" or config.storage.dsn is None:
-        return oldest_pending_received_at(config.data_dir / "queue")
-    name = describe_dsn(config.storage.dsn)
-    try:
-        connection = pg.connect(config.storage.dsn, application_name="rail-cli")
-    except psycopg.Error as error:
-        raise StoreUnavailableError(f"{name}: cannot connect: {error}") from error
-    try:
-        return pending_since(connection)
-    except psycopg.Error as error:
-        raise StoreUnavailableError(f"{name}: cannot read queue: {error}") from error
-    finally:
-        connection.close()
 
 
 @contextmanager
