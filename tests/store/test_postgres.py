@@ -220,6 +220,26 @@ class SharedDatabaseTests(TestCase):
         await store.quarantine(bad.id, "corrupt", "test", sent.received_at + 3)
         self.assertEqual(await pending(), 3)
 
+    async def test_two_nodes_purge_at_once(self) -> None:
+        """Retention steps of two nodes at the same time delete every finished message
+        once between them, without failing (each deletes what the other has not)."""
+        dsn = postgres_dsn(self)
+        first, second = open_postgres(self, dsn), open_postgres(self, dsn)
+        messages = [make_message() for _ in range(60)]
+        for message in messages:
+            await first.accept(message)
+            update = RecipientUpdate(0, "sent", "250 ok")
+            await first.record(JobResult(message.id, message.received_at + 1, (update,)))
+        now = messages[-1].received_at + 10
+        for _ in range(10):
+            steps = await _outcomes([store.purge(now, now, now, 7) for store in (first, second)])
+            self.assertFalse([s for s in steps if isinstance(s, BaseException)], steps)
+            if not any(step.more for step in steps):  # type: ignore[attr-defined]
+                break
+        self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM messages"), [(0,)])
+        self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM finished"), [(0,)])
+        self.assertEqual((await second.recipient_counts())["sent"], 0)
+
 
 class ConnectionLossTests(TestCase):
     async def test_lost_mid_batch_fails_then_recovers(self) -> None:
