@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 
 from rail.config import Config
 from rail.delivery.resolve import make_resolver
-from rail.store.sqlite import SQLiteStore
+from rail.store.queuestore import QueueStore
 from rail.tlsrpt.report import ReportMeta
 from rail.tlsrpt.sender import Reporter
 from rail.tlsrpt.sink import CountingSink
@@ -55,7 +55,7 @@ class TLSRPTService(Service):
 
 
 def build_tlsrpt(
-    config: Config, reactor: Any, store: SQLiteStore, *, report: bool = True
+    config: Config, reactor: Any, store: QueueStore, *, report: bool = True
 ) -> TLSRPTService:
     """The ``tlsrpt`` service for ``config`` (``tlsrpt.enabled``); without ``report``
     (worker processes but the first) it counts outcomes but sends no reports."""
