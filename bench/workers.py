@@ -52,6 +52,21 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on the machine (``comm`` postgres)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            total += cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return total
+
+
 def established(pids: list[int], port: int) -> Counter[int]:
     """How many established TCP connections to local ``port`` each of ``pids`` holds."""
     inodes: dict[str, int] = {}
@@ -176,6 +191,7 @@ def one_run(rail: Rail, args: argparse.Namespace, workers: int, mode: str) -> st
             )
         )
         before = {pid: cpu_seconds(pid) for pid in {parent, *pids}}
+        database_before, client_before = postgres_cpu(), time.process_time()
         port = target.https_port if mode.startswith("http") else target.smtp_port
         with Spread(pids, port) as spread:
             stats, elapsed = asyncio.run(
@@ -183,6 +199,8 @@ def one_run(rail: Rail, args: argparse.Namespace, workers: int, mode: str) -> st
             )
         accepted = len(stats.latencies) or 1
         cpu = {pid: (cpu_seconds(pid) - before[pid]) / accepted * 1000 for pid in before}
+        database = (postgres_cpu() - database_before) / accepted * 1000
+        client = (time.process_time() - client_before) / accepted * 1000
         per_process = ", ".join(
             f"{'parent' if pid == parent and workers > 1 else f'pid {pid}'} {ms:.3f}"
             for pid, ms in sorted(cpu.items())
@@ -191,7 +209,8 @@ def one_run(rail: Rail, args: argparse.Namespace, workers: int, mode: str) -> st
         errors = ", ".join(f"{k}: {n}" for k, n in stats.errors.most_common()) or "none"
         return (
             f"workers {workers}  {mode:16} {len(stats.latencies) / elapsed:7.0f} msg/s"
-            f"  CPU ms/msg: {per_process}  connections per worker: {connections}"
+            f"  CPU ms/msg: {per_process}, PostgreSQL {database:.3f}, client {client:.3f}"
+            f"  connections per worker: {connections}"
             f"  errors: {errors}"
         )
     finally:
