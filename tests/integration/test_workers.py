@@ -91,9 +91,9 @@ class WorkersTests(TestCase):
 
     @inlineCallbacks
     def test_two_workers(self) -> Any:
-        """Both workers take mTLS sessions on the parent's listener; SIGHUP reaches both;
-        /metrics answers for both; a worker killed with SIGKILL is restarted and the
-        listener keeps answering; SIGTERM stops everything."""
+        """Both workers take mTLS sessions on the parent's listener; SIGHUP reaches both,
+        SIGUSR1 ends neither; /metrics answers for both; a worker killed with SIGKILL is
+        restarted and the listener keeps answering; SIGTERM stops everything."""
         self.use_postgresql()
         server = start_twistd(["rail", "--config", str(self.config), "--workers", "2"])
         self.addCleanup(lambda: server.ended.called or server.signal("KILL"))
@@ -107,6 +107,9 @@ class WorkersTests(TestCase):
         server.transport.signalProcess(signal.SIGHUP)
         yield wait_for_output(b"[rail.reload#info w0] reload done", server)
         yield wait_for_output(b"[rail.reload#info w1] reload done", server)
+        # SIGUSR1 (log rotation) reaches the workers without ending them (its default).
+        server.transport.signalProcess(signal.SIGUSR1)
+        yield wait_for_output(b"SIGUSR1: passed to 2 workers", server)
 
         ca = self.dir / "ca.crt"
         metrics = yield deferToThread(https_request, self.https, "GET", "/metrics", ca)
@@ -116,6 +119,7 @@ class WorkersTests(TestCase):
         stats = yield deferToThread(https_request, self.https, "GET", "/stats", ca)
         self.assertEqual(json.loads(stats.body)["worker"]["count"], 2)
 
+        self.assertNotIn(b"died after", bytes(server.output))  # nothing ended a worker
         killed = self.pids(bytes(server.output))[1]
         server.output.clear()
         os.kill(killed, signal.SIGKILL)
