@@ -4,7 +4,7 @@ signals it answers.
 The listening sockets are the parent's (see :mod:`rail.workers.plan` for the
 descriptors): a worker adopts them (``IReactorSocket``) instead of binding, so a
 worker that stops closes only its copy and the others keep accepting. Status lines
-(``READY=1``, ``STOPPING=1``) go to the parent on descriptor 3, the parent's own
+(``READY=1``, ``STOPPING=1``, ``RELOAD=1``) go to the parent on descriptor 3, the parent's own
 ``$NOTIFY_SOCKET`` in small. Descriptor 0 is a pipe from the parent: its end means the
 parent died without stopping the worker, which then stops as on SIGTERM rather than
 hold the sockets alone.

@@ -7,7 +7,7 @@ with the sockets at fixed descriptors; each worker reads where its sockets are f
 
 A worker's descriptors: 0 is a pipe from the parent (end of file: the parent is gone),
 1 and 2 its log output, 3 the status lines it writes to the parent (``READY=1``,
-``STOPPING=1``), and from 4 on its listening sockets, in the order of :data:`SOCKETS`.
+``STOPPING=1``, ``RELOAD=1``), and from 4 on its listening sockets, in the order of :data:`SOCKETS`.
 """
 
 from __future__ import annotations
