@@ -67,10 +67,16 @@ class Dialect:
     skip_locked: str
     """Appended to a claim's ``SELECT``: rows another node's open transaction holds are
     skipped, not waited for (nothing to skip with SQLite's single writer)."""
+    leases: bool = False
+    """Whether claims take leases (:mod:`rail.store.lease`): several processes share the
+    queue. SQLite's queue belongs to one process, whose runners keep the jobs they hold in
+    memory; a lease there would only add a write (an fsync) to every claim."""
 
 
 SQLITE = Dialect(name="sqlite", begin="BEGIN IMMEDIATE", skip_locked="")
-POSTGRESQL = Dialect(name="postgresql", begin="BEGIN", skip_locked=" FOR UPDATE SKIP LOCKED")
+POSTGRESQL = Dialect(
+    name="postgresql", begin="BEGIN", skip_locked=" FOR UPDATE SKIP LOCKED", leases=True
+)
 
 
 def dialect_of(connection: Connection) -> Dialect:

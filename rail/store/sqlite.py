@@ -41,6 +41,7 @@ from rail.store.deliveries import (
 from rail.store.events import event_counts, inserted
 from rail.store.ids import id_time
 from rail.store.inbound import inbound_status, webhook_counts
+from rail.store.lease import LEASE_SECONDS
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -48,8 +49,10 @@ from rail.store.model import (
     IBatchAccept,
     IDeliveryQueue,
     IdempotencyKey,
+    ILeases,
     IQueueStore,
     IRetention,
+    JobQueue,
     JobResult,
     MessageStatus,
     NewMessage,
@@ -57,6 +60,7 @@ from rail.store.model import (
     Quarantined,
     QuarantineKind,
     Replayed,
+    Stale,
     StoreUnavailableError,
 )
 from rail.store.reader import Read, Reader, open_reader
@@ -74,6 +78,7 @@ from rail.store.writer import (
     EventClaimOp,
     EventRecordOp,
     InboundAcceptOp,
+    LeaseOp,
     Outcome,
     PurgeOp,
     QuarantineOp,
@@ -105,6 +110,7 @@ VACUUM_PAGES = 256
     IAdminQueue,
     ISuppressionList,
     IEventStore,
+    ILeases,
 )
 class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     """The SQLite queue under one directory. Build it with :meth:`open`."""
@@ -117,6 +123,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         max_queued: int,
         min_free_bytes: int,
         reserve_bytes: int = 0,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         self._reactor = reactor
         self.directory = directory
@@ -126,6 +133,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         self._observers: list[Callable[[], object]] = []
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
         self._quarantine_observers: list[Callable[[Quarantined], object]] = []
+        self._stale_observers: list[Callable[[Stale], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
         self._event_observers: list[Callable[[], object]] = []
         self._events_seen = inserted()
@@ -144,6 +152,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             deliver=self._deliver_from_thread,
             stopped=self._stopped_from_thread,
             reserve_bytes=reserve_bytes,
+            lease=lease,
         )
 
     @classmethod
@@ -155,6 +164,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         max_queued: int,
         min_free_bytes: int,
         reserve_bytes: int = 0,
+        lease: float = LEASE_SECONDS,
     ) -> SQLiteStore:
         """Create or check the queue in ``directory`` (created with mode 0700); call
         :meth:`start` before the store answers anything.
@@ -178,6 +188,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             max_queued=max_queued,
             min_free_bytes=min_free_bytes,
             reserve_bytes=reserve_bytes,
+            lease=lease,
         )
 
     def start(self) -> None:
@@ -316,10 +327,10 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     ) -> Deferred[bool]:
         done = self._submit(lambda token: QuarantineOp(queue, message_id, kind, reason, now, token))
 
-        def reported(result: Quarantined | None) -> bool:
-            if result is not None:
+        def reported(result: Quarantined | Stale | None) -> bool:
+            if isinstance(result, Quarantined):
                 self._report([result])
-            return result is not None
+            return isinstance(result, Quarantined)
 
         return done.addCallback(reported)
 
@@ -331,6 +342,37 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         for record in quarantined:
             for observer in self._quarantine_observers:
                 observer(record)
+
+    @property
+    def lease(self) -> float | None:
+        """Seconds a claim holds its jobs, or None: this database belongs to one process,
+        whose claims take no leases (see ILeases; known once started)."""
+        return self._writer.lease if self._writer.node is not None else None
+
+    def renew_leases(self, queue: JobQueue, keys: Sequence[Any], now: float) -> Deferred[None]:
+        """Extend this node's leases on the jobs of ``queue`` keyed ``keys``; see ILeases."""
+        if self.lease is None or not keys:
+            return succeed(None)
+        ids = tuple(key if queue == "events" else key[0] for key in keys)
+        return self._submit(lambda token: LeaseOp("renew", queue, ids, now, token))
+
+    def release_leases(self, queue: JobQueue, jobs: Sequence[Any]) -> Deferred[None]:
+        """Give up this node's leases on ``jobs`` of ``queue``; see ILeases."""
+        if self.lease is None or not jobs:
+            return succeed(None)
+        rows: tuple[Any, ...]
+        if queue == "outbound":
+            rows = tuple((job.message_id, r.idx) for job in jobs for r in job.recipients)
+        elif queue == "inbound":
+            rows = tuple((job.message_id, job.client) for job in jobs)
+        else:
+            rows = tuple((job.id,) for job in jobs)
+        return self._submit(lambda token: LeaseOp("release", queue, rows, 0.0, token))
+
+    def observe_stale(self, callback: Callable[[Stale], object]) -> None:
+        """Call ``callback(Stale)`` once per result not written because another node holds
+        its job now; see ILeases."""
+        self._stale_observers.append(callback)
 
     def observe_accepted(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever new mail is queued; see :class:`IDeliveryQueue`."""
@@ -536,6 +578,10 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         if jobs:
             for hand_over in self._inbound_observers:
                 hand_over(jobs)
+        for _, result in outcomes:
+            if isinstance(result, Stale):
+                for tell in self._stale_observers:
+                    tell(result)
         for deferred, result in outcomes:
             if isinstance(result, BaseException):
                 deferred.errback(result)

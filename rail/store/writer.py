@@ -30,6 +30,7 @@ from rail.events.jobs import EventResult
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookResult
 from rail.store.bouncereports import attach_reports
+from rail.store.db import dialect_of
 from rail.store.deliveries import (
     DSNBuilder,
     claim_due,
@@ -45,11 +46,20 @@ from rail.store.inbound import (
     quarantine_inbound,
     record_webhook,
 )
+from rail.store.lease import (
+    LEASE_SECONDS,
+    Lease,
+    LeaseLostError,
+    node_id,
+    release,
+    renew,
+)
 from rail.store.messagemeta import read_meta
 from rail.store.model import (
     Accepted,
     Conflict,
     IdempotencyKey,
+    JobQueue,
     JobResult,
     MessageMeta,
     MessageStatus,
@@ -60,6 +70,7 @@ from rail.store.model import (
     QueueFullError,
     RecipientStatus,
     Replayed,
+    Stale,
     StoreUnavailableError,
     overall_status,
 )
@@ -86,6 +97,7 @@ __all__ = [
     "EventClaimOp",
     "EventRecordOp",
     "InboundAcceptOp",
+    "LeaseOp",
     "PurgeOp",
     "QuarantineOp",
     "ReadOp",
@@ -215,6 +227,19 @@ class QuarantineOp:
 
 
 @attrs.frozen
+class LeaseOp:
+    """Renew this node's leases on the jobs of ``queue`` whose keys are ``keys``
+    (``renew``), or release them (``release``: ``keys`` are the rows' keys, see
+    :data:`_LEASE_ROWS`); the result is None. Nothing to do without leases."""
+
+    action: Literal["renew", "release"]
+    queue: JobQueue
+    keys: tuple[Any, ...]
+    now: float
+    token: Any
+
+
+@attrs.frozen
 class AdminOp:
     """Run ``work(connection)`` (:mod:`rail.store.admin`), which returns its answer and
     its change to the number of pending messages: inside the batch's transaction, under
@@ -261,6 +286,7 @@ Op = (
     | PurgeOp
     | EventClaimOp
     | EventRecordOp
+    | LeaseOp
 )
 _WRITES = (
     AcceptOp,
@@ -270,6 +296,7 @@ _WRITES = (
     WebhookRecordOp,
     QuarantineOp,
     EventRecordOp,
+    LeaseOp,
 )
 _Write = (
     AcceptOp
@@ -279,6 +306,7 @@ _Write = (
     | WebhookRecordOp
     | QuarantineOp
     | EventRecordOp
+    | LeaseOp
 )
 _QUARANTINE = {
     "outbound": quarantine_message,
@@ -289,6 +317,13 @@ _CLAIM: dict[str, Callable[..., tuple[list[Any], dict[str, str]]]] = {
     "outbound": claim_due,
     "inbound": claim_webhooks,
     "events": claim_events,
+}
+# Per queue: the table of its jobs, the column a renewal finds them by (the first part of a
+# job's key), and the columns that name one row (what a release names).
+_LEASE_TABLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "outbound": ("recipients", "message_id", ("message_id", "idx")),
+    "inbound": ("webhooks", "message_id", ("message_id", "client")),
+    "events": ("events", "id", ("id",)),
 }
 _STOP = object()
 
@@ -337,10 +372,16 @@ class Writer:
         deliver: Deliver,
         stopped: Callable[[], None],
         reserve_bytes: int = 0,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         """``reserve_bytes``: the disk reserve kept in ``directory`` (see
-        :mod:`rail.store.reserve`), freed and made again as free space changes."""
+        :mod:`rail.store.reserve`), freed and made again as free space changes;
+        ``lease``: seconds a claim holds its jobs, when the database is shared
+        (:attr:`rail.store.db.Dialect.leases`)."""
         self._directory = directory
+        self.lease = lease
+        # This node's id in the rows it claims, or None: claims take no leases (set by start).
+        self.node: str | None = None
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
         self._reserve_bytes = reserve_bytes
@@ -361,6 +402,7 @@ class Writer:
     def start(self, connection: sqlite3.Connection) -> None:
         """Hand ``connection`` to a new thread; from now on only that thread uses it."""
         self._connection = connection
+        self.node = node_id() if dialect_of(connection).leases else None
         self.pending = count_pending(connection)
         self._thread.start()
 
@@ -451,6 +493,8 @@ class Writer:
                     results.append(self._admin_one(op, budget))
                 elif isinstance(op, EventRecordOp):
                     results.append(self._record_event_one(op))
+                elif isinstance(op, LeaseOp):
+                    results.append(self._lease_one(op))
                 elif isinstance(op, QuarantineOp):
                     quarantined = self._quarantine_one(op)
                     finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
@@ -556,9 +600,39 @@ class Writer:
         budget.messages += change
         return result
 
+    def _unless_stale(
+        self, queue: JobQueue, job_id: str, work: Callable[[], object]
+    ) -> Callable[[], object]:
+        """``work``, answering :class:`Stale` when it raises LeaseLostError (it wrote
+        nothing: the store functions check the lease first)."""
+
+        def guarded() -> object:
+            try:
+                return work()
+            except LeaseLostError as error:
+                return Stale(queue, job_id, str(error))
+
+        return guarded
+
+    def _lease_one(self, op: LeaseOp) -> object:
+        node = self.node
+        if node is None or not op.keys:
+            return None
+        table, column, row = _LEASE_TABLES[op.queue]
+
+        def work() -> None:
+            if op.action == "renew":
+                renew(self._connection, table, column, op.keys, node, op.now + self.lease)
+            else:
+                release(self._connection, table, row, op.keys, node)
+
+        return self._savepoint(work, f"cannot {op.action} leases")
+
     def _record_one(self, op: RecordOp) -> object:
         def record() -> object:
-            outcome = record_result(self._connection, op.result, op.dsn, self.subscriptions)
+            outcome = record_result(
+                self._connection, op.result, op.dsn, self.subscriptions, self.node
+            )
             if op.result.events:
                 result = op.result
                 insert_events(
@@ -566,27 +640,46 @@ class Writer:
                 )
             return outcome
 
-        return self._savepoint(record, f"cannot record delivery of {op.result.message_id}")
+        message_id = op.result.message_id
+        return self._savepoint(
+            self._unless_stale("outbound", message_id, record),
+            f"cannot record delivery of {message_id}",
+        )
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
+        result = op.result
         return self._savepoint(
-            lambda: record_webhook(self._connection, op.result, op.dsn, self.subscriptions),
-            f"cannot record webhook of {op.result.message_id}",
+            self._unless_stale(
+                "inbound",
+                result.message_id,
+                lambda: record_webhook(
+                    self._connection, result, op.dsn, self.subscriptions, self.node
+                ),
+            ),
+            f"cannot record webhook of {result.message_id}",
         )
 
     def _record_event_one(self, op: EventRecordOp) -> object:
         return self._savepoint(
-            lambda: record_event(self._connection, op.result),
+            self._unless_stale(
+                "events",
+                op.result.event_id,
+                lambda: record_event(self._connection, op.result, self.node),
+            ),
             f"cannot record event {op.result.event_id}",
         )
 
     def _quarantine_one(self, op: QuarantineOp) -> object:
         def quarantine() -> Quarantined | None:
-            if not _QUARANTINE[op.queue](self._connection, op.message_id, op.reason, op.now):
+            quarantine = _QUARANTINE[op.queue]
+            if not quarantine(self._connection, op.message_id, op.reason, op.now, self.node):
                 return None
             return Quarantined(op.queue, op.message_id, op.kind, op.reason)
 
-        return self._savepoint(quarantine, f"cannot quarantine {op.message_id}")
+        return self._savepoint(
+            self._unless_stale(op.queue, op.message_id, quarantine),
+            f"cannot quarantine {op.message_id}",
+        )
 
     def _claim(
         self,
@@ -603,18 +696,20 @@ class Writer:
         quarantined: list[Quarantined] = []
         exclude = set(op.exclude)
         while len(jobs) < op.limit:
-            found, bad = claim(self._connection, op.now, op.limit - len(jobs), exclude)
+            found, bad = self._claim_round(claim, op.now, op.limit - len(jobs), exclude)
             jobs.extend(found)
             exclude.update(job.key for job in found)
             if not bad:
                 break
             try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                done = [
-                    Quarantined(queue, message_id, "corrupt", reason)
-                    for message_id, reason in bad.items()
-                    if quarantine(self._connection, message_id, reason, op.now)
-                ]
+                self._connection.execute(dialect_of(self._connection).begin)
+                done = []
+                for message_id, reason in bad.items():
+                    try:
+                        if quarantine(self._connection, message_id, reason, op.now, self.node):
+                            done.append(Quarantined(queue, message_id, "corrupt", reason))
+                    except LeaseLostError:
+                        pass  # another node holds it, and will find it damaged too
                 self._connection.execute("COMMIT")
             except sqlite3.Error:
                 self._rollback()
@@ -627,6 +722,31 @@ class Writer:
                 break  # reported bad but no longer pending: nothing to gain from a new round
         return Claimed(jobs, quarantined)
 
+    def _claim_round(
+        self,
+        claim: Callable[..., tuple[list[Any], dict[str, str]]],
+        now: float,
+        limit: int,
+        exclude: set[Any],
+    ) -> tuple[list[Any], dict[str, str]]:
+        """One claim; with leases, in a transaction of its own that takes the jobs'
+        rows for this node (:mod:`rail.store.lease`): committed before they are handed
+        out, so no other node can take them too."""
+        if self.node is None:
+            return claim(self._connection, now, limit, exclude)
+        connection = self._connection
+        if connection.in_transaction:  # a failed ROLLBACK left one open
+            connection.execute("ROLLBACK")
+        connection.execute(dialect_of(connection).begin)
+        try:
+            found = claim(connection, now, limit, exclude, Lease(self.node, now, now + self.lease))
+            connection.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.commits += 1
+        return found
+
     def _spool_one(self, op: InboundAcceptOp, budget: _Budget) -> object:
         """Only the free-space floor applies to inbound mail: ``max_queued`` bounds
         outbound mail waiting on remote hosts."""
@@ -634,8 +754,12 @@ class Writer:
         if budget.free_bytes - budget.bytes - size < self._min_free_bytes:
             return QueueFullError("free disk space under the floor")
 
+        node = self.node
+        received = op.message.received_at
+        lease = None if node is None else Lease(node, received, received + self.lease)
+
         def spool() -> object:
-            insert_inbound(self._connection, op.message)
+            insert_inbound(self._connection, op.message, lease)
             for forward in op.message.forwards:  # forwarding: queued with the message
                 insert_message(self._connection, forward)
                 budget.messages += 1

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from rail.inbound.model import WebhookJob, WebhookResult
 from rail.jobs.runner import Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
+from rail.store.model import QueueLeases
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.log import log_attempt, log_final, log_quarantined
 from rail.webhooks.outcome import Attempt, WebhookPolicy, decide
@@ -103,7 +104,9 @@ class Dispatcher:
         self._rng = rng
         self._observer: IWebhookObserver = observer or _Quiet()
         self._posts = Posts(clock, post, timeout, "webhook")
-        self._runner: Runner[WebhookJob] = Runner(self, clock, runner_limits(limits))
+        self._runner: Runner[WebhookJob] = Runner(
+            self, clock, runner_limits(limits), QueueLeases.of(store, "inbound")
+        )
 
     def reconfigure(self, policy: WebhookPolicy, limits: WebhookLimits, timeout: float) -> None:
         """New retry policy, limits and timeout (SIGHUP); running POSTs keep theirs."""

@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from rail.events.jobs import EventJob, EventResult
 from rail.events.payload import event_body
 from rail.jobs.runner import Runner
+from rail.store.model import QueueLeases
 from rail.webhooks.dispatcher import WebhookLimits, runner_limits
 from rail.webhooks.eventlog import log_attempt, log_final, log_quarantined
 from rail.webhooks.key import WebhookKey
@@ -80,7 +81,9 @@ class EventDispatcher:
         self._webhook_url = webhook_url
         self._observer: IEventObserver = observer or _Quiet()
         self._posts = Posts(clock, post, timeout, "event")
-        self._runner: Runner[EventJob] = Runner(self, clock, runner_limits(limits))
+        self._runner: Runner[EventJob] = Runner(
+            self, clock, runner_limits(limits), QueueLeases.of(store, "events")
+        )
 
     def reconfigure(self, policy: WebhookPolicy, limits: WebhookLimits, timeout: float) -> None:
         """New retry policy, limits and timeout (SIGHUP); running POSTs keep theirs."""
