@@ -69,6 +69,7 @@ from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
+from rail.staleresults import StaleResults
 from rail.startup import PKIState, prepare_pki
 from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
@@ -292,6 +293,7 @@ def build_service(
         max_queued=config.storage.max_queued,
         min_free_bytes=config.storage.min_free_space,
         reserve_bytes=config.storage.reserve,
+        lease=config.storage.lease,
     )
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
@@ -325,6 +327,8 @@ def build_service(
 
     # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
     store.observe_quarantined(Quarantines(registry=stats.registry))
+    # Every result ignored because another node took its job: one line, rail_stale_results_total.
+    store.observe_stale(StaleResults(registry=stats.registry))
     # One DATA memory budget for all SMTP sessions, submission and inbound.
     data_budget = DataBudget(config.limits.data_memory)
     tls_contexts: list[ServerTLS] = []

@@ -124,7 +124,10 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         min_free_bytes: int,
         reserve_bytes: int = 0,
         lease: float = LEASE_SECONDS,
+        node: str | None = None,
     ) -> None:
+        """``lease`` and ``node``: see :class:`rail.store.writer.Writer` (SQLite's claims
+        take no leases unless ``node`` is given, as tests do)."""
         self._reactor = reactor
         self.directory = directory
         self._started = False
@@ -153,6 +156,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             stopped=self._stopped_from_thread,
             reserve_bytes=reserve_bytes,
             lease=lease,
+            node=node,
         )
 
     @classmethod
@@ -165,6 +169,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         min_free_bytes: int,
         reserve_bytes: int = 0,
         lease: float = LEASE_SECONDS,
+        node: str | None = None,
     ) -> SQLiteStore:
         """Create or check the queue in ``directory`` (created with mode 0700); call
         :meth:`start` before the store answers anything.
@@ -189,6 +194,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             min_free_bytes=min_free_bytes,
             reserve_bytes=reserve_bytes,
             lease=lease,
+            node=node,
         )
 
     def start(self) -> None:

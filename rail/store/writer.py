@@ -373,13 +373,18 @@ class Writer:
         stopped: Callable[[], None],
         reserve_bytes: int = 0,
         lease: float = LEASE_SECONDS,
+        node: str | None = None,
     ) -> None:
         """``reserve_bytes``: the disk reserve kept in ``directory`` (see
         :mod:`rail.store.reserve`), freed and made again as free space changes;
         ``lease``: seconds a claim holds its jobs, when the database is shared
-        (:attr:`rail.store.db.Dialect.leases`)."""
+        (:attr:`rail.store.db.Dialect.leases`); ``node``: the id written into the rows
+        this writer claims, which turns leases on whatever the engine (tests: two nodes
+        on one database); by default this process's :func:`node_id` where the engine
+        shares its database, else none (no leases)."""
         self._directory = directory
         self.lease = lease
+        self._node = node
         # This node's id in the rows it claims, or None: claims take no leases (set by start).
         self.node: str | None = None
         self._max_queued = max_queued
@@ -402,7 +407,10 @@ class Writer:
     def start(self, connection: sqlite3.Connection) -> None:
         """Hand ``connection`` to a new thread; from now on only that thread uses it."""
         self._connection = connection
-        self.node = node_id() if dialect_of(connection).leases else None
+        if self._node is not None:
+            self.node = self._node
+        elif dialect_of(connection).leases:
+            self.node = node_id()
         self.pending = count_pending(connection)
         self._thread.start()
 
