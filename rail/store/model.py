@@ -336,7 +336,9 @@ class IDeliveryQueue(Interface):
     def record(result: JobResult, dsn: Any = None) -> Any:  # noqa: N805
         """Make ``result`` durable; when it leaves its message with no pending recipient
         and some bounced, ``dsn(BounceReport)`` is called and the NewMessage it returns is
-        queued in the same transaction. Fires with that NewMessage or None."""
+        queued in the same transaction. Fires with that NewMessage or None; or, with
+        leases (:class:`ILeases`), with :class:`Stale` when another node holds the job
+        now (nothing was written)."""
 
     def recipient_counts() -> Any:
         """Fires with the number of recipients in each status."""
