@@ -199,10 +199,12 @@ class Runner(Generic[J]):
 
     def offer(self, jobs: Iterable[J]) -> None:
         """Jobs just stored, handed over by the store: they start without a claim reading
-        them back. Beyond the backlog they stay for a later claim."""
+        them back. Beyond the backlog they stay for a later claim (released, with leases:
+        the store stored them held by this node)."""
         if not self.running:
             return
         taken = False
+        left: list[J] = []
         in_flight, group = self._in_flight, self._kind.group
         for job in jobs:
             key = job.key
@@ -210,10 +212,12 @@ class Runner(Generic[J]):
                 continue
             if len(in_flight) >= self.limits.backlog:
                 self._more = True  # a finishing worker wakes the claim for these
-                break
+                left.append(job)
+                continue
             in_flight.add(key)
             self._queue(group(job)).append(job)
             taken = True
+        self._release_leases(left)  # stored under this node's lease: free them for a claim
         if taken:
             self.fill()
 
@@ -259,7 +263,8 @@ class Runner(Generic[J]):
         return done
 
     def _release_leases(self, jobs: list[J]) -> None:
-        """Give up the leases of ``jobs`` (stopping): the write is waited for as results are."""
+        """Give up the leases of ``jobs`` (left to other claims); a stop waits for the write
+        as for results."""
         if self._leases is None or self._leases.lease is None or not jobs:
             return
         releasing = self._leases.release(jobs)

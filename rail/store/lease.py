@@ -86,7 +86,7 @@ class LeaseLostError(Exception):
 @attrs.frozen
 class Lease:
     """What a claim writes into the rows it takes: ``node`` holds them until ``until``;
-    rows whose lease ended before ``now`` (or that ``node`` holds already) may be taken."""
+    rows whose lease ended before ``now`` may be taken."""
 
     node: str
     now: float
@@ -95,14 +95,15 @@ class Lease:
 
 def claimable(lease: Lease | None) -> tuple[str, tuple[Any, ...]]:
     """The condition (to add with ``AND``) and its parameters under which a claim may take
-    a row: nobody holds it, its lease ended, or this node holds it already (a job offered to
-    this node's runner that its backlog could not take). Nothing without a lease."""
+    a row: nobody holds it, or its lease ended. Nothing without a lease.
+
+    A row this node holds is not claimed again while its lease lasts: those are its jobs in
+    flight, which its renewals keep held, so a claim never reads (nor locks) them; a job
+    it holds but gave up (not started when stopping, or offered beyond its backlog) is
+    released (:func:`release`) and so claimable at once by any node."""
     if lease is None:
         return "", ()
-    return (
-        " AND (lease_until IS NULL OR lease_until < ? OR claimed_by = ?)",
-        (lease.now, lease.node),
-    )
+    return " AND (lease_until IS NULL OR lease_until < ?)", (lease.now,)
 
 
 def for_update(connection: Connection, lease: Lease | None) -> str:

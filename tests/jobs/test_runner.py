@@ -226,6 +226,24 @@ class RunnerLeaseTests(SynchronousTestCase):
         self.successResultOf(runner.stop(0))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_offer_beyond_the_backlog_releases_the_rest(self) -> None:
+        """Jobs offered beyond the backlog (stored under this node's lease) are released
+        at once, so a claim (this node's or another's) can take them."""
+        kind, runner, clock, leases = self.make(backlog=2)
+        runner.start()
+        jobs = [_Job(f"a{n}", "a") for n in range(4)]
+        kind.due = list(jobs)
+        runner.offer(jobs)
+        self.assertEqual(runner.in_flight, 2)
+        self.assertEqual(leases.released, [["a2", "a3"]])
+        runner.offer(jobs[:1])  # already in flight: nothing to release
+        self.assertEqual(leases.released, [["a2", "a3"]])
+        kind.running["a0"].callback(None)
+        kind.running["a1"].callback(None)
+        kind.running["a2"].callback(None)
+        kind.running["a3"].callback(None)
+        self.successResultOf(runner.stop(0))
+
     def test_a_job_outlasts_its_lease(self) -> None:
         """A job running for many leases is renewed all along."""
         kind, runner, clock, leases = self.make(lease=15.0)

@@ -117,14 +117,17 @@ class _LeaseContract:
         self.assertEqual([job.message_id for job in jobs], [message_id])
         self.assertEqual(self.leases(), [(message_id, 0, "B", _T0 + 2 * _LEASE + 1)])
 
-    def test_holder_claims_its_own_rows_again(self) -> None:
-        """Rows a node holds but has not in flight (an offered job its backlog could not
-        take) are claimable by that node; its in-flight jobs are kept out by ``exclude``."""
+    def test_holder_does_not_claim_its_own_live_rows(self) -> None:
+        """A node's claim does not read the rows it holds under a live lease (its jobs in
+        flight, kept so by renewals), even without ``exclude``; once released, they are
+        claimable again at once."""
         message_id = self.queued()
-        (jobs, _) = self.claim("A", _T0)
-        (again, _) = self.claim("A", _T0 + 1, exclude=frozenset({jobs[0].key}))
-        self.assertEqual(again, [])
-        (again, _) = self.claim("A", _T0 + 1)
+        self.claim("A", _T0)
+        self.assertEqual(self.claim("A", _T0 + 1), ([], {}))
+        self.write(
+            lambda c: release(c, "recipients", ("message_id", "idx"), [(message_id, 0)], "A")
+        )
+        (again, _) = self.claim("A", _T0 + 2)
         self.assertEqual([job.message_id for job in again], [message_id])
 
     def test_result_of_the_holder_applies_and_clears_the_lease(self) -> None:
