@@ -178,9 +178,9 @@ def quarantine_message(
     spare, params = _not_held_by_others(node, now)
     updated = connection.execute(
         "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
-        " updated_at = ?, claimed_by = NULL, lease_until = NULL"
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
-        (QUARANTINE_PREFIX + reason, now, message_id, *params),
+        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
     ).rowcount
     if not updated:
         if node is not None and _pending(connection, message_id):
@@ -210,11 +210,11 @@ def record_result(
     DSN stored for it, if any. Updates of recipients that are already final are ignored,
     so recording the same result twice changes nothing. The events ``subscriptions``
     ask for and the suppressions of hard bounces are stored with it
-    (:mod:`rail.store.emit`). Recording clears the recipients' lease.
+    (:mod:`rail.store.emit`). Recording ends the recipients' lease.
 
-    With leases (``node``: this node), a result for recipients another node holds now
-    raises :class:`LeaseLostError` before anything is written: that node's own attempt
-    decides them."""
+    With leases (``node``: this node), a result for recipients another node holds now, or
+    took over and recorded, raises :class:`LeaseLostError` before anything is written:
+    that node's own attempt decides them (:func:`rail.store.lease.still_held`)."""
     message_id = result.message_id
     still_held(
         connection,
@@ -236,13 +236,14 @@ def record_result(
         applied = connection.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
             " remote_mta = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
-            " lease_until = NULL"
+            " lease_until = ?"
             " WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')",
             (
                 update.status,
                 update.reply,
                 update.remote_mta,
                 update.next_attempt_at if update.status == "deferred" and not held else None,
+                result.attempted_at,
                 result.attempted_at,
                 message_id,
                 update.idx,

@@ -222,18 +222,19 @@ def record_event(
     connection: sqlite3.Connection, result: EventResult, node: str | None = None
 ) -> bool:
     """Record one POST's outcome; whether the event was still pending (a late duplicate
-    result cannot undo ``delivered``). Recording clears the event's lease; with leases
+    result cannot undo ``delivered``). Recording ends the event's lease; with leases
     (``node``), an event another node holds now raises :class:`LeaseLostError` before
     anything is written."""
     still_held(connection, "events", ("id",), [(result.event_id,)], node)
     updated = connection.execute(
         "UPDATE events SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
-        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = NULL"
+        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE id = ? AND status IN ('queued', 'deferred')",
         (
             result.status,
             result.next_attempt_at if result.status == "deferred" else None,
             result.reply,
+            result.attempted_at,
             result.attempted_at,
             result.event_id,
         ),
@@ -261,9 +262,9 @@ def quarantine_event(
             raise LeaseLostError(f"event {event_id} is held by another node")
     updated = connection.execute(
         "UPDATE events SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
-        " updated_at = ?, claimed_by = NULL, lease_until = NULL"
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE id = ? AND status IN ('queued', 'deferred')",
-        (QUARANTINE_PREFIX + reason, now, event_id),
+        (QUARANTINE_PREFIX + reason, now, now, event_id),
     ).rowcount
     return bool(updated)
 

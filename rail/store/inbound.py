@@ -232,9 +232,9 @@ def quarantine_inbound(
     spare, params = ("", ()) if node is None else _not_held_by_others(node, now)
     updated = connection.execute(
         "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
-        " updated_at = ?, claimed_by = NULL, lease_until = NULL"
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
-        (QUARANTINE_PREFIX + reason, now, message_id, *params),
+        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
     ).rowcount
     if not updated:
         if node is not None and _jobs_pending(connection, message_id):
@@ -259,7 +259,7 @@ def record_webhook(
     """Record one POST's outcome; on a final failure queue the DSN ``dsn`` makes, if the
     message allows one, and the ``inbound.failed`` event if ``subscriptions`` ask for it.
     Returns that DSN. A job already final is left alone (a late duplicate result cannot
-    undo ``delivered``). Recording clears the job's lease; with leases (``node``), a job
+    undo ``delivered``). Recording ends the job's lease; with leases (``node``), a job
     another node holds now raises :class:`LeaseLostError` before anything is written."""
     still_held(
         connection,
@@ -270,12 +270,13 @@ def record_webhook(
     )
     updated = connection.execute(
         "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
-        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = NULL"
+        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE message_id = ? AND client = ? AND status IN ('queued', 'deferred')",
         (
             result.status,
             result.next_attempt_at if result.status == "deferred" else None,
             result.reply,
+            result.attempted_at,
             result.attempted_at,
             result.message_id,
             result.client,

@@ -1,15 +1,16 @@
 """Who holds a claimed job, until when: the leases that let several nodes share one queue.
 
 Several processes (and hosts) share one PostgreSQL queue; a claim writes the claiming
-process's id (``claimed_by``) and a lease end (``lease_until``) into each row it takes, in
-the transaction that selected the rows (``FOR UPDATE SKIP LOCKED``: rows another node is
-claiming at that moment are skipped, not waited for). Until the lease ends no other node
-takes the row; the holder renews its leases while it works (:mod:`rail.jobs.runner`), and
-recording a result clears the lease. A result recorded by a node that no longer holds its
-rows (its lease ended and another node took them) changes nothing: :class:`LeaseLostError`,
-raised before any write, and the store answers :class:`rail.store.model.Stale`. So a node
-that dies loses its jobs to the others after at most one lease, and a job taken over is
-never applied twice.
+process's id (``claimed_by``) and a lease end (``lease_until``) into each row it takes,
+in the transaction that selected the rows (``FOR UPDATE SKIP LOCKED``: rows another node
+is claiming at that moment are skipped, not waited for). Until the lease ends no other
+node takes the row; the holder renews its leases while it works
+(:mod:`rail.jobs.runner`), and recording a result ends the lease (``claimed_by`` NULL,
+``lease_until`` the result's time). A result recorded by a node that no longer holds its
+rows (its lease ended and another node took them) changes nothing:
+:class:`LeaseLostError`, raised before any write, and the store answers
+:class:`rail.store.model.Stale`. So a node that dies loses its jobs to the others after
+at most one lease, and a job taken over is never applied twice.
 
 The id is made once per process: a restarted process is a new node, so it never mistakes
 its predecessor's leases for its own (those end with their lease).
@@ -135,19 +136,26 @@ def still_held(
     keys: Sequence[Sequence[Any]],
     node: str | None,
 ) -> None:
-    """Raise :class:`LeaseLostError` unless ``node`` holds every row of ``table`` that
-    ``keys`` name (rows that are gone are not in the way); nothing when ``node`` is None
-    (no leases)."""
+    """Raise :class:`LeaseLostError` unless a result of ``node`` may be written to every
+    row of ``table`` that ``keys`` name: ``node`` holds it, or nobody has claimed it since
+    it was stored or released (``lease_until`` NULL: no other node ran it). A row another
+    node holds, or whose lease a recorded result ended (``claimed_by`` NULL, ``lease_until``
+    the result's time: another node took the job over and recorded it), refuses. Rows that
+    are gone are not in the way; nothing is checked when ``node`` is None (no leases)."""
     if node is None:
         return
     where = " AND ".join(f"{column} = ?" for column in columns)
     for key in keys:
         row = connection.execute(
-            f"SELECT claimed_by FROM {table} WHERE {where}",  # noqa: S608
+            f"SELECT claimed_by, lease_until FROM {table} WHERE {where}",  # noqa: S608
             tuple(key),
         ).fetchone()
-        if row is not None and row[0] != node:
-            raise LeaseLostError(f"{table} {'/'.join(map(str, key))} is held by {row[0]}")
+        if row is None or row[0] == node or (row[0] is None and row[1] is None):
+            continue
+        name = "/".join(map(str, key))
+        if row[0] is None:
+            raise LeaseLostError(f"{table} {name} was taken over and recorded by another node")
+        raise LeaseLostError(f"{table} {name} is held by {row[0]}")
 
 
 def renew(

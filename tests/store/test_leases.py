@@ -130,13 +130,14 @@ class _LeaseContract:
         (again, _) = self.claim("A", _T0 + 2)
         self.assertEqual([job.message_id for job in again], [message_id])
 
-    def test_result_of_the_holder_applies_and_clears_the_lease(self) -> None:
-        """The holder's result is recorded (attempt row, status) and frees the rows."""
+    def test_result_of_the_holder_applies_and_ends_the_lease(self) -> None:
+        """The holder's result is recorded (attempt row, status) and ends the lease: the
+        rows are free, and say when the lease ended."""
         message_id = self.queued()
         self.claim("A", _T0)
         result = JobResult(message_id, _T0 + 5, (RecipientUpdate(0, "sent", "250 ok"),))
         self.write(lambda c: record_result(c, result, None, node="A"))
-        self.assertEqual(self.leases(), [(message_id, 0, None, None)])
+        self.assertEqual(self.leases(), [(message_id, 0, None, _T0 + 5)])
         self.assertEqual(self.attempts(message_id), 1)
 
     def test_result_under_a_lost_lease_changes_nothing(self) -> None:
@@ -165,6 +166,18 @@ class _LeaseContract:
         with self.assertRaises(LeaseLostError):
             self.write(lambda c: record_result(c, bounced, dsn, _EVERYTHING, node="A"))
         self.assertEqual(self.attempts(message_id), 1)
+
+    def test_result_for_rows_nobody_claimed_applies(self) -> None:
+        """A result for rows no node has claimed since they were stored, or since they
+        were released, is written: no other node ran the job."""
+        stored = self.queued(at=_T0 + 100)  # not due at the claim below
+        released = self.queued(at=_T0 + 1)
+        self.claim("B", _T0 + 1)
+        self.write(lambda c: release(c, "recipients", ("message_id", "idx"), [(released, 0)], "B"))
+        for message_id in (stored, released):
+            result = JobResult(message_id, _T0 + 5, (RecipientUpdate(0, "sent", "250 ok"),))
+            self.write(lambda c, result=result: record_result(c, result, None, node="A"))
+            self.assertEqual(self.attempts(message_id), 1)
 
     def test_expired_but_untaken_lease_still_applies(self) -> None:
         """A result after the lease ended but before anyone took the job is the only one:
