@@ -17,11 +17,13 @@ from rail.config import Config, load_config
 from rail.events.subscriptions import ALL
 from rail.pki.clientevents import ClientEvents, EventSettingsError, check_event_settings
 from rail.pki.operations import OperationError
-from rail.pki.registry import Registry, RegistryError, registry_path
+from rail.pki.registry import Registry, RegistryError
+from rail.shared.registry import registry_source
 
 __all__ = [
     "add_client_commands",
     "add_issue_options",
+    "check_events",
     "check_issue_events",
     "describe",
     "record_issue_events",
@@ -59,18 +61,31 @@ def add_issue_options(parser: argparse.ArgumentParser) -> None:
 def check_issue_events(config: Config, args: argparse.Namespace) -> tuple[str, ...]:
     """The checked ``--events`` of ``rail certs issue``, before anything is issued;
     :class:`OperationError` (exit 2) names each problem."""
-    types = _types(args.events)
-    if types is not None and args.admin:
+    return check_events(config, args.events, args.events_url, args.webhook, args.admin)
+
+
+def check_events(
+    config: Config,
+    events: Sequence[str] | None,
+    events_url: str | None,
+    webhook: str | None,
+    admin: bool,
+) -> tuple[str, ...]:
+    """The checked event types of a certificate to issue (``--events`` values: each a
+    comma-separated list; None when not given), as ``rail certs issue`` and the console
+    check them; :class:`OperationError` names each problem."""
+    types = _types(events)
+    if types is not None and admin:
         raise OperationError(["--events: an admin certificate sends no mail; omit --events"])
     if types is None:
-        if args.events_url is not None:
+        if events_url is not None:
             raise OperationError(["--events-url: give --events too"])
         return ()
     try:
         return check_event_settings(
             types,
-            args.events_url,
-            webhook=args.webhook,
+            events_url,
+            webhook=webhook,
             allow_http_loopback=_allow_http_loopback(config),
         )
     except EventSettingsError as error:
@@ -83,7 +98,7 @@ def record_issue_events(
     """Store the checked settings of a certificate just issued; lines to print."""
     if not types:
         return []
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    with registry_source(config).open() as registry:
         settings = _set(registry, name, types, url, now, _allow_http_loopback(config))
     return [f"  events   {describe(settings)}"]
 
@@ -112,13 +127,13 @@ def _set(
 
 def _cmd_events(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    path = registry_path(config.data_dir)
-    if not path.exists():  # must not create a data directory
+    source = registry_source(config)
+    if not source.exists():  # must not create a data directory
         raise RegistryError(f"{args.name!r}: no client certificate has this name")
     types = _types(args.events)
     if args.events_url is not None and args.no_events_url:
         raise OperationError(["--events-url and --no-events-url: give one"])
-    with Registry.open(path) as registry:
+    with source.open() as registry:
         settings = registry.events_of(args.name)
         changing = types is not None or args.events_url is not None or args.no_events_url
         if changing:
