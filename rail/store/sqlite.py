@@ -125,9 +125,10 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         reserve_bytes: int = 0,
         lease: float = LEASE_SECONDS,
         node: str | None = None,
+        leases: bool | None = None,
     ) -> None:
-        """``lease`` and ``node``: see :class:`rail.store.writer.Writer` (SQLite's claims
-        take no leases unless ``node`` is given, as tests do)."""
+        """``lease``, ``node`` and ``leases``: see :class:`rail.store.writer.Writer`
+        (SQLite's claims take no leases unless ``node`` is given, as tests do)."""
         self._reactor = reactor
         self.directory = directory
         self._started = False
@@ -157,6 +158,7 @@ class SQLiteStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             reserve_bytes=reserve_bytes,
             lease=lease,
             node=node,
+            leases=leases,
         )
 
     @classmethod

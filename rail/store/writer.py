@@ -374,6 +374,7 @@ class Writer:
         reserve_bytes: int = 0,
         lease: float = LEASE_SECONDS,
         node: str | None = None,
+        leases: bool | None = None,
     ) -> None:
         """``reserve_bytes``: the disk reserve kept in ``directory`` (see
         :mod:`rail.store.reserve`), freed and made again as free space changes;
@@ -381,10 +382,13 @@ class Writer:
         (:attr:`rail.store.db.Dialect.leases`); ``node``: the id written into the rows
         this writer claims, which turns leases on whatever the engine (tests: two nodes
         on one database); by default this process's :func:`node_id` where the engine
-        shares its database, else none (no leases)."""
+        shares its database, else none (no leases); ``leases``: False turns them off
+        whatever the engine (the tests of a single node's contract), None leaves it to the
+        engine."""
         self._directory = directory
         self.lease = lease
         self._node = node
+        self._leases = leases
         # This node's id in the rows it claims, or None: claims take no leases (set by start).
         self.node: str | None = None
         self._max_queued = max_queued
@@ -407,7 +411,9 @@ class Writer:
     def start(self, connection: sqlite3.Connection) -> None:
         """Hand ``connection`` to a new thread; from now on only that thread uses it."""
         self._connection = connection
-        if self._node is not None:
+        if self._leases is False:
+            self.node = None
+        elif self._node is not None:
             self.node = self._node
         elif dialect_of(connection).leases:
             self.node = node_id()
