@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from rail.inbound.model import WebhookResult
-from rail.store.model import ILeases, JobResult, RecipientUpdate, Stale
+from rail.store.model import ILeases, JobResult, QueueLeases, RecipientUpdate, Stale
 from rail.store.schema import database_path
 from rail.store.sqlite import SQLiteStore
+from rail.testing import MemoryStore
 from tests.store.test_contract import make_message
 from tests.store.test_inbound import make_inbound
 
@@ -45,9 +47,27 @@ class _FailoverContract:
         self.a.observe_stale(self.stale.append)
 
     def test_provides_leases(self) -> None:
-        """Each node's store keeps leases of the configured length."""
+        """Each node's store keeps leases of the configured length, which the job runners
+        reach through QueueLeases (a store without leases gives them none)."""
         self.assertTrue(verifyObject(ILeases, self.a))
         self.assertEqual(self.a.lease, _LEASE)
+        leases = QueueLeases.of(self.a, "events")
+        assert leases is not None
+        self.assertEqual((leases.lease, leases.queue), (_LEASE, "events"))
+        self.assertIsNone(QueueLeases.of(MemoryStore(Clock()), "outbound"))
+
+    async def test_runner_leases_reach_the_store(self) -> None:
+        """What a runner renews and releases through QueueLeases is the store's: a renewal
+        keeps the job from B past the first lease, a release hands it over at once."""
+        message = make_message(received_at=_T0)
+        await self.a.accept(message)
+        (job,) = await self.a.claim(_T0, 10, frozenset())
+        leases = QueueLeases.of(self.a, "outbound")
+        assert leases is not None
+        await leases.renew([job.key], _T0 + 30)
+        self.assertEqual(await self.b.claim(_T0 + _LEASE + 1, 10, frozenset()), [])
+        await leases.release([job])
+        self.assertEqual(len(await self.b.claim(_T0 + _LEASE + 1, 10, frozenset())), 1)
 
     async def test_dead_node_loses_its_job_after_the_lease(self) -> None:
         """A claims and dies without recording; B's claim gets nothing before the lease
