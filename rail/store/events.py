@@ -14,13 +14,13 @@ partial index over them), and triggers keep their number per status in ``tally``
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from rail.events.jobs import EventJob, EventResult
 from rail.events.model import EVENT_TYPES, Event
 from rail.events.subscriptions import Subscriptions
+from rail.store.db import Connection, dialect_of
 from rail.store.ids import new_message_id
 from rail.store.integrity import UnreadableRowError, number, text
 from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
@@ -62,7 +62,7 @@ CREATE INDEX events_by_message ON events (message_id);
 
 
 def insert_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     events: Sequence[Event],
     now: float,
     subscriptions: Subscriptions,
@@ -131,7 +131,7 @@ def inserted() -> int:
 
 
 def claim_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     now: float,
     limit: int,
     exclude: Collection[str],
@@ -142,9 +142,10 @@ def claim_events(
     reason. Those give no job: the caller quarantines them. With a ``lease``, as
     :func:`rail.store.deliveries.claim_due`: only events no other node holds, taken under it."""
     free, params = claimable(lease)
+    b = dialect_of(connection).as_bytes.format
     rows = connection.execute(
-        "SELECT id, CAST(client AS BLOB), CAST(type AS BLOB), CAST(message_id AS BLOB),"  # noqa: S608
-        " CAST(recipient AS BLOB), sandbox, created_at, CAST(details AS BLOB), attempts"
+        f"SELECT id, {b('client')}, {b('type')}, {b('message_id')},"  # noqa: S608
+        f" {b('recipient')}, sandbox, created_at, {b('details')}, attempts"
         " FROM events WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         + free
         + " ORDER BY next_attempt_at LIMIT ?"
@@ -218,9 +219,7 @@ def claim_events(
     return jobs, bad
 
 
-def record_event(
-    connection: sqlite3.Connection, result: EventResult, node: str | None = None
-) -> bool:
+def record_event(connection: Connection, result: EventResult, node: str | None = None) -> bool:
     """Record one POST's outcome; whether the event was still pending (a late duplicate
     result cannot undo ``delivered``). Recording ends the event's lease; with leases
     (``node``), an event another node holds now raises :class:`LeaseLostError` before
@@ -243,7 +242,7 @@ def record_event(
 
 
 def quarantine_event(
-    connection: sqlite3.Connection,
+    connection: Connection,
     event_id: str,
     reason: str,
     now: float,
@@ -269,7 +268,7 @@ def quarantine_event(
     return bool(updated)
 
 
-def purge_events(connection: sqlite3.Connection, before: float, limit: int) -> int:
+def purge_events(connection: Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` events that became final before ``before`` (in the caller's
     transaction); how many."""
     return connection.execute(
@@ -280,9 +279,11 @@ def purge_events(connection: sqlite3.Connection, before: float, limit: int) -> i
     ).rowcount
 
 
-def event_counts(connection: sqlite3.Connection) -> dict[str, int]:
+def event_counts(connection: Connection) -> dict[str, int]:
     """Events by status, every status present, from the ``tally`` the triggers keep."""
     counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
-    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'events'"):
+    for status, count in connection.execute(
+        "SELECT status, sum(n) FROM tally WHERE queue = 'events' GROUP BY status"
+    ):
         counts[status] = int(count)
     return counts

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Collection
 from typing import Any
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
+from rail.store.db import Connection, dialect_of
 from rail.store.deliveries import DSNBuilder, insert_message
 from rail.store.emit import inbound_failed_events
 from rail.store.integrity import (
@@ -76,7 +76,7 @@ CREATE INDEX webhooks_pending ON webhooks (next_attempt_at)
 
 
 def insert_inbound(
-    connection: sqlite3.Connection, message: InboundMessage, lease: Lease | None = None
+    connection: Connection, message: InboundMessage, lease: Lease | None = None
 ) -> None:
     """Insert ``message`` and one queued job per target (in the caller's transaction);
     with a ``lease``, the jobs are held by this node from the start: they are handed to its
@@ -122,7 +122,7 @@ def insert_inbound(
 
 
 def claim_webhooks(
-    connection: sqlite3.Connection,
+    connection: Connection,
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
@@ -133,9 +133,10 @@ def claim_webhooks(
     give no job: the caller quarantines them. With a ``lease``, as
     :func:`rail.store.deliveries.claim_due`: only jobs no other node holds, taken under it."""
     free, params = claimable(lease)
+    as_bytes = dialect_of(connection).as_bytes
     rows = connection.execute(
-        "SELECT message_id, CAST(client AS BLOB), CAST(url AS BLOB), CAST(recipients AS BLOB),"  # noqa: S608
-        " attempts FROM webhooks"
+        f"SELECT message_id, {as_bytes.format('client')}, {as_bytes.format('url')},"  # noqa: S608
+        f" {as_bytes.format('recipients')}, attempts FROM webhooks"
         " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         + free
         + " ORDER BY next_attempt_at LIMIT ?"
@@ -188,14 +189,15 @@ def claim_webhooks(
 _Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
 
 
-def _read_inbound(connection: sqlite3.Connection, message_id: str) -> _Inbound:
+def _read_inbound(connection: Connection, message_id: str) -> _Inbound:
     """The fields and verified data of inbound ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged."""
+    as_bytes = dialect_of(connection).as_bytes
     sender, subject, received_at, authentication, bounce_allowed, data = verified_row(
         connection,
         "inbound",
-        "CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
-        " CAST(authentication AS BLOB), bounce_allowed",
+        f"{as_bytes.format('sender')}, {as_bytes.format('subject')}, received_at,"
+        f" {as_bytes.format('authentication')}, bounce_allowed",
         message_id,
     )
     document = _json(authentication, "authentication")
@@ -219,7 +221,7 @@ def _json(value: object, column: str) -> Any:
 
 
 def quarantine_inbound(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     reason: str,
     now: float,
@@ -250,7 +252,7 @@ def _not_held_by_others(node: str, now: float) -> tuple[str, tuple[object, ...]]
 
 
 def record_webhook(
-    connection: sqlite3.Connection,
+    connection: Connection,
     result: WebhookResult,
     dsn: DSNBuilder | None,
     subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
@@ -315,7 +317,7 @@ def record_webhook(
     return notification
 
 
-def _jobs_pending(connection: sqlite3.Connection, message_id: str) -> bool:
+def _jobs_pending(connection: Connection, message_id: str) -> bool:
     row = connection.execute(
         "SELECT 1 FROM webhooks WHERE message_id = ? AND status IN ('queued', 'deferred') LIMIT 1",
         (message_id,),
@@ -323,9 +325,7 @@ def _jobs_pending(connection: sqlite3.Connection, message_id: str) -> bool:
     return row is not None
 
 
-def inbound_status(
-    connection: sqlite3.Connection, client: str, message_id: str
-) -> InboundStatus | None:
+def inbound_status(connection: Connection, client: str, message_id: str) -> InboundStatus | None:
     """``client``'s job for ``message_id``, or None; never reads the message data."""
     row = connection.execute(
         "SELECT i.sender, i.subject, i.size, i.received_at, i.authentication, w.recipients,"
@@ -369,10 +369,12 @@ def inbound_status(
     )
 
 
-def webhook_counts(connection: sqlite3.Connection) -> dict[str, int]:
+def webhook_counts(connection: Connection) -> dict[str, int]:
     """Webhook jobs by status, every status present: read from the ``tally`` the triggers
     keep (:mod:`rail.store.purge`), a few rows whatever the spool holds."""
     counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
-    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'inbound'"):
+    for status, count in connection.execute(
+        "SELECT status, sum(n) FROM tally WHERE queue = 'inbound' GROUP BY status"
+    ):
         counts[status] = int(count)
     return counts

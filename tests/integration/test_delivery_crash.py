@@ -42,7 +42,7 @@ from twisted.trial.unittest import TestCase
 from rail.store.deliveries import recipient_counts
 from rail.store.inspect import list_messages
 from rail.store.schema import open_readonly
-from rail.store.writer import read_status
+from rail.store.status import read_status
 from tests.integration.processes import (
     Server,
     free_port,
