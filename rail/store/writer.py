@@ -102,6 +102,11 @@ _STOP = object()
 _WRITE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
 
 
+class _RetryWithSavepointsError(Exception):
+    """An operation failed in a batch written without savepoints: roll it back and write
+    the batch again, each operation under its own savepoint."""
+
+
 def _never(client: str) -> bool:
     return False
 
@@ -153,6 +158,10 @@ class Writer:
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
+        # Whether operations run under savepoints (see _write); batches written again
+        # after a failed first pass without them, for tests and metrics.
+        self._savepoints = True
+        self.retried_batches = 0
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
         self._deliver = deliver
@@ -263,7 +272,22 @@ class Writer:
         return outcomes
 
     def _write(self, writes: list[Write | AdminOp]) -> list[Outcome]:
-        """One transaction for the whole batch: one fsync however many messages."""
+        """One transaction for the whole batch: one fsync however many messages. Where
+        savepoints cost a round trip (:attr:`Dialect.savepoints_after_failure`), the
+        batch is first written without them; if an operation fails, that transaction is
+        rolled back (nothing of it was committed) and the batch written again with a
+        savepoint per operation, so the failure is that operation's alone."""
+        if len(writes) > 1 and dialect_of(self._connected()).savepoints_after_failure:
+            self._savepoints = False
+            try:
+                return self._write_batch(writes)
+            except _RetryWithSavepointsError:
+                self.retried_batches += 1
+            finally:
+                self._savepoints = True
+        return self._write_batch(writes)
+
+    def _write_batch(self, writes: list[Write | AdminOp]) -> list[Outcome]:
         connection = self._connected()
         try:
             if connection.in_transaction:  # a failed ROLLBACK left one open
@@ -375,6 +399,11 @@ class Writer:
         StoreUnavailableError naming ``failed``, unless the engine rolled back the whole
         transaction or lost the connection (then the batch fails)."""
         connection = self._conn
+        if not self._savepoints:
+            try:
+                return work()
+            except Exception as error:  # the batch is written again, with savepoints
+                raise _RetryWithSavepointsError() from error
         merged = dialect_of(connection).next_savepoint
         if merged is not None and self._open_savepoint:
             connection.execute(merged)  # the last operation's, released with this one's made
