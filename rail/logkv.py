@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from twisted.logger import Logger, LogLevel
 
-__all__ = ["emit", "rfc3339", "value_text"]
+__all__ = ["emit", "value_text"]
 
 _PLAIN = re.compile(r'[^\s"=\\\x00-\x1f\x7f\x85\u2028\u2029]+')
 _ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
@@ -52,13 +51,6 @@ def value_text(value: object) -> str:
     if _PLAIN.fullmatch(text):
         return text
     return '"' + text.translate(_ESCAPES) + '"'
-
-
-def rfc3339(when: float | None) -> str | None:
-    """A POSIX time as RFC 3339 UTC to the second (``2026-12-04T21:38:06Z``), or None."""
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def emit(

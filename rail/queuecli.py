@@ -42,6 +42,8 @@ __all__ = [
     "AdminAPI",
     "AdminAPIError",
     "add_queue_commands",
+    "admin_api_arguments",
+    "admin_command",
     "local_admin_certificate",
 ]
 
@@ -181,9 +183,18 @@ def _cmd_list(client: _Client, args: argparse.Namespace) -> int:
             ("domain", args.domain),
             ("recipient", args.recipient),
             ("older_than", args.older_than),
+            ("sender", args.sender),
+            ("tag", args.tag),
+            ("request_id", args.request_id),
         )
         if value is not None
     }
+    for pair in args.metadata or ():
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            sys.stderr.write(f"rail: --metadata {pair!r}: expected KEY=VALUE\n")
+            return 2
+        params[f"metadata[{key}]"] = value
     messages: list[dict[str, Any]] = []
     cursor = args.cursor
     while len(messages) < args.limit:
@@ -288,15 +299,36 @@ def _cmd_retry(client: _Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(command: Callable[[_Client, argparse.Namespace], int]) -> Callable[..., int]:
+def admin_command(
+    group: str, command: Callable[[_Client, argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """``command`` run with a client of the admin API; a refusal is one line on stderr,
+    ``rail GROUP SUBCOMMAND: ...``, and its exit code."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return command(_Client(args), args)
         except _FailedError as e:
-            sys.stderr.write(f"rail: queue {args.queue_command}: {e.line}\n")
+            sys.stderr.write(f"rail: {group} {getattr(args, group + '_command')}: {e.line}\n")
             return e.code
 
     return run
+
+
+def admin_api_arguments(
+    p: argparse.ArgumentParser, with_config: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """The options of every command that talks to the running server's admin API."""
+    with_config(p)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.add_argument("--url", help="the server's https://host:port (default: listen.https)")
+    p.add_argument("--cert", help="admin certificate (default: data_dir/cli/rail-cli.crt)")
+    p.add_argument("--key", help="its private key")
+    p.add_argument("--ca", help="CA bundle for the server (default: data_dir/ca/ca.crt)")
+
+
+def _run(command: Callable[[_Client, argparse.Namespace], int]) -> Callable[..., int]:
+    return admin_command("queue", command)
 
 
 def add_queue_commands(
@@ -309,12 +341,7 @@ def add_queue_commands(
     queue.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
-        with_config(p)
-        p.add_argument("--json", action="store_true", help="print the API's JSON")
-        p.add_argument("--url", help="the server's https://host:port (default: listen.https)")
-        p.add_argument("--cert", help="admin certificate (default: data_dir/cli/rail-cli.crt)")
-        p.add_argument("--key", help="its private key")
-        p.add_argument("--ca", help="CA bundle for the server (default: data_dir/ca/ca.crt)")
+        admin_api_arguments(p, with_config)
 
     p = queue.add_parser("list", help="list messages, newest first")
     common(p)
@@ -325,6 +352,15 @@ def add_queue_commands(
     p.add_argument("--domain", help="messages with a recipient in this domain")
     p.add_argument("--recipient", help="messages to this address")
     p.add_argument("--older-than", metavar="DURATION", help='received longer ago, e.g. "2h"')
+    p.add_argument("--sender", help="messages from this envelope sender")
+    p.add_argument("--tag", help="messages sent with this tag")
+    p.add_argument("--request-id", help="the message sent with this request_id")
+    p.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="messages whose metadata has KEY equal to VALUE (repeatable: all must match)",
+    )
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.add_argument("--cursor", help="go on from a previous listing")
     p.set_defaults(func=_run(_cmd_list))

@@ -527,6 +527,7 @@ def build_service(
                     paths=verp,
                     max_size=config.bounces.max_report_size,
                     clock=reactor,
+                    in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
                     refusals=refusals,
                 ),
             ),

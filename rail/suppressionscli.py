@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from rail.queuecli import AdminAPI, AdminAPIError
+from rail.queuecli import AdminAPI, admin_api_arguments, admin_command
 
 __all__ = ["add_suppression_commands"]
 
@@ -96,14 +96,7 @@ def _cmd_remove(api: AdminAPI, args: argparse.Namespace) -> int:
 
 
 def _run(command: Callable[[AdminAPI, argparse.Namespace], int]) -> Callable[..., int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(AdminAPI(args), args)
-        except AdminAPIError as e:
-            sys.stderr.write(f"rail: suppressions {args.suppressions_command}: {e.line}\n")
-            return e.code
-
-    return run
+    return admin_command("suppressions", command)
 
 
 def add_suppression_commands(
@@ -116,13 +109,8 @@ def add_suppression_commands(
     commands.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
-        with_config(p)
+        admin_api_arguments(p, with_config)
         p.add_argument("--client", required=True, help="the client whose list this is")
-        p.add_argument("--json", action="store_true", help="print the API's JSON")
-        p.add_argument("--url", help="the server's https://host:port (default: listen.https)")
-        p.add_argument("--cert", help="admin certificate (default: data_dir/cli/rail-cli.crt)")
-        p.add_argument("--key", help="its private key")
-        p.add_argument("--ca", help="CA bundle for the server (default: data_dir/ca/ca.crt)")
 
     p = commands.add_parser("list", help="list entries, newest first")
     common(p)

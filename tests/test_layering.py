@@ -15,6 +15,7 @@ _ROOT = Path(rail.__file__).parent
 _PURE = [
     "config",
     "connections.py",
+    "timefmt.py",
     "pki/keys.py",
     "pki/ca.py",
     "pki/issue.py",

@@ -20,8 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rail import logjson, logtext, tap
 from rail.logjson import json_line
-from rail.logkv import emit, rfc3339, value_text
+from rail.logkv import emit, value_text
 from rail.logtext import BufferedOutput, classic_line, twistd_observer
+from rail.timefmt import rfc3339_or_none as rfc3339
 
 _WHEN = 1_763_700_000.25  # 2025-11-21T04:40:00.25Z
 _KEYS = ["time", "level", "namespace", "event", "text", "fields"]

@@ -16,8 +16,9 @@ from collections.abc import Iterable
 import attrs
 from twisted.logger import Logger, LogLevel
 
-from rail.logkv import emit, rfc3339
+from rail.logkv import emit
 from rail.store.model import QUARANTINE_PREFIX, DeliveryJob, JobResult
+from rail.timefmt import rfc3339_or_none
 
 __all__ = ["NO_PEER", "Peer", "log_attempt", "log_final", "log_quarantined"]
 
@@ -63,7 +64,7 @@ def log_attempt(job: DeliveryJob, result: JobResult, peer: Peer, duration: float
                 "attempt": recipient.attempts + 1,
                 "delay": delay,
                 "duration": duration,
-                "next_attempt": rfc3339(update.next_attempt_at),
+                "next_attempt": rfc3339_or_none(update.next_attempt_at),
             },
         )
 

@@ -43,7 +43,13 @@ from rail.delivery.stspolicy import (
 )
 from rail.delivery.tlsverify import PeerCheck, TLSContexts
 
-__all__ = ["FETCH_TIMEOUT", "Fetched", "PolicyFetcher", "policy_url"]
+__all__ = [
+    "FETCH_TIMEOUT",
+    "Fetched",
+    "PolicyFetcher",
+    "policy_url",
+    "read_capped",
+]
 
 FETCH_TIMEOUT = 20.0
 """Seconds a policy fetch may take, connection to last octet."""
@@ -187,7 +193,7 @@ class PolicyFetcher:
             if media.split(b";")[0].strip().lower() != b"text/plain":
                 why = f"Content-Type {media.decode('latin-1')!r}, not text/plain"
                 return Fetched(result="sts-policy-fetch-error", reason=why)
-            body = await _read_capped(response)
+            body = await read_capped(response, MAX_POLICY_SIZE)
         except Exception as e:
             if check.verdict is not None:
                 return Fetched(
@@ -207,11 +213,11 @@ class PolicyFetcher:
             return Fetched(result="sts-policy-invalid", reason=str(e))
 
 
-async def _read_capped(response: Any) -> bytes | None:
-    """The body, or None as soon as it is over the size limit (the connection is then
+async def read_capped(response: Any, limit: int) -> bytes | None:
+    """The body, or None as soon as it is over ``limit`` octets (the connection is then
     closed: a server cannot make Rail hold an endless body)."""
     length = response.length
-    if isinstance(length, int) and length > MAX_POLICY_SIZE:
+    if isinstance(length, int) and length > limit:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -219,7 +225,7 @@ async def _read_capped(response: Any) -> bytes | None:
     def collect(data: bytes) -> None:
         nonlocal size
         size += len(data)
-        if size > MAX_POLICY_SIZE:
+        if size > limit:
             raise _TooLargeError()
         chunks.append(data)
 

@@ -48,6 +48,7 @@ from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnec
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from rail.delivery.stsfetch import read_capped
 from rail.dns.records import CAA, MX
 from rail.doctor.checks import Fetch, Lookup, PortAnswer
 
@@ -308,7 +309,7 @@ class Probe:
         client = treq.client.HTTPClient(make_agent(pool))
         try:
             response = await client.get(url, timeout=self._timeout, allow_redirects=False)
-            body = await self._bounded(_read_capped(response))
+            body = await self._bounded(read_capped(response, _POLICY_LIMIT))
         except Exception as e:
             return Fetch(error=_fetch_error(e))
         finally:
@@ -372,33 +373,6 @@ class _OneProtocol(Factory):
 
 def _fingerprint(certificate: x509.Certificate) -> bytes:
     return sha256(certificate.public_bytes(Encoding.DER)).digest()
-
-
-class _TooLargeError(Exception):
-    """The policy is over :data:`_POLICY_LIMIT` octets."""
-
-
-async def _read_capped(response: Any) -> bytes | None:
-    """The body, or None as soon as it is over the policy size limit (the connection
-    is closed then: a server cannot make the doctor hold an endless body)."""
-    length = response.length
-    if isinstance(length, int) and length > _POLICY_LIMIT:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-
-    def collect(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > _POLICY_LIMIT:
-            raise _TooLargeError()
-        chunks.append(data)
-
-    try:
-        await treq.collect(response, collect)
-    except _TooLargeError:
-        return None
-    return b"".join(chunks)
 
 
 def _fetch_error(error: Exception) -> str:

@@ -11,24 +11,19 @@ non-ASCII text.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from rail.events.jobs import EventJob
+from rail.timefmt import rfc3339
 
 __all__ = ["event_body", "event_payload"]
-
-
-def _rfc3339(when: float) -> str:
-    """``2026-03-28T12:00:00Z``: UTC, to the second."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def event_payload(job: EventJob) -> dict[str, Any]:
     return {
         "type": job.type,
         "id": job.id,
-        "timestamp": _rfc3339(job.created_at),
+        "timestamp": rfc3339(job.created_at),
         "client": job.client,
         "message_id": job.message_id,
         "request_id": job.request_id,

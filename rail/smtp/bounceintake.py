@@ -7,7 +7,8 @@ recipient of another kind in the same transaction is deferred (``452 4.5.3``, RF
 §3.3), so each kind is committed alone.
 
 At the end of DATA the message is read (:func:`rail.bounces.reports.parse_report`, linear
-and bounded by ``bounces.max_report_size``) and what it says is recorded, with its events
+and bounded by ``bounces.max_report_size``, in a thread: a 4 MB report costs tens of
+milliseconds the reactor must not spend) and what it says is recorded, with its events
 and suppressions, in one store transaction before the ``250``: the report is accepted
 when its facts are on disk, and is not spooled as inbound mail nor POSTed to any app. A
 message there that is neither a DSN nor an ARF report (an auto-reply, a person answering
@@ -21,6 +22,7 @@ mail for. It is ordinary mail, routed as the parent domain's postmaster
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
 
@@ -78,8 +80,11 @@ class BounceIntake:
         paths: ReturnPaths,
         max_size: int,
         clock: Any,
+        in_thread: Callable[[Callable[[], Any]], defer.Deferred[Any]],
         refusals: Refusals | None = None,
     ) -> None:
+        """``in_thread(f)``: a Deferred of ``f()`` run off the reactor."""
+        self._in_thread = in_thread
         self._store = store
         self._paths = paths
         self._max_size = max_size
@@ -139,7 +144,7 @@ class BounceIntake:
 
     def deliver(
         self, table: RecipientTable, envelope: Envelope, data: bytes
-    ) -> Reply | Route | defer.Deferred[Reply]:
+    ) -> Reply | defer.Deferred[Any]:
         """Read and record the report; a :class:`Route` means: not a report, deliver the
         message there (the postmaster's) as ordinary inbound mail."""
         taken, self._taken = self._taken, {}
@@ -151,7 +156,22 @@ class BounceIntake:
             )
             self._refuse("report_too_big", envelope.peer)
             return _TOO_BIG
-        report = parse_report(data)
+        parsing: defer.Deferred[DeliveryReport | FeedbackReport | Unreadable] = self._in_thread(
+            lambda: parse_report(data)
+        )
+        return parsing.addCallbacks(
+            self._parsed, self._failed, callbackArgs=(table, envelope, taken)
+        )
+
+    def _parsed(
+        self,
+        report: DeliveryReport | FeedbackReport | Unreadable,
+        table: RecipientTable,
+        envelope: Envelope,
+        taken: dict[str, VerpAddress],
+    ) -> Reply | Route | defer.Deferred[Reply]:
+        """The parsed report: recorded (a Deferred of the reply), or the postmaster's
+        route for mail that is no report, or a refusal."""
         if isinstance(report, Unreadable):
             parent = next(iter(taken.values())).domain
             route = route_recipient(table, f"postmaster@{parent}")

@@ -190,25 +190,49 @@ class InboundSession:
             if reports.issuperset(envelope.recipients):
                 self._routes = {}
                 return reading.addCallback(lambda _: Reply(250, "2.0.0", "Ok: report received"))
+        routes, self._routes = self._routes, {}
+        returned, self._returns = self._returns, {}
         if self._bounces is not None and self._bounces.active:
             handled = self._bounces.deliver(self._recipients(), envelope, data)
-            if not isinstance(handled, Route):
+            if isinstance(handled, Reply):
                 return handled
-            self._routes = dict.fromkeys(envelope.recipients, handled)  # postmaster's
+            return handled.addCallback(self._after_report, envelope, data, reports, returned)
+        return self._route(envelope, data, reports, routes, returned)
+
+    def _after_report(
+        self,
+        handled: Reply | Route,
+        envelope: Envelope,
+        data: bytes,
+        reports: set[str],
+        returned: dict[str, Return],
+    ) -> Any:
+        """A report recorded (its reply), or not a report: then the postmaster's mail."""
+        if not isinstance(handled, Route):
+            return handled
+        routes = dict.fromkeys(envelope.recipients, handled)
+        return self._route(envelope, data, reports, routes, returned)
+
+    def _route(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        reports: set[str],
+        routes: dict[str, Route],
+        returned: dict[str, Return],
+    ) -> Any:
         routed: list[tuple[str, Route]] = []
-        returns = tuple(self._returns[r] for r in envelope.recipients if r in self._returns)
+        returns = tuple(returned[r] for r in envelope.recipients if r in returned)
         for recipient in envelope.recipients:
-            if recipient in self._returns or recipient in reports:
+            if recipient in returned or recipient in reports:
                 continue
-            route = self._routes.get(recipient)
+            route = routes.get(recipient)
             if route is None:  # not expected: every recipient passed check_rcpt
                 decision = route_recipient(self._recipients(), recipient)
                 if isinstance(decision, Refusal):
                     return decision.reject
                 route = decision
             routed.append((recipient, route))
-        self._routes = {}
-        self._returns = {}
         verifying: defer.Deferred[Authentication] = defer.maybeDeferred(
             self._verifier.verify, envelope.peer, envelope.helo, envelope.sender, data
         )

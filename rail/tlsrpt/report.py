@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from rail.timefmt import rfc3339
+
 __all__ = [
     "OutcomeRow",
     "ReportMeta",
@@ -68,10 +70,6 @@ def day_bounds(day: str) -> tuple[int, int]:
     start = datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.UTC)
     first = int(start.timestamp())
     return first, first + 86399
-
-
-def _rfc3339(seconds: int) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _mx_patterns(policy_strings: Sequence[str]) -> list[str]:
@@ -138,7 +136,7 @@ def build_report(
     start, end = day_bounds(day)
     return {
         "organization-name": meta.organization,
-        "date-range": {"start-datetime": _rfc3339(start), "end-datetime": _rfc3339(end)},
+        "date-range": {"start-datetime": rfc3339(start), "end-datetime": rfc3339(end)},
         "contact-info": meta.contact,
         "report-id": report_id,
         "policies": [_policy(by_policy[key]) for key in sorted(by_policy)],

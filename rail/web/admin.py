@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -42,6 +41,7 @@ from rail.store.adminmodel import (
 from rail.store.deliveries import DSNBuilder
 from rail.store.ids import is_message_id
 from rail.store.model import StoreUnavailableError
+from rail.timefmt import rfc3339
 from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
 from rail.web.messages import meta_to_json, status_to_json
 from rail.web.metaquery import metadata_args, tag_problem
@@ -86,16 +86,12 @@ def admin_identity(request: Any) -> ClientIdentity | bytes:
     return identity
 
 
-def _rfc3339(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def summary_to_json(summary: MessageSummary) -> dict[str, Any]:
     return {
         "id": summary.id,
         "client": summary.client,
         "from": summary.sender,
-        "received_at": _rfc3339(summary.received_at),
+        "received_at": rfc3339(summary.received_at),
         "size": summary.size,
         "status": summary.status,
         "recipients": list(summary.recipients),
@@ -122,7 +118,7 @@ def _detail_to_json(detail: MessageDetail) -> dict[str, Any]:
         recipient["remote_mta"] = mta
         recipient["history"] = [
             {
-                "at": _rfc3339(a.at),
+                "at": rfc3339(a.at),
                 "status": a.status,
                 "reply": a.reply,
                 "remote_mta": a.remote_mta,
@@ -133,7 +129,7 @@ def _detail_to_json(detail: MessageDetail) -> dict[str, Any]:
     fields = parse_header_section(detail.head).fields
     document["headers"] = [[name, value] for name, value in fields]
     document["actions"] = [
-        {"at": _rfc3339(a.at), "by": a.actor, "action": a.action, "reason": a.reason}
+        {"at": rfc3339(a.at), "by": a.actor, "action": a.action, "reason": a.reason}
         for a in detail.actions
     ]
     return document

@@ -8,20 +8,14 @@ records retention purged answers ``MESSAGE_EXPIRED``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from rail.inbound.model import InboundStatus
 from rail.store.model import IRetention
+from rail.timefmt import rfc3339_or_none
 from rail.web.messages import OwnedStatusResource
 
 __all__ = ["InboundStatusResource", "inbound_status_to_json"]
-
-
-def _rfc3339(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def inbound_status_to_json(status: InboundStatus) -> dict[str, Any]:
@@ -33,13 +27,13 @@ def inbound_status_to_json(status: InboundStatus) -> dict[str, Any]:
         "to": list(status.recipients),
         "subject": status.subject,
         "size": status.size,
-        "received_at": _rfc3339(status.received_at),
+        "received_at": rfc3339_or_none(status.received_at),
         "attempts": status.attempts,
         "last_reply": status.last_reply,
-        "next_attempt_at": _rfc3339(status.next_attempt_at),
-        "updated_at": _rfc3339(status.updated_at),
+        "next_attempt_at": rfc3339_or_none(status.next_attempt_at),
+        "updated_at": rfc3339_or_none(status.updated_at),
         "authentication": status.authentication,
-        "body_purged_at": _rfc3339(status.body_purged_at),
+        "body_purged_at": rfc3339_or_none(status.body_purged_at),
     }
 
 

@@ -10,7 +10,6 @@ depends on the id and the clock only, so it reveals nothing either.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
@@ -27,6 +26,7 @@ from rail.store.model import (
     RecipientStatus,
     StoreUnavailableError,
 )
+from rail.timefmt import rfc3339_or_none
 from rail.web.jsonapi import JSONResource, write_error, write_json
 from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
@@ -35,20 +35,14 @@ __all__ = ["MessageStatusResource", "OwnedStatusResource", "meta_to_json", "stat
 _log = Logger()
 
 
-def _rfc3339(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _recipient_to_json(recipient: RecipientStatus) -> dict[str, Any]:
     return {
         "address": recipient.address,
         "status": recipient.status,
         "attempts": recipient.attempts,
         "last_reply": recipient.last_reply,
-        "next_attempt_at": _rfc3339(recipient.next_attempt_at),
-        "updated_at": _rfc3339(recipient.updated_at),
+        "next_attempt_at": rfc3339_or_none(recipient.next_attempt_at),
+        "updated_at": rfc3339_or_none(recipient.updated_at),
         "reports": [
             {
                 "kind": report.kind,
@@ -56,7 +50,7 @@ def _recipient_to_json(recipient: RecipientStatus) -> dict[str, Any]:
                 "classification": report.classification,
                 "detail": report.detail,
                 "reporter": report.reporter,
-                "at": _rfc3339(report.created_at),
+                "at": rfc3339_or_none(report.created_at),
             }
             for report in recipient.reports
         ],
@@ -71,9 +65,9 @@ def status_to_json(status: MessageStatus) -> dict[str, Any]:
         "channel": status.channel,
         "from": status.sender,
         "size": status.size,
-        "received_at": _rfc3339(status.received_at),
+        "received_at": rfc3339_or_none(status.received_at),
         "reason": status.reason,
-        "body_purged_at": _rfc3339(status.body_purged_at),
+        "body_purged_at": rfc3339_or_none(status.body_purged_at),
         "recipients": [_recipient_to_json(r) for r in status.recipients],
         **meta_to_json(status.meta),
     }

@@ -17,7 +17,6 @@ All SQL runs on the store's threads (:class:`ISuppressionList`).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -33,6 +32,7 @@ from rail.store.suppressionmodel import (
     encode_cursor,
 )
 from rail.store.suppressions import Suppression, normalize
+from rail.timefmt import rfc3339
 from rail.web.admin import MAX_REASON, admin_identity, answer_later, query_arg
 from rail.web.jsonapi import write_error, write_json
 from rail.web.send import client_identity
@@ -61,10 +61,6 @@ def address_problem(address: Any) -> str | None:
     return None
 
 
-def _rfc3339(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def entry_to_json(entry: Suppression) -> dict[str, Any]:
     return {
         "address": entry.address,
@@ -72,7 +68,7 @@ def entry_to_json(entry: Suppression) -> dict[str, Any]:
         "source": entry.source,
         "message_id": entry.message_id,
         "detail": entry.detail,
-        "created_at": _rfc3339(entry.created_at),
+        "created_at": rfc3339(entry.created_at),
     }
 
 

@@ -28,32 +28,22 @@ from __future__ import annotations
 import random
 from typing import Any, Protocol
 
-import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rail.inbound.model import WebhookJob, WebhookResult
-from rail.jobs.runner import Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.log import log_attempt, log_final, log_quarantined
 from rail.webhooks.outcome import Attempt, WebhookPolicy, decide
 from rail.webhooks.payload import webhook_body
-from rail.webhooks.posting import Post, Posts
+from rail.webhooks.posting import Post, PostingKind, WebhookLimits
 from rail.webhooks.signing import webhook_headers, webhook_id
 
 __all__ = ["Dispatcher", "IWebhookObserver", "Post", "WebhookLimits"]
 
 _log = Logger()
-
-
-@attrs.frozen
-class WebhookLimits:
-    per_url: int = 4
-    concurrency: int = 100
-    backlog: int = 1000
-    claim_batch: int = 200
 
 
 class IWebhookObserver(Protocol):
@@ -67,14 +57,7 @@ class _Quiet:
         pass
 
 
-def runner_limits(limits: WebhookLimits) -> RunnerLimits:
-    """The runner's share of ``limits`` (``per_url`` is the kind's)."""
-    return RunnerLimits(
-        concurrency=limits.concurrency, backlog=limits.backlog, claim_batch=limits.claim_batch
-    )
-
-
-class Dispatcher:
+class Dispatcher(PostingKind[WebhookJob]):
     """Feeds due webhook jobs to POSTs; see the module docstring. ``store`` is an
     :class:`rail.inbound.model.IInboundStore`."""
 
@@ -94,52 +77,28 @@ class Dispatcher:
         rng: random.Random,
         observer: IWebhookObserver | None = None,
     ) -> None:
-        self._store = store
-        self._clock = clock
-        self._key = key
+        super().__init__(
+            store,
+            clock,
+            post=post,
+            key=key,
+            policy=policy,
+            limits=limits,
+            timeout=timeout,
+            rng=rng,
+            what="webhook",
+        )
         self._dsn = dsn
-        self._policy = policy
-        self._limits = limits
-        self._rng = rng
         self._observer: IWebhookObserver = observer or _Quiet()
-        self._posts = Posts(clock, post, timeout, "webhook")
-        self._runner: Runner[WebhookJob] = Runner(self, clock, runner_limits(limits))
-
-    def reconfigure(self, policy: WebhookPolicy, limits: WebhookLimits, timeout: float) -> None:
-        """New retry policy, limits and timeout (SIGHUP); running POSTs keep theirs."""
-        self._policy = policy
-        self._limits = limits
-        self._posts.timeout = timeout
-        self._runner.reconfigure(runner_limits(limits))
-
-    @property
-    def in_flight(self) -> int:
-        """Jobs claimed and not yet recorded."""
-        return self._runner.in_flight
-
-    @property
-    def posting(self) -> int:
-        """POSTs running now."""
-        return self._runner.busy
 
     def start(self) -> None:
         self._store.observe_inbound(self.offer)
         self._runner.start()
 
-    def wake(self) -> None:
-        """New inbound mail may be due: claim now rather than at the next poll."""
-        self._runner.wake()
-
     def offer(self, jobs: list[WebhookJob]) -> None:
         """Jobs of mail just spooled, handed over by the store: they start without a
         claim reading them back. Beyond the backlog they stay for a later claim."""
         self._runner.offer(jobs)
-
-    def stop(self, grace: float) -> Deferred[None]:
-        """Stop claiming and starting POSTs; wait up to ``grace`` seconds for the running
-        ones, then cancel them (their jobs stay untouched); fires once every result is
-        recorded."""
-        return self._runner.stop(grace)
 
     # -- the webhook kind (rail.jobs.runner.JobKind) --------------------------------------
 
@@ -150,13 +109,6 @@ class Dispatcher:
 
     def group(self, job: WebhookJob) -> str:
         return job.url
-
-    def may_start(self, active: int, waiting: int) -> bool:
-        """A POST per job, up to ``per_url`` at once to one URL."""
-        return active < self._limits.per_url
-
-    def cut(self) -> None:
-        self._posts.cut()
 
     def describe(self, job: WebhookJob) -> str:
         return f"the webhook of {job.message_id}"

@@ -29,12 +29,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from rail.events.jobs import EventJob, EventResult
 from rail.events.payload import event_body
-from rail.jobs.runner import Runner
-from rail.webhooks.dispatcher import WebhookLimits, runner_limits
 from rail.webhooks.eventlog import log_attempt, log_final, log_quarantined
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.outcome import Attempt, WebhookPolicy, judge
-from rail.webhooks.posting import Post, Posts
+from rail.webhooks.posting import Post, PostingKind, WebhookLimits
 from rail.webhooks.signing import webhook_headers
 
 __all__ = ["EventDispatcher", "IEventObserver"]
@@ -51,7 +49,7 @@ class _Quiet:
         pass
 
 
-class EventDispatcher:
+class EventDispatcher(PostingKind[EventJob]):
     """Feeds due events to POSTs; see the module docstring. ``store`` is an
     :class:`rail.events.jobs.IEventStore`."""
 
@@ -71,47 +69,23 @@ class EventDispatcher:
         webhook_url: Callable[[str], str | None],
         observer: IEventObserver | None = None,
     ) -> None:
-        self._store = store
-        self._clock = clock
-        self._key = key
-        self._policy = policy
-        self._limits = limits
-        self._rng = rng
+        super().__init__(
+            store,
+            clock,
+            post=post,
+            key=key,
+            policy=policy,
+            limits=limits,
+            timeout=timeout,
+            rng=rng,
+            what="event",
+        )
         self._webhook_url = webhook_url
         self._observer: IEventObserver = observer or _Quiet()
-        self._posts = Posts(clock, post, timeout, "event")
-        self._runner: Runner[EventJob] = Runner(self, clock, runner_limits(limits))
-
-    def reconfigure(self, policy: WebhookPolicy, limits: WebhookLimits, timeout: float) -> None:
-        """New retry policy, limits and timeout (SIGHUP); running POSTs keep theirs."""
-        self._policy = policy
-        self._limits = limits
-        self._posts.timeout = timeout
-        self._runner.reconfigure(runner_limits(limits))
-
-    @property
-    def in_flight(self) -> int:
-        """Events claimed and not yet recorded."""
-        return self._runner.in_flight
-
-    @property
-    def posting(self) -> int:
-        """POSTs running now."""
-        return self._runner.busy
 
     def start(self) -> None:
         self._store.observe_events(self.wake)
         self._runner.start()
-
-    def wake(self) -> None:
-        """New events were stored: claim now rather than at the next poll."""
-        self._runner.wake()
-
-    def stop(self, grace: float) -> Deferred[None]:
-        """Stop claiming and starting POSTs; wait up to ``grace`` seconds for the running
-        ones, then cancel them (their events stay untouched); fires once every result is
-        recorded."""
-        return self._runner.stop(grace)
 
     def url(self, client: str) -> str | None:
         """Where ``client``'s events go now, or None."""
@@ -127,13 +101,6 @@ class EventDispatcher:
 
     def group(self, job: EventJob) -> str:
         return job.client
-
-    def may_start(self, active: int, waiting: int) -> bool:
-        """A POST per event, up to ``per_url`` at once to one client's URL."""
-        return active < self._limits.per_url
-
-    def cut(self) -> None:
-        self._posts.cut()
 
     def describe(self, job: EventJob) -> str:
         return f"event {job.id}"

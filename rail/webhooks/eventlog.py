@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from twisted.logger import Logger, LogLevel
 
 from rail.events.jobs import EventJob, EventResult
-from rail.logkv import emit, rfc3339
+from rail.logkv import emit
 from rail.store.model import QUARANTINE_PREFIX
+from rail.timefmt import rfc3339_or_none
 from rail.webhooks.log import url_host
 
 __all__ = ["log_attempt", "log_final", "log_quarantined"]
@@ -46,7 +47,7 @@ def log_attempt(job: EventJob, url: str, result: EventResult, duration: float) -
             "attempt": job.attempts + 1,
             "delay": _delay(result.attempted_at, job),
             "duration": round(max(0.0, duration), 3),
-            "next_attempt": rfc3339(result.next_attempt_at),
+            "next_attempt": rfc3339_or_none(result.next_attempt_at),
         },
     )
 

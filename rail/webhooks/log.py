@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger, LogLevel
 
 from rail.inbound.model import WebhookJob, WebhookResult
-from rail.logkv import emit, rfc3339
+from rail.logkv import emit
 from rail.store.model import QUARANTINE_PREFIX
+from rail.timefmt import rfc3339_or_none
 
 __all__ = ["log_attempt", "log_final", "log_quarantined", "url_host"]
 
@@ -53,7 +54,7 @@ def log_attempt(job: WebhookJob, result: WebhookResult, duration: float) -> None
             "attempt": job.attempts + 1,
             "delay": _delay(result.attempted_at, job),
             "duration": round(max(0.0, duration), 3),
-            "next_attempt": rfc3339(result.next_attempt_at),
+            "next_attempt": rfc3339_or_none(result.next_attempt_at),
         },
     )
 

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from rail.inbound.model import WebhookJob
+from rail.timefmt import rfc3339
 
 __all__ = ["rfc3339", "webhook_body", "webhook_payload"]
-
-
-def rfc3339(when: float) -> str:
-    """``2026-03-28T12:00:00Z``: UTC, to the second."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def webhook_payload(job: WebhookJob) -> dict[str, Any]:

@@ -85,9 +85,9 @@ class _RunningRail(TestCase):
         return rail("queue", *args, "--config", str(self.config_path), "--url", url)
 
     @inlineCallbacks
-    def send(self, to: str) -> Any:
+    def send(self, to: str, **extra: Any) -> Any:
         body = json.dumps(
-            {"from": "app@rail.test", "to": [to], "subject": "hello", "body_text": "hi"}
+            {"from": "app@rail.test", "to": [to], "subject": "hello", "body_text": "hi", **extra}
         ).encode()
         response = yield self.request(
             "POST",
@@ -176,6 +176,34 @@ class QueueCommandTests(_RunningRail):
         out, err, code = yield self.queue("show", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
         self.assertEqual(code, 1)
         self.assertIn(b"404 NOT_FOUND", err)
+
+    @inlineCallbacks
+    def test_list_by_tag_request_id_metadata_sender(self) -> Any:
+        """``list`` finds messages by their tag, request_id, metadata (every pair must
+        match) and sender, as the admin API's filters do; a malformed --metadata is a
+        usage error (exit 2)."""
+        first = yield self.send(
+            "bob@example.com", tag="welcome", request_id="r-1", metadata={"user": "42"}
+        )
+        second = yield self.send(
+            "carl@example.org", tag="receipt", metadata={"user": "42", "plan": "pro"}
+        )
+
+        def listed(*args: str) -> Any:
+            done = self.queue("list", "--json", *args)
+            return done.addCallback(lambda r: [m["id"] for m in json.loads(r[0])["messages"]])
+
+        self.assertEqual((yield listed("--tag", "welcome")), [first])
+        self.assertEqual((yield listed("--request-id", "r-1")), [first])
+        self.assertEqual((yield listed("--metadata", "user=42")), [second, first])
+        self.assertEqual(
+            (yield listed("--metadata", "user=42", "--metadata", "plan=pro")), [second]
+        )
+        self.assertEqual((yield listed("--sender", "app@rail.test")), [second, first])
+        self.assertEqual((yield listed("--sender", "nobody@rail.test")), [])
+        out, err, code = yield self.queue("list", "--metadata", "user")
+        self.assertEqual(code, 2)
+        self.assertIn(b"expected KEY=VALUE", err)
 
     @inlineCallbacks
     def test_client_certificate_refused(self) -> Any:

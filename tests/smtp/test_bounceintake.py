@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,16 @@ def report(name: str, rcpt: str) -> bytes:
 
 
 class BounceIntakeTests(InboundTestCase):
+    # The thread the report is parsed in: at once, unless a test holds it.
+    held: list[tuple[Callable[[], Any], defer.Deferred[Any]]] | None = None
+
+    def in_thread(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        if self.held is None:
+            return defer.maybeDeferred(work)
+        waiting: defer.Deferred[Any] = defer.Deferred()
+        self.held.append((work, waiting))
+        return waiting
+
     def connect(self, settings: Any = None) -> None:
         self.reports = FakeReports()
         self.refusals = Refusals(self.clock)
@@ -71,6 +82,7 @@ class BounceIntakeTests(InboundTestCase):
                 paths=PATHS,
                 max_size=5000,
                 clock=self.clock,
+                in_thread=self.in_thread,
                 refusals=self.refusals,
             ),
         )
@@ -116,6 +128,32 @@ class BounceIntakeTests(InboundTestCase):
         replies = self.deliver([rcpt], report("arf-abuse.eml", rcpt))
         self.assertEqual(replies[-1], b"250 2.0.0 Ok: report recorded")
         self.assertIsInstance(self.reports.calls[0][1], FeedbackReport)
+
+    def test_report_is_parsed_off_the_reactor(self) -> None:
+        """The report is parsed through ``in_thread``: until that work has run, nothing
+        is recorded and no reply is sent; then the 250 follows. A report that is no
+        report, parsed the same way, still reaches the postmaster route afterwards."""
+        self.held = []
+        rcpt = self.verp()
+        replies = self.deliver([rcpt], report("postfix-dsn.eml", rcpt))
+        self.assertFalse(any(r.startswith(b"250 2.0.0 Ok: report") for r in replies))
+        self.assertEqual(self.reports.calls, [])
+        [(work, waiting)] = self.held
+        waiting.callback(work())
+        self.assertEqual(self.transport.value().splitlines()[-1], b"250 2.0.0 Ok: report recorded")
+        self.assertEqual(len(self.reports.calls), 1)
+        self.held.clear()
+        self.transport.clear()
+        self.send(
+            b"MAIL FROM:<>\r\nRCPT TO:<" + rcpt.encode() + b">\r\nDATA\r\n"
+            b"Subject: I am on holiday\r\n\r\nback Monday\r\n.\r\n"
+        )
+        [(work, waiting)] = self.held
+        waiting.callback(work())
+        last = self.transport.value().splitlines()[-1]
+        self.assertTrue(last.startswith(b"250 2.0.0 Ok: queued as "), last)
+        [message] = self.store.inbound.values()
+        self.assertEqual([t.client for t in message.targets], ["billing"])
 
     def test_forged_return_paths_refused_at_rcpt(self) -> None:
         """A bounce-domain address whose tag does not verify (bad tag, another secret,

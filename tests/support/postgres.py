@@ -63,7 +63,6 @@ def _start() -> str:
     data = os.path.join(directory, "data")
     if user is not None:
         os.chown(directory, user.pw_uid, user.pw_gid)
-    port = _free_port()
 
     def run(*command: str) -> None:
         argv = list(command)
@@ -72,23 +71,20 @@ def _start() -> str:
         subprocess.run(argv, check=True, capture_output=True, cwd=directory)
 
     run(initdb, "-D", data, "--auth=trust", "--username=postgres", "-E", "UTF8", "--no-sync")
-    options = (
-        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={directory}"
-        " -c max_connections=200 -c shared_buffers=64MB"
-    )
-    run(
-        pg_ctl,
-        "-D",
-        data,
-        "-w",
-        "-t",
-        "60",
-        "-l",
-        os.path.join(directory, "log"),
-        "-o",
-        options,
-        "start",
-    )
+    log = os.path.join(directory, "log")
+    for attempt in range(3):  # another process may take the free port first
+        port = _free_port()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port}"
+            f" -c unix_socket_directories={directory} -c max_connections=200"
+            " -c shared_buffers=64MB"
+        )
+        try:
+            run(pg_ctl, "-D", data, "-w", "-t", "60", "-l", log, "-o", options, "start")
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
 
     def stop() -> None:
         try:
