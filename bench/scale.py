@@ -123,6 +123,7 @@ class WalSample:
     writes: int
     commits: int
     relations: dict[str, int]
+    changes: dict[str, tuple[int, int, int]]  # table -> (updates, HOT updates, dead rows)
 
 
 class Postgres:
@@ -196,7 +197,13 @@ class Postgres:
                     " WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
                 ).fetchall()
             )
-        return WalSample(_lsn(lsn), records, fpi, syncs, writes, commits, relations)
+            changes = {
+                name: (int(updates), int(hot), int(dead))
+                for name, updates, hot, dead in connection.execute(
+                    "SELECT relname, n_tup_upd, n_tup_hot_upd, n_dead_tup FROM pg_stat_user_tables"
+                ).fetchall()
+            }
+        return WalSample(_lsn(lsn), records, fpi, syncs, writes, commits, relations, changes)
 
     def connections(self, dsn: str) -> int:
         """Connections to this database, the asking one excluded."""
@@ -227,6 +234,14 @@ def wal_figures(before: WalSample, after: WalSample, messages: int) -> dict[str,
     }
     for name in ("messages", "recipients"):
         figures[f"{name}_bytes"] = grown.get(name, 0) / messages
+    zero = (0, 0, 0)
+    updates, hot, dead = (
+        after.changes.get("recipients", zero)[i] - before.changes.get("recipients", zero)[i]
+        for i in range(3)
+    )
+    figures["recipient_updates"] = updates / messages
+    figures["recipient_hot_updates"] = hot / messages
+    figures["recipient_dead_rows"] = dead / messages
     return figures
 
 
@@ -318,8 +333,17 @@ def _targets(config: Path, smtp_port: int, https_port: int) -> list[submit.Targe
     ]
 
 
+def _padding(body: str) -> submit.Padding:
+    return submit.random_padding if body == "random" else submit._padding
+
+
 async def _load(
-    targets: list[submit.Target], mode: str, clients: int, messages: int, size: int
+    targets: list[submit.Target],
+    mode: str,
+    clients: int,
+    messages: int,
+    size: int,
+    padding: submit.Padding,
 ) -> tuple[submit.Stats, float]:
     """bench/submit.py's clients, client i sending to domain i mod 10, sharing the work."""
     context = targets[0].tls_context()
@@ -328,10 +352,10 @@ async def _load(
     for i in range(clients):
         target = targets[i % len(targets)]
         if mode == "http":
-            request = submit.http_request(target, size)
+            request = submit.http_request(target, size, padding=padding)
             jobs.append(submit.http_client(target, context, work, stats, request))
         else:
-            message = submit.smtp_message(target, size)
+            message = submit.smtp_message(target, size, padding)
             jobs.append(submit.smtp_client(target, context, work, stats, message, False))
     began = time.perf_counter()
     await asyncio.gather(*jobs)
@@ -424,6 +448,7 @@ class RailRun:
         self._document["delivery"]["hold"] = hold
         self.config.write_text(yaml.safe_dump(self._document))
         workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(
                 [
@@ -441,6 +466,14 @@ class RailRun:
             )
         for port in (self.smtp_port, self.https_port):
             _wait_port(port, self.process.poll, f"twistd (see {self.log})")
+        if self.workers > 1:
+            # The parent binds the listeners before its workers start: wait for them.
+            ready = f"all {self.workers} workers ready".encode()
+            deadline = time.monotonic() + 60
+            while ready not in self.log.read_bytes()[logged:]:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the workers did not start: see {self.log}")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -484,7 +517,9 @@ def _pending(connection: Any) -> int:
 def run_rail(
     system: str, number: int, root: Path, postgres: Postgres | None, loopback: Loopback, args: Any
 ) -> list[Phase]:
-    dsn = postgres.new_database() if system.startswith("pg") else None
+    if not system.startswith("pg"):
+        postgres = None
+    dsn = postgres.new_database() if postgres is not None else None
     run = RailRun(root, system, dsn, loopback, args)
     phases: list[Phase] = []
     try:
@@ -506,7 +541,7 @@ def run_rail(
             rail0 = tree_cpu(run.pid)
             pg0 = postgres.cpu() if postgres else None
             stats, seconds = asyncio.run(
-                _load(targets, mode, args.clients, args.messages, args.size)
+                _load(targets, mode, args.clients, args.messages, args.size, _padding(args.body))
             )
             rail_cpu = tree_cpu(run.pid) - rail0
             pg_cpu = postgres.cpu() - pg0 if postgres and pg0 is not None else None
@@ -616,7 +651,14 @@ default_process_limit = {max(args.concurrency, args.clients) + 20}
         pid = postfix.process.pid
         cpu0 = tree_cpu(pid)
         stats, seconds = asyncio.run(
-            _load(targets, "smtp-persistent", args.clients, args.messages, args.size)
+            _load(
+                targets,
+                "smtp-persistent",
+                args.clients,
+                args.messages,
+                args.size,
+                _padding(args.body),
+            )
         )
         phases.append(
             Phase(
@@ -757,6 +799,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000, help="per intake phase")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--size", type=int, default=2048, help="message size in bytes")
+    parser.add_argument(
+        "--body",
+        choices=("random", "text"),
+        default="random",
+        help="random base64 lines (incompressible, like an attachment) or submit.py's"
+        " repeated text (which PostgreSQL's TOAST compresses to almost nothing)",
+    )
     parser.add_argument("--concurrency", type=int, default=100, help="outbound connections")
     parser.add_argument("--per-destination", type=int, default=10)
     parser.add_argument("--reuse", type=int, default=100, help="messages per connection")
