@@ -8,7 +8,8 @@ of 5:
 
 - the overview: recipient counts from the ``tally`` table, the deferring domains among
   the 2,000 pending recipients due soonest, the webhook backlog, the delivery figures
-  kept in memory, the page rendered;
+  kept in memory (a full day of accepted messages and delivered recipients, every minute
+  and each of the last 300 seconds counted: the most the charts draw), the page rendered;
 - searches by recipient (one that finds a recent message, one that finds nothing and so
   reads the most, ``SCAN_BUDGET`` messages, and hands back a cursor), by sender, status
   and client, each rendered;
@@ -40,6 +41,7 @@ from rail.delivery.stats import DeliveryStats
 from rail.store.admin import list_messages, show_message
 from rail.store.adminmodel import QueueQuery
 from rail.store.deliveries import recipient_counts
+from rail.store.model import DeliveryJob, DueRecipient, JobResult, RecipientUpdate
 from rail.store.schema import open_writable
 from rail.store.trail import deferring_domains, message_events, webhook_backlog
 
@@ -48,6 +50,17 @@ def _render(tag: Tag) -> bytes:
     out: list[bytes] = []
     flattenString(None, tag).addCallback(out.append)
     return out[0]
+
+
+def _fill_figures(stats: DeliveryStats, now: float) -> None:
+    """A day of traffic in the in-memory figures: each second of the last five minutes
+    and each minute before, one accepted message and one delivered recipient."""
+    job = DeliveryJob("M", "d.example", "client0", "a@rail.test", now - 86_400, False, False,
+                      (DueRecipient(0, "b@d.example", 0, None),), b"")  # fmt: skip
+    moments = [now - 86_400 + 60 * m for m in range(1440)] + [now - 300 + s for s in range(300)]
+    for at in sorted(moments):
+        stats.accepted(at)
+        stats.attempt(job, JobResult("M", at, (RecipientUpdate(0, "sent", "250 ok"),)), 0.01)
 
 
 def _time(label: str, work: Callable[[], bytes], repeat: int = 5) -> float:
@@ -72,6 +85,7 @@ def main() -> None:
         print(f"filled {args.messages} messages in {time.perf_counter() - began:.1f} s")
         stats = DeliveryStats(0.0)
         now = time.time()
+        _fill_figures(stats, now)
         recent = args.messages - 10
         wanted = f"r{recent}@d{recent % 50}.example"
 
@@ -91,6 +105,7 @@ def main() -> None:
                 stats.sent_per_minute(now),
                 None,
                 backlog,
+                stats.accepted_per_minute(now),
             )
             return _render(page)
 

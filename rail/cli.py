@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from rail.config import Config, ConfigError, load_config
-from rail.dkim.domains import local_domains
 from rail.dkim.keys import DKIMKeyError, KeyStore
-from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
+from rail.dkim.rotation import DomainError, dkim_domains, rotate_domain
 from rail.eventscli import (
     add_client_commands,
     add_issue_options,
@@ -332,26 +331,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[str]]:
     """The key store and the domains a ``rail dkim`` command acts on: DOMAIN if it is local
     (or already has keys), else every local domain and every domain with keys."""
-    now = _now()
-    records = []
-    path = registry_path(config.data_dir)
-    if path.exists():  # a set-up without clients has no registry yet
-        with Registry.open(path) as registry:
-            records = registry.valid_records(now)
-    known = local_domains(config, records, now)
-    store = KeyStore.open(config.data_dir / "dkim")
-    candidates = sorted({*known, *store.domains()})
-    if domain is None:
-        if not candidates:
-            raise _CommandError(
-                1, ["rail: no local domains (set local_domains or issue a client certificate)"]
-            )
-        return store, candidates
-    name = a_label(domain)
-    if name is None or name not in candidates:
-        listed = ", ".join(candidates) or "none"
-        raise _CommandError(1, [f"rail: {domain}: not a local domain (local: {listed})"])
-    return store, [name]
+    try:
+        return dkim_domains(config, domain, _now())
+    except DomainError as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
 
 
 def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
@@ -375,10 +358,10 @@ def _cmd_dkim_show(args: argparse.Namespace) -> int:
 def _cmd_dkim_rotate(args: argparse.Namespace) -> int:
     config = _config(args.config)
     try:
-        store, (domain,) = _dkim_domains(config, args.domain)
-        generation = store.rotate(domain, _now().timestamp())
-        _print_dkim_records(config, store, [domain])
-    except (DKIMKeyError, StoreUnavailableError) as e:
+        rotated = rotate_domain(config, args.domain, _now())
+        domain, generation = rotated.domain, rotated.generation
+        _print_dkim_records(config, KeyStore.open(config.data_dir / "dkim"), [domain])
+    except (DomainError, DKIMKeyError, StoreUnavailableError) as e:
         raise _CommandError(1, [f"rail: {e}"]) from None
     print(
         f"; {domain}: new selectors {generation.ed25519_selector} and"

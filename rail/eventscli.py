@@ -22,6 +22,7 @@ from rail.pki.registry import Registry, RegistryError, registry_path
 __all__ = [
     "add_client_commands",
     "add_issue_options",
+    "check_events",
     "check_issue_events",
     "describe",
     "record_issue_events",
@@ -59,18 +60,31 @@ def add_issue_options(parser: argparse.ArgumentParser) -> None:
 def check_issue_events(config: Config, args: argparse.Namespace) -> tuple[str, ...]:
     """The checked ``--events`` of ``rail certs issue``, before anything is issued;
     :class:`OperationError` (exit 2) names each problem."""
-    types = _types(args.events)
-    if types is not None and args.admin:
+    return check_events(config, args.events, args.events_url, args.webhook, args.admin)
+
+
+def check_events(
+    config: Config,
+    events: Sequence[str] | None,
+    events_url: str | None,
+    webhook: str | None,
+    admin: bool,
+) -> tuple[str, ...]:
+    """The checked event types of a certificate to issue (``--events`` values: each a
+    comma-separated list; None when not given), as ``rail certs issue`` and the console
+    check them; :class:`OperationError` names each problem."""
+    types = _types(events)
+    if types is not None and admin:
         raise OperationError(["--events: an admin certificate sends no mail; omit --events"])
     if types is None:
-        if args.events_url is not None:
+        if events_url is not None:
             raise OperationError(["--events-url: give --events too"])
         return ()
     try:
         return check_event_settings(
             types,
-            args.events_url,
-            webhook=args.webhook,
+            events_url,
+            webhook=webhook,
             allow_http_loopback=_allow_http_loopback(config),
         )
     except EventSettingsError as error:

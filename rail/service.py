@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -363,6 +364,9 @@ def build_service(
     hooks.append(lambda _config: secrets.refresh())
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
+    # After the console rotated DKIM keys (and the server re-read them): the DNS zones
+    # follow, once the DNS service below exists.
+    after_rotation: list[Callable[[], object]] = []
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
@@ -404,6 +408,8 @@ def build_service(
                 _doctor_report(config, reactor, hooks),
                 lambda: clients[0],
                 lambda: tls.certificate,
+                keys,
+                lambda: [follow() for follow in after_rotation],
             ),
         )
         _listener(
@@ -426,6 +432,7 @@ def build_service(
                 header_limits=header_limits(config),
                 refusals=refusals,
                 rates=rates,
+                count_accepted=stats.accepted,
             ),
             hostname=config.hostname,
             limits=smtp_limits(config),
@@ -457,6 +464,7 @@ def build_service(
     if dns is not None:
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
+        after_rotation.append(dns.refresh)
     certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(

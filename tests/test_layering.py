@@ -75,6 +75,7 @@ _PURE = [
     "delivery/decide.py",
     "delivery/bounces.py",
     "delivery/stats.py",
+    "delivery/tally.py",
     "delivery/log.py",
     "webhooks/log.py",
     "logkv.py",

@@ -1,8 +1,10 @@
 """The console's pages as ``twisted.web.template`` tags, built from plain values.
 
 Every text reaches the page as a tag child or attribute, so the template engine escapes
-it; nothing here writes markup by hand. No page has a script or an inline style (the
-Content-Security-Policy forbids both): one stylesheet, forms and links.
+it; nothing here writes markup by hand. No page has an inline script or style (the
+Content-Security-Policy forbids both): one stylesheet, forms and links; the Domains page
+and the page of a newly issued certificate also load ``console.js`` (copy buttons, added
+by the script: without it the text is selectable as ever).
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ def _date(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _page(title: str, current: str | None, *content: Any) -> Tag:
-    """The document: skip link, navigation (``current`` marked), heading, content."""
+def _page(title: str, current: str | None, *content: Any, script: bool = False) -> Tag:
+    """The document: skip link, navigation (``current`` marked), heading, content; with
+    ``script``, the console's script file (deferred, same-origin)."""
     items = [
         tags.li(tags.a(label, href=href, **({"aria-current": "page"} if name == current else {})))
         for name, label, href in _PAGES
@@ -109,6 +112,7 @@ def _page(title: str, current: str | None, *content: Any) -> Tag:
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} - Rail console"),
             tags.link(rel="stylesheet", href="/console/static/console.css"),
+            tags.script(src="/console/static/console.js", defer="defer") if script else "",
         ),
         tags.body(
             tags.a("Skip to content", href="#main", class_="skip"),
@@ -198,12 +202,14 @@ def overview_page(
     per_minute: Sequence[tuple[int, int]] = (),
     server: x509.Certificate | None = None,
     backlog: Backlog | None = None,
+    accepted: Sequence[tuple[int, int]] = (),
 ) -> Tag:
-    """Recipient counts (from the store's tally), delivery rates and charts of the last
-    five minutes (``sent``: per second), hour and day (``per_minute``), latency, reactor
-    lag, disk, the server certificate's expiry, the domains deferring most among the
-    recipients due soonest, the webhook backlog per client, client certificates expiring
-    soon."""
+    """Recipient counts (from the store's tally), delivery and acceptance rates, charts
+    of recipients delivered in the last five minutes (``sent``: per second), hour and
+    day (``per_minute``) and of messages accepted in the last hour and day
+    (``accepted``: per minute), latency, reactor lag, disk, the server certificate's
+    expiry, the domains deferring most among the recipients due soonest, the webhook
+    backlog per client, client certificates expiring soon."""
     content: list[Any] = []
     if counts is None:
         content.append(tags.p("The queue could not be read just now.", class_="warn"))
@@ -224,9 +230,14 @@ def overview_page(
     figures: list[tuple[str, Any]] = []
     if snapshot is not None:
         rates = snapshot.get("delivered_per_minute", {})
+        accepting = snapshot.get("accepted_per_minute", {})
         latency = snapshot.get("accept_to_sent_seconds", {})
         lag = snapshot.get("reactor_lag_seconds", {})
         figures += [
+            (
+                "Accepted per minute (1 min / 5 min)",
+                f"{accepting.get('1m', 0)} / {accepting.get('5m', 0)}",
+            ),
             (
                 "Delivered per minute (1 min / 5 min)",
                 f"{rates.get('1m', 0)} / {rates.get('5m', 0)}",
@@ -270,20 +281,24 @@ def overview_page(
         )
     )
     minute_end = end - end % 60 + 60
-    content.append(
-        bar_chart(
-            bucket(per_minute, minute_end - 3600, minute_end, 60),
-            "Recipients delivered, last hour",
-            "per minute, oldest on the left",
+    for span, label, size, unit in (
+        (3600, "last hour", 60, "per minute"),
+        (86400, "last 24 hours", 900, "per 15 minutes"),
+    ):
+        content.append(
+            tags.div(class_="charts")(
+                bar_chart(
+                    bucket(accepted, minute_end - span, minute_end, size),
+                    f"Messages accepted, {label}",
+                    f"{unit}, oldest on the left",
+                ),
+                bar_chart(
+                    bucket(per_minute, minute_end - span, minute_end, size),
+                    f"Recipients delivered, {label}",
+                    f"{unit}, oldest on the left",
+                ),
+            )
         )
-    )
-    content.append(
-        bar_chart(
-            bucket(per_minute, minute_end - 86400, minute_end, 900),
-            "Recipients delivered, last 24 hours",
-            "per 15 minutes, oldest on the left",
-        )
-    )
     if deferring is not None:
         content.append(
             _table(
@@ -564,10 +579,11 @@ def clients_page(
     revocable: bool = False,
     policies: ClientPolicies | None = None,
     events: dict[str, ClientEvents] | None = None,
+    issue: Tag | None = None,
 ) -> Tag:
     """The certificates in the registry (with a Revoke link when ``revocable``; each
     client's limits and sandbox flag from ``policies``, its event subscription from
-    ``events``) and one client's suppression list."""
+    ``events``), the ``issue`` form, and one client's suppression list."""
     content: list[Any] = []
     if done is not None:
         content.append(tags.p(done, class_="done", role="status"))
@@ -614,6 +630,8 @@ def clients_page(
                 ],
             )
         )
+    if issue is not None:
+        content += [tags.h2("Issue a certificate", id="issue"), issue]
     content.append(tags.h2("Suppression list", id="suppressions"))
     content.append(
         tags.form(method="get", action="/console/clients", role="search")(
@@ -715,6 +733,8 @@ class DKIMSelectors:
     ed25519: str
     rsa: str
     since: float | None
+    records: tuple[str, ...] = ()
+    """The newest keys' records, as zone-file lines."""
 
 
 def domains_page(
@@ -724,24 +744,43 @@ def domains_page(
     token: str,
     checks: bool = True,
     dkim: Sequence[DKIMSelectors] | None = None,
+    rotatable: bool = False,
+    notice: Tag | None = None,
 ) -> Tag:
-    """The DKIM selectors in use (``dkim``), the DNS records to publish (``rail dns
-    records``) and, on request (a form with ``token``, when ``checks`` are available),
-    ``rail doctor``'s verdicts."""
+    """The DKIM selectors in use (``dkim``; with a Rotate link each when
+    ``rotatable``), the DNS records to publish (``rail dns records``) and, on request (a
+    form with ``token``, when ``checks`` are available), ``rail doctor``'s verdicts;
+    ``notice`` (a rotation's outcome) first."""
     content: list[Any] = []
+    if notice is not None:
+        content.append(notice)
     if dkim is not None:
+        head = ["Domain", "Ed25519 selector", "RSA selector", "Keys in use since"]
+        rows: list[list[Any]] = [[d.domain, d.ed25519, d.rsa, _when(d.since)] for d in dkim]
+        if rotatable:
+            head.append("Action")
+            for row, d in zip(rows, dkim, strict=True):
+                row.append(
+                    tags.a(
+                        "Rotate",
+                        href=f"/console/dkim/{quote(d.domain)}/rotate",
+                        **{"aria-label": f"Rotate the DKIM keys of {d.domain}"},
+                    )
+                )
         content.append(
             _table(
-                "DKIM selectors signing now (rotate with rail dkim rotate --domain D)",
-                ("Domain", "Ed25519 selector", "RSA selector", "Keys in use since"),
-                [(d.domain, d.ed25519, d.rsa, _when(d.since)) for d in dkim],
+                "DKIM selectors signing now"
+                + ("" if rotatable else " (rotate with rail dkim rotate DOMAIN)"),
+                head,
+                rows,
             )
         )
     content.append(tags.h2("Records to publish"))
     if records is None:
         content.append(tags.p(problem or "The records could not be built.", class_="warn"))
     else:
-        content.append(tags.pre(tags.code(records), tabindex="0", class_="records"))
+        for origin, text in zones(records):
+            content.append(records_block(text, f"Copy the records of {origin}"))
     content.append(tags.h2("Checks (rail doctor)"))
     if not checks:
         content.append(tags.p("The checks are not available here."))
@@ -780,7 +819,32 @@ def domains_page(
                 ],
             )
         )
-    return _page("Domains", "domains", *content)
+    return _page("Domains", "domains", *content, script=True)
+
+
+def records_block(text: str, label: str) -> Tag:
+    """Records in a focusable, selectable block; ``label`` names the copy button the
+    script adds (``data-copy``)."""
+    return tags.pre(tags.code(text), tabindex="0", class_="records", **{"data-copy": label})
+
+
+_ZONE_HEAD = "; Rail's records for "
+
+
+def zones(records: str) -> list[tuple[str, str]]:
+    """``rail dns records``' text cut into its zones: (origin, that zone's text); text
+    that does not start with a zone's comment line is one block, ``all domains``."""
+    found: list[tuple[str, str]] = []
+    for chunk in records.split("\n\n"):
+        if not chunk.strip():
+            continue
+        first = chunk.split("\n", 1)[0]
+        if first.startswith(_ZONE_HEAD):
+            origin = first[len(_ZONE_HEAD) :].split(" ", 1)[0]
+            found.append((origin, chunk.rstrip("\n") + "\n"))
+        else:
+            return [("all domains", records)]
+    return found or [("all domains", records)]
 
 
 def message_href(message_id: str, done: str | None = None) -> str:

@@ -5,10 +5,13 @@ other request is answered 403 with a page saying how to get one. Pages are rende
 the same store reads and admin queue operations as the admin API (read thread, writer
 thread); the registry, the records and the disk are read in a thread. A POST (message
 actions, removing a suppressed address, retrying an inbound webhook, running the
-doctor's checks, revoking a certificate) needs the form's CSRF token
-(:mod:`rail.console.csrf`), checked before anything is done; an action answers 303 to the
-page that shows the result. Every answer forbids scripts, inline styles, framing and
-outside resources (``Content-Security-Policy``), is ``no-store`` and ``nosniff``.
+doctor's checks, revoking or issuing a certificate, saving an issued one, rotating DKIM
+keys) needs the form's CSRF token (:mod:`rail.console.csrf`), checked before anything is
+done; an action answers 303 to the page that shows the result, except issuing, whose
+answer is the one page that shows the new private key (:mod:`rail.console.issuing`).
+Every answer forbids inline scripts and styles, framing and outside resources
+(``Content-Security-Policy``: scripts and styles only from the files under
+``/console/static/``), is ``no-store`` and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString
 
 from rail.config.clients import ClientPolicies
-from rail.console import pages
+from rail.console import issuing, pages
 from rail.console.csrf import csrf_token, csrf_valid
+from rail.console.issuing import Issued, IssueForm
 from rail.delivery.stats import DeliveryStats
+from rail.dkim.names import a_label
+from rail.dkim.rotation import Rotated
 from rail.mail.meta import MAX_KEY
 from rail.pki.clientevents import ClientEvents
 from rail.pki.registry import CertificateRecord, RegistryError
@@ -52,11 +58,20 @@ __all__ = ["CONTENT_SECURITY_POLICY", "Console", "ConsoleSources"]
 _log = Logger()
 
 CONTENT_SECURITY_POLICY = (
-    b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
-    b" frame-ancestors 'none'; base-uri 'none'"
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    b" form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+"""Scripts only from the console's own files (no inline script, no ``eval``), styles
+likewise, nothing from elsewhere."""
 
-_STYLESHEET = resources.files("rail.console").joinpath("static/console.css").read_bytes()
+_STATIC = {
+    name: (kind, resources.files("rail.console").joinpath(f"static/{name}").read_bytes())
+    for name, kind in (
+        ("console.css", b"text/css; charset=utf-8"),
+        ("console.js", b"text/javascript; charset=utf-8"),
+    )
+}
+"""The files under ``/console/static/``, read once at import."""
 
 _META_KEY = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_KEY}}}")
 """A metadata key, as :mod:`rail.mail.meta` allows them."""
@@ -112,6 +127,24 @@ class ConsoleSources:
     """Every client's event subscription (registry, read in a thread)."""
     dkim: Callable[[], Deferred[list[pages.DKIMSelectors]]] | None = None
     """The DKIM selectors each local domain signs with now (key files read in a thread)."""
+    issuing: Issuing | None = None
+    """Issuing certificates from the Clients page."""
+    rotate_dkim: Callable[[str], Deferred[Rotated | str]] | None = None
+    """Rotate a domain's DKIM keys as ``rail dkim rotate`` does and make the running
+    server sign with them (in a thread); the rotation, or why not (the CLI's message)."""
+
+
+@attrs.frozen
+class Issuing:
+    """What issuing needs: ``check`` gives a form's problems (``rail certs issue``'s
+    messages; no I/O), ``issue`` issues in a thread (the certificate, or the problems
+    that stopped it)."""
+
+    check: Callable[[IssueForm], list[str]]
+    issue: Callable[[IssueForm], Deferred[Issued | list[str]]]
+    key_types: tuple[str, ...]
+    default_key_type: str
+    default_days: int
 
 
 @attrs.frozen
@@ -122,11 +155,13 @@ class _Admin:
 
 @attrs.frozen
 class _Answer:
-    """A page to write (``status``, ``page``) or a redirect (``location``)."""
+    """A page to write (``status``, ``page``), a redirect (``location``) or a file to
+    save (``download``: its name and bytes)."""
 
     status: int = 200
     page: Tag | None = None
     location: str | None = None
+    download: tuple[str, bytes] | None = attrs.field(default=None, repr=False)
 
 
 def _admin(request: Any) -> _Admin | str:
@@ -188,9 +223,10 @@ class Console(Resource):
         request.setHeader(b"Referrer-Policy", b"no-referrer")
         request.setHeader(b"Cache-Control", b"no-store")
         path = [segment.decode("utf-8", "replace") for segment in request.postpath]
-        if path == ["static", "console.css"]:
-            request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
-            return _STYLESHEET
+        if len(path) == 2 and path[0] == "static" and path[1] in _STATIC:
+            kind, body = _STATIC[path[1]]
+            request.setHeader(b"Content-Type", kind)
+            return body
         if not path:
             request.setResponseCode(301)
             request.setHeader(b"Location", b"/console/")
@@ -213,6 +249,12 @@ class Console(Resource):
                 request.setResponseCode(303)
                 request.setHeader(b"Location", result.location.encode("ascii"))
                 return b""
+            if result.download is not None:
+                name, data = result.download
+                request.setHeader(b"Content-Type", b"application/x-pem-file")
+                disposition = f'attachment; filename="{name}"'
+                request.setHeader(b"Content-Disposition", disposition.encode("ascii"))
+                return data
             request.setResponseCode(result.status)
             request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
             assert result.page is not None
@@ -257,7 +299,7 @@ class Console(Resource):
             token = csrf_token(self._sources.secret, admin.fingerprint, target)
             return succeed(_Answer(page=pages.inbound_retry_page(path[1], token)))
         if path == ["clients"]:
-            return self._clients(args, None)
+            return self._clients(args, None, admin)
         if len(path) == 3 and path[0] == "certificates" and path[2] == "revoke":
             if not _SERIAL.fullmatch(path[1]) or self._sources.revoke is None:
                 return _not_found()
@@ -273,7 +315,14 @@ class Console(Resource):
             )
             return succeed(_Answer(page=pages.remove_page(client, address, token)))
         if path == ["domains"]:
-            return self._domains(admin, False)
+            return self._domains(admin, False, _arg(args, "rotated"))
+        if len(path) == 3 and path[0] == "dkim" and path[2] == "rotate":
+            domain = path[1]
+            if a_label(domain) != domain or self._sources.rotate_dkim is None:
+                return _not_found()
+            target = f"/console/dkim/{domain}/rotate"
+            token = csrf_token(self._sources.secret, admin.fingerprint, target)
+            return succeed(_Answer(page=issuing.rotate_confirm_page(domain, token)))
         return _not_found()
 
     def _overview(self) -> Deferred[_Answer]:
@@ -293,11 +342,12 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             counts_found, disk_found, certs_found, deferring_found, backlog_found = found[:5]
             stats = sources.stats
-            snapshot = sent = per_minute = None
+            snapshot = sent = per_minute = accepted = None
             if stats is not None:
                 snapshot = stats.snapshot(now, counts_found or {})
                 sent = stats.recent_sent(now)
                 per_minute = stats.sent_per_minute(now)
+                accepted = stats.accepted_per_minute(now)
             server = sources.server_certificate() if sources.server_certificate else None
             if stats is not None and snapshot is not None:
                 snapshot = {**snapshot, "quarantined": _quarantined(stats)}
@@ -312,6 +362,7 @@ class Console(Resource):
                 per_minute or [],
                 server,
                 backlog_found,
+                accepted or [],
             )
             return _Answer(page=page)
 
@@ -398,7 +449,9 @@ class Console(Resource):
             lambda found: _Answer(page=pages.inbound_page(found, done))
         )
 
-    def _clients(self, args: dict[bytes, list[bytes]], done: str | None) -> Deferred[_Answer]:
+    def _clients(
+        self, args: dict[bytes, list[bytes]], done: str | None, admin: _Admin
+    ) -> Deferred[_Answer]:
         sources = self._sources
         now = sources.clock.seconds()
         client, q = _arg(args, "client")[:_MAX_FIELD], _arg(args, "q")[:_MAX_FIELD]
@@ -423,6 +476,15 @@ class Console(Resource):
                 SuppressionQuery(client=client, limit=100, q=q.lower() or None)
             )
 
+        issue = None
+        if sources.issuing is not None:
+            issue = issuing.issue_form(
+                csrf_token(sources.secret, admin.fingerprint, "/console/certificates/issue"),
+                IssueForm(),
+                sources.issuing.key_types,
+                sources.issuing.default_key_type,
+            )
+
         def render(found: list[Any]) -> _Answer:
             records, listing, subscribed = found
             policies = sources.policies() if sources.policies is not None else None
@@ -436,15 +498,16 @@ class Console(Resource):
                 sources.revoke is not None,
                 policies,
                 {e.name: e for e in subscribed} if subscribed is not None else None,
+                issue,
             )
             return _Answer(page=page)
 
         return gatherResults([certs, listed, events]).addCallback(render)
 
-    def _domains(self, admin: _Admin, check: bool) -> Deferred[_Answer]:
+    def _domains(self, admin: _Admin, check: bool, rotated: str = "") -> Deferred[_Answer]:
         """The records, and with ``check`` the doctor's verdicts (a POST: the checks cost
         seconds of DNS queries and connections, so a link from elsewhere cannot start
-        them)."""
+        them); after a rotation of ``rotated``, its new selectors and records."""
         sources = self._sources
         records: Deferred[Any] = succeed((None, "Records are not available here."))
         if sources.records is not None:
@@ -460,7 +523,20 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             (text, problem), verdicts, selectors = found
             available = sources.domains is not None
-            page = pages.domains_page(text, verdicts, problem, token, available, selectors)
+            notice = None
+            for each in selectors or ():
+                if rotated and each.domain == rotated:
+                    notice = issuing.rotated_notice(each)
+            page = pages.domains_page(
+                text,
+                verdicts,
+                problem,
+                token,
+                available,
+                selectors,
+                sources.rotate_dkim is not None,
+                notice,
+            )
             return _Answer(page=page)
 
         return gatherResults([records, report, dkim]).addCallback(render)
@@ -494,7 +570,11 @@ class Console(Resource):
         is_inbound = len(path) == 3 and path[0] == "inbound" and path[2] == "retry"
         is_check = path == ["domains", "check"]
         is_revoke = len(path) == 3 and path[0] == "certificates" and path[2] == "revoke"
-        if not (is_action or is_removal or is_inbound or is_check or is_revoke):
+        is_issue = path == ["certificates", "issue"]
+        is_download = path == ["certificates", "download"]
+        is_rotate = len(path) == 3 and path[0] == "dkim" and path[2] == "rotate"
+        known = (is_action, is_removal, is_inbound, is_check, is_revoke, is_issue, is_download)
+        if not (any(known) or is_rotate):
             return _not_found()
         form = _form(request)
         token = _arg(form, "csrf") if form is not None else None
@@ -522,6 +602,12 @@ class Console(Resource):
             return self._domains(admin, True)
         if is_revoke:
             return self._revoke(path[1], admin)
+        if is_issue:
+            return self._issue(form, admin)
+        if is_download:
+            return self._download(form)
+        if is_rotate:
+            return self._rotate(path[1], admin)
         return self._act(path[1], path[2], form, admin)
 
     def _act(
@@ -617,6 +703,80 @@ class Console(Resource):
             return _Answer(409, pages.notice_page("Not revoked", text, "/console/clients"))
 
         return revoke(serial).addCallbacks(done, refused)
+
+    def _issue(self, form: dict[bytes, list[bytes]], admin: _Admin) -> Deferred[_Answer]:
+        """A first POST checks the fields and asks for confirmation; a confirmed one
+        issues (in a thread) and shows the certificate and key once."""
+        sources = self._sources
+        settings = sources.issuing
+        if settings is None:
+            return _not_found()
+        values = issuing.read_issue_form(form)
+        values = attrs.evolve(values, key_type=values.key_type or settings.default_key_type)
+        token = csrf_token(sources.secret, admin.fingerprint, "/console/certificates/issue")
+
+        def refused(problems: list[str]) -> _Answer:
+            page = issuing.issue_page(
+                token, values, settings.key_types, settings.default_key_type, problems
+            )
+            return _Answer(400, page)
+
+        problems = settings.check(values)
+        if problems:
+            return succeed(refused(problems))
+        if _arg(form, "confirm") != "1":
+            days = int(values.days[:9]) if values.days else settings.default_days
+            return succeed(_Answer(page=issuing.issue_confirm_page(token, values, days)))
+
+        def done(outcome: Issued | list[str]) -> _Answer:
+            if isinstance(outcome, list):
+                return refused(outcome)
+            record = outcome.pem.record
+            _log.info(
+                "admin {admin} issued certificate {serial} for {name} ({role}) (console)",
+                admin=admin.name,
+                serial=format(record.serial, "x"),
+                name=record.name,
+                role=record.role,
+            )
+            download = csrf_token(
+                sources.secret, admin.fingerprint, "/console/certificates/download"
+            )
+            return _Answer(page=issuing.issued_page(outcome, download))
+
+        return settings.issue(values).addCallback(done)
+
+    def _download(self, form: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
+        """A certificate or key from the issued page, sent back as a file to save."""
+        name, kind = _arg(form, "name"), _arg(form, "kind")
+        values = form.get(b"pem")
+        pem = values[-1].decode("ascii", "replace") if values else ""
+        problem = issuing.download_problem(name, kind, pem)
+        if problem is not None:
+            return succeed(_Answer(400, pages.notice_page("Refused", problem, "/console/clients")))
+        return succeed(_Answer(download=(f"{name}.{kind}", pem.encode("ascii"))))
+
+    def _rotate(self, domain: str, admin: _Admin) -> Deferred[_Answer]:
+        rotate = self._sources.rotate_dkim
+        if rotate is None or a_label(domain) != domain:
+            return _not_found()
+
+        def done(outcome: Rotated | str) -> _Answer:
+            if isinstance(outcome, str):
+                return _Answer(409, pages.notice_page("Not rotated", outcome, "/console/domains"))
+            generation = outcome.generation
+            _log.info(
+                "admin {admin} rotated the DKIM keys of {domain} (console): selectors"
+                " {ed25519} and {rsa}",
+                admin=admin.name,
+                domain=outcome.domain,
+                ed25519=generation.ed25519_selector,
+                rsa=generation.rsa_selector,
+            )
+            query = urlencode({"rotated": outcome.domain})
+            return _Answer(location=f"/console/domains?{query}#main")
+
+        return rotate(domain).addCallback(done)
 
     def _retry_inbound(self, message_id: str, admin: _Admin) -> Deferred[_Answer]:
         if not is_message_id(message_id):

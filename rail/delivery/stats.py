@@ -1,11 +1,13 @@
-"""Delivery figures for ``/stats`` and ``/metrics``, fed by the scheduler's observer calls.
+"""Delivery figures for ``/stats`` and ``/metrics``, fed by the scheduler's observer calls
+and, for accepted messages, by the accept paths (SMTP submission, the send API and its
+batches) once the store has answered.
 
-Kept in memory, bounded: per-second counts of sent recipients for the last five minutes
-(the 1 m and 5 m rates), per-minute counts for the last day (the console's charts) and
-the accept-to-sent latencies of the last :data:`LATENCY_SAMPLES` sent recipients (the
-percentiles). Prometheus series live in their
-own registry, so tests and several services in one process never collide. Pure: times come
-from the results and the caller.
+Kept in memory, bounded: sent recipients and accepted messages each as a
+:class:`~rail.delivery.tally.Tally` (per second for the last five minutes: the 1 m and
+5 m rates; per minute for the last day: the console's charts) and the accept-to-sent
+latencies of the last :data:`LATENCY_SAMPLES` sent recipients (the percentiles).
+Prometheus series live in their own registry, so tests and several services in one
+process never collide. Pure: times come from the results and the caller.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rail.delivery.tally import WINDOW, Tally
 from rail.store.model import DeliveryJob, JobResult
 
 __all__ = ["LATENCY_SAMPLES", "DeliveryStats", "percentile"]
 
 LATENCY_SAMPLES = 10_000
-_WINDOW = 300
-_DAY_MINUTES = 1440
 _STATUSES = ("queued", "deferred", "sent", "bounced", "failed", "deleted")
 
 
@@ -41,8 +42,8 @@ class DeliveryStats:
         self.started_at = started_at
         self.registry = registry or CollectorRegistry()
         self.results = dict.fromkeys(("sent", "deferred", "bounced"), 0)
-        self._per_second: deque[list[float]] = deque()  # [second, sent count]
-        self._per_minute: deque[list[int]] = deque()  # [minute, sent count], one day
+        self._sent = Tally()  # recipients
+        self._accepted = Tally()  # messages
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._sections: dict[str, Callable[[], object]] = {}
         self.refreshers: list[Callable[[], object]] = []
@@ -92,20 +93,12 @@ class DeliveryStats:
                 sent += 1
                 self._latencies.append(max(0.0, now - job.received_at))
                 self._added += 1
-        if sent:
-            second = math.floor(now)
-            if self._per_second and self._per_second[-1][0] == second:
-                self._per_second[-1][1] += sent
-            else:
-                self._per_second.append([second, sent])
-            self._trim(now)
-            minute = math.floor(now / 60)
-            if self._per_minute and self._per_minute[-1][0] == minute:
-                self._per_minute[-1][1] += sent
-            else:
-                self._per_minute.append([minute, sent])
-            while self._per_minute and self._per_minute[0][0] <= minute - _DAY_MINUTES:
-                self._per_minute.popleft()
+        self._sent.add(now, sent)
+
+    def accepted(self, now: float, messages: int = 1) -> None:
+        """Count messages the store accepted at ``now`` (called by SMTP submission, the
+        send API and its batches once the store answered; O(1), no store read)."""
+        self._accepted.add(now, messages)
 
     def connection(self, domain: str, tls: bool) -> None:
         """Count one outbound connection (scheduler observer)."""
@@ -129,22 +122,22 @@ class DeliveryStats:
 
     def rate(self, now: float, seconds: int) -> float:
         """Recipients sent per minute over the last ``seconds``."""
-        self._trim(now)
-        since = math.floor(now) - seconds
-        total = sum(count for second, count in self._per_second if second > since)
-        return total * 60.0 / seconds
+        return self._sent.rate(now, seconds)
 
     def recent_sent(self, now: float) -> list[tuple[int, int]]:
         """``(second, recipients sent)`` of the last five minutes, oldest first (the
         console's chart; at most 300 pairs)."""
-        self._trim(now)
-        return [(int(second), int(count)) for second, count in self._per_second]
+        return self._sent.per_second(now)
 
     def sent_per_minute(self, now: float) -> list[tuple[int, int]]:
         """``(start of the minute in seconds, recipients sent)`` of the last day, oldest
         first (the console's 1 h and 24 h charts; at most 1,440 pairs)."""
-        horizon = math.floor(now / 60) - _DAY_MINUTES
-        return [(m * 60, n) for m, n in self._per_minute if m > horizon]
+        return self._sent.per_minute(now)
+
+    def accepted_per_minute(self, now: float) -> list[tuple[int, int]]:
+        """``(start of the minute in seconds, messages accepted)`` of the last day,
+        oldest first (the console's 1 h and 24 h charts; at most 1,440 pairs)."""
+        return self._accepted.per_minute(now)
 
     def snapshot(self, now: float, counts: dict[str, int]) -> dict[str, object]:
         """The ``/stats`` document."""
@@ -153,8 +146,13 @@ class DeliveryStats:
             "recipients": {status: counts.get(status, 0) for status in _STATUSES},
             "delivered_per_minute": {
                 "1m": round(self.rate(now, 60), 2),
-                "5m": round(self.rate(now, _WINDOW), 2),
+                "5m": round(self.rate(now, WINDOW), 2),
             },
+            "accepted_per_minute": {
+                "1m": round(self._accepted.rate(now, 60), 2),
+                "5m": round(self._accepted.rate(now, WINDOW), 2),
+            },
+            "accepted_since_start": self._accepted.total,
             "results_since_start": dict(self.results),
             "accept_to_sent_seconds": self._latency_figures(now),
             **{name: read() for name, read in self._sections.items()},
@@ -177,8 +175,3 @@ class DeliveryStats:
         }
         self._figures = (self._added, now, figures)
         return figures
-
-    def _trim(self, now: float) -> None:
-        horizon = math.floor(now) - _WINDOW
-        while self._per_second and self._per_second[0][0] <= horizon:
-            self._per_second.popleft()

@@ -2,12 +2,14 @@
 
 Each operation is one step an operator asks for, composed from the pure PKI modules and
 the registry; the CLI only parses arguments and prints. Synchronous: these run in the
-CLI process or before the reactor starts.
+CLI process, before the reactor starts, or in a worker thread (the console's issuing and
+revoking).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -27,16 +29,19 @@ from rail.pki.files import (
     write_key_pair,
 )
 from rail.pki.issue import ClientRequest, check_client_request, issue_client_certificate
-from rail.pki.keys import generate_private_key
+from rail.pki.keys import PrivateKey, generate_private_key, private_key_pem
 from rail.pki.ownership import AddressConflict
 from rail.pki.registry import CertificateRecord, Registry, registry_path
 
 __all__ = [
     "IssuedClient",
+    "IssuedPEM",
     "OperationError",
     "current_crl",
     "issue_client",
+    "issue_client_pem",
     "publish_crl",
+    "request_problems",
     "revoke",
 ]
 
@@ -47,6 +52,18 @@ class OperationError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+@attrs.frozen
+class IssuedPEM:
+    """A certificate issued without files (:func:`issue_client_pem`): the certificate
+    and its private key as PEM; ``shared`` and ``siblings`` as in :class:`IssuedClient`."""
+
+    record: CertificateRecord
+    certificate_pem: bytes
+    key_pem: bytes = attrs.field(repr=False)
+    shared: tuple[AddressConflict, ...] = ()
+    siblings: tuple[CertificateRecord, ...] = ()
 
 
 @attrs.frozen
@@ -95,6 +112,15 @@ def _current_crl_number(data_dir: Path) -> int:
         return -1
 
 
+def request_problems(config: Config, request: ClientRequest) -> list[str]:
+    """Every problem with ``request`` under ``config``, one line each, named by the
+    ``rail certs issue`` option that supplied it (nothing is read or written)."""
+    # allow_private wins: without it Rail never POSTs to loopback, so an http:// webhook
+    # could never be used (rail.webhooks.addresses).
+    webhooks = config.webhooks
+    return check_client_request(request, webhooks.allow_http_loopback and webhooks.allow_private)
+
+
 def issue_client(
     config: Config,
     request: ClientRequest,
@@ -107,18 +133,56 @@ def issue_client(
 
     Raises ``AddressConflictError`` for an address another client's valid certificate
     holds, unless ``allow_shared_addresses``."""
-    # allow_private wins: without it Rail never POSTs to loopback, so an http:// webhook
-    # could never be used (rail.webhooks.addresses).
-    webhooks = config.webhooks
-    problems = check_client_request(
-        request, webhooks.allow_http_loopback and webhooks.allow_private
-    )
+    problems = request_problems(config, request)
     certificate_path = out_dir / f"{request.name}.crt"
     key_path = out_dir / f"{request.name}.key"
     if not problems:
         problems = _output_problems(out_dir, (certificate_path, key_path), force)
     if problems:
         raise OperationError(problems)
+
+    def write(certificate: x509.Certificate, key: PrivateKey) -> None:
+        write_key_pair(certificate_path, key_path, certificate, key)
+
+    record, _, shared, siblings = _issue(config, request, now, allow_shared_addresses, write)
+    return IssuedClient(
+        record=record,
+        certificate_path=certificate_path,
+        key_path=key_path,
+        shared=shared,
+        siblings=siblings,
+    )
+
+
+def issue_client_pem(
+    config: Config, request: ClientRequest, now: datetime, allow_shared_addresses: bool = False
+) -> IssuedPEM:
+    """Issue a client certificate and record it, as :func:`issue_client` does, but write
+    no file: the certificate and its key come back as PEM, for the console to show once.
+    The key exists nowhere else."""
+    problems = request_problems(config, request)
+    if problems:
+        raise OperationError(problems)
+    record, key, shared, siblings = _issue(config, request, now, allow_shared_addresses, None)
+    return IssuedPEM(
+        record=record,
+        certificate_pem=record.pem,
+        key_pem=private_key_pem(key),
+        shared=shared,
+        siblings=siblings,
+    )
+
+
+def _issue(
+    config: Config,
+    request: ClientRequest,
+    now: datetime,
+    allow_shared_addresses: bool,
+    write: Callable[[x509.Certificate, PrivateKey], None] | None,
+) -> tuple[
+    CertificateRecord, PrivateKey, tuple[AddressConflict, ...], tuple[CertificateRecord, ...]
+]:
+    """Make the key, sign, record; ``write`` the pair (a failure revokes the record)."""
     ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
     key = generate_private_key(request.key_type)
     certificate = issue_client_certificate(ca, request, key.public_key(), now)
@@ -130,19 +194,14 @@ def issue_client(
             for r in registry.find(request.name)
             if r.name == request.name and r.serial != record.serial and r.status(now) == "valid"
         )
-        try:
-            write_key_pair(certificate_path, key_path, certificate, key)
-        except PKIError:
-            # Nobody holds this certificate: retire it so the name is free again.
-            registry.revoke(format(record.serial, "x"), now)
-            raise
-    return IssuedClient(
-        record=record,
-        certificate_path=certificate_path,
-        key_path=key_path,
-        shared=tuple(shared),
-        siblings=siblings,
-    )
+        if write is not None:
+            try:
+                write(certificate, key)
+            except PKIError:
+                # Nobody holds this certificate: retire it so the name is free again.
+                registry.revoke(format(record.serial, "x"), now)
+                raise
+    return record, key, tuple(shared), siblings
 
 
 def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> list[str]:

@@ -66,10 +66,13 @@ class SubmissionSession:
         header_limits: HeaderLimits | None = None,
         refusals: Refusals | None = None,
         rates: ClientRates | None = None,
+        count_accepted: Callable[[float, int], None] | None = None,
     ) -> None:
         """``revoked()`` returns the loaded revoked serials (no I/O: it is called on
         every MAIL FROM); ``rates`` holds the per-client rate limits (messages at MAIL
-        FROM, recipients per day at RCPT TO) and counts what is accepted."""
+        FROM, recipients per day at RCPT TO) and counts what is accepted;
+        ``count_accepted(now, messages)`` counts each message the store accepted (the
+        console's and ``/stats``' acceptance rate)."""
         self._store = store
         self._clock = clock
         self._hostname = hostname
@@ -78,6 +81,7 @@ class SubmissionSession:
         self._header_limits = header_limits or HeaderLimits()
         self._refusals = refusals
         self._rates = rates
+        self._count_accepted = count_accepted
         self.identity: ClientIdentity | None = None
 
     def handshake_completed(self, transport: Any) -> None:
@@ -190,6 +194,8 @@ class SubmissionSession:
     def _accepted(self, result: Any, message: NewMessage) -> Reply:
         if self._rates is not None:
             self._rates.record(message.client, len(message.recipients))
+        if self._count_accepted is not None:
+            self._count_accepted(self._clock.seconds(), 1)
         log_accepted(message)
         return Reply(250, "2.0.0", f"Ok: queued as {message.id}")
 

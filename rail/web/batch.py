@@ -197,6 +197,9 @@ class SendBatch(SendSettings):
         limited: dict[int, dict[str, Any]],
     ) -> bytes:
         by_submission = dict(zip(map(id, good), outcomes, strict=True))
+        if self._count_accepted is not None:
+            accepted = sum(isinstance(outcome, Accepted) for outcome in outcomes)
+            self._count_accepted(self._clock.seconds(), accepted)
         answer: list[dict[str, Any]] = []
         for index, result in enumerate(results):
             if index in limited:

@@ -144,9 +144,13 @@ class SendSettings(JSONResource):
         refusals: Refusals | None = None,
         in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
         rates: ClientRates | None = None,
+        count_accepted: Callable[[float, int], None] | None = None,
     ) -> None:
+        """``count_accepted(now, messages)`` counts the messages the store accepted
+        (the console's and ``/stats``' acceptance rate)."""
         super().__init__()
         self._rates = rates
+        self._count_accepted = count_accepted
         self._store = store
         self._clock = clock
         self._hostname = hostname
@@ -243,6 +247,8 @@ class Send(SendSettings):
         elif isinstance(outcome, Accepted):
             # The same line as SMTP submission writes, from the same function.
             log_accepted(submission.message)
+            if self._count_accepted is not None:
+                self._count_accepted(self._clock.seconds(), 1)
             if self._rates is not None:
                 message = submission.message
                 self._rates.record(message.client, len(message.recipients))

@@ -243,6 +243,7 @@ def build_site(
         refusals=refusals,
         in_thread=in_thread,
         rates=rates,
+        count_accepted=stats.accepted if stats is not None else None,
     )
     batch = SendBatch(
         store,
@@ -254,6 +255,7 @@ def build_site(
         refusals=refusals,
         in_thread=in_thread,
         rates=rates,
+        count_accepted=stats.accepted if stats is not None else None,
     )
     sending = SendRoutes(send, batch)
     v1 = _Directory()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -9,7 +10,7 @@ from twisted.web.template import flattenString
 
 from rail.config.clients import ClientPolicies
 from rail.config.schema import ClientLimits
-from rail.console.pages import certificate_state, clients_page
+from rail.console.pages import certificate_state, clients_page, overview_page
 from rail.console.resource import _quarantined
 from rail.delivery.stats import DeliveryStats
 from rail.pki.clientevents import ClientEvents
@@ -89,3 +90,42 @@ class QuarantinedTests(SynchronousTestCase):
         quarantines(Quarantined("outbound", "01J0000000000000000000000A", "corrupt", "x"))
         quarantines(Quarantined("outbound", "01J0000000000000000000000B", "timeout", "y"))
         self.assertEqual(_quarantined(stats), {"outbound": 2, "inbound": 0})
+
+
+def chart_values(html: bytes, title: str) -> list[int]:
+    """The bar values of the chart named ``title`` on a page (its rects' titles)."""
+    start = html.index(b"<title>" + title.encode() + b"</title>")
+    end = html.index(b"</svg>", start)
+    return [int(v) for v in re.findall(rb"<rect [^>]*><title>(\d+)</title>", html[start:end])]
+
+
+class OverviewChartTests(SynchronousTestCase):
+    def test_accepted_next_to_delivered(self) -> None:
+        """The overview charts messages accepted and recipients delivered side by side
+        for the last hour (per minute) and day (per 15 minutes), each from its own
+        series, and shows the acceptance rate."""
+        stats = DeliveryStats(0.0)
+        now = 1_800_000_000.0  # a minute boundary
+        stats.accepted(now - 3000, 2)
+        stats.accepted(now - 30, 5)
+        snapshot = stats.snapshot(now, {})
+        html = _html(
+            overview_page(
+                now,
+                {},
+                snapshot,
+                [],
+                None,
+                None,
+                per_minute=[(int(now) - 60, 7)],
+                accepted=stats.accepted_per_minute(now),
+            )
+        )
+        hour = chart_values(html, "Messages accepted, last hour")
+        self.assertEqual((len(hour), sum(hour), hour[-2]), (60, 7, 5))
+        day = chart_values(html, "Messages accepted, last 24 hours")
+        self.assertEqual((len(day), sum(day)), (96, 7))
+        self.assertEqual(sum(chart_values(html, "Recipients delivered, last hour")), 7)
+        self.assertEqual(sum(chart_values(html, "Recipients delivered, last 24 hours")), 7)
+        self.assertIn(b'<div class="charts"><figure>', html)
+        self.assertIn(b"<dt>Accepted per minute (1 min / 5 min)</dt><dd>5.0 / 1.0</dd>", html)

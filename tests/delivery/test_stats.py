@@ -177,3 +177,26 @@ class ResourceTests(SynchronousTestCase):
         request = self._get(Stats(self.stats, self.store, self.clock))
         self.assertEqual(request.responseCode, 503)
         self.assertIn(b"QUEUE_UNAVAILABLE", b"".join(request.written))
+
+
+class AcceptedTests(SynchronousTestCase):
+    def test_accepted_in_stats_and_series(self) -> None:
+        """Accepted messages are counted apart from delivered recipients: /stats has
+        their 1 m and 5 m rates and the count since start, the console their per-minute
+        series for a day."""
+        clock = Clock()
+        clock.advance(_T0 - _T0 % 60)
+        start = clock.seconds()
+        stats = DeliveryStats(start)
+        stats.accepted(clock.seconds())
+        clock.advance(61)
+        stats.accepted(clock.seconds(), 2)
+        stats.attempt(_job(start), _sent(clock.seconds()), 0.01)
+        snap = stats.snapshot(clock.seconds(), {})
+        self.assertEqual(snap["accepted_per_minute"], {"1m": 2.0, "5m": 0.6})
+        self.assertEqual(snap["accepted_since_start"], 3)
+        self.assertEqual(snap["delivered_per_minute"], {"1m": 1.0, "5m": 0.2})
+        self.assertEqual(
+            stats.accepted_per_minute(clock.seconds()), [(int(start), 1), (int(start) + 60, 2)]
+        )
+        self.assertEqual(stats.sent_per_minute(clock.seconds()), [(int(start) + 60, 1)])

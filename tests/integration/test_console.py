@@ -28,8 +28,8 @@ from rail.store.model import JobResult, RecipientUpdate
 from tests.integration.test_queue_cli import _RunningRail
 
 _CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
-    " frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -93,7 +93,9 @@ class ConsoleTests(_RunningRail):
     @inlineCallbacks
     def test_security_headers(self) -> Any:
         """Every page carries the CSP without unsafe-inline, nosniff, no-store and no
-        referrer; the stylesheet is served from the package as text/css."""
+        referrer; the stylesheet and the Domains page's script (its only one, loaded by
+        src; the records are in selectable blocks without it) are served from the
+        package."""
         response = yield self.get("/console/messages")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.headers["content-security-policy"], _CSP)
@@ -111,6 +113,22 @@ class ConsoleTests(_RunningRail):
         css = yield self.get("/console/static/console.css")
         self.assertEqual(css.headers["content-type"], "text/css; charset=utf-8")
         self.assertIn(b"svg.chart", css.body)
+        # The Domains page's script: a same-origin file, no inline code anywhere.
+        self.assertIn(
+            b'<script src="/console/static/console.js" defer="defer"></script>', domains.body
+        )
+        self.assertEqual(domains.body.count(b"<script"), 1)
+        self.assertIn(
+            b'<pre tabindex="0" class="records" data-copy="Copy the records of rail.test">',
+            domains.body,
+        )
+        script = yield self.get("/console/static/console.js")
+        self.assertEqual(script.status, 200)
+        self.assertEqual(script.headers["content-type"], "text/javascript; charset=utf-8")
+        self.assertEqual(script.headers["content-security-policy"], _CSP)
+        self.assertIn(b"navigator.clipboard.writeText", script.body)
+        missing = yield self.get("/console/static/other.js")
+        self.assertEqual(missing.status, 404)
 
     @inlineCallbacks
     def test_search_and_trail(self) -> Any:

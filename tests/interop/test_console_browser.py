@@ -41,6 +41,7 @@ from rail.pki.bundle import write_bundle
 from rail.pki.files import load_ca
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
+from rail.pki.registry import Registry, registry_path
 from rail.store import suppressions
 from rail.store.model import JobResult, RecipientUpdate
 from tests.integration.test_queue_cli import _RunningRail
@@ -148,7 +149,7 @@ class ConsoleBrowserTests(_RunningRail):
             f"--user-data-dir={home / 'chromium'}",
         ):
             options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         service = webdriver.ChromeService(
             executable_path=self.chromedriver,
             env={**os.environ, "HOME": str(home)},
@@ -205,9 +206,11 @@ class ConsoleBrowserTests(_RunningRail):
     def test_operator_session(self) -> Any:
         """Log in by certificate; find a message by recipient; open its trail (the
         deferred attempt shows); retry it through the confirmation page and see the retry
-        in the audit log; remove a suppressed address; every page is screenshotted, has
-        no serious accessibility violation, fits a phone's width, and nothing left
-        loopback."""
+        in the audit log; remove a suppressed address; copy the DNS records; rotate a
+        domain's DKIM keys and issue a client certificate through their confirmation
+        pages; every page is screenshotted, has no serious accessibility violation,
+        fits a phone's width, nothing left loopback and no policy violation was
+        logged."""
         message_id = yield self.send("bob@example.com")
         yield self.send("carl@example.org")
         now = float(reactor.seconds())
@@ -231,13 +234,17 @@ class ConsoleBrowserTests(_RunningRail):
             sorted(pages),
             [
                 "clients",
+                "confirm-issue",
                 "confirm-remove",
                 "confirm-retry",
+                "confirm-rotate",
                 "domains",
                 "inbound",
+                "issued",
                 "message",
                 "overview",
                 "retried",
+                "rotated",
                 "search",
             ],
         )
@@ -245,6 +252,10 @@ class ConsoleBrowserTests(_RunningRail):
         self.assertEqual([(a.actor, a.action) for a in detail.actions], [("ops", "retry")])
         listed = yield self.store.get_suppression("app", "gone@example.com")
         self.assertIsNone(listed)
+        config = load_config(self.config_path)
+        with Registry.open(registry_path(config.data_dir)) as registry:
+            issued = registry.find("shop")
+        self.assertEqual([(r.role, r.senders) for r in issued], [("client", ("shop@rail.test",))])
 
     def _operator(self, home: Path, message_id: str) -> list[str]:
         from selenium.webdriver.common.by import By
@@ -308,6 +319,41 @@ class ConsoleBrowserTests(_RunningRail):
         page("inbound", "Inbound")
         go(driver.find_element(By.LINK_TEXT, "Domains"))
         page("domains", "Domains")
+        self.copy_records(driver)
+        # Rotate rail.test's DKIM keys: confirmation, then the new selectors and records.
+        go(
+            driver.find_element(
+                By.CSS_SELECTOR, "a[aria-label='Rotate the DKIM keys of rail.test']"
+            )
+        )
+        page("confirm-rotate", "Rotate the DKIM keys?")
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: rotate']"))
+        page("rotated", "Domains")
+        notice = driver.find_element(By.CSS_SELECTOR, "section.done").text
+        self.assertIn("Rotated rail.test: it signs with selectors", notice)
+        self.assertIn("._domainkey.rail.test.", notice)
+        self.assertEqual(
+            driver.find_elements(By.CSS_SELECTOR, "section.done button.copy")[0].get_attribute(
+                "aria-label"
+            ),
+            "Copy the new DKIM records of rail.test",
+        )
+        # Issue a client certificate: the form, its confirmation, the key shown once.
+        go(driver.find_element(By.LINK_TEXT, "Clients"))
+        driver.find_element(By.ID, "i-name").send_keys("shop")
+        driver.find_element(By.ID, "i-emails").send_keys("shop@rail.test")
+        go(driver.find_element(By.XPATH, "//button[text()='Review']"))
+        page("confirm-issue", "Issue this certificate?")
+        go(driver.find_element(By.XPATH, "//button[text()='Confirm: issue']"))
+        page("issued", "Certificate issued: shop")
+        blocks = driver.find_elements(By.CSS_SELECTOR, "pre[data-copy]")
+        texts = [b.get_property("textContent") for b in blocks]
+        self.assertTrue(texts[0].startswith("-----BEGIN CERTIFICATE-----"), texts)
+        self.assertTrue(texts[1].startswith("-----BEGIN PRIVATE KEY-----"), texts)
+        self.assertEqual(
+            [b.text for b in driver.find_elements(By.CSS_SELECTOR, "form button")],
+            ["Download shop.crt", "Download shop.key"],
+        )
         # A phone's width: no page is wider than the screen (tables scroll in place).
         driver.set_window_size(390, 844)
         for name, path in (
@@ -323,7 +369,57 @@ class ConsoleBrowserTests(_RunningRail):
             self.assertLessEqual(width[0], width[1], name)
         urls = self.only_loopback(driver)
         self.assertTrue(any(u.endswith("/console/static/console.css") for u in urls), urls)
+        self.assertTrue(any(u.endswith("/console/static/console.js") for u in urls), urls)
+        self.no_policy_violation(driver)
         return seen
+
+    def copy_records(self, driver: Any) -> None:
+        """The script added a labelled Copy button before each records block; pressing
+        it puts that block's text on the clipboard (read back with the permission
+        granted over the DevTools protocol) and says so on the page."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        driver.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {
+                "origin": self.url(""),
+                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+            },
+        )
+        block = driver.find_element(By.CSS_SELECTOR, "pre[data-copy]")
+        button = driver.find_element(By.CSS_SELECTOR, "button.copy")
+        self.assertEqual(button.text, "Copy")
+        self.assertEqual(button.get_attribute("aria-label"), block.get_attribute("data-copy"))
+        self.assertTrue(button.get_attribute("aria-label").startswith("Copy the records of "))
+        button.click()
+        status = driver.find_element(By.CSS_SELECTOR, ".copy-status")
+        WebDriverWait(driver, 20).until(lambda d: status.text)
+        self.assertEqual(status.text, "Copied to the clipboard.")
+        self.assertEqual(status.get_attribute("role"), "status")
+        self.shot(driver, "domains-copied")
+        copied = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            " navigator.clipboard.readText().then(done, e => done('refused: ' + e));"
+        )
+        self.assertEqual(copied, block.get_property("textContent"))
+        self.assertIn("_domainkey", copied)
+
+    def no_policy_violation(self, driver: Any) -> None:
+        """Nothing in the browser's console log: no Content-Security-Policy violation
+        (a refused inline script or style would be one), no script error (the
+        browser's own request for /favicon.ico, which the console does not serve, is
+        the one 404 allowed)."""
+        entries = driver.get_log("browser")
+        problems = [
+            e["message"]
+            for e in entries
+            if e.get("level") in ("SEVERE", "WARNING") and "/favicon.ico " not in e["message"]
+        ]
+        self.assertEqual(
+            [m for m in problems if "Content Security Policy" in m or "Refused" in m], []
+        )
+        self.assertEqual(problems, [])
 
     @inlineCallbacks
     def test_client_certificate_refused(self) -> Any:

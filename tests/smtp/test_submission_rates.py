@@ -27,6 +27,7 @@ class SubmissionRateTests(SynchronousTestCase):
         self.limits = ClientLimits(messages_per_minute=2, recipients_per_day=3)
         self.rates = ClientRates(self.clock, lambda client: self.limits)
         self.refusals = Refusals(self.clock)
+        self.accepted: list[tuple[float, int]] = []
         certificate, _ = issue_client(make_ca(), name="myapp", emails=SENDERS)
         self.certificate = crypto.X509.from_cryptography(certificate)
         self.transport, self.protocol = self.connect()
@@ -34,7 +35,12 @@ class SubmissionRateTests(SynchronousTestCase):
     def connect(self) -> tuple[_TLSTransport, RailESMTP]:
         transport = _TLSTransport(self.certificate)
         session = SubmissionSession(
-            self.store, self.clock, "mx.rail.test", refusals=self.refusals, rates=self.rates
+            self.store,
+            self.clock,
+            "mx.rail.test",
+            refusals=self.refusals,
+            rates=self.rates,
+            count_accepted=lambda now, count: self.accepted.append((now, count)),
         )
         protocol = RailESMTP(session, hostname="mx.rail.test", limits=LIMITS, clock=self.clock)
         protocol.makeConnection(transport)
@@ -91,3 +97,13 @@ class SubmissionRateTests(SynchronousTestCase):
         self.limits = ClientLimits(messages_per_minute=0)
         replies = self.send(b"MAIL FROM:<other@ataca.io>\r\n")
         self.assertTrue(replies[0].startswith(b"550 5.7.1"), replies)
+
+    def test_accepted_messages_counted(self) -> None:
+        """Each message the store accepted is counted once, at the time the store
+        answered (the acceptance chart's feed); a refused one is not."""
+        start = self.clock.seconds()
+        self.send(b"MAIL FROM:<noreply@ataca.io>\r\nRCPT TO:<a@dest.example>\r\nDATA\r\n" + BODY)
+        self.clock.advance(5)
+        self.send(b"MAIL FROM:<noreply@ataca.io>\r\nRCPT TO:<b@dest.example>\r\nDATA\r\n" + BODY)
+        self.send(b"MAIL FROM:<noreply@ataca.io>\r\n")  # over messages_per_minute
+        self.assertEqual(self.accepted, [(start, 1), (start + 5, 1)])

@@ -22,14 +22,19 @@ from tests.web.test_send import HOSTNAME, NOW, APITestCase, Response, document
 
 
 class _BatchSite(APITestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.accepted: list[tuple[float, int]] = []
+
     def site(self) -> RailSite:
         settings: dict[str, Any] = {
             "hostname": HOSTNAME,
             "max_message_size": self.max_message_size,
             "max_recipients": self.max_recipients,
         }
-        send = Send(self.store, self.clock, **settings)
-        routes = SendRoutes(send, SendBatch(self.store, self.clock, **settings))
+        counted = {"count_accepted": lambda now, count: self.accepted.append((now, count))}
+        send = Send(self.store, self.clock, **settings, **counted)
+        routes = SendRoutes(send, SendBatch(self.store, self.clock, **settings, **counted))
         v1 = Resource()
         v1.putChild(b"send", routes)
         v1.putChild(b"messages", MessageStatusResource(self.store))
@@ -112,6 +117,9 @@ class BatchTests(_BatchSite):
             (409, "IDEMPOTENCY_CONFLICT"),
         )
         self.assertEqual(len(self.store.messages), 2)
+        # Counted for the acceptance chart: the first batch's two, not the replay or
+        # the conflict.
+        self.assertEqual(self.accepted, [(NOW, 2), (NOW, 0)])
 
     def test_store_refusals_per_item_and_whole(self) -> None:
         """A full queue refuses each item with 503 QUEUE_FULL in its entry; a store that

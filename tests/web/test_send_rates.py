@@ -11,7 +11,7 @@ from rail.policy.rates import ClientRates
 from rail.refusals import Refusals
 from rail.web.send import Send
 from rail.web.site import RailSite
-from tests.web.test_send import HOSTNAME, APITestCase, document
+from tests.web.test_send import HOSTNAME, NOW, APITestCase, document
 
 
 class SendRateTests(APITestCase):
@@ -20,6 +20,7 @@ class SendRateTests(APITestCase):
         self.limits: dict[str, ClientLimits] = {"myapp": ClientLimits(messages_per_hour=2)}
         self.rates = ClientRates(self.clock, lambda c: self.limits.get(c, ClientLimits()))
         self.refusals = Refusals(self.clock)
+        self.accepted: list[tuple[float, int]] = []
 
     def site(self) -> RailSite:
         v1 = Resource()
@@ -31,6 +32,7 @@ class SendRateTests(APITestCase):
             max_recipients=self.max_recipients,
             refusals=self.refusals,
             rates=self.rates,
+            count_accepted=lambda now, count: self.accepted.append((now, count)),
         )
         v1.putChild(b"send", send)
         api = Resource()
@@ -81,3 +83,13 @@ class SendRateTests(APITestCase):
         self.clock.advance(3600)
         self.assertEqual(self.post(document(request_id="r1")).status, 202)
         self.assertEqual(self.post(document(request_id="r2")).status, 202)
+
+    def test_accepted_messages_counted(self) -> None:
+        """A 202 counts one accepted message at the clock's time; a replay and a 429
+        count none."""
+        self.assertEqual(self.post(document(request_id="r1")).status, 202)
+        self.clock.advance(7)
+        self.assertEqual(self.post(document(request_id="r1")).status, 202)  # replay
+        self.assertEqual(self.post(document()).status, 202)
+        self.assertEqual(self.post(document()).status, 429)
+        self.assertEqual(self.accepted, [(NOW, 1), (NOW + 7, 1)])
