@@ -14,15 +14,15 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from rail.config import Config, ConfigError, load_config
 from rail.dkim.keys import DKIMKeyError, KeyStore
 from rail.dkim.records import zone_line
-from rail.dkim.rotation import DomainError, dkim_domains, rotate_domain
+from rail.dkim.rotation import DomainError, Rotated, dkim_domains, rotate_domain
 from rail.eventscli import (
     add_client_commands,
     add_issue_options,
@@ -31,15 +31,17 @@ from rail.eventscli import (
 )
 from rail.forward.check import forwarding_problems
 from rail.pki.bundle import BROWSER_KEY_TYPE, BundleError, read_password, write_bundle
-from rail.pki.files import PKIError, load_ca
+from rail.pki.files import PKIError
 from rail.pki.inspect import format_time, info_to_json, inspect_certificate, parse_certificate
 from rail.pki.issue import ClientRequest
 from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client, revoke
 from rail.pki.ownership import address_conflicts
-from rail.pki.registry import AddressConflictError, Registry, RegistryError, registry_path
+from rail.pki.registry import AddressConflictError, RegistryError
 from rail.queuecli import add_queue_commands
-from rail.store.inspect import oldest_pending_received_at
+from rail.shared.mirror import MirrorError, synced
+from rail.shared.pending import oldest_pending
+from rail.shared.registry import SharedSource, registry_source
 from rail.store.model import StoreUnavailableError
 from rail.suppressionscli import add_suppression_commands
 from rail.version import rail_version
@@ -62,6 +64,9 @@ class _CommandError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _CommandError(2, [f"{self.prog}: {message}"])
+
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -99,11 +104,11 @@ def _config_warnings(config: Config) -> list[str]:
             "webhooks.allow_http_loopback has no effect while webhooks.allow_private is"
             " false: no webhook reaches a loopback address"
         )
-    path = registry_path(config.data_dir)
-    if not path.exists():  # checking must not create a data directory
-        return warnings
+    source = registry_source(config)
     try:
-        with Registry.open(path) as registry:
+        if not source.exists():  # checking must not create a data directory
+            return warnings
+        with source.open() as registry:
             records = registry.list_all()
     except RegistryError as e:
         # The file is valid whatever the registry's state; say what was not checked.
@@ -191,6 +196,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         _now(),
         force=args.force,
         allow_shared_addresses=args.allow_shared_address,
+        source=registry_source(config),
     )
     record = issued.record
     for conflict in issued.shared:
@@ -211,7 +217,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
             write_bundle(
                 issued.certificate_path,
                 issued.key_path,
-                load_ca(config.data_dir).certificate,
+                registry_source(config).load_ca().certificate,
                 bundle,
                 bundle_password,
             )
@@ -221,7 +227,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     for line in record_issue_events(config, record.name, events, args.events_url, _now()):
         print(line)
     if record.webhook:
-        public_key, secret = verification_keys(config.data_dir, record.name)
+        public_key, secret = verification_keys(config.data_dir, record.name, config)
         print("  webhooks are signed (Standard Webhooks; see docs/webhooks.md); verify with")
         print(f"    public key  {public_key}  (v1a, ed25519)")
         print(f"    secret      {secret}  (v1, this client's only)")
@@ -259,10 +265,10 @@ def _bundle_password(args: argparse.Namespace) -> bytes | None:
 def _cmd_list(args: argparse.Namespace) -> int:
     config = _config(args.config)
     now = _now()
-    path = registry_path(config.data_dir)
+    source = registry_source(config)
     records = []
-    if path.exists():  # listing must not create a data directory
-        with Registry.open(path) as registry:
+    if source.exists():  # listing must not create a data directory
+        with source.open() as registry:
             records = registry.list_all()
     if args.json:
         rows = [
@@ -303,9 +309,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     config = _config(args.config)
-    for record in revoke(config, args.certificate, _now()):
+    source = registry_source(config)
+    for record in revoke(config, args.certificate, _now(), source=source):
         print(f"revoked {record.name}: serial {record.serial:x}")
-    print("a running Rail refuses it within a second (it re-reads the CRL every second)")
+    if source.crl_in_transaction:
+        print("every running node refuses it at once (notified), at the latest within a second")
+    else:
+        print("a running Rail refuses it within a second (it re-reads the CRL every second)")
     return 0
 
 
@@ -320,8 +330,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _CommandError(1, [f"{args.file}: {e}"]) from None
     now = _now()
-    ca = load_ca(config.data_dir)
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    source = registry_source(config)
+    ca = source.load_ca()
+    with source.open() as registry:
         revoked = frozenset(serial for serial, _when in registry.revoked())
     info = inspect_certificate(certificate, ca.certificate, revoked, now)
     print(json.dumps(info_to_json(info), indent=2))
@@ -332,24 +343,40 @@ def _dkim_domains(config: Config, domain: str | None) -> tuple[KeyStore, list[st
     """The key store and the domains a ``rail dkim`` command acts on: DOMAIN if it is local
     (or already has keys), else every local domain and every domain with keys."""
     try:
-        return dkim_domains(config, domain, _now())
+        return dkim_domains(config, domain, _now(), source=registry_source(config))
     except DomainError as e:
         raise _CommandError(1, [f"rail: {e}"]) from None
 
 
 def _print_dkim_records(config: Config, store: KeyStore, domains: Sequence[str]) -> None:
-    oldest_pending = oldest_pending_received_at(config.data_dir / "queue")
+    pending_since = oldest_pending(config)
     for domain in domains:
-        for key in store.published(domain, oldest_pending):
+        for key in store.published(domain, pending_since):
             print(zone_line(domain, key))
+
+
+def _with_dkim_keys(config: Config, work: Callable[[], T]) -> T:
+    """``work()``, which reads or changes the DKIM keys under ``data_dir/dkim``; with the
+    shared database, on a copy of its keys, stored back (and the nodes told) after."""
+    source = registry_source(config)
+    if not isinstance(source, SharedSource):
+        return work()
+    try:
+        return synced(source, config.data_dir, work, paths=("dkim/",), now=_now().timestamp())
+    except MirrorError as e:
+        raise _CommandError(1, [f"rail: {e}"]) from None
 
 
 def _cmd_dkim_show(args: argparse.Namespace) -> int:
     config = _config(args.config)
-    try:
+
+    def show() -> None:
         store, domains = _dkim_domains(config, args.domain)
         store.ensure(domains, _now().timestamp())
         _print_dkim_records(config, store, domains)
+
+    try:
+        _with_dkim_keys(config, show)
     except (DKIMKeyError, StoreUnavailableError) as e:
         raise _CommandError(1, [f"rail: {e}"]) from None
     return 0
@@ -357,16 +384,25 @@ def _cmd_dkim_show(args: argparse.Namespace) -> int:
 
 def _cmd_dkim_rotate(args: argparse.Namespace) -> int:
     config = _config(args.config)
+
+    def rotate() -> Rotated:
+        rotated = rotate_domain(config, args.domain, _now(), source=registry_source(config))
+        _print_dkim_records(config, KeyStore.open(config.data_dir / "dkim"), [rotated.domain])
+        return rotated
+
     try:
-        rotated = rotate_domain(config, args.domain, _now())
+        rotated = _with_dkim_keys(config, rotate)
         domain, generation = rotated.domain, rotated.generation
-        _print_dkim_records(config, KeyStore.open(config.data_dir / "dkim"), [domain])
     except (DomainError, DKIMKeyError, StoreUnavailableError) as e:
         raise _CommandError(1, [f"rail: {e}"]) from None
+    then = (
+        "every node signs with the new keys from now on (notified)"
+        if config.storage.backend == "postgresql"
+        else "send SIGHUP to the running server: it signs with the new keys from then on"
+    )
     print(
         f"; {domain}: new selectors {generation.ed25519_selector} and"
-        f" {generation.rsa_selector}. Publish the records above, then send SIGHUP to the"
-        " running server: it signs with the new keys from then on."
+        f" {generation.rsa_selector}. Publish the records above, then {then}."
     )
     return 0
 

@@ -17,7 +17,8 @@ from rail.config import Config, load_config
 from rail.events.subscriptions import ALL
 from rail.pki.clientevents import ClientEvents, EventSettingsError, check_event_settings
 from rail.pki.operations import OperationError
-from rail.pki.registry import Registry, RegistryError, registry_path
+from rail.pki.registry import Registry, RegistryError
+from rail.shared.registry import registry_source
 
 __all__ = [
     "add_client_commands",
@@ -97,7 +98,7 @@ def record_issue_events(
     """Store the checked settings of a certificate just issued; lines to print."""
     if not types:
         return []
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    with registry_source(config).open() as registry:
         settings = _set(registry, name, types, url, now, _allow_http_loopback(config))
     return [f"  events   {describe(settings)}"]
 
@@ -126,13 +127,13 @@ def _set(
 
 def _cmd_events(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    path = registry_path(config.data_dir)
-    if not path.exists():  # must not create a data directory
+    source = registry_source(config)
+    if not source.exists():  # must not create a data directory
         raise RegistryError(f"{args.name!r}: no client certificate has this name")
     types = _types(args.events)
     if args.events_url is not None and args.no_events_url:
         raise OperationError(["--events-url and --no-events-url: give one"])
-    with Registry.open(path) as registry:
+    with source.open() as registry:
         settings = registry.events_of(args.name)
         changing = types is not None or args.events_url is not None or args.no_events_url
         if changing:

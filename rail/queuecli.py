@@ -36,6 +36,7 @@ from rail.config import Config, ConfigError, load_config
 from rail.pki.files import PKIError, ca_cert_path
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import OperationError, ensure_directory, issue_client
+from rail.shared.registry import registry_source
 
 __all__ = [
     "LOCAL_ADMIN",
@@ -82,7 +83,9 @@ def local_admin_certificate(config: Config, now: datetime) -> tuple[Path, Path]:
         validity=timedelta(seconds=config.pki.client_validity),
         admin=True,
     )
-    issued = issue_client(config, request, directory, now, force=True)
+    issued = issue_client(
+        config, request, directory, now, force=True, source=registry_source(config)
+    )
     return issued.certificate_path, issued.key_path
 
 

@@ -56,14 +56,21 @@ from rail.mail.headers import HeaderLimits
 from rail.notify import notify
 from rail.pki.eventwatch import EventWatch
 from rail.pki.files import PKIError
-from rail.pki.registry import Registry, registry_path
+from rail.pki.operations import revoke
 from rail.pki.revocationwatch import RevocationWatch
+from rail.pki.source import FileSource, RegistrySource
 from rail.pki.tls import ClientAuth, ServerTLS, replace_all
 from rail.policy.rates import WINDOWS, ClientRates
 from rail.quarantine import Quarantines
 from rail.reactorlag import ReactorLag
 from rail.refusals import Refusals
 from rail.reload import Reloader
+from rail.shared.acme import SharedChallenges, ordered_once, shared_material
+from rail.shared.acme import lookup as shared_challenge
+from rail.shared.follow import follow_dkim
+from rail.shared.listen import Notifications
+from rail.shared.mirror import synced
+from rail.shared.registry import SharedSource, registry_source
 from rail.smtp.bounceintake import BounceIntake
 from rail.smtp.budget import DataBudget
 from rail.smtp.factory import SMTPServerFactory
@@ -174,15 +181,15 @@ def _plain_listener(
     return Listener(endpoint, factory, reactor, grace=grace, name=name, **bounds)
 
 
-def _valid_records(config: Config) -> Any:
+def _valid_records(config: Config, source: RegistrySource | None = None) -> Any:
     """A reader of the registry's valid certificates, for the inbound directory (called at
     start-up, then from a worker thread); no registry yet means no certificates."""
-    path = registry_path(config.data_dir)
+    home = registry_source(config) if source is None else source
 
     def read(now: datetime) -> list[Any]:
-        if not path.exists():
+        if not home.exists():
             return []
-        with Registry.open(path) as registry:
+        with home.open() as registry:
             return registry.valid_records(now)
 
     return read
@@ -238,6 +245,72 @@ def ensure_dkim_keys(keys: KeyStore, domains: list[str], now: float) -> None:
             )
 
 
+def _make_shared_files(config: Config, now: datetime) -> None:
+    """Make what is missing of the files the nodes share: DKIM keys, the webhook signing
+    key, the SRS and VERP secrets (the same loaders as a single node's start)."""
+    ensure_dkim_keys(
+        KeyStore.open(config.data_dir / "dkim"), dkim_domains(config, now), now.timestamp()
+    )
+    load_or_create_key(config.data_dir)
+    load_secret(config.data_dir)
+    return_paths(config)
+
+
+def _dkim_guard(config: Config, source: RegistrySource, reactor: Any) -> Any:
+    """With the shared database, keys made for a new domain (a new client's, at signing
+    time or a reload) are made under the mirror's lock, after the other nodes' are
+    copied, and stored for them: two nodes never sign one domain with different keys."""
+    if not isinstance(source, SharedSource):
+        return None
+    return lambda make: synced(
+        source, config.data_dir, make, paths=("dkim/",), now=reactor.seconds()
+    )
+
+
+def _challenge_lookup(reactor: Any, source: SharedSource) -> Any:
+    """Port 80's answer to a token another node's ACME order committed (in a thread)."""
+
+    def find(token: str) -> defer.Deferred[str | None]:
+        return deferToThreadPool(
+            reactor, reactor.getThreadPool(), lambda: shared_challenge(source, token)
+        )
+
+    return find
+
+
+def _one_order(config: Config, reactor: Any, source: SharedSource, names: list[str]) -> Any:
+    """An ACME order run by one node at a time (:func:`rail.shared.acme.ordered_once`)."""
+    acme = config.tls.acme
+    assert acme is not None
+    return lambda run: ordered_once(
+        source, config.data_dir, names, acme.renew_before, run, reactor.seconds
+    )
+
+
+def _follow_acme(config: Config, reactor: Any, source: SharedSource, service: Any) -> Any:
+    """When another node stored a new ACME certificate: copy it in a thread, install it."""
+
+    def follow() -> defer.Deferred[Any]:
+        found: defer.Deferred[Any] = deferToThreadPool(
+            reactor,
+            reactor.getThreadPool(),
+            lambda: shared_material(source, config.data_dir, reactor.seconds()),
+        )
+
+        def offer(material: Any) -> Any:
+            return service.offer(material) if material is not None else None
+
+        def failed(failure: Any) -> None:
+            _log.error(
+                "the ACME certificate another node got is not installed: {error}",
+                error=failure.getErrorMessage(),
+            )
+
+        return found.addCallback(offer).addErrback(failed)
+
+    return follow
+
+
 def webhook_signing_key(config: Config) -> WebhookKey:
     """The webhook signing key; on a full disk where none was saved yet, one kept in
     memory until a start that can save its own."""
@@ -254,14 +327,20 @@ def webhook_signing_key(config: Config) -> WebhookKey:
         return WebhookKey(ed25519.Ed25519PrivateKey.generate())
 
 
-def _webhook_secrets(config: Config) -> Any:
+def _webhook_secrets(config: Config, source: RegistrySource) -> Any:
     """The rotated webhook secrets at start-up; none (derived secrets only) if they cannot
     be read, which the first refresh reports."""
     try:
-        return read_secrets(config.data_dir)
+        return read_secrets(_secrets_home(config, source))
     except PKIError as error:
         _log.error("cannot read the webhook secrets: {error}", error=str(error))
         return {}
+
+
+def _secrets_home(config: Config, source: RegistrySource) -> Path | RegistrySource:
+    """Where the webhook secrets are: beside the registry (the data directory's file, as
+    before, or the shared database)."""
+    return config.data_dir if isinstance(source, FileSource) else source
 
 
 def webhook_settings(config: Config) -> tuple[Any, Any, float]:
@@ -280,9 +359,17 @@ def build_service(
     now = datetime.fromtimestamp(reactor.seconds(), UTC)
     # First, so that on a full disk the start-up below has the reserve's room.
     settle_reserve(config)
+    source = pki.source if pki is not None and pki.source is not None else registry_source(config)
+    if isinstance(source, SharedSource):
+        # Keys, secrets and the ACME certificate every node must hold alike: copied from
+        # the shared database, and those missing made by one node and stored there
+        # (rail.shared.mirror); before the PKI, which serves the ACME certificate.
+        synced(
+            source, config.data_dir, lambda: _make_shared_files(config, now), now=now.timestamp()
+        )
     if pki is None:
         pki = prepare_pki(config, now)
-    keys = KeyStore.open(config.data_dir / "dkim")
+    keys = KeyStore.open(config.data_dir / "dkim", guard=_dkim_guard(config, source, reactor))
     ensure_dkim_keys(keys, dkim_domains(config, now), now.timestamp())
     # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
     srs = SRS(load_secret(config.data_dir))
@@ -296,7 +383,7 @@ def build_service(
     )
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
-    webhook_key.use_secrets(_webhook_secrets(config))
+    webhook_key.use_secrets(_webhook_secrets(config, source))
     verp = return_paths(config)  # None when bounces.enabled is false
     readiness = Readiness()
     root = RailService(config, readiness, reactor)
@@ -340,8 +427,16 @@ def build_service(
     revocation_watch.setServiceParent(root)
     hooks.append(lambda _config: revocation_watch.refresh())
     revocations = pki.revocations
-    event_watch = _event_watch(config, reactor, store, hooks)
+    event_watch = _event_watch(config, reactor, store, hooks, source)
     event_watch.setServiceParent(root)
+    # With the shared database, other nodes' changes arrive as notifications too: the
+    # same reads as every second, at once (docs/scaling.md).
+    notifications = None
+    if config.storage.backend == "postgresql" and config.storage.dsn is not None:
+        notifications = Notifications(config.storage.dsn, call_from_thread=reactor.callFromThread)
+        notifications.setServiceParent(root)
+        notifications.subscribe("revocations", revocation_watch.refresh)
+        notifications.subscribe("client_events", event_watch.refresh)
 
     def revoked() -> frozenset[int]:
         return revocations.serials
@@ -355,13 +450,15 @@ def build_service(
     _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     secrets = SecretsWatch(
         webhook_key,
-        config.data_dir,
+        _secrets_home(config, source),
         clock=reactor,
         in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         interval=SECRETS_REFRESH,
     )
     secrets.setServiceParent(root)
     hooks.append(lambda _config: secrets.refresh())
+    if notifications is not None:
+        notifications.subscribe("webhook_secrets", secrets.refresh)
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
     # After the console rotated DKIM keys (and the server re-read them): the DNS zones
@@ -410,7 +507,9 @@ def build_service(
                 lambda: tls.certificate,
                 keys,
                 lambda: [follow() for follow in after_rotation],
+                source=source,
             ),
+            revoke_certificate=_revoker(config, reactor, source, revocation_watch),
         )
         _listener(
             reactor,
@@ -465,11 +564,22 @@ def build_service(
         dns.setServiceParent(root)
         hooks.append(dns.refresh)
         after_rotation.append(dns.refresh)
+    if notifications is not None and isinstance(source, SharedSource):
+        notifications.subscribe(
+            "files",
+            follow_dkim(
+                source,
+                config.data_dir,
+                keys,
+                dns.refresh if dns is not None else None,
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            ),
+        )
     certificates: Directory | None = None  # the client's webhooks, for events
     if config.listen.inbound is not None:
         directory = Directory(
             config,
-            _valid_records(config),
+            _valid_records(config, source),
             clock=reactor,
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
@@ -559,13 +669,17 @@ def build_service(
         # Events go to a client's certificate webhook unless it subscribed with a URL.
         certificates = Directory(
             config,
-            _valid_records(config),
+            _valid_records(config, source),
             clock=reactor,
             in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
         )
         certificates.load()
         DirectoryService(certificates).setServiceParent(root)
     webhook_urls = certificates
+    if notifications is not None:
+        follower = certificates
+        notifications.subscribe("certificates", follower.refresh)
+        notifications.subscribe("revocations", follower.refresh)
     event_stats = EventStats(stats.registry)
     stats.add_section("events", event_stats.summary)
     stats.add_refresh(lambda: store.event_counts().addCallback(event_stats.set_jobs))
@@ -580,7 +694,10 @@ def build_service(
     webhooks.setServiceParent(root)
     hooks.append(lambda c: webhooks.reconfigure(*webhook_settings(c)))
     if config.tls.mode == "acme":
-        challenges = PendingChallenges()
+        shared = source if isinstance(source, SharedSource) else None
+        challenges = (
+            PendingChallenges() if shared is None else SharedChallenges(shared, reactor.seconds)
+        )
         if config.listen.http is not None:
             _plain_listener(
                 reactor,
@@ -591,12 +708,15 @@ def build_service(
                     clock=reactor,
                     idle_timeout=config.limits.http_idle_timeout,
                     deadlines=_http_deadlines(config, refusals),
+                    lookup=None if shared is None else _challenge_lookup(reactor, shared),
                 ),
                 "http",
                 config.shutdown.grace_period,
                 **bounded("http"),
             ).setServiceParent(root)
-        names = [config.hostname, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
+        # With several nodes, one certificate names them all: any node may serve it.
+        hosts = [node.hostname for node in config.dns.nodes] or [config.hostname]
+        names = [*hosts, *(f"mta-sts.{d}" for d in local_domain_names(config, now))]
         contexts = tls_contexts
 
         def install(material: Any) -> defer.Deferred[None]:
@@ -607,9 +727,17 @@ def build_service(
                 lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
             )
 
-        build_acme(
-            config, reactor, install=install, names=names, challenges=challenges
-        ).setServiceParent(root)
+        acme_service = build_acme(
+            config,
+            reactor,
+            install=install,
+            names=names,
+            challenges=challenges,
+            order=None if shared is None else _one_order(config, reactor, shared, names),
+        )
+        acme_service.setServiceParent(root)
+        if notifications is not None and shared is not None:
+            notifications.subscribe("acme", _follow_acme(config, reactor, shared, acme_service))
     elif config.listen.http is not None:
         _plain_listener(
             reactor,
@@ -665,7 +793,23 @@ def build_service(
     return root
 
 
-def _event_watch(config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any]) -> EventWatch:
+def _revoker(config: Config, reactor: Any, source: RegistrySource, watch: RevocationWatch) -> Any:
+    """The admin API's revocation: the registry and CRL in a thread (as ``rail certs
+    revoke``), then this node's revocations loaded before the answer."""
+
+    def revoke_certificate(serial: str) -> defer.Deferred[Any]:
+        now = datetime.fromtimestamp(reactor.seconds(), UTC)
+        done: defer.Deferred[Any] = deferToThreadPool(
+            reactor, reactor.getThreadPool(), lambda: revoke(config, serial, now, source=source)
+        )
+        return done.addCallback(lambda records: watch.refresh().addCallback(lambda _: records))
+
+    return revoke_certificate
+
+
+def _event_watch(
+    config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any], source: RegistrySource
+) -> EventWatch:
     """Which events each client gets, read from the registry now (so the first message
     finds them), then every second and on SIGHUP in a thread, into the store's writer."""
     webhooks = [config.webhooks]
@@ -675,7 +819,7 @@ def _event_watch(config: Config, reactor: Any, store: SQLiteStore, hooks: list[A
         store.subscriptions = subscriptions
 
     watch = EventWatch(
-        registry_path(config.data_dir),
+        source,
         install,
         clock=reactor,
         in_thread=lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),

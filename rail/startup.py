@@ -18,14 +18,13 @@ from rail.diskfull import is_disk_full
 from rail.pki.ca import CertificateAuthority
 from rail.pki.files import (
     PKIError,
-    crl_path,
-    load_or_create_ca,
     load_or_create_server_material,
     load_server_material,
 )
-from rail.pki.operations import current_crl, publish_crl
 from rail.pki.revocations import Revocations
+from rail.pki.source import RegistrySource
 from rail.pki.tls import ServerMaterial
+from rail.shared.registry import SharedSource, export_ca_certificate, registry_source
 
 __all__ = ["PKIState", "prepare_pki"]
 
@@ -37,6 +36,8 @@ class PKIState:
     ca: CertificateAuthority
     server: ServerMaterial
     revocations: Revocations
+    source: RegistrySource | None = None
+    """Where the CA, registry and CRL live (None: the files under ``data_dir``)."""
 
 
 def prepare_pki(config: Config, now: datetime) -> PKIState:
@@ -44,16 +45,28 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
 
     Raises ``PKIError`` naming the offending file.
     """
-    ca, _created = load_or_create_ca(config.data_dir, config.hostname, now)
+    source = registry_source(config)
+    ca, _created = source.load_or_create_ca(config.hostname, now)
+    if isinstance(source, SharedSource):
+        # The CA certificate every node trusts, where `rail queue` and operators look.
+        export_ca_certificate(config.data_dir, ca)
+        # A single node moving to PostgreSQL: its registry (revocations included) first.
+        copied = source.import_local(now)
+        if copied:
+            _log.info(
+                "copied {count} certificates of {path} into the shared registry",
+                count=copied,
+                path=str(config.data_dir / "registry.sqlite3"),
+            )
     # Re-publish the CRL from the registry so a lost or stale file cannot un-revoke
     # anything across a restart; on a full disk, serve that CRL from memory instead.
     unpublished = None
     try:
-        publish_crl(config.data_dir, ca, now)
+        source.publish_crl(ca, now)
     except PKIError as e:
         if not is_disk_full(e):
             raise
-        unpublished = current_crl(config.data_dir, ca, now)
+        unpublished = source.current_crl(ca, now)
         _log.warn(
             "disk full: CRL not rewritten ({error}); serving the registry's revocations"
             " from memory",
@@ -70,12 +83,12 @@ def prepare_pki(config: Config, now: datetime) -> PKIState:
         assert config.tls.cert_file is not None and config.tls.key_file is not None
         chain, key = load_server_material(config.tls.cert_file, config.tls.key_file)
         server = ServerMaterial(chain=tuple(chain), key=key)
-    revocations = Revocations(crl_path(config.data_dir), ca.certificate)
+    revocations = Revocations(source.crl(), ca.certificate)
     if unpublished is None:
         revocations.load()
     else:
         revocations.adopt(unpublished)
-    return PKIState(ca=ca, server=server, revocations=revocations)
+    return PKIState(ca=ca, server=server, revocations=revocations, source=source)
 
 
 def _acme_material(config: Config, ca: CertificateAuthority, now: datetime) -> ServerMaterial:

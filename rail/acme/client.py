@@ -31,13 +31,17 @@ from rail.acme.storage import load_or_create_account_key, save_acme_material
 from rail.pki.keys import PrivateKey, generate_private_key, private_key_pem, public_key_der
 from rail.pki.tls import ServerMaterial
 
-__all__ = ["AcmeError", "OrderRequest", "OrderStopped", "issue_certificate"]
+__all__ = ["AcmeError", "OrderBusy", "OrderRequest", "OrderStopped", "issue_certificate"]
 
 USER_AGENT = "rail-acme"
 
 
 class AcmeError(Exception):
     """The CA refused or the order cannot be completed (the message says why)."""
+
+
+class OrderBusy(Exception):  # noqa: N818 (another node's order, not an error of this one)
+    """Another node sharing the database is ordering the certificate right now."""
 
 
 class OrderStopped(Exception):  # noqa: N818 (it is not an error: the service is stopping)

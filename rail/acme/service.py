@@ -19,14 +19,14 @@ from typing import Any, TypeVar, cast
 
 from cryptography import x509
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.acme.challenges import PendingChallenges
-from rail.acme.client import OrderRequest, OrderStopped, issue_certificate
+from rail.acme.client import OrderBusy, OrderRequest, OrderStopped, issue_certificate
 from rail.acme.decide import backoff_delay, next_check_delay, renewal_reason
 from rail.acme.storage import load_acme_material
 from rail.config import Config
@@ -152,9 +152,38 @@ class AcmeService(Service):
         )
         self._schedule(delay)
 
+    def offer(self, material: ServerMaterial) -> Deferred[None]:
+        """A certificate another node got (the shared database told us): install it
+        unless it is the one in use, then check again when it is due. Fires once done."""
+        leaf = material.chain[0]
+        if self._current is not None and self._current == leaf:
+            return succeed(None)
+        installing: Deferred[object] = maybeDeferred(self._install, material)
+
+        def installed(_: object) -> None:
+            self._current = leaf
+            self.failures = 0
+            _log.info(
+                "installed the ACME certificate serial {serial} another node got",
+                serial=format(leaf.serial_number, "x"),
+            )
+            if self.running and self._call is not None:
+                self._call.cancel()
+                now = self._clock.seconds()
+                self._schedule(next_check_delay(leaf, now, self._renew_before))
+
+        return installing.addCallback(installed)
+
     def _failed(self, failure: Failure) -> None:
         self._in_flight = None
         if not self.running or isinstance(failure.value, (CancelledError, OrderStopped)):
+            return
+        if isinstance(failure.value, OrderBusy):
+            # Not this node's failure: look again later, when the other node's
+            # certificate is in the database (or it gave up and this node orders).
+            delay = backoff_delay(1, self._rng())
+            self._schedule(delay)
+            _log.info("{why}; checking again in {delay:.0f}s", why=str(failure.value), delay=delay)
             return
         self.failures += 1
         delay = backoff_delay(self.failures, self._rng())
@@ -197,6 +226,7 @@ def build_acme(
     challenges: PendingChallenges,
     clock: IReactorTime | None = None,
     rng: Callable[[], float] | None = None,
+    order: Callable[[Callable[[], ServerMaterial]], ServerMaterial] | None = None,
 ) -> AcmeService:
     """The renewal service for ``config.tls.acme``.
 
@@ -205,6 +235,8 @@ def build_acme(
     ``install`` receives each new certificate on the reactor thread and may return a
     Deferred (building the TLS contexts in a thread), waited for. Orders run in
     ``reactor``'s thread pool; ``clock`` (default ``reactor``) schedules the checks.
+    ``order(run)`` wraps each order's ``run()`` in the thread (with the shared database:
+    one node at a time, :func:`rail.shared.acme.ordered_once`).
     Raises ValueError for a configuration this version cannot serve (dns-01).
     """
     acme = config.tls.acme
@@ -223,7 +255,11 @@ def build_acme(
     current = _current_leaf(config, datetime.fromtimestamp(timer.seconds(), UTC))
 
     def obtain() -> Deferred[ServerMaterial]:
-        return in_thread(reactor, lambda stop: issue_certificate(request, challenges, stop))
+        def run(stop: threading.Event) -> ServerMaterial:
+            once = lambda: issue_certificate(request, challenges, stop)  # noqa: E731
+            return once() if order is None else order(once)
+
+        return in_thread(reactor, run)
 
     return AcmeService(
         clock=timer,

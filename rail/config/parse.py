@@ -30,6 +30,7 @@ from rail.config.schema import (
     TLS,
     TLSRPT,
     Bounces,
+    ClusterNode,
     Config,
     Connections,
     ConnectionsPerIP,
@@ -199,6 +200,32 @@ _RATE_LIMIT = r.section(
     },
 )
 
+_NODES = r.list_of(
+    r.section(
+        ClusterNode,
+        {
+            "hostname": r.domain_name("host name"),
+            "ipv4": r.unique(r.list_of(r.ip_address(4), "IPv4 addresses")),
+            "ipv6": r.unique(r.list_of(r.ip_address(6), "IPv6 addresses")),
+        },
+        required={"hostname": "required"},
+    ),
+    "nodes",
+)
+
+
+def _dns_problem(values: Mapping[str, Any]) -> str | None:
+    """Each node is named once, and its addresses are in one place."""
+    nodes = values.get("nodes", ())
+    names = [node.hostname for node in nodes]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        return f"nodes: {', '.join(twice)} listed more than once"
+    if nodes and (values.get("ipv4") or values.get("ipv6")):
+        return "ipv4, ipv6: with nodes, give this node's addresses in its nodes entry instead"
+    return None
+
+
 _DNS = r.section(
     DNS,
     {
@@ -214,8 +241,24 @@ _DNS = r.section(
         "tls_rpt": r.optional(r.uri(("mailto", "https"))),
         "caa": r.unique(r.list_of(r.domain_name("CA domain"), "CA domains")),
         "rate_limit": _RATE_LIMIT,
+        "nodes": _NODES,
     },
+    check=_dns_problem,
 )
+
+
+def _config_problem(values: Mapping[str, Any]) -> str | None:
+    """The nodes of a cluster include this one and share a database."""
+    nodes = values.get("dns", DNS()).nodes
+    if not nodes:
+        return None
+    hostname = values.get("hostname")
+    if hostname not in {node.hostname for node in nodes}:
+        return f"dns.nodes: must list this node's hostname {hostname!r}"
+    if len(nodes) > 1 and values.get("storage", Storage()).backend != "postgresql":
+        return "dns.nodes: several nodes share one database: storage.backend must be postgresql"
+    return None
+
 
 _PER_IP = r.section(
     ConnectionsPerIP,
@@ -466,4 +509,5 @@ _CONFIG = r.section(
         "bounces": _BOUNCES,
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
+    check=_config_problem,
 )

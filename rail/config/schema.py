@@ -236,6 +236,18 @@ class RateLimit:
 
 
 @attrs.frozen(kw_only=True)
+class ClusterNode:
+    """One Rail node of a cluster sharing one PostgreSQL database, as the zone publishes it."""
+
+    hostname: str
+    """The node's DNS name (an MX target, and its A/AAAA records)."""
+    ipv4: tuple[str, ...] = ()
+    """The node's public IPv4 addresses (A records, SPF ``ip4:``)."""
+    ipv6: tuple[str, ...] = ()
+    """The node's public IPv6 addresses (AAAA records, SPF ``ip6:``)."""
+
+
+@attrs.frozen(kw_only=True)
 class DNS:
     """The zone Rail publishes for each local domain."""
 
@@ -261,6 +273,10 @@ class DNS:
     """``mailto:`` or ``https:`` URI for TLS reports (``_smtp._tls``); null publishes none."""
     caa: tuple[str, ...] = ()
     """CA domains allowed to issue for the local domains (CAA ``issue``); empty: no CAA."""
+    nodes: tuple[ClusterNode, ...] = ()
+    """Every node of a cluster sharing one PostgreSQL database, this one (``hostname``)
+    included; empty: this node alone, with ``ipv4``/``ipv6``. The zone publishes an MX
+    (equal preference) and the addresses of each, and SPF covering all their addresses."""
     rate_limit: RateLimit = RateLimit()
 
 

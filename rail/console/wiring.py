@@ -30,12 +30,10 @@ from rail.pki.files import PKIError
 from rail.pki.issue import ClientRequest
 from rail.pki.keys import KEY_TYPES
 from rail.pki.operations import OperationError, issue_client_pem, request_problems, revoke
-from rail.pki.registry import (
-    AddressConflictError,
-    CertificateRecord,
-    Registry,
-    registry_path,
-)
+from rail.pki.registry import AddressConflictError, CertificateRecord
+from rail.pki.source import RegistrySource
+from rail.shared.mirror import MirrorError, synced
+from rail.shared.registry import SharedSource, registry_source
 from rail.store.deliveries import DSNBuilder
 from rail.store.reserve import free_bytes
 from rail.web.admin import DomainsReport
@@ -54,6 +52,7 @@ def build_console(
     server_certificate: Callable[[], x509.Certificate] | None = None,
     keys: KeyStore | None = None,
     after_rotation: Callable[[], object] | None = None,
+    source: RegistrySource | None = None,
 ) -> Console:
     """``/console``'s resource; the CSRF secret is made here, once per start;
     ``policies`` returns the client limits and sandbox flags in force; ``keys`` are the
@@ -66,18 +65,18 @@ def build_console(
     def when() -> datetime:
         return datetime.fromtimestamp(reactor.seconds(), UTC)
 
-    path = registry_path(config.data_dir)
+    home = registry_source(config) if source is None else source
 
     def read_certificates() -> list[CertificateRecord]:
-        if not path.exists():
+        if not home.exists():
             return []
-        with Registry.open(path) as registry:
+        with home.open() as registry:
             return registry.list_all()
 
     def read_events() -> list[ClientEvents]:
-        if not path.exists():
+        if not home.exists():
             return []
-        with Registry.open(path) as registry:
+        with home.open() as registry:
             return registry.all_events()
 
     def read_dkim() -> list[DKIMSelectors]:
@@ -101,10 +100,18 @@ def build_console(
     def rotate_dkim(domain: str) -> Any:
         now = when()
 
+        def rotate() -> Rotated:
+            return rotate_domain(config, domain, now, source=home)
+
         def work() -> Rotated | str:
             try:
-                rotated = rotate_domain(config, domain, now)
-            except (DomainError, DKIMKeyError) as error:
+                if isinstance(home, SharedSource):  # stored, and every node told
+                    rotated = synced(
+                        home, config.data_dir, rotate, paths=("dkim/",), now=now.timestamp()
+                    )
+                else:
+                    rotated = rotate()
+            except (DomainError, DKIMKeyError, MirrorError) as error:
                 return str(error)
             if keys is not None:
                 try:
@@ -126,7 +133,7 @@ def build_console(
     sources = ConsoleSources(
         store=store,
         clock=reactor,
-        secret=os.urandom(32),
+        secret=_csrf_secret(home, reactor.seconds()),
         stats=stats,
         certificates=lambda: in_thread(read_certificates),
         records=lambda: in_thread(lambda: records_text(config, None, reactor.seconds)),
@@ -137,10 +144,10 @@ def build_console(
         server_certificate=server_certificate,
         client_events=lambda: in_thread(read_events),
         dkim=lambda: in_thread(read_dkim),
-        revoke=lambda serial: in_thread(lambda: revoke(config, serial, when())),
+        revoke=lambda serial: in_thread(lambda: revoke(config, serial, when(), source=home)),
         issuing=Issuing(
             check=lambda form: _issue_problems(config, form),
-            issue=lambda form: in_thread(_issuer(config, form, when())),
+            issue=lambda form: in_thread(_issuer(config, form, when(), home)),
             key_types=KEY_TYPES,
             default_key_type=config.pki.key_type,
             default_days=int(config.pki.client_validity // 86400),
@@ -148,6 +155,14 @@ def build_console(
         rotate_dkim=rotate_dkim,
     )
     return Console(sources)
+
+
+def _csrf_secret(source: RegistrySource, now: float) -> bytes:
+    """Random, made at start; with the shared database, one for every node, so that a
+    page served by one node may be posted to another (several nodes behind one name)."""
+    if isinstance(source, SharedSource):
+        return source.secret("console-csrf.key", lambda: os.urandom(32), now)
+    return os.urandom(32)
 
 
 def _days(text: str) -> int | None:
@@ -187,14 +202,16 @@ def _issue_problems(config: Config, form: IssueForm) -> list[str]:
     return problems
 
 
-def _issuer(config: Config, form: IssueForm, now: datetime) -> Callable[[], Issued | list[str]]:
+def _issuer(
+    config: Config, form: IssueForm, now: datetime, source: RegistrySource
+) -> Callable[[], Issued | list[str]]:
     """The issuing, to run in a thread: key, certificate, registry, event settings."""
 
     def work() -> Issued | list[str]:
         request = _request(config, form)
         try:
             types = check_events(config, _events(form), form.events_url, form.webhook, form.admin)
-            issued = issue_client_pem(config, request, now)
+            issued = issue_client_pem(config, request, now, source=source)
         except (OperationError, AddressConflictError) as error:
             return list(error.problems)
         except PKIError as error:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -43,7 +43,10 @@ from rail.dkim.records import PublishedKey, txt_value
 from rail.dkim.sign import DomainKeys
 from rail.pki.files import PKIError, directory_lock, write_file_atomic
 
-__all__ = ["DKIMKeyError", "KeyStore"]
+__all__ = ["DKIMKeyError", "Guard", "KeyStore"]
+
+Guard = Callable[[Callable[[], list[str]]], list[str]]
+"""Runs a creation of keys and returns what it returned (see :meth:`KeyStore.open`)."""
 
 STATE_FILE = "state.json"
 _FILE_MODE = 0o600
@@ -82,18 +85,24 @@ class KeyStore:
     change.
     """
 
-    def __init__(self, directory: Path, domains: Mapping[str, _Domain]) -> None:
+    def __init__(
+        self, directory: Path, domains: Mapping[str, _Domain], guard: Guard | None = None
+    ) -> None:
         self._directory = directory
         self._domains = domains
         self._lock = threading.Lock()
+        self._guard = guard
 
     @classmethod
-    def open(cls, directory: Path) -> KeyStore:
+    def open(cls, directory: Path, guard: Guard | None = None) -> KeyStore:
         """Load every domain's keys under ``directory`` (``data_dir/"dkim"``), creating the
         directory if needed. ``DKIMKeyError`` naming the file if any of them is unusable:
-        a server must not start signing with half its keys."""
+        a server must not start signing with half its keys. ``guard(make)`` runs each
+        creation of keys (several nodes sharing a database: under its lock, with the
+        other nodes' keys copied first and the new ones stored after,
+        :mod:`rail.shared.mirror`)."""
         _make_directory(directory)
-        return cls(directory, _read_all(directory, {}))
+        return cls(directory, _read_all(directory, {}), guard)
 
     def domains(self) -> list[str]:
         """The domains that have keys, sorted."""
@@ -104,9 +113,17 @@ class KeyStore:
         another process may have made it meanwhile, and then it is loaded instead).
         Returns the domains created, normalised (lower-case A-labels), in the order given.
         """
+        wanted = list(dict.fromkeys(_normalised(name) for name in domains))
+        if all(domain in self._domains for domain in wanted):
+            return []
+        if self._guard is not None:
+            return self._guard(lambda: self._create(wanted, now))
+        return self._create(wanted, now)
+
+    def _create(self, wanted: list[str], now: float) -> list[str]:
         created: list[str] = []
         with self._lock:
-            for domain in dict.fromkeys(_normalised(name) for name in domains):
+            for domain in wanted:
                 if domain in self._domains:
                     continue
                 directory = self._directory / domain

@@ -17,7 +17,8 @@ from rail.dkim.generations import Generation
 from rail.dkim.keys import KeyStore
 from rail.dkim.names import a_label
 from rail.dkim.records import zone_line
-from rail.pki.registry import Registry, registry_path
+from rail.pki.operations import file_source
+from rail.pki.source import RegistrySource
 
 __all__ = ["DomainError", "Rotated", "dkim_domains", "rotate_domain"]
 
@@ -36,13 +37,16 @@ class Rotated:
     records: tuple[str, ...]
 
 
-def dkim_domains(config: Config, domain: str | None, now: datetime) -> tuple[KeyStore, list[str]]:
+def dkim_domains(
+    config: Config, domain: str | None, now: datetime, source: RegistrySource | None = None
+) -> tuple[KeyStore, list[str]]:
     """The key store and the domains a ``rail dkim`` command acts on: DOMAIN if it is
-    local (or already has keys), else every local domain and every domain with keys."""
+    local (or already has keys), else every local domain and every domain with keys.
+    ``source`` is where the registry is (default: under ``data_dir``, sqlite only)."""
     records = []
-    path = registry_path(config.data_dir)
-    if path.exists():  # a set-up without clients has no registry yet
-        with Registry.open(path) as registry:
+    home = file_source(config, source)
+    if home.exists():  # a set-up without clients has no registry yet
+        with home.open() as registry:
             records = registry.valid_records(now)
     known = local_domains(config, records, now)
     store = KeyStore.open(config.data_dir / "dkim")
@@ -58,13 +62,15 @@ def dkim_domains(config: Config, domain: str | None, now: datetime) -> tuple[Key
     return store, [name]
 
 
-def rotate_domain(config: Config, domain: str, now: datetime) -> Rotated:
+def rotate_domain(
+    config: Config, domain: str, now: datetime, source: RegistrySource | None = None
+) -> Rotated:
     """Add a generation of keys to ``domain`` (written under ``data_dir/dkim``); mail
     received from ``now`` on is signed with it once a server has re-read the keys.
     ``records`` are the new keys' records (older ones stay published while queued mail
     may still be signed with them). :class:`DomainError` for a domain that is not
     local; :class:`~rail.dkim.keys.DKIMKeyError` for key files that cannot be used."""
-    store, (name,) = dkim_domains(config, domain, now)
+    store, (name,) = dkim_domains(config, domain, now, source)
     generation = store.rotate(name, now.timestamp())
     selectors = {generation.ed25519_selector, generation.rsa_selector}
     records = tuple(

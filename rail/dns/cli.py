@@ -15,7 +15,10 @@ from rail.config import Config
 from rail.dkim.keys import KeyStore
 from rail.dkim.names import a_label
 from rail.dns.sources import load_zones, zone_domains
+from rail.dns.zone import Zone
 from rail.dns.zonefile import zone_text
+from rail.shared.mirror import synced
+from rail.shared.registry import SharedSource, registry_source
 
 __all__ = ["DNSCommandError", "records_text"]
 
@@ -36,7 +39,15 @@ def records_text(config: Config, domain: str | None, now: Callable[[], float] = 
         domains = [name]
     if not domains:
         raise DNSCommandError("no local domains (set local_domains or issue a client certificate)")
-    keys = KeyStore.open(config.data_dir / "dkim")
-    keys.ensure([*domains, config.hostname], when)
-    zones = load_zones(config, keys, when, domains=domains, save_serials=False)
-    return "\n".join(zone_text(zone) for zone in zones)
+
+    def zones() -> list[Zone]:
+        keys = KeyStore.open(config.data_dir / "dkim")
+        keys.ensure([*domains, config.hostname], when)
+        return load_zones(config, keys, when, domains=domains, save_serials=False)
+
+    source = registry_source(config)
+    if isinstance(source, SharedSource):  # the nodes' keys, from the shared database
+        found = synced(source, config.data_dir, zones, paths=("dkim/",), now=when)
+    else:
+        found = zones()
+    return "\n".join(zone_text(zone) for zone in found)

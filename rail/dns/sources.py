@@ -19,8 +19,8 @@ from rail.dkim.keys import KeyStore
 from rail.dkim.records import PublishedKey
 from rail.dns.serial import SerialFile
 from rail.dns.zone import Zone, digest, domain_records, make_zone
-from rail.pki.registry import Registry, registry_path
-from rail.store.inspect import oldest_pending_received_at
+from rail.shared.pending import oldest_pending
+from rail.shared.registry import registry_source
 
 __all__ = ["load_zones", "serial_path", "zone_domains", "zones_from"]
 
@@ -34,9 +34,9 @@ def zone_domains(config: Config, now: float) -> list[str]:
     """The local domains at ``now``: each is a zone."""
     when = datetime.fromtimestamp(now, UTC)
     records = []
-    path = registry_path(config.data_dir)
-    if path.exists():  # no client certificate issued yet
-        with Registry.open(path) as registry:
+    source = registry_source(config)
+    if source.exists():  # no client certificate issued yet
+        with source.open() as registry:
             records = registry.valid_records(when)
     return local_domains(config, records, when)
 
@@ -55,7 +55,7 @@ def load_zones(
     Raises :class:`~rail.store.model.StoreUnavailableError` if the queue cannot be read,
     and ``sqlite3.Error`` / :class:`~rail.pki.registry.RegistryError` for the registry.
     """
-    oldest = oldest_pending_received_at(config.data_dir / "queue")
+    oldest = oldest_pending(config)
     return zones_from(config, keys, now, oldest, domains=domains, save_serials=save_serials)
 
 
@@ -73,10 +73,13 @@ def zones_from(
     mail received since then may be signed with stay published."""
     origins = zone_domains(config, now) if domains is None else domains
     published: dict[str, list[PublishedKey]] = {
-        domain: keys.published(domain, oldest_pending) for domain in {*origins, config.hostname}
+        domain: keys.published(domain, oldest_pending)
+        for domain in {*origins, config.hostname, *(n.hostname for n in config.dns.nodes)}
     }
     bounces = config.bounces.domain if config.bounces.enabled else None
-    records = domain_records(origins, config.hostname, config.dns, published, bounces)
+    records = domain_records(
+        origins, config.hostname, config.dns, published, bounces, config.dns.nodes
+    )
     serials = SerialFile(serial_path(config.data_dir)).assign(
         {origin: digest(rs) for origin, rs in records.items()}, now, save=save_serials
     )

@@ -1,7 +1,8 @@
 """The records Rail publishes for each local domain, built from plain inputs.
 
-Each local domain is a zone: SOA, NS, MX 10 to ``hostname``, SPF, DMARC, MTA-STS and
-TLS-RPT records, CAA, the DKIM keys in use, the MX and SPF of its bounce domain
+Each local domain is a zone: SOA, NS, MX 10 to ``hostname`` (to every node of
+``dns.nodes``, at equal preference, when several nodes share one database), SPF,
+DMARC, MTA-STS and TLS-RPT records, CAA, the DKIM keys in use, the MX and SPF of its bounce domain
 (``bounces.<domain>``), and the addresses of ``hostname``, ``mta-sts.<domain>`` and in-zone
 name servers. A name that lies in several zones (nested
 local domains) belongs to the most specific one. The SOA serial comes from
@@ -17,12 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from rail.config.bouncedomain import bounce_domain
-from rail.config.schema import DNS
+from rail.config.schema import DNS, ClusterNode
 from rail.dkim.records import PublishedKey, record_name, txt_strings
 from rail.dns.mtasts import policy_id, policy_text
 from rail.dns.records import AAAA, CAA, MX, NS, SOA, TXT, A, RData, Record, in_zone
 
-__all__ = ["Zone", "build_zones", "digest", "domain_records", "make_zone"]
+__all__ = ["Zone", "build_zones", "digest", "domain_records", "make_zone", "published_hosts"]
 
 # SOA timers: only secondaries (which Rail does not feed; AXFR is refused) read them.
 _REFRESH = 3600
@@ -61,10 +62,10 @@ def _owner(name: str, origins: Sequence[str]) -> str | None:
     return best
 
 
-def _spf(config: DNS) -> str:
+def _spf(config: DNS, hosts: Sequence[ClusterNode]) -> str:
     parts = ["v=spf1", "mx"]
-    parts += [f"ip4:{address}" for address in config.ipv4]
-    parts += [f"ip6:{address}" for address in config.ipv6]
+    parts += [f"ip4:{address}" for host in hosts for address in host.ipv4]
+    parts += [f"ip6:{address}" for host in hosts for address in host.ipv6]
     parts += list(config.spf_include)
     parts.append("-all")
     return " ".join(parts)
@@ -81,8 +82,21 @@ def _txt(text: str) -> TXT:
     return TXT(tuple(txt_strings(text)))
 
 
-def _addresses(config: DNS) -> list[RData]:
-    return [*(A(a) for a in config.ipv4), *(AAAA(a) for a in config.ipv6)]
+def _addresses(hosts: Sequence[ClusterNode]) -> list[RData]:
+    return [
+        *(A(a) for host in hosts for a in host.ipv4),
+        *(AAAA(a) for host in hosts for a in host.ipv6),
+    ]
+
+
+def published_hosts(
+    hostname: str, config: DNS, nodes: Sequence[ClusterNode] = ()
+) -> tuple[ClusterNode, ...]:
+    """The hosts the zone names as mail servers: ``dns.nodes`` when set, else
+    ``hostname`` with ``dns.ipv4`` and ``dns.ipv6``."""
+    if nodes:
+        return tuple(nodes)
+    return (ClusterNode(hostname=hostname, ipv4=config.ipv4, ipv6=config.ipv6),)
 
 
 def _nameservers(hostname: str, config: DNS) -> tuple[str, ...]:
@@ -95,8 +109,13 @@ def domain_records(
     config: DNS,
     keys: Mapping[str, Sequence[PublishedKey]],
     bounce_template: str | None = None,
+    nodes: Sequence[ClusterNode] = (),
 ) -> dict[str, list[Record]]:
     """Every zone's records except the SOA, by origin, in a stable order.
+
+    ``nodes`` are ``dns.nodes``: each is an MX target (preference 10, so senders
+    spread over them), has its addresses published, and SPF covers them all; without
+    them, ``hostname`` with ``config.ipv4``/``ipv6`` is the one node.
 
     With ``bounce_template`` (``bounces.domain`` when ``bounces.enabled``), each local
     domain's bounce domain gets an MX to ``hostname`` (its bounces come back to Rail) and
@@ -111,6 +130,8 @@ def domain_records(
     """
     ttl = _ttl(config)
     result: dict[str, list[Record]] = {origin: [] for origin in origins}
+    hosts = published_hosts(hostname, config, nodes)
+    spf = _txt(_spf(config, hosts))
 
     def add(name: str, data: RData) -> None:
         origin = _owner(name, origins)
@@ -121,26 +142,32 @@ def domain_records(
     for origin in origins:
         for target in _nameservers(hostname, config):
             result[origin].append(Record(origin, ttl, NS(target)))
-        result[origin].append(Record(origin, ttl, MX(10, hostname)))
-        result[origin].append(Record(origin, ttl, _txt(_spf(config))))
+        result[origin].extend(Record(origin, ttl, MX(10, host.hostname)) for host in hosts)
+        result[origin].append(Record(origin, ttl, spf))
         result[origin].extend(Record(origin, ttl, CAA(0, "issue", ca)) for ca in config.caa)
         add(f"_dmarc.{origin}", _txt(_dmarc(config)))
         add(f"_mta-sts.{origin}", _txt(f"v=STSv1; id={policy_id(policy)}"))
-        for data in _addresses(config):
+        for data in _addresses(hosts):  # any node serves the policy on 443
             add(f"mta-sts.{origin}", data)
         if config.tls_rpt is not None:
             add(f"_smtp._tls.{origin}", _txt(f"v=TLSRPTv1; rua={config.tls_rpt}"))
         if bounce_template is not None:
             bounces = bounce_domain(bounce_template, origin)
-            add(bounces, MX(10, hostname))
-            add(bounces, _txt(_spf(config)))
-    hosts = dict.fromkeys([hostname, *_nameservers(hostname, config)])
+            for host in hosts:
+                add(bounces, MX(10, host.hostname))
+            add(bounces, spf)
     for host in hosts:
-        for data in _addresses(config):
-            add(host, data)
-    if _owner(hostname, origins) not in (None, hostname):
-        # The HELO identity of Rail's own mail (and DSNs) is checked by SPF too.
-        add(hostname, _txt("v=spf1 a -all"))
+        for data in _addresses([host]):
+            add(host.hostname, data)
+    named = {host.hostname for host in hosts}
+    for server in dict.fromkeys(_nameservers(hostname, config)):
+        if server not in named:  # every node serves the zones
+            for data in _addresses(hosts):
+                add(server, data)
+    for host in hosts:
+        if _owner(host.hostname, origins) not in (None, host.hostname):
+            # The HELO identity of Rail's own mail (and DSNs) is checked by SPF too.
+            add(host.hostname, _txt("v=spf1 a -all"))
     for domain, published in sorted(keys.items()):
         for key in published:
             add(record_name(key.selector, domain).rstrip("."), _txt(key.txt))
@@ -181,6 +208,7 @@ def build_zones(
     keys: Mapping[str, Sequence[PublishedKey]],
     serial_for: Mapping[str, int] | None = None,
     bounce_template: str | None = None,
+    nodes: Sequence[ClusterNode] = (),
 ) -> list[Zone]:
     """Zones with the serials in ``serial_for`` (origin to serial; 1 when missing).
 
@@ -188,7 +216,7 @@ def build_zones(
     ``file.assign({o: digest(r) for o, r in domain_records(...).items()}, now)``;
     :func:`rail.dns.sources.load_zones` does this.
     """
-    records = domain_records(origins, hostname, config, keys, bounce_template)
+    records = domain_records(origins, hostname, config, keys, bounce_template, nodes)
     serials = serial_for or {}
     return [
         make_zone(origin, records[origin], serials.get(origin, 1), hostname, config)

@@ -127,7 +127,8 @@ def _mx_text(mx: MX) -> str:
 
 def check_mx(domain: str, expected: Sequence[MX], found: Lookup[MX]) -> Check:
     """Rail's host must be among the MX hosts, and best placed; others are a WARN (mail
-    delivered there bypasses Rail's checks and webhooks)."""
+    delivered there bypasses Rail's checks and webhooks), as is a node of ``dns.nodes``
+    missing from them (it gets no mail)."""
     want = ", ".join(_mx_text(m) for m in expected)
     bad = failed("mx", domain, want, found)
     if bad is not None:
@@ -142,7 +143,7 @@ def check_mx(domain: str, expected: Sequence[MX], found: Lookup[MX]) -> Check:
         return Check("mx", domain, FAIL, want, text)
     best = min(m.preference for m in records)
     preferred = {m.exchange.lower().rstrip(".") for m in records if m.preference == best}
-    if hosts - ours or not preferred & ours:
+    if hosts - ours or ours - hosts or not preferred & ours:
         return Check("mx", domain, WARN, want, text)
     return Check("mx", domain, OK, want, text)
 

@@ -113,7 +113,9 @@ def host_expectation(config: Config, records: Sequence[Record] = ()) -> HostExpe
     would hold were the host name a zone of its own (the same whether or not it lies in
     a local domain). Its DKIM keys are those among ``records`` (the zones checked)."""
     hostname, dns = config.hostname, config.dns
-    own: Mapping[str, list[Record]] = domain_records([hostname], hostname, dns, {})
+    own: Mapping[str, list[Record]] = domain_records(
+        [hostname], hostname, dns, {}, nodes=config.dns.nodes
+    )
     at_host = [r for r in own[hostname] if r.name == hostname]
     acme = config.tls.acme
     listen = config.listen

@@ -31,6 +31,8 @@ from rail.doctor.expected import (
     host_expectation,
 )
 from rail.pki.files import server_cert_path
+from rail.shared.mirror import MirrorError, pull
+from rail.shared.registry import SharedSource, registry_source
 
 __all__ = ["DoctorError", "Inputs", "load_certificate", "load_inputs", "system_trust"]
 
@@ -145,6 +147,12 @@ def load_inputs(
     if not domains:
         raise DoctorError("no local domains (set local_domains or issue a client certificate)")
     directory = config.data_dir / "dkim"
+    shared = registry_source(config)
+    if isinstance(shared, SharedSource):  # the nodes' keys are in the shared database
+        try:
+            pull(shared, config.data_dir, ("dkim/",))
+        except MirrorError as e:
+            raise DoctorError(str(e)) from None
     # Read the keys without creating anything: a missing directory means no keys yet.
     keys = KeyStore.open(directory) if directory.is_dir() else KeyStore(directory, {})
     zones = load_zones(config, keys, now, domains=domains, save_serials=False)

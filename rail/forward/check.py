@@ -9,7 +9,8 @@ from datetime import datetime
 from rail.config.schema import Config
 from rail.forward.loops import forward_problems
 from rail.inbound.recipients import recipient_table
-from rail.pki.registry import Registry, RegistryError, registry_path
+from rail.pki.registry import RegistryError
+from rail.shared.registry import registry_source
 
 __all__ = ["forwarding_problems"]
 
@@ -18,11 +19,11 @@ def forwarding_problems(config: Config, now: datetime) -> list[str]:
     """One line per forward target that comes back to Rail (see :mod:`.loops`)."""
     if not any(route.forward for route in config.inbound.routes):
         return []
-    path = registry_path(config.data_dir)
+    source = registry_source(config)
     records = []
-    if path.exists():
+    if source.exists():
         try:
-            with Registry.open(path) as registry:
+            with source.open() as registry:
                 records = registry.list_all()
         except RegistryError:
             pass  # the configured local domains are still checked; the warnings say why

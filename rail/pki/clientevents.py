@@ -10,8 +10,8 @@ The functions here run in the registry's transactions (:class:`rail.pki.registry
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -88,9 +88,7 @@ def check_event_settings(
     return picked
 
 
-def write_client_events(
-    connection: sqlite3.Connection, settings: ClientEvents, updated_at: str
-) -> None:
+def write_client_events(connection: Any, settings: ClientEvents, updated_at: str) -> None:
     """Store ``settings`` (in the caller's transaction); no types removes the row."""
     if not settings.types:
         connection.execute("DELETE FROM client_events WHERE name = ?", (settings.name,))
@@ -103,9 +101,7 @@ def write_client_events(
     )
 
 
-def read_client_events(
-    connection: sqlite3.Connection, name: str | None = None
-) -> list[ClientEvents]:
+def read_client_events(connection: Any, name: str | None = None) -> list[ClientEvents]:
     """Every client's settings, by name, or only ``name``'s."""
     sql = "SELECT name, types, url FROM client_events"
     params: tuple[str, ...] = ()

@@ -13,7 +13,6 @@ once it is installed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,8 @@ from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.pki.clientevents import ClientEvents, subscriptions_from
-from rail.pki.registry import Registry, RegistryError
+from rail.pki.registry import RegistryError
+from rail.pki.source import FileSource, RegistrySource
 from rail.refresher import Refresher
 
 __all__ = ["DEFAULT_INTERVAL", "EventWatch"]
@@ -42,7 +42,8 @@ InThread = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
 class EventWatch(Service):
     """The ``event-subscriptions`` service.
 
-    ``path`` is the registry file; ``install(subscriptions)`` puts a new value in use;
+    ``path`` is where the registry is (a :class:`RegistrySource`, or the registry file
+    under a data directory); ``install(subscriptions)`` puts a new value in use;
     ``in_thread(f)`` runs ``f`` off the reactor thread; ``now()`` is the time as a
     datetime; ``allow_http_loopback()`` whether an ``http://`` loopback URL is allowed
     (``webhooks.allow_http_loopback`` and ``allow_private``, as they are now).
@@ -52,7 +53,7 @@ class EventWatch(Service):
 
     def __init__(
         self,
-        path: Path,
+        path: Path | RegistrySource,
         install: Callable[[Subscriptions], object],
         *,
         clock: IReactorTime,
@@ -61,7 +62,7 @@ class EventWatch(Service):
         allow_http_loopback: Callable[[], bool],
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
-        self._path = path
+        self._source: RegistrySource = FileSource(path.parent) if isinstance(path, Path) else path
         self._install = install
         self._in_thread = in_thread
         self._now = now
@@ -116,7 +117,7 @@ class EventWatch(Service):
         registry cannot be read."""
 
         def read() -> ClientEvents:
-            with Registry.open(self._path) as registry:
+            with self._source.open() as registry:
                 return registry.events_of(name)
 
         return self._in_thread(read)
@@ -131,7 +132,7 @@ class EventWatch(Service):
         chosen = list(types)
 
         def write() -> ClientEvents:
-            with Registry.open(self._path) as registry:
+            with self._source.open() as registry:
                 return registry.set_events(
                     name, chosen, url, now, allow_http_loopback=allow, labels=("types", "url")
                 )
@@ -143,29 +144,16 @@ class EventWatch(Service):
 
         return written.addCallback(installed)
 
-    def _state(self) -> object:
-        """What changes when another process commits: the registry's and its write-ahead
-        log's size and modification time."""
-        state: list[tuple[int, int, int] | None] = []
-        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                state.append(None)
-            else:
-                state.append((stat.st_size, stat.st_mtime_ns, stat.st_ino))
-        return tuple(state)
-
     def _read(self, force: bool) -> Subscriptions | None:
         """The subscriptions, or None when the files did not change since the last read
         (in a worker thread, or at start-up)."""
-        state = self._state()
+        state = self._source.state("client_events")
         if state == self._seen and not force:
             return None
-        if not self._path.exists():
+        if not self._source.exists():
             found = NO_SUBSCRIPTIONS  # no client yet, and reading must not create the file
         else:
-            with Registry.open(self._path) as registry:
+            with self._source.open() as registry:
                 found = subscriptions_from(registry.all_events())
         self._seen = state
         return found

@@ -23,21 +23,21 @@ from rail.pki.files import (
     PKIError,
     crl_path,
     directory_lock,
-    load_ca,
-    load_or_create_ca,
     write_crl,
     write_key_pair,
 )
 from rail.pki.issue import ClientRequest, check_client_request, issue_client_certificate
 from rail.pki.keys import PrivateKey, generate_private_key, private_key_pem
 from rail.pki.ownership import AddressConflict
-from rail.pki.registry import CertificateRecord, Registry, registry_path
+from rail.pki.registry import CertificateRecord, Registry, RegistryError, registry_path
+from rail.pki.source import FileSource, RegistrySource
 
 __all__ = [
     "IssuedClient",
     "IssuedPEM",
     "OperationError",
     "current_crl",
+    "file_source",
     "issue_client",
     "issue_client_pem",
     "publish_crl",
@@ -77,6 +77,20 @@ class IssuedClient:
     key_path: Path
     shared: tuple[AddressConflict, ...] = ()
     siblings: tuple[CertificateRecord, ...] = ()
+
+
+def file_source(config: Config, source: RegistrySource | None) -> RegistrySource:
+    """``source``, or the files under ``data_dir`` when none is given: which is only right
+    with ``storage.backend: sqlite`` (a caller that forgot the shared registry would
+    otherwise issue from a CA and registry no other node sees)."""
+    if source is not None:
+        return source
+    if config.storage.backend != "sqlite":
+        raise RegistryError(
+            "storage.backend is postgresql: the registry is in the shared database"
+            " (rail.shared.registry), not under data_dir"
+        )
+    return FileSource(config.data_dir)
 
 
 def publish_crl(data_dir: Path, ca: CertificateAuthority, now: datetime) -> None:
@@ -128,6 +142,7 @@ def issue_client(
     now: datetime,
     force: bool = False,
     allow_shared_addresses: bool = False,
+    source: RegistrySource | None = None,
 ) -> IssuedClient:
     """Issue a client certificate, record it, and write ``NAME.crt`` and ``NAME.key``.
 
@@ -144,7 +159,9 @@ def issue_client(
     def write(certificate: x509.Certificate, key: PrivateKey) -> None:
         write_key_pair(certificate_path, key_path, certificate, key)
 
-    record, _, shared, siblings = _issue(config, request, now, allow_shared_addresses, write)
+    record, _, shared, siblings = _issue(
+        config, request, now, allow_shared_addresses, write, source
+    )
     return IssuedClient(
         record=record,
         certificate_path=certificate_path,
@@ -155,7 +172,11 @@ def issue_client(
 
 
 def issue_client_pem(
-    config: Config, request: ClientRequest, now: datetime, allow_shared_addresses: bool = False
+    config: Config,
+    request: ClientRequest,
+    now: datetime,
+    allow_shared_addresses: bool = False,
+    source: RegistrySource | None = None,
 ) -> IssuedPEM:
     """Issue a client certificate and record it, as :func:`issue_client` does, but write
     no file: the certificate and its key come back as PEM, for the console to show once.
@@ -163,7 +184,9 @@ def issue_client_pem(
     problems = request_problems(config, request)
     if problems:
         raise OperationError(problems)
-    record, key, shared, siblings = _issue(config, request, now, allow_shared_addresses, None)
+    record, key, shared, siblings = _issue(
+        config, request, now, allow_shared_addresses, None, source
+    )
     return IssuedPEM(
         record=record,
         certificate_pem=record.pem,
@@ -179,15 +202,17 @@ def _issue(
     now: datetime,
     allow_shared_addresses: bool,
     write: Callable[[x509.Certificate, PrivateKey], None] | None,
+    source: RegistrySource | None = None,
 ) -> tuple[
     CertificateRecord, PrivateKey, tuple[AddressConflict, ...], tuple[CertificateRecord, ...]
 ]:
     """Make the key, sign, record; ``write`` the pair (a failure revokes the record)."""
-    ca, _ = load_or_create_ca(config.data_dir, config.hostname, now)
+    home = file_source(config, source)
+    ca, _ = home.load_or_create_ca(config.hostname, now)
     key = generate_private_key(request.key_type)
     certificate = issue_client_certificate(ca, request, key.public_key(), now)
     record = CertificateRecord.from_certificate(certificate, now)
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    with home.open() as registry:
         shared = registry.add(record, allow_shared_addresses=allow_shared_addresses)
         siblings = tuple(
             r
@@ -218,13 +243,21 @@ def _output_problems(out_dir: Path, paths: tuple[Path, ...], force: bool) -> lis
     return problems
 
 
-def revoke(config: Config, name_or_serial: str, now: datetime) -> list[CertificateRecord]:
+def revoke(
+    config: Config,
+    name_or_serial: str,
+    now: datetime,
+    source: RegistrySource | None = None,
+) -> list[CertificateRecord]:
     """Revoke in the registry, then publish the CRL, which running servers look at every
-    second (rail.pki.revocationwatch)."""
-    ca = load_ca(config.data_dir)
-    with Registry.open(registry_path(config.data_dir)) as registry:
+    second (rail.pki.revocationwatch); the shared database publishes it, and tells the
+    other nodes, in the revoking transaction itself."""
+    home = file_source(config, source)
+    ca = home.load_ca()
+    with home.open() as registry:
         revoked = registry.revoke(name_or_serial, now)
-    publish_crl(config.data_dir, ca, now)
+    if not home.crl_in_transaction:
+        home.publish_crl(ca, now)
     return revoked
 
 

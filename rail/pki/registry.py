@@ -11,13 +11,14 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
+import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -38,6 +39,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AddressConflictError",
     "CertificateRecord",
+    "NothingToRevokeError",
     "Registry",
     "RegistryError",
     "UnknownClientError",
@@ -69,6 +71,11 @@ _SCHEMA += CLIENT_EVENTS_SCHEMA
 # Version 1 (before admin certificates) had no role: every certificate was a client's.
 _MIGRATE_1_TO_2 = "ALTER TABLE certificates ADD COLUMN role TEXT NOT NULL DEFAULT 'client'"
 
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+"""What a failing statement raises on either engine (the registry may be SQLite under
+``data_dir`` or the shared PostgreSQL database, :mod:`rail.shared.registry`)."""
+_DUPLICATE_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
 _COLUMNS = (
     "serial, name, senders, webhook, key_type, not_before, not_after, issued_at,"
     " revoked_at, fingerprint_sha256, pem, role"
@@ -97,6 +104,10 @@ class RegistryError(PKIError):
 
 class UnknownClientError(RegistryError):
     """No client certificate has the name asked for."""
+
+
+class NothingToRevokeError(RegistryError):
+    """A revocation that finds nothing to revoke: no such certificate, or no valid one."""
 
 
 class AddressConflictError(RegistryError):
@@ -194,12 +205,22 @@ class CertificateRecord:
         )
 
 
+OnChange = Callable[[Any, str, datetime], None]
+"""Called inside a registry write transaction with the connection, what changed
+(``certificates``, ``revocations`` or ``client_events``) and when: the shared registry
+republishes the CRL and notifies the other nodes there, in the same transaction."""
+
+
 @contextlib.contextmanager
-def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
+def _immediate(connection: Any, lock: str | None = None) -> Iterator[None]:
     """A write transaction that takes the database lock at BEGIN, not at the first write, so
-    the reads that decide the write see the state the write applies to."""
-    connection.execute("BEGIN IMMEDIATE")
+    the reads that decide the write see the state the write applies to. PostgreSQL has
+    no such BEGIN: ``lock`` (an advisory lock's statement) serialises the writers there."""
+    dialect = getattr(connection, "dialect", None)
+    connection.execute("BEGIN IMMEDIATE" if dialect is None else dialect.begin)
     try:
+        if lock is not None:
+            connection.execute(lock)
         yield
     except BaseException:
         connection.execute("ROLLBACK")
@@ -228,20 +249,33 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _record(row: sqlite3.Row) -> CertificateRecord:
+class _Closed:
+    """Stands for a connection given back: using the registry after close() fails."""
+
+    def execute(self, *args: object) -> Any:
+        raise RegistryError("the registry is closed")
+
+    def close(self) -> None:
+        pass
+
+
+def _record(row: Sequence[Any]) -> CertificateRecord:
+    """A row of ``_COLUMNS``, by position (a ``sqlite3.Row`` or a psycopg tuple)."""
+    (serial, name, senders, webhook, key_type, not_before, not_after, issued_at, revoked_at,
+     fingerprint, pem, role) = row  # fmt: skip
     return CertificateRecord(
-        serial=int(row["serial"], 16),
-        name=row["name"],
-        senders=tuple(json.loads(row["senders"])),
-        webhook=row["webhook"],
-        key_type=row["key_type"],
-        not_before=_parse_time(row["not_before"]),
-        not_after=_parse_time(row["not_after"]),
-        issued_at=_parse_time(row["issued_at"]),
-        revoked_at=None if row["revoked_at"] is None else _parse_time(row["revoked_at"]),
-        fingerprint_sha256=row["fingerprint_sha256"],
-        pem=bytes(row["pem"]),
-        role="admin" if row["role"] == "admin" else "client",
+        serial=int(serial, 16),
+        name=name,
+        senders=tuple(json.loads(senders)),
+        webhook=webhook,
+        key_type=key_type,
+        not_before=_parse_time(not_before),
+        not_after=_parse_time(not_after),
+        issued_at=_parse_time(issued_at),
+        revoked_at=None if revoked_at is None else _parse_time(revoked_at),
+        fingerprint_sha256=fingerprint,
+        pem=bytes(pem),
+        role="admin" if role == "admin" else "client",
     )
 
 
@@ -254,12 +288,25 @@ class Registry:
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, path: Path, held: threading.Lock | None = None
+        self,
+        connection: Any,
+        path: Path | str,
+        held: threading.Lock | None = None,
+        *,
+        release: Callable[[Any], None] | None = None,
+        on_change: OnChange | None = None,
+        write_lock: str | None = None,
     ) -> None:
+        """``connection`` is a ``sqlite3.Connection`` or a :class:`rail.store.pg.PGConnection`
+        (the shared registry, which passes ``release`` to take the connection back
+        instead of closing it, ``on_change`` and the ``write_lock`` statement)."""
         self._connection = connection
         self._path = path
         self._lock = threading.Lock()
         self._held = held  # this process's turn at an exclusive-mode registry, if one
+        self._release = release
+        self._on_change = on_change
+        self._write_lock = write_lock
 
     @classmethod
     def open(cls, path: Path) -> Registry:
@@ -317,7 +364,12 @@ class Registry:
 
     def close(self) -> None:
         with self._lock:
-            self._connection.close()
+            if self._release is not None:
+                release, self._release = self._release, None
+                release(self._connection)
+                self._connection = _Closed()
+            else:
+                self._connection.close()
             held, self._held = self._held, None
         if held is not None:
             held.release()
@@ -345,17 +397,36 @@ class Registry:
         with self._lock:
             try:
                 yield
-            except sqlite3.Error as e:
+            except _DATABASE_ERRORS as e:
                 raise RegistryError(f"{self._path}: {e}") from e
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
         with self._lock:
             try:
-                with _immediate(self._connection):
+                with _immediate(self._connection, self._write_lock):
                     yield
-            except sqlite3.Error as e:
+            except _DATABASE_ERRORS as e:
                 raise RegistryError(f"{self._path}: {e}") from e
+
+    @contextlib.contextmanager
+    def writing(self, what: str, now: datetime) -> Iterator[Any]:
+        """A write transaction of the registry's database for tables kept beside it
+        (:mod:`rail.webhooks.secrets`): yields the connection; ``what`` names the change
+        for the other nodes of a shared registry. Database errors are RegistryErrors."""
+        with self._write():
+            yield self._connection
+            self._changed(what, now)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """The connection, for reads of tables kept beside the registry."""
+        with self._read():
+            yield self._connection
+
+    def _changed(self, what: str, now: datetime) -> None:
+        if self._on_change is not None:
+            self._on_change(self._connection, what, now)
 
     def add(
         self, record: CertificateRecord, *, allow_shared_addresses: bool = False
@@ -392,10 +463,11 @@ class Registry:
                         record.role,
                     ),
                 )
-            except sqlite3.IntegrityError as e:
+            except _DUPLICATE_ERRORS as e:
                 raise RegistryError(
                     f"serial {_format_serial(record.serial)}: already recorded"
                 ) from e
+            self._changed("certificates", record.issued_at)
         return conflicts
 
     def get(self, serial: int) -> CertificateRecord | None:
@@ -428,7 +500,7 @@ class Registry:
         with self._write():
             matches, serial = self._find(name_or_serial)
             if not matches:
-                raise RegistryError(f"{name_or_serial!r}: no such certificate")
+                raise NothingToRevokeError(f"{name_or_serial!r}: no such certificate")
             targets = [
                 record
                 for record in matches
@@ -437,8 +509,8 @@ class Registry:
             ]
             if not targets:
                 if all(record.revoked_at is not None for record in matches):
-                    raise RegistryError(f"{name_or_serial!r}: already revoked")
-                raise RegistryError(
+                    raise NothingToRevokeError(f"{name_or_serial!r}: already revoked")
+                raise NothingToRevokeError(
                     f"{name_or_serial!r}: no valid certificate to revoke (already expired;"
                     " revoke it by serial to list it in the CRL anyway)"
                 )
@@ -448,6 +520,7 @@ class Registry:
                     "UPDATE certificates SET revoked_at = ? WHERE serial = ?",
                     (stamp, _format_serial(record.serial)),
                 )
+            self._changed("revocations", now)
             revoked_at = _parse_time(stamp)
             return [attrs.evolve(record, revoked_at=revoked_at) for record in targets]
 
@@ -458,7 +531,7 @@ class Registry:
                 "SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL"
                 " ORDER BY revoked_at, rowid"
             ).fetchall()
-        return [(int(row["serial"], 16), _parse_time(row["revoked_at"])) for row in rows]
+        return [(int(row[0], 16), _parse_time(row[1])) for row in rows]
 
     def valid_records(self, now: datetime) -> list[CertificateRecord]:
         with self._read():
@@ -493,6 +566,7 @@ class Registry:
             )
             settings = ClientEvents(name, picked, url if picked else None)
             write_client_events(self._connection, settings, _format_time(now))
+            self._changed("client_events", now)
         return settings
 
     def events_of(self, name: str) -> ClientEvents:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 from cryptography import x509
@@ -23,11 +24,11 @@ from twisted.logger import Logger
 from rail.pki.crl import crl_number, parse_crl, revoked_serials
 from rail.pki.files import PKIError
 
-__all__ = ["Revocations"]
+__all__ = ["CRLSource", "Revocations"]
 
 _log = Logger()
 
-_Signature = tuple[int, int, int, int]
+_Signature = object
 
 
 def _signature(result: os.stat_result) -> _Signature:
@@ -35,18 +36,50 @@ def _signature(result: os.stat_result) -> _Signature:
     return (result.st_ino, result.st_dev, result.st_mtime_ns, result.st_size)
 
 
+class CRLSource(Protocol):
+    """Where the published CRL is: the file under ``data_dir`` or the shared database
+    (:class:`rail.shared.registry.SharedCRL`)."""
+
+    def __str__(self) -> str:
+        """What to name in messages."""
+        ...
+
+    def signature(self) -> object:
+        """Something that changes whenever a new CRL is published (cheap: looked at every
+        second); raises OSError when it cannot be looked at."""
+        ...
+
+    def read_bytes(self) -> bytes:
+        """The CRL as published; raises OSError when it cannot be read."""
+        ...
+
+
+class _FileCRL:
+    def __init__(self, path: Path, stat: Callable[[Path], os.stat_result]) -> None:
+        self._path = path
+        self._stat = stat
+
+    def __str__(self) -> str:
+        return str(self._path)
+
+    def signature(self) -> object:
+        return _signature(self._stat(self._path))
+
+    def read_bytes(self) -> bytes:
+        return self._path.read_bytes()
+
+
 class Revocations:
     """The set of revoked serials, refreshed when the CRL file changes."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | CRLSource,
         ca_certificate: x509.Certificate,
         stat: Callable[[Path], os.stat_result] = os.stat,
     ) -> None:
-        self._path = path
+        self._path: CRLSource = _FileCRL(path, stat) if isinstance(path, Path) else path
         self._ca = ca_certificate
-        self._stat = stat
         self._seen: _Signature | None = None
         self._serials: frozenset[int] = frozenset()
         self._crl: x509.CertificateRevocationList | None = None
@@ -69,7 +102,7 @@ class Revocations:
     def load(self) -> None:
         """Read the CRL now; a missing or bad file is a start-up error."""
         try:
-            signature = _signature(self._stat(self._path))
+            signature = self._path.signature()
             self._read()
         except (OSError, ValueError) as e:
             raise PKIError(f"{self._path}: {_reason(e)}") from e
@@ -83,7 +116,7 @@ class Revocations:
         self._crl, self._number = crl, crl_number(crl)
         self.generation += 1
         try:
-            self._seen = _signature(self._stat(self._path))
+            self._seen = self._path.signature()
         except OSError:
             self._seen = None
 
@@ -103,7 +136,7 @@ class Revocations:
         it may run in a worker thread while the reactor reads :attr:`serials`; hand the
         result to :meth:`apply` on the thread that owns this object."""
         try:
-            signature = _signature(self._stat(self._path))
+            signature = self._path.signature()
         except OSError as e:
             return _Look(None, problem=f"cannot stat CRL {self._path}: {_reason(e)}")
         if signature == self._seen:

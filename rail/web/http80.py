@@ -10,14 +10,17 @@ be used to redirect anyone elsewhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from rail.acme.challenges import PendingChallenges, is_token
+from rail.web.send import finish_later
 from rail.web.site import RailSite
 
 __all__ = ["CHALLENGE_PREFIX", "Port80", "http80_site", "redirect_target"]
@@ -55,10 +58,16 @@ class Port80(Resource):
 
     isLeaf = True
 
-    def __init__(self, hostname: str, challenges: PendingChallenges) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        challenges: PendingChallenges,
+        lookup: Callable[[str], Deferred[str | None]] | None = None,
+    ) -> None:
         cast(Any, super()).__init__()  # Resource is untyped (mypy --strict)
         self._hostname = hostname
         self._challenges = challenges
+        self._lookup = lookup
 
     def render(self, request: Any) -> bytes:
         path: bytes = request.path
@@ -69,7 +78,7 @@ class Port80(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"moved to https\n"
 
-    def _challenge(self, request: Any, raw_token: bytes) -> bytes:
+    def _challenge(self, request: Any, raw_token: bytes) -> Any:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         try:
@@ -77,10 +86,18 @@ class Port80(Resource):
         except UnicodeDecodeError:
             token = ""
         answer = self._challenges.get(token) if is_token(token) else None
-        if answer is None:
-            request.setResponseCode(404)
-            return b"no such challenge\n"
-        return answer.encode("ascii")
+        if answer is None and self._lookup is not None and is_token(token):
+            # Another node's order (several nodes share the database): ask it.
+            found = self._lookup(token).addCallback(lambda text: _answer(request, text))
+            return finish_later(request, found)
+        return _answer(request, answer)
+
+
+def _answer(request: Any, answer: str | None) -> bytes:
+    if answer is None:
+        request.setResponseCode(404)
+        return b"no such challenge\n"
+    return answer.encode("ascii")
 
 
 def http80_site(
@@ -90,12 +107,14 @@ def http80_site(
     clock: IReactorTime | None = None,
     idle_timeout: float = 60.0,
     deadlines: dict[str, Any] | None = None,
+    lookup: Callable[[str], Deferred[str | None]] | None = None,
 ) -> Site:
     """The site for the ``listen.http`` port; ``challenges`` is shared with the ACME
     service (:func:`rail.acme.service.build_acme`); ``deadlines`` as for
-    :func:`rail.web.site.build_site`."""
+    :func:`rail.web.site.build_site`; ``lookup(token)`` answers a token this node does not
+    hold (another node's order, :func:`rail.shared.acme.lookup`)."""
     return RailSite(
-        Port80(hostname, challenges),
+        Port80(hostname, challenges, lookup),
         max_body=_MAX_BODY,
         idle_timeout=idle_timeout,
         clock=clock,

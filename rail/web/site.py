@@ -33,6 +33,7 @@ from rail.store.model import IDeliveryQueue, IQueueStore
 from rail.store.suppressionmodel import ISuppressionList
 from rail.web.admin import AdminResource, DomainsReport
 from rail.web.batch import SendBatch, SendRoutes
+from rail.web.certrevoke import CertificatesResource, Revoke
 from rail.web.clientevents import ClientEventsResource, IClientEventSettings
 from rail.web.deadlines import deadline_channel
 from rail.web.health import Healthz, Readiness, Readyz
@@ -223,13 +224,15 @@ def build_site(
     rates: ClientRates | None = None,
     rotate_secret: Rotate | None = None,
     console: Resource | None = None,
+    revoke_certificate: Revoke | None = None,
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
     ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
     ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report);
     ``client_events`` answers ``/api/v1/admin/clients/{name}/events``; ``console`` is
-    mounted at ``/console`` (:mod:`rail.console`)."""
+    mounted at ``/console`` (:mod:`rail.console`); ``revoke_certificate`` answers
+    ``/api/v1/admin/certificates/{serial}/revoke``."""
     root = _Directory()
     api = _Directory()
     api.putChild(b"who", Who(ca, revoked, clock, max_body))
@@ -266,6 +269,8 @@ def build_site(
         v1.putChild(b"admin", admin)
         if ISuppressionList.providedBy(store):
             admin.putChild(b"suppressions", SuppressionsResource(store, clock, admin=True))
+        if revoke_certificate is not None:
+            admin.putChild(b"certificates", CertificatesResource(revoke_certificate))
         secrets = ClientsResource(rotate_secret) if rotate_secret is not None else None
         if client_events is not None:
             admin.putChild(b"clients", ClientEventsResource(client_events, other=secrets))

@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rail.config import load_config
+from rail.config import Config, load_config
 from rail.config.units import parse_duration
+from rail.pki.source import RegistrySource
+from rail.shared.mirror import synced
+from rail.shared.registry import SharedSource, registry_source
 from rail.webhooks.key import load_or_create_key, secret_text
 from rail.webhooks.secrets import DEFAULT_OVERLAP, Rotation, read_secrets, rotate_secret
 
@@ -60,19 +63,41 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         sys.stderr.write(f"rail: --overlap: {e}\n")
         return 2
     config = load_config(args.config)
-    rotation = rotate_secret(config.data_dir, args.name, time.time(), overlap)
+    rotation = rotate_secret(secrets_home(config), args.name, time.time(), overlap)
     print_rotation(rotation)
-    print(f"a running Rail signs with it within {REFRESH_INTERVAL:.0f} seconds")
+    if config.storage.backend == "postgresql":
+        print("every running node signs with it at once (notified)")
+    else:
+        print(f"a running Rail signs with it within {REFRESH_INTERVAL:.0f} seconds")
     return 0
 
 
-def verification_keys(data_dir: Path, client: str) -> tuple[str, str]:
+def verification_keys(data_dir: Path, client: str, config: Config | None = None) -> tuple[str, str]:
     """Rail's webhook public key (``whpk_``, for ``v1a``) and ``client``'s current secret
     (``whsec_``, for ``v1``: the rotated one if it was rotated), creating the signing key
-    if it is missing: what ``rail certs issue`` and ``rail init --dev`` print."""
+    if it is missing: what ``rail certs issue`` and ``rail init --dev`` print. With
+    ``config`` naming the shared database, the key and secrets are the shared ones."""
+    if config is not None:
+        source = registry_source(config)
+        if isinstance(source, SharedSource):
+            key = synced(
+                source,
+                config.data_dir,
+                lambda: load_or_create_key(config.data_dir),
+                paths=("webhook/ed25519.key",),
+                now=time.time(),
+            )
+            key.use_secrets(read_secrets(source))
+            return key.public_text, key.client_secret_text(client)
     key = load_or_create_key(data_dir)
     key.use_secrets(read_secrets(data_dir))
     return key.public_text, key.client_secret_text(client)
+
+
+def secrets_home(config: Config) -> Path | RegistrySource:
+    """Where ``config``'s rotated webhook secrets are: beside its registry."""
+    source = registry_source(config)
+    return source if isinstance(source, SharedSource) else config.data_dir
 
 
 def print_rotation(rotation: Rotation) -> None:

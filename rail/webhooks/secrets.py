@@ -20,12 +20,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from rail.pki.files import PKIError
-from rail.pki.registry import registry_path
+from rail.pki.registry import RegistryError, registry_path
+from rail.pki.source import RegistrySource
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -95,46 +98,24 @@ def _connect(data_dir: Path) -> sqlite3.Connection:
 
 
 def rotate_secret(
-    data_dir: Path, client: str, now: float, overlap: float = DEFAULT_OVERLAP
+    data_dir: Path | RegistrySource, client: str, now: float, overlap: float = DEFAULT_OVERLAP
 ) -> Rotation:
     """Give ``client`` a new random secret from ``now``; its current one (stored, or the
     derived one if it never rotated) signs until ``now + overlap``; older ones that are
-    still in their overlap keep their end. Raises UnknownClientError or PKIError."""
+    still in their overlap keep their end. Raises UnknownClientError or PKIError.
+    ``data_dir`` is the data directory (its registry) or the shared registry."""
     secret = os.urandom(32)
+    if not isinstance(data_dir, Path):
+        with data_dir.open() as registry:
+            when = datetime.fromtimestamp(now, UTC)
+            with registry.writing("webhook_secrets", when) as connection:
+                until = _rotate(connection, client, now, overlap, secret)
+        return Rotation(client=client, secret=secret, previous_until=until)
     connection = _connect(data_dir)
     try:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            known = connection.execute(
-                "SELECT 1 FROM certificates WHERE name = ? LIMIT 1", (client,)
-            ).fetchone()
-            if known is None:
-                raise UnknownClientError(f"no certificate was issued to a client named {client!r}")
-            current = connection.execute(
-                "SELECT created_at FROM webhook_secrets WHERE client = ? AND retires_at IS NULL",
-                (client,),
-            ).fetchall()
-            until = now + overlap
-            if current:
-                connection.execute(
-                    "UPDATE webhook_secrets SET retires_at = ?"
-                    " WHERE client = ? AND retires_at IS NULL",
-                    (until, client),
-                )
-            else:  # the derived secret, never stored: it signs through the overlap
-                connection.execute(
-                    "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
-                    " VALUES (?, ?, NULL, ?)",
-                    (client, now - 1e-6, until),
-                )
-            connection.execute(
-                "DELETE FROM webhook_secrets WHERE client = ? AND retires_at < ?", (client, now)
-            )
-            connection.execute(
-                "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
-                " VALUES (?, ?, ?, NULL)",
-                (client, now, secret),
-            )
+            until = _rotate(connection, client, now, overlap, secret)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -146,20 +127,68 @@ def rotate_secret(
     return Rotation(client=client, secret=secret, previous_until=until)
 
 
-def read_secrets(data_dir: Path) -> Mapping[str, tuple[ClientSecret, ...]]:
+def _rotate(connection: Any, client: str, now: float, overlap: float, secret: bytes) -> float:
+    """The rotation's statements, in the caller's transaction; when the old secret retires."""
+    known = connection.execute(
+        "SELECT 1 FROM certificates WHERE name = ? LIMIT 1", (client,)
+    ).fetchone()
+    if known is None:
+        raise UnknownClientError(f"no certificate was issued to a client named {client!r}")
+    current = connection.execute(
+        "SELECT created_at FROM webhook_secrets WHERE client = ? AND retires_at IS NULL",
+        (client,),
+    ).fetchall()
+    until = now + overlap
+    if current:
+        connection.execute(
+            "UPDATE webhook_secrets SET retires_at = ? WHERE client = ? AND retires_at IS NULL",
+            (until, client),
+        )
+    else:  # the derived secret, never stored: it signs through the overlap
+        connection.execute(
+            "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
+            " VALUES (?, ?, NULL, ?)",
+            (client, now - 1e-6, until),
+        )
+    connection.execute(
+        "DELETE FROM webhook_secrets WHERE client = ? AND retires_at < ?", (client, now)
+    )
+    connection.execute(
+        "INSERT INTO webhook_secrets (client, created_at, secret, retires_at)"
+        " VALUES (?, ?, ?, NULL)",
+        (client, now, secret),
+    )
+    return until
+
+
+def read_secrets(data_dir: Path | RegistrySource) -> Mapping[str, tuple[ClientSecret, ...]]:
     """Every stored secret by client, newest first (nothing without a registry)."""
+    if not isinstance(data_dir, Path):
+        try:
+            with data_dir.open() as registry, registry.reading() as connection:
+                rows = connection.execute(_READ).fetchall()
+        except RegistryError as e:
+            raise PKIError(f"cannot read the webhook secrets ({e})") from e
+        return _table(rows)
     if not registry_path(data_dir).exists():
         return {}
     connection = _connect(data_dir)
     try:
-        rows = connection.execute(
-            "SELECT client, created_at, secret, retires_at FROM webhook_secrets"
-            " ORDER BY client, created_at DESC"
-        ).fetchall()
+        rows = connection.execute(_READ).fetchall()
     except sqlite3.Error as e:
         raise PKIError(f"{registry_path(data_dir)}: cannot read the webhook secrets ({e})") from e
     finally:
         connection.close()
+    return _table(rows)
+
+
+_READ = (
+    "SELECT client, created_at, secret, retires_at FROM webhook_secrets"
+    " ORDER BY client, created_at DESC"
+)
+
+
+def _table(rows: list[Any]) -> Mapping[str, tuple[ClientSecret, ...]]:
     table: dict[str, list[ClientSecret]] = {}
     for client, created_at, secret, retires_at in rows:
         stored = None if secret is None else bytes(secret)

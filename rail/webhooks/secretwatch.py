@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rail.pki.files import PKIError
+from rail.pki.source import RegistrySource
 from rail.refresher import Refresher
 from rail.webhooks.key import WebhookKey
 from rail.webhooks.secrets import Rotation, read_secrets, rotate_secret
@@ -28,12 +29,14 @@ _log = Logger()
 
 
 class SecretsWatch(Service):
-    """``in_thread(f)`` runs ``f()`` off the reactor and returns a Deferred of its result."""
+    """``data_dir`` is the data directory (whose registry holds the secrets) or the shared
+    registry; ``in_thread(f)`` runs ``f()`` off the reactor and returns a Deferred of its
+    result."""
 
     def __init__(
         self,
         key: WebhookKey,
-        data_dir: Path,
+        data_dir: Path | RegistrySource,
         *,
         clock: IReactorTime,
         in_thread: Callable[[Callable[[], Any]], defer.Deferred[Any]],

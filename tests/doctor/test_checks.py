@@ -59,6 +59,13 @@ class MXTests(SynchronousTestCase):
         found = Lookup((MX(20, HOST), MX(10, "other.example.test")))
         self.assertEqual(check_mx(DOMAIN, (MX(10, HOST),), found).status, "WARN")
 
+    def test_every_node(self) -> None:
+        """With several nodes (``dns.nodes``), all of them as MX hosts is OK; one of them
+        missing is a WARN."""
+        nodes = (MX(10, HOST), MX(10, "mx2.example.test"))
+        self.assertEqual(check_mx(DOMAIN, nodes, Lookup(nodes)).status, "OK")
+        self.assertEqual(check_mx(DOMAIN, nodes, Lookup(nodes[:1])).status, "WARN")
+
     def test_no_mx(self) -> None:
         """No MX record is a FAIL."""
         self.assertEqual(check_mx(DOMAIN, (MX(10, HOST),), Lookup()).status, "FAIL")

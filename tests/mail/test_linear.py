@@ -54,7 +54,7 @@ GROWTH = 16
 MAX_RATIO = 64.0
 """Linear is ~16 for 16 times the input, quadratic ~256; 64 leaves room for a busy machine
 (40 failed once in a full run beside other jobs)."""
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 _UNLIMITED = HeaderLimits(size=10**12, fields=10**12)
 _IDENTITY = ClientIdentity(name="app", senders=("noreply@example.com",))

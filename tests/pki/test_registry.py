@@ -32,6 +32,10 @@ class RegistryTestCase(SynchronousTestCase):
         self.addCleanup(self.registry.close)
         self.ca = make_ca()
 
+    def reopen(self) -> Registry:
+        """Another connection to the same registry (tests/shared runs these on PostgreSQL)."""
+        return Registry.open(self.path)
+
     def issue(
         self,
         name: str = "myapp",
@@ -203,14 +207,14 @@ class AddTests(RegistryTestCase):
         gone = self.issue(name="gone")
         [revoked] = self.registry.revoke("gone", NOW + timedelta(hours=1))
         self.registry.close()
-        with Registry.open(self.path) as registry:
+        with self.reopen() as registry:
             self.assertEqual(registry.list_all(), [kept, revoked])
             self.assertEqual(registry.revoked(), [(gone.serial, NOW + timedelta(hours=1))])
 
     def test_two_connections(self) -> None:
         """The address check sees certificates added through another connection (another
         process)."""
-        other = Registry.open(self.path)
+        other = self.reopen()
         self.addCleanup(other.close)
         first = self.issue(registry=other)
         self.assertEqual(self.registry.list_all(), [first])
