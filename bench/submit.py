@@ -573,7 +573,7 @@ def _wait_for(ports: list[int], process: subprocess.Popen[bytes], log: Path) -> 
 class StartedRail:
     """``rail init --dev`` into a temporary directory, and ``twistd rail`` run on it."""
 
-    def __init__(self, workdir: str | None, keep: bool) -> None:
+    def __init__(self, workdir: str | None, keep: bool, storage: str = "sqlite") -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="rail-bench-", dir=workdir))
         self.config = self.directory / "dev" / "rail.yaml"
         self._ports = [_free_port(), _free_port()]
@@ -584,6 +584,26 @@ class StartedRail:
         init = [rail, "init", "--dev", str(self.config.parent)]
         ports = ["--https-port", str(self._ports[0]), "--submission-port", str(self._ports[1])]
         subprocess.run([*init, *ports], check=True, stdout=subprocess.DEVNULL)
+        if storage == "postgresql":
+            self._use_postgresql()
+
+    def _use_postgresql(self) -> None:
+        """Put the queue in a fresh database of a throwaway PostgreSQL cluster (or of the
+        server ``RAIL_TEST_PG_DSN`` names), as ``tests/support/postgres.py`` makes them."""
+        import psycopg
+        import yaml
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.support.postgres import cluster_dsn
+
+        server, name = cluster_dsn(), f"rail_bench_{os.getpid()}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        document = yaml.safe_load(self.config.read_text())
+        dsn = psycopg.conninfo.make_conninfo(server, dbname=name)
+        document.setdefault("storage", {}).update({"backend": "postgresql", "dsn": dsn})
+        self.config.write_text(yaml.safe_dump(document))
 
     @property
     def pid(self) -> int:
@@ -631,6 +651,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--start", action="store_true", help="rail init --dev + twistd, then run")
     where.add_argument("--workdir", help="where --start makes its temporary directory")
     where.add_argument("--keep", action="store_true", help="keep the --start directory")
+    where.add_argument(
+        "--storage",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="--start's queue: sqlite, or a fresh database of a throwaway PostgreSQL cluster",
+    )
     where.add_argument("--host")
     where.add_argument("--smtp-port", type=int)
     where.add_argument("--https-port", type=int)
@@ -718,7 +744,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.start:
         bench(args)
         return
-    rail = StartedRail(args.workdir, args.keep)
+    rail = StartedRail(args.workdir, args.keep, args.storage)
     try:
         rail.start()
         args.config, args.pid = rail.config, rail.pid

@@ -78,10 +78,11 @@ from rail.smtp.inbound import InboundSession
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
 from rail.startup import PKIState, prepare_pki
+from rail.store.configured import open_store
+from rail.store.queuestore import QueueStore
 from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
 from rail.store.service import StoreService
-from rail.store.sqlite import SQLiteStore
 from rail.tlsrpt.mailbox import ReportMailbox, report_address
 from rail.tlsrpt.service import build_tlsrpt
 from rail.web.health import Readiness
@@ -374,13 +375,7 @@ def build_service(
     # Forwarding (SRS): the secret is read, or made, here, before the reactor runs.
     srs = SRS(load_secret(config.data_dir))
     unwrap = dsn_recipient(srs, reactor.seconds)
-    store = SQLiteStore.open(
-        config.data_dir / "queue",
-        reactor,
-        max_queued=config.storage.max_queued,
-        min_free_bytes=config.storage.min_free_space,
-        reserve_bytes=config.storage.reserve,
-    )
+    store = open_store(config, reactor)
     settle_reserve(config)  # on a first start, the queue directory exists only now
     webhook_key = webhook_signing_key(config)
     webhook_key.use_secrets(_webhook_secrets(config, source))
@@ -808,7 +803,7 @@ def _revoker(config: Config, reactor: Any, source: RegistrySource, watch: Revoca
 
 
 def _event_watch(
-    config: Config, reactor: Any, store: SQLiteStore, hooks: list[Any], source: RegistrySource
+    config: Config, reactor: Any, store: QueueStore, hooks: list[Any], source: RegistrySource
 ) -> EventWatch:
     """Which events each client gets, read from the registry now (so the first message
     finds them), then every second and on SIGHUP in a thread, into the store's writer."""
@@ -842,7 +837,7 @@ class _OnStart(Service):
         self._work()
 
 
-def seed_rates(rates: ClientRates, reactor: Any, store: SQLiteStore) -> defer.Deferred[None]:
+def seed_rates(rates: ClientRates, reactor: Any, store: QueueStore) -> defer.Deferred[None]:
     """Add the last day's mail, read on the store's read thread, to the per-client rate
     counters (counts made meanwhile are kept, and added to); fires when done."""
     # Mail accepted from now on is counted as it comes; the seed is what came before.

@@ -27,6 +27,7 @@ from rail.inbound.model import (
 )
 from rail.memoryadmin import MemoryAdmin
 from rail.memorysuppressions import MemorySuppressions
+from rail.store.accept import IDEMPOTENCY_TTL
 from rail.store.adminmodel import AdminAction, Attempt, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
 from rail.store.ids import id_time
@@ -61,7 +62,6 @@ from rail.store.model import (
 from rail.store.sendcheck import suppressed_event, suppressed_row
 from rail.store.suppressionmodel import ISuppressionList
 from rail.store.suppressions import Suppression, normalize
-from rail.store.writer import IDEMPOTENCY_TTL
 
 __all__ = ["MemoryStore"]
 

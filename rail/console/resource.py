@@ -108,7 +108,7 @@ class ConsoleSources:
     store: Any
     """IAdminQueue and ISuppressionList, with ``recipient_counts``, ``message_events``,
     ``deferring_domains``, ``webhook_backlog``, ``recent_inbound`` and ``retry_inbound``
-    (:class:`rail.store.sqlite.SQLiteStore`)."""
+    (:class:`rail.store.queuestore.QueueStore`)."""
     clock: IReactorTime
     secret: bytes
     stats: DeliveryStats | None = None

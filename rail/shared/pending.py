@@ -32,7 +32,7 @@ def oldest_pending(config: Config) -> float | None:
     except DATABASE_ERRORS as e:
         raise StoreUnavailableError(f"the shared database: cannot connect ({e})") from e
     try:
-        return pending_since(connection)  # type: ignore[arg-type]
+        return pending_since(connection)
     except psycopg.errors.UndefinedTable:
         return None  # no node has made the queue's tables yet: nothing is pending
     except DATABASE_ERRORS as e:

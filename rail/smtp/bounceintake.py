@@ -62,7 +62,7 @@ ORDINARY = Ordinary.ADDRESS
 
 
 class ReportStore(Protocol):
-    """What the intake needs of the store (:class:`rail.store.sqlite.SQLiteStore`)."""
+    """What the intake needs of the store (:class:`rail.store.queuestore.QueueStore`)."""
 
     def record_report(
         self, message_id: str, report: DeliveryReport | FeedbackReport, now: float

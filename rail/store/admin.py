@@ -17,8 +17,6 @@ message data. Retries go through the partial index of pending recipients.
 
 from __future__ import annotations
 
-import sqlite3
-
 from rail.store.adminmodel import (
     HEAD_BYTES,
     MAX_PAGE,
@@ -32,6 +30,7 @@ from rail.store.adminmodel import (
     QueueQuery,
     RetryTarget,
 )
+from rail.store.db import Connection, dialect_of
 from rail.store.deliveries import DSNBuilder, finish_bounced
 from rail.store.messagemeta import read_meta
 from rail.store.model import (
@@ -122,12 +121,13 @@ Change = tuple[object, int]
 
 
 def _like_domain(domain: str) -> str:
-    """A LIKE pattern for addresses in ``domain`` (LIKE ignores ASCII case, as domains do)."""
+    """A LIKE pattern for addresses in ``domain`` (matched ignoring ASCII case, as
+    domains are: :attr:`rail.store.db.Dialect.like_nocase`)."""
     escaped = domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return "%@" + escaped
 
 
-def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
+def list_messages(connection: Connection, query: QueueQuery) -> Page:
     """The page of ``query``; see :class:`QueueQuery` and :data:`SCAN_BUDGET`."""
     limit = max(1, min(query.limit, MAX_PAGE))
     window: list[str] = []
@@ -138,6 +138,7 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
     if query.cursor is not None:
         window.append("id < ?")
         params.append(query.cursor)
+    dialect = dialect_of(connection)
     candidates = _by_meta(connection, query)
     boundary: str | None
     if candidates is not None:
@@ -149,7 +150,7 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         outer = [f"m.id IN ({', '.join('?' * len(candidates))})"]
         outer_params: list[object] = list(candidates)
         if query.client is not None:
-            outer.append("+m.client = ?")
+            outer.append(f"{dialect.unindexed}m.client = ?")
             outer_params.append(query.client)
     else:
         where = f"WHERE {' AND '.join(window)}" if window else ""
@@ -174,11 +175,12 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
         outer_params.append(query.request_id)
     for key, value in query.metadata:
         # Keys are [A-Za-z0-9_.-] (rail.mail.meta), so quoting them makes a valid path.
+        member = dialect.json_member.format("mm.metadata")
         outer.append(
-            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id"
-            " AND json_extract(mm.metadata, ?) = ?)"
+            "EXISTS (SELECT 1 FROM message_meta mm WHERE mm.message_id = m.id"  # noqa: S608
+            f" AND {member} = ?)"
         )
-        outer_params.extend((f'$."{key}"', value))
+        outer_params.extend((dialect.json_key.format(key), value))
     if query.older_than is not None:
         outer.append("m.received_at < ?")
         outer_params.append(query.older_than)
@@ -201,8 +203,8 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
             outer.append("m.id NOT IN (SELECT message_id FROM holds)")
     if query.domain is not None:
         outer.append(
-            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
-            " AND r.address LIKE ? ESCAPE '\\')"
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"  # noqa: S608
+            f" AND r.address {dialect.like_nocase} ? ESCAPE '\\')"
         )
         outer_params.append(_like_domain(query.domain))
     if query.sender is not None:
@@ -228,7 +230,7 @@ def list_messages(connection: sqlite3.Connection, query: QueueQuery) -> Page:
     return Page(messages, boundary)
 
 
-def _by_meta(connection: sqlite3.Connection, query: QueueQuery) -> list[str] | None:
+def _by_meta(connection: Connection, query: QueueQuery) -> list[str] | None:
     """For a query by tag or request id: the ids of up to :data:`SCAN_BUDGET` messages
     below the cursor, newest first, that the ``message_meta`` index finds for it (any
     client's: the caller filters); for a request id also the one the idempotency table
@@ -261,7 +263,7 @@ def _by_meta(connection: sqlite3.Connection, query: QueueQuery) -> list[str] | N
     return found
 
 
-def _recipient_rows(connection: sqlite3.Connection, message_id: str) -> tuple[RecipientStatus, ...]:
+def _recipient_rows(connection: Connection, message_id: str) -> tuple[RecipientStatus, ...]:
     """Every recipient of ``message_id`` in order, the suppressed ones included."""
     queued = [
         (int(r[0]), RecipientStatus(*r[1:7]))
@@ -275,7 +277,7 @@ def _recipient_rows(connection: sqlite3.Connection, message_id: str) -> tuple[Re
 
 
 def _summary(
-    connection: sqlite3.Connection, row: tuple[object, ...], metas: dict[str, MessageMeta]
+    connection: Connection, row: tuple[object, ...], metas: dict[str, MessageMeta]
 ) -> MessageSummary:
     message_id, client, sender, received_at, size = row
     recipients = [(r.address, r.status) for r in _recipient_rows(connection, str(message_id))]
@@ -291,7 +293,7 @@ def _summary(
     )
 
 
-def _held(connection: sqlite3.Connection, message_id: str) -> bool:
+def _held(connection: Connection, message_id: str) -> bool:
     """On hold with recipients still pending: an attempt in flight when the hold was
     placed may have finished the message, which leaves a hold row that means nothing."""
     return (
@@ -305,7 +307,7 @@ def _held(connection: sqlite3.Connection, message_id: str) -> bool:
     )
 
 
-def _status(connection: sqlite3.Connection, message_id: str, states: tuple[str, ...]) -> str:
+def _status(connection: Connection, message_id: str, states: tuple[str, ...]) -> str:
     """The overall status, ``held`` while on hold with recipients still pending."""
     status = overall_status(states)  # type: ignore[arg-type]
     if status in ("queued", "deferred") and _held(connection, message_id):
@@ -313,7 +315,7 @@ def _status(connection: sqlite3.Connection, message_id: str, states: tuple[str, 
     return status
 
 
-def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDetail | None:
+def show_message(connection: Connection, message_id: str) -> MessageDetail | None:
     """Everything stored about ``message_id``, or None."""
     row = connection.execute(
         "SELECT id, client, sender, channel, size, received_at, substr(data, 1, ?),"
@@ -330,19 +332,20 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
         ).fetchall()
     )
     head = row[6] if isinstance(row[6], bytes) else b""
+    order = dialect_of(connection).insertion_order
     history = tuple(
         Attempt(*a)
         for a in connection.execute(
-            "SELECT idx, at, status, reply, remote_mta FROM attempts WHERE message_id = ?"
-            " ORDER BY idx, at, rowid",
+            "SELECT idx, at, status, reply, remote_mta FROM attempts WHERE message_id = ?"  # noqa: S608
+            f" ORDER BY idx, at, {order}",
             (message_id,),
         )
     )
     actions = tuple(
         AdminAction(*a)
         for a in connection.execute(
-            "SELECT at, actor, action, reason FROM admin_actions WHERE message_id = ?"
-            " ORDER BY at, rowid",
+            "SELECT at, actor, action, reason FROM admin_actions WHERE message_id = ?"  # noqa: S608
+            f" ORDER BY at, {order}",
             (message_id,),
         )
     )
@@ -368,7 +371,7 @@ def show_message(connection: sqlite3.Connection, message_id: str) -> MessageDeta
     )
 
 
-def _exists(connection: sqlite3.Connection, message_id: str) -> bool:
+def _exists(connection: Connection, message_id: str) -> bool:
     return (
         connection.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone()
         is not None
@@ -376,7 +379,7 @@ def _exists(connection: sqlite3.Connection, message_id: str) -> bool:
 
 
 def _record(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     now: float,
     actor: str,
@@ -389,7 +392,7 @@ def _record(
     )
 
 
-def retry(connection: sqlite3.Connection, target: RetryTarget, now: float, actor: str) -> Change:
+def retry(connection: Connection, target: RetryTarget, now: float, actor: str) -> Change:
     """Pending recipients of ``target`` waiting for a later attempt are due at ``now``;
     the answer is how many, or None for a ``message_id`` that does not exist. Held
     messages (no next attempt time) are left alone."""
@@ -404,7 +407,7 @@ def retry(connection: sqlite3.Connection, target: RetryTarget, now: float, actor
         sql += " AND message_id = ?"
         params.append(target.message_id)
     elif target.domain is not None:
-        sql += " AND address LIKE ? ESCAPE '\\'"
+        sql += f" AND address {dialect_of(connection).like_nocase} ? ESCAPE '\\'"
         params.append(_like_domain(target.domain))
     count = connection.execute(sql, params).rowcount
     if target.message_id is not None and count:
@@ -413,7 +416,7 @@ def retry(connection: sqlite3.Connection, target: RetryTarget, now: float, actor
 
 
 def hold(
-    connection: sqlite3.Connection, message_id: str, now: float, actor: str, reason: str | None
+    connection: Connection, message_id: str, now: float, actor: str, reason: str | None
 ) -> Change:
     """Take ``message_id``'s pending recipients out of every claim until released."""
     if not _exists(connection, message_id):
@@ -435,7 +438,7 @@ def hold(
     return "done", 0
 
 
-def release(connection: sqlite3.Connection, message_id: str, now: float, actor: str) -> Change:
+def release(connection: Connection, message_id: str, now: float, actor: str) -> Change:
     """Lift the hold of ``message_id``; its pending recipients are due at ``now``."""
     if not _exists(connection, message_id):
         return "not_found", 0
@@ -451,16 +454,14 @@ def release(connection: sqlite3.Connection, message_id: str, now: float, actor: 
     return "done", 0
 
 
-def delete(
-    connection: sqlite3.Connection, message_id: str, now: float, actor: str, reason: str
-) -> Change:
+def delete(connection: Connection, message_id: str, now: float, actor: str, reason: str) -> Change:
     """Every pending recipient of ``message_id`` becomes ``deleted`` (final, no DSN).
     The answer is ``(AdminOutcome, None)``."""
     return _finish(connection, message_id, now, actor, "delete", reason, None)
 
 
 def bounce(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     now: float,
     actor: str,
@@ -474,7 +475,7 @@ def bounce(
 
 
 def _finish(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     now: float,
     actor: str,

@@ -1,6 +1,6 @@
 """:class:`IAdminQueue` for the SQLite store: reads on its read thread, actions on its writer.
 
-A mixin of :class:`rail.store.sqlite.SQLiteStore`, kept apart so the queue's admin
+A mixin of :class:`rail.store.queuestore.QueueStore`, kept apart so the queue's admin
 surface reads in one place. Reads (list, show) run on the read thread like status reads
 (on the writer, after its commit, when there is no read thread), so a listing never
 delays an acceptance; actions run inside the writer's batch transaction. After an action
@@ -19,8 +19,8 @@ from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
 from rail.store.inboundlist import recent_inbound, retry_inbound
+from rail.store.ops import AdminOp
 from rail.store.trail import deferring_domains, message_events, webhook_backlog
-from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteAdmin"]
 

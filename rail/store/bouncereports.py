@@ -18,7 +18,6 @@ changes nothing more: reports are idempotent.
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import Final, Literal
 
 import attrs
@@ -27,6 +26,7 @@ from rail.bounces.reports import DeliveryReport, FeedbackReport, RecipientReport
 from rail.events.classify import classify
 from rail.events.model import Event
 from rail.events.subscriptions import Subscriptions
+from rail.store.db import Connection
 from rail.store.events import insert_events
 from rail.store.model import RecipientStatus
 from rail.store.suppressions import Suppression, normalize, suppress, suppressed
@@ -97,7 +97,7 @@ class AsyncReport:
 
 
 def record_report(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     report: DeliveryReport | FeedbackReport,
     now: float,
@@ -131,7 +131,7 @@ def _find(recipients: dict[str, tuple[int, str]], *addresses: str | None) -> tup
 
 
 def _bounce(
-    connection: sqlite3.Connection,
+    connection: Connection,
     client: str,
     message_id: str,
     recipients: dict[str, tuple[int, str]],
@@ -180,7 +180,7 @@ def _bounce(
 
 
 def _complaint(
-    connection: sqlite3.Connection,
+    connection: Connection,
     client: str,
     message_id: str,
     recipients: dict[str, tuple[int, str]],
@@ -234,7 +234,7 @@ def _complaint(
 
 
 def _note(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     idx: int,
     kind: str,
@@ -247,8 +247,9 @@ def _note(
     """Whether this is the first report of ``kind`` about the recipient."""
     return (
         connection.execute(
-            "INSERT OR IGNORE INTO async_reports (message_id, idx, kind, status,"
-            " classification, detail, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_reports (message_id, idx, kind, status,"
+            " classification, detail, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (message_id, idx, kind) DO NOTHING",
             (message_id, idx, kind, status, classification, detail, reporter, now),
         ).rowcount
         > 0
@@ -256,7 +257,7 @@ def _note(
 
 
 def _suppress(
-    connection: sqlite3.Connection,
+    connection: Connection,
     client: str,
     address: str,
     reason: Literal["hard_bounce", "complaint"],
@@ -273,9 +274,7 @@ def _suppress(
     return True
 
 
-def read_async_reports(
-    connection: sqlite3.Connection, message_id: str
-) -> dict[int, list[AsyncReport]]:
+def read_async_reports(connection: Connection, message_id: str) -> dict[int, list[AsyncReport]]:
     """The reports recorded about ``message_id``'s recipients, by recipient index."""
     found: dict[int, list[AsyncReport]] = {}
     for idx, kind, status, classification, detail, reporter, created_at in connection.execute(
@@ -290,7 +289,7 @@ def read_async_reports(
 
 
 def attach_reports(
-    connection: sqlite3.Connection, message_id: str, recipients: tuple[RecipientStatus, ...]
+    connection: Connection, message_id: str, recipients: tuple[RecipientStatus, ...]
 ) -> tuple[RecipientStatus, ...]:
     """``recipients`` (in index order) with the reports recorded about each: one indexed
     read, for the status answer."""

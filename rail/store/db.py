@@ -67,10 +67,72 @@ class Dialect:
     skip_locked: str
     """Appended to a claim's ``SELECT``: rows another node's open transaction holds are
     skipped, not waited for (nothing to skip with SQLite's single writer)."""
+    begin_read: str
+    """Opens a read transaction: one snapshot for every statement of a read."""
+    as_bytes: str
+    """A text column read as its stored bytes (``{}`` is the column), for the integrity
+    checks (:mod:`rail.store.integrity`): SQLite stores whatever bytes it was given, so
+    they are checked as UTF-8 here; PostgreSQL guarantees valid text, and its UTF-8
+    bytes are what the checks then see."""
+    storage_class: str
+    """The storage class of a value (``{}``), as SQLite's ``typeof`` names it: a
+    PostgreSQL column has one type, ``blob`` for the ``BYTEA`` data."""
+    json_member: str
+    """The text of one member of a JSON object stored as text (``{}``: the column); its
+    key is the parameter :attr:`json_key` makes."""
+    json_key: str
+    """The parameter naming a member for :attr:`json_member` (``{}``: the key)."""
+    like_nocase: str
+    """``LIKE`` that ignores ASCII case (SQLite's does; PostgreSQL's does not)."""
+    floor: str
+    """A non-negative number (``{}``) rounded down to an integer."""
+    unindexed: str
+    """Put before a column to keep the planner off its index (SQLite's unary ``+``)."""
+    insertion_order: str
+    """The column that orders rows of ``attempts`` and ``admin_actions`` as they were
+    inserted: SQLite's ``rowid``, an identity column on PostgreSQL."""
+    one_statement_inserts: bool
+    """Whether a row and its children are inserted in one statement (PostgreSQL's
+    data-modifying ``WITH`` and ``unnest`` of array parameters), saving the round trips
+    a server costs; SQLite, in process, inserts them one statement each."""
+    next_savepoint: str | None
+    """Releases one operation's savepoint and opens the next one's in one round trip to
+    the server (PostgreSQL takes several statements in one call without parameters);
+    None: each is a statement of its own (SQLite, in process, has no round trip)."""
 
 
-SQLITE = Dialect(name="sqlite", begin="BEGIN IMMEDIATE", skip_locked="")
-POSTGRESQL = Dialect(name="postgresql", begin="BEGIN", skip_locked=" FOR UPDATE SKIP LOCKED")
+SQLITE = Dialect(
+    name="sqlite",
+    begin="BEGIN IMMEDIATE",
+    skip_locked="",
+    begin_read="BEGIN",
+    as_bytes="CAST({} AS BLOB)",
+    storage_class="typeof({})",
+    json_member="json_extract({}, ?)",
+    json_key='$."{}"',
+    like_nocase="LIKE",
+    floor="CAST({} AS INTEGER)",
+    unindexed="+",
+    insertion_order="rowid",
+    one_statement_inserts=False,
+    next_savepoint=None,
+)
+POSTGRESQL = Dialect(
+    name="postgresql",
+    begin="BEGIN",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    begin_read="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    as_bytes="convert_to({}, 'UTF8')",
+    storage_class="CASE WHEN {} IS NULL THEN 'null' ELSE 'blob' END",
+    json_member="(({})::jsonb ->> ?)",
+    json_key="{}",
+    like_nocase="ILIKE",
+    floor="floor({})",
+    unindexed="",
+    insertion_order="seq",
+    one_statement_inserts=True,
+    next_savepoint="RELEASE op; SAVEPOINT op",
+)
 
 
 def dialect_of(connection: Connection) -> Dialect:

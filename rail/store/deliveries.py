@@ -13,10 +13,10 @@ be made twice.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable, Collection
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
+from rail.store.db import Connection, dialect_of
 from rail.store.emit import delivery_events
 from rail.store.integrity import (
     UnreadableRowError,
@@ -59,7 +59,7 @@ def recipient_domain(address: str) -> str:
 
 
 def claim_due(
-    connection: sqlite3.Connection,
+    connection: Connection,
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
@@ -69,8 +69,10 @@ def claim_due(
     messages among them that cannot be sent as stored, with the reason (see
     :mod:`rail.store.integrity`). Those give no job: the caller quarantines them (and may
     claim again to fill ``limit``)."""
+    as_bytes = dialect_of(connection).as_bytes
     rows = connection.execute(
-        "SELECT message_id, idx, CAST(address AS BLOB), attempts, CAST(last_reply AS BLOB)"
+        f"SELECT message_id, idx, {as_bytes.format('address')}, attempts,"  # noqa: S608
+        f" {as_bytes.format('last_reply')}"
         " FROM recipients WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at LIMIT ?",
         (now, limit + len(exclude)),
@@ -130,14 +132,16 @@ def claim_due(
 _Message = tuple[str, str, float, bool, bool, bytes]
 
 
-def _read_message(connection: sqlite3.Connection, message_id: str) -> _Message:
+def _read_message(connection: Connection, message_id: str) -> _Message:
     """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
     error, such as an I/O error, is the store's and propagates)."""
+    as_bytes = dialect_of(connection).as_bytes
     client, sender, received_at, smtputf8, eight_bit, data = verified_row(
         connection,
         "messages",
-        "CAST(client AS BLOB), CAST(sender AS BLOB), received_at, smtputf8, eight_bit",
+        f"{as_bytes.format('client')}, {as_bytes.format('sender')}, received_at, smtputf8,"
+        " eight_bit",
         message_id,
     )
     return (
@@ -150,9 +154,7 @@ def _read_message(connection: sqlite3.Connection, message_id: str) -> _Message:
     )
 
 
-def quarantine_message(
-    connection: sqlite3.Connection, message_id: str, reason: str, now: float
-) -> bool:
+def quarantine_message(connection: Connection, message_id: str, reason: str, now: float) -> bool:
     """Make every pending recipient of ``message_id`` ``failed`` with ``reason``; whether
     any was pending. No attempt is counted and no DSN is made."""
     updated = connection.execute(
@@ -166,7 +168,7 @@ def quarantine_message(
 
 
 def record_result(
-    connection: sqlite3.Connection,
+    connection: Connection,
     result: JobResult,
     dsn: DSNBuilder | None,
     subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
@@ -229,7 +231,7 @@ def record_result(
 
 
 def finish_bounced(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message_id: str,
     dsn: DSNBuilder | None,
     indexes: Collection[int],
@@ -245,50 +247,78 @@ def finish_bounced(
     return notification
 
 
-def insert_message(
-    connection: sqlite3.Connection, message: NewMessage, skip: Collection[int] = ()
-) -> None:
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+    " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The message and its recipients in one statement (Dialect.one_statement_inserts).
+_INSERT_WITH_RECIPIENTS = (
+    "WITH m AS (" + _INSERT_MESSAGE + " RETURNING id)"  # noqa: S608
+    " INSERT INTO recipients (message_id, idx, address, status, attempts, next_attempt_at,"
+    " last_reply, updated_at) SELECT m.id, r.idx, r.address, 'queued', 0, ?, NULL, ?"
+    " FROM m, unnest(?::integer[], ?::text[]) AS r (idx, address)"
+)
+
+
+def insert_message(connection: Connection, message: NewMessage, skip: Collection[int] = ()) -> None:
     """Store ``message`` and its queued recipient rows (no limits: the caller decided),
     except the recipients whose index is in ``skip`` (suppressed: rail.store.sendcheck)."""
-    connection.execute(
-        "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
-        " received_at, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            message.id,
-            message.client,
-            message.sender,
-            message.channel,
-            message.smtputf8,
-            message.eight_bit,
-            message.received_at,
-            len(message.data),
-            hashlib.sha256(message.data).hexdigest(),
-            message.data,
-        ),
+    row = (
+        message.id,
+        message.client,
+        message.sender,
+        message.channel,
+        message.smtputf8,
+        message.eight_bit,
+        message.received_at,
+        len(message.data),
+        hashlib.sha256(message.data).hexdigest(),
+        message.data,
     )
-    connection.executemany(
+    if dialect_of(connection).one_statement_inserts:
+        kept = [(i, address) for i, address in enumerate(message.recipients) if i not in skip]
+        connection.execute(
+            _INSERT_WITH_RECIPIENTS,
+            (
+                *row,
+                message.received_at,
+                message.received_at,
+                [index for index, _ in kept],
+                [address for _, address in kept],
+            ),
+        )
+        insert_meta(connection, message.id, message.meta)
+        return
+    connection.execute(_INSERT_MESSAGE, row)
+    rows = [
+        (message.id, index, address, message.received_at, message.received_at)
+        for index, address in enumerate(message.recipients)
+        if index not in skip
+    ]
+    insert = (
         "INSERT INTO recipients (message_id, idx, address, status, attempts,"
-        " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)",
-        [
-            (message.id, index, address, message.received_at, message.received_at)
-            for index, address in enumerate(message.recipients)
-            if index not in skip
-        ],
+        " next_attempt_at, last_reply, updated_at) VALUES (?, ?, ?, 'queued', 0, ?, NULL, ?)"
     )
+    if len(rows) == 1:
+        connection.execute(insert, rows[0])  # most mail: one statement, not a batch of one
+    else:
+        connection.executemany(insert, rows)
     insert_meta(connection, message.id, message.meta)
 
 
-def recipient_counts(connection: sqlite3.Connection) -> dict[str, int]:
+def recipient_counts(connection: Connection) -> dict[str, int]:
     """Recipients by status, every status present (zero when none): read from the
     ``tally`` the triggers keep (:mod:`rail.store.purge`), a few rows whatever the queue
     holds."""
     counts = dict.fromkeys(("queued", "deferred", "sent", "bounced", "failed", "deleted"), 0)
-    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'outbound'"):
+    for status, count in connection.execute(
+        "SELECT status, sum(n) FROM tally WHERE queue = 'outbound' GROUP BY status"
+    ):
         counts[status] = int(count)
     return counts
 
 
-def oldest_pending_received_at(connection: sqlite3.Connection) -> float | None:
+def oldest_pending_received_at(connection: Connection) -> float | None:
     """When the oldest message with a ``queued`` or ``deferred`` recipient was received,
     or None. O(log n): the smallest pending message id comes from the partial index
     ``recipients_pending_message``; ids are ULIDs of the acceptance time, so this is the
@@ -304,7 +334,7 @@ def oldest_pending_received_at(connection: sqlite3.Connection) -> float | None:
     return None if received is None else float(received[0])
 
 
-def _pending(connection: sqlite3.Connection, message_id: str) -> bool:
+def _pending(connection: Connection, message_id: str) -> bool:
     return (
         connection.execute(
             "SELECT 1 FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')"
@@ -316,7 +346,7 @@ def _pending(connection: sqlite3.Connection, message_id: str) -> bool:
 
 
 def _bounce_report(
-    connection: sqlite3.Connection, message_id: str, indexes: Collection[int]
+    connection: Connection, message_id: str, indexes: Collection[int]
 ) -> BounceReport | None:
     wanted = set(indexes)
     bounced = tuple(

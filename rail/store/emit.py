@@ -28,7 +28,6 @@ bounce needs it.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -38,6 +37,7 @@ from rail.events.model import Event
 from rail.events.subscriptions import Subscriptions
 from rail.inbound.model import WebhookResult
 from rail.store import suppressions
+from rail.store.db import Connection
 from rail.store.events import insert_events
 from rail.store.model import JobResult, NewMessage, RecipientUpdate
 
@@ -90,7 +90,7 @@ def _rfc3339(when: float | None) -> str | None:
 
 
 def accepted_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     message: NewMessage,
     subscriptions: Subscriptions,
     sandboxed: Callable[[str], bool] = lambda client: False,
@@ -117,7 +117,7 @@ def accepted_events(
 
 
 def delivery_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     result: JobResult,
     applied: Sequence[RecipientUpdate],
     subscriptions: Subscriptions,
@@ -204,7 +204,7 @@ def _bounce(update: RecipientUpdate, result: JobResult, *, source: str) -> dict[
 
 
 def _suppress(
-    connection: sqlite3.Connection,
+    connection: Connection,
     client: str,
     address: str,
     update: RecipientUpdate,
@@ -237,7 +237,7 @@ class _DeferralLimit:
     recorded attempt from the message's recent ``message.deferred`` rows (at most
     :data:`DEFERRED_PER_MESSAGE`), and counted on as this attempt adds its own."""
 
-    def __init__(self, connection: sqlite3.Connection, message_id: str, now: float) -> None:
+    def __init__(self, connection: Connection, message_id: str, now: float) -> None:
         self._connection = connection
         self._message_id = message_id
         self._now = now
@@ -260,7 +260,7 @@ class _DeferralLimit:
 
 
 def inbound_failed_events(
-    connection: sqlite3.Connection, result: WebhookResult, subscriptions: Subscriptions
+    connection: Connection, result: WebhookResult, subscriptions: Subscriptions
 ) -> None:
     """``inbound.failed`` for the job of ``result``, which has just failed for good."""
     if not subscriptions.wants(result.client, "inbound.failed"):

@@ -14,13 +14,13 @@ partial index over them), and triggers keep their number per status in ``tally``
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from rail.events.jobs import EventJob, EventResult
 from rail.events.model import EVENT_TYPES, Event
 from rail.events.subscriptions import Subscriptions
+from rail.store.db import Connection, dialect_of
 from rail.store.ids import new_message_id
 from rail.store.integrity import UnreadableRowError, number, text
 from rail.store.messagemeta import read_meta
@@ -61,7 +61,7 @@ CREATE INDEX events_by_message ON events (message_id);
 
 
 def insert_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     events: Sequence[Event],
     now: float,
     subscriptions: Subscriptions,
@@ -130,7 +130,7 @@ def inserted() -> int:
 
 
 def claim_events(
-    connection: sqlite3.Connection,
+    connection: Connection,
     now: float,
     limit: int,
     exclude: Collection[str],
@@ -138,9 +138,10 @@ def claim_events(
     """Up to ``limit`` events due at ``now``, oldest due first, skipping ``exclude``, each
     with its message's meta; and the events that cannot be POSTed as stored, with the
     reason. Those give no job: the caller quarantines them."""
+    b = dialect_of(connection).as_bytes.format
     rows = connection.execute(
-        "SELECT id, CAST(client AS BLOB), CAST(type AS BLOB), CAST(message_id AS BLOB),"
-        " CAST(recipient AS BLOB), sandbox, created_at, CAST(details AS BLOB), attempts"
+        f"SELECT id, {b('client')}, {b('type')}, {b('message_id')},"  # noqa: S608
+        f" {b('recipient')}, sandbox, created_at, {b('details')}, attempts"
         " FROM events WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at LIMIT ?",
         (now, limit + len(exclude)),
@@ -210,7 +211,7 @@ def claim_events(
     return jobs, bad
 
 
-def record_event(connection: sqlite3.Connection, result: EventResult) -> bool:
+def record_event(connection: Connection, result: EventResult) -> bool:
     """Record one POST's outcome; whether the event was still pending (a late duplicate
     result cannot undo ``delivered``)."""
     updated = connection.execute(
@@ -227,9 +228,7 @@ def record_event(connection: sqlite3.Connection, result: EventResult) -> bool:
     return bool(updated)
 
 
-def quarantine_event(
-    connection: sqlite3.Connection, event_id: str, reason: str, now: float
-) -> bool:
+def quarantine_event(connection: Connection, event_id: str, reason: str, now: float) -> bool:
     """Make event ``event_id`` ``failed`` with ``reason`` if it is pending; whether it
     was. No attempt is counted."""
     updated = connection.execute(
@@ -240,7 +239,7 @@ def quarantine_event(
     return bool(updated)
 
 
-def purge_events(connection: sqlite3.Connection, before: float, limit: int) -> int:
+def purge_events(connection: Connection, before: float, limit: int) -> int:
     """Delete up to ``limit`` events that became final before ``before`` (in the caller's
     transaction); how many."""
     return connection.execute(
@@ -251,9 +250,11 @@ def purge_events(connection: sqlite3.Connection, before: float, limit: int) -> i
     ).rowcount
 
 
-def event_counts(connection: sqlite3.Connection) -> dict[str, int]:
+def event_counts(connection: Connection) -> dict[str, int]:
     """Events by status, every status present, from the ``tally`` the triggers keep."""
     counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
-    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'events'"):
+    for status, count in connection.execute(
+        "SELECT status, sum(n) FROM tally WHERE queue = 'events' GROUP BY status"
+    ):
         counts[status] = int(count)
     return counts

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Collection
 from typing import Any
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
+from rail.store.db import Connection, dialect_of
 from rail.store.deliveries import DSNBuilder, insert_message
 from rail.store.emit import inbound_failed_events
 from rail.store.integrity import (
@@ -74,7 +74,7 @@ CREATE INDEX webhooks_pending ON webhooks (next_attempt_at)
 """
 
 
-def insert_inbound(connection: sqlite3.Connection, message: InboundMessage) -> None:
+def insert_inbound(connection: Connection, message: InboundMessage) -> None:
     """Insert ``message`` and one queued job per target (in the caller's transaction)."""
     connection.execute(
         "INSERT INTO inbound (id, sender, received_at, subject, authentication,"
@@ -114,7 +114,7 @@ def insert_inbound(connection: sqlite3.Connection, message: InboundMessage) -> N
 
 
 def claim_webhooks(
-    connection: sqlite3.Connection,
+    connection: Connection,
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
@@ -122,9 +122,10 @@ def claim_webhooks(
     """Up to ``limit`` jobs due at ``now``, oldest due first, skipping ``exclude``; and the
     inbound messages among them that cannot be POSTed as stored, with the reason. Those
     give no job: the caller quarantines them."""
+    as_bytes = dialect_of(connection).as_bytes
     rows = connection.execute(
-        "SELECT message_id, CAST(client AS BLOB), CAST(url AS BLOB), CAST(recipients AS BLOB),"
-        " attempts FROM webhooks"
+        f"SELECT message_id, {as_bytes.format('client')}, {as_bytes.format('url')},"  # noqa: S608
+        f" {as_bytes.format('recipients')}, attempts FROM webhooks"
         " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at LIMIT ?",
         (now, limit + len(exclude)),
@@ -171,14 +172,15 @@ def claim_webhooks(
 _Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
 
 
-def _read_inbound(connection: sqlite3.Connection, message_id: str) -> _Inbound:
+def _read_inbound(connection: Connection, message_id: str) -> _Inbound:
     """The fields and verified data of inbound ``message_id``; :class:`UnreadableRowError` if the
     row is missing or damaged."""
+    as_bytes = dialect_of(connection).as_bytes
     sender, subject, received_at, authentication, bounce_allowed, data = verified_row(
         connection,
         "inbound",
-        "CAST(sender AS BLOB), CAST(subject AS BLOB), received_at,"
-        " CAST(authentication AS BLOB), bounce_allowed",
+        f"{as_bytes.format('sender')}, {as_bytes.format('subject')}, received_at,"
+        f" {as_bytes.format('authentication')}, bounce_allowed",
         message_id,
     )
     document = _json(authentication, "authentication")
@@ -201,9 +203,7 @@ def _json(value: object, column: str) -> Any:
         raise UnreadableRowError(f"stored {column} is not JSON") from None
 
 
-def quarantine_inbound(
-    connection: sqlite3.Connection, message_id: str, reason: str, now: float
-) -> bool:
+def quarantine_inbound(connection: Connection, message_id: str, reason: str, now: float) -> bool:
     """Make every pending webhook job of inbound ``message_id`` ``failed`` with
     ``reason``; whether any was pending. No attempt is counted and no DSN is made."""
     updated = connection.execute(
@@ -217,7 +217,7 @@ def quarantine_inbound(
 
 
 def record_webhook(
-    connection: sqlite3.Connection,
+    connection: Connection,
     result: WebhookResult,
     dsn: DSNBuilder | None,
     subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
@@ -272,7 +272,7 @@ def record_webhook(
     return notification
 
 
-def _jobs_pending(connection: sqlite3.Connection, message_id: str) -> bool:
+def _jobs_pending(connection: Connection, message_id: str) -> bool:
     row = connection.execute(
         "SELECT 1 FROM webhooks WHERE message_id = ? AND status IN ('queued', 'deferred') LIMIT 1",
         (message_id,),
@@ -280,9 +280,7 @@ def _jobs_pending(connection: sqlite3.Connection, message_id: str) -> bool:
     return row is not None
 
 
-def inbound_status(
-    connection: sqlite3.Connection, client: str, message_id: str
-) -> InboundStatus | None:
+def inbound_status(connection: Connection, client: str, message_id: str) -> InboundStatus | None:
     """``client``'s job for ``message_id``, or None; never reads the message data."""
     row = connection.execute(
         "SELECT i.sender, i.subject, i.size, i.received_at, i.authentication, w.recipients,"
@@ -326,10 +324,12 @@ def inbound_status(
     )
 
 
-def webhook_counts(connection: sqlite3.Connection) -> dict[str, int]:
+def webhook_counts(connection: Connection) -> dict[str, int]:
     """Webhook jobs by status, every status present: read from the ``tally`` the triggers
     keep (:mod:`rail.store.purge`), a few rows whatever the spool holds."""
     counts = dict.fromkeys(("queued", "deferred", "delivered", "failed"), 0)
-    for status, count in connection.execute("SELECT status, n FROM tally WHERE queue = 'inbound'"):
+    for status, count in connection.execute(
+        "SELECT status, sum(n) FROM tally WHERE queue = 'inbound' GROUP BY status"
+    ):
         counts[status] = int(count)
     return counts

@@ -9,10 +9,11 @@ reads message data, and costs the same whatever the spool holds.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import attrs
+
+from rail.store.db import Connection
 
 __all__ = ["INBOUND_PAGE", "InboundJob", "InboundSummary", "recent_inbound", "retry_inbound"]
 
@@ -49,7 +50,7 @@ class InboundSummary:
 
 
 def recent_inbound(
-    connection: sqlite3.Connection, before: str | None = None, limit: int = INBOUND_PAGE
+    connection: Connection, before: str | None = None, limit: int = INBOUND_PAGE
 ) -> tuple[InboundSummary, ...]:
     """The newest ``limit`` inbound messages older than the id ``before`` (None: the
     newest), newest first."""
@@ -97,7 +98,7 @@ def recent_inbound(
     return tuple(found)
 
 
-def retry_inbound(connection: sqlite3.Connection, message_id: str, now: float) -> int:
+def retry_inbound(connection: Connection, message_id: str, now: float) -> int:
     """Make the pending (queued or deferred) webhook jobs of ``message_id`` due at
     ``now``; how many were. Runs on the writer thread, in its transaction."""
     cursor = connection.execute(

@@ -17,7 +17,7 @@ import attrs
 from rail.store.deliveries import oldest_pending_received_at as pending_since
 from rail.store.model import Channel, MessageStatus, StoreUnavailableError
 from rail.store.schema import database_path, open_readonly
-from rail.store.writer import read_status
+from rail.store.status import read_status
 
 __all__ = [
     "StoredMessage",
@@ -128,7 +128,7 @@ def _recipients(connection: sqlite3.Connection, message_id: str) -> Iterator[str
     for (address,) in connection.execute(
         "SELECT address FROM (SELECT idx, address FROM recipients WHERE message_id = ?"
         " UNION ALL SELECT idx, address FROM suppressed_recipients WHERE message_id = ?)"
-        " ORDER BY idx",
+        " AS envelope ORDER BY idx",
         (message_id, message_id),
     ):
         yield address

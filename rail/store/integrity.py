@@ -7,7 +7,9 @@ sent as if it were the accepted message: the caller quarantines it and carries o
 others. Columns are read as SQLite stores them (``typeof`` and ``CAST(... AS BLOB)``), and
 SQLite's own report of a damaged page (``SQLITE_CORRUPT``) while reading one row is that
 row's problem, so a damaged value becomes a reason here, never an exception that fails a
-whole claim. Pure: stdlib only.
+whole claim. PostgreSQL keeps each column to its type and its text valid, so there only
+the size and hash checks can find something (:class:`rail.store.db.Dialect` says how each
+engine is read). Pure: no Twisted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from typing import Any
+
+from rail.store.db import Connection, dialect_of
 
 __all__ = [
     "UnreadableRowError",
@@ -87,9 +91,7 @@ def stored_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def verified_row(
-    connection: sqlite3.Connection, table: str, columns: str, key: str
-) -> tuple[Any, ...]:
+def verified_row(connection: Connection, table: str, columns: str, key: str) -> tuple[Any, ...]:
     """Row ``key`` of ``table`` (``messages`` or ``inbound``): its ``columns`` as stored,
     then its data, checked against its size and sha256.
 
@@ -97,9 +99,11 @@ def verified_row(
     reports corrupt; any other SQLite error (I/O, locking) is the store's and propagates.
     """
     # ``table`` and ``columns`` are the callers' constants, never input.
+    dialect = dialect_of(connection)
+    kind = dialect.storage_class.format("data")
     query = (
-        f"SELECT {columns}, size, CAST(sha256 AS BLOB), typeof(data),"  # noqa: S608
-        f" CASE typeof(data) WHEN 'blob' THEN data END FROM {table} WHERE id = ?"
+        f"SELECT {columns}, size, {dialect.as_bytes.format('sha256')}, {kind},"  # noqa: S608
+        f" CASE {kind} WHEN 'blob' THEN data END FROM {table} WHERE id = ?"
     )
     try:
         row = connection.execute(query, (key,)).fetchone()

@@ -8,9 +8,9 @@ messages carry none, so they cost no row at all. Deleted with their message.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 
+from rail.store.db import Connection
 from rail.store.model import MessageMeta
 
 __all__ = ["MESSAGE_META_SCHEMA", "insert_meta", "read_meta"]
@@ -27,7 +27,7 @@ CREATE INDEX message_meta_tag ON message_meta (tag) WHERE tag IS NOT NULL;
 """
 
 
-def insert_meta(connection: sqlite3.Connection, message_id: str, meta: MessageMeta) -> None:
+def insert_meta(connection: Connection, message_id: str, meta: MessageMeta) -> None:
     """Record ``meta`` for a message being inserted (in the caller's transaction); nothing
     when it is empty."""
     if not meta:
@@ -43,7 +43,7 @@ def insert_meta(connection: sqlite3.Connection, message_id: str, meta: MessageMe
     )
 
 
-def read_meta(connection: sqlite3.Connection, message_ids: Sequence[str]) -> dict[str, MessageMeta]:
+def read_meta(connection: Connection, message_ids: Sequence[str]) -> dict[str, MessageMeta]:
     """The meta of each of ``message_ids`` that has any (one primary-key look-up each)."""
     found: dict[str, MessageMeta] = {}
     for message_id in dict.fromkeys(message_ids):

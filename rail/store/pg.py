@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from rail.store.db import POSTGRESQL, Dialect
 
-__all__ = ["PGConnection", "connect", "translate"]
+__all__ = ["PGConnection", "connect", "describe_dsn", "translate"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,11 +91,37 @@ class PGConnection:
         self.raw.close()
 
 
+# A server that stops answering (a host gone, a network cut) must not hold the writer
+# forever: TCP keepalives notice a silent peer, and tcp_user_timeout fails a send that
+# stays unacknowledged, after about half a minute. The DSN may set its own.
+_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
 def connect(dsn: str, *, application_name: str = "rail") -> PGConnection:
     """Open a connection to ``dsn`` for one thread; raises ``psycopg.Error`` (its message
     names the server) when the database cannot be reached."""
+    given = conninfo_to_dict(dsn)
+    defaults = {key: value for key, value in _DEFAULTS.items() if key not in given}
     connection = psycopg.connect(
-        dsn, autocommit=True, application_name=application_name, connect_timeout=10
+        make_conninfo(dsn, **defaults), autocommit=True, application_name=application_name
     )
     connection.execute("SET synchronous_commit = on")
     return PGConnection(connection)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``postgresql host=H port=P dbname=D`` for error messages: the parts of ``dsn`` that
+    say where, never its password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "postgresql (unparsable storage.dsn)"
+    shown = [f"{key}={parts[key]}" for key in ("host", "port", "dbname") if parts.get(key)]
+    return " ".join(["postgresql", *shown])

@@ -26,6 +26,7 @@ from typing import Literal
 
 from twisted.logger import Logger
 
+from rail.store.db import Connection, dialect_of
 from rail.store.events import purge_events
 from rail.store.integrity import damaged_row
 from rail.store.model import Purged
@@ -125,24 +126,23 @@ _DELETE = {
     "inbound": "DELETE FROM inbound WHERE id = ?",
 }
 _DROP_BODY = {
-    "outbound": "UPDATE messages SET data = x'' WHERE id = ?",
-    "inbound": "UPDATE inbound SET data = x'' WHERE id = ?",
+    "outbound": "UPDATE messages SET data = ? WHERE id = ?",
+    "inbound": "UPDATE inbound SET data = ? WHERE id = ?",
 }
 
 
-def mark_finished(
-    connection: sqlite3.Connection, queue: Queue, message_id: str, when: float
-) -> None:
+def mark_finished(connection: Connection, queue: Queue, message_id: str, when: float) -> None:
     """Record that ``message_id`` of ``queue`` finished at ``when`` (once: a later call
     for the same message changes nothing)."""
     connection.execute(
-        "INSERT OR IGNORE INTO finished (queue, id, finished_at) VALUES (?, ?, ?)",
+        "INSERT INTO finished (queue, id, finished_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (queue, id) DO NOTHING",
         (queue, message_id, when),
     )
 
 
 def purge_step(
-    connection: sqlite3.Connection,
+    connection: Connection,
     *,
     now: float,
     body_before: float,
@@ -157,7 +157,7 @@ def purge_step(
     ``limit`` event jobs final before ``record_before`` (one transaction), then run
     ``PRAGMA incremental_vacuum`` for up to ``vacuum_pages`` pages (its own transaction,
     only when the database has incremental vacuum). The caller holds no transaction."""
-    connection.execute("BEGIN IMMEDIATE")
+    connection.execute(dialect_of(connection).begin)
     try:
         records = _purge_records(connection, record_before, limit)
         bodies = _purge_bodies(connection, body_before, now, limit)
@@ -181,7 +181,7 @@ def purge_step(
     return Purged(bodies=bodies, records=records, keys=keys, pages=pages, more=more, events=events)
 
 
-def _purge_records(connection: sqlite3.Connection, before: float, limit: int) -> int:
+def _purge_records(connection: Connection, before: float, limit: int) -> int:
     rows = connection.execute(
         "SELECT queue, id FROM finished WHERE finished_at < ? ORDER BY finished_at LIMIT ?",
         (before, limit),
@@ -189,19 +189,21 @@ def _purge_records(connection: sqlite3.Connection, before: float, limit: int) ->
     for queue, message_id in rows:
         # ON DELETE CASCADE removes the recipients or webhook jobs (and the triggers
         # take them off the tally).
-        _damage_tolerant(connection, _DELETE[queue], queue, message_id, "record")
+        _damage_tolerant(connection, _DELETE[queue], (message_id,), queue, message_id, "record")
         connection.execute("DELETE FROM finished WHERE queue = ? AND id = ?", (queue, message_id))
     return len(rows)
 
 
-def _purge_bodies(connection: sqlite3.Connection, before: float, now: float, limit: int) -> int:
+def _purge_bodies(connection: Connection, before: float, now: float, limit: int) -> int:
     rows = connection.execute(
         "SELECT queue, id FROM finished WHERE body_purged_at IS NULL AND finished_at < ?"
         " ORDER BY finished_at LIMIT ?",
         (before, limit),
     ).fetchall()
     for queue, message_id in rows:
-        _damage_tolerant(connection, _DROP_BODY[queue], queue, message_id, "body")
+        _damage_tolerant(
+            connection, _DROP_BODY[queue], (b"", message_id), queue, message_id, "body"
+        )
         connection.execute(
             "UPDATE finished SET body_purged_at = ? WHERE queue = ? AND id = ?",
             (now, queue, message_id),
@@ -220,19 +222,24 @@ class _DamagedRowError(Exception):
 
 
 def _damage_tolerant(
-    connection: sqlite3.Connection, statement: str, queue: Queue, message_id: str, what: str
+    connection: Connection,
+    statement: str,
+    params: tuple[object, ...],
+    queue: Queue,
+    message_id: str,
+    what: str,
 ) -> None:
     """Run ``statement`` for ``message_id``; :class:`_DamagedRowError` if SQLite finds the
     row damaged (a broken overflow chain, typically a message quarantined for it)."""
     try:
-        connection.execute(statement, (message_id,))
+        connection.execute(statement, params)
     except sqlite3.DatabaseError as error:
         if damaged_row(error) is None:
             raise
         raise _DamagedRowError(queue, message_id, what, error) from error
 
 
-def _set_aside(connection: sqlite3.Connection, damaged: _DamagedRowError, now: float) -> None:
+def _set_aside(connection: Connection, damaged: _DamagedRowError, now: float) -> None:
     """Leave a damaged row as it is, with a log line, but take it off retention's list so
     that it cannot stop retention for good. SQLite refuses further writes in a transaction
     that met damage, so this is a transaction of its own."""
@@ -244,7 +251,7 @@ def _set_aside(connection: sqlite3.Connection, damaged: _DamagedRowError, now: f
         id=damaged.message_id,
         error=str(damaged),
     )
-    connection.execute("BEGIN IMMEDIATE")
+    connection.execute(dialect_of(connection).begin)
     try:
         if damaged.what == "record":
             connection.execute(
@@ -263,9 +270,11 @@ def _set_aside(connection: sqlite3.Connection, damaged: _DamagedRowError, now: f
         raise
 
 
-def _vacuum(connection: sqlite3.Connection, pages: int) -> tuple[int, int]:
+def _vacuum(connection: Connection, pages: int) -> tuple[int, int]:
     """Give up to ``pages`` free pages back; (pages given back, free pages left)."""
-    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2 or pages <= 0:
+    if not isinstance(connection, sqlite3.Connection) or pages <= 0:
+        return 0, 0  # PostgreSQL's autovacuum looks after its free space
+    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
         return 0, 0
     before = connection.execute("PRAGMA freelist_count").fetchone()[0]
     if before:

@@ -1,57 +1,55 @@
-"""The SQLite queue's read thread: status look-ups and figures, never on the writer.
+"""The store's read thread: status look-ups and figures, never on the writer.
 
 Reads on the writer thread would wait behind group commits and, worse, make acceptances
 wait behind them: a flood of ``/stats`` or status requests would delay every ``250``. This
-thread has a connection of its own (WAL: readers never block the writer, nor the writer
-them) and answers each read from the last committed state. It knows nothing of Deferreds:
-results go back through ``deliver`` as ``(token, result)`` pairs, like the writer's.
+thread has a connection of its own (SQLite's WAL and PostgreSQL's MVCC: readers never
+block the writer, nor the writer them) and answers each read from one snapshot of the
+last committed state. A lost connection (PostgreSQL) fails the read that met it and is
+made again for the next one. It knows nothing of Deferreds: results go back through
+``deliver`` as ``(token, result)`` pairs, like the writer's.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.model import StoreUnavailableError
 
-__all__ = ["Reader", "open_reader"]
+__all__ = ["Read", "Reader"]
 
-Read = Callable[[sqlite3.Connection], object]
+Read = Callable[[Connection], object]
 Outcome = tuple[Any, object]
 
 
-def open_reader(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection to the queue database at ``path`` for the read thread, or
-    None when the writer holds it in exclusive locking mode (full disk) or it cannot be
-    opened: reads then go to the writer, as before."""
-    try:
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error:
-        return None
-    try:
-        connection.execute("PRAGMA query_only=ON")
-        connection.execute("PRAGMA busy_timeout=1000")
-        connection.execute("SELECT count(*) FROM tally").fetchone()
-    except sqlite3.Error:
-        connection.close()
-        return None
-    return connection
+def _never_lost(connection: Connection) -> bool:
+    return False
 
 
 class Reader:
-    """Owns ``connection`` once started; talk to it through :meth:`submit`."""
+    """Owns its connection once started; talk to it through :meth:`submit`.
 
-    def __init__(self, deliver: Callable[[list[Outcome]], None]) -> None:
+    ``reconnect`` makes a new connection when ``lost(connection)`` says the current one
+    cannot be used any more (it raises StoreUnavailableError when it cannot)."""
+
+    def __init__(
+        self,
+        deliver: Callable[[list[Outcome]], None],
+        *,
+        lost: Callable[[Connection], bool] = _never_lost,
+        reconnect: Callable[[], Connection] | None = None,
+    ) -> None:
         self._deliver = deliver
+        self._lost = lost
+        self._reconnect = reconnect
         self._queue: SimpleQueue[tuple[Read, Any] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="rail-store-reader", daemon=True)
-        self._connection: sqlite3.Connection | None = None
+        self._connection: Connection | None = None
 
-    def start(self, connection: sqlite3.Connection) -> None:
+    def start(self, connection: Connection) -> None:
         self._connection = connection
         self._thread.start()
 
@@ -67,28 +65,45 @@ class Reader:
             self._thread.join()
 
     def _run(self) -> None:
-        connection = self._connection
-        assert connection is not None
         try:
             while True:
                 item = self._queue.get()
                 if item is None:  # stop
                     return
                 read, token = item
-                self._deliver([(token, _answer(read, connection))])
+                self._deliver([(token, self._answer(read))])
         finally:
-            connection.close()
+            if self._connection is not None:
+                self._connection.close()
+
+    def _answer(self, read: Read) -> object:
+        if self._connection is None:
+            if self._reconnect is None:
+                return StoreUnavailableError("queue store closed")
+            try:
+                self._connection = self._reconnect()
+            except StoreUnavailableError as error:
+                return error
+        connection = self._connection
+        answer = _answer(read, connection)
+        if isinstance(answer, StoreUnavailableError) and self._lost(connection):
+            self._connection = None
+            try:
+                connection.close()
+            except DATABASE_ERRORS:
+                pass
+        return answer
 
 
-def _answer(read: Read, connection: sqlite3.Connection) -> object:
+def _answer(read: Read, connection: Connection) -> object:
     """``read``'s result, from one snapshot (a read transaction) of the database."""
     try:
-        connection.execute("BEGIN")
+        connection.execute(dialect_of(connection).begin_read)
         try:
             return read(connection)
         finally:
             connection.execute("COMMIT")
-    except sqlite3.Error as error:
+    except DATABASE_ERRORS as error:
         failure = StoreUnavailableError(f"cannot read queue: {error}")
         failure.__cause__ = error
         return failure

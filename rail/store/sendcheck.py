@@ -20,13 +20,13 @@ retention at once, and its ``suppressed_recipients`` rows go with it (ON DELETE 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from rail.events.model import Event
+from rail.store.db import Connection
 from rail.store.model import NewMessage, RecipientStatus, SuppressedRecipient
-from rail.store.suppressions import Suppression, suppressed
+from rail.store.suppressions import Known, Suppression, suppressed
 
 __all__ = [
     "SEND_CHECK_SCHEMA",
@@ -58,9 +58,12 @@ def _rfc3339(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def find_suppressed(connection: sqlite3.Connection, message: NewMessage) -> dict[int, Suppression]:
-    """The recipients of ``message`` on its client's list, by their index in the message."""
-    found = suppressed(connection, message.client, message.recipients)
+def find_suppressed(
+    connection: Connection, message: NewMessage, known: Known | None = None
+) -> dict[int, Suppression]:
+    """The recipients of ``message`` on its client's list, by their index in the message
+    (from ``known`` when it was looked up ahead, :func:`rail.store.suppressions.look_up`)."""
+    found = suppressed(connection, message.client, message.recipients, known)
     return {
         index: found[address]
         for index, address in enumerate(message.recipients)
@@ -85,7 +88,7 @@ def suppressed_event(message: NewMessage, address: str, entry: Suppression) -> E
 
 
 def insert_suppressed(
-    connection: sqlite3.Connection, message: NewMessage, found: Mapping[int, Suppression]
+    connection: Connection, message: NewMessage, found: Mapping[int, Suppression]
 ) -> None:
     """Record the suppressed recipients of ``message`` (in the caller's transaction)."""
     connection.executemany(
@@ -108,9 +111,7 @@ def suppressed_answer(
     )
 
 
-def replayed_suppressed(
-    connection: sqlite3.Connection, message_id: str
-) -> tuple[SuppressedRecipient, ...]:
+def replayed_suppressed(connection: Connection, message_id: str) -> tuple[SuppressedRecipient, ...]:
     """What the first acceptance of ``message_id`` answered about its suppressed
     recipients, for a replay of its request."""
     return tuple(
@@ -135,9 +136,7 @@ def suppressed_row(address: str, reason: str, when: float) -> RecipientStatus:
     )
 
 
-def read_suppressed(
-    connection: sqlite3.Connection, message_id: str
-) -> list[tuple[int, RecipientStatus]]:
+def read_suppressed(connection: Connection, message_id: str) -> list[tuple[int, RecipientStatus]]:
     """The suppressed recipients of ``message_id`` as status rows, with their index."""
     return [
         (int(index), suppressed_row(address, reason, created_at))

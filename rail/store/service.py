@@ -11,13 +11,13 @@ from typing import Any
 
 from twisted.application.service import Service
 
-from rail.store.sqlite import SQLiteStore
+from rail.store.queuestore import QueueStore
 
 __all__ = ["StoreService"]
 
 
 class StoreService(Service):
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: QueueStore) -> None:
         self.store = store
         self.setName("store")
 

@@ -8,8 +8,7 @@ search, at most :data:`~rail.store.suppressionmodel.SUPPRESSION_SCAN` entries.
 
 from __future__ import annotations
 
-import sqlite3
-
+from rail.store.db import Connection
 from rail.store.suppressionmodel import (
     MAX_SUPPRESSION_PAGE,
     SUPPRESSION_SCAN,
@@ -42,7 +41,7 @@ def _prefix_end(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
 
-def list_entries(connection: sqlite3.Connection, query: SuppressionQuery) -> SuppressionPage:
+def list_entries(connection: Connection, query: SuppressionQuery) -> SuppressionPage:
     """The page of ``query`` (see :mod:`rail.store.suppressionmodel`)."""
     limit = max(1, min(query.limit, MAX_SUPPRESSION_PAGE))
     cursor = query.cursor
@@ -85,12 +84,12 @@ def _last(entries: tuple[Suppression, ...] | list[Suppression]) -> SuppressionCu
     return SuppressionCursor(entries[-1].created_at, entries[-1].address)
 
 
-def get_entry(connection: sqlite3.Connection, client: str, address: str) -> Suppression | None:
+def get_entry(connection: Connection, client: str, address: str) -> Suppression | None:
     """``client``'s entry for ``address``, or None."""
     return suppressed(connection, client, [address]).get(address)
 
 
-def add_entry(connection: sqlite3.Connection, entry: Suppression) -> tuple[Suppression, bool]:
+def add_entry(connection: Connection, entry: Suppression) -> tuple[Suppression, bool]:
     """List ``entry`` unless its address is listed; the entry now listed, and whether new."""
     existing = get_entry(connection, entry.client, entry.address)
     if existing is not None:
@@ -99,6 +98,6 @@ def add_entry(connection: sqlite3.Connection, entry: Suppression) -> tuple[Suppr
     return entry, True
 
 
-def remove_entry(connection: sqlite3.Connection, client: str, address: str) -> bool:
+def remove_entry(connection: Connection, client: str, address: str) -> bool:
     """Take ``address`` off ``client``'s list; whether it was on it."""
     return unsuppress(connection, client, address)

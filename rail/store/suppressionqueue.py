@@ -1,7 +1,7 @@
 """:class:`ISuppressionList` for the SQLite store: reads on its read thread, changes on
 its writer.
 
-A mixin of :class:`rail.store.sqlite.SQLiteStore`, like :mod:`rail.store.adminqueue`.
+A mixin of :class:`rail.store.queuestore.QueueStore`, like :mod:`rail.store.adminqueue`.
 Adds and removals are writer operations inside its batch transaction, so a send accepted
 after an add is answered is checked against the new list.
 """
@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from rail.store import suppressionlist
+from rail.store.ops import AdminOp
 from rail.store.suppressionmodel import SuppressionQuery
 from rail.store.suppressions import Suppression
-from rail.store.writer import AdminOp
 
 __all__ = ["SQLiteSuppressions"]
 

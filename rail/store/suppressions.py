@@ -9,17 +9,20 @@ caller's transaction on the writer thread (or, for reads, on the read thread).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
 
+from rail.store.db import Connection
+
 __all__ = [
     "REASONS",
     "SUPPRESSIONS_SCHEMA",
+    "Known",
     "Reason",
     "Suppression",
+    "look_up",
     "normalize",
     "suppress",
     "suppressed",
@@ -64,12 +67,13 @@ class Suppression:
     detail: str | None = None
 
 
-def suppress(connection: sqlite3.Connection, entries: Iterable[Suppression]) -> None:
+def suppress(connection: Connection, entries: Iterable[Suppression]) -> None:
     """List ``entries``; an address already listed for the client keeps its first entry
     (the earliest evidence is what an operator needs to see)."""
     connection.executemany(
-        "INSERT OR IGNORE INTO suppressions (client, address, reason, source, message_id,"
-        " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO suppressions (client, address, reason, source, message_id,"
+        " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (client, address) DO NOTHING",
         [
             (e.client, e.address, e.reason, e.source, e.message_id, e.detail, e.created_at)
             for e in entries
@@ -77,7 +81,7 @@ def suppress(connection: sqlite3.Connection, entries: Iterable[Suppression]) -> 
     )
 
 
-def unsuppress(connection: sqlite3.Connection, client: str, address: str) -> bool:
+def unsuppress(connection: Connection, client: str, address: str) -> bool:
     """Take ``address`` off ``client``'s list; whether it was on it."""
     cursor = connection.execute(
         "DELETE FROM suppressions WHERE client = ? AND address = ?", (client, normalize(address))
@@ -85,11 +89,57 @@ def unsuppress(connection: sqlite3.Connection, client: str, address: str) -> boo
     return cursor.rowcount > 0
 
 
+Known = dict[tuple[str, str], "Suppression | None"]
+"""Look-ups made ahead: ``(client, normalized address)`` to its entry, or None (not listed)."""
+
+_PAIRS_PER_STATEMENT = 400
+
+
+def look_up(connection: Connection, pairs: Iterable[tuple[str, str]]) -> Known:
+    """Each ``(client, address)`` of ``pairs`` with its entry or None, in one statement per
+    :data:`_PAIRS_PER_STATEMENT` pairs (primary-key look-ups): the writer reads a whole
+    batch's recipients this way, not one round trip to the database per message."""
+    wanted = list(dict.fromkeys((client, normalize(address)) for client, address in pairs))
+    known: Known = dict.fromkeys(wanted)
+    for start in range(0, len(wanted), _PAIRS_PER_STATEMENT):
+        chunk = wanted[start : start + _PAIRS_PER_STATEMENT]
+        rows = connection.execute(
+            "SELECT client, address, reason, source, message_id, detail, created_at"  # noqa: S608
+            " FROM suppressions WHERE (client, address) IN (VALUES "
+            + ", ".join("(?, ?)" for _ in chunk)
+            + ")",
+            [value for pair in chunk for value in pair],
+        ).fetchall()
+        for client, address, reason, source, message_id, detail, created_at in rows:
+            known[(client, address)] = Suppression(
+                client=client,
+                address=address,
+                reason=reason,
+                source=source,
+                message_id=message_id,
+                detail=detail,
+                created_at=created_at,
+            )
+    return known
+
+
 def suppressed(
-    connection: sqlite3.Connection, client: str, addresses: Sequence[str]
+    connection: Connection,
+    client: str,
+    addresses: Sequence[str],
+    known: Known | None = None,
 ) -> dict[str, Suppression]:
     """Which of ``addresses`` are on ``client``'s list, by the address as given: one
-    primary-key look-up per distinct address, so the cost is the message's, not the list's."""
+    primary-key look-up per distinct address, so the cost is the message's, not the list's
+    (none when ``known`` holds every one of them: :func:`look_up`)."""
+    if known is not None:
+        keys = [(client, normalize(address)) for address in addresses]
+        if all(key in known for key in keys):
+            return {
+                address: attrs.evolve(entry, address=address)
+                for address, key in zip(addresses, keys, strict=True)
+                if (entry := known[key]) is not None
+            }
     found: dict[str, Suppression] = {}
     for address in dict.fromkeys(addresses):
         row = connection.execute(

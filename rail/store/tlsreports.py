@@ -13,11 +13,12 @@ whether reported or not, so a domain whose report cannot be sent costs nothing f
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
+
+from rail.store.db import Connection
 
 __all__ = [
     "TLS_REPORTS_SCHEMA",
@@ -50,15 +51,15 @@ TLSCount = tuple[str, str, str, tuple[str, ...], str, str, str, int, str | None]
 count, failure_reason)``: one row's key, the sessions to add, and the latest reason."""
 
 
-def add_counts(connection: sqlite3.Connection, counts: Iterable[TLSCount]) -> None:
+def add_counts(connection: Connection, counts: Iterable[TLSCount]) -> None:
     """Add ``counts`` to their rows (creating them), in the caller's transaction; a
     row's failure reason becomes the latest non-null one."""
     connection.executemany(
         "INSERT INTO tls_outcomes (day, policy_domain, policy_type, policy_strings, result,"
         " mx_host, receiving_ip, count, failure_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (day, policy_domain, policy_type, policy_strings, result, mx_host,"
-        " receiving_ip) DO UPDATE SET count = count + excluded.count,"
-        " failure_reason = coalesce(excluded.failure_reason, failure_reason)",
+        " receiving_ip) DO UPDATE SET count = tls_outcomes.count + excluded.count,"
+        " failure_reason = coalesce(excluded.failure_reason, tls_outcomes.failure_reason)",
         [
             (day, domain, kind, json.dumps(list(strings)), result, mx, ip, count, reason)
             for day, domain, kind, strings, result, mx, ip, count, reason in counts
@@ -66,7 +67,7 @@ def add_counts(connection: sqlite3.Connection, counts: Iterable[TLSCount]) -> No
     )
 
 
-def unreported_days(connection: sqlite3.Connection, before: str) -> list[str]:
+def unreported_days(connection: Connection, before: str) -> list[str]:
     """The days before ``before`` (``YYYY-MM-DD``) that still have rows, oldest first."""
     rows = connection.execute(
         "SELECT DISTINCT day FROM tls_outcomes WHERE day < ? ORDER BY day", (before,)
@@ -74,7 +75,7 @@ def unreported_days(connection: sqlite3.Connection, before: str) -> list[str]:
     return [day for (day,) in rows]
 
 
-def read_day(connection: sqlite3.Connection, day: str) -> list[TLSCount]:
+def read_day(connection: Connection, day: str) -> list[TLSCount]:
     """Every row of ``day``, by policy domain."""
     rows = connection.execute(
         "SELECT day, policy_domain, policy_type, policy_strings, result, mx_host,"
@@ -88,7 +89,7 @@ def read_day(connection: sqlite3.Connection, day: str) -> list[TLSCount]:
     ]
 
 
-def delete_rows(connection: sqlite3.Connection, day: str, domains: Sequence[str]) -> int:
+def delete_rows(connection: Connection, day: str, domains: Sequence[str]) -> int:
     """Delete the rows of ``domains`` for ``day`` (their report is out); how many."""
     deleted = 0
     for domain in domains:
@@ -99,13 +100,13 @@ def delete_rows(connection: sqlite3.Connection, day: str, domains: Sequence[str]
     return deleted
 
 
-def drop_before(connection: sqlite3.Connection, day: str) -> int:
+def drop_before(connection: Connection, day: str) -> int:
     """Delete every row older than ``day``, reported or not; how many."""
     return connection.execute("DELETE FROM tls_outcomes WHERE day < ?", (day,)).rowcount
 
 
 class SQLiteTLSReports:
-    """The TLS-RPT counters of :class:`rail.store.sqlite.SQLiteStore` (a mixin): writes on
+    """The TLS-RPT counters of :class:`rail.store.queuestore.QueueStore` (a mixin): writes on
     the writer thread, reads on the read thread. Needs ``_run(work, write)`` and
     ``_read(read)`` from the store."""
 

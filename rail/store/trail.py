@@ -10,10 +10,11 @@ what one page shows whatever a message accumulated.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import attrs
+
+from rail.store.db import Connection
 
 __all__ = [
     "BACKLOG_SCAN",
@@ -52,7 +53,7 @@ class EventRecord:
     details: dict[str, Any]
 
 
-def message_events(connection: sqlite3.Connection, message_id: str) -> tuple[EventRecord, ...]:
+def message_events(connection: Connection, message_id: str) -> tuple[EventRecord, ...]:
     """The events stored for ``message_id``, oldest first (events of clients that did not
     subscribe were never stored, and retention purges delivered ones)."""
     rows = connection.execute(
@@ -93,7 +94,7 @@ class DeferringDomain:
 
 
 def deferring_domains(
-    connection: sqlite3.Connection, top: int = 10, scan: int = DEFERRING_SCAN
+    connection: Connection, top: int = 10, scan: int = DEFERRING_SCAN
 ) -> tuple[DeferringDomain, ...]:
     """The ``top`` domains by deferred recipients among the ``scan`` pending recipients
     due soonest (through the partial index of pending recipients): a sample that costs
@@ -128,7 +129,7 @@ class Backlog:
     capped: bool
 
 
-def webhook_backlog(connection: sqlite3.Connection, scan: int = BACKLOG_SCAN) -> Backlog:
+def webhook_backlog(connection: Connection, scan: int = BACKLOG_SCAN) -> Backlog:
     """Per client, the pending event jobs and inbound webhook jobs, at most ``scan`` of
     each kind (soonest due, through their partial indexes of pending jobs)."""
     capped = False
@@ -137,7 +138,7 @@ def webhook_backlog(connection: sqlite3.Connection, scan: int = BACKLOG_SCAN) ->
         rows = connection.execute(
             f"SELECT client, count(*) FROM (SELECT client FROM {table}"  # noqa: S608
             " WHERE status IN ('queued', 'deferred') AND next_attempt_at IS NOT NULL"
-            " ORDER BY next_attempt_at LIMIT ?) GROUP BY client ORDER BY client",
+            " ORDER BY next_attempt_at LIMIT ?) AS due GROUP BY client ORDER BY client",
             (scan,),
         ).fetchall()
         counts = {str(client): int(n) for client, n in rows}

@@ -8,21 +8,28 @@ client's sending and are left out.
 
 from __future__ import annotations
 
-import sqlite3
-
 from ulid import ULID
 
-__all__ = ["USAGE_QUERY", "client_usage"]
+from rail.store.db import SQLITE, Connection, Dialect, dialect_of
 
-USAGE_QUERY = (
-    # ``+client``: grouping by the bare column would have SQLite walk the whole
+__all__ = ["USAGE_QUERY", "client_usage", "usage_query"]
+
+
+def usage_query(dialect: Dialect) -> str:
+    """Messages and recipients per client and minute (lowest id, since, until)."""
+    # ``+client`` on SQLite: grouping by the bare column would have it walk the whole
     # ``messages_by_client`` index instead of the primary key's range.
-    "SELECT +client AS who, CAST(received_at / 60 AS INTEGER) * 60.0 AS minute, count(*),"
-    " sum((SELECT count(*) FROM recipients WHERE message_id = messages.id))"
-    " FROM messages WHERE id >= ? AND received_at >= ? AND received_at < ?"
-    " AND sender != '' GROUP BY who, minute"
-)
-"""Messages and recipients per client and minute (lowest id, since, until)."""
+    minute = dialect.floor.format("received_at / 60")
+    return (
+        f"SELECT {dialect.unindexed}client AS who, {minute} * 60.0 AS minute, count(*),"  # noqa: S608
+        " sum((SELECT count(*) FROM recipients WHERE message_id = messages.id))"
+        " FROM messages WHERE id >= ? AND received_at >= ? AND received_at < ?"
+        " AND sender != '' GROUP BY who, minute"
+    )
+
+
+USAGE_QUERY = usage_query(SQLITE)
+"""The query on SQLite."""
 
 
 def _lowest_id(since: float) -> str:
@@ -31,10 +38,11 @@ def _lowest_id(since: float) -> str:
 
 
 def client_usage(
-    connection: sqlite3.Connection, since: float, until: float
+    connection: Connection, since: float, until: float
 ) -> list[tuple[str, float, int, int]]:
     """``(client, minute, messages, recipients)`` for each client and minute with mail
     accepted from ``since`` up to (not including) ``until``; ``minute`` is the start of
     the minute, in seconds, or ``since`` for mail of the minute ``since`` falls in."""
-    rows = connection.execute(USAGE_QUERY, (_lowest_id(since), since, until)).fetchall()
+    query = usage_query(dialect_of(connection))
+    rows = connection.execute(query, (_lowest_id(since), since, until)).fetchall()
     return [(str(c), max(float(m), since), int(n), int(r or 0)) for c, m, n, r in rows]

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 
 from rail.config import Config
 from rail.delivery.resolve import make_resolver
-from rail.store.sqlite import SQLiteStore
+from rail.store.queuestore import QueueStore
 from rail.tlsrpt.report import ReportMeta
 from rail.tlsrpt.sender import Reporter
 from rail.tlsrpt.sink import CountingSink
@@ -51,7 +51,7 @@ class TLSRPTService(Service):
         return self.reporter.stop().addCallback(lambda _: self.sink.stop())
 
 
-def build_tlsrpt(config: Config, reactor: Any, store: SQLiteStore) -> TLSRPTService:
+def build_tlsrpt(config: Config, reactor: Any, store: QueueStore) -> TLSRPTService:
     """The ``tlsrpt`` service for ``config`` (``tlsrpt.enabled``)."""
     sink = CountingSink(store, reactor)
     reporter = Reporter(

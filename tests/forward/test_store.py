@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from rail.store.ids import new_message_id
 from rail.store.model import NewMessage
 from rail.testing import MemoryStore
-from tests.store.test_contract import open_sqlite
+from tests.store.test_contract import open_postgres, open_sqlite
 from tests.store.test_inbound import make_inbound
 
 _NOW = 1_800_000_000.0
@@ -62,3 +62,8 @@ class MemoryForwardSpoolTests(_ForwardSpoolContract, TestCase):
 class SQLiteForwardSpoolTests(_ForwardSpoolContract, TestCase):
     def setUp(self) -> None:
         self.store = open_sqlite(self, Path(self.mktemp()) / "queue")
+
+
+class PostgresForwardSpoolTests(_ForwardSpoolContract, TestCase):
+    def setUp(self) -> None:
+        self.store = open_postgres(self)

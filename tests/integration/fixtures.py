@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,12 +10,27 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.trial.unittest import SynchronousTestCase
 
 from rail.config import Config, parse_config
 from rail.pki.ca import CertificateAuthority, create_ca, signature_hash
 from rail.pki.files import load_or_create_ca, write_file_atomic
 from rail.pki.issue import ClientRequest, issue_client_certificate, issue_server_certificate
 from rail.pki.keys import PrivateKey, generate_private_key, private_key_pem
+from tests.support.postgres import postgres_dsn
+
+
+def storage_overrides(
+    testcase: SynchronousTestCase, backend: str | None = None
+) -> dict[str, object]:
+    """``make_config`` overrides putting the queue on ``backend``: ``sqlite`` (nothing to
+    change) or ``postgresql`` (a fresh database of the test cluster, dropped after
+    ``testcase``). The default is ``RAIL_TEST_BACKEND`` from the environment, else sqlite,
+    so ``RAIL_TEST_BACKEND=postgresql`` runs the tests that use this on PostgreSQL."""
+    chosen = backend or os.environ.get("RAIL_TEST_BACKEND", "sqlite")
+    if chosen == "sqlite":
+        return {}
+    return {"storage": {"backend": "postgresql", "dsn": postgres_dsn(testcase)}}
 
 
 def make_config(data_dir: Path, **overrides: object) -> Config:

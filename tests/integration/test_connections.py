@@ -19,7 +19,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from rail.service import build_service
-from tests.integration.fixtures import make_config, rail_ca
+from tests.integration.fixtures import make_config, rail_ca, storage_overrides
 from tests.integration.tlsclient import https_request
 
 _LOCAL = "127.0.0.1"
@@ -72,6 +72,7 @@ class ConnectionBoundsTests(TestCase):
         listen = "tcp:0:interface=127.0.0.1"
         config = make_config(
             data,
+            **storage_overrides(self),
             listen={
                 "https": listen,
                 "submission": listen,

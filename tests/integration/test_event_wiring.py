@@ -23,7 +23,7 @@ from rail.pki.operations import issue_client
 from rail.service import build_service
 from rail.store.events import insert_events
 from rail.webhooks.key import load_or_create_key
-from tests.integration.fixtures import make_config
+from tests.integration.fixtures import make_config, storage_overrides
 from tests.webhooks.test_faults import _Receiver
 
 
@@ -41,6 +41,7 @@ class EventWiringTests(TestCase):
         base.mkdir(parents=True)
         config = make_config(
             base / "data",
+            **storage_overrides(self),
             delivery={"hold": True},
             webhooks={"allow_private": True, "allow_http_loopback": True},
         )

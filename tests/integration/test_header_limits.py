@@ -23,7 +23,7 @@ from twisted.trial.unittest import TestCase
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
-from tests.integration.fixtures import make_config
+from tests.integration.fixtures import make_config, storage_overrides
 from tests.integration.tlsclient import https_request
 
 _OVER_SIZE = b"From: <app@rail.test>\r\nX-Pad: x" + b"\r\n y" * 300 + b"\r\n\r\nbody\r\n"
@@ -80,6 +80,7 @@ class HeaderLimitListenerTests(TestCase):
         }
         self.config = make_config(
             data,
+            **storage_overrides(self),
             listen=listen,
             limits={"header_size": "1KB", "header_fields": 10},
             delivery={"hold": True},

@@ -31,6 +31,7 @@ from tests.integration.fixtures import (
     rail_ca,
     self_signed_identity,
     server_auth_identity,
+    storage_overrides,
 )
 from tests.integration.tlsclient import Response, https_request
 
@@ -46,7 +47,7 @@ class _RunningRail(TestCase):
         self.base = Path(self.mktemp()).absolute()
         self.base.mkdir(parents=True)
         self.data = self.base / "data"
-        self.config = make_config(self.data, **self.extra_config)
+        self.config = make_config(self.data, **storage_overrides(self), **self.extra_config)
         self.ca = rail_ca(self.data)
         self.ca_file = self.data / "ca" / "ca.crt"
         self.refusals: list[str] = []

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.service import build_service
-from tests.integration.fixtures import make_config, rail_ca
+from tests.integration.fixtures import make_config, rail_ca, storage_overrides
 
 
 class WiringTests(SynchronousTestCase):
@@ -19,6 +19,7 @@ class WiringTests(SynchronousTestCase):
         data = Path(self.mktemp()).absolute() / "data"
         config = make_config(
             data,
+            **storage_overrides(self),
             listen={
                 "https": None,
                 "submission": "tcp:0:interface=127.0.0.1",

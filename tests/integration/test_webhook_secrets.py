@@ -22,7 +22,7 @@ from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
 from rail.webhooks.signing import verify
-from tests.integration.fixtures import make_config
+from tests.integration.fixtures import make_config, storage_overrides
 from tests.integration.tlsclient import https_request
 from tests.interop.test_inbound import _Receiver
 from tests.support.dnsserver import start_dns
@@ -53,6 +53,7 @@ class WebhookSecretTests(TestCase):
         base.mkdir(parents=True)
         config = make_config(
             base / "data",
+            **storage_overrides(self),
             listen={
                 "https": "tcp:0:interface=127.0.0.1",
                 "submission": None,

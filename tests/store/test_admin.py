@@ -17,7 +17,7 @@ from rail.store.model import IdempotencyKey, JobResult, RecipientUpdate
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
 from tests.store.oldschemas import schema_v5
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 from tests.store.test_deliveries import _dsn_for
 
 _NOW = 1_800_000_000.0
@@ -483,6 +483,11 @@ class MigrationTests(TestCase):
             dict(self._sql(directory, "SELECT status, n FROM tally WHERE queue = 'outbound'")),
             {"queued": 1, "deferred": 2, "sent": 1, "bounced": 0, "failed": 0, "deleted": 0},
         )
+
+
+class PostgresAdminTests(_AdminContract, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemoryAdminTests(_AdminContract, TestCase):

@@ -1,4 +1,5 @@
-"""The IQueueStore contract, run against the SQLite store and against MemoryStore alike."""
+"""The IQueueStore contract, run against the SQLite store, the PostgreSQL store and
+MemoryStore alike."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from rail.store.model import (
     StoreUnavailableError,
     SuppressedRecipient,
 )
+from rail.store.pg import connect
+from rail.store.postgres import PostgresStore
 from rail.store.sqlite import SQLiteStore
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
+from tests.support.postgres import postgres_dsn
 
 _BASE_TIME = 1_750_000_000.0
 _sequence = itertools.count()
@@ -68,6 +72,28 @@ def open_sqlite(test: TestCase, directory: Path | None = None, **limits: int) ->
     test.addCleanup(store.close)
     store.start()
     return store
+
+
+def open_postgres(test: TestCase, dsn: str | None = None, **limits: int) -> PostgresStore:
+    """A real PostgresStore on a fresh database of the test cluster (or ``dsn``), closed
+    when ``test`` ends; skips when PostgreSQL is not installed."""
+    store = PostgresStore.open(
+        dsn or postgres_dsn(test), reactor, max_queued=limits.get("max_queued", 10_000)
+    )
+    test.addCleanup(store.close)
+    store.start()
+    return store
+
+
+def pg_sql(dsn: str, statement: str, *args: object) -> list[tuple[Any, ...]]:
+    """Run one statement (qmark parameters) on the database of ``dsn`` from a connection
+    of its own, as an operator or a damaged disk would; its rows, if any."""
+    connection = connect(dsn)
+    try:
+        cursor = connection.execute(statement, args)
+        return cursor.fetchall() if cursor.description is not None else []
+    finally:
+        connection.close()
 
 
 class _StoreContract:
@@ -287,6 +313,11 @@ class _StoreContract:
 class SQLiteStoreContractTests(_StoreContract, TestCase):
     def make_store(self) -> IQueueStore:
         return open_sqlite(self)
+
+
+class PostgresStoreContractTests(_StoreContract, TestCase):
+    def make_store(self) -> IQueueStore:
+        return open_postgres(self)
 
 
 class MemoryStoreContractTests(_StoreContract, TestCase):

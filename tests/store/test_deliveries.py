@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.internet.task import Clock
@@ -23,7 +24,7 @@ from rail.store.model import (
 )
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 
 _NOW = 1_800_000_000.0
 
@@ -303,6 +304,11 @@ class SQLiteDeliveryTests(_DeliveryContract, TestCase):
         # Version 4 allows the ``failed`` status of a quarantined recipient.
         claimed.addCallback(lambda _: store.quarantine("01OLD", "error", "test", _NOW))
         return claimed.addCallback(self.assertTrue)
+
+
+class PostgresDeliveryTests(_DeliveryContract, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemoryDeliveryTests(_DeliveryContract, TestCase):

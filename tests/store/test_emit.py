@@ -23,7 +23,8 @@ from rail.store.ids import new_message_id
 from rail.store.model import IdempotencyKey, JobResult, NewMessage, RecipientUpdate
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.sqlite import SQLiteStore
-from tests.store.test_contract import open_sqlite
+from tests.store.test_contract import open_postgres, open_sqlite, pg_sql
+from tests.support.postgres import postgres_dsn
 
 _T0 = 1_800_000_000.0
 _EVERYTHING = Subscriptions({"app": Subscription(frozenset(EVENT_TYPES))})
@@ -529,6 +530,36 @@ class MigrationTests(TestCase):
             " AND message_id = 'M' AND created_at > 0"
         ).fetchall()
         self.assertIn("events_deferred", " ".join(str(row[-1]) for row in plan))
+
+
+class _OnPostgres:
+    """Runs a _StoreTest class's tests on the PostgreSQL store."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(_T0)
+        self.dsn = postgres_dsn(self)  # type: ignore[arg-type]
+        self.store = open_postgres(self, self.dsn)  # type: ignore[arg-type]
+        self.store.subscriptions = _EVERYTHING
+
+    def _read(self, sql: str, *params: object) -> list[Any]:
+        return pg_sql(self.dsn, sql, *params)
+
+
+class PostgresAcceptedTests(_OnPostgres, AcceptedTests):
+    pass
+
+
+class PostgresDeliveryEventTests(_OnPostgres, DeliveryEventTests):
+    pass
+
+
+class PostgresBounceTests(_OnPostgres, BounceTests):
+    pass
+
+
+class PostgresInboundFailedTests(_OnPostgres, InboundFailedTests):
+    pass
 
 
 class ParseReplyTests(TestCase):

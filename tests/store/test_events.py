@@ -22,6 +22,7 @@ from rail.store.messagemeta import insert_meta
 from rail.store.model import MessageMeta
 from rail.store.purge import purge_step
 from rail.store.schema import open_writable
+from tests.store.test_contract import open_postgres
 
 
 class InsertEventsTests(TestCase):
@@ -278,18 +279,23 @@ class EventJobsMigrationTests(TestCase):
 
 
 class SQLiteEventStoreTests(TestCase):
-    async def test_claim_quarantines_unreadable_rows_and_reports_them(self) -> None:
-        """Through the store: a claim hands out the readable events, quarantines the one
-        whose stored type is unknown (reported once, queue ``events``), and a record of
-        a POST is on disk and counted by status."""
+    def open(self) -> Any:
         from twisted.internet import reactor
 
         from rail.store.sqlite import SQLiteStore
 
-        directory = Path(self.mktemp()).resolve()
-        store = SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
+        store = SQLiteStore.open(
+            Path(self.mktemp()).resolve(), reactor, max_queued=10, min_free_bytes=0
+        )
         store.start()
         self.addCleanup(store.close)
+        return store
+
+    async def test_claim_quarantines_unreadable_rows_and_reports_them(self) -> None:
+        """Through the store: a claim hands out the readable events, quarantines the one
+        whose stored type is unknown (reported once, queue ``events``), and a record of
+        a POST is on disk and counted by status."""
+        store = self.open()
         store.subscriptions = _EVERYTHING
         reported: list[Any] = []
         store.observe_quarantined(reported.append)
@@ -320,3 +326,8 @@ class SQLiteEventStoreTests(TestCase):
             await store.event_counts(),
             {"queued": 0, "deferred": 0, "delivered": 1, "failed": 1},
         )
+
+
+class PostgresEventStoreTests(SQLiteEventStoreTests):
+    def open(self) -> Any:
+        return open_postgres(self)

@@ -23,7 +23,8 @@ from rail.store.ids import new_message_id
 from rail.store.model import BounceReport, NewMessage, QueueFullError
 from rail.store.schema import SCHEMA_VERSION, database_path
 from rail.testing import MemoryStore
-from tests.store.test_contract import open_sqlite
+from tests.store.test_contract import open_postgres, open_sqlite
+from tests.support.postgres import postgres_dsn
 
 _NOW = 1_800_000_000.0
 _AUTH = {"spf": {"result": "pass"}, "dkim": [{"result": "none"}], "dmarc": {"result": "none"}}
@@ -212,10 +213,13 @@ class MemoryInboundTests(_InboundContract, TestCase):
         self.failureResultOf(self.store.accept_inbound(make_inbound()), QueueFullError)
 
 
-class SQLiteInboundTests(_InboundContract, TestCase):
-    def make_store(self) -> Any:
-        self.directory = Path(self.mktemp()) / "queue"
-        return open_sqlite(self, self.directory)
+class _Restart:
+    """A store reopened on the same database; mixed into the engines' suites."""
+
+    store: Any
+
+    def reopen(self) -> Any:
+        raise NotImplementedError
 
     async def test_restart_resumes_retries(self) -> None:
         """A job deferred before a restart is due again, on schedule, after it."""
@@ -228,10 +232,28 @@ class SQLiteInboundTests(_InboundContract, TestCase):
             WebhookResult(message.id, "app2", _NOW, "delivered", "HTTP 200")
         )
         await self.store.close()
-        reopened = open_sqlite(self, self.directory)
+        reopened = self.reopen()
         self.assertEqual(await reopened.claim_webhooks(_NOW + 59, 10, frozenset()), [])
         (job,) = await reopened.claim_webhooks(_NOW + 60, 10, frozenset())
         self.assertEqual((job.client, job.attempts), ("app1", 1))
+
+
+class PostgresInboundTests(_Restart, _InboundContract, TestCase):
+    def make_store(self) -> Any:
+        self.dsn = postgres_dsn(self)
+        return open_postgres(self, self.dsn)
+
+    def reopen(self) -> Any:
+        return open_postgres(self, self.dsn)
+
+
+class SQLiteInboundTests(_Restart, _InboundContract, TestCase):
+    def make_store(self) -> Any:
+        self.directory = Path(self.mktemp()) / "queue"
+        return open_sqlite(self, self.directory)
+
+    def reopen(self) -> Any:
+        return open_sqlite(self, self.directory)
 
     def test_migrates_version_2(self) -> None:
         """A version-2 queue (issue 4's schema) gains the inbound tables, rows kept."""

@@ -13,7 +13,7 @@ from rail.store import adminmodel
 from rail.store.adminmodel import QueueQuery
 from rail.store.model import IdempotencyKey, MessageMeta
 from rail.testing import MemoryStore
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 
 _T0 = 1_800_000_000.0
 
@@ -97,6 +97,11 @@ class SQLiteSearchTests(_SearchContract, TestCase):
         details = " ".join(str(row[-1]) for row in plan)
         self.assertIn("message_meta_tag", details)
         self.assertNotIn("TEMP B-TREE", details)
+
+
+class PostgresSearchTests(_SearchContract, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemorySearchTests(_SearchContract, TestCase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rail.store.db import DATABASE_ERRORS, POSTGRESQL, SQLITE, dialect_of
@@ -44,6 +45,20 @@ class PGConnectionTests(TestCase):
         self.assertEqual(connection.execute("UPDATE t SET a = a + 1 WHERE a > ?", (1,)).rowcount, 2)
         with self.assertRaises(DATABASE_ERRORS):
             connection.execute("SELECT nothing FROM t")
+
+    def test_bounded_waits_unless_the_dsn_says(self) -> None:
+        """A connection has a connect timeout, TCP keepalives and a TCP user timeout, so a
+        server that stops answering cannot hold the writer forever; the DSN's own values
+        win."""
+        dsn = make_conninfo(postgres_dsn(self), keepalives_idle="60")
+        connection = connect(dsn)
+        self.addCleanup(connection.close)
+        settings = conninfo_to_dict(connection.raw.info.dsn)
+        self.assertEqual(
+            (settings["keepalives_idle"], settings["tcp_user_timeout"], settings["keepalives"]),
+            ("60", "30000", "1"),
+        )
+        self.assertEqual(settings["connect_timeout"], "10")
 
     def test_sqlite_dialect(self) -> None:
         """A plain sqlite3 connection has the SQLite dialect."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from rail.inbound.model import WebhookResult, WebhookTarget
 from rail.store.ids import new_message_id
@@ -24,8 +24,9 @@ from rail.store.model import (
 from rail.store.schema import database_path
 from rail.store.sqlite import SQLiteStore
 from rail.testing import MemoryStore
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite, pg_sql
 from tests.store.test_inbound import make_inbound
+from tests.support.postgres import postgres_dsn
 
 _NOW = 1_800_000_000.0
 
@@ -304,6 +305,21 @@ class SQLiteQuarantineTests(_QuarantineContract, TestCase):
     def test_store_type(self) -> None:
         """(These tests run against the real SQLite store.)"""
         self.assertIsInstance(self.store, SQLiteStore)
+
+
+class PostgresQuarantineTests(_QuarantineContract, TestCase):
+    def make_store(self) -> Any:
+        self.dsn = postgres_dsn(self)
+        return open_postgres(self, self.dsn)
+
+    def corrupt(self, message_id: str, how: str, table: str = "messages") -> None:
+        if how == "text":
+            raise SkipTest("a BYTEA column holds nothing but bytes")
+        change = {
+            "truncated": "substr(data, 1, 10)",
+            "hash": "'\\x58'::bytea || substr(data, 2)",
+        }[how]
+        pg_sql(self.dsn, f"UPDATE {table} SET data = {change} WHERE id = ?", message_id)  # noqa: S608
 
 
 class MemoryQuarantineTests(_QuarantineContract, TestCase):

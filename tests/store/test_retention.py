@@ -17,18 +17,19 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from rail.inbound.model import WebhookResult
+from rail.store import queuestore as sqlite_module
 from rail.store import schema
-from rail.store import sqlite as sqlite_module
 from rail.store.deliveries import oldest_pending_received_at, recipient_counts
 from rail.store.ids import new_message_id
 from rail.store.model import IRetention, JobResult, NewMessage, Purged, RecipientUpdate
+from rail.store.ops import ReadOp
 from rail.store.retention import RetentionService
 from rail.store.schema import database_path
 from rail.store.sqlite import SQLiteStore
-from rail.store.writer import ReadOp
 from rail.testing import MemoryStore
 from tests.store.oldschemas import schema_v4
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite, pg_sql
+from tests.support.postgres import postgres_dsn
 from tests.webhooks.helpers import inbound
 
 _T0 = 1_800_000_000.0
@@ -397,6 +398,15 @@ class SQLiteRetentionTests(_RetentionContract, TestCase):
         connection = sqlite3.connect(database_path(self.directory))
         self.addCleanup(connection.close)
         self.assertIsNone(oldest_pending_received_at(connection))
+
+
+class PostgresRetentionTests(_RetentionContract, TestCase):
+    def make_store(self) -> Any:
+        self.dsn = postgres_dsn(self)
+        return open_postgres(self, self.dsn)
+
+    def body_of(self, message_id: str) -> bytes:
+        return bytes(pg_sql(self.dsn, "SELECT data FROM messages WHERE id = ?", message_id)[0][0])
 
 
 class MemoryRetentionTests(_RetentionContract, TestCase):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
 from tests.store.oldschemas import schema_v10
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 
 _T0 = 1_800_000_000.0
 
@@ -123,10 +124,13 @@ class SQLiteSendCheckTests(TestCase):
 
 
 class CapacityTests(TestCase):
+    def open(self, max_queued: int) -> Any:
+        return open_sqlite(self, max_queued=max_queued)
+
     async def test_all_suppressed_passes_a_full_queue(self) -> None:
         """At max_queued a message with something to deliver is refused, one whose
         recipients are all suppressed is still accepted (it adds nothing to deliver)."""
-        store = open_sqlite(self, max_queued=1)
+        store = self.open(max_queued=1)
         await store.add_suppression(Suppression("alice", "a@example.net", "manual", "api", 1.0))
         await store.accept(make_message())
         with self.assertRaises(QueueFullError):
@@ -135,11 +139,19 @@ class CapacityTests(TestCase):
         self.assertEqual((await store.accept(message)).id, message.id)
 
 
+class PostgresCapacityTests(CapacityTests):
+    def open(self, max_queued: int) -> Any:
+        return open_postgres(self, max_queued=max_queued)
+
+
 class SQLiteBatchTests(TestCase):
+    def open(self, max_queued: int) -> Any:
+        return open_sqlite(self, max_queued=max_queued)
+
     async def test_accept_many_is_one_commit(self) -> None:
         """accept_many stores every message in one transaction (one fsync), and a full
         queue refuses only the items past its capacity."""
-        store = open_sqlite(self, max_queued=3)
+        store = self.open(max_queued=3)
         commits = store.commits
         messages = [make_message() for _ in range(5)]
         results = await store.accept_many([(m, None) for m in messages])
@@ -147,6 +159,55 @@ class SQLiteBatchTests(TestCase):
         self.assertEqual(results[:3], [Accepted(m.id, 1) for m in messages[:3]])
         self.assertEqual([type(r) for r in results[3:]], [QueueFullError, QueueFullError])
         self.assertIsNone(await store.status("alice", messages[4].id))
+
+
+class PostgresBatchTests(SQLiteBatchTests):
+    def open(self, max_queued: int) -> Any:
+        return open_postgres(self, max_queued=max_queued)
+
+
+class LookAheadTests(TestCase):
+    """The writer looks a batch's recipients up in the suppression list ahead of its
+    acceptances; what the batch itself changes in the list before an acceptance counts."""
+
+    def open(self) -> Any:
+        return open_sqlite(self)
+
+    async def test_change_earlier_in_the_batch_counts(self) -> None:
+        """In one batch: two messages to listed addresses (answered from the look-ahead),
+        an address taken off, then a third message to it: the first two are suppressed,
+        the third is not."""
+        store = self.open()
+        for address in ("old@example.net", "new@example.net"):
+            await store.add_suppression(Suppression("alice", address, "manual", "api", 1.0))
+        entered, gate = threading.Event(), threading.Event()
+        self.addCleanup(gate.set)
+
+        def hold(connection: Any) -> tuple[object, int]:
+            entered.set()
+            return gate.wait(30), 0
+
+        held = store._run(hold, True)
+        self.assertTrue(entered.wait(30))
+        first = make_message(recipients=("new@example.net", "old@example.net", "x@example.net"))
+        second = make_message(recipients=("New@Example.NET",))
+        accepted = [store.accept(first), store.accept(second)]
+        removed = store.remove_suppression("alice", "old@example.net")
+        third = make_message(recipients=("old@example.net",))
+        last = store.accept(third)
+        gate.set()
+        await held
+        self.assertEqual(
+            [[r.address for r in (await d).suppressed] for d in accepted],
+            [["new@example.net", "old@example.net"], ["New@Example.NET"]],
+        )
+        self.assertTrue(await removed)
+        self.assertEqual((await last).suppressed, ())
+
+
+class PostgresLookAheadTests(LookAheadTests):
+    def open(self) -> Any:
+        return open_postgres(self)
 
 
 class _AdminViews:
@@ -184,6 +245,11 @@ class _AdminViews:
 class SQLiteAdminViewTests(_AdminViews, TestCase):
     def make_store(self) -> Any:
         return open_sqlite(self)
+
+
+class PostgresAdminViewTests(_AdminViews, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemoryAdminViewTests(_AdminViews, TestCase):

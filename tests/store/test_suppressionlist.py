@@ -19,7 +19,7 @@ from rail.store.suppressionmodel import (
 )
 from rail.store.suppressions import Suppression
 from rail.testing import MemoryStore
-from tests.store.test_contract import open_sqlite
+from tests.store.test_contract import open_postgres, open_sqlite
 
 
 def _entry(address: str, when: float, client: str = "app") -> Suppression:
@@ -133,6 +133,11 @@ class SQLiteListTests(_ListContract, TestCase):
             SuppressionQuery("app", q="needle", cursor=page.next_cursor)
         )
         self.assertEqual([e.address for e in rest.entries], ["needle@x.example"])
+
+
+class PostgresListTests(_ListContract, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
 
 
 class MemoryListTests(_ListContract, TestCase):

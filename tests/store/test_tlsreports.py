@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -12,6 +13,7 @@ from rail.store import tlsreports
 from rail.store.schema import SCHEMA_VERSION, database_path, open_writable
 from rail.store.sqlite import SQLiteStore
 from tests.store.oldschemas import schema_v11
+from tests.store.test_contract import open_postgres
 
 _STS = ("version: STSv1", "mode: enforce", "mx: mx.dest.test", "max_age: 86400")
 
@@ -88,6 +90,13 @@ class StoreTests(TestCase):
         store = SQLiteStore.open(directory, reactor, max_queued=10, min_free_bytes=0)
         self.addCleanup(store.close)
         store.start()
+        await self._counters(store)
+
+    async def test_counters_on_postgresql(self) -> None:
+        """The same on the PostgreSQL store."""
+        await self._counters(open_postgres(self))
+
+    async def _counters(self, store: Any) -> None:
         row = ("2026-12-03", "dest.test", "tlsa", ("3 1 1 ab",), "validation-failure")
         await store.add_tls_counts([(*row, "mx.dest.test", "127.0.0.1", 2, "DANE: no match")])
         self.assertEqual(await store.tls_unreported_days("2026-12-04"), ["2026-12-03"])

@@ -4,6 +4,7 @@ overview's deferring domains."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -12,9 +13,10 @@ from rail.events.subscriptions import Subscription, Subscriptions
 from rail.store.events import insert_events
 from rail.store.model import JobResult, RecipientUpdate
 from rail.store.schema import open_writable
-from rail.store.trail import Backlog, deferring_domains, message_events, webhook_backlog
-from tests.store.test_contract import make_message, open_sqlite
+from rail.store.trail import Backlog, message_events, webhook_backlog
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 from tests.store.test_inbound import make_inbound
+from tests.store.test_inboundlist import check_recent_inbound
 
 _ID = "01J0000000000000000000000A"
 _OTHER = "01J0000000000000000000000B"
@@ -58,12 +60,18 @@ class MessageEventsTests(TestCase):
         self.assertEqual(records[1].details, {"mx": "mx.x.test"})
 
 
-class DeferringDomainsTests(TestCase):
+class _StoreReads:
+    """The console's reads through a store; mixed into a TestCase with ``make_store``."""
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
     async def test_domains_ranked_by_deferred_recipients(self) -> None:
         """Domains are ranked by deferred recipients among those due soonest, each with
         the reply of its latest deferral; queued recipients are not counted; an empty
         queue has none."""
-        store = open_sqlite(self, Path(self.mktemp()) / "queue")
+        self.assertEqual(await self.make_store().deferring_domains(), ())
+        store = self.make_store()
         replies = {
             "a@slow.example": "451 slow 1",
             "b@slow.example": "451 slow 2",
@@ -80,15 +88,10 @@ class DeferringDomainsTests(TestCase):
             [(d.domain, d.deferred, d.last_reply) for d in found],
             [("slow.example", 2, "451 slow 2"), ("busy.example", 1, "421 busy")],
         )
-        connection = open_writable(Path(self.mktemp()))
-        self.addCleanup(connection.close)
-        self.assertEqual(deferring_domains(connection), ())
 
-
-class WebhookBacklogTests(TestCase):
     async def test_pending_jobs_per_client(self) -> None:
         """Pending event jobs and inbound webhook jobs are counted per client."""
-        store = open_sqlite(self, Path(self.mktemp()) / "queue")
+        store = self.make_store()
         await store.accept_inbound(make_inbound())
         events = [
             Event("message.accepted", "app", _ID),
@@ -102,6 +105,24 @@ class WebhookBacklogTests(TestCase):
             ({"app": 2, "shop": 1}, {"app1": 1, "app2": 1}, False),
         )
 
+    async def test_newest_inbound_first_with_jobs_and_retry(self) -> None:
+        """Inbound messages come newest first with their authentication results and one
+        job per client; ``before`` pages on; a retry makes the pending jobs due now and
+        says how many."""
+        await check_recent_inbound(self, self.make_store())  # type: ignore[arg-type]
+
+
+class SQLiteStoreReadTests(_StoreReads, TestCase):
+    def make_store(self) -> Any:
+        return open_sqlite(self, Path(self.mktemp()) / "queue")
+
+
+class PostgresStoreReadTests(_StoreReads, TestCase):
+    def make_store(self) -> Any:
+        return open_postgres(self)
+
+
+class WebhookBacklogTests(TestCase):
     def test_capped(self) -> None:
         """A kind with as many pending jobs as the scan reads marks the counts as lower
         bounds; an empty store has no backlog."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.trial.unittest import TestCase
 
 from rail.store import usage
 from rail.store.schema import open_writable
-from tests.store.test_contract import make_message, open_sqlite
+from tests.store.test_contract import make_message, open_postgres, open_sqlite
 
 T = 1_789_999_200.0  # a whole minute
 
@@ -18,7 +19,13 @@ class ClientUsageTests(TestCase):
     async def test_counts_per_client_and_minute(self) -> None:
         """Messages and their recipients are summed per client and minute, from ``since``
         up to (not including) ``until``; DSNs (null sender) do not count."""
-        store = open_sqlite(self)
+        await self._counts(open_sqlite(self))
+
+    async def test_counts_on_postgresql(self) -> None:
+        """The same counts from the PostgreSQL store (its own rounding to the minute)."""
+        await self._counts(open_postgres(self))
+
+    async def _counts(self, store: Any) -> None:
         messages = [
             make_message(client="a", received_at=T - 100_000),  # before since
             make_message(client="a", received_at=T + 1, recipients=("x@e.net", "y@e.net")),

@@ -25,7 +25,7 @@ import threading
 from itertools import count
 
 import psycopg
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.tools import missing
 
@@ -105,7 +105,7 @@ def cluster_dsn() -> str:
         return _server
 
 
-def postgres_dsn(testcase: TestCase) -> str:
+def postgres_dsn(testcase: SynchronousTestCase) -> str:
     """A DSN of a new empty database, dropped when ``testcase`` ends."""
     server = cluster_dsn()
     name = f"rail_test_{os.getpid()}_{next(_names)}"

@@ -1,0 +1,363 @@
+"""The PostgreSQL queue's schema, its versions, and making it at first start.
+
+The same tables and concepts as SQLite's (:mod:`rail.store.schema`), in PostgreSQL's
+types: ``BYTEA`` message data, ``DOUBLE PRECISION`` times, ``BIGINT`` sizes and counts, an
+identity column where SQLite orders by ``rowid``, and text compared byte by byte
+(``COLLATE "C"``) as SQLite compares it, whatever the database's locale: ids, cursors and
+prefix searches rely on that order. Recipients, webhook jobs and event jobs
+carry a lease (``claimed_by``, ``lease_until``): several processes share one queue, and a
+claim holds a job only until its lease ends. The pending indexes keep ``lease_until`` in
+their leaves, so a claim that skips leased rows reads them from the index alone.
+
+SQLite's triggers are PL/pgSQL trigger functions here. The ``tally`` (counts by status for
+``/stats`` and ``/metrics``, and the number of pending messages ``max_queued`` limits) is
+kept in up to :data:`TALLY_SHARDS` rows per status, one per ``pg_backend_pid() %
+TALLY_SHARDS``: each writer connection updates its own row, so writers of several
+processes do not queue behind one hot row's lock, and a read sums a few rows.
+
+The version is the one row of ``rail_schema``; a database at an older version runs every
+later step of :data:`MIGRATIONS` in order, in one transaction. PostgreSQL's versions start
+at 14 (SQLite's 13, plus the leases). Creating or migrating takes a transaction-scoped
+advisory lock first, so nodes starting together do it once: the others wait, then find
+the schema made.
+"""
+
+from __future__ import annotations
+
+from rail.store.db import Connection
+from rail.store.model import StoreUnavailableError
+
+__all__ = [
+    "MIGRATIONS",
+    "PG_SCHEMA_VERSION",
+    "SCHEMA",
+    "TALLY_SHARDS",
+    "pending_messages",
+    "prepare",
+    "schema_version",
+]
+
+TALLY_SHARDS = 16
+"""Tally rows per queue and status (``rail_tally_add`` in :data:`SCHEMA` says 16 too)."""
+# pg_advisory_xact_lock key of schema changes: "rail" in ASCII.
+_SCHEMA_LOCK = 0x7261696C
+
+SCHEMA = """
+CREATE TABLE rail_schema (version INTEGER NOT NULL);
+CREATE TABLE messages (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    client TEXT COLLATE "C" NOT NULL,
+    sender TEXT COLLATE "C" NOT NULL,
+    channel TEXT COLLATE "C" NOT NULL CHECK (channel IN ('smtp', 'api')),
+    smtputf8 INTEGER NOT NULL,
+    eight_bit INTEGER NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 TEXT COLLATE "C" NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX messages_by_client ON messages (client, id);
+CREATE TABLE recipients (
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    address TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at DOUBLE PRECISION,
+    last_reply TEXT COLLATE "C",
+    updated_at DOUBLE PRECISION NOT NULL,
+    remote_mta TEXT COLLATE "C",
+    claimed_by TEXT COLLATE "C",
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE INDEX recipients_pending ON recipients (next_attempt_at) INCLUDE (lease_until)
+    WHERE status IN ('queued', 'deferred');
+CREATE INDEX recipients_pending_message ON recipients (message_id)
+    WHERE status IN ('queued', 'deferred');
+CREATE TABLE idempotency (
+    client TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    fingerprint TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
+    recipients INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (client, key)
+);
+CREATE INDEX idempotency_created ON idempotency (created_at);
+CREATE TABLE inbound (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    sender TEXT COLLATE "C" NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    subject TEXT COLLATE "C" NOT NULL,
+    authentication TEXT COLLATE "C" NOT NULL,
+    bounce_allowed INTEGER NOT NULL,
+    peer TEXT COLLATE "C" NOT NULL,
+    tls INTEGER NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 TEXT COLLATE "C" NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE TABLE webhooks (
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES inbound (id) ON DELETE CASCADE,
+    client TEXT COLLATE "C" NOT NULL,
+    url TEXT COLLATE "C" NOT NULL,
+    recipients TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at DOUBLE PRECISION,
+    last_reply TEXT COLLATE "C",
+    updated_at DOUBLE PRECISION NOT NULL,
+    claimed_by TEXT COLLATE "C",
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (message_id, client)
+);
+CREATE INDEX webhooks_pending ON webhooks (next_attempt_at) INCLUDE (lease_until)
+    WHERE status IN ('queued', 'deferred');
+CREATE TABLE finished (
+    queue TEXT COLLATE "C" NOT NULL CHECK (queue IN ('outbound', 'inbound')),
+    id TEXT COLLATE "C" NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL,
+    body_purged_at DOUBLE PRECISION,
+    PRIMARY KEY (queue, id)
+);
+CREATE INDEX finished_body ON finished (finished_at) WHERE body_purged_at IS NULL;
+CREATE INDEX finished_record ON finished (finished_at);
+CREATE TABLE tally (
+    queue TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL,
+    shard SMALLINT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (queue, status, shard)
+);
+CREATE TABLE holds (
+    message_id TEXT COLLATE "C" PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    held_at DOUBLE PRECISION NOT NULL,
+    actor TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE admin_actions (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT COLLATE "C" NOT NULL,
+    action TEXT COLLATE "C" NOT NULL,
+    reason TEXT COLLATE "C"
+);
+CREATE INDEX admin_actions_by_message ON admin_actions (message_id, at);
+CREATE TABLE attempts (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    status TEXT COLLATE "C" NOT NULL,
+    reply TEXT COLLATE "C",
+    remote_mta TEXT COLLATE "C"
+);
+CREATE INDEX attempts_by_message ON attempts (message_id, idx, at);
+CREATE TABLE events (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    client TEXT COLLATE "C" NOT NULL,
+    type TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
+    recipient TEXT COLLATE "C",
+    sandbox INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    details TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL
+        CHECK (status IN ('queued', 'deferred', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL,
+    next_attempt_at DOUBLE PRECISION,
+    last_reply TEXT COLLATE "C",
+    updated_at DOUBLE PRECISION NOT NULL,
+    claimed_by TEXT COLLATE "C",
+    lease_until DOUBLE PRECISION
+);
+CREATE INDEX events_pending ON events (next_attempt_at) INCLUDE (lease_until)
+    WHERE status IN ('queued', 'deferred');
+CREATE INDEX events_by_message ON events (message_id);
+CREATE INDEX events_final ON events (updated_at) WHERE status IN ('delivered', 'failed');
+CREATE INDEX events_deferred ON events (message_id, created_at)
+    WHERE type = 'message.deferred';
+CREATE TABLE message_meta (
+    message_id TEXT COLLATE "C" PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    request_id TEXT COLLATE "C",
+    tag TEXT COLLATE "C",
+    metadata TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX message_meta_request ON message_meta (request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX message_meta_tag ON message_meta (tag) WHERE tag IS NOT NULL;
+CREATE TABLE suppressions (
+    client TEXT COLLATE "C" NOT NULL,
+    address TEXT COLLATE "C" NOT NULL,
+    reason TEXT COLLATE "C" NOT NULL CHECK (reason IN ('hard_bounce', 'complaint', 'manual')),
+    source TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C",
+    detail TEXT COLLATE "C",
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (client, address)
+);
+CREATE INDEX suppressions_created ON suppressions (client, created_at);
+CREATE TABLE async_reports (
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('bounce', 'complaint')),
+    status TEXT COLLATE "C",
+    classification TEXT COLLATE "C",
+    detail TEXT COLLATE "C",
+    reporter TEXT COLLATE "C",
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (message_id, idx, kind)
+);
+CREATE TABLE suppressed_recipients (
+    message_id TEXT COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    address TEXT COLLATE "C" NOT NULL,
+    reason TEXT COLLATE "C" NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE TABLE tls_outcomes (
+    day TEXT COLLATE "C" NOT NULL,
+    policy_domain TEXT COLLATE "C" NOT NULL,
+    policy_type TEXT COLLATE "C" NOT NULL,
+    policy_strings TEXT COLLATE "C" NOT NULL,
+    result TEXT COLLATE "C" NOT NULL,
+    mx_host TEXT COLLATE "C" NOT NULL,
+    receiving_ip TEXT COLLATE "C" NOT NULL,
+    count BIGINT NOT NULL,
+    failure_reason TEXT COLLATE "C",
+    PRIMARY KEY (day, policy_domain, policy_type, policy_strings, result, mx_host, receiving_ip)
+);
+
+-- Adds d to the tally row of (q, s) of this connection's shard.
+CREATE FUNCTION rail_tally_add(q TEXT, s TEXT, d BIGINT) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO tally (queue, status, shard, n)
+        VALUES (q, s, pg_backend_pid() % 16, d)
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = tally.n + excluded.n
+$$;
+-- Jobs by status (TG_ARGV[0]: the queue), on insert, delete and change of status.
+CREATE FUNCTION rail_tally() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM rail_tally_add(TG_ARGV[0], OLD.status, -1);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM rail_tally_add(TG_ARGV[0], NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Finished messages by queue (TG_ARGV[0]: the tally's queue); messages stored less the
+-- finished outbound ones is the number of pending messages (pending_messages).
+CREATE FUNCTION rail_tally_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM rail_tally_add(TG_ARGV[0], NEW.queue, 1);
+    ELSE
+        PERFORM rail_tally_add(TG_ARGV[0], OLD.queue, -1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- A message pending again (an operator's retry of a final recipient) leaves ``finished``.
+CREATE FUNCTION rail_unfinished() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM finished WHERE queue = TG_ARGV[0] AND id = NEW.message_id;
+    RETURN NULL;
+END
+$$;
+"""
+
+_PER_TABLE = """
+CREATE TRIGGER {table}_tally AFTER INSERT OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION rail_tally('{queue}');
+CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION rail_tally('{queue}');
+"""
+_UNFINISHED = """
+CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (NEW.status IN ('queued', 'deferred')
+        AND OLD.status NOT IN ('queued', 'deferred'))
+    EXECUTE FUNCTION rail_unfinished('{queue}');
+"""
+
+SCHEMA += (
+    _PER_TABLE.format(table="recipients", queue="outbound")
+    + _PER_TABLE.format(table="webhooks", queue="inbound")
+    + _PER_TABLE.format(table="events", queue="events")
+    + _UNFINISHED.format(table="recipients", queue="outbound")
+    + _UNFINISHED.format(table="webhooks", queue="inbound")
+    + """
+CREATE FUNCTION rail_tally_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM rail_tally_add('messages', 'stored', CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER messages_tally AFTER INSERT OR DELETE ON messages
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_messages();
+CREATE TRIGGER finished_tally AFTER INSERT OR DELETE ON finished
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_rows('finished');
+"""
+)
+
+MIGRATIONS: dict[int, str] = {}
+"""Each version's step from the one before it (the first version has none): a new version
+adds its step here and its tables to :data:`SCHEMA`."""
+
+PG_SCHEMA_VERSION = max(MIGRATIONS, default=14)
+
+
+def schema_version(connection: Connection) -> int | None:
+    """The version the database is at, or None when it has no Rail schema."""
+    if connection.execute("SELECT to_regclass('rail_schema')").fetchone()[0] is None:
+        return None
+    row = connection.execute("SELECT version FROM rail_schema").fetchone()
+    return None if row is None else int(row[0])
+
+
+def prepare(connection: Connection, name: str) -> None:
+    """Create the schema in an empty database, or migrate an older one, in one transaction
+    under the schema lock; StoreUnavailableError naming ``name`` for a database that is
+    not Rail's or is at a version this Rail does not know (a newer Rail's)."""
+    connection.execute("BEGIN")
+    try:
+        connection.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+        version = schema_version(connection)
+        if version is None:
+            tables = connection.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchone()[0]
+            if tables:
+                raise StoreUnavailableError(
+                    f"{name}: not a Rail queue database (no schema version)"
+                )
+            connection.execute(SCHEMA)
+            connection.execute("INSERT INTO rail_schema (version) VALUES (?)", (PG_SCHEMA_VERSION,))
+        elif version < PG_SCHEMA_VERSION and all(
+            step in MIGRATIONS for step in range(version + 1, PG_SCHEMA_VERSION + 1)
+        ):
+            for step in range(version + 1, PG_SCHEMA_VERSION + 1):
+                connection.execute(MIGRATIONS[step])
+            connection.execute("UPDATE rail_schema SET version = ?", (PG_SCHEMA_VERSION,))
+        elif version != PG_SCHEMA_VERSION:
+            raise StoreUnavailableError(f"{name}: unsupported queue schema version {version}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def pending_messages(connection: Connection) -> int:
+    """Messages with a recipient still to deliver, across every node: stored messages
+    less finished ones, from the tally (a few dozen rows whatever the queue holds)."""
+    row = connection.execute(
+        "SELECT coalesce(sum(CASE WHEN queue = 'messages' THEN n ELSE -n END), 0) FROM tally"
+        " WHERE (queue = 'messages' AND status = 'stored')"
+        " OR (queue = 'finished' AND status = 'outbound')"
+    ).fetchone()
+    return int(row[0])
