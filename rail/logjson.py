@@ -74,6 +74,8 @@ def json_line(event: LogEvent) -> str | None:
         "text": text,
         "fields": fields,
     }
+    if "rail_worker" in event:  # one of several worker processes (rail.logtext.tagged)
+        record["worker"] = event["rail_worker"]
     if failure is not None:
         try:
             record["traceback"] = failure.getTraceback()

@@ -36,7 +36,13 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["BufferedOutput", "classic_line", "event_text", "twistd_observer"]
+__all__ = [
+    "BufferedOutput",
+    "classic_line",
+    "event_text",
+    "tagged",
+    "twistd_observer",
+]
 
 _Part = tuple[str, str | None, str | None, str]
 _parse = Formatter().parse
@@ -139,7 +145,9 @@ class BufferedOutput:
     with ``wait`` (Rail's structured lines, see :mod:`rail.logkv`) are joined and written
     at most ``delay`` seconds later (at once when ``limit`` characters wait); any other
     line is written at once, after what waits, so errors and the lines of a shutdown
-    are never held back. What still waits is written at exit. ``schedule(delay, f)``
+    are never held back. What still waits is written at exit. The batched output is
+    appended to ``keep``, for a caller that writes lines of its own to it (the lines of
+    worker processes, see :mod:`rail.workers`). ``schedule(delay, f)``
     runs ``f`` later on the reactor thread; it and :meth:`write` may be called from any
     thread.
     """
@@ -204,6 +212,7 @@ def twistd_observer(
     call_from_thread: Callable[[Callable[[], object]], object],
     line: Callable[[LogEvent], str | None] = classic_line,
     schedule: Callable[[float, Callable[[], None]], object] | None = None,
+    keep: list[BufferedOutput] | None = None,
 ) -> Callable[[], Any]:
     """A factory for twistd's ``logger`` option: twistd's own choice of output, each event
     written as ``line`` makes it (this module's text lines by default; the JSON format's
@@ -214,7 +223,8 @@ def twistd_observer(
     (default ``twistd.log``), rotated on SIGUSR1 as twistd does (``call_from_thread`` is the
     reactor's, which the rotation is handed to from the signal handler). With
     ``schedule`` Rail's structured lines are written in batches (:class:`BufferedOutput`),
-    flushed by any other line, at exit and before a rotation.
+    flushed by any other line, at exit and before a rotation; that output is appended to
+    ``keep``, for a caller that writes lines of its own to it (a supervisor's workers').
     """
 
     def build() -> Any:
@@ -236,6 +246,8 @@ def twistd_observer(
             out = LogFile.fromFullPath(filename or "twistd.log")
         if schedule is not None:
             buffered = BufferedOutput(out, schedule)
+            if keep is not None:
+                keep.append(buffered)
             atexit.register(buffered.flush)
             if isinstance(out, LogFile):
                 _rotate_on_sigusr1(out, call_from_thread, buffered.flush)
@@ -265,3 +277,14 @@ def _rotate_on_sigusr1(
         call_from_thread(rotated)
 
     signal.signal(signal.SIGUSR1, rotate)
+
+
+def tagged(line: Callable[[LogEvent], str | None], worker: int) -> Callable[[LogEvent], str | None]:
+    """``line``, for worker process ``worker``: text lines name it after the namespace and
+    level (``[rail.smtp#info w1]``), JSON lines in a ``worker`` field."""
+    tag = f"w{worker}"
+
+    def line_of_worker(event: LogEvent) -> str | None:
+        return line({**event, "log_system": f"{_system(event)} {tag}", "rail_worker": worker})
+
+    return line_of_worker

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from prometheus_client import generate_latest
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -95,6 +96,9 @@ from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
 from rail.webhooks.secrets import read_secrets
 from rail.webhooks.secretwatch import SecretsWatch
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
+from rail.workers.child import AdoptedEndpoint
+from rail.workers.metrics import Gather, PeerMetrics, peer_path
+from rail.workers.plan import WorkerSpec
 
 __all__ = ["RailService", "build_service"]
 
@@ -120,6 +124,8 @@ class RailService(MultiService):
             raise SystemExit(1) from None
 
     reloader: Reloader | None = None
+    notifier: Callable[[str], str | None] = staticmethod(notify)
+    """Where ``READY=1`` and ``STOPPING=1`` go: systemd, or a worker's parent."""
 
     def startService(self) -> None:
         super().startService()
@@ -136,7 +142,7 @@ class RailService(MultiService):
         self._notify("READY=1")  # systemd Type=notify: every listener is bound by now
 
     def _notify(self, state: str) -> None:
-        problem = notify(state)
+        problem = self.notifier(state)
         if problem is not None:
             _log.warn("{problem}", problem=problem)
 
@@ -177,8 +183,13 @@ def _plain_listener(
     reactor: Any, spec: ListenSpec, factory: Any, name: str, grace: float, **bounds: Any
 ) -> Listener:
     """A TCP listener without TLS on accept: port 25 (STARTTLS) and port 80."""
-    kind = TCP6ServerEndpoint if spec.kind == "tcp6" else TCP4ServerEndpoint
-    endpoint = kind(reactor, spec.port, backlog=spec.backlog, interface=spec.interface)
+    fd = bounds.pop("fd", None)
+    endpoint: Any
+    if fd is not None:  # a worker: the parent bound it (rail.workers)
+        endpoint = AdoptedEndpoint(reactor, fd)
+    else:
+        kind = TCP6ServerEndpoint if spec.kind == "tcp6" else TCP4ServerEndpoint
+        endpoint = kind(reactor, spec.port, backlog=spec.backlog, interface=spec.interface)
     return Listener(endpoint, factory, reactor, grace=grace, name=name, **bounds)
 
 
@@ -354,9 +365,14 @@ def build_service(
     reactor: Any,
     pki: PKIState | None = None,
     config_path: Path | None = None,
+    worker: WorkerSpec | None = None,
 ) -> RailService:
     """Build the whole tree; ``pki`` may be passed in by tests that prepared it; with
-    ``config_path``, SIGHUP reloads from it."""
+    ``config_path``, SIGHUP reloads from it. ``worker``: this process is one of several
+    (``--workers``): it serves on the parent's sockets, and only worker 0 does what must
+    run once per host (retention purges, sending TLS-RPT reports); ACME orders are one at
+    a time across processes and nodes already (:mod:`rail.shared.acme`)."""
+    once_per_host = worker is None or worker.runs_singletons
     now = datetime.fromtimestamp(reactor.seconds(), UTC)
     # First, so that on a full disk the start-up below has the reserve's room.
     settle_reserve(config)
@@ -385,9 +401,10 @@ def build_service(
     # First child, so it stops last: after every listener has closed.
     StoreService(store).setServiceParent(root)
     retention = config.storage.retention
-    RetentionService(reactor, store, body=retention.body, record=retention.record).setServiceParent(
-        root
-    )
+    if once_per_host:
+        RetentionService(
+            reactor, store, body=retention.body, record=retention.record
+        ).setServiceParent(root)
     stats = DeliveryStats(reactor.seconds())
     # How late the reactor runs a timer due every 100 ms: /metrics and /stats show it.
     reactor_lag = ReactorLag(reactor, stats.registry)
@@ -404,6 +421,7 @@ def build_service(
             "refusals": refusals,
             "replies": replies,
             "handshake_timeout": config.limits.connections.tls_handshake_timeout,
+            "fd": worker.fds.get(name) if worker is not None else None,
         }
 
     # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
@@ -456,9 +474,27 @@ def build_service(
         notifications.subscribe("webhook_secrets", secrets.refresh)
     mta_sts = MTASTSPolicy.from_config(config)
     hooks.append(mta_sts.update)
+    gather_metrics = None
+    if worker is not None:  # /stats is the answering worker's: say which
+        place = {"index": worker.index, "count": worker.count}
+        stats.add_section("worker", lambda: place)
+    if worker is not None and worker.peers:
+        # A scrape reaches one worker: it gathers the others' metrics (rail.workers.metrics).
+        PeerMetrics(
+            reactor,
+            peer_path(worker.peers, worker.index),
+            lambda: bytes(generate_latest(stats.registry)),
+        ).setServiceParent(root)
+        gather_metrics = Gather(
+            reactor,
+            worker,
+            lambda f, *a: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+        )
     # After the console rotated DKIM keys (and the server re-read them): the DNS zones
     # follow, once the DNS service below exists.
     after_rotation: list[Callable[[], object]] = []
+    if worker is not None:  # the other workers re-read the keys too (a SIGHUP each)
+        after_rotation.append(lambda: root.notifier("RELOAD=1"))
     if config.listen.https is not None:
         auth = ClientAuth(ca=pki.ca.certificate, revocations=pki.revocations, required=False)
         tls = ServerTLS(pki.server, auth)
@@ -482,6 +518,7 @@ def build_service(
             mta_sts=mta_sts,
             deadlines=_http_deadlines(config, refusals),
             public_stats=config.web.public_stats,
+            gather_metrics=gather_metrics,
             dsn=dsn_builder(
                 config.hostname, reactor.seconds, reactor.callFromThread, recipient=unwrap
             ),
@@ -554,6 +591,9 @@ def build_service(
         refusals=refusals,
         # The store's indexed query on its read thread, not a connection of its own.
         oldest_pending=store.oldest_pending_received_at,
+        adopt=(worker.fds["dns"], worker.fds["dns-udp"])
+        if worker is not None and "dns" in worker.fds
+        else None,
     )
     if dns is not None:
         dns.setServiceParent(root)
@@ -753,7 +793,11 @@ def build_service(
         _log.warn("delivery.hold is set: accepted mail stays queued, nothing is delivered")
     else:
         # TLS-RPT counts what delivery reports; added first so it stops after delivery.
-        tlsrpt = build_tlsrpt(config, reactor, store) if config.tlsrpt.enabled else None
+        tlsrpt = (
+            build_tlsrpt(config, reactor, store, report=once_per_host)
+            if config.tlsrpt.enabled
+            else None
+        )
         if tlsrpt is not None:
             tlsrpt.setServiceParent(root)
         # Sessions with a smarthost are not about any recipient domain's policy.

@@ -50,6 +50,7 @@ from rail.config.schema import (
     Web,
     Webhooks,
 )
+from rail.config.workers import sqlite_refusal
 
 __all__ = ["parse_config"]
 
@@ -485,6 +486,32 @@ _BOUNCES = r.section(
     },
 )
 
+
+def _config_problems(values: Mapping[str, Any]) -> str | tuple[str, str] | None:
+    """The problems of the whole configuration: the cluster's, then the workers'."""
+    return _config_problem(values) or _workers_problem(values)
+
+
+def _workers_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A number of workers the store cannot serve (``auto`` is counted at start)."""
+    workers = values.get("workers", 1)
+    storage = values.get("storage", Storage())
+    if not isinstance(workers, int):
+        return None
+    refusal = sqlite_refusal(workers, storage.backend)
+    return ("workers", refusal) if refusal is not None else None
+
+
+def _workers(value: object, at: r.Cursor) -> int | str:
+    """A number of worker processes, or ``auto``."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise r.InvalidError(f"expected a number from 1 to 256 or 'auto', got {value!r}")
+    number: int = r.integer(1, 256)(value, at)
+    return number
+
+
 _CONFIG = r.section(
     Config,
     {
@@ -507,7 +534,9 @@ _CONFIG = r.section(
         "clients_default": CLIENTS_DEFAULT,
         "clients": read_clients,
         "bounces": _BOUNCES,
+        "workers": _workers,
+        "worker_sockets": r.choice(("reuseport", "shared")),
     },
     required={"hostname": "required", "tls": f"no server certificate is configured: {_TLS_CHOICE}"},
-    check=_config_problem,
+    check=_config_problems,
 )

@@ -432,13 +432,14 @@ def section(
     cls: type[Any],
     fields: Mapping[str, Reader],
     required: Mapping[str, str] | None = None,
-    check: Callable[[Mapping[str, Any]], str | None] | None = None,
+    check: Callable[[Mapping[str, Any]], str | tuple[str, str] | None] | None = None,
 ) -> Reader:
     """A reader of a mapping into ``cls``, with one reader per attribute of ``cls``.
 
     A key that is absent takes the schema's default, unless ``required`` maps it to the
     problem to report. ``check`` looks at the section as a whole once its fields are valid,
-    and returns the problem, reported at the section's path, or ``None``.
+    and returns the problem, reported at the section's path (or a ``(key, problem)`` pair,
+    reported at that key's), or ``None``.
     """
     if set(fields) != set(attrs.fields_dict(cls)):
         raise TypeError(f"readers for {sorted(fields)} do not match the attributes of {cls}")
@@ -466,6 +467,9 @@ def section(
         if not valid:
             raise ReportedError()
         problem = check(values) if check else None
+        if isinstance(problem, tuple):  # (key, problem): reported at the key's path
+            at.key(problem[0]).report(problem[1])
+            raise ReportedError()
         if problem:
             raise InvalidError(problem)
         return cls(**values)

@@ -645,3 +645,12 @@ class Config:
     clients: tuple[tuple[str, Client], ...] = ()
     """Per client name (a certificate's CN): what differs from ``clients_default``."""
     bounces: Bounces = Bounces()
+    workers: int | str = 1
+    """How many Rail processes serve this host: a number, or ``auto`` (one per core).
+    More than one needs ``storage.backend: postgresql``; ``twistd rail --workers``
+    overrides it (docs/scaling.md, "Worker processes")."""
+    worker_sockets: Literal["reuseport", "shared"] = "reuseport"
+    """How several workers share a listener: ``reuseport``, a socket per worker bound with
+    ``SO_REUSEPORT``, among which the kernel spreads connections evenly; ``shared``, one
+    socket all workers accept from (a worker that dies leaves no socket unserved, but one
+    worker may take most connections)."""

@@ -39,6 +39,7 @@ from rail.gate import Gate
 from rail.listener import ListenError
 from rail.refusals import Refusals
 from rail.store.inspect import oldest_pending_received_at
+from rail.workers.child import adopt_datagram, adopt_stream
 
 __all__ = ["DNSService", "InThread", "OldestPending", "ZoneBuilder", "build_dns", "rate_limiter"]
 
@@ -79,10 +80,12 @@ class DNSService(Service):
         clock: Any = None,
         gate: GateLimits | None = None,
         refusals: Refusals | None = None,
+        adopt: tuple[int, int] | None = None,
     ) -> None:
         """``clock`` (default ``reactor``) times TCP idle timeouts and zone refreshes;
         ``gate`` bounds TCP connections (per listener and per address), reporting
-        refusals to ``refusals``."""
+        refusals to ``refusals``; ``adopt`` (a worker's TCP and UDP descriptors, see
+        :mod:`rail.workers`) serves on sockets bound by the parent instead of binding."""
         self.setName("dns")  # type: ignore[no-untyped-call, unused-ignore]
         self._reactor = reactor
         self.spec = spec
@@ -103,6 +106,7 @@ class DNSService(Service):
                 clock=self._clock,
                 refusals=refusals or Refusals(self._clock),
             )
+        self._adopt = adopt
         self._ports: list[Any] = []
         self._loop: task.LoopingCall | None = None
         self._building: defer.Deferred[None] | None = None
@@ -123,6 +127,12 @@ class DNSService(Service):
 
     def _bind(self) -> list[Any]:
         spec, reactor = self.spec, self._reactor
+        if self._adopt is not None:
+            tcp_fd, udp_fd = self._adopt
+            return [
+                adopt_datagram(reactor, udp_fd, DNSUDP(self.server)),
+                adopt_stream(reactor, tcp_fd, self._tcp_listening),
+            ]
         tries = _BIND_TRIES if spec.port == 0 else 1
         error: CannotListenError | None = None
         for _ in range(tries):
@@ -224,6 +234,7 @@ def build_dns(
     refusals: Refusals | None = None,
     in_thread: InThread | None = None,
     oldest_pending: OldestPending | None = None,
+    adopt: tuple[int, int] | None = None,
 ) -> DNSService | None:
     """The DNS service for ``config`` (``None`` when ``listen.dns`` is null), serving
     the zones of every local domain with ``keys``' DKIM records; ``gate`` bounds its
@@ -277,4 +288,5 @@ def build_dns(
         refresh_interval=refresh_interval,
         gate=gate,
         refusals=refusals,
+        adopt=adopt,
     )

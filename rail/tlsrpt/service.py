@@ -36,7 +36,7 @@ def report_meta(config: Config) -> ReportMeta:
 class TLSRPTService(Service):
     """Runs the sink's flushes and the reporter's hourly look between start and stop."""
 
-    def __init__(self, sink: CountingSink, reporter: Reporter) -> None:
+    def __init__(self, sink: CountingSink, reporter: Reporter | None) -> None:
         self.sink = sink
         self.reporter = reporter
         self.setName("tlsrpt")
@@ -44,15 +44,21 @@ class TLSRPTService(Service):
     def startService(self) -> None:
         super().startService()
         self.sink.start()
-        self.reporter.start()
+        if self.reporter is not None:
+            self.reporter.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self.reporter is None:
+            return self.sink.stop()
         return self.reporter.stop().addCallback(lambda _: self.sink.stop())
 
 
-def build_tlsrpt(config: Config, reactor: Any, store: QueueStore) -> TLSRPTService:
-    """The ``tlsrpt`` service for ``config`` (``tlsrpt.enabled``)."""
+def build_tlsrpt(
+    config: Config, reactor: Any, store: QueueStore, *, report: bool = True
+) -> TLSRPTService:
+    """The ``tlsrpt`` service for ``config`` (``tlsrpt.enabled``); without ``report``
+    (worker processes but the first) it counts outcomes but sends no reports."""
     sink = CountingSink(store, reactor)
     reporter = Reporter(
         store,
@@ -65,4 +71,4 @@ def build_tlsrpt(config: Config, reactor: Any, store: QueueStore) -> TLSRPTServi
             reactor, config.delivery.mta_sts.ca_file, allow_private=config.tlsrpt.allow_private
         ),
     )
-    return TLSRPTService(sink, reporter)
+    return TLSRPTService(sink, reporter if report else None)

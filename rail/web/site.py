@@ -218,6 +218,7 @@ def build_site(
     mta_sts: Resource | None = None,
     deadlines: dict[str, Any] | None = None,
     public_stats: str = "loopback",
+    gather_metrics: Callable[[bytes], Deferred[bytes]] | None = None,
     dsn: DSNBuilder | None = None,
     domains: DomainsReport | None = None,
     client_events: IClientEventSettings | None = None,
@@ -228,7 +229,8 @@ def build_site(
 ) -> RailSite:
     """The HTTPS site; ``deadlines`` are :class:`RailSite`'s keyword arguments
     (``header_timeout``, ``body_grace``, ``body_min_rate``, ``refusals``);
-    ``public_stats`` is ``web.public_stats``; ``dsn`` makes the DSN of an admin's bounce;
+    ``public_stats`` is ``web.public_stats``; ``gather_metrics`` makes ``/metrics`` cover
+    every worker process (:mod:`rail.workers.metrics`); ``dsn`` makes the DSN of an admin's bounce;
     ``domains`` answers ``/api/v1/admin/domains`` (``rail doctor``'s report);
     ``client_events`` answers ``/api/v1/admin/clients/{name}/events``; ``console`` is
     mounted at ``/console`` (:mod:`rail.console`); ``revoke_certificate`` answers
@@ -300,7 +302,7 @@ def build_site(
     if stats is not None and IDeliveryQueue.providedBy(store):
         policy: Any = public_stats
         root.putChild(b"stats", StatsAccess(Stats(stats, store, clock), policy))
-        root.putChild(b"metrics", StatsAccess(Metrics(stats, store), policy))
+        root.putChild(b"metrics", StatsAccess(Metrics(stats, store, gather_metrics), policy))
     return RailSite(
         root,
         max_body=max_body,

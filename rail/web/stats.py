@@ -9,10 +9,11 @@ addresses or content, but each request costs a store read.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from rail.delivery.stats import DeliveryStats
@@ -46,18 +47,27 @@ class Stats(JSONResource):
 class Metrics(JSONResource):
     isLeaf = True
 
-    def __init__(self, stats: DeliveryStats, queue: IDeliveryQueue) -> None:
+    def __init__(
+        self,
+        stats: DeliveryStats,
+        queue: IDeliveryQueue,
+        gather: Callable[[bytes], Deferred[bytes]] | None = None,
+    ) -> None:
+        """``gather(own)`` (one of several workers, see :mod:`rail.workers.metrics`)
+        merges this process's text with the other workers'."""
         super().__init__()
         self._stats = stats
         self._queue = queue
+        self._gather = gather
 
     def render_GET(self, request: Any) -> Any:
         request.setHeader(b"Cache-Control", b"no-store")
 
-        def render(counts: dict[str, int]) -> bytes:
+        def render(counts: dict[str, int]) -> bytes | Deferred[bytes]:
             request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
             self._stats.set_queue(counts)
-            return bytes(generate_latest(self._stats.registry))
+            own = bytes(generate_latest(self._stats.registry))
+            return own if self._gather is None else self._gather(own)
 
         return finish_later(request, _or_unavailable(request, self._stats, self._queue, render))
 
