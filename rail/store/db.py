@@ -99,6 +99,10 @@ class Dialect:
     """Releases one operation's savepoint and opens the next one's in one round trip to
     the server (PostgreSQL takes several statements in one call without parameters);
     None: each is a statement of its own (SQLite, in process, has no round trip)."""
+    leases: bool = False
+    """Whether claims take leases (:mod:`rail.store.lease`): several processes share the
+    queue. SQLite's queue belongs to one process, whose runners keep the jobs they hold in
+    memory; a lease there would only add a write (an fsync) to every claim."""
 
 
 SQLITE = Dialect(
@@ -132,6 +136,7 @@ POSTGRESQL = Dialect(
     insertion_order="seq",
     one_statement_inserts=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
+    leases=True,
 )
 
 
