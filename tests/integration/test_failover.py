@@ -1,9 +1,10 @@
 """Failover: two Rail nodes share one PostgreSQL; one is killed mid-delivery, the other
 finishes its work.
 
-Two ``twistd -n rail`` processes, each with its own listeners and data directory (the CA,
-the registry and the server certificate copied from the first, so one client certificate
-works on both) and the same PostgreSQL database, deliver through MX records served by a
+Two ``twistd -n rail`` processes, each with its own listeners and data directory (a copy
+of the first's, made by ``rail init --dev`` before either started: the same CA and server
+certificate files, which the first start puts in the shared database for both) and the
+same PostgreSQL database, deliver through MX records served by a
 loopback DNS server to Postfix's ``smtp-sink``, which holds every DATA reply for a second
 (``-w 1``) so that deliveries are in flight and dumps each finished transaction to a file.
 Clients submit over SMTPS and the API to both nodes while they deliver; node A is killed
