@@ -34,12 +34,16 @@ def _fill(connection: sqlite3.Connection, count: int) -> str:
         when = start + n * 0.01
         last = new_message_id(when)
         connection.execute(
-            "INSERT INTO messages VALUES (?, ?, 'a@x.example', 'api', 0, 0, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+            " received_at, size, sha256, data)"
+            " VALUES (?, ?, 'a@x.example', 'api', 0, 0, ?, ?, ?, ?)",
             (last, f"client{n % 20}", when, len(data), digest, data),
         )
         status = "deferred" if n % 100 == 0 else "sent"
         connection.execute(
-            "INSERT INTO recipients VALUES (?, 0, ?, ?, 1, ?, '250 ok', ?, NULL)",
+            "INSERT INTO recipients (message_id, idx, address, status, attempts,"
+            " next_attempt_at, last_reply, updated_at, remote_mta)"
+            " VALUES (?, 0, ?, ?, 1, ?, '250 ok', ?, NULL)",
             (last, f"r{n}@d{n % 50}.example", status, when + 600, when),
         )
     connection.execute("COMMIT")
