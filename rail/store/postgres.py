@@ -96,20 +96,31 @@ class PostgresBackend:
 class PostgresStore(QueueStore):
     """The queue in the PostgreSQL database of ``dsn``. Build it with :meth:`open`."""
 
-    def __init__(self, reactor: IReactorFromThreads, dsn: str, *, max_queued: int) -> None:
+    def __init__(
+        self, reactor: IReactorFromThreads, dsn: str, *, max_queued: int, node: str | None = None
+    ) -> None:
         self.backend = PostgresBackend(dsn)
-        super().__init__(reactor, self.backend, max_queued=max_queued, min_free_bytes=0)
+        super().__init__(reactor, self.backend, max_queued=max_queued, min_free_bytes=0, node=node)
 
     @classmethod
-    def open(cls, dsn: str, reactor: IReactorFromThreads, *, max_queued: int) -> PostgresStore:
+    def open(
+        cls,
+        dsn: str,
+        reactor: IReactorFromThreads,
+        *,
+        max_queued: int,
+        node: str | None = None,
+    ) -> PostgresStore:
         """Connect, create the schema in an empty database or migrate an older one; call
         :meth:`start` before the store answers anything.
 
         Synchronous, for start-up before the reactor runs. Raises
         :class:`StoreUnavailableError` with a one-line message naming the server and
-        database when it cannot be reached or is at an unknown schema version. No
+        database when it cannot be reached or is at an unknown schema version. ``node``
+        is this process's id in shared rows (:func:`rail.store.lease.node_id` unless a
+        test runs two nodes in one process). No
         connection or thread is kept, so twistd may fork between ``open`` and ``start``.
         """
-        store = cls(reactor, dsn, max_queued=max_queued)
+        store = cls(reactor, dsn, max_queued=max_queued, node=node)
         store.backend.prepare()
         return store

@@ -44,6 +44,7 @@ from rail.store.deliveries import (
 from rail.store.events import event_counts, inserted
 from rail.store.ids import id_time
 from rail.store.inbound import inbound_status, webhook_counts
+from rail.store.lease import node_id
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -80,6 +81,7 @@ from rail.store.ops import (
     WebhookRecordOp,
 )
 from rail.store.reader import Read, Reader
+from rail.store.sharedusage import others_usage, others_usage_by_minute
 from rail.store.status import read_status
 from rail.store.suppressionmodel import ISuppressionList
 from rail.store.suppressionqueue import SQLiteSuppressions
@@ -117,9 +119,12 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         *,
         max_queued: int,
         min_free_bytes: int,
+        node: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._backend = backend
+        self.node = node_id() if node is None else node
+        """This process's id in shared rows (leases, usage); another in tests of two nodes."""
         self._started = False
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
@@ -145,6 +150,7 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             min_free_bytes=min_free_bytes,
             deliver=self._deliver_from_thread,
             stopped=self._stopped_from_thread,
+            node=self.node,
         )
 
     def start(self) -> None:
@@ -246,6 +252,31 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         """Messages and recipients per client and minute from ``since`` to ``until``, on
         the read thread (see :func:`rail.store.usage.client_usage`): the rate limits' seed."""
         return self._read(lambda connection: client_usage(connection, since, until))
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes accept mail into the same database (PostgreSQL)."""
+        return self._backend.shared
+
+    def others_usage(self, since: float) -> Deferred[list[tuple[str, float, str, int, int]]]:
+        """The other nodes' usage rows from the bucket of ``since`` on, read on the read
+        thread (see :func:`rail.store.sharedusage.others_usage`); shared databases only."""
+        return self._read(lambda connection: others_usage(connection, self.node, since))
+
+    def usage_seed(
+        self, since: float, recent: float
+    ) -> Deferred[tuple[list[tuple[str, float, int, int]], list[tuple[str, float, str, int, int]]]]:
+        """The other nodes' usage from ``since``: per client and minute before ``recent``,
+        and row by row from ``recent`` on, in one read on the read thread; shared
+        databases only (start-up: :class:`rail.store.usagepoll.UsagePoller`)."""
+
+        def read(
+            connection: Connection,
+        ) -> tuple[list[tuple[str, float, int, int]], list[tuple[str, float, str, int, int]]]:
+            old = others_usage_by_minute(connection, self.node, since, recent)
+            return old, others_usage(connection, self.node, recent)
+
+        return self._read(read)
 
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]
