@@ -13,8 +13,8 @@ rows on the store's read thread (never the reactor) and hands them to the rate c
   after their messages' ``received_at`` and clocks of nodes that differ by a few seconds.
 
 A poll that fails (the database away) is logged once and tried again at the next tick,
-from the same point; reads never overlap. ``polls`` counts the polls merged, for tests
-and ``/stats``.
+from the same point; reads never overlap. ``polls`` counts the polls merged, ``merged``
+the other nodes' messages they added.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ class UsagePoller(Service):
         self._failing = False
         self._loop: LoopingCall | None = None
         self.polls = 0
+        self.merged = 0
+        """Messages of other nodes added to the counters so far."""
+        self.setName("usage-poll")
 
     def startService(self) -> None:
         super().startService()
@@ -106,7 +109,7 @@ class UsagePoller(Service):
     def _seeded(self, rows: Any, started: float, recent: float) -> None:
         old, new = rows
         self._rates.seed(old)
-        self._rates.merge_others(new, recent)
+        self.merged += self._rates.merge_others(new, recent)
         clients = len({row[0] for row in old} | {row[0] for row in new})
         _log.info(
             "rate limits: counted the other nodes' mail of the last day ({count} clients)",
@@ -117,7 +120,7 @@ class UsagePoller(Service):
     def _merged(
         self, rows: list[tuple[str, float, str, int, int]], started: float, since: float
     ) -> None:
-        self._rates.merge_others(rows, since)
+        self.merged += self._rates.merge_others(rows, since)
         self._next(started)
 
     def _next(self, started: float) -> None:
