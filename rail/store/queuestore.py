@@ -123,8 +123,8 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     ) -> None:
         self._reactor = reactor
         self._backend = backend
-        self.node = node_id() if node is None else node
-        """This process's id in shared rows (leases, usage); another in tests of two nodes."""
+        # This process's id in shared rows, fixed at start (twistd may fork after open).
+        self._node = node
         self._started = False
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
@@ -150,7 +150,6 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             min_free_bytes=min_free_bytes,
             deliver=self._deliver_from_thread,
             stopped=self._stopped_from_thread,
-            node=self.node,
         )
 
     def start(self) -> None:
@@ -161,6 +160,9 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         """
         if self._started or self._closing:
             return
+        if self._node is None:
+            self._node = node_id()
+        self._writer.node = self._node
         connection = self._backend.connect()
         try:
             self._writer.start(connection)
@@ -252,6 +254,12 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         """Messages and recipients per client and minute from ``since`` to ``until``, on
         the read thread (see :func:`rail.store.usage.client_usage`): the rate limits' seed."""
         return self._read(lambda connection: client_usage(connection, since, until))
+
+    @property
+    def node(self) -> str:
+        """This process's id in shared rows (:func:`rail.store.lease.node_id` as of
+        :meth:`start`, or the one given: tests run two nodes in one process)."""
+        return node_id() if self._node is None else self._node
 
     @property
     def shared(self) -> bool:

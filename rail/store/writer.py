@@ -141,11 +141,11 @@ class Writer:
         min_free_bytes: int,
         deliver: Deliver,
         stopped: Callable[[], None],
-        node: str = "",
     ) -> None:
         self._backend = backend
-        # This process's id in the shared usage rows (rail.store.sharedusage).
-        self._node = node
+        # This process's id in the shared usage rows (rail.store.sharedusage); set by the
+        # store before start, read by the thread.
+        self.node = ""
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
@@ -307,7 +307,7 @@ class Writer:
                     else:
                         results.append(outcome)
             if self._backend.shared:  # every node's limits count these (same transaction)
-                add_usage(connection, self._node, _counted(writes, results))
+                add_usage(connection, self.node, _counted(writes, results))
             connection.execute("COMMIT")
         except _WRITE_ERRORS as error:
             self._rollback()
