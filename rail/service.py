@@ -462,7 +462,9 @@ def build_service(
     store.use_sandboxed(lambda name: clients[0].sandbox(name))
     # Started after the store (a later child), so the seed is read on its read thread.
     if store.shared:  # every node's acceptances, from the shared usage rows
-        UsagePoller(reactor, store, rates).setServiceParent(root)
+        usage_poll = UsagePoller(reactor, store, rates)
+        usage_poll.setServiceParent(root)
+        stats.add_section("shared_rate_limits", usage_poll.summary)
     else:
         _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     secrets = SecretsWatch(

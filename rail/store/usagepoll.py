@@ -14,7 +14,7 @@ rows on the store's read thread (never the reactor) and hands them to the rate c
 
 A poll that fails (the database away) is logged once and tried again at the next tick,
 from the same point; reads never overlap. ``polls`` counts the polls merged, ``merged``
-the other nodes' messages they added.
+the other nodes' messages they added; :meth:`summary` is their ``/stats`` section.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class UsagePoller(Service):
         self.polls = 0
         self.merged = 0
         """Messages of other nodes added to the counters so far."""
+        self._last: float | None = None
         self.setName("usage-poll")
 
     def startService(self) -> None:
@@ -109,6 +110,7 @@ class UsagePoller(Service):
     def _seeded(self, rows: Any, started: float, recent: float) -> None:
         old, new = rows
         self._rates.seed(old)
+        self.merged += sum(row[2] for row in old if row[1] > started - SEED_SECONDS)
         self.merged += self._rates.merge_others(new, recent)
         clients = len({row[0] for row in old} | {row[0] for row in new})
         _log.info(
@@ -126,9 +128,21 @@ class UsagePoller(Service):
     def _next(self, started: float) -> None:
         self._since = bucket_of(started - OVERLAP)
         self.polls += 1
+        self._last = self._clock.seconds()
         if self._failing:
             self._failing = False
             _log.info("rate limits: reading the other nodes' counts again")
+
+    def summary(self) -> dict[str, object]:
+        """The ``/stats`` section ``shared_rate_limits``: polls merged, the other nodes'
+        messages they added, seconds since the last one, and whether reads fail."""
+        last = self._last
+        return {
+            "polls": self.polls,
+            "other_nodes_messages": self.merged,
+            "seconds_since_poll": None if last is None else round(self._clock.seconds() - last, 3),
+            "failing": self._failing,
+        }
 
     def _failed(self, failure: Any) -> None:
         if not self._failing:

@@ -46,7 +46,8 @@ class UsagePollerTests(SynchronousTestCase):
 
     def test_seed_then_polls_from_the_overlap(self) -> None:
         """The first read is the day's seed, row by row from a whole minute ago; each
-        later read starts OVERLAP seconds before the previous one began."""
+        later read starts OVERLAP seconds before the previous one began; ``/stats`` gives
+        the polls, the messages merged and the time since the last poll."""
         kind, (since, recent), done = self.store.reads[0]
         self.assertEqual((kind, since, recent), ("seed", NOW - 86400, NOW - 30 - 60))
         done.callback(([("app", NOW - 600, 4, 4)], [("app", NOW - 10, "b", 3, 3)]))
@@ -57,7 +58,16 @@ class UsagePollerTests(SynchronousTestCase):
         # The seed's recent row again, grown by 2, and a new one: 3 + 2 + 6 = 11 > 10.
         done.callback([("app", NOW - 10, "b", 5, 5), ("app", NOW, "c", 6, 6)])
         self.assertEqual(self.rates.check_message("app"), Limited("messages_per_minute", 49))
-        self.assertEqual(self.poller.polls, 2)
+        self.clock.advance(0.5)
+        self.assertEqual(
+            self.poller.summary(),
+            {
+                "polls": 2,
+                "other_nodes_messages": 4 + 3 + 2 + 6,
+                "seconds_since_poll": 0.5,
+                "failing": False,
+            },
+        )
 
     def test_reads_never_overlap(self) -> None:
         """A tick while a read is in flight starts no other read."""
@@ -66,7 +76,8 @@ class UsagePollerTests(SynchronousTestCase):
         self.assertEqual(len(self.store.reads), 1)
 
     def test_failure_retries_from_the_same_point(self) -> None:
-        """A failed read is logged once and the next tick reads from the same point."""
+        """A failed read is logged once, the next tick reads from the same point, and
+        ``/stats`` says reads fail until one works again."""
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -80,6 +91,9 @@ class UsagePollerTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.store.reads[3][1], self.store.reads[1][1])
         self.assertEqual(self.poller.polls, 1)
+        self.assertTrue(self.poller.summary()["failing"])
+        self.store.reads[3][2].callback([])
+        self.assertFalse(self.poller.summary()["failing"])
 
     def test_seed_failure_seeds_again(self) -> None:
         """A seed that fails is tried again at the next tick."""
