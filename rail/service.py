@@ -78,6 +78,7 @@ from rail.smtp.factory import SMTPServerFactory
 from rail.smtp.inbound import InboundSession
 from rail.smtp.server import SMTPLimits
 from rail.smtp.submission import SubmissionSession
+from rail.staleresults import StaleResults
 from rail.startup import PKIState, prepare_pki
 from rail.store.configured import open_store
 from rail.store.queuestore import QueueStore
@@ -427,6 +428,8 @@ def build_service(
 
     # Every quarantined message, outbound or inbound: one log line, rail_quarantined_total.
     store.observe_quarantined(Quarantines(registry=stats.registry))
+    # Every result ignored because another node took its job: one line, rail_stale_results_total.
+    store.observe_stale(StaleResults(registry=stats.registry))
     # One DATA memory budget for all SMTP sessions, submission and inbound.
     data_budget = DataBudget(config.limits.data_memory)
     tls_contexts: list[ServerTLS] = []

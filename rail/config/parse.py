@@ -357,6 +357,8 @@ def _storage_problem(values: Mapping[str, Any]) -> str | None:
         return "dsn is required with backend: postgresql"
     if backend == "sqlite" and values.get("dsn") is not None:
         return "dsn is only used with backend: postgresql"
+    if backend == "sqlite" and values.get("lease") is not None:
+        return "lease is only used with backend: postgresql (SQLite's claims take no leases)"
     return None
 
 
@@ -369,6 +371,7 @@ _STORAGE = r.section(
         "retention": _RETENTION,
         "backend": r.choice(("sqlite", "postgresql")),
         "dsn": r.optional(_dsn),
+        "lease": r.duration("15s", "1h"),
     },
     check=_storage_problem,
 )

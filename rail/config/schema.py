@@ -443,6 +443,10 @@ class Storage:
     """The libpq connection string of the PostgreSQL database (``backend: postgresql``
     only), e.g. ``host=db.example port=5432 dbname=rail user=rail``; keep the password out
     of it (``passfile=`` or ``~/.pgpass``)."""
+    lease: float = 60.0
+    """Seconds a node holds the delivery, webhook and event jobs it claims without renewing
+    them (``backend: postgresql`` only): it renews every third of this while it works, and
+    a node that dies loses its jobs to the others after at most this long."""
 
 
 @attrs.frozen(kw_only=True)

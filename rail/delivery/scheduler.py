@@ -46,7 +46,14 @@ from rail.delivery.sandbox import sandbox_result
 from rail.delivery.tlspolicy import TLSRequirement
 from rail.jobs.runner import RECORD_RETRY, Runner, RunnerLimits
 from rail.store.deliveries import DSNBuilder
-from rail.store.model import DeliveryJob, IDeliveryQueue, JobResult, NewMessage, QuarantineKind
+from rail.store.model import (
+    DeliveryJob,
+    IDeliveryQueue,
+    JobResult,
+    NewMessage,
+    QuarantineKind,
+    QueueLeases,
+)
 
 __all__ = ["RECORD_RETRY", "DeliveryLimits", "IAttemptObserver", "Scheduler", "Session"]
 
@@ -143,7 +150,9 @@ class Scheduler:
         self._limits = limits
         self._rng = rng
         self._observer: IAttemptObserver = observer or _Quiet()
-        self._runner: Runner[DeliveryJob] = Runner(self, clock, _runner_limits(limits))
+        self._runner: Runner[DeliveryJob] = Runner(
+            self, clock, _runner_limits(limits), QueueLeases.of(queue, "outbound")
+        )
         self._sessions: set[Session] = set()
         self._connecting: set[Deferred[Session]] = set()
         self._preparing: set[Deferred[bytes]] = set()

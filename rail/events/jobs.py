@@ -67,7 +67,9 @@ class IEventStore(Interface):
         by the claim (reported to the quarantine observers) and not handed out."""
 
     def record_event(result: EventResult) -> Any:  # noqa: N805
-        """Make ``result`` durable; fires with whether the event was still pending."""
+        """Make ``result`` durable; fires with whether the event was still pending, or
+        with :class:`rail.store.model.Stale` when the store is shared and another node
+        holds the event now (nothing was written)."""
 
     def quarantine_event(event_id: str, kind: Any, reason: str, now: float) -> Any:  # noqa: N805
         """Make event ``event_id`` ``failed`` for good with ``last_reply``

@@ -224,7 +224,9 @@ class IInboundStore(Interface):
         """Make ``result`` durable. When it is ``failed`` and the job's message allows
         bounces, ``dsn(BounceReport)`` is called (a :data:`rail.store.deliveries.DSNBuilder`)
         and the NewMessage it returns is queued for outbound delivery in the same
-        transaction. Fires with that NewMessage or None."""
+        transaction. Fires with that NewMessage or None; or with
+        :class:`rail.store.model.Stale` when the store is shared and another node holds
+        the job now (nothing was written)."""
 
     def quarantine_inbound(message_id: str, kind: Any, reason: str, now: float) -> Any:  # noqa: N805
         """Make every pending webhook job of ``message_id`` ``failed`` for good, with

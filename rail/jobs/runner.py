@@ -25,6 +25,17 @@ Stopping: no new claims or workers; running workers get ``grace`` seconds, then 
 cuts them (:meth:`JobKind.cut`) and their jobs stay untouched in the store; the Deferred
 :meth:`Runner.stop` returns fires once every worker has ended and every result being
 written is on disk.
+
+Leases (when several nodes share the store, :mod:`rail.store.lease`): a claim holds its
+jobs for ``lease`` seconds; the runner renews the leases of all its jobs in flight every
+third of that, in one store operation, so a job may run longer than a lease. Stopping, it
+releases at once the jobs that had not started (another node may take them now), keeps
+renewing those still running through the grace period (they are being worked on), and
+releases those cut or left once every worker has ended. A result the store answers
+:class:`~rail.store.model.Stale` (another node took the job after this node's lease ended)
+was not written: the job simply leaves the flight, and :meth:`JobKind.recorded` is not
+told (the store's observers log and count it). A node that dies stops renewing: its jobs
+are due to the others' one-second poll once their lease ends.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["IDLE_POLL", "RECORD_RETRY", "Job", "JobKind", "Runner", "RunnerLimits"]
+from rail.store.model import Stale
+
+__all__ = ["IDLE_POLL", "RECORD_RETRY", "Job", "JobKind", "JobLeases", "Runner", "RunnerLimits"]
 
 _log = Logger()
 
@@ -93,6 +106,20 @@ class JobKind(Protocol[J]):
         """``job`` in an error line: ``delivery of <id>``, ``the webhook of <id>``..."""
 
 
+class JobLeases(Protocol):
+    """The store's leases on one kind's jobs (:class:`rail.store.model.QueueLeases`)."""
+
+    @property
+    def lease(self) -> float | None:
+        """Seconds a claim holds its jobs unless renewed; None: no leases."""
+
+    def renew(self, keys: list[Any], now: float) -> Deferred[Any]:
+        """Extend the leases of the jobs keyed ``keys`` to ``now`` + the lease."""
+
+    def release(self, jobs: list[Any]) -> Deferred[Any]:
+        """Give up the leases of ``jobs``."""
+
+
 @attrs.frozen
 class RunnerLimits:
     """``concurrency``: workers in all; ``backlog``: jobs in flight; ``claim_batch``: jobs
@@ -106,10 +133,21 @@ class RunnerLimits:
 class Runner(Generic[J]):
     """Feeds due jobs of one ``kind`` to its workers; see the module docstring."""
 
-    def __init__(self, kind: JobKind[J], clock: IReactorTime, limits: RunnerLimits) -> None:
+    def __init__(
+        self,
+        kind: JobKind[J],
+        clock: IReactorTime,
+        limits: RunnerLimits,
+        leases: JobLeases | None = None,
+    ) -> None:
+        """``leases``: the store's leases on this kind's jobs, when it has them (read at
+        :meth:`start`: start the store first)."""
         self._kind = kind
         self._clock = clock
         self.limits = limits
+        self._leases = leases
+        self._renewal: IDelayedCall | None = None
+        self._released: list[J] = []
         self._waiting: dict[str, deque[J]] = {}
         self._in_flight: set[Any] = set()
         self._active: dict[str, int] = {}
@@ -144,6 +182,7 @@ class Runner(Generic[J]):
 
     def start(self) -> None:
         self.running = True
+        self._schedule_renewal()
         self.wake()
 
     def wake(self) -> None:
@@ -160,10 +199,12 @@ class Runner(Generic[J]):
 
     def offer(self, jobs: Iterable[J]) -> None:
         """Jobs just stored, handed over by the store: they start without a claim reading
-        them back. Beyond the backlog they stay for a later claim."""
+        them back. Beyond the backlog they stay for a later claim (released, with leases:
+        the store stored them held by this node)."""
         if not self.running:
             return
         taken = False
+        left: list[J] = []
         in_flight, group = self._in_flight, self._kind.group
         for job in jobs:
             key = job.key
@@ -171,10 +212,12 @@ class Runner(Generic[J]):
                 continue
             if len(in_flight) >= self.limits.backlog:
                 self._more = True  # a finishing worker wakes the claim for these
-                break
+                left.append(job)
+                continue
             in_flight.add(key)
             self._queue(group(job)).append(job)
             taken = True
+        self._release_leases(left)  # stored under this node's lease: free them for a claim
         if taken:
             self.fill()
 
@@ -186,10 +229,11 @@ class Runner(Generic[J]):
         if self._poll is not None and self._poll.active():
             self._poll.cancel()
         self._poll = None
-        for jobs in self._waiting.values():
-            for job in jobs:
-                self._in_flight.discard(job.key)
+        unstarted = [job for jobs in self._waiting.values() for job in jobs]
+        for job in unstarted:
+            self._in_flight.discard(job.key)
         self._waiting.clear()
+        self._release_leases(unstarted)
         if self._unrecorded:
             _log.warn(
                 "{count} {what} results could not be recorded; those jobs are run again"
@@ -207,11 +251,61 @@ class Runner(Generic[J]):
         def finished(_: object) -> None:
             if timer.active():
                 timer.cancel()
+            if self._renewal is not None and self._renewal.active():
+                self._renewal.cancel()
+            self._renewal = None
+            released, self._released = self._released, []
+            self._release_leases(released)
             records = DeferredList(list(self._records), consumeErrors=True)
             records.addBoth(lambda _: done.callback(None))
 
         DeferredList(list(self._workers), consumeErrors=True).addBoth(finished)
         return done
+
+    def _release_leases(self, jobs: list[J]) -> None:
+        """Give up the leases of ``jobs`` (left to other claims); a stop waits for the write
+        as for results."""
+        if self._leases is None or self._leases.lease is None or not jobs:
+            return
+        releasing = self._leases.release(jobs)
+        self._records.add(releasing)
+
+        def done(outcome: object) -> None:
+            self._records.discard(releasing)
+            if isinstance(outcome, Failure):
+                _log.error(
+                    "cannot release the leases of {count} {what}: {error}; other nodes take"
+                    " them when the leases end",
+                    count=len(jobs),
+                    what=self._kind.what,
+                    error=outcome.getErrorMessage(),
+                )
+
+        releasing.addBoth(done)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _schedule_renewal(self) -> None:
+        lease = None if self._leases is None else self._leases.lease
+        if lease is not None:
+            self._renewal = self._clock.callLater(lease / 3, self._renew)
+
+    def _renew(self) -> None:
+        """Renew the leases of every job in flight (one store operation), then again in a
+        third of a lease; a failure is logged (the next round tries again, with two thirds
+        of the lease still to go)."""
+        assert self._leases is not None
+        keys = list(self._in_flight)
+        if keys:
+            self._leases.renew(keys, self._clock.seconds()).addErrback(
+                lambda failure: _log.error(
+                    "cannot renew the leases of {count} {what}: {error}",
+                    count=len(keys),
+                    what=self._kind.what,
+                    error=failure.getErrorMessage(),
+                )
+            )
+        self._schedule_renewal()
 
     def _cut_all(self) -> None:
         self.cut = True
@@ -352,8 +446,14 @@ class Runner(Generic[J]):
         return taken
 
     def release(self, job: J) -> None:
-        """Leave ``job`` untouched in the store (stopping, or cut): no longer in flight."""
+        """Leave ``job`` untouched in the store (stopping, or cut): no longer in flight.
+        Its lease, if any, is given up once the workers have ended (or at once when
+        running)."""
         self._in_flight.discard(job.key)
+        if self.running:
+            self._release_leases([job])
+        else:
+            self._released.append(job)
 
     # -- results --------------------------------------------------------------------------
 
@@ -384,7 +484,7 @@ class Runner(Generic[J]):
                     job=self._kind.describe(job),
                     error=outcome.getErrorMessage(),
                 )
-            else:
+            elif not isinstance(outcome, Stale):
                 self._kind.recorded(job, result, outcome)
             self._in_flight.discard(job.key)
 

@@ -24,6 +24,7 @@ from rail.store.deliveries import insert_message
 from rail.store.emit import accepted_events
 from rail.store.events import insert_events
 from rail.store.inbound import insert_inbound
+from rail.store.lease import Lease
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -153,14 +154,17 @@ def accept_message(
     return Accepted(message.id, len(message.recipients), suppressed_answer(found, message))
 
 
-def spool_inbound(connection: Connection, message: InboundMessage, budget: Budget) -> Accepted:
+def spool_inbound(
+    connection: Connection, message: InboundMessage, budget: Budget, lease: Lease | None = None
+) -> Accepted:
     """Spool ``message`` with its webhook jobs and forwarded copies; raises QueueFullError
     under the free-space floor. Only that floor applies to inbound mail: ``max_queued``
-    bounds outbound mail waiting on remote hosts."""
+    bounds outbound mail waiting on remote hosts. With a ``lease`` (a shared store), the
+    webhook jobs are held by this node from the start (its runner is handed them)."""
     full = budget.room(len(message.data))
     if full is not None:
         raise full
-    insert_inbound(connection, message)
+    insert_inbound(connection, message, lease)
     for forward in message.forwards:  # forwarding: queued with the message
         insert_message(connection, forward)
         budget.messages += 1

@@ -3,7 +3,8 @@
 ``sqlite`` (the default): the embedded queue under ``data_dir/queue``, bounded by
 ``storage.max_queued`` and ``storage.min_free_space``, with its disk reserve.
 ``postgresql``: the database of ``storage.dsn``, shared with the other nodes; only
-``storage.max_queued`` applies (free space is the database server's concern).
+``storage.max_queued`` applies (free space is the database server's concern), and its
+claims hold their jobs for ``storage.lease`` (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def open_store(config: Config, reactor: IReactorFromThreads) -> QueueStore:
     storage = config.storage
     if storage.backend == "postgresql":
         assert storage.dsn is not None  # the configuration requires it
-        return PostgresStore.open(storage.dsn, reactor, max_queued=storage.max_queued)
+        return PostgresStore.open(
+            storage.dsn, reactor, max_queued=storage.max_queued, lease=storage.lease
+        )
     return SQLiteStore.open(
         config.data_dir / "queue",
         reactor,

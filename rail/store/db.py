@@ -99,6 +99,15 @@ class Dialect:
     """Releases one operation's savepoint and opens the next one's in one round trip to
     the server (PostgreSQL takes several statements in one call without parameters);
     None: each is a statement of its own (SQLite, in process, has no round trip)."""
+    savepoints_after_failure: bool = False
+    """Whether a batch's operations first run without a savepoint each, the batch being
+    rolled back and written again with savepoints only when one of them fails: a
+    savepoint is a round trip to a server (PostgreSQL), and operations almost never fail;
+    in process (SQLite) a savepoint costs next to nothing, so it is always taken."""
+    leases: bool = False
+    """Whether claims take leases (:mod:`rail.store.lease`): several processes share the
+    queue. SQLite's queue belongs to one process, whose runners keep the jobs they hold in
+    memory; a lease there would only add a write (an fsync) to every claim."""
 
 
 SQLITE = Dialect(
@@ -132,6 +141,8 @@ POSTGRESQL = Dialect(
     insertion_order="seq",
     one_statement_inserts=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
+    savepoints_after_failure=True,
+    leases=True,
 )
 
 

@@ -25,6 +25,7 @@ from rail.store.integrity import (
     text,
     verified_row,
 )
+from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
 from rail.store.messagemeta import insert_meta
 from rail.store.model import (
     QUARANTINE_PREFIX,
@@ -63,19 +64,27 @@ def claim_due(
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
+    lease: Lease | None = None,
 ) -> tuple[list[DeliveryJob], dict[str, str]]:
     """Up to ``limit`` jobs whose recipients are due at ``now``, oldest due first,
     skipping the (message id, domain) pairs of ``exclude`` (already in flight); and the
     messages among them that cannot be sent as stored, with the reason (see
     :mod:`rail.store.integrity`). Those give no job: the caller quarantines them (and may
-    claim again to fill ``limit``)."""
+    claim again to fill ``limit``).
+
+    With a ``lease`` (several nodes share the queue: run it in a transaction), only
+    recipients no other node holds are read, and the jobs' recipients are taken under
+    ``lease`` (:mod:`rail.store.lease`)."""
+    free, params = claimable(lease)
     as_bytes = dialect_of(connection).as_bytes
     rows = connection.execute(
         f"SELECT message_id, idx, {as_bytes.format('address')}, attempts,"  # noqa: S608
         f" {as_bytes.format('last_reply')}"
         " FROM recipients WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at LIMIT ?",
-        (now, limit + len(exclude)),
+        + free
+        + " ORDER BY next_attempt_at LIMIT ?"
+        + for_update(connection, lease),
+        (now, *params, limit + len(exclude)),
     ).fetchall()
     grouped: dict[tuple[str, str], list[DueRecipient]] = {}
     bad: dict[str, str] = {}
@@ -126,6 +135,9 @@ def claim_due(
                 data=data,
             )
         )
+    if lease is not None:
+        keys = [(job.message_id, r.idx) for job in jobs for r in job.recipients]
+        take(connection, "recipients", ("message_id", "idx"), keys, lease)
     return jobs, bad
 
 
@@ -154,17 +166,41 @@ def _read_message(connection: Connection, message_id: str) -> _Message:
     )
 
 
-def quarantine_message(connection: Connection, message_id: str, reason: str, now: float) -> bool:
+def quarantine_message(
+    connection: Connection,
+    message_id: str,
+    reason: str,
+    now: float,
+    node: str | None = None,
+) -> bool:
     """Make every pending recipient of ``message_id`` ``failed`` with ``reason``; whether
-    any was pending. No attempt is counted and no DSN is made."""
+    any was pending. No attempt is counted and no DSN is made.
+
+    With leases (``node``: this node), recipients another node holds are left to it (it
+    finds the same fault and quarantines them in turn); if only such recipients are pending,
+    :class:`LeaseLostError`."""
+    spare, params = _not_held_by_others(node, now)
     updated = connection.execute(
-        "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
-        " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
-        (QUARANTINE_PREFIX + reason, now, message_id),
+        "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
+        " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
+        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
     ).rowcount
-    if updated:
+    if not updated:
+        if node is not None and _pending(connection, message_id):
+            raise LeaseLostError(f"the pending recipients of {message_id} are held by another node")
+        return False
+    if node is None or not _pending(connection, message_id):
         mark_finished(connection, "outbound", message_id, now)
-    return bool(updated)
+    return True
+
+
+def _not_held_by_others(node: str | None, now: float) -> tuple[str, tuple[object, ...]]:
+    """The condition under which a quarantine by ``node`` may change a row: nobody holds
+    it, its lease ended, or ``node`` holds it."""
+    if node is None:
+        return "", ()
+    return " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)", (node, now)
 
 
 def record_result(
@@ -172,13 +208,25 @@ def record_result(
     result: JobResult,
     dsn: DSNBuilder | None,
     subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
+    node: str | None = None,
 ) -> tuple[bool, NewMessage | None]:
     """Apply ``result``; return whether its message just left the pending set, and the
     DSN stored for it, if any. Updates of recipients that are already final are ignored,
     so recording the same result twice changes nothing. The events ``subscriptions``
     ask for and the suppressions of hard bounces are stored with it
-    (:mod:`rail.store.emit`)."""
+    (:mod:`rail.store.emit`). Recording ends the recipients' lease.
+
+    With leases (``node``: this node), a result for recipients another node holds now, or
+    took over and recorded, raises :class:`LeaseLostError` before anything is written:
+    that node's own attempt decides them (:func:`rail.store.lease.still_held`)."""
     message_id = result.message_id
+    still_held(
+        connection,
+        "recipients",
+        ("message_id", "idx"),
+        [(message_id, update.idx) for update in result.updates],
+        node,
+    )
     was_pending = _pending(connection, message_id)
     # A message put on hold while this attempt was in flight stays held: a deferral
     # leaves it with no next attempt time (rail.store.admin).
@@ -191,13 +239,15 @@ def record_result(
     for update in result.updates:
         applied = connection.execute(
             "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
-            " remote_mta = ?, next_attempt_at = ?, updated_at = ?"
+            " remote_mta = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
+            " lease_until = ?"
             " WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')",
             (
                 update.status,
                 update.reply,
                 update.remote_mta,
                 update.next_attempt_at if update.status == "deferred" and not held else None,
+                result.attempted_at,
                 result.attempted_at,
                 message_id,
                 update.idx,

@@ -23,6 +23,7 @@ from rail.events.subscriptions import Subscriptions
 from rail.store.db import Connection, dialect_of
 from rail.store.ids import new_message_id
 from rail.store.integrity import UnreadableRowError, number, text
+from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
 from rail.store.messagemeta import read_meta
 from rail.store.model import QUARANTINE_PREFIX
 
@@ -134,17 +135,22 @@ def claim_events(
     now: float,
     limit: int,
     exclude: Collection[str],
+    lease: Lease | None = None,
 ) -> tuple[list[EventJob], dict[str, str]]:
     """Up to ``limit`` events due at ``now``, oldest due first, skipping ``exclude``, each
     with its message's meta; and the events that cannot be POSTed as stored, with the
-    reason. Those give no job: the caller quarantines them."""
+    reason. Those give no job: the caller quarantines them. With a ``lease``, as
+    :func:`rail.store.deliveries.claim_due`: only events no other node holds, taken under it."""
+    free, params = claimable(lease)
     b = dialect_of(connection).as_bytes.format
     rows = connection.execute(
         f"SELECT id, {b('client')}, {b('type')}, {b('message_id')},"  # noqa: S608
         f" {b('recipient')}, sandbox, created_at, {b('details')}, attempts"
         " FROM events WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at LIMIT ?",
-        (now, limit + len(exclude)),
+        + free
+        + " ORDER BY next_attempt_at LIMIT ?"
+        + for_update(connection, lease),
+        (now, *params, limit + len(exclude)),
     ).fetchall()
     read: list[tuple[Any, ...]] = []
     bad: dict[str, str] = {}
@@ -208,19 +214,26 @@ def claim_events(
                 metadata=meta.metadata if meta is not None else {},
             )
         )
+    if lease is not None:
+        take(connection, "events", ("id",), [(job.id,) for job in jobs], lease)
     return jobs, bad
 
 
-def record_event(connection: Connection, result: EventResult) -> bool:
+def record_event(connection: Connection, result: EventResult, node: str | None = None) -> bool:
     """Record one POST's outcome; whether the event was still pending (a late duplicate
-    result cannot undo ``delivered``)."""
+    result cannot undo ``delivered``). Recording ends the event's lease; with leases
+    (``node``), an event another node holds now raises :class:`LeaseLostError` before
+    anything is written."""
+    still_held(connection, "events", ("id",), [(result.event_id,)], node)
     updated = connection.execute(
         "UPDATE events SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
-        " last_reply = ?, updated_at = ? WHERE id = ? AND status IN ('queued', 'deferred')",
+        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = ?"
+        " WHERE id = ? AND status IN ('queued', 'deferred')",
         (
             result.status,
             result.next_attempt_at if result.status == "deferred" else None,
             result.reply,
+            result.attempted_at,
             result.attempted_at,
             result.event_id,
         ),
@@ -228,13 +241,29 @@ def record_event(connection: Connection, result: EventResult) -> bool:
     return bool(updated)
 
 
-def quarantine_event(connection: Connection, event_id: str, reason: str, now: float) -> bool:
+def quarantine_event(
+    connection: Connection,
+    event_id: str,
+    reason: str,
+    now: float,
+    node: str | None = None,
+) -> bool:
     """Make event ``event_id`` ``failed`` with ``reason`` if it is pending; whether it
-    was. No attempt is counted."""
+    was. No attempt is counted. With leases (``node``), an event another node holds is
+    left to it: :class:`LeaseLostError`."""
+    if node is not None:
+        row = connection.execute(
+            "SELECT claimed_by, lease_until FROM events"
+            " WHERE id = ? AND status IN ('queued', 'deferred')",
+            (event_id,),
+        ).fetchone()
+        if row is not None and row[0] not in (None, node) and row[1] >= now:
+            raise LeaseLostError(f"event {event_id} is held by another node")
     updated = connection.execute(
         "UPDATE events SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
-        " updated_at = ? WHERE id = ? AND status IN ('queued', 'deferred')",
-        (QUARANTINE_PREFIX + reason, now, event_id),
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
+        " WHERE id = ? AND status IN ('queued', 'deferred')",
+        (QUARANTINE_PREFIX + reason, now, now, event_id),
     ).rowcount
     return bool(updated)
 

@@ -28,6 +28,7 @@ from rail.store.integrity import (
     text,
     verified_row,
 )
+from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
 from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
 from rail.store.purge import mark_finished
 
@@ -74,8 +75,12 @@ CREATE INDEX webhooks_pending ON webhooks (next_attempt_at)
 """
 
 
-def insert_inbound(connection: Connection, message: InboundMessage) -> None:
-    """Insert ``message`` and one queued job per target (in the caller's transaction)."""
+def insert_inbound(
+    connection: Connection, message: InboundMessage, lease: Lease | None = None
+) -> None:
+    """Insert ``message`` and one queued job per target (in the caller's transaction);
+    with a ``lease``, the jobs are held by this node from the start: they are handed to its
+    runner without a claim (:meth:`rail.jobs.runner.Runner.offer`)."""
     connection.execute(
         "INSERT INTO inbound (id, sender, received_at, subject, authentication,"
         " bounce_allowed, peer, tls, size, sha256, data)"
@@ -96,7 +101,8 @@ def insert_inbound(connection: Connection, message: InboundMessage) -> None:
     )
     connection.executemany(
         "INSERT INTO webhooks (message_id, client, url, recipients, status, attempts,"
-        " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?)",
+        " next_attempt_at, updated_at, claimed_by, lease_until)"
+        " VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)",
         [
             (
                 message.id,
@@ -105,6 +111,8 @@ def insert_inbound(connection: Connection, message: InboundMessage) -> None:
                 json.dumps(list(target.recipients)),
                 message.received_at,
                 message.received_at,
+                None if lease is None else lease.node,
+                None if lease is None else lease.until,
             )
             for target in message.targets
         ],
@@ -118,17 +126,22 @@ def claim_webhooks(
     now: float,
     limit: int,
     exclude: Collection[tuple[str, str]],
+    lease: Lease | None = None,
 ) -> tuple[list[WebhookJob], dict[str, str]]:
     """Up to ``limit`` jobs due at ``now``, oldest due first, skipping ``exclude``; and the
     inbound messages among them that cannot be POSTed as stored, with the reason. Those
-    give no job: the caller quarantines them."""
+    give no job: the caller quarantines them. With a ``lease``, as
+    :func:`rail.store.deliveries.claim_due`: only jobs no other node holds, taken under it."""
+    free, params = claimable(lease)
     as_bytes = dialect_of(connection).as_bytes
     rows = connection.execute(
         f"SELECT message_id, {as_bytes.format('client')}, {as_bytes.format('url')},"  # noqa: S608
         f" {as_bytes.format('recipients')}, attempts FROM webhooks"
         " WHERE status IN ('queued', 'deferred') AND next_attempt_at <= ?"
-        " ORDER BY next_attempt_at LIMIT ?",
-        (now, limit + len(exclude)),
+        + free
+        + " ORDER BY next_attempt_at LIMIT ?"
+        + for_update(connection, lease),
+        (now, *params, limit + len(exclude)),
     ).fetchall()
     jobs: list[WebhookJob] = []
     bad: dict[str, str] = {}
@@ -166,7 +179,11 @@ def claim_webhooks(
                 data=data,
             )
         )
-    return [job for job in jobs if job.message_id not in bad], bad
+    jobs = [job for job in jobs if job.message_id not in bad]
+    if lease is not None:
+        keys = [(job.message_id, job.client) for job in jobs]
+        take(connection, "webhooks", ("message_id", "client"), keys, lease)
+    return jobs, bad
 
 
 _Inbound = tuple[str, str, float, dict[str, Any], bool, bytes]
@@ -203,17 +220,35 @@ def _json(value: object, column: str) -> Any:
         raise UnreadableRowError(f"stored {column} is not JSON") from None
 
 
-def quarantine_inbound(connection: Connection, message_id: str, reason: str, now: float) -> bool:
+def quarantine_inbound(
+    connection: Connection,
+    message_id: str,
+    reason: str,
+    now: float,
+    node: str | None = None,
+) -> bool:
     """Make every pending webhook job of inbound ``message_id`` ``failed`` with
-    ``reason``; whether any was pending. No attempt is counted and no DSN is made."""
+    ``reason``; whether any was pending. No attempt is counted and no DSN is made. With
+    leases (``node``), jobs another node holds are left to it, as in
+    :func:`rail.store.deliveries.quarantine_message`."""
+    spare, params = ("", ()) if node is None else _not_held_by_others(node, now)
     updated = connection.execute(
-        "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"
-        " updated_at = ? WHERE message_id = ? AND status IN ('queued', 'deferred')",
-        (QUARANTINE_PREFIX + reason, now, message_id),
+        "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
+        " updated_at = ?, claimed_by = NULL, lease_until = ?"
+        " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
+        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
     ).rowcount
-    if updated:
+    if not updated:
+        if node is not None and _jobs_pending(connection, message_id):
+            raise LeaseLostError(f"the pending webhooks of {message_id} are held by another node")
+        return False
+    if node is None or not _jobs_pending(connection, message_id):
         mark_finished(connection, "inbound", message_id, now)
-    return bool(updated)
+    return True
+
+
+def _not_held_by_others(node: str, now: float) -> tuple[str, tuple[object, ...]]:
+    return " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)", (node, now)
 
 
 def record_webhook(
@@ -221,19 +256,29 @@ def record_webhook(
     result: WebhookResult,
     dsn: DSNBuilder | None,
     subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
+    node: str | None = None,
 ) -> NewMessage | None:
     """Record one POST's outcome; on a final failure queue the DSN ``dsn`` makes, if the
     message allows one, and the ``inbound.failed`` event if ``subscriptions`` ask for it.
     Returns that DSN. A job already final is left alone (a late duplicate result cannot
-    undo ``delivered``)."""
+    undo ``delivered``). Recording ends the job's lease; with leases (``node``), a job
+    another node holds now raises :class:`LeaseLostError` before anything is written."""
+    still_held(
+        connection,
+        "webhooks",
+        ("message_id", "client"),
+        [(result.message_id, result.client)],
+        node,
+    )
     updated = connection.execute(
         "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
-        " last_reply = ?, updated_at = ?"
+        " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = ?"
         " WHERE message_id = ? AND client = ? AND status IN ('queued', 'deferred')",
         (
             result.status,
             result.next_attempt_at if result.status == "deferred" else None,
             result.reply,
+            result.attempted_at,
             result.attempted_at,
             result.message_id,
             result.client,

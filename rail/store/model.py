@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from rail.events.model import Event
 
@@ -29,6 +29,7 @@ __all__ = [
     "DueRecipient",
     "IBatchAccept",
     "IDeliveryQueue",
+    "ILeases",
     "IQueueStore",
     "IRetention",
     "IdempotencyKey",
@@ -40,9 +41,11 @@ __all__ = [
     "QuarantineKind",
     "Quarantined",
     "QueueFullError",
+    "QueueLeases",
     "RecipientStatus",
     "RecipientUpdate",
     "Replayed",
+    "Stale",
     "StoreUnavailableError",
     "SuppressedRecipient",
     "overall_status",
@@ -155,6 +158,21 @@ class Quarantined:
     message_id: str
     """For ``events``, the event's id."""
     kind: QuarantineKind
+    reason: str
+
+
+JobQueue = Literal["outbound", "inbound", "events"]
+
+
+@attrs.frozen
+class Stale:
+    """What recording a result (or a quarantine) answers when this node no longer holds
+    the job: its lease ended and another node took it (:mod:`rail.store.lease`). Nothing
+    was written; the other node's own attempt decides the job."""
+
+    queue: JobQueue
+    id: str
+    """The message's id (for ``events``, the event's)."""
     reason: str
 
 
@@ -318,7 +336,9 @@ class IDeliveryQueue(Interface):
     def record(result: JobResult, dsn: Any = None) -> Any:  # noqa: N805
         """Make ``result`` durable; when it leaves its message with no pending recipient
         and some bounced, ``dsn(BounceReport)`` is called and the NewMessage it returns is
-        queued in the same transaction. Fires with that NewMessage or None."""
+        queued in the same transaction. Fires with that NewMessage or None; or, with
+        leases (:class:`ILeases`), with :class:`Stale` when another node holds the job
+        now (nothing was written)."""
 
     def recipient_counts() -> Any:
         """Fires with the number of recipients in each status."""
@@ -341,6 +361,53 @@ class IDeliveryQueue(Interface):
         outbound or inbound, whether by :meth:`quarantine` or because a claim found its
         stored row unreadable or not matching its ``sha256`` (such a row is never
         handed out, and never stops the claim of the others)."""
+
+
+class ILeases(Interface):
+    """The leases of a queue shared by several nodes (:mod:`rail.store.lease`), as the job
+    runner (:mod:`rail.jobs.runner`) keeps them. Every method returns a Deferred."""
+
+    lease = Attribute(
+        "Seconds a claim holds its jobs unless renewed, or None: claims take no leases"
+        " (one process owns the queue), and nothing is to be renewed or released."
+    )
+
+    def renew_leases(queue: JobQueue, keys: Any, now: float) -> Any:  # noqa: N805
+        """Extend, to ``now`` + :attr:`lease`, this node's leases on the jobs of ``queue``
+        whose keys (:attr:`DeliveryJob.key`, :attr:`WebhookJob.key`, :attr:`EventJob.key`)
+        are ``keys``; jobs another node took meanwhile are not touched."""
+
+    def release_leases(queue: JobQueue, jobs: Any) -> Any:  # noqa: N805
+        """Give up this node's leases on ``jobs`` of ``queue`` (not started, or cut, when
+        stopping), so any node may claim them at once."""
+
+    def observe_stale(callback: Any) -> None:  # noqa: N805
+        """Call ``callback(Stale)`` on the reactor once per result (or quarantine) that
+        was not written because another node holds its job now."""
+
+
+@attrs.frozen
+class QueueLeases:
+    """``store``'s leases on the jobs of one ``queue``: what a job runner renews and
+    releases (:class:`rail.jobs.runner.JobLeases`)."""
+
+    store: Any
+    queue: JobQueue
+
+    @classmethod
+    def of(cls, store: object, queue: JobQueue) -> QueueLeases | None:
+        """The leases of ``store`` on ``queue``, or None if it keeps none."""
+        return cls(store, queue) if ILeases.providedBy(store) else None
+
+    @property
+    def lease(self) -> float | None:
+        return self.store.lease
+
+    def renew(self, keys: list[Any], now: float) -> Any:
+        return self.store.renew_leases(self.queue, keys, now)
+
+    def release(self, jobs: list[Any]) -> Any:
+        return self.store.release_leases(self.queue, jobs)
 
 
 @attrs.frozen

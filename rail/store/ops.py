@@ -18,6 +18,7 @@ from rail.store.db import Connection
 from rail.store.deliveries import DSNBuilder
 from rail.store.model import (
     IdempotencyKey,
+    JobQueue,
     JobResult,
     NewMessage,
     Quarantined,
@@ -34,6 +35,7 @@ __all__ = [
     "EventClaimOp",
     "EventRecordOp",
     "InboundAcceptOp",
+    "LeaseOp",
     "Op",
     "Outcome",
     "PurgeOp",
@@ -158,6 +160,19 @@ class QuarantineOp:
 
 
 @attrs.frozen
+class LeaseOp:
+    """Renew this node's leases on the jobs of ``queue`` whose ids (the first part of
+    their keys) are ``keys`` (``renew``), or release the rows named by ``keys``
+    (``release``); the result is None. Nothing to do without leases."""
+
+    action: Literal["renew", "release"]
+    queue: JobQueue
+    keys: tuple[Any, ...]
+    now: float
+    token: Any
+
+
+@attrs.frozen
 class AdminOp:
     """Run ``work(connection)`` (:mod:`rail.store.admin`), which returns its answer and
     its change to the number of pending messages: inside the batch's transaction, under
@@ -204,6 +219,7 @@ Op = (
     | PurgeOp
     | EventClaimOp
     | EventRecordOp
+    | LeaseOp
 )
 WRITES = (
     AcceptOp,
@@ -213,6 +229,7 @@ WRITES = (
     WebhookRecordOp,
     QuarantineOp,
     EventRecordOp,
+    LeaseOp,
 )
 Write = (
     AcceptOp
@@ -222,6 +239,7 @@ Write = (
     | WebhookRecordOp
     | QuarantineOp
     | EventRecordOp
+    | LeaseOp
 )
 
 

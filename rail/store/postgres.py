@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from rail.store import pg
 from rail.store.db import Connection
+from rail.store.lease import LEASE_SECONDS
 from rail.store.model import StoreUnavailableError
 from rail.store.pg import describe_dsn
 from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages, prepare, schema_version
@@ -97,10 +98,28 @@ class PostgresStore(QueueStore):
     """The queue in the PostgreSQL database of ``dsn``. Build it with :meth:`open`."""
 
     def __init__(
-        self, reactor: IReactorFromThreads, dsn: str, *, max_queued: int, node: str | None = None
+        self,
+        reactor: IReactorFromThreads,
+        dsn: str,
+        *,
+        max_queued: int,
+        lease: float = LEASE_SECONDS,
+        node: str | None = None,
+        leases: bool | None = None,
     ) -> None:
+        """``lease``, ``node`` and ``leases``: see :class:`QueueStore` (``node`` defaults
+        to this process's id; tests give two stores on one database their own, and the
+        tests of a single node's contract turn leases off)."""
         self.backend = PostgresBackend(dsn)
-        super().__init__(reactor, self.backend, max_queued=max_queued, min_free_bytes=0, node=node)
+        super().__init__(
+            reactor,
+            self.backend,
+            max_queued=max_queued,
+            min_free_bytes=0,
+            lease=lease,
+            node=node,
+            leases=leases,
+        )
 
     @classmethod
     def open(
@@ -109,18 +128,18 @@ class PostgresStore(QueueStore):
         reactor: IReactorFromThreads,
         *,
         max_queued: int,
+        lease: float = LEASE_SECONDS,
         node: str | None = None,
+        leases: bool | None = None,
     ) -> PostgresStore:
         """Connect, create the schema in an empty database or migrate an older one; call
         :meth:`start` before the store answers anything.
 
         Synchronous, for start-up before the reactor runs. Raises
         :class:`StoreUnavailableError` with a one-line message naming the server and
-        database when it cannot be reached or is at an unknown schema version. ``node``
-        is this process's id in shared rows (:func:`rail.store.lease.node_id` unless a
-        test runs two nodes in one process). No
+        database when it cannot be reached or is at an unknown schema version. No
         connection or thread is kept, so twistd may fork between ``open`` and ``start``.
         """
-        store = cls(reactor, dsn, max_queued=max_queued, node=node)
+        store = cls(reactor, dsn, max_queued=max_queued, lease=lease, node=node, leases=leases)
         store.backend.prepare()
         return store

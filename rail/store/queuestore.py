@@ -44,7 +44,7 @@ from rail.store.deliveries import (
 from rail.store.events import event_counts, inserted
 from rail.store.ids import id_time
 from rail.store.inbound import inbound_status, webhook_counts
-from rail.store.lease import node_id
+from rail.store.lease import LEASE_SECONDS, node_id
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -52,8 +52,10 @@ from rail.store.model import (
     IBatchAccept,
     IDeliveryQueue,
     IdempotencyKey,
+    ILeases,
     IQueueStore,
     IRetention,
+    JobQueue,
     JobResult,
     MessageStatus,
     NewMessage,
@@ -61,6 +63,7 @@ from rail.store.model import (
     Quarantined,
     QuarantineKind,
     Replayed,
+    Stale,
     StoreUnavailableError,
 )
 from rail.store.ops import (
@@ -72,6 +75,7 @@ from rail.store.ops import (
     EventClaimOp,
     EventRecordOp,
     InboundAcceptOp,
+    LeaseOp,
     Outcome,
     PurgeOp,
     QuarantineOp,
@@ -108,6 +112,7 @@ VACUUM_PAGES = 256
     IAdminQueue,
     ISuppressionList,
     IEventStore,
+    ILeases,
 )
 class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     """The queue in the database of ``backend``; build it with a subclass's ``open``."""
@@ -119,11 +124,16 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         *,
         max_queued: int,
         min_free_bytes: int,
+        lease: float = LEASE_SECONDS,
         node: str | None = None,
+        leases: bool | None = None,
     ) -> None:
+        """``lease``, ``node`` and ``leases``: see :class:`rail.store.writer.Writer`
+        (claims take leases where the engine shares its database, or when ``node`` is
+        given, as tests do)."""
         self._reactor = reactor
         self._backend = backend
-        # This process's id in shared rows, fixed at start (twistd may fork after open).
+        # The node id given (tests), else this process's (node_id(), as of start).
         self._node = node
         self._started = False
         self._closing = False
@@ -131,6 +141,7 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         self._observers: list[Callable[[], object]] = []
         self._inbound_observers: list[Callable[[list[WebhookJob]], object]] = []
         self._quarantine_observers: list[Callable[[Quarantined], object]] = []
+        self._stale_observers: list[Callable[[Stale], object]] = []
         self._inbound_accepts: dict[int, InboundMessage] = {}
         self._event_observers: list[Callable[[], object]] = []
         self._events_seen = inserted()
@@ -150,6 +161,9 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
             min_free_bytes=min_free_bytes,
             deliver=self._deliver_from_thread,
             stopped=self._stopped_from_thread,
+            lease=lease,
+            node=node,
+            leases=leases,
         )
 
     def start(self) -> None:
@@ -160,9 +174,6 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         """
         if self._started or self._closing:
             return
-        if self._node is None:
-            self._node = node_id()
-        self._writer.node = self._node
         connection = self._backend.connect()
         try:
             self._writer.start(connection)
@@ -257,9 +268,12 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
 
     @property
     def node(self) -> str:
-        """This process's id in shared rows (:func:`rail.store.lease.node_id` as of
-        :meth:`start`, or the one given: tests run two nodes in one process)."""
-        return node_id() if self._node is None else self._node
+        """This process's id in the shared usage rows: the one given (tests run two nodes
+        in one process), else :func:`rail.store.lease.node_id` as of :meth:`start`
+        (twistd may fork between building the store and starting it)."""
+        if self._node is not None:
+            return self._node
+        return self._writer.usage_node or node_id()
 
     @property
     def shared(self) -> bool:
@@ -329,10 +343,10 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
     ) -> Deferred[bool]:
         done = self._submit(lambda token: QuarantineOp(queue, message_id, kind, reason, now, token))
 
-        def reported(result: Quarantined | None) -> bool:
-            if result is not None:
+        def reported(result: Quarantined | Stale | None) -> bool:
+            if isinstance(result, Quarantined):
                 self._report([result])
-            return result is not None
+            return isinstance(result, Quarantined)
 
         return done.addCallback(reported)
 
@@ -344,6 +358,37 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         for record in quarantined:
             for observer in self._quarantine_observers:
                 observer(record)
+
+    @property
+    def lease(self) -> float | None:
+        """Seconds a claim holds its jobs, or None: this database belongs to one process,
+        whose claims take no leases (see ILeases; known once started)."""
+        return self._writer.lease if self._writer.node is not None else None
+
+    def renew_leases(self, queue: JobQueue, keys: Sequence[Any], now: float) -> Deferred[None]:
+        """Extend this node's leases on the jobs of ``queue`` keyed ``keys``; see ILeases."""
+        if self.lease is None or not keys:
+            return succeed(None)
+        ids = tuple(key if queue == "events" else key[0] for key in keys)
+        return self._submit(lambda token: LeaseOp("renew", queue, ids, now, token))
+
+    def release_leases(self, queue: JobQueue, jobs: Sequence[Any]) -> Deferred[None]:
+        """Give up this node's leases on ``jobs`` of ``queue``; see ILeases."""
+        if self.lease is None or not jobs:
+            return succeed(None)
+        rows: tuple[Any, ...]
+        if queue == "outbound":
+            rows = tuple((job.message_id, r.idx) for job in jobs for r in job.recipients)
+        elif queue == "inbound":
+            rows = tuple((job.message_id, job.client) for job in jobs)
+        else:
+            rows = tuple((job.id,) for job in jobs)
+        return self._submit(lambda token: LeaseOp("release", queue, rows, 0.0, token))
+
+    def observe_stale(self, callback: Callable[[Stale], object]) -> None:
+        """Call ``callback(Stale)`` once per result not written because another node holds
+        its job now; see ILeases."""
+        self._stale_observers.append(callback)
 
     def observe_accepted(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever new mail is queued; see :class:`IDeliveryQueue`."""
@@ -549,6 +594,10 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         if jobs:
             for hand_over in self._inbound_observers:
                 hand_over(jobs)
+        for _, result in outcomes:
+            if isinstance(result, Stale):
+                for tell in self._stale_observers:
+                    tell(result)
         for deferred, result in outcomes:
             if isinstance(result, BaseException):
                 deferred.errback(result)

@@ -20,6 +20,7 @@ from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.emit import EMISSION_SCHEMA
 from rail.store.events import EVENT_JOBS_SCHEMA, EVENTS_SCHEMA
 from rail.store.inbound import INBOUND_SCHEMA
+from rail.store.lease import LEASE_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.model import StoreUnavailableError
 from rail.store.purge import MIGRATE_4_TO_5, RETENTION_SCHEMA
@@ -61,7 +62,9 @@ _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Version 6 had no event jobs (issue 16); version 7 no message metadata nor suppression list;
 # version 8 no asynchronous bounce reports; version 9 no retention index nor tally of event
 # jobs; version 10 no record of the recipients a send found suppressed; version 11 no
-# TLS-RPT counters; version 12 no index of the deferral events (rail.store.emit).
+# TLS-RPT counters; version 12 no index of the deferral events (rail.store.emit); version 13
+# no lease columns on the job tables (rail.store.lease: unused by SQLite's own claims, kept so
+# the same SQL runs on both engines).
 _MIGRATE_1_TO_2 = """
 ALTER TABLE recipients ADD COLUMN remote_mta TEXT;
 DROP INDEX recipients_due;
@@ -142,6 +145,7 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
     + SEND_CHECK_SCHEMA
     + TLS_REPORTS_SCHEMA
     + EMISSION_SCHEMA
+    + LEASE_SCHEMA
 )
 
 # Each version's step from the one before it; a database at version v runs every later step,
@@ -159,6 +163,7 @@ _MIGRATIONS: dict[int, str] = {
     11: SEND_CHECK_SCHEMA,
     12: TLS_REPORTS_SCHEMA,
     13: EMISSION_SCHEMA,
+    14: LEASE_SCHEMA,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

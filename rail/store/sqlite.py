@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from rail.store.db import Connection
+from rail.store.lease import LEASE_SECONDS
 from rail.store.model import StoreUnavailableError
 from rail.store.queuestore import QueueStore
 from rail.store.reserve import settle
@@ -125,12 +126,23 @@ class SQLiteStore(QueueStore):
         max_queued: int,
         min_free_bytes: int,
         reserve_bytes: int = 0,
+        lease: float = LEASE_SECONDS,
+        node: str | None = None,
     ) -> None:
+        """``lease`` and ``node``: see :class:`QueueStore` (SQLite's claims take no leases
+        unless ``node`` is given, as tests do)."""
         self.directory = directory
         backend = SQLiteBackend(
             directory, min_free_bytes=min_free_bytes, reserve_bytes=reserve_bytes
         )
-        super().__init__(reactor, backend, max_queued=max_queued, min_free_bytes=min_free_bytes)
+        super().__init__(
+            reactor,
+            backend,
+            max_queued=max_queued,
+            min_free_bytes=min_free_bytes,
+            lease=lease,
+            node=node,
+        )
 
     @classmethod
     def open(
@@ -141,6 +153,8 @@ class SQLiteStore(QueueStore):
         max_queued: int,
         min_free_bytes: int,
         reserve_bytes: int = 0,
+        lease: float = LEASE_SECONDS,
+        node: str | None = None,
     ) -> SQLiteStore:
         """Create or check the queue in ``directory`` (created with mode 0700); call
         :meth:`start` before the store answers anything.
@@ -164,4 +178,6 @@ class SQLiteStore(QueueStore):
             max_queued=max_queued,
             min_free_bytes=min_free_bytes,
             reserve_bytes=reserve_bytes,
+            lease=lease,
+            node=node,
         )

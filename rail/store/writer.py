@@ -42,12 +42,15 @@ from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
+from rail.store.lease import LEASE_SECONDS, Lease, LeaseLostError, node_id, release, renew
 from rail.store.model import (
     Accepted,
+    JobQueue,
     NewMessage,
     Purged,
     Quarantined,
     QueueFullError,
+    Stale,
     StoreUnavailableError,
 )
 from rail.store.ops import (
@@ -60,6 +63,7 @@ from rail.store.ops import (
     EventClaimOp,
     EventRecordOp,
     InboundAcceptOp,
+    LeaseOp,
     Op,
     Outcome,
     PurgeOp,
@@ -90,8 +94,20 @@ _CLAIM: dict[str, Callable[..., tuple[list[Any], dict[str, str]]]] = {
     "inbound": claim_webhooks,
     "events": claim_events,
 }
+# Per queue: the table of its jobs, the column a renewal finds them by (the first part of a
+# job's key), and the columns that name one row (what a release names).
+_LEASE_TABLES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "outbound": ("recipients", "message_id", ("message_id", "idx")),
+    "inbound": ("webhooks", "message_id", ("message_id", "client")),
+    "events": ("events", "id", ("id",)),
+}
 _STOP = object()
 _WRITE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError)
+
+
+class _RetryWithSavepointsError(Exception):
+    """An operation failed in a batch written without savepoints: roll it back and write
+    the batch again, each operation under its own savepoint."""
 
 
 def _never(client: str) -> bool:
@@ -141,14 +157,33 @@ class Writer:
         min_free_bytes: int,
         deliver: Deliver,
         stopped: Callable[[], None],
+        lease: float = LEASE_SECONDS,
+        node: str | None = None,
+        leases: bool | None = None,
     ) -> None:
+        """``lease``: seconds a claim holds its jobs, when the database is shared
+        (:attr:`rail.store.db.Dialect.leases`); ``node``: the id written into the rows
+        this writer claims, which turns leases on whatever the engine (tests: two nodes
+        on one database); by default this process's :func:`node_id` where the engine
+        shares its database, else none (no leases); ``leases``: False turns them off
+        whatever the engine (the tests of a single node's contract), None leaves it to the
+        engine."""
         self._backend = backend
-        # This process's id in the shared usage rows (rail.store.sharedusage); set by the
-        # store before start, read by the thread.
-        self.node = ""
+        self.lease = lease
+        self._node = node
+        self._leases = leases
+        # This node's id in the rows it claims, or None: claims take no leases (set by start).
+        self.node: str | None = None
+        # This process's id in the shared usage rows (rail.store.sharedusage), whether or
+        # not claims take leases (set by start).
+        self.usage_node = ""
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
+        # Whether operations run under savepoints (see _write); batches written again
+        # after a failed first pass without them, for tests and metrics.
+        self._savepoints = True
+        self.retried_batches = 0
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
         self._deliver = deliver
@@ -168,6 +203,13 @@ class Writer:
     def start(self, connection: Connection) -> None:
         """Hand ``connection`` to a new thread; from now on only that thread uses it."""
         self._connection = connection
+        if self._leases is False:
+            self.node = None
+        elif self._node is not None:
+            self.node = self._node
+        elif dialect_of(connection).leases:
+            self.node = node_id()
+        self.usage_node = node_id() if self._node is None else self._node
         self.pending = self._backend.pending(connection)
         self._thread.start()
 
@@ -253,7 +295,22 @@ class Writer:
         return outcomes
 
     def _write(self, writes: list[Write | AdminOp]) -> list[Outcome]:
-        """One transaction for the whole batch: one fsync however many messages."""
+        """One transaction for the whole batch: one fsync however many messages. Where
+        savepoints cost a round trip (:attr:`Dialect.savepoints_after_failure`), the
+        batch is first written without them; if an operation fails, that transaction is
+        rolled back (nothing of it was committed) and the batch written again with a
+        savepoint per operation, so the failure is that operation's alone."""
+        if len(writes) > 1 and dialect_of(self._connected()).savepoints_after_failure:
+            self._savepoints = False
+            try:
+                return self._write_batch(writes)
+            except _RetryWithSavepointsError:
+                self.retried_batches += 1
+            finally:
+                self._savepoints = True
+        return self._write_batch(writes)
+
+    def _write_batch(self, writes: list[Write | AdminOp]) -> list[Outcome]:
         connection = self._connected()
         try:
             if connection.in_transaction:  # a failed ROLLBACK left one open
@@ -293,6 +350,8 @@ class Writer:
                     results.append(self._admin_one(op, budget))
                 elif isinstance(op, EventRecordOp):
                     results.append(self._record_event_one(op))
+                elif isinstance(op, LeaseOp):
+                    results.append(self._lease_one(op))
                 elif isinstance(op, QuarantineOp):
                     quarantined = self._quarantine_one(op)
                     finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
@@ -307,7 +366,7 @@ class Writer:
                     else:
                         results.append(outcome)
             if self._backend.shared:  # every node's limits count these (same transaction)
-                add_usage(connection, self.node, _counted(writes, results))
+                add_usage(connection, self.usage_node, _counted(writes, results))
             connection.execute("COMMIT")
         except _WRITE_ERRORS as error:
             self._rollback()
@@ -369,6 +428,11 @@ class Writer:
         StoreUnavailableError naming ``failed``, unless the engine rolled back the whole
         transaction or lost the connection (then the batch fails)."""
         connection = self._conn
+        if not self._savepoints:
+            try:
+                return work()
+            except Exception as error:  # the batch is written again, with savepoints
+                raise _RetryWithSavepointsError() from error
         merged = dialect_of(connection).next_savepoint
         if merged is not None and self._open_savepoint:
             connection.execute(merged)  # the last operation's, released with this one's made
@@ -399,35 +463,80 @@ class Writer:
         budget.messages += change
         return result
 
+    def _unless_stale(
+        self, queue: JobQueue, job_id: str, work: Callable[[], object]
+    ) -> Callable[[], object]:
+        """``work``, answering :class:`Stale` when it raises LeaseLostError (it wrote
+        nothing: the store functions check the lease first)."""
+
+        def guarded() -> object:
+            try:
+                return work()
+            except LeaseLostError as error:
+                return Stale(queue, job_id, str(error))
+
+        return guarded
+
+    def _lease_one(self, op: LeaseOp) -> object:
+        node = self.node
+        if node is None or not op.keys:
+            return None
+        table, column, row = _LEASE_TABLES[op.queue]
+
+        def work() -> None:
+            if op.action == "renew":
+                renew(self._conn, table, column, op.keys, node, op.now + self.lease)
+            else:
+                release(self._conn, table, row, op.keys, node)
+
+        return self._savepoint(work, f"cannot {op.action} leases")
+
     def _record_one(self, op: RecordOp) -> object:
         def record() -> object:
-            outcome = record_result(self._conn, op.result, op.dsn, self.subscriptions)
+            outcome = record_result(self._conn, op.result, op.dsn, self.subscriptions, self.node)
             if op.result.events:
                 result = op.result
                 insert_events(self._conn, result.events, result.attempted_at, self.subscriptions)
             return outcome
 
-        return self._savepoint(record, f"cannot record delivery of {op.result.message_id}")
+        message_id = op.result.message_id
+        return self._savepoint(
+            self._unless_stale("outbound", message_id, record),
+            f"cannot record delivery of {message_id}",
+        )
 
     def _record_webhook_one(self, op: WebhookRecordOp) -> object:
+        result = op.result
         return self._savepoint(
-            lambda: record_webhook(self._conn, op.result, op.dsn, self.subscriptions),
-            f"cannot record webhook of {op.result.message_id}",
+            self._unless_stale(
+                "inbound",
+                result.message_id,
+                lambda: record_webhook(self._conn, result, op.dsn, self.subscriptions, self.node),
+            ),
+            f"cannot record webhook of {result.message_id}",
         )
 
     def _record_event_one(self, op: EventRecordOp) -> object:
         return self._savepoint(
-            lambda: record_event(self._conn, op.result),
+            self._unless_stale(
+                "events",
+                op.result.event_id,
+                lambda: record_event(self._conn, op.result, self.node),
+            ),
             f"cannot record event {op.result.event_id}",
         )
 
     def _quarantine_one(self, op: QuarantineOp) -> object:
         def quarantine() -> Quarantined | None:
-            if not _QUARANTINE[op.queue](self._conn, op.message_id, op.reason, op.now):
+            quarantine = _QUARANTINE[op.queue]
+            if not quarantine(self._conn, op.message_id, op.reason, op.now, self.node):
                 return None
             return Quarantined(op.queue, op.message_id, op.kind, op.reason)
 
-        return self._savepoint(quarantine, f"cannot quarantine {op.message_id}")
+        return self._savepoint(
+            self._unless_stale(op.queue, op.message_id, quarantine),
+            f"cannot quarantine {op.message_id}",
+        )
 
     def _claim(
         self,
@@ -445,18 +554,20 @@ class Writer:
         quarantined: list[Quarantined] = []
         exclude = set(op.exclude)
         while len(jobs) < op.limit:
-            found, bad = claim(connection, op.now, op.limit - len(jobs), exclude)
+            found, bad = self._claim_round(claim, op.now, op.limit - len(jobs), exclude)
             jobs.extend(found)
             exclude.update(job.key for job in found)
             if not bad:
                 break
             try:
                 connection.execute(dialect_of(connection).begin)
-                done = [
-                    Quarantined(queue, message_id, "corrupt", reason)
-                    for message_id, reason in bad.items()
-                    if quarantine(connection, message_id, reason, op.now)
-                ]
+                done = []
+                for message_id, reason in bad.items():
+                    try:
+                        if quarantine(connection, message_id, reason, op.now, self.node):
+                            done.append(Quarantined(queue, message_id, "corrupt", reason))
+                    except LeaseLostError:
+                        pass  # another node holds it, and will find it damaged too
                 connection.execute("COMMIT")
             except DATABASE_ERRORS:
                 self._rollback()
@@ -469,9 +580,37 @@ class Writer:
                 break  # reported bad but no longer pending: nothing to gain from a new round
         return Claimed(jobs, quarantined)
 
+    def _claim_round(
+        self,
+        claim: Callable[..., tuple[list[Any], dict[str, str]]],
+        now: float,
+        limit: int,
+        exclude: set[Any],
+    ) -> tuple[list[Any], dict[str, str]]:
+        """One claim; with leases, in a transaction of its own that takes the jobs'
+        rows for this node (:mod:`rail.store.lease`): committed before they are handed
+        out, so no other node can take them too."""
+        connection = self._conn
+        if self.node is None:
+            return claim(connection, now, limit, exclude)
+        if connection.in_transaction:  # a failed ROLLBACK left one open
+            connection.execute("ROLLBACK")
+        connection.execute(dialect_of(connection).begin)
+        try:
+            found = claim(connection, now, limit, exclude, Lease(self.node, now, now + self.lease))
+            connection.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.commits += 1
+        return found
+
     def _spool_one(self, op: InboundAcceptOp, budget: Budget) -> object:
+        node = self.node
+        received = op.message.received_at
+        lease = None if node is None else Lease(node, received, received + self.lease)
         return self._savepoint(
-            lambda: spool_inbound(self._conn, op.message, budget),
+            lambda: spool_inbound(self._conn, op.message, budget, lease),
             f"cannot store inbound message {op.message.id}",
         )
 

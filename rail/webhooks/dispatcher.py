@@ -87,6 +87,7 @@ class Dispatcher(PostingKind[WebhookJob]):
             timeout=timeout,
             rng=rng,
             what="webhook",
+            queue="inbound",
         )
         self._dsn = dsn
         self._observer: IWebhookObserver = observer or _Quiet()

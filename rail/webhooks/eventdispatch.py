@@ -79,6 +79,7 @@ class EventDispatcher(PostingKind[EventJob]):
             timeout=timeout,
             rng=rng,
             what="event",
+            queue="events",
         )
         self._webhook_url = webhook_url
         self._observer: IEventObserver = observer or _Quiet()

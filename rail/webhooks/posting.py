@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rail.jobs.runner import Job, Runner, RunnerLimits
+from rail.store.model import JobQueue, QueueLeases
 from rail.webhooks.outcome import Attempt, Unreachable, WebhookPolicy
 
 __all__ = ["Post", "PostingKind", "Posts", "WebhookLimits", "runner_limits"]
@@ -121,9 +122,11 @@ class PostingKind(Generic[J]):
         timeout: float,
         rng: random.Random,
         what: str,
+        queue: JobQueue,
     ) -> None:
         """``key``: Rail's :class:`rail.webhooks.key.WebhookKey`; ``what``: the jobs in
-        log lines (``webhook``, ``event``)."""
+        log lines (``webhook``, ``event``); ``queue``: the store's queue of these jobs,
+        whose leases the runner keeps (``inbound``, ``events``)."""
         self._store = store
         self._clock = clock
         self._key = key
@@ -132,7 +135,12 @@ class PostingKind(Generic[J]):
         self._rng = rng
         self._posts = Posts(clock, post, timeout, what)
         # A subclass completes the kind (claim, group, work): hence the ignore.
-        self._runner: Runner[J] = Runner(self, clock, runner_limits(limits))  # type: ignore[arg-type]
+        self._runner: Runner[J] = Runner(
+            self,  # type: ignore[arg-type]
+            clock,
+            runner_limits(limits),
+            QueueLeases.of(store, queue),
+        )
 
     def reconfigure(self, policy: WebhookPolicy, limits: WebhookLimits, timeout: float) -> None:
         """New retry policy, limits and timeout (SIGHUP); running POSTs keep theirs."""

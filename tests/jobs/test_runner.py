@@ -7,9 +7,11 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rail.jobs.runner import IDLE_POLL, RECORD_RETRY, Runner, RunnerLimits
+from rail.store.model import Stale
 
 
 @attrs.frozen
@@ -166,3 +168,159 @@ class RunnerTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertTrue(kind.cut_called)
         self.assertEqual((runner.in_flight, kind.done, clock.getDelayedCalls()), (0, [], []))
+
+
+class _Leases:
+    """The store's leases as the runner sees them: records each renewal and release;
+    ``pending`` holds the releases not yet answered when ``hold`` is set."""
+
+    def __init__(self, lease: float | None) -> None:
+        self.lease = lease
+        self.renewals: list[tuple[float, list[Any]]] = []
+        self.released: list[list[str]] = []
+        self.hold = False
+        self.pending: list[Deferred[None]] = []
+
+    def renew(self, keys: list[Any], now: float) -> Deferred[None]:
+        self.renewals.append((now, sorted(keys)))
+        return succeed(None)
+
+    def release(self, jobs: list[Any]) -> Deferred[None]:
+        self.released.append(sorted(job.key for job in jobs))
+        if not self.hold:
+            return succeed(None)
+        answer: Deferred[None] = Deferred()
+        self.pending.append(answer)
+        return answer
+
+
+class RunnerLeaseTests(SynchronousTestCase):
+    def make(
+        self, lease: float | None = 60.0, **limits: int
+    ) -> tuple[_Kind, Runner[_Job], Clock, _Leases]:
+        clock = Clock()
+        kind = _Kind(per_group=1)
+        leases = _Leases(lease)
+        values = {"concurrency": 1, "backlog": 10, "claim_batch": 10, **limits}
+        runner: Runner[_Job] = Runner(kind, clock, RunnerLimits(**values), leases)
+        kind.runner = runner
+        return kind, runner, clock, leases
+
+    def test_renews_in_flight_jobs_every_third_of_a_lease(self) -> None:
+        """Every lease/3 seconds one renewal names every job in flight (running or
+        waiting); a round with nothing in flight asks nothing of the store."""
+        kind, runner, clock, leases = self.make()
+        runner.start()
+        clock.advance(20)
+        self.assertEqual(leases.renewals, [])
+        kind.due = [_Job("a0", "a"), _Job("a1", "a")]
+        runner.wake()
+        clock.advance(19.9)
+        self.assertEqual(leases.renewals, [])
+        clock.advance(0.1)
+        self.assertEqual(leases.renewals, [(40.0, ["a0", "a1"])])
+        kind.running["a0"].callback(None)
+        clock.advance(20)
+        self.assertEqual(leases.renewals[-1], (60.0, ["a1"]))
+        kind.running["a1"].callback(None)
+        self.successResultOf(runner.stop(0))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_offer_beyond_the_backlog_releases_the_rest(self) -> None:
+        """Jobs offered beyond the backlog (stored under this node's lease) are released
+        at once, so a claim (this node's or another's) can take them."""
+        kind, runner, clock, leases = self.make(backlog=2)
+        runner.start()
+        jobs = [_Job(f"a{n}", "a") for n in range(4)]
+        kind.due = list(jobs)
+        runner.offer(jobs)
+        self.assertEqual(runner.in_flight, 2)
+        self.assertEqual(leases.released, [["a2", "a3"]])
+        runner.offer(jobs[:1])  # already in flight: nothing to release
+        self.assertEqual(leases.released, [["a2", "a3"]])
+        kind.running["a0"].callback(None)
+        kind.running["a1"].callback(None)
+        kind.running["a2"].callback(None)
+        kind.running["a3"].callback(None)
+        self.successResultOf(runner.stop(0))
+
+    def test_a_job_outlasts_its_lease(self) -> None:
+        """A job running for many leases is renewed all along."""
+        kind, runner, clock, leases = self.make(lease=15.0)
+        kind.due = [_Job("a0", "a")]
+        runner.start()
+        clock.pump([5.0] * 60)  # 300 s: twenty leases
+        self.assertEqual(len(leases.renewals), 60)
+        self.assertEqual({tuple(keys) for _, keys in leases.renewals}, {("a0",)})
+        kind.running["a0"].callback(None)
+        self.successResultOf(runner.stop(0))
+
+    def test_no_leases_no_renewal(self) -> None:
+        """A store without leases (SQLite) is never asked to renew or release."""
+        kind, runner, clock, leases = self.make(lease=None)
+        kind.due = [_Job("a0", "a"), _Job("a1", "a")]
+        runner.start()
+        clock.advance(600)
+        stopped = runner.stop(0)
+        clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual((leases.renewals, leases.released), ([], []))
+
+    def test_stop_releases_unstarted_at_once_and_cut_ones_at_the_end(self) -> None:
+        """Stopping releases the jobs that had not started at once, keeps renewing the
+        running ones through the grace period, releases those cut once every worker has
+        ended (the stop waits for that write), then renews no more."""
+        kind, runner, clock, leases = self.make()
+        kind.due = [_Job("a0", "a"), _Job("a1", "a"), _Job("a2", "a")]
+        runner.start()
+        self.assertEqual(list(kind.running), ["a0"])
+        leases.hold = True
+        stopped = runner.stop(30)
+        self.assertEqual(leases.released, [["a1", "a2"]])
+        leases.pending.pop().callback(None)
+        clock.advance(20)
+        self.assertEqual(leases.renewals, [(20.0, ["a0"])])
+        clock.advance(10)  # grace over: a0 is cut
+        self.assertEqual(leases.released, [["a1", "a2"], ["a0"]])
+        self.assertNoResult(stopped)
+        leases.pending.pop().callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual((runner.in_flight, clock.getDelayedCalls()), (0, []))
+
+    def test_failed_release_is_logged_and_stop_ends(self) -> None:
+        """A release the store cannot write is logged (the leases end by themselves);
+        the stop still ends."""
+        kind, runner, clock, leases = self.make()
+        kind.due = [_Job("a0", "a"), _Job("a1", "a")]
+        runner.start()
+        leases.hold = True
+        with capturedLogs() as events:
+            stopped = runner.stop(0)
+            leases.pending.pop().errback(OSError("database gone"))
+            clock.advance(0)
+            leases.pending.pop().errback(OSError("database gone"))
+        self.successResultOf(stopped)
+        lines = [formatEvent(event) for event in events if "release" in event["log_format"]]
+        self.assertEqual(
+            lines,
+            [
+                "cannot release the leases of 1 tests: database gone; other nodes take"
+                " them when the leases end"
+            ]
+            * 2,
+        )
+
+    def test_stale_result_leaves_the_flight_untold(self) -> None:
+        """A result the store answers Stale (another node took the job) is not told to
+        the kind as recorded; the job leaves the flight and is not written again."""
+        kind, runner, clock, leases = self.make()
+        job = _Job("a0", "a")
+        kind.due = [job]
+        stale = Stale("outbound", "a0", "held by B")
+        kind.write = lambda job, result: succeed(stale)  # type: ignore[method-assign]
+        runner.start()
+        kind.running["a0"].callback(None)
+        self.assertEqual((runner.in_flight, kind.done), (0, []))
+        clock.advance(RECORD_RETRY * 2)
+        self.assertEqual(kind.done, [])
+        self.successResultOf(runner.stop(0))

@@ -1,12 +1,12 @@
 """The queue schemas of released Rail versions, for migration tests.
 
 Derived from the current schema by taking out what later versions added, and checked
-against that: version 12 has no index of deferral events; version 11 no TLS-RPT
-counters either; version 10 no suppressed recipients' table either; version 9 no
-retention index nor tally of event jobs either; version 8 no asynchronous bounce
-reports either; version 7 no message metadata nor suppression list either; version 6
-no event jobs either; version 5 (retention) has no admin tables and no ``deleted``
-recipient status either; version 4 has no retention bookkeeping either.
+against that: version 13 has no lease columns; version 12 no index of deferral events
+either; version 11 no TLS-RPT counters either; version 10 no suppressed recipients'
+table either; version 9 no retention index nor tally of event jobs either; version 8 no
+asynchronous bounce reports either; version 7 no message metadata nor suppression list
+either; version 6 no event jobs either; version 5 (retention) has no admin tables and no
+``deleted`` recipient status either; version 4 has no retention bookkeeping either.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from rail.store.admin import ADMIN_SCHEMA
 from rail.store.bouncereports import ASYNC_REPORTS_SCHEMA
 from rail.store.emit import EMISSION_SCHEMA
 from rail.store.events import EVENT_JOBS_SCHEMA, EVENTS_SCHEMA
+from rail.store.lease import LEASE_SCHEMA
 from rail.store.messagemeta import MESSAGE_META_SCHEMA
 from rail.store.purge import RETENTION_SCHEMA
 from rail.store.sendcheck import SEND_CHECK_SCHEMA
@@ -32,15 +33,23 @@ __all__ = [
     "schema_v10",
     "schema_v11",
     "schema_v12",
+    "schema_v13",
 ]
 
 _CHECK_6 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed', 'deleted'))"
 _CHECK_5 = "CHECK (status IN ('queued', 'deferred', 'sent', 'bounced', 'failed'))"
 
 
-def schema_v12() -> str:
-    """The script that made a fresh version 12 database (before ``PRAGMA user_version``)."""
+def schema_v13() -> str:
+    """The script that made a fresh version 13 database (before ``PRAGMA user_version``)."""
     current = schema._SCHEMA
+    assert current.count(LEASE_SCHEMA) == 1
+    return current.replace(LEASE_SCHEMA, "")
+
+
+def schema_v12() -> str:
+    """The script that made a fresh version 12 database."""
+    current = schema_v13()
     assert current.count(EMISSION_SCHEMA) == 1
     return current.replace(EMISSION_SCHEMA, "")
 

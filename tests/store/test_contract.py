@@ -76,9 +76,14 @@ def open_sqlite(test: TestCase, directory: Path | None = None, **limits: int) ->
 
 def open_postgres(test: TestCase, dsn: str | None = None, **limits: int) -> PostgresStore:
     """A real PostgresStore on a fresh database of the test cluster (or ``dsn``), closed
-    when ``test`` ends; skips when PostgreSQL is not installed."""
+    when ``test`` ends; skips when PostgreSQL is not installed. Its claims take no leases:
+    these tests pin one node's contract, in which a result may be recorded for a job no
+    claim took (the leases of several nodes are tests/store/test_leases_pg.py's)."""
     store = PostgresStore.open(
-        dsn or postgres_dsn(test), reactor, max_queued=limits.get("max_queued", 10_000)
+        dsn or postgres_dsn(test),
+        reactor,
+        max_queued=limits.get("max_queued", 10_000),
+        leases=False,
     )
     test.addCleanup(store.close)
     store.start()

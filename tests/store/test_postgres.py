@@ -7,6 +7,7 @@ import hashlib
 import threading
 from typing import Any
 
+import attrs
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
@@ -147,6 +148,39 @@ class GroupCommitTests(TestCase):
         self.assertLess(store.commits, 200)
         self.assertEqual(store.queued, 200)
         self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM messages"), [(200,)])
+
+
+class OptimisticBatchTests(TestCase):
+    async def test_one_failing_operation_fails_alone(self) -> None:
+        """A batch is first written without a savepoint per operation (each would be a
+        round trip); when one operation fails there (a NUL in a text field, which
+        PostgreSQL refuses), the batch is rolled back and written again with savepoints:
+        that operation fails alone, the others are stored once."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        gate, entered = threading.Event(), threading.Event()
+        self.addCleanup(gate.set)
+
+        def hold(connection: Any) -> tuple[object, int]:
+            entered.set()
+            return gate.wait(30), 0
+
+        held = store._run(hold, True)  # the next accepts wait as one batch
+        self.assertTrue(entered.wait(30))
+        good = [make_message() for _ in range(4)]
+        poison = attrs.evolve(make_message(), sender="bad\x00@example.com")
+        pending = [store.accept(m) for m in good[:2]]
+        pending.append(store.accept(poison))
+        pending.extend(store.accept(m) for m in good[2:])
+        gate.set()
+        await held
+        results = await _outcomes(pending)
+        self.assertEqual(
+            [r for i, r in enumerate(results) if i != 2], [Accepted(m.id, 1) for m in good]
+        )
+        self.assertIsInstance(results[2], StoreUnavailableError)
+        self.assertEqual(store._writer.retried_batches, 1)
+        self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM messages"), [(4,)])
 
 
 class SharedDatabaseTests(TestCase):
