@@ -17,9 +17,10 @@ processes do not queue behind one hot row's lock, and a read sums a few rows.
 
 The version is the one row of ``rail_schema``; a database at an older version runs every
 later step of :data:`MIGRATIONS` in order, in one transaction. PostgreSQL's versions start
-at 14 (SQLite's 13, plus the leases). Creating or migrating takes a transaction-scoped
-advisory lock first, so nodes starting together do it once: the others wait, then find
-the schema made.
+at 14 (SQLite's 13, plus the leases); 15 adds ``client_usage``, every node's acceptances
+per client for the rate limits (:mod:`rail.store.sharedusage`). Creating or migrating
+takes a transaction-scoped advisory lock first, so nodes starting together do it once:
+the others wait, then find the schema made.
 """
 
 from __future__ import annotations
