@@ -214,7 +214,8 @@ class ClientRates:
         merged = self._merged
         for key in [key for key in merged if key[1] < since]:
             del merged[key]
-        horizon = self._clock.seconds() - WINDOWS["messages_per_day"][0]
+        now = self._clock.seconds()
+        horizon = now - WINDOWS["messages_per_day"][0]
         added = 0
         for client, bucket, node, messages, recipients in rows:
             if bucket <= horizon:
@@ -232,6 +233,8 @@ class ClientRates:
             for name, window in usage.windows.items():
                 amount = more_recipients if name == "recipients_per_day" else more_messages
                 if amount:
-                    window.add(bucket, amount)
+                    # A node whose clock runs ahead writes future buckets: count them now
+                    # (adding at a later time would expire this node's recent buckets).
+                    window.add(min(bucket, now), amount)
             added += more_messages
         return added

@@ -166,3 +166,13 @@ class MergeOthersTests(SynchronousTestCase):
         rates = _rates(self.clock, messages_per_day=1)
         self.assertEqual(rates.merge_others([("app", NOW - 86400, "b", 5, 5)], NOW - 86400), 0)
         self.assertIsNone(rates.check_message("app"))
+
+    def test_a_clock_ahead_expires_nothing_early(self) -> None:
+        """A row from a node whose clock runs 50 s ahead counts as of now, and does not
+        push this node's own recent counts out of the minute."""
+        rates = _rates(self.clock, messages_per_minute=3)
+        rates.record("app", 1)
+        self.clock.advance(20)
+        rates.record("app", 1)
+        rates.merge_others([("app", NOW + 70, "b", 1, 1)], NOW)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_minute", 40))
