@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -130,14 +132,27 @@ class Stats:
 
 
 def _padding(length: int) -> bytes:
-    """``length`` bytes of CRLF text lines that never need dot-stuffing."""
+    """``length`` bytes of CRLF text lines that never need dot-stuffing (and compress
+    to almost nothing: see :func:`random_padding`)."""
     line = b"x" * 76 + b"\r\n"
     count, rest = divmod(max(length, 0), len(line))
     tail = b"x" * max(rest - 2, 0) + b"\r\n" if rest >= 2 else b""
     return line * count + tail
 
 
-def smtp_message(target: Target, size: int) -> bytes:
+def random_padding(length: int) -> bytes:
+    """``length`` bytes of CRLF lines of random base64 text (no dots), which no engine's
+    compression shrinks: what an attachment looks like to the store."""
+    text = base64.b64encode(os.urandom(length)).replace(b"+", b"A").replace(b"/", b"B")
+    lines = [text[i : i + 76] + b"\r\n" for i in range(0, length, 78)]
+    body = b"".join(lines)[: max(length - 2, 0)]
+    return body.rstrip(b"\r") + b"\r\n" if length >= 2 else b""
+
+
+Padding = Callable[[int], bytes]
+
+
+def smtp_message(target: Target, size: int, padding: Padding = _padding) -> bytes:
     """A message of about ``size`` bytes, already framed for DATA."""
     head = (
         f"From: <{target.sender}>\r\n"
@@ -147,14 +162,14 @@ def smtp_message(target: Target, size: int) -> bytes:
         "Content-Type: text/plain; charset=us-ascii\r\n"
         "\r\n"
     ).encode("ascii")
-    return head + _padding(size - len(head)) + b".\r\n"
+    return head + padding(size - len(head)) + b".\r\n"
 
 
-def http_request(target: Target, size: int, batch: int = 0) -> bytes:
+def http_request(target: Target, size: int, batch: int = 0, padding: Padding = _padding) -> bytes:
     """A keep-alive POST /api/v1/send whose message is about ``size`` bytes; with
     ``batch``, a POST /api/v1/send/batch of that many such messages."""
     # The header section Rail builds (From, To, Date, Message-ID, MIME) is about 270 bytes.
-    text = _padding(size - 270).decode("ascii").replace("\r\n", "\n")
+    text = padding(size - 270).decode("ascii").replace("\r\n", "\n")
     message = {
         "from": target.sender,
         "to": [target.recipient],

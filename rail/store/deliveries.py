@@ -220,39 +220,56 @@ def record_result(
     took over and recorded, raises :class:`LeaseLostError` before anything is written:
     that node's own attempt decides them (:func:`rail.store.lease.still_held`)."""
     message_id = result.message_id
-    still_held(
-        connection,
-        "recipients",
-        ("message_id", "idx"),
-        [(message_id, update.idx) for update in result.updates],
-        node,
-    )
-    was_pending = _pending(connection, message_id)
-    # A message put on hold while this attempt was in flight stays held: a deferral
-    # leaves it with no next attempt time (rail.store.admin).
-    held = (
-        connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
-        is not None
-    )
+    one_trip = dialect_of(connection).one_statement_inserts
+    state = _state(connection, result, node) if one_trip else None
+    if state is None:
+        still_held(
+            connection,
+            "recipients",
+            ("message_id", "idx"),
+            [(message_id, update.idx) for update in result.updates],
+            node,
+        )
+        was_pending = _pending(connection, message_id)
+        # A message put on hold while this attempt was in flight stays held: a deferral
+        # leaves it with no next attempt time (rail.store.admin).
+        held = (
+            connection.execute("SELECT 1 FROM holds WHERE message_id = ?", (message_id,)).fetchone()
+            is not None
+        )
+    else:
+        was_pending, held = state
     changed = []
     bounced: list[int] = []
     for update in result.updates:
-        applied = connection.execute(
-            "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
-            " remote_mta = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
-            " lease_until = ?"
-            " WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')",
-            (
-                update.status,
-                update.reply,
-                update.remote_mta,
-                update.next_attempt_at if update.status == "deferred" and not held else None,
-                result.attempted_at,
-                result.attempted_at,
-                message_id,
-                update.idx,
-            ),
-        ).rowcount
+        values = (
+            update.status,
+            update.reply,
+            update.remote_mta,
+            update.next_attempt_at if update.status == "deferred" and not held else None,
+            result.attempted_at,
+            result.attempted_at,
+            message_id,
+            update.idx,
+        )
+        if one_trip:  # the update and its history row in one round trip to the server
+            applied = connection.execute(
+                _UPDATE_WITH_ATTEMPT,
+                (
+                    *values,
+                    message_id,
+                    result.attempted_at,
+                    update.status,
+                    update.reply,
+                    update.remote_mta,
+                ),
+            ).rowcount
+            if applied:
+                changed.append(update)
+                if update.status == "bounced":
+                    bounced.append(update.idx)
+            continue
+        applied = connection.execute(_UPDATE, values).rowcount
         if applied:
             changed.append(update)
             # The history ``rail queue show`` prints (rail.store.admin reads it).
@@ -274,10 +291,62 @@ def record_result(
     # A recipient's final failure is reported at once, not held until its siblings are
     # final: one DSN for the recipients that bounced in this result.
     notification = finish_bounced(connection, message_id, dsn, bounced) if bounced else None
-    if not was_pending or _pending(connection, message_id):
+    if not was_pending:
+        return False, notification
+    if one_trip:  # finished unless still pending, in one round trip
+        finished = connection.execute(
+            "INSERT INTO finished (queue, id, finished_at) SELECT 'outbound', ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?"
+            " AND status IN ('queued', 'deferred')) ON CONFLICT (queue, id) DO NOTHING",
+            (message_id, result.attempted_at, message_id),
+        ).rowcount
+        return bool(finished), notification
+    if _pending(connection, message_id):
         return False, notification
     mark_finished(connection, "outbound", message_id, result.attempted_at)
     return True, notification
+
+
+_UPDATE = (
+    "UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?,"
+    " remote_mta = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
+    " lease_until = ? WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')"
+)
+_UPDATE_WITH_ATTEMPT = (
+    f"WITH u AS ({_UPDATE} RETURNING idx)"  # noqa: S608  (constant text)
+    " INSERT INTO attempts (message_id, idx, at, status, reply, remote_mta)"
+    " SELECT ?, idx, ?, ?, ?, ? FROM u"
+)
+
+
+def _state(connection: Connection, result: JobResult, node: str | None) -> tuple[bool, bool] | None:
+    """In one round trip: whether the message is pending and held, after checking that
+    this node may record ``result`` (:func:`rail.store.lease.still_held`, whose errors it
+    raises); None when none of its recipients is there any more (the caller asks again,
+    one question at a time)."""
+    indexes = [update.idx for update in result.updates]
+    marks = ", ".join("?" * len(indexes))
+    rows = connection.execute(
+        "SELECT idx, claimed_by, lease_until,"  # noqa: S608  (placeholders only)
+        " EXISTS (SELECT 1 FROM recipients WHERE message_id = ?"
+        " AND status IN ('queued', 'deferred')),"
+        " EXISTS (SELECT 1 FROM holds WHERE message_id = ?)"
+        f" FROM recipients WHERE message_id = ? AND idx IN ({marks})",
+        (result.message_id, result.message_id, result.message_id, *indexes),
+    ).fetchall()
+    if not rows:
+        return None
+    if node is not None:
+        for idx, claimed_by, lease_until, _, _ in rows:
+            if claimed_by == node or (claimed_by is None and lease_until is None):
+                continue
+            name = f"{result.message_id}/{idx}"
+            if claimed_by is None:
+                raise LeaseLostError(
+                    f"recipients {name} was taken over and recorded by another node"
+                )
+            raise LeaseLostError(f"recipients {name} is held by {claimed_by}")
+    return bool(rows[0][3]), bool(rows[0][4])
 
 
 def finish_bounced(

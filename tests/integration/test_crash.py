@@ -3,6 +3,10 @@
 Clients submit over SMTPS and the HTTP API from threads while the server process is killed
 with SIGKILL at random moments and restarted. Afterwards every acknowledged message must
 be in the queue exactly once, with the bytes that were sent (hash compared).
+
+The same test runs on each store backend: SQLite under the data directory, and a
+PostgreSQL database of the test cluster (``storage.backend: postgresql``), whose rows are
+read back directly (:mod:`tests.integration.stores`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from rail.store.inspect import list_messages
 from tests.integration.processes import (
     free_port,
     other_listeners,
@@ -30,6 +33,7 @@ from tests.integration.processes import (
     start_twistd,
     wait_for_port,
 )
+from tests.integration.stores import backend_for, stored_messages
 
 _ROUNDS = 3
 _SMTP_CLIENTS = 4
@@ -131,13 +135,17 @@ def _sleep(seconds: float) -> Any:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-class CrashSafetyTests(TestCase):
+class _CrashSafety:
+    """The crash test, mixed into a TestCase per backend (``backend``)."""
+
+    backend = "sqlite"
     timeout = 180
 
     @inlineCallbacks
     def test_acknowledged_mail_survives_sigkill(self) -> Any:
         """Every message acknowledged before a SIGKILL is in the queue after restart,
         exactly once, with identical bytes."""
+        backend = backend_for(self, self.backend)
         directory = Path(self.mktemp()).absolute()
         https_port, smtp_port = free_port(), free_port()
         out, err, code = yield rail(
@@ -152,8 +160,15 @@ class CrashSafetyTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         config = str(directory / "rail.yaml")
+        backend.configure(Path(config))
         server = start_twistd(["rail", "--config", config])
-        yield wait_for_port(smtp_port, server)
+        try:
+            yield wait_for_port(smtp_port, server)
+            backend.require_used(directory / "data")
+        except BaseException:
+            server.signal("TERM")
+            yield server.ended
+            raise
         clients = _Clients(directory, smtp_port, https_port)
         clients.start()
         try:
@@ -173,7 +188,8 @@ class CrashSafetyTests(TestCase):
             server.signal("TERM")
             yield server.ended
 
-        stored = {message.id: message for message in list_messages(directory / "data" / "queue")}
+        with backend.connect(directory / "data") as connection:
+            stored = {message.id: message for message in stored_messages(connection)}
         self.assertGreater(len(clients.smtp_acked), 0)
         self.assertGreater(len(clients.api_acked), 0)
         self.assertGreater(clients.errors, 0, "no client ever saw the server die")
@@ -194,3 +210,11 @@ class CrashSafetyTests(TestCase):
             if line.startswith(b"Subject: ")
         ]
         self.assertEqual(len(tokens), len(set(tokens)), "a message was stored twice")
+
+
+class SQLiteCrashSafetyTests(_CrashSafety, TestCase):
+    backend = "sqlite"
+
+
+class PostgreSQLCrashSafetyTests(_CrashSafety, TestCase):
+    backend = "postgresql"

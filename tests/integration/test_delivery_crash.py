@@ -17,6 +17,10 @@ number of messages (10,000 by default), e.g. for a longer soak run. This is a co
 test: it waits for progress as long as trial's timeout allows and asserts no speed; how
 fast the intake, the delivery and the recovery after a SIGKILL are is measured by
 ``bench/submit.py --fill`` and ``bench/deliver.py --kill-at`` (bench/README.md).
+
+The test runs on each store backend: SQLite under the data directory, and a PostgreSQL
+database of the test cluster, whose rows are read back directly
+(:mod:`tests.integration.stores`).
 """
 
 from __future__ import annotations
@@ -39,10 +43,6 @@ from twisted.names import dns
 from twisted.python import log
 from twisted.trial.unittest import TestCase
 
-from rail.store.deliveries import recipient_counts
-from rail.store.inspect import list_messages
-from rail.store.schema import open_readonly
-from rail.store.status import read_status
 from tests.integration.processes import (
     Server,
     free_port,
@@ -50,6 +50,14 @@ from tests.integration.processes import (
     rail,
     start_twistd,
     wait_for_port,
+)
+from tests.integration.stores import (
+    Backend,
+    attempt_counts,
+    backend_for,
+    pending_count,
+    status_counts,
+    stored_messages,
 )
 from tests.support.dnsserver import start_dns
 from tests.support.smtpsink import read_dump, start_smtp_sink
@@ -144,12 +152,14 @@ def _submit_all(directory: Path, port: int, count: int) -> dict[int, str]:
 # -- observing -------------------------------------------------------------------------------
 
 
-def _counts(queue: Path) -> dict[str, int]:
-    connection = open_readonly(queue)
-    try:
-        return recipient_counts(connection)
-    finally:
-        connection.close()
+def _counts(backend: Backend, data_dir: Path) -> dict[str, int]:
+    with backend.connect(data_dir) as connection:
+        return status_counts(connection)
+
+
+def _pending(backend: Backend, data_dir: Path) -> int:
+    with backend.connect(data_dir) as connection:
+        return pending_count(connection)
 
 
 def _dump_files(directory: Path) -> int:
@@ -176,7 +186,10 @@ def _seed() -> int:
     return int(text) if text else random.SystemRandom().randrange(2**32)
 
 
-class DeliveryCrashTests(TestCase):
+class _DeliveryCrash:
+    """The delivery crash test, mixed into a TestCase per backend (``backend``)."""
+
+    backend = "sqlite"
     # Only against a hang: each step waits for progress, not for a deadline; the run
     # takes well under a minute on a 2-core machine (speed is bench/deliver.py's job).
     timeout = 900
@@ -188,6 +201,7 @@ class DeliveryCrashTests(TestCase):
         seed = _seed()
         _note(f"delivery crash test: seed {seed} (repeat with RAIL_CRASH_SEED={seed})")
         rng = random.Random(seed)
+        backend = backend_for(self, self.backend)
         directory = Path(self.mktemp()).absolute()
         https_port, smtps_port = free_port(), free_port()
         out, err, code = await rail(
@@ -202,7 +216,8 @@ class DeliveryCrashTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         config_path = directory / "rail.yaml"
-        queue = directory / "data" / "queue"
+        backend.configure(config_path)
+        data_dir = directory / "data"
 
         records: dict[str, list[Any]] = {
             f"d{d}.crash.test": [dns.Record_MX(10, b"mx.crash.test", ttl=3600)]
@@ -239,12 +254,13 @@ class DeliveryCrashTests(TestCase):
 
         # 1. Fill the queue through Rail's own intake, delivery held.
         server = await start(hold=True)
+        backend.require_used(data_dir)
         queued = await deferToThread(_submit_all, directory, smtps_port, _MESSAGES)
         server.signal("TERM")
         self.assertEqual(await server.ended, -15, server.output.decode()[-3000:])
         self.assertEqual(len(queued), _MESSAGES)
         self.assertEqual(
-            _counts(queue),
+            _counts(backend, data_dir),
             {
                 "queued": _MESSAGES,
                 "deferred": 0,
@@ -271,12 +287,12 @@ class DeliveryCrashTests(TestCase):
             await _sleep(_POLL)
         server.signal("KILL")
         self.assertEqual(await server.ended, -9)
-        at_kill = _dump_files(dumps), _counts(queue)
+        at_kill = _dump_files(dumps), _counts(backend, data_dir)
         self.assertLess(at_kill[1]["sent"], _MESSAGES, "everything was sent before the kill")
 
         # 3. Restart and let it finish.
         server = await start()
-        while (counts := _counts(queue))["queued"] + counts["deferred"]:
+        while _pending(backend, data_dir):
             if server.ended.called:
                 self.fail(f"Rail exited after restart:\n{server.output.decode()[-3000:]}")
             await _sleep(0.25)
@@ -285,7 +301,9 @@ class DeliveryCrashTests(TestCase):
         await sink.stop()
 
         # 4. Every message is in the dumps at least once, with the queued bytes.
-        stored = {message.id: message for message in list_messages(queue)}
+        with backend.connect(data_dir) as connection:
+            stored = {message.id: message for message in stored_messages(connection)}
+            attempts = attempt_counts(connection)
         self.assertEqual(len(stored), _MESSAGES, "the queue holds other messages (a DSN?)")
         by_token = {f"crash-{n}": stored[queue_id] for n, queue_id in queued.items()}
         seen: Counter[str] = Counter()
@@ -304,7 +322,7 @@ class DeliveryCrashTests(TestCase):
 
         # 5. The queue agrees: everything sent, nothing pending, nothing bounced.
         self.assertEqual(
-            _counts(queue),
+            _counts(backend, data_dir),
             {
                 "queued": 0,
                 "deferred": 0,
@@ -314,22 +332,21 @@ class DeliveryCrashTests(TestCase):
                 "deleted": 0,
             },
         )
-        connection = open_readonly(queue)
-        try:
-            attempts: Counter[int] = Counter()
-            for message in stored.values():
-                status = read_status(connection, message.client, message.id)
-                assert status is not None
-                attempts.update(recipient.attempts for recipient in status.recipients)
-        finally:
-            connection.close()
-
         duplicates = sum(count - 1 for count in seen.values())
         dumped, counts = at_kill
         _note(
-            f"delivery crash test: seed {seed}; {_MESSAGES} messages to {_DOMAINS} domains;"
+            f"delivery crash test ({self.backend}): seed {seed}; {_MESSAGES} messages"
+            f" to {_DOMAINS} domains;"
             f" SIGKILL at {fraction:.0%} with {dumped} files in the sink and"
             f" {counts['sent']} recorded sent; {duplicates} duplicate deliveries"
             f" ({sum(1 for c in seen.values() if c > 1)} messages sent more than once);"
             f" attempts per recipient {dict(sorted(attempts.items()))}"
         )
+
+
+class SQLiteDeliveryCrashTests(_DeliveryCrash, TestCase):
+    backend = "sqlite"
+
+
+class PostgreSQLDeliveryCrashTests(_DeliveryCrash, TestCase):
+    backend = "postgresql"
