@@ -85,6 +85,7 @@ from rail.store.queuestore import QueueStore
 from rail.store.reserve import RESERVE_NAME, settle
 from rail.store.retention import RetentionService
 from rail.store.service import StoreService
+from rail.store.usagepoll import UsagePoller
 from rail.tlsrpt.mailbox import ReportMailbox, report_address
 from rail.tlsrpt.service import build_tlsrpt
 from rail.web.health import Readiness
@@ -463,7 +464,12 @@ def build_service(
     rates = ClientRates(reactor, lambda name: clients[0].limits(name))
     store.use_sandboxed(lambda name: clients[0].sandbox(name))
     # Started after the store (a later child), so the seed is read on its read thread.
-    _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
+    if store.shared:  # every node's acceptances, from the shared usage rows
+        usage_poll = UsagePoller(reactor, store, rates)
+        usage_poll.setServiceParent(root)
+        stats.add_section("shared_rate_limits", usage_poll.summary)
+    else:
+        _OnStart(lambda: seed_rates(rates, reactor, store)).setServiceParent(root)
     secrets = SecretsWatch(
         webhook_key,
         _secrets_home(config, source),

@@ -58,6 +58,7 @@ _PURE = [
     "store/backend.py",
     "store/db.py",
     "store/pgschema.py",
+    "store/sharedusage.py",
     "dkim/canonical.py",
     "dkim/sign.py",
     "dkim/generations.py",

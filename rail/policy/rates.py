@@ -11,7 +11,10 @@ API sends as ``Retry-After`` and SMTP names in its reply text.
 Counts are in memory, on the reactor thread; :meth:`ClientRates.seed` adds what the store
 holds of the last day at start-up (see docs/limits.md for exactly what a restart keeps).
 A message is counted when the store has accepted it: sessions checked at the same moment
-may together pass a limit by the messages they had in flight.
+may together pass a limit by the messages they had in flight. With a shared database the
+other nodes' acceptances arrive about once a second as running totals per client, bucket
+and node, and :meth:`ClientRates.merge_others` adds what each total grew by since it was
+last seen.
 
 Pure: the clock is passed in, nothing here does I/O.
 """
@@ -135,6 +138,9 @@ class ClientRates:
         self._clock = clock
         self._limits = limits
         self._usage: dict[str, _Usage] = {}
+        # The other nodes' totals merged so far, per (client, bucket, node), of the buckets
+        # a poll may still read again.
+        self._merged: dict[tuple[str, float, str], tuple[int, int]] = {}
 
     def reconfigure(self, limits: Callable[[str], ClientLimits]) -> None:
         """New limits (SIGHUP); the counts so far stay."""
@@ -198,3 +204,37 @@ class ClientRates:
                 usage = self._usage[client] = _Usage()
             for name, window in usage.windows.items():
                 window.add(at, recipients if name == "recipients_per_day" else messages)
+
+    def merge_others(self, rows: Iterable[tuple[str, float, str, int, int]], since: float) -> int:
+        """Add the other nodes' acceptances: ``(client, bucket, node, messages,
+        recipients)`` rows are each node's running totals of every bucket from ``since``
+        on; each row adds what it grew by since it was last merged (a row read again
+        unchanged adds nothing). Totals of buckets before ``since`` are forgotten: the next
+        poll no longer reads them. Returns the messages added."""
+        merged = self._merged
+        for key in [key for key in merged if key[1] < since]:
+            del merged[key]
+        now = self._clock.seconds()
+        horizon = now - WINDOWS["messages_per_day"][0]
+        added = 0
+        for client, bucket, node, messages, recipients in rows:
+            if bucket <= horizon:
+                continue
+            key = (client, bucket, node)
+            had_messages, had_recipients = merged.get(key, (0, 0))
+            merged[key] = (max(messages, had_messages), max(recipients, had_recipients))
+            more_messages = max(0, messages - had_messages)
+            more_recipients = max(0, recipients - had_recipients)
+            if not (more_messages or more_recipients):
+                continue
+            usage = self._usage.get(client)
+            if usage is None:
+                usage = self._usage[client] = _Usage()
+            for name, window in usage.windows.items():
+                amount = more_recipients if name == "recipients_per_day" else more_messages
+                if amount:
+                    # A node whose clock runs ahead writes future buckets: count them now
+                    # (adding at a later time would expire this node's recent buckets).
+                    window.add(min(bucket, now), amount)
+            added += more_messages
+        return added

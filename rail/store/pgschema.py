@@ -17,9 +17,10 @@ processes do not queue behind one hot row's lock, and a read sums a few rows.
 
 The version is the one row of ``rail_schema``; a database at an older version runs every
 later step of :data:`MIGRATIONS` in order, in one transaction. PostgreSQL's versions start
-at 14 (SQLite's 13, plus the leases). Creating or migrating takes a transaction-scoped
-advisory lock first, so nodes starting together do it once: the others wait, then find
-the schema made.
+at 14 (SQLite's 13, plus the leases); 15 adds ``client_usage``, every node's acceptances
+per client for the rate limits (:mod:`rail.store.sharedusage`). Creating or migrating
+takes a transaction-scoped advisory lock first, so nodes starting together do it once:
+the others wait, then find the schema made.
 """
 
 from __future__ import annotations
@@ -231,6 +232,15 @@ CREATE TABLE tls_outcomes (
     PRIMARY KEY (day, policy_domain, policy_type, policy_strings, result, mx_host, receiving_ip)
 );
 
+CREATE TABLE client_usage (
+    client TEXT COLLATE "C" NOT NULL,
+    bucket DOUBLE PRECISION NOT NULL,
+    node TEXT COLLATE "C" NOT NULL,
+    messages BIGINT NOT NULL,
+    recipients BIGINT NOT NULL,
+    PRIMARY KEY (bucket, client, node)
+);
+
 -- Adds d to the tally row of (q, s) of this connection's shard.
 CREATE FUNCTION rail_tally_add(q TEXT, s TEXT, d BIGINT) RETURNS void LANGUAGE sql AS $$
     INSERT INTO tally (queue, status, shard, n)
@@ -304,9 +314,29 @@ CREATE TRIGGER finished_tally AFTER INSERT OR DELETE ON finished
 """
 )
 
-MIGRATIONS: dict[int, str] = {}
-"""Each version's step from the one before it (the first version has none): a new version
-adds its step here and its tables to :data:`SCHEMA`."""
+MIGRATIONS: dict[int, str] = {
+    # 15: every node's acceptances per client and 5-second bucket (cluster-wide rate
+    # limits, rail.store.sharedusage), filled with the last day's mail already stored so
+    # the limits keep counting it across the upgrade.
+    15: """
+CREATE TABLE client_usage (
+    client TEXT COLLATE "C" NOT NULL,
+    bucket DOUBLE PRECISION NOT NULL,
+    node TEXT COLLATE "C" NOT NULL,
+    messages BIGINT NOT NULL,
+    recipients BIGINT NOT NULL,
+    PRIMARY KEY (bucket, client, node)
+);
+INSERT INTO client_usage (client, bucket, node, messages, recipients)
+    SELECT client, floor(received_at / 5) * 5, 'schema-15', count(*),
+        sum((SELECT count(*) FROM recipients WHERE message_id = messages.id))
+    FROM messages
+    WHERE sender != '' AND received_at >= extract(epoch FROM now()) - 86400
+    GROUP BY client, floor(received_at / 5) * 5;
+""",
+}
+"""Each version's step from the one before it (the first version, 14, has none): a new
+version adds its step here and its tables to :data:`SCHEMA`."""
 
 PG_SCHEMA_VERSION = max(MIGRATIONS, default=14)
 

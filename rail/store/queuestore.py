@@ -44,7 +44,7 @@ from rail.store.deliveries import (
 from rail.store.events import event_counts, inserted
 from rail.store.ids import id_time
 from rail.store.inbound import inbound_status, webhook_counts
-from rail.store.lease import LEASE_SECONDS
+from rail.store.lease import LEASE_SECONDS, node_id
 from rail.store.model import (
     Accepted,
     Conflict,
@@ -85,6 +85,7 @@ from rail.store.ops import (
     WebhookRecordOp,
 )
 from rail.store.reader import Read, Reader
+from rail.store.sharedusage import others_usage, others_usage_by_minute
 from rail.store.status import read_status
 from rail.store.suppressionmodel import ISuppressionList
 from rail.store.suppressionqueue import SQLiteSuppressions
@@ -132,6 +133,8 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         given, as tests do)."""
         self._reactor = reactor
         self._backend = backend
+        # The node id given (tests), else this process's (node_id(), as of start).
+        self._node = node
         self._started = False
         self._closing = False
         self._close_waiters: list[Deferred[None]] | None = None
@@ -262,6 +265,40 @@ class QueueStore(SQLiteAdmin, SQLiteSuppressions, SQLiteTLSReports):
         """Messages and recipients per client and minute from ``since`` to ``until``, on
         the read thread (see :func:`rail.store.usage.client_usage`): the rate limits' seed."""
         return self._read(lambda connection: client_usage(connection, since, until))
+
+    @property
+    def node(self) -> str:
+        """This process's id in the shared usage rows: the one given (tests run two nodes
+        in one process), else :func:`rail.store.lease.node_id` as of :meth:`start`
+        (twistd may fork between building the store and starting it)."""
+        if self._node is not None:
+            return self._node
+        return self._writer.usage_node or node_id()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes accept mail into the same database (PostgreSQL)."""
+        return self._backend.shared
+
+    def others_usage(self, since: float) -> Deferred[list[tuple[str, float, str, int, int]]]:
+        """The other nodes' usage rows from the bucket of ``since`` on, read on the read
+        thread (see :func:`rail.store.sharedusage.others_usage`); shared databases only."""
+        return self._read(lambda connection: others_usage(connection, self.node, since))
+
+    def usage_seed(
+        self, since: float, recent: float
+    ) -> Deferred[tuple[list[tuple[str, float, int, int]], list[tuple[str, float, str, int, int]]]]:
+        """The other nodes' usage from ``since``: per client and minute before ``recent``,
+        and row by row from ``recent`` on, in one read on the read thread; shared
+        databases only (start-up: :class:`rail.store.usagepoll.UsagePoller`)."""
+
+        def read(
+            connection: Connection,
+        ) -> tuple[list[tuple[str, float, int, int]], list[tuple[str, float, str, int, int]]]:
+            old = others_usage_by_minute(connection, self.node, since, recent)
+            return old, others_usage(connection, self.node, recent)
+
+        return self._read(read)
 
     def claim(
         self, now: float, limit: int, exclude: frozenset[tuple[str, str]]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 from typing import Any, Literal
 
+import attrs
 from twisted.logger import Logger
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
@@ -43,6 +44,7 @@ from rail.store.events import claim_events, insert_events, quarantine_event, rec
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
 from rail.store.lease import LEASE_SECONDS, Lease, LeaseLostError, node_id, release, renew
 from rail.store.model import (
+    Accepted,
     JobQueue,
     NewMessage,
     Purged,
@@ -74,6 +76,7 @@ from rail.store.ops import (
     is_write,
 )
 from rail.store.purge import purge_step
+from rail.store.sharedusage import USAGE_RETENTION, add_usage, purge_usage
 
 __all__ = ["MAX_BATCH", "Writer"]
 
@@ -109,6 +112,22 @@ class _RetryWithSavepointsError(Exception):
 
 def _never(client: str) -> bool:
     return False
+
+
+def _counted(writes: Sequence[Write | AdminOp], results: Sequence[object]) -> list[NewMessage]:
+    """The outbound messages a batch stored (not replays, conflicts or refusals): what the
+    clients' shared usage counts."""
+    messages: list[NewMessage] = []
+    for op, result in zip(writes, results, strict=True):
+        if isinstance(op, AcceptOp) and isinstance(result, Accepted):
+            messages.append(op.message)
+        elif isinstance(op, AcceptManyOp) and isinstance(result, list):
+            messages.extend(
+                message
+                for (message, _), outcome in zip(op.items, result, strict=True)
+                if isinstance(outcome, Accepted)
+            )
+    return messages
 
 
 def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
@@ -155,6 +174,9 @@ class Writer:
         self._leases = leases
         # This node's id in the rows it claims, or None: claims take no leases (set by start).
         self.node: str | None = None
+        # This process's id in the shared usage rows (rail.store.sharedusage), whether or
+        # not claims take leases (set by start).
+        self.usage_node = ""
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
@@ -187,6 +209,7 @@ class Writer:
             self.node = self._node
         elif dialect_of(connection).leases:
             self.node = node_id()
+        self.usage_node = node_id() if self._node is None else self._node
         self.pending = self._backend.pending(connection)
         self._thread.start()
 
@@ -342,6 +365,8 @@ class Writer:
                         results.append(notification)
                     else:
                         results.append(outcome)
+            if self._backend.shared:  # every node's limits count these (same transaction)
+                add_usage(connection, self.usage_node, _counted(writes, results))
             connection.execute("COMMIT")
         except _WRITE_ERRORS as error:
             self._rollback()
@@ -376,7 +401,7 @@ class Writer:
             return error
         self._rollback()
         try:
-            return purge_step(
+            purged = purge_step(
                 self._conn,
                 now=op.now,
                 body_before=op.body_before,
@@ -385,6 +410,10 @@ class Writer:
                 limit=op.limit,
                 vacuum_pages=op.vacuum_pages,
             )
+            if not self._backend.shared:
+                return purged
+            usage = purge_usage(self._conn, op.now - USAGE_RETENTION, op.limit)
+            return attrs.evolve(purged, more=purged.more or usage == op.limit)
         except _WRITE_ERRORS as error:
             self._rollback()
             return _unavailable("cannot purge queue", error)

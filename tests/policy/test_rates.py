@@ -109,3 +109,70 @@ class WindowTests(SynchronousTestCase):
             Limited("recipients_per_day", 7).text,
             "recipient rate limit (recipients_per_day) reached; try again in 7s",
         )
+
+
+class MergeOthersTests(SynchronousTestCase):
+    """The other nodes' running totals, merged as deltas (a shared database)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+
+    def test_totals_add_their_growth_once(self) -> None:
+        """A row read again unchanged adds nothing; a row that grew adds the difference;
+        rows of two nodes for one bucket both count."""
+        rates = _rates(self.clock, messages_per_minute=10)
+        since = NOW - 15
+        self.assertEqual(rates.merge_others([("app", NOW, "b", 3, 3)], since), 3)
+        self.assertEqual(rates.merge_others([("app", NOW, "b", 3, 3)], since), 0)
+        self.assertEqual(
+            rates.merge_others([("app", NOW, "b", 5, 5), ("app", NOW, "c", 4, 4)], since), 6
+        )
+        rates.record("app", 1)  # this node's own: 9 + 1 = 10
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_minute", 60))
+
+    def test_counts_in_the_rows_bucket(self) -> None:
+        """Another node's messages leave the minute window when their bucket does, not
+        a minute after they were merged."""
+        rates = _rates(self.clock, messages_per_minute=2)
+        self.clock.advance(3)
+        rates.merge_others([("app", NOW - 20, "b", 2, 2)], NOW - 30)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_minute", 37))
+        self.clock.advance(37)
+        self.assertIsNone(rates.check_message("app"))
+
+    def test_recipients_count_per_day(self) -> None:
+        """Recipients merged count against recipients per day, messages against the
+        message windows."""
+        rates = _rates(self.clock, recipients_per_day=10, messages_per_hour=100)
+        rates.merge_others([("app", NOW, "b", 1, 9)], NOW - 15)
+        self.assertIsNone(rates.check_recipients("app", 1))
+        self.assertEqual(rates.check_recipients("app", 2), Limited("recipients_per_day", 86400))
+
+    def test_forgets_buckets_before_since(self) -> None:
+        """Totals of buckets before ``since`` are forgotten (memory stays bounded by what
+        one poll reads); what they added stays counted."""
+        rates = _rates(self.clock, messages_per_hour=100)
+        rates.merge_others([("app", NOW - 30, "b", 4, 4), ("app", NOW, "b", 1, 1)], NOW - 60)
+        self.clock.advance(30)
+        rates.merge_others([("app", NOW, "b", 1, 1)], NOW - 10)
+        self.assertEqual(len(rates._merged), 1)
+        self.assertEqual(rates.check_message("app"), None)
+        rates.reconfigure(lambda client: ClientLimits(messages_per_hour=5))
+        self.assertIsNotNone(rates.check_message("app"))
+
+    def test_rows_older_than_a_day_count_for_nothing(self) -> None:
+        """A row whose bucket is a day old adds nothing (retention deletes it soon)."""
+        rates = _rates(self.clock, messages_per_day=1)
+        self.assertEqual(rates.merge_others([("app", NOW - 86400, "b", 5, 5)], NOW - 86400), 0)
+        self.assertIsNone(rates.check_message("app"))
+
+    def test_a_clock_ahead_expires_nothing_early(self) -> None:
+        """A row from a node whose clock runs 50 s ahead counts as of now, and does not
+        push this node's own recent counts out of the minute."""
+        rates = _rates(self.clock, messages_per_minute=3)
+        rates.record("app", 1)
+        self.clock.advance(20)
+        rates.record("app", 1)
+        rates.merge_others([("app", NOW + 70, "b", 1, 1)], NOW)
+        self.assertEqual(rates.check_message("app"), Limited("messages_per_minute", 40))
