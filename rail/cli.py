@@ -620,3 +620,7 @@ def run(argv: Sequence[str]) -> int:
 
 def main() -> NoReturn:
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":  # python -m rail.cli, as well as the rail script
+    main()

@@ -4,11 +4,13 @@ Every write of the server runs here, never on the reactor (reads run on the thre
 :mod:`rail.store.reader`). The thread takes the first waiting operation
 (:mod:`rail.store.ops`), drains whatever else is waiting (up to :data:`MAX_BATCH`) and
 writes all of that batch in ONE transaction, with a savepoint per operation so one bad
-message does not fail the others. The COMMIT is the fsync (SQLite ``synchronous=FULL``,
-PostgreSQL ``synchronous_commit=on``), so concurrent acceptances share it and throughput
-grows with concurrency. Claims (and reads, when there is no read thread) run after the
-commit; a retention step runs last, in transactions of its own, once the batch's callers
-have their answers.
+message does not fail the others (on PostgreSQL, where a savepoint is a round trip, the
+batch is first written without them and written again with them only when an operation
+failed: :attr:`rail.store.db.Dialect.savepoints_after_failure`). The COMMIT is the
+fsync (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``), so concurrent
+acceptances share it and throughput grows with concurrency. Claims (and reads, when
+there is no read thread) run after the commit; a retention step runs last, in
+transactions of its own, once the batch's callers have their answers.
 
 A batch whose transaction fails answers every write of it with StoreUnavailableError,
 never success: a COMMIT whose outcome is unknown (the PostgreSQL connection was lost) is
