@@ -161,9 +161,10 @@ class RunAsTests(_ServiceCase):
         server = start_twistd(["--uid", "nobody", "rail", "--config", str(self.config)])
         self.stop_at_end(server)
         await wait_for_port(self.https_port, server)
-        status = Path(f"/proc/{server.transport.pid}/status").read_text()
-        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        self.assertEqual(uids.split()[1:], [str(pwd.getpwnam("nobody").pw_uid)] * 4)
+        self.assertEqual(
+            await _uids_once_dropped(server.transport.pid),
+            [str(pwd.getpwnam("nobody").pw_uid)] * 4,
+        )
         accepted = await deferToThread(self.send)
         self.assertEqual(accepted["status"], "queued", accepted)
         owners = self.owners()
@@ -209,3 +210,17 @@ class RunAsTests(_ServiceCase):
         await wait_for_port(self.https_port, server)
         accepted = await deferToThread(self.send)
         self.assertEqual(accepted["status"], "queued", accepted)
+
+
+async def _uids_once_dropped(pid: int) -> list[str]:
+    """The real, effective, saved and file-system uids of ``pid`` once they are no longer
+    root's, or as they are after 10 s: twistd listens while still root (its ports are
+    bound first) and drops to ``--uid`` just after, so the port being open is too early."""
+    uids: list[str] = []
+    for _ in range(100):
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        if uids != ["0"] * 4:
+            break
+        await task.deferLater(reactor, 0.1, lambda: None)
+    return uids
