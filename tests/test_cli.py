@@ -342,3 +342,19 @@ class InitTests(_CLITestCase):
         self.assertEqual((target / "app.crt").read_bytes(), before)
         code, out, err = self.rail("config-check", "--config", str(target / "rail.yaml"))
         self.assertEqual(code, 0, err)
+
+
+class ModuleTests(SynchronousTestCase):
+    def test_python_m_rail_cli_runs_the_command(self) -> None:
+        """``python -m rail.cli`` runs the command like the ``rail`` script (it used to
+        exit 0 without doing anything)."""
+        import subprocess
+
+        done = subprocess.run(
+            [sys.executable, "-m", "rail.cli", "--version"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertTrue(done.stdout.startswith(b"rail "), done.stdout)
