@@ -146,6 +146,26 @@ def _submission_lines(address: str, submission: Submission) -> list[str]:
     ]
 
 
+def _write_main_cf(path: Path, text: str) -> None:
+    """``text`` as main.cf with each parameter once, where its last setting was: every
+    Postfix daemon warns of an overridden entry at start, through the postlog socket,
+    and postlogd does too before it reads that socket; with the kernel's default of ten
+    queued datagrams (net.unix.max_dgram_qlen) enough warnings leave every daemon,
+    postlogd included, blocked on it, and the master never starts."""
+    settings: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line[:1].isspace() and current is not None:
+            current.append(line)  # a continued value
+        elif "=" in line and not line.lstrip().startswith("#"):
+            name = line.split("=", 1)[0].strip()
+            settings.pop(name, None)
+            current = settings[name] = [line]
+        elif line.strip():
+            current = settings[line] = [line]
+    path.write_text("".join("\n".join(lines) + "\n" for lines in settings.values()))
+
+
 def start_postfix(
     port: int,
     domains: tuple[str, ...],
@@ -190,7 +210,8 @@ def start_postfix(
     os.chown(mail, user.pw_uid, user.pw_gid)
     cert, key = certificate if certificate is not None else _certificate(conf, hostname)
     mailboxes = " ".join(f"{{@{domain}=inbox/}}" for domain in domains)
-    (conf / "main.cf").write_text(
+    _write_main_cf(
+        conf / "main.cf",
         f"""compatibility_level = 3.6
 queue_directory = {queue}
 data_directory = {data}
@@ -232,7 +253,7 @@ smtp_helo_name = {hostname}
             if relay_to is not None
             else ""
         )
-        + extra
+        + extra,
     )
     master = (Path("/etc/postfix/master.cf")).read_text().splitlines()
     lines = []
