@@ -85,6 +85,28 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the whole machine since boot, from /proc/stat: idle
+    counts iowait too (a core waiting on an fsync is free for other work)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+class Meter:
+    """What a phase cost beyond the systems measured: the load generator's own CPU (this
+    process: the clients) and the share of the machine left idle, so a phase that used
+    every core is told from one that waited on something."""
+
+    def __init__(self) -> None:
+        self._client = time.process_time()
+        self._idle, self._total = machine_ticks()
+
+    def read(self) -> tuple[float, float]:
+        """(client CPU seconds, idle fraction of the machine) since this was made."""
+        idle, total = machine_ticks()
+        return time.process_time() - self._client, (idle - self._idle) / max(total - self._total, 1)
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of ``root`` and every live descendant, each with the reaped children
     it waited for (so a worker or backend that ended between two samples still counts)."""
@@ -382,6 +404,8 @@ class Phase:
     pg_cpu: float | None
     errors: str = ""
     wal: dict[str, float] | None = None
+    client_cpu: float | None = None  # seconds: the load generator (intake phases)
+    idle: float | None = None  # fraction of the machine's CPU left idle
 
     @property
     def rate(self) -> float:
@@ -396,6 +420,10 @@ class Phase:
         )
         if self.pg_cpu is not None:
             text += f", PostgreSQL {self.pg_cpu / per * 1000:.3f} ms/msg"
+        if self.client_cpu is not None:
+            text += f", clients {self.client_cpu / per * 1000:.3f} ms/msg"
+        if self.idle is not None:
+            text += f"; machine {self.idle:.0%} idle"
         if self.errors:
             text += f"   errors: {self.errors}"
         return text
@@ -547,6 +575,7 @@ def run_rail(
         for mode, phase in (("smtp-persistent", "smtp"), ("http", "api")):
             rail0 = tree_cpu(run.pid)
             pg0 = postgres.cpu() if postgres else None
+            meter = Meter()
             stats, seconds = asyncio.run(
                 _load(
                     targets,
@@ -558,6 +587,7 @@ def run_rail(
                     args.timeout,
                 )
             )
+            client_cpu, idle = meter.read()
             rail_cpu = tree_cpu(run.pid) - rail0
             pg_cpu = postgres.cpu() - pg0 if postgres and pg0 is not None else None
             if postgres is not None and dsn is not None:
@@ -572,6 +602,8 @@ def run_rail(
                     rail_cpu,
                     pg_cpu,
                     _errors(stats),
+                    client_cpu=client_cpu,
+                    idle=idle,
                 )
             )
         run.stop()
@@ -588,6 +620,7 @@ def run_rail(
         began = time.perf_counter()
         rail0 = tree_cpu(run.pid)
         pg0 = postgres.cpu() if postgres else None
+        meter = Meter()
         polls = 0
         with run.queue() as connection:
             while _pending(connection):
@@ -598,6 +631,7 @@ def run_rail(
                     raise RuntimeError(f"delivery timed out: see {run.log}")
                 time.sleep(_POLL)
         seconds = time.perf_counter() - began
+        _, idle = meter.read()
         rail_cpu = tree_cpu(run.pid) - rail0
         pg_cpu = postgres.cpu() - pg0 if postgres and pg0 is not None else None
         run.stop()
@@ -606,7 +640,9 @@ def run_rail(
             wal = wal_figures(before, postgres.wal(dsn), accepted)
             wal["commits"] -= polls / accepted  # the benchmark's own polls
         phases.append(
-            Phase(system, number, "delivery", accepted, seconds, rail_cpu, pg_cpu, wal=wal)
+            Phase(
+                system, number, "delivery", accepted, seconds, rail_cpu, pg_cpu, wal=wal, idle=idle
+            )
         )
     finally:
         run.stop()
@@ -680,6 +716,7 @@ smtp_destination_concurrency_limit = {args.concurrency}
         targets = _targets(dev / "rail.yaml", port, 0)
         pid = postfix.process.pid
         cpu0 = tree_cpu(pid)
+        meter = Meter()
         stats, seconds = asyncio.run(
             _load(
                 targets,
@@ -691,6 +728,7 @@ smtp_destination_concurrency_limit = {args.concurrency}
                 args.timeout,
             )
         )
+        client_cpu, idle = meter.read()
         phases.append(
             Phase(
                 "postfix",
@@ -701,11 +739,14 @@ smtp_destination_concurrency_limit = {args.concurrency}
                 tree_cpu(pid) - cpu0,
                 None,
                 _errors(stats),
+                client_cpu=client_cpu,
+                idle=idle,
             )
         )
         queued = _postfix_queued(postfix.root)
         cpu0 = tree_cpu(pid)
         began = time.perf_counter()
+        meter = Meter()
         conf = str(postfix.root / "conf")
         # Released mail goes to the deferred queue; flushing it makes the queue manager
         # take all of it now rather than at its next scan (queue_run_delay).
@@ -722,7 +763,16 @@ smtp_destination_concurrency_limit = {args.concurrency}
             time.sleep(_POLL)
         seconds = time.perf_counter() - began
         phases.append(
-            Phase("postfix", number, "delivery", queued, seconds, tree_cpu(pid) - cpu0, None)
+            Phase(
+                "postfix",
+                number,
+                "delivery",
+                queued,
+                seconds,
+                tree_cpu(pid) - cpu0,
+                None,
+                idle=meter.read()[1],
+            )
         )
     except BaseException:
         log = postfix.log.read_text() if postfix.log.exists() else "(no log)"
@@ -760,6 +810,14 @@ def summary(phases: list[Phase], systems: list[str], rounds: int) -> str:
             pg = [p.pg_cpu / max(p.messages, 1) * 1000 for p in mine if p.pg_cpu is not None]
             if pg:
                 line += f"; PostgreSQL {_spread(pg, 3)} ms/msg"
+            client = [
+                p.client_cpu / max(p.messages, 1) * 1000 for p in mine if p.client_cpu is not None
+            ]
+            if client:
+                line += f"; clients {_spread(client, 3)} ms/msg"
+            idle = [p.idle * 100 for p in mine if p.idle is not None]
+            if idle:
+                line += f"; machine idle {_spread(idle)}%"
             lines.append(line)
 
     def rate(system: str, phase: str, number: int) -> float | None:
