@@ -10,6 +10,7 @@ by several processes, reconnected when the connection is lost).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from rail.store.db import Connection
@@ -44,6 +45,12 @@ class Backend(Protocol):
 
     def pending(self, connection: Connection) -> int:
         """Messages with a recipient still to deliver: what ``max_queued`` limits."""
+        ...
+
+    def pending_later(self, connection: Connection) -> Callable[[], int]:
+        """:meth:`pending`, asked now and read when called: a batch in pipeline mode
+        (:meth:`rail.store.pg.PGConnection.pipelined`) gets it back in the same round trip
+        as its next read."""
         ...
 
     def lost(self, connection: Connection) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection
+from typing import Any
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.store.db import Connection, dialect_of
@@ -254,7 +255,7 @@ def record_result(
         )
         if one_trip:  # the update and its history row in one round trip to the server
             applied = connection.execute(
-                _UPDATE_WITH_ATTEMPT,
+                UPDATE_WITH_ATTEMPT,
                 (
                     *values,
                     message_id,
@@ -295,10 +296,7 @@ def record_result(
         return False, notification
     if one_trip:  # finished unless still pending, in one round trip
         finished = connection.execute(
-            "INSERT INTO finished (queue, id, finished_at) SELECT 'outbound', ?, ?"
-            " WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?"
-            " AND status IN ('queued', 'deferred')) ON CONFLICT (queue, id) DO NOTHING",
-            (message_id, result.attempted_at, message_id),
+            FINISH_UNLESS_PENDING, (message_id, result.attempted_at, message_id)
         ).rowcount
         return bool(finished), notification
     if _pending(connection, message_id):
@@ -312,7 +310,13 @@ _UPDATE = (
     " remote_mta = ?, next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
     " lease_until = ? WHERE message_id = ? AND idx = ? AND status IN ('queued', 'deferred')"
 )
-_UPDATE_WITH_ATTEMPT = (
+# The message finished, unless a recipient is still pending (PostgreSQL: one round trip).
+FINISH_UNLESS_PENDING = (
+    "INSERT INTO finished (queue, id, finished_at) SELECT 'outbound', ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?"
+    " AND status IN ('queued', 'deferred')) ON CONFLICT (queue, id) DO NOTHING"
+)
+UPDATE_WITH_ATTEMPT = (
     f"WITH u AS ({_UPDATE} RETURNING idx)"  # noqa: S608  (constant text)
     " INSERT INTO attempts (message_id, idx, at, status, reply, remote_mta)"
     " SELECT ?, idx, ?, ?, ?, ? FROM u"
@@ -336,17 +340,22 @@ def _state(connection: Connection, result: JobResult, node: str | None) -> tuple
     ).fetchall()
     if not rows:
         return None
-    if node is not None:
-        for idx, claimed_by, lease_until, _, _ in rows:
-            if claimed_by == node or (claimed_by is None and lease_until is None):
-                continue
-            name = f"{result.message_id}/{idx}"
-            if claimed_by is None:
-                raise LeaseLostError(
-                    f"recipients {name} was taken over and recorded by another node"
-                )
-            raise LeaseLostError(f"recipients {name} is held by {claimed_by}")
+    check_leases(result.message_id, [row[:3] for row in rows], node)
     return bool(rows[0][3]), bool(rows[0][4])
+
+
+def check_leases(message_id: str, rows: list[tuple[Any, ...]], node: str | None) -> None:
+    """Raise :class:`LeaseLostError` unless ``node`` may record a result for recipients
+    whose ``(idx, claimed_by, lease_until)`` are ``rows`` (see :func:`still_held`)."""
+    if node is None:
+        return
+    for idx, claimed_by, lease_until in rows:
+        if claimed_by == node or (claimed_by is None and lease_until is None):
+            continue
+        name = f"{message_id}/{idx}"
+        if claimed_by is None:
+            raise LeaseLostError(f"recipients {name} was taken over and recorded by another node")
+        raise LeaseLostError(f"recipients {name} is held by {claimed_by}")
 
 
 def finish_bounced(
@@ -379,6 +388,46 @@ _INSERT_WITH_RECIPIENTS = (
 )
 
 
+# Several messages and their recipients in one statement (PostgreSQL): one array per column.
+_INSERT_MANY = (
+    "WITH m AS (INSERT INTO messages (id, client, sender, channel, smtputf8, eight_bit,"
+    " received_at, size, sha256, data) SELECT * FROM unnest(?::text[], ?::text[], ?::text[],"
+    " ?::text[], ?::integer[], ?::integer[], ?::float8[], ?::bigint[], ?::text[], ?::bytea[])"
+    " RETURNING id, received_at)"
+    " INSERT INTO recipients (message_id, idx, address, status, attempts, next_attempt_at,"
+    " last_reply, updated_at) SELECT m.id, r.idx, r.address, 'queued', 0, m.received_at,"
+    " NULL, m.received_at FROM unnest(?::text[], ?::integer[], ?::text[])"
+    " AS r (message_id, idx, address) JOIN m ON m.id = r.message_id"
+)
+
+
+def _insert_many(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Messages (each a row of :func:`insert_message` with its kept recipients last) in
+    one statement: the recipients join the inserted messages, so they follow them."""
+    if len(rows) == 1:
+        *row, kept = rows[0]
+        received_at = row[6]
+        connection.execute(
+            _INSERT_WITH_RECIPIENTS,
+            (*row, received_at, received_at, [i for i, _ in kept], [a for _, a in kept]),
+        )
+        return
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    owners: list[str] = []
+    indexes: list[int] = []
+    addresses: list[str] = []
+    for *row, kept in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+        for index, address in kept:
+            owners.append(row[0])
+            indexes.append(index)
+            addresses.append(address)
+    columns[4] = [int(value) for value in columns[4]]
+    columns[5] = [int(value) for value in columns[5]]
+    connection.execute(_INSERT_MANY, (*columns, owners, indexes, addresses))
+
+
 def insert_message(connection: Connection, message: NewMessage, skip: Collection[int] = ()) -> None:
     """Store ``message`` and its queued recipient rows (no limits: the caller decided),
     except the recipients whose index is in ``skip`` (suppressed: rail.store.sendcheck)."""
@@ -396,16 +445,20 @@ def insert_message(connection: Connection, message: NewMessage, skip: Collection
     )
     if dialect_of(connection).one_statement_inserts:
         kept = [(i, address) for i, address in enumerate(message.recipients) if i not in skip]
-        connection.execute(
-            _INSERT_WITH_RECIPIENTS,
-            (
-                *row,
-                message.received_at,
-                message.received_at,
-                [index for index, _ in kept],
-                [address for _, address in kept],
-            ),
-        )
+        defer = getattr(connection, "defer", None)
+        if defer is not None:  # with the batch's other messages, in one statement
+            defer(_insert_many, (*row, kept))
+        else:
+            connection.execute(
+                _INSERT_WITH_RECIPIENTS,
+                (
+                    *row,
+                    message.received_at,
+                    message.received_at,
+                    [index for index, _ in kept],
+                    [address for _, address in kept],
+                ),
+            )
         insert_meta(connection, message.id, message.meta)
         return
     connection.execute(_INSERT_MESSAGE, row)

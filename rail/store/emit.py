@@ -63,7 +63,7 @@ CREATE INDEX events_deferred ON events (message_id, created_at)
     WHERE type = 'message.deferred';
 """
 
-_DELIVERY_TYPES: Final = (
+DELIVERY_TYPES: Final = (
     "message.delivered",
     "message.deferred",
     "message.bounced",
@@ -136,7 +136,7 @@ def delivery_events(
     # A result that brings its own events (a sandboxed client's, rail.delivery.sandbox)
     # tells through them alone.
     wanted = (
-        set() if result.events else {t for t in _DELIVERY_TYPES if subscriptions.wants(client, t)}
+        set() if result.events else {t for t in DELIVERY_TYPES if subscriptions.wants(client, t)}
     )
     if not wanted and not bounces:
         return

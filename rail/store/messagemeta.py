@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from rail.store.db import Connection
 from rail.store.model import MessageMeta
@@ -32,14 +33,30 @@ def insert_meta(connection: Connection, message_id: str, meta: MessageMeta) -> N
     when it is empty."""
     if not meta:
         return
+    row = (
+        message_id,
+        meta.request_id,
+        meta.tag,
+        json.dumps(dict(meta.metadata), separators=(",", ":"), sort_keys=True),
+    )
+    defer = getattr(connection, "defer", None)  # PostgreSQL: with the batch's others
+    if defer is None:
+        connection.execute(_INSERT, row)
+    else:
+        defer(_insert_many, row)
+
+
+_INSERT = "INSERT INTO message_meta (message_id, request_id, tag, metadata) VALUES (?, ?, ?, ?)"
+
+
+def _insert_many(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        connection.execute(_INSERT, rows[0])
+        return
     connection.execute(
-        "INSERT INTO message_meta (message_id, request_id, tag, metadata) VALUES (?, ?, ?, ?)",
-        (
-            message_id,
-            meta.request_id,
-            meta.tag,
-            json.dumps(dict(meta.metadata), separators=(",", ":"), sort_keys=True),
-        ),
+        "INSERT INTO message_meta (message_id, request_id, tag, metadata)"
+        " SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[])",
+        tuple(list(column) for column in zip(*rows, strict=True)),
     )
 
 

@@ -11,7 +11,8 @@ identifiers and comments alone. The connection is in autocommit mode with explic
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -65,6 +66,30 @@ def _values(parameters: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(int(value) if isinstance(value, bool) else value for value in parameters)
 
 
+class _Queued:
+    """A cursor whose statement may not have been answered yet (pipeline mode): its rows
+    are fetched when read (psycopg waits for them), and its row count once the pipeline
+    has been synced up to it."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], connection: PGConnection) -> None:
+        self._cursor = cursor
+        self._connection = connection
+
+    @property
+    def rowcount(self) -> int:
+        self._connection.sync()  # nothing to do once pipeline mode has ended
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor.fetchall())
+
+
 class PGConnection:
     """One psycopg connection, used by one thread at a time, as sqlite3's are."""
 
@@ -72,20 +97,76 @@ class PGConnection:
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.raw = connection
+        self._pipeline: psycopg.Pipeline | None = None
+        # Rows waiting for a multi-row statement (see defer), by what writes them, in the
+        # order each was first deferred.
+        self._deferred: dict[Callable[[PGConnection, list[tuple[Any, ...]]], None], list[Any]] = {}
 
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        if parameters:
-            return self.raw.execute(translate(sql), _values(parameters))
-        return self.raw.execute(sql)  # no parameters: sent as it is
+    def defer(
+        self,
+        write: Callable[[PGConnection, list[tuple[Any, ...]]], None],
+        row: tuple[Any, ...],
+    ) -> None:
+        """Have ``write`` store ``row``, with every row deferred to it until this
+        connection's next statement (or the end of pipeline mode), in one statement: a
+        batch of messages costs one statement, not one each (the driver's work per
+        statement, not the server's, is what a busy process runs short of). The writes
+        are made in the order each was first deferred to, so rows that refer to others
+        (a message's meta to its message) come after them; the caller must not defer
+        rows whose order across writes matters otherwise. Outside pipeline mode,
+        ``write`` is called at once."""
+        if self._pipeline is None:
+            write(self, [row])
+        else:
+            self._deferred.setdefault(write, []).append(row)
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+    def sync(self) -> None:
+        """In pipeline mode, wait until every statement sent so far is answered."""
+        if self._pipeline is not None:
+            self._flush()
+            self._pipeline.sync()
+
+    def _flush(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for write, rows in deferred.items():
+            write(self, rows)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        self._flush()
+        if parameters:
+            cursor = self.raw.execute(translate(sql), _values(parameters))
+        else:
+            cursor = self.raw.execute(sql)  # no parameters: sent as it is
+        return cursor if self._pipeline is None else _Queued(cursor, self)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        self._flush()
         cursor = self.raw.cursor()
         cursor.executemany(translate(sql), [_values(p) for p in parameters])
-        return cursor
+        return cursor if self._pipeline is None else _Queued(cursor, self)
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Pipeline mode for the statements run inside: each is sent without waiting for
+        the server's answer to the one before, and waited for only when its rows or row
+        count are read, or when the block ends (which raises the first error). A batch of
+        inserts and its COMMIT then cost one round trip, not one each. An error may
+        therefore surface at a later statement than the one that caused it, and after an
+        error the server skips every statement up to the end of the block: only a caller
+        that treats any error as the whole transaction's (the writer's first pass
+        without savepoints) may use this."""
+        with self.raw.pipeline() as pipeline:
+            self._pipeline = pipeline
+            try:
+                yield
+                self._flush()
+            finally:
+                self._pipeline = None
+                self._deferred = {}
 
     def close(self) -> None:
         self.raw.close()

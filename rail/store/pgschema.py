@@ -25,6 +25,8 @@ the others wait, then find the schema made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rail.store.db import Connection
 from rail.store.model import StoreUnavailableError
 
@@ -280,13 +282,41 @@ END
 $$;
 """
 
-_PER_TABLE = """
-CREATE TRIGGER {table}_tally AFTER INSERT OR DELETE ON {table}
+# Inserts are tallied once per statement (transition tables), deletes and changes of
+# status once per row: a batch of messages inserted in one statement costs one upsert.
+_TALLY_INSERTS = """
+CREATE OR REPLACE FUNCTION rail_tally_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally (queue, status, shard, n)
+        SELECT TG_ARGV[0], status, pg_backend_pid() % 16, count(*) FROM added GROUP BY status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = tally.n + excluded.n;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION rail_tally_messages_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally (queue, status, shard, n)
+        SELECT 'messages', 'stored', pg_backend_pid() % 16, count(*) FROM added
+        HAVING count(*) > 0
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = tally.n + excluded.n;
+    RETURN NULL;
+END
+$$;
+"""
+_TALLY = """
+CREATE TRIGGER {table}_tally AFTER DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION rail_tally('{queue}');
-CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
+CREATE TRIGGER {table}_tally_insert AFTER INSERT ON {table}
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION rail_tally_inserted('{queue}');
+"""
+_PER_TABLE = (
+    _TALLY
+    + """CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION rail_tally('{queue}');
 """
+)
 _UNFINISHED = """
 CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
     FOR EACH ROW WHEN (NEW.status IN ('queued', 'deferred')
@@ -295,7 +325,8 @@ CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
 """
 
 SCHEMA += (
-    _PER_TABLE.format(table="recipients", queue="outbound")
+    _TALLY_INSERTS
+    + _PER_TABLE.format(table="recipients", queue="outbound")
     + _PER_TABLE.format(table="webhooks", queue="inbound")
     + _PER_TABLE.format(table="events", queue="events")
     + _UNFINISHED.format(table="recipients", queue="outbound")
@@ -307,8 +338,11 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER messages_tally AFTER INSERT OR DELETE ON messages
+CREATE TRIGGER messages_tally AFTER DELETE ON messages
     FOR EACH ROW EXECUTE FUNCTION rail_tally_messages();
+CREATE TRIGGER messages_tally_insert AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION rail_tally_messages_inserted();
 CREATE TRIGGER finished_tally AFTER INSERT OR DELETE ON finished
     FOR EACH ROW EXECUTE FUNCTION rail_tally_rows('finished');
 """
@@ -334,6 +368,28 @@ INSERT INTO client_usage (client, bucket, node, messages, recipients)
     WHERE sender != '' AND received_at >= extract(epoch FROM now()) - 86400
     GROUP BY client, floor(received_at / 5) * 5;
 """,
+    # 16: inserts are tallied once per statement (transition tables), not once per row:
+    # a batch of messages inserted in one statement then costs one upsert per table.
+    16: _TALLY_INSERTS
+    + """
+DROP TRIGGER messages_tally ON messages;
+DROP TRIGGER IF EXISTS messages_tally_insert ON messages;
+CREATE TRIGGER messages_tally AFTER DELETE ON messages
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_messages();
+CREATE TRIGGER messages_tally_insert AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION rail_tally_messages_inserted();
+"""
+    + "".join(
+        f"DROP TRIGGER {table}_tally ON {table};\n"
+        f"DROP TRIGGER IF EXISTS {table}_tally_insert ON {table};\n"
+        + _TALLY.format(table=table, queue=queue)
+        for table, queue in (
+            ("recipients", "outbound"),
+            ("webhooks", "inbound"),
+            ("events", "events"),
+        )
+    ),
 }
 """Each version's step from the one before it (the first version, 14, has none): a new
 version adds its step here and its tables to :data:`SCHEMA`."""
@@ -385,9 +441,15 @@ def prepare(connection: Connection, name: str) -> None:
 def pending_messages(connection: Connection) -> int:
     """Messages with a recipient still to deliver, across every node: stored messages
     less finished ones, from the tally (a few dozen rows whatever the queue holds)."""
-    row = connection.execute(
+    return count_pending(connection)()
+
+
+def count_pending(connection: Connection) -> Callable[[], int]:
+    """:func:`pending_messages` asked now and read when the result is called: in pipeline
+    mode its answer comes back with the next statement whose rows are read."""
+    cursor = connection.execute(
         "SELECT coalesce(sum(CASE WHEN queue = 'messages' THEN n ELSE -n END), 0) FROM tally"
         " WHERE (queue = 'messages' AND status = 'stored')"
         " OR (queue = 'finished' AND status = 'outbound')"
-    ).fetchone()
-    return int(row[0])
+    )
+    return lambda: int(cursor.fetchone()[0])

@@ -12,6 +12,8 @@ server's concern: ``storage.min_free_space`` and the disk reserve apply to SQLit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 from twisted.internet.interfaces import IReactorFromThreads
 
@@ -20,7 +22,13 @@ from rail.store.db import Connection
 from rail.store.lease import LEASE_SECONDS
 from rail.store.model import StoreUnavailableError
 from rail.store.pg import describe_dsn
-from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages, prepare, schema_version
+from rail.store.pgschema import (
+    PG_SCHEMA_VERSION,
+    count_pending,
+    pending_messages,
+    prepare,
+    schema_version,
+)
 from rail.store.queuestore import QueueStore
 
 __all__ = ["PostgresBackend", "PostgresStore", "describe_dsn"]
@@ -85,6 +93,9 @@ class PostgresBackend:
 
     def pending(self, connection: Connection) -> int:
         return pending_messages(connection)
+
+    def pending_later(self, connection: Connection) -> Callable[[], int]:
+        return count_pending(connection)
 
     def lost(self, connection: Connection) -> bool:
         raw = getattr(connection, "raw", None)

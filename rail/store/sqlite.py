@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.interfaces import IReactorFromThreads
@@ -87,6 +88,10 @@ class SQLiteBackend:
 
     def pending(self, connection: Connection) -> int:
         return count_pending(connection)
+
+    def pending_later(self, connection: Connection) -> Callable[[], int]:
+        count = count_pending(connection)  # in process: no round trip to save
+        return lambda: count
 
     def lost(self, connection: Connection) -> bool:
         return False  # a file does not go away: its errors are answered as they come

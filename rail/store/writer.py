@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from queue import Empty, SimpleQueue
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 from twisted.logger import Logger
@@ -78,6 +79,7 @@ from rail.store.ops import (
     is_write,
 )
 from rail.store.purge import purge_step
+from rail.store.recordbatch import Left, plain, record_plain
 from rail.store.sharedusage import USAGE_RETENTION, add_usage, purge_usage
 
 __all__ = ["MAX_BATCH", "Writer"]
@@ -182,6 +184,9 @@ class Writer:
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
+        # Whether the plain results of this batch left the pending set, known once it
+        # is committed (rail.store.recordbatch).
+        self._left_later: list[Left] = []
         # Whether operations run under savepoints (see _write); batches written again
         # after a failed first pass without them, for tests and metrics.
         self._savepoints = True
@@ -299,10 +304,11 @@ class Writer:
     def _write(self, writes: list[Write | AdminOp]) -> list[Outcome]:
         """One transaction for the whole batch: one fsync however many messages. Where
         savepoints cost a round trip (:attr:`Dialect.savepoints_after_failure`), the
-        batch is first written without them; if an operation fails, that transaction is
-        rolled back (nothing of it was committed) and the batch written again with a
-        savepoint per operation, so the failure is that operation's alone."""
-        if len(writes) > 1 and dialect_of(self._connected()).savepoints_after_failure:
+        batch is first written without them, in pipeline mode; if an operation fails,
+        that transaction is rolled back (nothing of it was committed) and the batch
+        written again with a savepoint per operation, so the failure is that operation's
+        alone."""
+        if dialect_of(self._connected()).savepoints_after_failure:
             self._savepoints = False
             try:
                 return self._write_batch(writes)
@@ -314,71 +320,144 @@ class Writer:
 
     def _write_batch(self, writes: list[Write | AdminOp]) -> list[Outcome]:
         connection = self._connected()
+        pipelined = self._pipelined(connection)
         try:
             if connection.in_transaction:  # a failed ROLLBACK left one open
                 connection.execute("ROLLBACK")
-            connection.execute(dialect_of(connection).begin)
-            self._open_savepoint = False
-            if self._backend.shared:
-                self.pending = self._backend.pending(connection)
-            budget = Budget(
-                free_bytes=self._backend.free_bytes(),
-                min_free_bytes=self._min_free_bytes,
-                pending=self.pending,
-                max_queued=self._max_queued,
-            )
-            budget.known = look_ahead(connection, _accepted(writes))
-            finished = 0
-            results: list[object] = []
-            for op in writes:
-                if isinstance(op, RecordOp | AdminOp):
-                    budget.known = None  # it may change the suppression list
-                if isinstance(op, AcceptOp):
-                    results.append(self._accept_one(op, budget))
-                elif isinstance(op, AcceptManyOp):
-                    results.append(
-                        [
-                            self._accept_one(AcceptOp(message, key, None), budget)
-                            for message, key in op.items
-                        ]
-                    )
-                elif isinstance(op, InboundAcceptOp):
-                    results.append(self._spool_one(op, budget))
-                elif isinstance(op, WebhookRecordOp):
-                    notification = self._record_webhook_one(op)
-                    budget.messages += isinstance(notification, NewMessage)
-                    results.append(notification)
-                elif isinstance(op, AdminOp):
-                    results.append(self._admin_one(op, budget))
-                elif isinstance(op, EventRecordOp):
-                    results.append(self._record_event_one(op))
-                elif isinstance(op, LeaseOp):
-                    results.append(self._lease_one(op))
-                elif isinstance(op, QuarantineOp):
-                    quarantined = self._quarantine_one(op)
-                    finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
-                    results.append(quarantined)
-                else:
-                    outcome = self._record_one(op)
-                    if isinstance(outcome, tuple):
-                        left, notification = outcome
-                        finished += left
-                        budget.messages += notification is not None
-                        results.append(notification)
-                    else:
-                        results.append(outcome)
-            if self._backend.shared:  # every node's limits count these (same transaction)
-                add_usage(connection, self.usage_node, _counted(writes, results))
-            connection.execute("COMMIT")
+            if pipelined is None:
+                results, budget, finished = self._apply(connection, writes)
+                connection.execute("COMMIT")
+            else:
+                with pipelined:
+                    results, budget, finished = self._apply(connection, writes)
+                    # Sent behind the batch's statements, answered with them as the
+                    # pipeline ends: one round trip for all of it.
+                    connection.execute("COMMIT")
         except _WRITE_ERRORS as error:
+            if pipelined is not None and not self._backend.lost(connection):
+                # Whichever statement failed (its error may surface at a later one), the
+                # server skipped or refused the COMMIT: nothing was committed. Written
+                # again with savepoints, which tell whose error it was. Only a lost
+                # connection leaves a COMMIT's outcome unknown: that is answered below.
+                self._rollback()
+                raise _RetryWithSavepointsError() from error
             self._rollback()
             return [(op.token, _unavailable("cannot write to queue", error)) for op in writes]
         except BaseException:
             self._rollback()
             raise
         self.commits += 1
+        finished += sum(left() for left in self._left_later)  # answered with the COMMIT
         self.pending += budget.messages - finished
         return [(op.token, result) for op, result in zip(writes, results, strict=True)]
+
+    def _pipelined(self, connection: Connection) -> AbstractContextManager[object] | None:
+        """Pipeline mode for the first pass without savepoints, where the engine has it
+        (:meth:`rail.store.pg.PGConnection.pipelined`); None: statements are answered one
+        by one."""
+        pipelined = getattr(connection, "pipelined", None)
+        if self._savepoints or pipelined is None:
+            return None
+        return cast(AbstractContextManager[object], pipelined())
+
+    def _apply(
+        self, connection: Connection, writes: list[Write | AdminOp]
+    ) -> tuple[list[object], Budget, int]:
+        """The batch's statements, in the transaction this opens: each operation's
+        result, the budget (what the batch adds) and how many messages it finished."""
+        connection.execute(dialect_of(connection).begin)
+        self._open_savepoint = False
+        # Asked before the look-ahead and read after it: in pipeline mode both are
+        # answered in one round trip.
+        pending = self._backend.pending_later(connection) if self._backend.shared else None
+        known = look_ahead(connection, _accepted(writes))
+        if pending is not None:
+            self.pending = pending()
+        budget = Budget(
+            free_bytes=self._backend.free_bytes(),
+            min_free_bytes=self._min_free_bytes,
+            pending=self.pending,
+            max_queued=self._max_queued,
+            known=known,
+        )
+        finished = 0
+        results: list[object] = []
+        # Plain delivery results waiting to be recorded together (rail.store.recordbatch),
+        # in the first pass on PostgreSQL, where each would otherwise cost round trips.
+        together = not self._savepoints and dialect_of(connection).one_statement_inserts
+        run: list[tuple[int, RecordOp]] = []
+        self._left_later = []
+        for op in writes:
+            if run and not (isinstance(op, RecordOp) and together and plain(op.result)):
+                finished += self._record_run(run, budget, results)  # before what follows
+                run = []
+            if isinstance(op, RecordOp | AdminOp):
+                budget.known = None  # it may change the suppression list
+            if isinstance(op, AcceptOp):
+                results.append(self._accept_one(op, budget))
+            elif isinstance(op, AcceptManyOp):
+                results.append(
+                    [
+                        self._accept_one(AcceptOp(message, key, None), budget)
+                        for message, key in op.items
+                    ]
+                )
+            elif isinstance(op, InboundAcceptOp):
+                results.append(self._spool_one(op, budget))
+            elif isinstance(op, WebhookRecordOp):
+                notification = self._record_webhook_one(op)
+                budget.messages += isinstance(notification, NewMessage)
+                results.append(notification)
+            elif isinstance(op, AdminOp):
+                results.append(self._admin_one(op, budget))
+            elif isinstance(op, EventRecordOp):
+                results.append(self._record_event_one(op))
+            elif isinstance(op, LeaseOp):
+                results.append(self._lease_one(op))
+            elif isinstance(op, QuarantineOp):
+                quarantined = self._quarantine_one(op)
+                finished += isinstance(quarantined, Quarantined) and op.queue == "outbound"
+                results.append(quarantined)
+            elif together and plain(op.result):
+                run.append((len(results), op))
+                results.append(None)  # answered when the run is recorded
+            else:
+                results.append(None)
+                finished += self._record_alone(op, budget, results, len(results) - 1)
+        if run:
+            finished += self._record_run(run, budget, results)
+        if self._backend.shared:  # every node's limits count these (same transaction)
+            add_usage(connection, self.usage_node, _counted(writes, results))
+        return results, budget, finished
+
+    def _record_alone(self, op: RecordOp, budget: Budget, results: list[object], index: int) -> int:
+        """Record ``op`` on its own, its answer at ``index``; 1 if its message finished."""
+        outcome = self._record_one(op)
+        if not isinstance(outcome, tuple):
+            results[index] = outcome  # the error, or Stale, for this caller only
+            return 0
+        left, notification = outcome
+        budget.messages += notification is not None
+        results[index] = notification
+        return int(left)
+
+    def _record_run(
+        self, run: list[tuple[int, RecordOp]], budget: Budget, results: list[object]
+    ) -> int:
+        """Record a run of plain results together; those it cannot take, alone. How many
+        messages finished, as far as known before COMMIT (the rest: ``_left_later``)."""
+        finished = 0
+        recorded = record_plain(
+            self._conn, [op.result for _, op in run], self.subscriptions, self.node
+        )
+        for (index, op), outcome in zip(run, recorded, strict=True):
+            if outcome is None:
+                finished += self._record_alone(op, budget, results, index)
+            elif isinstance(outcome, LeaseLostError):
+                results[index] = Stale("outbound", op.result.message_id, str(outcome))
+            else:
+                self._left_later.append(outcome)
+        return finished
 
     @property
     def _conn(self) -> Connection:

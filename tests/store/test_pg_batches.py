@@ -1,0 +1,288 @@
+"""How the PostgreSQL writer saves round trips, and that what it stores does not change:
+a batch is written in pipeline mode, its messages in one statement, its inserts tallied
+once per statement (schema 16)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.trial.unittest import TestCase
+
+from rail.events.model import EVENT_TYPES
+from rail.events.subscriptions import Subscription, Subscriptions
+from rail.store.model import Accepted, JobResult, MessageMeta, NewMessage, RecipientUpdate
+from rail.store.pg import PGConnection
+from rail.store.pgschema import PG_SCHEMA_VERSION
+from rail.store.postgres import PostgresStore
+from rail.store.suppressions import Suppression
+from tests.store.test_contract import make_message, open_postgres, pg_sql
+from tests.support.postgres import postgres_dsn
+
+# Every column the acceptance writes, in an order that does not depend on the batch.
+_STATE = (
+    "SELECT id, client, sender, channel, smtputf8, eight_bit, received_at, size, sha256,"
+    " data FROM messages ORDER BY id",
+    "SELECT message_id, idx, address, status, attempts, next_attempt_at, last_reply,"
+    " updated_at FROM recipients ORDER BY message_id, idx",
+    "SELECT message_id, request_id, tag, metadata FROM message_meta ORDER BY message_id",
+    "SELECT message_id, idx, address, reason FROM suppressed_recipients ORDER BY message_id, idx",
+)
+
+
+def _messages() -> list[NewMessage]:
+    """Messages with one to three recipients, the last one suppressed, some with meta."""
+    found = []
+    for n in range(9):
+        recipients = tuple(f"r{n}-{i}@example.net" for i in range(1 + n % 3))
+        if n == 8:  # the last: what it stores after its message comes after the others
+            recipients += ("gone@example.net",)
+        message = make_message(recipients=recipients)
+        if n % 2:
+            message = attrs.evolve(
+                message, meta=MessageMeta(request_id=f"req-{n}", tag="t", metadata={"k": "v"})
+            )
+        found.append(message)
+    return found
+
+
+async def _outcomes(deferreds: list[Deferred[Any]]) -> list[object]:
+    results = await DeferredList(deferreds, consumeErrors=True)
+    return [value if ok else value.value for ok, value in results]
+
+
+def _hold(store: PostgresStore) -> tuple[Deferred[Any], threading.Event]:
+    """Occupy the writer until the returned event is set, so what is submitted meanwhile
+    is written as one batch."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def hold(connection: Any) -> tuple[object, int]:
+        entered.set()
+        return gate.wait(30), 0
+
+    held = store._run(hold, True)
+    assert entered.wait(30)
+    return held, gate
+
+
+def _count_statements(store: PostgresStore) -> Callable[[str], int]:
+    """How many statements the writer's connection runs from now whose text has a part."""
+    connection = store._writer._connection
+    assert isinstance(connection, PGConnection)
+    texts: list[str] = []
+    original = connection.raw.execute
+
+    def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+        texts.append(str(query))
+        return original(query, *args, **kwargs)
+
+    connection.raw.execute = execute  # type: ignore[method-assign]
+    return lambda part: sum(part in text for text in texts)
+
+
+class PipelinedBatchTests(TestCase):
+    async def _store_all(self, together: bool) -> tuple[list[object], list[list[Any]], int]:
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        await store.add_suppression(Suppression("alice", "gone@example.net", "manual", "api", 1))
+        messages = _messages()
+        if together:
+            held, gate = _hold(store)
+            statements = _count_statements(store)
+            pending = [store.accept(message) for message in messages]
+            gate.set()
+            await held
+            results = await _outcomes(pending)
+            inserts = statements("INSERT INTO messages")
+        else:
+            results = [await store.accept(message) for message in messages]
+            inserts = len(messages)
+        state = [pg_sql(dsn, query) for query in _STATE]
+        counts = await store.recipient_counts()
+        state.append([(store.queued, counts["queued"])])
+        return results, state, inserts
+
+    async def test_one_batch_stores_what_one_at_a_time_stores(self) -> None:
+        """Nine messages accepted as one batch (one INSERT for all of them and their
+        recipients) answer and store exactly what they do accepted one by one: the same
+        rows, meta, suppressed recipients and counts (message ids differ, so they are
+        compared by position)."""
+        together, rows, inserts = await self._store_all(True)
+        apart, expected, _ = await self._store_all(False)
+        self.assertEqual(inserts, 1)
+        self.assertTrue(all(isinstance(result, Accepted) for result in together))
+
+        def shape(state: list[list[Any]], results: list[Any]) -> list[list[Any]]:
+            ids = {result.id: f"m{n}" for n, result in enumerate(results)}
+            return [
+                [tuple(ids.get(value, value) for value in row) for row in table] for table in state
+            ]
+
+        def answers(results: list[Any]) -> list[tuple[int, int]]:
+            return [(result.recipients, len(result.suppressed)) for result in results]
+
+        self.assertEqual(answers(together), answers(apart))
+        self.assertEqual(answers(together)[8], (4, 1))
+        # received_at and the columns derived from it differ between the two runs.
+        self.assertEqual(
+            [len(table) for table in shape(rows, together)],
+            [len(table) for table in shape(expected, apart)],
+        )
+        messages, recipients, meta, suppressed, counts = shape(rows, together)
+        other = shape(expected, apart)
+        self.assertEqual([row[:6] for row in messages], [row[:6] for row in other[0]])
+        for row in messages:  # each its own body, with its own size and digest
+            self.assertEqual(row[7:9], (len(row[9]), hashlib.sha256(row[9]).hexdigest()))
+        self.assertEqual(
+            [row[:5] + row[6:7] for row in recipients], [row[:5] + row[6:7] for row in other[1]]
+        )
+        self.assertTrue(all(row[5] == row[7] for row in recipients))  # due at once
+        self.assertEqual(meta, other[2])
+        self.assertEqual(suppressed, other[3])
+        self.assertEqual(counts, other[4])
+        self.assertEqual(counts, [(9, 18)])
+
+    async def test_an_error_found_later_is_still_its_operations(self) -> None:
+        """In pipeline mode the error of the batch's one INSERT names no message: the
+        batch is written again with savepoints, and only the message PostgreSQL refuses
+        (a NUL in its sender) fails; the others are stored once, the tally agrees."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        good = [make_message() for _ in range(5)]
+        poison = attrs.evolve(make_message(), sender="bad\x00@example.com")
+        held, gate = _hold(store)
+        pending = [store.accept(m) for m in good[:1]]
+        pending.append(store.accept(poison))
+        pending.extend(store.accept(m) for m in good[1:])
+        gate.set()
+        await held
+        results = await _outcomes(pending)
+        self.assertEqual(results[:1] + results[2:], [Accepted(m.id, 1) for m in good])
+        self.assertEqual(store._writer.retried_batches, 1)
+        self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM recipients"), [(5,)])
+        self.assertEqual((await store.recipient_counts())["queued"], 5)
+
+
+# Schema 15's tally of inserts: a trigger per row.
+_V15_TRIGGERS = """
+DROP TRIGGER messages_tally_insert ON messages;
+DROP TRIGGER messages_tally ON messages;
+CREATE TRIGGER messages_tally AFTER INSERT OR DELETE ON messages
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_messages();
+""" + "".join(
+    f"""
+DROP TRIGGER {table}_tally_insert ON {table};
+DROP TRIGGER {table}_tally ON {table};
+CREATE TRIGGER {table}_tally AFTER INSERT OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION rail_tally('{queue}');
+"""
+    for table, queue in (("recipients", "outbound"), ("webhooks", "inbound"), ("events", "events"))
+)
+
+
+class TallyMigrationTests(TestCase):
+    async def test_version_15_tallies_inserts_per_statement(self) -> None:
+        """A database at version 15 (a trigger per inserted row) is migrated to
+        statement triggers; the counts of mail stored before and after it add up."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        await store.close()
+        pg_sql(dsn, _V15_TRIGGERS)
+        pg_sql(dsn, "UPDATE rail_schema SET version = 15")
+        old = open_postgres(self, dsn)
+        await old.accept(make_message(recipients=("a@example.net", "b@example.net")))
+        await old.close()
+        pg_sql(dsn, "UPDATE rail_schema SET version = 15")  # it was migrated on open
+        pg_sql(dsn, _V15_TRIGGERS)
+        await (open_postgres(self, dsn)).close()
+        self.assertEqual(pg_sql(dsn, "SELECT version FROM rail_schema"), [(PG_SCHEMA_VERSION,)])
+        triggers = pg_sql(
+            dsn,
+            "SELECT tgname, tgtype & 1 FROM pg_trigger WHERE NOT tgisinternal"
+            " AND tgname LIKE '%tally%' ORDER BY tgname",
+        )
+        self.assertIn(("messages_tally_insert", 0), triggers)  # bit 0 clear: per statement
+        self.assertIn(("recipients_tally_insert", 0), triggers)
+        self.assertIn(("messages_tally", 1), triggers)  # deletes: per row
+        store = open_postgres(self, dsn)
+        await _outcomes([store.accept(make_message()) for _ in range(3)])
+        self.assertEqual(store.queued, 4)
+        self.assertEqual((await store.recipient_counts())["queued"], 5)
+
+
+# Every column recording writes, by position of message (ids differ between runs).
+_RECORDED = (
+    "SELECT message_id, idx, status, attempts, last_reply, remote_mta, next_attempt_at,"
+    " updated_at, claimed_by, lease_until FROM recipients ORDER BY message_id, idx",
+    "SELECT message_id, idx, at, status, reply, remote_mta FROM attempts"
+    " ORDER BY message_id, idx, seq",
+    "SELECT id, finished_at FROM finished ORDER BY id",
+    "SELECT client, type, message_id FROM events ORDER BY id",
+)
+
+
+class PlainResultsTests(TestCase):
+    """Delivery results recorded as one batch (rail.store.recordbatch: two questions to
+    the server for all of them) store what they store recorded one by one."""
+
+    async def _record_all(self, together: bool) -> tuple[list[list[Any]], int, int]:
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        store.subscriptions = Subscriptions({"watched": Subscription(frozenset(EVENT_TYPES))})
+        at = 1_800_000_000.0
+        two = make_message(recipients=("a@example.net", "b@example.net"), received_at=at)
+        held = make_message(received_at=at + 1)
+        watched = make_message(client="watched", received_at=at + 2)
+        sent = [make_message(received_at=at + 3 + n) for n in range(4)]
+        for message in (two, held, watched, *sent):
+            await store.accept(message)
+        pg_sql(dsn, "INSERT INTO holds VALUES (?, ?, 'ops')", held.id, at + 5)
+        when = at + 10
+        results = [
+            JobResult(two.id, when, (RecipientUpdate(0, "sent", "250 a", "mx.example"),)),
+            JobResult(held.id, when, (RecipientUpdate(0, "deferred", "451 x", None, when + 60),)),
+            JobResult(watched.id, when, (RecipientUpdate(0, "sent", "250 w"),)),
+            *(JobResult(m.id, when, (RecipientUpdate(0, "sent", "250 ok"),)) for m in sent[:2]),
+            JobResult(two.id, when + 1, (RecipientUpdate(1, "sent", "250 b"),)),
+            JobResult(sent[2].id, when, (RecipientUpdate(0, "deferred", "421 y", None, when + 9),)),
+            # A result for a recipient already final changes nothing.
+            JobResult(sent[0].id, when + 2, (RecipientUpdate(0, "deferred", "4 z", None, 1.0),)),
+        ]
+        if together:
+            hold, gate = _hold(store)
+            statements = _count_statements(store)
+            pending = [store.record(result) for result in results]
+            gate.set()
+            await hold
+            answers = await _outcomes(pending)
+            self.assertEqual(statements("JOIN messages m ON m.id = r.message_id"), 1)
+        else:
+            answers = [await store.record(result) for result in results]
+        self.assertEqual(answers, [None] * len(results))
+        ids = {m.id: f"m{n}" for n, m in enumerate((two, held, watched, *sent))}
+        state = [
+            [tuple(ids.get(value, value) for value in row) for row in pg_sql(dsn, query)]
+            for query in _RECORDED
+        ]
+        return state, store.queued, (await store.recipient_counts())["sent"]
+
+    async def test_one_batch_records_what_one_at_a_time_records(self) -> None:
+        """Sent and deferred results (one for a held message, which keeps no next
+        attempt), both recipients of one message in the batch (it finishes once), a
+        client that wants events (recorded alone, with its event), and a result for a
+        recipient already final (nothing changes)."""
+        together = await self._record_all(True)
+        apart = await self._record_all(False)
+        self.assertEqual(together, apart)
+        state, queued, sent = together
+        self.assertEqual((queued, sent), (3, 5))  # held and one deferred, one not tried
+        self.assertEqual([row[0] for row in state[2]], ["m0", "m2", "m3", "m4"])
+        self.assertEqual(
+            state[3],
+            [("watched", "message.accepted", "m2"), ("watched", "message.delivered", "m2")],
+        )
+        self.assertEqual([row[4] for row in state[1]].count("4 z"), 0)
