@@ -10,12 +10,15 @@ by several processes, reconnected when the connection is lost).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from rail.store.db import Connection
 
-__all__ = ["Backend"]
+__all__ = ["ASSUMED_WRONG", "Backend"]
+
+ASSUMED_WRONG = "RA001"
+"""The SQLSTATE of the error :meth:`Backend.check_batch` fails a transaction with."""
 
 
 class Backend(Protocol):
@@ -51,6 +54,15 @@ class Backend(Protocol):
         """:meth:`pending`, asked now and read when called: a batch in pipeline mode
         (:meth:`rail.store.pg.PGConnection.pipelined`) gets it back in the same round trip
         as its next read."""
+        ...
+
+    def check_batch(
+        self, connection: Connection, pairs: Sequence[tuple[str, str]], max_queued: int
+    ) -> None:
+        """End a batch written on assumptions (:attr:`rail.store.db.Dialect.assumes`):
+        fail its transaction with an error whose ``sqlstate`` is :data:`ASSUMED_WRONG`
+        if a ``(client, normalized address)`` of ``pairs`` is suppressed or more than
+        ``max_queued`` messages are pending."""
         ...
 
     def lost(self, connection: Connection) -> bool:

@@ -104,6 +104,12 @@ class Dialect:
     rolled back and written again with savepoints only when one of them fails: a
     savepoint is a round trip to a server (PostgreSQL), and operations almost never fail;
     in process (SQLite) a savepoint costs next to nothing, so it is always taken."""
+    assumes: bool = False
+    """Whether a batch is first written on assumptions, checked by one statement at its
+    end (:meth:`rail.store.backend.Backend.check_batch`) rather than asked at its start
+    at the cost of a round trip: none of its recipients is suppressed, and the pending
+    count this node read at the end of its previous batch still holds. A batch whose
+    check fails is written again after asking."""
     leases: bool = False
     """Whether claims take leases (:mod:`rail.store.lease`): several processes share the
     queue. SQLite's queue belongs to one process, whose runners keep the jobs they hold in
@@ -142,6 +148,7 @@ POSTGRESQL = Dialect(
     one_statement_inserts=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
     savepoints_after_failure=True,
+    assumes=True,
     leases=True,
 )
 

@@ -89,11 +89,16 @@ def claim_due(
     ).fetchall()
     grouped: dict[tuple[str, str], list[DueRecipient]] = {}
     bad: dict[str, str] = {}
+    # Most rows read are in flight already (the query reads past them): those are told by
+    # their message id and domain before anything else of them is decoded.
+    busy = {message_id for message_id, _ in exclude}
     for message_id, idx, raw_address, attempts, raw_reply in rows:
         if message_id in bad:
             continue
         try:
             address = text(raw_address, "recipient address")
+            if message_id in busy and (message_id, recipient_domain(address)) in exclude:
+                continue
             recipient = DueRecipient(
                 int(number(idx, "recipient index")),
                 address,

@@ -25,7 +25,7 @@ the others wait, then find the schema made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rail.store.db import Connection
 from rail.store.model import StoreUnavailableError
@@ -35,6 +35,8 @@ __all__ = [
     "PG_SCHEMA_VERSION",
     "SCHEMA",
     "TALLY_SHARDS",
+    "check_batch",
+    "count_pending",
     "pending_messages",
     "prepare",
     "schema_version",
@@ -303,6 +305,27 @@ BEGIN
 END
 $$;
 """
+# A batch written on assumptions (the writer's first pass, rail.store.writer: none of its
+# recipients is suppressed, the pending count of this node's previous batch still holds)
+# ends with this check, in its transaction, its own changes seen: an error (SQLSTATE
+# RA001) if a recipient is suppressed or more than max_queued messages are now pending,
+# and the batch is written again after asking.
+_ASSUMPTIONS = """
+CREATE OR REPLACE FUNCTION rail_check_batch(clients TEXT[], addresses TEXT[], max_queued BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM unnest(clients, addresses) AS k (client, address)
+               JOIN suppressions s ON s.client = k.client AND s.address = k.address) THEN
+        RAISE EXCEPTION 'a recipient of the batch is suppressed' USING ERRCODE = 'RA001';
+    END IF;
+    IF (SELECT coalesce(sum(CASE WHEN queue = 'messages' THEN n ELSE -n END), 0) FROM tally
+        WHERE (queue = 'messages' AND status = 'stored')
+           OR (queue = 'finished' AND status = 'outbound')) > max_queued THEN
+        RAISE EXCEPTION 'more than max_queued messages pending' USING ERRCODE = 'RA001';
+    END IF;
+END
+$$;
+"""
 _TALLY = """
 CREATE TRIGGER {table}_tally AFTER DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION rail_tally('{queue}');
@@ -326,6 +349,7 @@ CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
 
 SCHEMA += (
     _TALLY_INSERTS
+    + _ASSUMPTIONS
     + _PER_TABLE.format(table="recipients", queue="outbound")
     + _PER_TABLE.format(table="webhooks", queue="inbound")
     + _PER_TABLE.format(table="events", queue="events")
@@ -369,8 +393,10 @@ INSERT INTO client_usage (client, bucket, node, messages, recipients)
     GROUP BY client, floor(received_at / 5) * 5;
 """,
     # 16: inserts are tallied once per statement (transition tables), not once per row:
-    # a batch of messages inserted in one statement then costs one upsert per table.
+    # a batch of messages inserted in one statement then costs one upsert per table; a
+    # batch's check that none of its recipients is suppressed.
     16: _TALLY_INSERTS
+    + _ASSUMPTIONS
     + """
 DROP TRIGGER messages_tally ON messages;
 DROP TRIGGER IF EXISTS messages_tally_insert ON messages;
@@ -436,6 +462,18 @@ def prepare(connection: Connection, name: str) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def check_batch(connection: Connection, pairs: Iterable[tuple[str, str]], max_queued: int) -> None:
+    """Fail the transaction (SQLSTATE ``RA001``: rail.store.backend.ASSUMED_WRONG) if any ``(client,
+    normalized address)`` of ``pairs`` is suppressed, or more than ``max_queued`` messages
+    are pending, seeing the transaction's own changes: one statement, sent without
+    waiting in pipeline mode, checks what a batch written without asking assumed."""
+    keys = list(dict.fromkeys(pairs))
+    connection.execute(
+        "SELECT rail_check_batch(?::text[], ?::text[], ?)",
+        ([client for client, _ in keys], [address for _, address in keys], max_queued),
+    )
 
 
 def pending_messages(connection: Connection) -> int:

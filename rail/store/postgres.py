@@ -12,7 +12,7 @@ server's concern: ``storage.min_free_space`` and the disk reserve apply to SQLit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 from twisted.internet.interfaces import IReactorFromThreads
@@ -24,6 +24,7 @@ from rail.store.model import StoreUnavailableError
 from rail.store.pg import describe_dsn
 from rail.store.pgschema import (
     PG_SCHEMA_VERSION,
+    check_batch,
     count_pending,
     pending_messages,
     prepare,
@@ -96,6 +97,11 @@ class PostgresBackend:
 
     def pending_later(self, connection: Connection) -> Callable[[], int]:
         return count_pending(connection)
+
+    def check_batch(
+        self, connection: Connection, pairs: Sequence[tuple[str, str]], max_queued: int
+    ) -> None:
+        check_batch(connection, pairs, max_queued)
 
     def lost(self, connection: Connection) -> bool:
         raw = getattr(connection, "raw", None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from twisted.internet.interfaces import IReactorFromThreads
@@ -92,6 +92,11 @@ class SQLiteBackend:
     def pending_later(self, connection: Connection) -> Callable[[], int]:
         count = count_pending(connection)  # in process: no round trip to save
         return lambda: count
+
+    def check_batch(
+        self, connection: Connection, pairs: Sequence[tuple[str, str]], max_queued: int
+    ) -> None:
+        raise NotImplementedError("SQLite batches ask: in process, asking costs no round trip")
 
     def lost(self, connection: Connection) -> bool:
         return False  # a file does not go away: its errors are answered as they come

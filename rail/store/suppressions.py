@@ -22,6 +22,7 @@ __all__ = [
     "Known",
     "Reason",
     "Suppression",
+    "assume_unlisted",
     "look_up",
     "normalize",
     "suppress",
@@ -121,6 +122,12 @@ def look_up(connection: Connection, pairs: Iterable[tuple[str, str]]) -> Known:
                 created_at=created_at,
             )
     return known
+
+
+def assume_unlisted(pairs: Iterable[tuple[str, str]]) -> Known:
+    """Look-ups that say none of ``pairs`` is listed, without asking: for a batch whose
+    transaction ends with :func:`rail.store.pgschema.check_batch` over the same pairs."""
+    return dict.fromkeys((client, normalize(address)) for client, address in pairs)
 
 
 def suppressed(

@@ -40,7 +40,7 @@ from rail.store.accept import (
     look_ahead,
     spool_inbound,
 )
-from rail.store.backend import Backend
+from rail.store.backend import ASSUMED_WRONG, Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
@@ -81,6 +81,7 @@ from rail.store.ops import (
 from rail.store.purge import purge_step
 from rail.store.recordbatch import Left, plain, record_plain
 from rail.store.sharedusage import USAGE_RETENTION, add_usage, purge_usage
+from rail.store.suppressions import Known, assume_unlisted, normalize
 
 __all__ = ["MAX_BATCH", "Writer"]
 
@@ -113,6 +114,15 @@ class _RetryWithSavepointsError(Exception):
     """An operation failed in a batch written without savepoints: roll it back and write
     the batch again, each operation under its own savepoint."""
 
+    @property
+    def assumed_wrong(self) -> bool:
+        """Whether what failed was an assumption of the first pass (a suppressed
+        recipient, a full queue): the batch is then written again after asking."""
+        cause = self.__cause__
+        return isinstance(cause, QueueFullError) or (
+            getattr(cause, "sqlstate", None) == ASSUMED_WRONG
+        )
+
 
 def _never(client: str) -> bool:
     return False
@@ -132,6 +142,12 @@ def _counted(writes: Sequence[Write | AdminOp], results: Sequence[object]) -> li
                 if isinstance(outcome, Accepted)
             )
     return messages
+
+
+def _pairs(messages: Sequence[NewMessage]) -> list[tuple[str, str]]:
+    """Each ``(client, normalized recipient)`` of ``messages``: what the suppression list
+    is asked or checked for."""
+    return [(m.client, normalize(r)) for m in messages for r in m.recipients]
 
 
 def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
@@ -191,6 +207,10 @@ class Writer:
         # after a failed first pass without them, for tests and metrics.
         self._savepoints = True
         self.retried_batches = 0
+        # Whether this pass writes on assumptions (Dialect.assumes); batches written
+        # again because one was wrong, for tests and metrics.
+        self._assume = False
+        self.asked_again = 0
         self._max_queued = max_queued
         self._min_free_bytes = min_free_bytes
         self._deliver = deliver
@@ -308,14 +328,22 @@ class Writer:
         that transaction is rolled back (nothing of it was committed) and the batch
         written again with a savepoint per operation, so the failure is that operation's
         alone."""
-        if dialect_of(self._connected()).savepoints_after_failure:
+        dialect = dialect_of(self._connected())
+        if dialect.savepoints_after_failure:
             self._savepoints = False
             try:
-                return self._write_batch(writes)
-            except _RetryWithSavepointsError:
+                for assume in (True, False) if dialect.assumes else (False,):
+                    self._assume = assume
+                    try:
+                        return self._write_batch(writes)
+                    except _RetryWithSavepointsError as retry:
+                        if not (assume and retry.assumed_wrong):
+                            break
+                        self.asked_again += 1
                 self.retried_batches += 1
             finally:
                 self._savepoints = True
+                self._assume = False
         return self._write_batch(writes)
 
     def _write_batch(self, writes: list[Write | AdminOp]) -> list[Outcome]:
@@ -330,6 +358,9 @@ class Writer:
             else:
                 with pipelined:
                     results, budget, finished = self._apply(connection, writes)
+                    # What the next batch assumes is pending, counted after this one's
+                    # changes: no round trip of its own.
+                    counted = self._backend.pending_later(connection)
                     # Sent behind the batch's statements, answered with them as the
                     # pipeline ends: one round trip for all of it.
                     connection.execute("COMMIT")
@@ -347,8 +378,10 @@ class Writer:
             self._rollback()
             raise
         self.commits += 1
-        finished += sum(left() for left in self._left_later)  # answered with the COMMIT
-        self.pending += budget.messages - finished
+        if pipelined is None:
+            self.pending += budget.messages - finished
+        else:
+            self.pending = counted()  # answered with the COMMIT
         return [(op.token, result) for op, result in zip(writes, results, strict=True)]
 
     def _pipelined(self, connection: Connection) -> AbstractContextManager[object] | None:
@@ -367,12 +400,17 @@ class Writer:
         result, the budget (what the batch adds) and how many messages it finished."""
         connection.execute(dialect_of(connection).begin)
         self._open_savepoint = False
-        # Asked before the look-ahead and read after it: in pipeline mode both are
-        # answered in one round trip.
-        pending = self._backend.pending_later(connection) if self._backend.shared else None
-        known = look_ahead(connection, _accepted(writes))
-        if pending is not None:
-            self.pending = pending()
+        accepted = _accepted(writes)
+        if self._assume:  # what the pass assumes is checked at the end (Dialect.assumes)
+            known: Known | None = assume_unlisted(_pairs(accepted))
+        else:
+            # Asked before the look-ahead and read after it: in pipeline mode both are
+            # answered in one round trip.
+            shared = self._backend.shared
+            pending = self._backend.pending_later(connection) if shared else None
+            known = look_ahead(connection, accepted)
+            if pending is not None:
+                self.pending = pending()
         budget = Budget(
             free_bytes=self._backend.free_bytes(),
             min_free_bytes=self._min_free_bytes,
@@ -391,8 +429,8 @@ class Writer:
             if run and not (isinstance(op, RecordOp) and together and plain(op.result)):
                 finished += self._record_run(run, budget, results)  # before what follows
                 run = []
-            if isinstance(op, RecordOp | AdminOp):
-                budget.known = None  # it may change the suppression list
+            if isinstance(op, RecordOp | AdminOp) and not self._assume:
+                budget.known = None  # it may change the suppression list (checked at the end)
             if isinstance(op, AcceptOp):
                 results.append(self._accept_one(op, budget))
             elif isinstance(op, AcceptManyOp):
@@ -426,6 +464,8 @@ class Writer:
                 finished += self._record_alone(op, budget, results, len(results) - 1)
         if run:
             finished += self._record_run(run, budget, results)
+        if self._assume and accepted:
+            self._backend.check_batch(connection, _pairs(accepted), self._max_queued)
         if self._backend.shared:  # every node's limits count these (same transaction)
             add_usage(connection, self.usage_node, _counted(writes, results))
         return results, budget, finished
