@@ -106,6 +106,43 @@ class RunnerTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual((runner.in_flight, clock.getDelayedCalls()), (0, []))
 
+    def test_no_claim_for_a_few_jobs_while_the_backlog_is_full(self) -> None:
+        """With jobs in flight, a claim is made for a quarter of the backlog at least
+        (each claim reads past every job in flight): as a full backlog of 12 drains, no
+        claim is made for 1 or 2 jobs, even when woken; once it is half empty, one claim
+        takes the room."""
+        kind, runner, clock = self.make(per_group=20, concurrency=20, backlog=12, claim_batch=12)
+        kind.due = [_Job(f"j{n}", "g") for n in range(30)]
+        runner.start()
+        self.assertEqual([limit for limit, _ in kind.claims], [12])
+        for key in ("j0", "j1"):
+            kind.running[key].callback(None)
+            runner.wake()  # new work, or the poll: not worth a claim yet
+        self.assertEqual([limit for limit, _ in kind.claims], [12])
+        for key in ("j2", "j3", "j4", "j5"):
+            kind.running[key].callback(None)
+        self.assertEqual([limit for limit, _ in kind.claims], [12])
+        kind.running["j6"].callback(None)  # five left in flight: under half
+        self.assertEqual([limit for limit, _ in kind.claims], [12, 7])
+        self.assertEqual(runner.in_flight, 12)
+
+    def test_a_late_record_wakes_the_claim(self) -> None:
+        """When the workers end before their results are written, the last write that
+        leaves the backlog half empty claims again (nothing else would until the poll
+        that the full backlog cancelled)."""
+        kind, runner, clock = self.make(per_group=20, concurrency=20, backlog=4, claim_batch=4)
+        kind.due = [_Job(f"j{n}", "g") for n in range(8)]
+        writes: list[Deferred[None]] = []
+        kind.write = lambda job, result: writes.append(Deferred()) or writes[-1]  # type: ignore[method-assign]
+        runner.start()
+        for key in ("j0", "j1", "j2", "j3"):
+            kind.running[key].callback(None)
+        self.assertEqual([limit for limit, _ in kind.claims], [4])
+        for write in writes[:3]:
+            write.callback(None)
+        self.assertEqual([limit for limit, _ in kind.claims], [4, 3])
+        self.assertEqual(sorted(kind.running), ["j4", "j5", "j6"])
+
     def test_offer_starts_without_claim_and_respects_backlog(self) -> None:
         """Offered jobs start at once without a claim; beyond the backlog they are left
         for a later claim, which a finishing worker triggers."""
