@@ -6,6 +6,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from rail.store import reserve
 from rail.store.reserve import RESERVE_NAME, free_bytes, settle
 
 _MB = 1024 * 1024
@@ -54,7 +55,17 @@ class SettleTests(SynchronousTestCase):
         missing = self.directory / "queue"
         self.assertIsNone(settle(missing, _MB, 0, free=10 * _MB))
         self.assertFalse(missing.exists())
-        self.assertEqual(free_bytes(missing), free_bytes(self.directory))
+        # Which directory is measured, not how much is free (other tests write meanwhile).
+        measured: list[object] = []
+        real = reserve.os.statvfs
+
+        def statvfs(path: Path) -> object:
+            measured.append(path)
+            return real(path)
+
+        self.patch(reserve.os, "statvfs", statvfs)
+        free_bytes(missing / "deeper")
+        self.assertEqual(measured, [self.directory])
 
     def test_measures_free_space(self) -> None:
         """Without ``free``, the file system's free space decides (plenty here)."""
