@@ -227,7 +227,7 @@ def record_result(
     that node's own attempt decides them (:func:`rail.store.lease.still_held`)."""
     message_id = result.message_id
     one_trip = dialect_of(connection).one_statement_inserts
-    state = _state(connection, result, node) if one_trip else None
+    state = _state(connection, result, node)
     if state is None:
         still_held(
             connection,
@@ -299,15 +299,10 @@ def record_result(
     notification = finish_bounced(connection, message_id, dsn, bounced) if bounced else None
     if not was_pending:
         return False, notification
-    if one_trip:  # finished unless still pending, in one round trip
-        finished = connection.execute(
-            FINISH_UNLESS_PENDING, (message_id, result.attempted_at, message_id)
-        ).rowcount
-        return bool(finished), notification
-    if _pending(connection, message_id):
-        return False, notification
-    mark_finished(connection, "outbound", message_id, result.attempted_at)
-    return True, notification
+    finished = connection.execute(  # finished unless still pending, in one statement
+        FINISH_UNLESS_PENDING, (message_id, result.attempted_at, message_id)
+    ).rowcount
+    return bool(finished), notification
 
 
 _UPDATE = (

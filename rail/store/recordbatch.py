@@ -5,7 +5,7 @@
 recipients were sent or deferred (no bounce, so no DSN) and their client wants no event of
 them. The writer's first pass without savepoints records a batch's plain results here:
 one question for the state of all of them, then every update and every ``finished`` row
-sent without waiting, whose counts are read once the batch's transaction has ended. What
+sent without waiting (the writer reads the pending count after the batch). What
 is stored is what recording them one by one stores; a result this cannot take (its
 recipients are gone, its client wants an event, it names a recipient twice) is answered
 None, for the caller to record alone.
@@ -13,7 +13,7 @@ None, for the caller to record alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rail.events.subscriptions import Subscriptions
@@ -23,10 +23,7 @@ from rail.store.emit import DELIVERY_TYPES
 from rail.store.lease import LeaseLostError
 from rail.store.model import JobResult
 
-__all__ = ["Left", "plain", "record_plain"]
-
-Left = Callable[[], bool]
-"""Whether the result's message left the pending set: read after the batch's COMMIT."""
+__all__ = ["plain", "record_plain"]
 
 _STATES = (
     "SELECT r.message_id, r.idx, r.claimed_by, r.lease_until, m.client, m.sender,"
@@ -50,10 +47,10 @@ def record_plain(
     results: Sequence[JobResult],
     subscriptions: Subscriptions,
     node: str | None,
-) -> list[Left | LeaseLostError | None]:
-    """Record the plain ``results`` (:func:`plain`); for each, in order: when to read
-    whether its message left the pending set, the LeaseLostError that refuses it (nothing
-    written for it), or None (record it alone)."""
+) -> list[bool | LeaseLostError | None]:
+    """Record the plain ``results`` (:func:`plain`); for each, in order: True (recorded),
+    the LeaseLostError that refuses it (nothing written for it), or None (record it
+    alone)."""
     keys = [(r.message_id, u.idx) for r in results for u in r.updates]
     rows = connection.execute(
         _STATES, ([message_id for message_id, _ in keys], [idx for _, idx in keys])
@@ -62,7 +59,7 @@ def record_plain(
     for row in rows:
         found.setdefault(row[0], []).append(row)
     seen: set[tuple[str, int]] = set()
-    outcomes: list[Left | LeaseLostError | None] = []
+    outcomes: list[bool | LeaseLostError | None] = []
     for result in results:
         own = {(result.message_id, update.idx) for update in result.updates}
         states = [row for row in found.get(result.message_id, ()) if (row[0], row[1]) in own]
@@ -101,16 +98,9 @@ def record_plain(
                     update.remote_mta,
                 ),
             )
-        outcomes.append(_left(connection, result) if pending else _never)
+        if pending:  # finished now, unless a recipient is still pending
+            connection.execute(
+                FINISH_UNLESS_PENDING, (result.message_id, result.attempted_at, result.message_id)
+            )
+        outcomes.append(True)
     return outcomes
-
-
-def _left(connection: Connection, result: JobResult) -> Left:
-    cursor = connection.execute(
-        FINISH_UNLESS_PENDING, (result.message_id, result.attempted_at, result.message_id)
-    )
-    return lambda: bool(cursor.rowcount)
-
-
-def _never() -> bool:
-    return False

@@ -79,7 +79,7 @@ from rail.store.ops import (
     is_write,
 )
 from rail.store.purge import purge_step
-from rail.store.recordbatch import Left, plain, record_plain
+from rail.store.recordbatch import plain, record_plain
 from rail.store.sharedusage import USAGE_RETENTION, add_usage, purge_usage
 from rail.store.suppressions import Known, assume_unlisted, normalize
 
@@ -200,9 +200,6 @@ class Writer:
         self._connection: Connection | None = None
         # A succeeded operation's savepoint still open (see Dialect.next_savepoint).
         self._open_savepoint = False
-        # Whether the plain results of this batch left the pending set, known once it
-        # is committed (rail.store.recordbatch).
-        self._left_later: list[Left] = []
         # Whether operations run under savepoints (see _write); batches written again
         # after a failed first pass without them, for tests and metrics.
         self._savepoints = True
@@ -424,7 +421,6 @@ class Writer:
         # in the first pass on PostgreSQL, where each would otherwise cost round trips.
         together = not self._savepoints and dialect_of(connection).one_statement_inserts
         run: list[tuple[int, RecordOp]] = []
-        self._left_later = []
         for op in writes:
             if run and not (isinstance(op, RecordOp) and together and plain(op.result)):
                 finished += self._record_run(run, budget, results)  # before what follows
@@ -485,7 +481,7 @@ class Writer:
         self, run: list[tuple[int, RecordOp]], budget: Budget, results: list[object]
     ) -> int:
         """Record a run of plain results together; those it cannot take, alone. How many
-        messages finished, as far as known before COMMIT (the rest: ``_left_later``)."""
+        of those messages finished (the pending count is read after the batch anyway)."""
         finished = 0
         recorded = record_plain(
             self._conn, [op.result for _, op in run], self.subscriptions, self.node
@@ -495,8 +491,6 @@ class Writer:
                 finished += self._record_alone(op, budget, results, index)
             elif isinstance(outcome, LeaseLostError):
                 results[index] = Stale("outbound", op.result.message_id, str(outcome))
-            else:
-                self._left_later.append(outcome)
         return finished
 
     @property
