@@ -95,6 +95,11 @@ class Dialect:
     """Whether a row and its children are inserted in one statement (PostgreSQL's
     data-modifying ``WITH`` and ``unnest`` of array parameters), saving the round trips
     a server costs; SQLite, in process, inserts them one statement each."""
+    array_parameters: bool
+    """Whether a statement takes an array parameter (``id = ANY(?)``), so that many rows
+    are read by one statement: a claim then reads its messages in one round trip
+    (PostgreSQL); SQLite reads each message by itself, and so can tell which row a damaged
+    page belongs to (:mod:`rail.store.integrity`)."""
     next_savepoint: str | None
     """Releases one operation's savepoint and opens the next one's in one round trip to
     the server (PostgreSQL takes several statements in one call without parameters);
@@ -130,6 +135,7 @@ SQLITE = Dialect(
     unindexed="+",
     insertion_order="rowid",
     one_statement_inserts=False,
+    array_parameters=False,
     next_savepoint=None,
 )
 POSTGRESQL = Dialect(
@@ -146,6 +152,7 @@ POSTGRESQL = Dialect(
     unindexed="",
     insertion_order="seq",
     one_statement_inserts=True,
+    array_parameters=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
     savepoints_after_failure=True,
     assumes=True,

@@ -25,6 +25,7 @@ from rail.store.integrity import (
     stored_bytes,
     text,
     verified_row,
+    verified_rows,
 )
 from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
 from rail.store.messagemeta import insert_meta
@@ -118,6 +119,13 @@ def claim_due(
         grouped[key].append(recipient)
     jobs: list[DeliveryJob] = []
     messages: dict[str, _Message] = {}
+    wanted = list(dict.fromkeys(mid for mid, _ in grouped if mid not in bad))
+    if wanted and dialect_of(connection).array_parameters:  # all in one statement
+        for message_id, read in _read_messages(connection, wanted).items():
+            if isinstance(read, UnreadableRowError):
+                bad[message_id] = str(read)
+            else:
+                messages[message_id] = read
     for (message_id, domain), recipients in grouped.items():
         if message_id in bad:
             continue
@@ -150,18 +158,13 @@ def claim_due(
 _Message = tuple[str, str, float, bool, bool, bytes]
 
 
-def _read_message(connection: Connection, message_id: str) -> _Message:
-    """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
-    row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
-    error, such as an I/O error, is the store's and propagates)."""
-    as_bytes = dialect_of(connection).as_bytes
-    client, sender, received_at, smtputf8, eight_bit, data = verified_row(
-        connection,
-        "messages",
-        f"{as_bytes.format('client')}, {as_bytes.format('sender')}, received_at, smtputf8,"
-        " eight_bit",
-        message_id,
-    )
+# The columns of a message a delivery job needs besides its data (client and sender read
+# as bytes: rail.store.integrity).
+_ENVELOPE = "{client}, {sender}, received_at, smtputf8, eight_bit"
+
+
+def _envelope(fields: tuple[Any, ...]) -> _Message:
+    client, sender, received_at, smtputf8, eight_bit, data = fields
     return (
         text(client, "client"),
         text(sender, "sender"),
@@ -170,6 +173,30 @@ def _read_message(connection: Connection, message_id: str) -> _Message:
         bool(eight_bit),
         data,
     )
+
+
+def _read_messages(
+    connection: Connection, message_ids: list[str]
+) -> dict[str, _Message | UnreadableRowError]:
+    """:func:`_read_message` of each of ``message_ids``, in one statement."""
+    as_bytes = dialect_of(connection).as_bytes
+    columns = _ENVELOPE.format(client=as_bytes.format("client"), sender=as_bytes.format("sender"))
+    found: dict[str, _Message | UnreadableRowError] = {}
+    for message_id, row in verified_rows(connection, "messages", columns, message_ids).items():
+        try:
+            found[message_id] = row if isinstance(row, UnreadableRowError) else _envelope(row)
+        except UnreadableRowError as error:
+            found[message_id] = error
+    return found
+
+
+def _read_message(connection: Connection, message_id: str) -> _Message:
+    """The envelope and verified data of ``message_id``; :class:`UnreadableRowError` if the
+    row is missing or damaged, including pages SQLite reports corrupt (any other SQLite
+    error, such as an I/O error, is the store's and propagates)."""
+    as_bytes = dialect_of(connection).as_bytes
+    columns = _ENVELOPE.format(client=as_bytes.format("client"), sender=as_bytes.format("sender"))
+    return _envelope(verified_row(connection, "messages", columns, message_id))
 
 
 def quarantine_message(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from rail.store.db import Connection, dialect_of
@@ -89,6 +90,27 @@ def stored_bytes(value: object) -> bytes:
     """A blob read only to quote from it (a DSN's header section): empty if it is not
     bytes, so a damaged row cannot fail the transaction recording a bounce."""
     return value if isinstance(value, bytes) else b""
+
+
+def verified_rows(
+    connection: Connection, table: str, columns: str, keys: Sequence[str]
+) -> dict[str, tuple[Any, ...] | UnreadableRowError]:
+    """:func:`verified_row` of each of ``keys`` in one statement (an array parameter:
+    :attr:`rail.store.db.Dialect.array_parameters`), each row checked alone: its columns
+    and data, or the UnreadableRowError that says why it cannot be used."""
+    dialect = dialect_of(connection)
+    kind = dialect.storage_class.format("data")
+    query = (
+        f"SELECT id, {columns}, size, {dialect.as_bytes.format('sha256')}, {kind},"  # noqa: S608
+        f" CASE {kind} WHEN 'blob' THEN data END FROM {table} WHERE id = ANY(?)"
+    )
+    found: dict[str, tuple[Any, ...] | UnreadableRowError] = {
+        key: UnreadableRowError("stored message row is missing") for key in keys
+    }
+    for key, *fields, size, digest, stored, data in connection.execute(query, (list(keys),)):
+        problem = data_problem(stored, data, size, digest)
+        found[key] = (*fields, data) if problem is None else UnreadableRowError(problem)
+    return found
 
 
 def verified_row(connection: Connection, table: str, columns: str, key: str) -> tuple[Any, ...]:

@@ -298,3 +298,28 @@ class PlainResultsTests(TestCase):
             [("watched", "message.accepted", "m2"), ("watched", "message.delivered", "m2")],
         )
         self.assertEqual([row[4] for row in state[1]].count("4 z"), 0)
+
+
+class ClaimReadTests(TestCase):
+    async def test_a_claim_reads_its_messages_in_one_statement(self) -> None:
+        """A claim of many jobs reads their messages (checked against their size and
+        digest) in one statement, not one each; a message whose data does not match is
+        still quarantined alone."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        messages = [make_message(received_at=1_800_000_000.0 + n) for n in range(6)]
+        for message in messages:
+            await store.accept(message)
+        pg_sql(dsn, "UPDATE messages SET sha256 = 'x' WHERE id = ?", messages[2].id)
+        statements = _count_statements(store)
+        jobs = await store.claim(1_800_000_100.0, 10, frozenset())
+        self.assertEqual(statements("WHERE id = ANY("), 1)
+        self.assertEqual(
+            sorted(job.message_id for job in jobs),
+            sorted(m.id for m in messages if m != messages[2]),
+        )
+        self.assertEqual({job.data for job in jobs}, {m.data for m in messages if m != messages[2]})
+        (status,) = pg_sql(
+            dsn, "SELECT status FROM recipients WHERE message_id = ?", messages[2].id
+        )
+        self.assertEqual(status, ("failed",))
