@@ -95,6 +95,13 @@ class Dialect:
     """Whether a row and its children are inserted in one statement (PostgreSQL's
     data-modifying ``WITH`` and ``unnest`` of array parameters), saving the round trips
     a server costs; SQLite, in process, inserts them one statement each."""
+    lock_message: str
+    """Appended to a read of ``messages m`` that a delivery result makes before writing:
+    the message's row is locked (``FOR NO KEY UPDATE``) until the transaction ends, so
+    that when two nodes record the last pending recipients of one message at once, the
+    second waits for the first and sees its change, and one of them finishes the message
+    (each would otherwise see the other's recipient pending). SQLite's one writer
+    serializes them anyway."""
     array_parameters: bool
     """Whether a statement takes an array parameter (``id = ANY(?)``), so that many rows
     are read by one statement: a claim then reads its messages in one round trip
@@ -135,6 +142,7 @@ SQLITE = Dialect(
     unindexed="+",
     insertion_order="rowid",
     one_statement_inserts=False,
+    lock_message="",
     array_parameters=False,
     next_savepoint=None,
 )
@@ -152,6 +160,7 @@ POSTGRESQL = Dialect(
     unindexed="",
     insertion_order="seq",
     one_statement_inserts=True,
+    lock_message=" FOR NO KEY UPDATE OF m",
     array_parameters=True,
     next_savepoint="RELEASE op; SAVEPOINT op",
     savepoints_after_failure=True,

@@ -353,17 +353,19 @@ UPDATE_WITH_ATTEMPT = (
 def _state(connection: Connection, result: JobResult, node: str | None) -> tuple[bool, bool] | None:
     """In one round trip: whether the message is pending and held, after checking that
     this node may record ``result`` (:func:`rail.store.lease.still_held`, whose errors it
-    raises); None when none of its recipients is there any more (the caller asks again,
-    one question at a time)."""
+    raises), the message's row locked (:attr:`rail.store.db.Dialect.lock_message`); None
+    when none of its recipients is there any more (the caller asks again, one question at
+    a time)."""
     indexes = [update.idx for update in result.updates]
     marks = ", ".join("?" * len(indexes))
     rows = connection.execute(
-        "SELECT idx, claimed_by, lease_until,"  # noqa: S608  (placeholders only)
-        " EXISTS (SELECT 1 FROM recipients WHERE message_id = ?"
-        " AND status IN ('queued', 'deferred')),"
-        " EXISTS (SELECT 1 FROM holds WHERE message_id = ?)"
-        f" FROM recipients WHERE message_id = ? AND idx IN ({marks})",
-        (result.message_id, result.message_id, result.message_id, *indexes),
+        "SELECT r.idx, r.claimed_by, r.lease_until,"  # noqa: S608  (placeholders only)
+        " EXISTS (SELECT 1 FROM recipients p WHERE p.message_id = m.id"
+        " AND p.status IN ('queued', 'deferred')),"
+        " EXISTS (SELECT 1 FROM holds h WHERE h.message_id = m.id)"
+        " FROM messages m JOIN recipients r ON r.message_id = m.id"
+        f" WHERE m.id = ? AND r.idx IN ({marks})" + dialect_of(connection).lock_message,
+        (result.message_id, *indexes),
     ).fetchall()
     if not rows:
         return None

@@ -4,7 +4,9 @@
 (its state, its updates, whether its message finished). Most results are plain: their
 recipients were sent or deferred (no bounce, so no DSN) and their client wants no event of
 them. The writer's first pass without savepoints records a batch's plain results here:
-one question for the state of all of them, then every update and every ``finished`` row
+one question for the state of all of them (their messages' rows locked, as
+:func:`rail.store.deliveries.record_result` locks one), then every update and every
+``finished`` row
 sent without waiting (the writer reads the pending count after the batch). What
 is stored is what recording them one by one stores; a result this cannot take (its
 recipients are gone, its client wants an event, it names a recipient twice) is answered
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rail.events.subscriptions import Subscriptions
-from rail.store.db import Connection
+from rail.store.db import Connection, dialect_of
 from rail.store.deliveries import FINISH_UNLESS_PENDING, UPDATE_WITH_ATTEMPT, check_leases
 from rail.store.emit import DELIVERY_TYPES
 from rail.store.lease import LeaseLostError
@@ -33,6 +35,7 @@ _STATES = (
     " FROM unnest(?::text[], ?::integer[]) AS k (message_id, idx)"
     " JOIN recipients r ON r.message_id = k.message_id AND r.idx = k.idx"
     " JOIN messages m ON m.id = r.message_id"
+    " ORDER BY r.message_id, r.idx"  # messages locked in one order by every node
 )
 
 
@@ -53,7 +56,8 @@ def record_plain(
     alone)."""
     keys = [(r.message_id, u.idx) for r in results for u in r.updates]
     rows = connection.execute(
-        _STATES, ([message_id for message_id, _ in keys], [idx for _, idx in keys])
+        _STATES + dialect_of(connection).lock_message,
+        ([message_id for message_id, _ in keys], [idx for _, idx in keys]),
     ).fetchall()
     found: dict[str, list[tuple[Any, ...]]] = {}
     for row in rows:

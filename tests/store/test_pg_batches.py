@@ -15,9 +15,10 @@ from twisted.trial.unittest import TestCase
 
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
+from rail.store.deliveries import record_result
 from rail.store.model import Accepted, JobResult, MessageMeta, NewMessage, RecipientUpdate
-from rail.store.pg import PGConnection
-from rail.store.pgschema import PG_SCHEMA_VERSION
+from rail.store.pg import PGConnection, connect
+from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages
 from rail.store.postgres import PostgresStore
 from rail.store.suppressions import Suppression
 from tests.store.test_contract import make_message, open_postgres, pg_sql
@@ -323,3 +324,52 @@ class ClaimReadTests(TestCase):
             dsn, "SELECT status FROM recipients WHERE message_id = ?", messages[2].id
         )
         self.assertEqual(status, ("failed",))
+
+
+class FinishRaceTests(TestCase):
+    async def test_two_nodes_record_the_last_recipients_at_once(self) -> None:
+        """Two nodes record the results of a message's last two pending recipients in
+        transactions that overlap: the message is finished once, by whichever commits
+        last (each would otherwise see the other's recipient still pending, and neither
+        finish it: counted pending for ever, never purged)."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        message = make_message(recipients=("a@example.net", "b@example.net"))
+        await store.accept(message)
+        await store.close()
+        first, second = connect(dsn), connect(dsn)
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        when = message.received_at + 1
+
+        def result(idx: int) -> JobResult:
+            return JobResult(message.id, when, (RecipientUpdate(idx, "sent", "250 ok"),))
+
+        first.execute("BEGIN")
+        record_result(first, result(0), None)
+        (backend,) = second.execute("SELECT pg_backend_pid()").fetchone()
+        done = threading.Event()
+
+        def other_node() -> None:
+            second.execute("BEGIN")
+            record_result(second, result(1), None)
+            second.execute("COMMIT")
+            done.set()
+
+        thread = threading.Thread(target=other_node)
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        for _ in range(1000):  # until it finished, or waits for the first one's lock
+            waiting = pg_sql(
+                dsn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", backend
+            )
+            if done.is_set() or waiting == [("Lock",)]:
+                break
+            threading.Event().wait(0.01)
+        first.execute("COMMIT")
+        thread.join(30)
+        self.assertTrue(done.is_set())
+        self.assertEqual(
+            pg_sql(dsn, "SELECT count(*) FROM finished WHERE id = ?", message.id), [(1,)]
+        )
+        self.assertEqual(pending_messages(first), 0)
