@@ -213,6 +213,9 @@ def quarantine_message(
     finds the same fault and quarantines them in turn); if only such recipients are pending,
     :class:`LeaseLostError`."""
     spare, params = _not_held_by_others(node, now)
+    lock = dialect_of(connection).lock_message
+    if lock:  # as a result does: whoever ends last sees the other's change and finishes it
+        connection.execute("SELECT 1 FROM messages m WHERE m.id = ?" + lock, (message_id,))  # noqa: S608
     updated = connection.execute(
         "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
         " updated_at = ?, claimed_by = NULL, lease_until = ?"

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
-from rail.store.deliveries import record_result
+from rail.store.deliveries import quarantine_message, record_result
 from rail.store.model import Accepted, JobResult, MessageMeta, NewMessage, RecipientUpdate
 from rail.store.pg import PGConnection, connect
 from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages
@@ -332,6 +332,14 @@ class FinishRaceTests(TestCase):
         transactions that overlap: the message is finished once, by whichever commits
         last (each would otherwise see the other's recipient still pending, and neither
         finish it: counted pending for ever, never purged)."""
+        await self._race(quarantine_first=False)
+
+    async def test_a_quarantine_and_a_result_at_once(self) -> None:
+        """One node quarantines a message (a damaged row) while another records the result
+        of the recipient it holds: the message is finished once all the same."""
+        await self._race(quarantine_first=True)
+
+    async def _race(self, quarantine_first: bool) -> None:
         dsn = postgres_dsn(self)
         store = open_postgres(self, dsn)
         message = make_message(recipients=("a@example.net", "b@example.net"))
@@ -346,13 +354,20 @@ class FinishRaceTests(TestCase):
             return JobResult(message.id, when, (RecipientUpdate(idx, "sent", "250 ok"),))
 
         first.execute("BEGIN")
-        record_result(first, result(0), None)
+        if quarantine_first:  # node n1 quarantines what it may: recipient 0 (1 is n2's)
+            second.execute(
+                "UPDATE recipients SET claimed_by = 'n2', lease_until = ? WHERE idx = 1",
+                (when + 60,),
+            )
+            self.assertTrue(quarantine_message(first, message.id, "damaged", when, "n1"))
+        else:
+            record_result(first, result(0), None)
         (backend,) = second.execute("SELECT pg_backend_pid()").fetchone()
         done = threading.Event()
 
         def other_node() -> None:
             second.execute("BEGIN")
-            record_result(second, result(1), None)
+            record_result(second, result(1), None, node="n2" if quarantine_first else None)
             second.execute("COMMIT")
             done.set()
 
