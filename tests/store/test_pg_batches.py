@@ -57,9 +57,11 @@ async def _outcomes(deferreds: list[Deferred[Any]]) -> list[object]:
     return [value if ok else value.value for ok, value in results]
 
 
-def _hold(store: PostgresStore) -> tuple[Deferred[Any], threading.Event]:
-    """Occupy the writer until the returned event is set, so what is submitted meanwhile
-    is written as one batch."""
+async def _as_one_batch(
+    store: PostgresStore, submit: Callable[[], list[Deferred[Any]]]
+) -> tuple[list[object], Callable[[str], int]]:
+    """What ``submit`` submits, written as one batch (the writer is kept busy meanwhile):
+    each answer or error, and how many of the batch's statements have a given part."""
     gate, entered = threading.Event(), threading.Event()
 
     def hold(connection: Any) -> tuple[object, int]:
@@ -68,7 +70,11 @@ def _hold(store: PostgresStore) -> tuple[Deferred[Any], threading.Event]:
 
     held = store._run(hold, True)
     assert entered.wait(30)
-    return held, gate
+    statements = _count_statements(store)
+    pending = submit()
+    gate.set()
+    await held
+    return await _outcomes(pending), statements
 
 
 def _count_statements(store: PostgresStore) -> Callable[[str], int]:
@@ -98,12 +104,9 @@ class PipelinedBatchTests(TestCase):
         await store.add_suppression(Suppression("alice", "gone@example.net", "manual", "api", 1))
         messages = _messages(suppressed)
         if together:
-            held, gate = _hold(store)
-            statements = _count_statements(store)
-            pending = [store.accept(message) for message in messages]
-            gate.set()
-            await held
-            results = await _outcomes(pending)
+            results, statements = await _as_one_batch(
+                store, lambda: [store.accept(message) for message in messages]
+            )
             inserts = statements("INSERT INTO messages")
         else:
             results = [await store.accept(message) for message in messages]
@@ -158,26 +161,6 @@ class PipelinedBatchTests(TestCase):
         case), the check at the end of the first pass fails it; the batch is written again
         after looking its recipients up, and stores what one-by-one acceptance does."""
         self.assertEqual(await self._compare(suppressed=True), (2, 1))
-
-    async def test_an_error_found_later_is_still_its_operations(self) -> None:
-        """In pipeline mode the error of the batch's one INSERT names no message: the
-        batch is written again with savepoints, and only the message PostgreSQL refuses
-        (a NUL in its sender) fails; the others are stored once, the tally agrees."""
-        dsn = postgres_dsn(self)
-        store = open_postgres(self, dsn)
-        good = [make_message() for _ in range(5)]
-        poison = attrs.evolve(make_message(), sender="bad\x00@example.com")
-        held, gate = _hold(store)
-        pending = [store.accept(m) for m in good[:1]]
-        pending.append(store.accept(poison))
-        pending.extend(store.accept(m) for m in good[1:])
-        gate.set()
-        await held
-        results = await _outcomes(pending)
-        self.assertEqual(results[:1] + results[2:], [Accepted(m.id, 1) for m in good])
-        self.assertEqual(store._writer.retried_batches, 1)
-        self.assertEqual(pg_sql(dsn, "SELECT count(*) FROM recipients"), [(5,)])
-        self.assertEqual((await store.recipient_counts())["queued"], 5)
 
 
 # Schema 15's tally of inserts: a trigger per row.
@@ -266,12 +249,9 @@ class PlainResultsTests(TestCase):
             JobResult(sent[0].id, when + 2, (RecipientUpdate(0, "deferred", "4 z", None, 1.0),)),
         ]
         if together:
-            hold, gate = _hold(store)
-            statements = _count_statements(store)
-            pending = [store.record(result) for result in results]
-            gate.set()
-            await hold
-            answers = await _outcomes(pending)
+            answers, statements = await _as_one_batch(
+                store, lambda: [store.record(result) for result in results]
+            )
             self.assertEqual(statements("JOIN messages m ON m.id = r.message_id"), 1)
         else:
             answers = [await store.record(result) for result in results]
