@@ -44,6 +44,7 @@ __all__ = [
     "DSNBuilder",
     "claim_due",
     "finish_bounced",
+    "lock_messages",
     "oldest_pending_received_at",
     "quarantine_message",
     "recipient_counts",
@@ -229,6 +230,24 @@ def quarantine_message(
     if node is None or not _pending(connection, message_id):
         mark_finished(connection, "outbound", message_id, now)
     return True
+
+
+def lock_messages(connection: Connection, message_ids: list[str]) -> None:
+    """Lock the rows of ``message_ids`` in id order, first thing in a transaction that
+    records results or quarantines for them (where :attr:`rail.store.db.Dialect.lock_message`
+    locks anything). Each of those locks its message's row when it comes to it, in the
+    order the batch holds them: two nodes whose batches name two messages in opposite
+    orders would each hold one and wait for the other (a deadlock, which the server ends
+    by failing one batch). Taken up front in one order, the second batch waits for the
+    first before it holds anything."""
+    dialect = dialect_of(connection)
+    if not dialect.lock_message or not message_ids:
+        return
+    connection.execute(
+        "SELECT m.id FROM messages m WHERE m.id = ANY(?) ORDER BY m.id"  # noqa: S608
+        + dialect.lock_message,
+        (sorted(set(message_ids)),),
+    )
 
 
 def _not_held_by_others(node: str | None, now: float) -> tuple[str, tuple[object, ...]]:

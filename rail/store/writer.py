@@ -42,7 +42,7 @@ from rail.store.accept import (
 )
 from rail.store.backend import ASSUMED_WRONG, Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
-from rail.store.deliveries import claim_due, quarantine_message, record_result
+from rail.store.deliveries import claim_due, lock_messages, quarantine_message, record_result
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
 from rail.store.lease import LEASE_SECONDS, Lease, LeaseLostError, node_id, release, renew
@@ -159,6 +159,17 @@ def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
         elif isinstance(op, AcceptManyOp):
             messages.extend(message for message, _ in op.items)
     return messages
+
+
+def _recorded(writes: Sequence[Write | AdminOp]) -> list[str]:
+    """The outbound messages whose rows a batch locks (its results and quarantines)."""
+    found: list[str] = []
+    for op in writes:
+        if isinstance(op, RecordOp):
+            found.append(op.result.message_id)
+        elif isinstance(op, QuarantineOp) and op.queue == "outbound":
+            found.append(op.message_id)
+    return found
 
 
 class Writer:
@@ -397,6 +408,7 @@ class Writer:
         result, the budget (what the batch adds) and how many messages it finished."""
         connection.execute(dialect_of(connection).begin)
         self._open_savepoint = False
+        lock_messages(connection, _recorded(writes))  # one order on every node
         accepted = _accepted(writes)
         if self._assume:  # what the pass assumes is checked at the end (Dialect.assumes)
             known: Known | None = assume_unlisted(_pairs(accepted))

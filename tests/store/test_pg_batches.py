@@ -368,3 +368,50 @@ class FinishRaceTests(TestCase):
             pg_sql(dsn, "SELECT count(*) FROM finished WHERE id = ?", message.id), [(1,)]
         )
         self.assertEqual(pending_messages(first), 0)
+
+
+class LockOrderTests(TestCase):
+    async def test_a_batch_locks_its_messages_in_id_order_first(self) -> None:
+        """A batch whose results lock two messages takes both locks first, in id order,
+        not each as its result comes (a bounce, recorded alone, then a plain result):
+        while another node holds the first message, the batch holds nothing, so that
+        node may go on to lock the second (it would otherwise wait for the batch while the
+        batch waits for it: a deadlock, which fails one of them)."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        at = 1_800_000_000.0
+        first = make_message(received_at=at)
+        second = make_message(received_at=at + 1)
+        for message in (first, second):
+            await store.accept(message)
+        other = connect(dsn)
+        self.addCleanup(other.close)
+        other.execute("BEGIN")
+        other.execute("SELECT id FROM messages WHERE id = ? FOR NO KEY UPDATE", (first.id,))
+        gate, entered = threading.Event(), threading.Event()
+
+        def hold(connection: Any) -> tuple[object, int]:
+            entered.set()
+            return gate.wait(30), 0
+
+        held = store._run(hold, True)
+        self.assertTrue(entered.wait(30))
+        pending = [
+            store.record(JobResult(m.id, at + 10, (RecipientUpdate(0, status, reply),)))
+            for m, status, reply in ((second, "bounced", "550 no"), (first, "sent", "250 ok"))
+        ]
+        gate.set()
+        for _ in range(1000):  # until the batch waits for the lock on the first message
+            if pg_sql(
+                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ) == [(1,)]:
+                break
+            threading.Event().wait(0.01)
+        other.execute("SELECT id FROM messages WHERE id = ? FOR NO KEY UPDATE NOWAIT", (second.id,))
+        other.execute("COMMIT")
+        await held
+        self.assertEqual(await _outcomes(pending), [None, None])
+        self.assertEqual(
+            pg_sql(dsn, "SELECT count(*) FROM finished WHERE id IN (?, ?)", first.id, second.id),
+            [(2,)],
+        )
