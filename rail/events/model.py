@@ -23,6 +23,7 @@ EVENT_TYPES: Final = (
     "message.expired",
     "message.suppressed",
     "message.complained",
+    "message.deleted",
     "inbound.failed",
 )
 

@@ -17,6 +17,7 @@ message data. Retries go through the partial index of pending recipients.
 
 from __future__ import annotations
 
+from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.store.adminmodel import (
     HEAD_BYTES,
     MAX_PAGE,
@@ -32,6 +33,7 @@ from rail.store.adminmodel import (
 )
 from rail.store.db import Connection, dialect_of
 from rail.store.deliveries import DSNBuilder, finish_bounced
+from rail.store.emit import operator_events
 from rail.store.messagemeta import read_meta
 from rail.store.model import (
     MessageMeta,
@@ -454,10 +456,18 @@ def release(connection: Connection, message_id: str, now: float, actor: str) -> 
     return "done", 0
 
 
-def delete(connection: Connection, message_id: str, now: float, actor: str, reason: str) -> Change:
-    """Every pending recipient of ``message_id`` becomes ``deleted`` (final, no DSN).
-    The answer is ``(AdminOutcome, None)``."""
-    return _finish(connection, message_id, now, actor, "delete", reason, None)
+def delete(
+    connection: Connection,
+    message_id: str,
+    now: float,
+    actor: str,
+    reason: str,
+    subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
+) -> Change:
+    """Every pending recipient of ``message_id`` becomes ``deleted`` (final, no DSN), a
+    ``message.deleted`` event each for a client that wants it. The answer is
+    ``(AdminOutcome, None)``."""
+    return _finish(connection, message_id, now, actor, "delete", reason, None, subscriptions)
 
 
 def bounce(
@@ -467,11 +477,13 @@ def bounce(
     actor: str,
     reason: str | None,
     dsn: DSNBuilder | None,
+    subscriptions: Subscriptions = NO_SUBSCRIPTIONS,
 ) -> Change:
     """Every pending recipient of ``message_id`` becomes ``bounced`` and the DSN is
-    queued as for a remote 5xx (none for a null reverse-path). The answer is
+    queued as for a remote 5xx (none for a null reverse-path), a ``message.bounced``
+    event each (``source`` ``operator``) for a client that wants it. The answer is
     ``(AdminOutcome, the DSN or None)``."""
-    return _finish(connection, message_id, now, actor, "bounce", reason, dsn)
+    return _finish(connection, message_id, now, actor, "bounce", reason, dsn, subscriptions)
 
 
 def _finish(
@@ -482,6 +494,7 @@ def _finish(
     action: str,
     reason: str | None,
     dsn: DSNBuilder | None,
+    subscriptions: Subscriptions,
 ) -> Change:
     if not _exists(connection, message_id):
         return ("not_found", None), 0
@@ -510,6 +523,7 @@ def _finish(
     # Every pending recipient is final now: the message is finished for retention, in
     # this transaction, as record_result does.
     mark_finished(connection, "outbound", message_id, now)
+    operator_events(connection, message_id, pending, action, reply, reason, now, subscriptions)
     notification: NewMessage | None = None
     if action == "bounce":
         notification = finish_bounced(connection, message_id, dsn, pending)

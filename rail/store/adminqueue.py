@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from rail.events.subscriptions import Subscriptions
 from rail.store import admin
 from rail.store.adminmodel import QueueQuery, RetryTarget
 from rail.store.deliveries import DSNBuilder
@@ -26,10 +27,11 @@ __all__ = ["SQLiteAdmin"]
 
 
 class SQLiteAdmin:
-    """Needs ``_submit(make) -> Deferred``, ``_read(read) -> Deferred`` and ``_observers``
-    from the store."""
+    """Needs ``_submit(make) -> Deferred``, ``_read(read) -> Deferred``, ``_observers``
+    and ``subscriptions`` from the store."""
 
     _observers: list[Callable[[], object]]
+    subscriptions: Subscriptions
 
     def _submit(self, make: Callable[[Any], Any]) -> Deferred[Any]:
         raise NotImplementedError
@@ -94,12 +96,18 @@ class SQLiteAdmin:
 
     def delete(self, message_id: str, now: float, actor: str, reason: str) -> Deferred[Any]:
         """An AdminOutcome; see IAdminQueue."""
-        done = self._run(lambda c: admin.delete(c, message_id, now, actor, reason), write=True)
+        wanted = self.subscriptions  # who hears of it: message.deleted
+        done = self._run(
+            lambda c: admin.delete(c, message_id, now, actor, reason, wanted), write=True
+        )
         return done.addCallback(lambda result: result[0])
 
     def bounce(
         self, message_id: str, now: float, actor: str, reason: str | None, dsn: DSNBuilder | None
     ) -> Deferred[Any]:
         """An AdminOutcome; see IAdminQueue."""
-        done = self._run(lambda c: admin.bounce(c, message_id, now, actor, reason, dsn), write=True)
+        wanted = self.subscriptions  # who hears of it: message.bounced
+        done = self._run(
+            lambda c: admin.bounce(c, message_id, now, actor, reason, dsn, wanted), write=True
+        )
         return done.addCallback(lambda result: self._woken(result[0], result[1] is not None))

@@ -19,6 +19,9 @@ both or neither. docs/events.md says when each type fires and what it carries; i
 - ``message.expired``: a recipient reached ``delivery.max_age`` (with ``message.bounced``,
   ``source`` ``expired``, so an app that only follows bounces sees it too).
 - ``inbound.failed``: an inbound webhook job gave up (a 4xx, a refused URL, or max age).
+- An operator's bounce of a message: ``message.bounced``, ``source`` ``operator``, for each
+  recipient it ended (never suppressing: the address did nothing wrong); an operator's
+  delete: ``message.deleted`` for each.
 
 Messages with a null reverse-path are Rail's own notifications (DSNs), not the app's: they
 make no events and suppress nothing. Nothing is read unless a subscribed client or a
@@ -48,6 +51,7 @@ __all__ = [
     "accepted_events",
     "delivery_events",
     "inbound_failed_events",
+    "operator_events",
     "parse_reply",
 ]
 
@@ -185,6 +189,55 @@ def delivery_events(
             if bounce["classification"] == "hard":
                 bounce["suppressed"] = _suppress(connection, client, address, update, result)
             event("message.bounced", bounce)
+    if events:
+        insert_events(connection, events, now, subscriptions)
+
+
+def operator_events(
+    connection: Connection,
+    message_id: str,
+    indexes: Sequence[int],
+    action: str,
+    reply: str,
+    reason: str | None,
+    now: float,
+    subscriptions: Subscriptions,
+) -> None:
+    """What an operator's ``action`` (``bounce`` or ``delete``) on ``message_id`` tells its
+    client, for the recipients it ended (``indexes``), with the ``reply`` they now show:
+    without it, an app that follows its messages' outcomes would wait for ever on mail an
+    operator ended."""
+    kind = "message.bounced" if action == "bounce" else "message.deleted"
+    if not indexes or not subscriptions.by_client:
+        return
+    row = connection.execute(
+        "SELECT client, sender FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None or not row[1] or not subscriptions.wants(str(row[0]), kind):
+        return  # gone, Rail's own notification, or not wanted
+    client = str(row[0])
+    ended = set(indexes)
+    code, enhanced, text = parse_reply(reply)
+    details: dict[str, Any] = (
+        {
+            "source": "operator",
+            "classification": classify(code, enhanced, text),
+            "status": enhanced,
+            "reply": reply,
+            "mx": None,
+            "suppressed": False,
+        }
+        if action == "bounce"
+        else {"reason": reason}
+    )
+    events = [
+        Event(kind, client, message_id, str(address), details)
+        for idx, address in connection.execute(
+            "SELECT idx, address FROM recipients WHERE message_id = ? ORDER BY idx",
+            (message_id,),
+        )
+        if int(idx) in ended
+    ]
     if events:
         insert_events(connection, events, now, subscriptions)
 

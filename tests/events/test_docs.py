@@ -99,8 +99,9 @@ class EmittedEventsMatchSchemasTests(TestCase):
     """Every type Rail's store emits, produced for real, validates against its schema."""
 
     async def test_emitted_events_validate(self) -> None:
-        """accepted, delivered, deferred, bounced (smtp and expired), expired and
-        inbound.failed, with and without meta, all validate; a broken one does not."""
+        """accepted, delivered, deferred, bounced (smtp, expired and operator), expired,
+        deleted and inbound.failed, with and without meta, all validate; a broken one does
+        not."""
         directory = Path(self.mktemp()) / "queue"
         store = open_sqlite(self, directory)
         store.subscriptions = Subscriptions({"app": Subscription(frozenset(EVENT_TYPES))})
@@ -161,6 +162,24 @@ class EmittedEventsMatchSchemasTests(TestCase):
             WebhookResult(inbound.id, "app", _T0 + 8, "failed", "HTTP 410 Gone")
         )
 
+        # An operator's bounce and delete (rail queue bounce, delete).
+        ended = [
+            NewMessage(
+                id=new_message_id(_T0 + 9 + n),
+                client="app",
+                sender="app@rail.example",
+                recipients=("late@example.net",),
+                data=b"Subject: hi\r\n\r\nhello\r\n",
+                channel="api",
+                received_at=_T0 + 9 + n,
+            )
+            for n in range(2)
+        ]
+        for one in ended:
+            await store.accept(one)
+        await store.bounce(ended[0].id, _T0 + 12, "ops", "spam trap", None)
+        await store.delete(ended[1].id, _T0 + 12, "ops", "sent twice")
+
         payloads = await stored_payloads(store)
         self.assertEqual(
             sorted({p["type"] for p in payloads}),
@@ -171,13 +190,14 @@ class EmittedEventsMatchSchemasTests(TestCase):
                     "message.deferred",
                     "message.bounced",
                     "message.expired",
+                    "message.deleted",
                     "inbound.failed",
                 }
             ),
         )
         self.assertEqual(
             sorted(p["details"]["source"] for p in payloads if p["type"] == "message.bounced"),
-            ["expired", "smtp"],
+            ["expired", "operator", "smtp"],
         )
         for payload in payloads:
             jsonschema.validate(payload, _schema(payload["type"]), jsonschema.Draft202012Validator)

@@ -456,6 +456,72 @@ class BounceTests(_StoreTest):
         self.assertEqual(self.suppressions(), [])
 
 
+class OperatorEventTests(_StoreTest):
+    """An operator's bounce or delete of a message tells its client, per recipient it
+    ended: without it an app would wait for ever on mail an operator ended."""
+
+    async def test_bounce(self) -> None:
+        """``message.bounced`` with source ``operator`` for the recipients still pending
+        (not the one already delivered); it suppresses nothing."""
+        message = await self.queued(_message("ok@example.net", "a@example.net", "b@example.net"))
+        await self.store.record(_result(message, _T0 + 1, _sent(0)))
+        outcome = await self.store.bounce(message.id, _T0 + 5, "ops", "spam trap", None)
+        self.assertEqual(outcome, "done")
+        reply = "550 5.0.0 bounced by the operator (ops): spam trap"
+        self.assertEqual(
+            [
+                (e["recipient"], e["created_at"], e["details"])
+                for e in self.events("message.bounced")
+            ],
+            [
+                (
+                    address,
+                    _T0 + 5,
+                    {
+                        "source": "operator",
+                        "classification": "unknown",
+                        "status": "5.0.0",
+                        "reply": reply,
+                        "mx": None,
+                        "suppressed": False,
+                    },
+                )
+                for address in ("a@example.net", "b@example.net")
+            ],
+        )
+        self.assertEqual(self.suppressions(), [])
+
+    async def test_delete(self) -> None:
+        """``message.deleted`` with the operator's reason for each pending recipient."""
+        message = await self.queued(_message("a@example.net", "b@example.net"))
+        await self.store.record(_result(message, _T0 + 1, _deferred(1, _T0 + 60)))
+        self.assertEqual(await self.store.delete(message.id, _T0 + 5, "ops", "sent twice"), "done")
+        self.assertEqual(
+            [(e["recipient"], e["details"]) for e in self.events("message.deleted")],
+            [
+                ("a@example.net", {"reason": "sent twice"}),
+                ("b@example.net", {"reason": "sent twice"}),
+            ],
+        )
+
+    async def test_only_what_the_client_wants(self) -> None:
+        """A client subscribed to bounces alone hears nothing of a delete; nothing is
+        told twice when nothing was pending any more."""
+        self.store.subscriptions = Subscriptions(
+            {"app": Subscription(frozenset({"message.bounced"}))}
+        )
+        deleted = await self.queued(_message("a@example.net"))
+        bounced = await self.queued(_message("b@example.net", at=_T0 + 1))
+        await self.store.delete(deleted.id, _T0 + 5, "ops", "no")
+        await self.store.bounce(bounced.id, _T0 + 5, "ops", None, None)
+        self.assertEqual(
+            await self.store.bounce(bounced.id, _T0 + 6, "ops", None, None), "not_pending"
+        )
+        self.assertEqual(
+            [(e["type"], e["message_id"]) for e in self.events()], [("message.bounced", bounced.id)]
+        )
+
+
 class InboundFailedTests(_StoreTest):
     async def _inbound(self) -> InboundMessage:
         message = InboundMessage(
@@ -559,6 +625,10 @@ class PostgresBounceTests(_OnPostgres, BounceTests):
 
 
 class PostgresInboundFailedTests(_OnPostgres, InboundFailedTests):
+    pass
+
+
+class PostgresOperatorEventTests(_OnPostgres, OperatorEventTests):
     pass
 
 
