@@ -105,6 +105,17 @@ class _Window:
                 return
         counts.append([bucket, amount])
 
+    def take_back(self, at: float, amount: int) -> None:
+        """Undo an :meth:`add` of ``amount`` at ``at``, as far as its bucket is still
+        counted (a bucket the window has left counts for nothing already)."""
+        bucket = math.floor(at / self._width)
+        for entry in self._counts:
+            if entry[0] == bucket:
+                taken = min(entry[1], amount)
+                entry[1] -= taken
+                self.total -= taken
+                return
+
     def retry_after(self, now: float, amount: int, limit: int) -> int:
         """Seconds until ``amount`` more fits under ``limit`` (a whole window if never:
         more than the limit at once)."""
@@ -191,6 +202,16 @@ class ClientRates:
         windows["messages_per_hour"].add(now, 1)
         windows["messages_per_day"].add(now, 1)
         windows["recipients_per_day"].add(now, recipients)
+
+    def forget(self, client: str, recipients: int, at: float) -> None:
+        """Take back a message :meth:`record` counted at ``at`` that the store did not
+        accept after all (the batch API counts each item before storing the batch, so
+        that the items after it see it)."""
+        usage = self._usage.get(client)
+        if usage is None:
+            return
+        for name, window in usage.windows.items():
+            window.take_back(at, recipients if name == "recipients_per_day" else 1)
 
     def seed(self, rows: Iterable[tuple[str, float, int, int]]) -> None:
         """Add what the store holds: ``(client, time, messages, recipients)`` rows (one per

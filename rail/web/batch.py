@@ -7,7 +7,9 @@ order: ``{"status": 202, "id", "recipients", "suppressed", "replayed"}`` (a sing
 202 body with the HTTP status in ``status``), or ``{"status": 4xx/5xx, "error": {"code",
 "message"}}``. Each item's ``request_id`` replays or
 conflicts as a single send's does, and each counts against the client's rate limits in
-order (an item over them is ``429 RATE_LIMITED`` with ``retry_after``). Composing a body over
+order (an item over them is ``429 RATE_LIMITED`` with ``retry_after``); an item the store
+then does not accept (a replay, a conflict, a full or unavailable queue) is taken back
+from the counts, as a single send counts only what the store accepted. Composing a body over
 :data:`BATCH_INLINE_LIMIT` runs in a thread.
 """
 
@@ -139,13 +141,14 @@ class SendBatch(SendSettings):
         if isinstance(results, ComposeError):
             return write_error(request, results.http_status, results.code, results.message)
         peer = str(getattr(request.getClientAddress(), "host", ""))
+        counted_at = self._clock.seconds()
         limited: dict[int, dict[str, Any]] = {}
         for index, result in enumerate(results):
             if isinstance(result, ComposeError) and result.limit is not None:
                 if self._refusals is not None:
                     self._refusals.refuse("https", result.limit, peer)
             if isinstance(result, Submission) and self._rates is not None:
-                refusal = self._rate_limited(identity.name, result, peer)
+                refusal = self._rate_limited(identity.name, result, peer, counted_at)
                 if refusal is not None:
                     limited[index] = refusal
         good = [
@@ -154,21 +157,32 @@ class SendBatch(SendSettings):
             if isinstance(result, Submission) and index not in limited
         ]
         stored = self._accept(good) if good else maybeDeferred(list)
+        stored.addBoth(self._take_back, good, counted_at)
         stored.addCallback(self._stored, request, results, good, limited)
         stored.addErrback(self._failed, request, identity)
         return stored
 
+    def _take_back(self, outcomes: Any, good: list[Submission], counted_at: float) -> Any:
+        """Uncount the items the store did not accept (all of them if the batch failed)."""
+        if self._rates is not None:
+            failed = not isinstance(outcomes, list)
+            for index, submission in enumerate(good):
+                if failed or not isinstance(outcomes[index], Accepted):
+                    message = submission.message
+                    self._rates.forget(message.client, len(message.recipients), counted_at)
+        return outcomes
+
     def _rate_limited(
-        self, client: str, submission: Submission, peer: str
+        self, client: str, submission: Submission, peer: str, at: float
     ) -> dict[str, Any] | None:
         """The entry of an item over the client's rate limits, or None: then the item is
-        counted at once, so the items after it in the batch see it (it stays counted if
-        the store then refuses or replays it)."""
+        counted at once, so the items after it in the batch see it (taken back if the
+        store then does not accept it: :meth:`_take_back`)."""
         assert self._rates is not None
         recipients = len(submission.message.recipients)
         refusal = self._rates.check_message(client, recipients)
         if refusal is None:
-            self._rates.record(client, recipients)
+            self._rates.record(client, recipients, at)
             return None
         if self._refusals is not None:
             self._refusals.refuse("https", refusal.limit, peer)

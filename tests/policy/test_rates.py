@@ -44,6 +44,25 @@ class WindowTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIsNone(rates.check_message("app"))
 
+    def test_forget_takes_back_what_record_counted(self) -> None:
+        """A message taken back no longer counts in any window; one taken back after its
+        bucket left a window takes nothing from that window (never below what is
+        left), and still from the windows that count it."""
+        rates = _rates(self.clock, messages_per_minute=1, messages_per_hour=2)
+        rates.record("app", 3)
+        self.assertIsNotNone(rates.check_message("app"))
+        rates.forget("app", 3, NOW)
+        self.assertIsNone(rates.check_message("app"))
+        rates.record("app", 1)
+        self.clock.advance(61)  # the minute forgot it; the hour did not
+        rates.record("app", 1)
+        self.assertIsNotNone(rates.check_message("app"))  # two in the hour
+        rates.forget("app", 1, NOW)
+        self.assertIsNotNone(rates.check_message("app"))  # the minute's one is the second
+        self.clock.advance(60)
+        self.assertIsNone(rates.check_message("app"))  # one left in the hour
+        rates.forget("nobody", 1, NOW)  # a client never counted: nothing happens
+
     def test_clients_are_counted_apart(self) -> None:
         """One client's mail does not count against another's limit."""
         rates = _rates(self.clock, messages_per_minute=1)

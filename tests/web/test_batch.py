@@ -227,6 +227,29 @@ class BatchRateTests(_BatchSite):
         self.assertEqual(self.refusals.counts, {("https", "messages_per_hour"): 1})
         self.assertEqual(self.post(document()).error(), (429, "RATE_LIMITED"))
 
+    def test_items_the_store_does_not_accept_are_taken_back(self) -> None:
+        """An item counts only if the store accepts it, as a single send does: a replay
+        and items refused by a full queue leave the counts as they were (they count
+        while the batch is decided, so the items after them in it see them)."""
+        self.assertEqual(self.batch([document(request_id="a")]).json()["results"][0]["status"], 202)
+        replay = self.batch([document(request_id="a")]).json()["results"][0]
+        self.assertEqual((replay["status"], replay["replayed"]), (202, True))
+        self.store.full = True
+        full = self.batch([document(), document()]).json()["results"]
+        self.assertEqual([r["error"]["code"] for r in full], ["QUEUE_FULL", "RATE_LIMITED"])
+        self.store.full = False
+        self.assertEqual(self.post(document()).status, 202)  # the second of the hour
+        self.assertEqual(self.post(document()).error(), (429, "RATE_LIMITED"))
+
+    def test_a_failed_batch_is_taken_back(self) -> None:
+        """A batch the store fails whole (503) counts nothing."""
+        self.store.closed = True
+        self.assertEqual(self.batch([document()]).error(), (503, "QUEUE_UNAVAILABLE"))
+        self.store.closed = False
+        self.assertEqual(self.post(document()).status, 202)
+        self.assertEqual(self.post(document()).status, 202)
+        self.assertEqual(self.post(document()).error(), (429, "RATE_LIMITED"))
+
 
 class BatchThreadTests(_BatchSite):
     def site(self) -> RailSite:
