@@ -88,5 +88,6 @@ def refuse_leftover(directory: Path) -> None:
     raise StoreUnavailableError(
         f"storage.backend is postgresql, but {path} still holds work not finished ({held}),"
         " which is not carried over: start once more with storage.backend: sqlite until"
-        " it is done (rail queue list), or move the file away to drop it"
+        " it is done (rail queue list; rail queue bounce or delete ends a message), or"
+        " move the file away to drop it"
     )
