@@ -17,7 +17,8 @@ from typing import Any
 import attrs
 from twisted.web.template import Tag, tags
 
-from rail.console.pages import DKIMSelectors, _dl, _page, records_block
+from rail.console.domainpages import DKIMSelectors, records_block
+from rail.console.layout import definitions, document
 from rail.pki.operations import IssuedPEM
 
 __all__ = [
@@ -175,7 +176,7 @@ def issue_page(
             )
         )
     content.append(issue_form(token, form, key_types, default_key_type))
-    return _page("Issue a certificate", "clients", *content)
+    return document("Issue a certificate", "clients", *content)
 
 
 def _hidden(form: IssueForm) -> list[Tag]:
@@ -194,10 +195,10 @@ def _hidden(form: IssueForm) -> list[Tag]:
 
 def issue_confirm_page(token: str, form: IssueForm, days: int) -> Tag:
     """The confirmation step: what will be issued, and a button that issues it."""
-    return _page(
+    return document(
         "Issue this certificate?",
         "clients",
-        _dl(
+        definitions(
             [
                 ("Name", form.name),
                 ("Role", "admin" if form.admin else "client"),
@@ -258,7 +259,7 @@ def issued_page(issued: Issued, download_token: str) -> Tag:
             class_="done",
             role="status",
         ),
-        _dl(facts),
+        definitions(facts),
     ]
     for conflict in issued.pem.shared:
         content.append(
@@ -293,7 +294,7 @@ def issued_page(issued: Issued, download_token: str) -> Tag:
             )
         )
     content.append(tags.p(tags.a("Back to the clients", href="/console/clients")))
-    return _page(f"Certificate issued: {name}", "clients", *content, script=True)
+    return document(f"Certificate issued: {name}", "clients", *content, script=True)
 
 
 def download_problem(name: str, kind: str, pem: str) -> str | None:
@@ -309,7 +310,7 @@ def download_problem(name: str, kind: str, pem: str) -> str | None:
 
 def rotate_confirm_page(domain: str, token: str) -> Tag:
     """The confirmation step of rotating a domain's DKIM keys."""
-    return _page(
+    return document(
         "Rotate the DKIM keys?",
         "domains",
         tags.p(

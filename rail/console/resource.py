@@ -34,7 +34,15 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString
 
 from rail.config.clients import ClientPolicies
-from rail.console import issuing, pages
+from rail.console import (
+    clientpages,
+    domainpages,
+    inboundpages,
+    issuing,
+    layout,
+    messagepages,
+    overview,
+)
 from rail.console.csrf import csrf_token, csrf_valid
 from rail.console.issuing import Issued, IssueForm
 from rail.delivery.stats import DeliveryStats
@@ -125,7 +133,7 @@ class ConsoleSources:
     """The HTTPS listener's certificate now in use (no I/O)."""
     client_events: Callable[[], Deferred[list[ClientEvents]]] | None = None
     """Every client's event subscription (registry, read in a thread)."""
-    dkim: Callable[[], Deferred[list[pages.DKIMSelectors]]] | None = None
+    dkim: Callable[[], Deferred[list[domainpages.DKIMSelectors]]] | None = None
     """The DKIM selectors each local domain signs with now (key files read in a thread)."""
     issuing: Issuing | None = None
     """Issuing certificates from the Clients page."""
@@ -233,14 +241,14 @@ class Console(Resource):
             return b""
         admin = _admin(request)
         if isinstance(admin, str):
-            return self._write(request, succeed(_Answer(403, pages.forbidden_page(admin))))
+            return self._write(request, succeed(_Answer(403, layout.forbidden_page(admin))))
         if request.method == b"POST":
             answer = self._post(request, path, admin)
         elif request.method in (b"GET", b"HEAD"):
             answer = self._get(request, path, admin)
         else:
             request.setHeader(b"Allow", b"GET, POST")
-            answer = succeed(_Answer(405, pages.notice_page("Method not allowed", "GET or POST.")))
+            answer = succeed(_Answer(405, layout.notice_page("Method not allowed", "GET or POST.")))
         return self._write(request, answer)
 
     def _write(self, request: Any, answer: Deferred[_Answer]) -> Any:
@@ -266,7 +274,7 @@ class Console(Resource):
             request.setResponseCode(503)
             request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
             request.setHeader(b"Retry-After", b"5")
-            page = pages.notice_page(
+            page = layout.notice_page(
                 "Unavailable", "The queue could not answer just now; try again in a moment."
             )
             return flattenString(None, page).addCallback(lambda html: b"<!DOCTYPE html>\n" + html)
@@ -284,12 +292,12 @@ class Console(Resource):
             return self._messages(args)
         if len(path) == 2 and path[0] == "messages":
             return self._message(path[1], args)
-        if len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS:
+        if len(path) == 3 and path[0] == "messages" and path[2] in messagepages.ACTIONS:
             if not is_message_id(path[1]):
                 return _not_found()
             target = f"/console/messages/{path[1]}/{path[2]}"
             token = csrf_token(self._sources.secret, admin.fingerprint, target)
-            return succeed(_Answer(page=pages.confirm_page(path[1], path[2], token)))
+            return succeed(_Answer(page=messagepages.confirm_page(path[1], path[2], token)))
         if path == ["inbound"]:
             return self._inbound(args)
         if len(path) == 3 and path[0] == "inbound" and path[2] == "retry":
@@ -297,7 +305,7 @@ class Console(Resource):
                 return _not_found()
             target = f"/console/inbound/{path[1]}/retry"
             token = csrf_token(self._sources.secret, admin.fingerprint, target)
-            return succeed(_Answer(page=pages.inbound_retry_page(path[1], token)))
+            return succeed(_Answer(page=inboundpages.inbound_retry_page(path[1], token)))
         if path == ["clients"]:
             return self._clients(args, None, admin)
         if len(path) == 3 and path[0] == "certificates" and path[2] == "revoke":
@@ -305,7 +313,7 @@ class Console(Resource):
                 return _not_found()
             target = f"/console/certificates/{path[1]}/revoke"
             token = csrf_token(self._sources.secret, admin.fingerprint, target)
-            return succeed(_Answer(page=pages.revoke_page(path[1], token)))
+            return succeed(_Answer(page=clientpages.revoke_page(path[1], token)))
         if path == ["suppressions", "remove"]:
             client, address = _arg(args, "client"), _arg(args, "address")
             if not client or not address:
@@ -313,7 +321,7 @@ class Console(Resource):
             token = csrf_token(
                 self._sources.secret, admin.fingerprint, "/console/suppressions/remove"
             )
-            return succeed(_Answer(page=pages.remove_page(client, address, token)))
+            return succeed(_Answer(page=clientpages.remove_page(client, address, token)))
         if path == ["domains"]:
             return self._domains(admin, False, _arg(args, "rotated"))
         if len(path) == 3 and path[0] == "dkim" and path[2] == "rotate":
@@ -351,7 +359,7 @@ class Console(Resource):
             server = sources.server_certificate() if sources.server_certificate else None
             if stats is not None and snapshot is not None:
                 snapshot = {**snapshot, "quarantined": _quarantined(stats)}
-            page = pages.overview_page(
+            page = overview.overview_page(
                 now,
                 counts_found,
                 snapshot,
@@ -372,7 +380,7 @@ class Console(Resource):
     def _messages(self, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
         """The search form and, always, a page of results: the newest messages when no
         field is filled in (a listing is bounded whatever the queue holds)."""
-        values = {name: _arg(args, name) for name in pages.SEARCH_FIELDS}
+        values = {name: _arg(args, name) for name in messagepages.SEARCH_FIELDS}
         cursor = _arg(args, "cursor") or None
         problem = None
         after = before = None
@@ -398,7 +406,7 @@ class Console(Resource):
             else:
                 metadata = ((key.strip(), value.strip()),)
         if problem is not None:
-            return succeed(_Answer(400, pages.messages_page(values, None, problem)))
+            return succeed(_Answer(400, messagepages.messages_page(values, None, problem)))
         query = QueueQuery(
             status=values["status"] or None,
             client=values["client"] or None,
@@ -413,7 +421,7 @@ class Console(Resource):
             limit=50,
         )
         return self._sources.store.list_messages(query).addCallback(
-            lambda found: _Answer(page=pages.messages_page(values, found, None))
+            lambda found: _Answer(page=messagepages.messages_page(values, found, None))
         )
 
     def _message(self, message_id: str, args: dict[bytes, list[bytes]]) -> Deferred[_Answer]:
@@ -426,8 +434,8 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             detail, events = found
             if detail is None:
-                return _Answer(404, pages.notice_page("Not found", "No such message."))
-            return _Answer(page=pages.message_page(detail, events, done))
+                return _Answer(404, layout.notice_page("Not found", "No such message."))
+            return _Answer(page=messagepages.message_page(detail, events, done))
 
         return gatherResults(
             [store.show_message(message_id), store.message_events(message_id)]
@@ -446,7 +454,7 @@ class Console(Resource):
                 else "Nothing to retry: no webhook job is pending."
             )
         return self._sources.store.recent_inbound(before).addCallback(
-            lambda found: _Answer(page=pages.inbound_page(found, done))
+            lambda found: _Answer(page=inboundpages.inbound_page(found, done))
         )
 
     def _clients(
@@ -488,7 +496,7 @@ class Console(Resource):
         def render(found: list[Any]) -> _Answer:
             records, listing, subscribed = found
             policies = sources.policies() if sources.policies is not None else None
-            page = pages.clients_page(
+            page = clientpages.clients_page(
                 now,
                 records,
                 client,
@@ -527,7 +535,7 @@ class Console(Resource):
             for each in selectors or ():
                 if rotated and each.domain == rotated:
                     notice = issuing.rotated_notice(each)
-            page = pages.domains_page(
+            page = domainpages.domains_page(
                 text,
                 verdicts,
                 problem,
@@ -565,7 +573,7 @@ class Console(Resource):
 
     def _post(self, request: Any, path: list[str], admin: _Admin) -> Deferred[_Answer]:
         target = "/" + "/".join(["console", *path])
-        is_action = len(path) == 3 and path[0] == "messages" and path[2] in pages.ACTIONS
+        is_action = len(path) == 3 and path[0] == "messages" and path[2] in messagepages.ACTIONS
         is_removal = path == ["suppressions", "remove"]
         is_inbound = len(path) == 3 and path[0] == "inbound" and path[2] == "retry"
         is_check = path == ["domains", "check"]
@@ -587,7 +595,7 @@ class Console(Resource):
             return succeed(
                 _Answer(
                     403,
-                    pages.notice_page(
+                    layout.notice_page(
                         "Refused",
                         "This form was not one this console gave you (no valid token), so"
                         " nothing was done. Go back, reload the page and try again.",
@@ -627,7 +635,9 @@ class Console(Resource):
                 admin.fingerprint,
                 f"/console/messages/{message_id}/{action}",
             )
-            return succeed(_Answer(400, pages.confirm_page(message_id, action, token, problem)))
+            return succeed(
+                _Answer(400, messagepages.confirm_page(message_id, action, token, problem))
+            )
         sources = self._sources
         queue, now, actor = sources.store, sources.clock.seconds(), admin.name
         work: Deferred[Any]
@@ -652,7 +662,7 @@ class Console(Resource):
                 reason=reason,
             )
             if outcome is None or outcome == "not_found":
-                return _Answer(404, pages.notice_page("Not found", "No such message."))
+                return _Answer(404, layout.notice_page("Not found", "No such message."))
             if action == "retry":
                 code = "done" if outcome else "none"
             else:
@@ -666,7 +676,7 @@ class Console(Resource):
         client, address = _arg(form, "client"), _arg(form, "address")
         if not client or not address or max(len(client), len(address)) > _MAX_FIELD:
             return succeed(
-                _Answer(400, pages.notice_page("Refused", "A client and an address are needed."))
+                _Answer(400, layout.notice_page("Refused", "A client and an address are needed."))
             )
 
         def answer(removed: bool) -> _Answer:
@@ -700,7 +710,7 @@ class Console(Resource):
         def refused(failure: Failure) -> _Answer:
             failure.trap(RegistryError)
             text = str(failure.value)
-            return _Answer(409, pages.notice_page("Not revoked", text, "/console/clients"))
+            return _Answer(409, layout.notice_page("Not revoked", text, "/console/clients"))
 
         return revoke(serial).addCallbacks(done, refused)
 
@@ -753,7 +763,7 @@ class Console(Resource):
         pem = values[-1].decode("ascii", "replace") if values else ""
         problem = issuing.download_problem(name, kind, pem)
         if problem is not None:
-            return succeed(_Answer(400, pages.notice_page("Refused", problem, "/console/clients")))
+            return succeed(_Answer(400, layout.notice_page("Refused", problem, "/console/clients")))
         return succeed(_Answer(download=(f"{name}.{kind}", pem.encode("ascii"))))
 
     def _rotate(self, domain: str, admin: _Admin) -> Deferred[_Answer]:
@@ -763,7 +773,7 @@ class Console(Resource):
 
         def done(outcome: Rotated | str) -> _Answer:
             if isinstance(outcome, str):
-                return _Answer(409, pages.notice_page("Not rotated", outcome, "/console/domains"))
+                return _Answer(409, layout.notice_page("Not rotated", outcome, "/console/domains"))
             generation = outcome.generation
             _log.info(
                 "admin {admin} rotated the DKIM keys of {domain} (console): selectors"
@@ -813,9 +823,9 @@ def _utc(text: str, label: str) -> tuple[float | None, str | None]:
     """A form's ``YYYY-MM-DDTHH:MM[:SS]`` (UTC) as seconds since the epoch, or why not."""
     if not text:
         return None, None
-    for layout in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+    for form in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
         try:
-            when = datetime.strptime(text, layout).replace(tzinfo=UTC)
+            when = datetime.strptime(text, form).replace(tzinfo=UTC)
         except ValueError:
             continue
         return when.timestamp(), None
@@ -823,7 +833,7 @@ def _utc(text: str, label: str) -> tuple[float | None, str | None]:
 
 
 def _not_found() -> Deferred[_Answer]:
-    return succeed(_Answer(404, pages.notice_page("Not found", "No such page.", "/console/")))
+    return succeed(_Answer(404, layout.notice_page("Not found", "No such page.", "/console/")))
 
 
 def _or_none(work: Deferred[Any]) -> Deferred[Any]:

@@ -16,8 +16,8 @@ from twisted.internet.threads import deferToThreadPool
 
 from rail.config import Config
 from rail.config.clients import ClientPolicies
+from rail.console.domainpages import DKIMSelectors
 from rail.console.issuing import Issued, IssueForm
-from rail.console.pages import DKIMSelectors
 from rail.console.resource import Console, ConsoleSources, Issuing
 from rail.delivery.stats import DeliveryStats
 from rail.dkim.keys import DKIMKeyError, KeyStore

@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from rail.console.domainpages import DKIMSelectors
 from rail.console.issuing import Issued, IssueForm, read_issue_form
-from rail.console.pages import DKIMSelectors
 from rail.console.resource import Console, ConsoleSources, Issuing
 from rail.dkim.generations import Generation
 from rail.dkim.rotation import Rotated

@@ -10,7 +10,8 @@ from twisted.web.template import flattenString
 
 from rail.config.clients import ClientPolicies
 from rail.config.schema import ClientLimits
-from rail.console.pages import certificate_state, clients_page, overview_page
+from rail.console.clientpages import certificate_state, clients_page
+from rail.console.overview import overview_page
 from rail.console.resource import _quarantined
 from rail.delivery.stats import DeliveryStats
 from rail.pki.clientevents import ClientEvents
