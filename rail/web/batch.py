@@ -44,7 +44,6 @@ from rail.web.send import (
     SendSettings,
     accepted_to_json,
     client_identity,
-    finish_later,
     json_content_type,
 )
 
@@ -116,17 +115,7 @@ class SendBatch(SendSettings):
             max_message_size=self._max_message_size,
             header_limits=self._header_limits,
         )
-        if self._in_thread is not None and len(body) > BATCH_INLINE_LIMIT:
-            composing = self._in_thread(work)
-        else:
-            composing = maybeDeferred(work)
-        answer = composing.addCallbacks(
-            self._composed,
-            self._compose_failed,
-            callbackArgs=(request, identity),
-            errbackArgs=(request, identity),
-        )
-        return finish_later(request, answer)
+        return self._compose(request, identity, work, len(body) > BATCH_INLINE_LIMIT)
 
     def _compose_failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
         _log.failure("composing a batch failed", failure, client=identity.name)

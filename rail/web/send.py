@@ -160,6 +160,32 @@ class SendSettings(JSONResource):
         self._refusals = refusals
         self._in_thread = in_thread
 
+    def _compose(
+        self, request: Any, identity: ClientIdentity, work: Callable[[], Any], large: bool
+    ) -> Any:
+        """Run ``work`` (composing the request's body): in place, or by ``in_thread``
+        when the body is ``large`` (too long to compose on the reactor); then
+        :meth:`_composed` or :meth:`_compose_failed`."""
+        if self._in_thread is not None and large:
+            composing = self._in_thread(work)
+        else:
+            composing = maybeDeferred(work)
+        answer = composing.addCallbacks(
+            self._composed,
+            self._compose_failed,
+            callbackArgs=(request, identity),
+            errbackArgs=(request, identity),
+        )
+        return finish_later(request, answer)
+
+    def _composed(self, result: Any, request: Any, identity: ClientIdentity) -> Any:
+        """Answer the request with what composing made."""
+        raise NotImplementedError
+
+    def _compose_failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
+        """Answer the request when composing raised (a bug)."""
+        raise NotImplementedError
+
 
 class Send(SendSettings):
     """Mounted at ``/api/v1/send`` and ``/v1/send``.
@@ -197,17 +223,7 @@ class Send(SendSettings):
             max_message_size=self._max_message_size,
             header_limits=self._header_limits,
         )
-        if self._in_thread is not None and len(body) > INLINE_LIMIT:
-            composing = self._in_thread(work)
-        else:
-            composing = maybeDeferred(work)
-        answer = composing.addCallbacks(
-            self._composed,
-            self._compose_failed,
-            callbackArgs=(request, identity),
-            errbackArgs=(request, identity),
-        )
-        return finish_later(request, answer)
+        return self._compose(request, identity, work, len(body) > INLINE_LIMIT)
 
     def _compose_failed(self, failure: Failure, request: Any, identity: ClientIdentity) -> bytes:
         _log.failure("composing a message failed", failure, client=identity.name)
