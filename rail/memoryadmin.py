@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
+from rail.events.model import Event
 from rail.store.adminmodel import (
     HEAD_BYTES,
     MAX_PAGE,
@@ -23,6 +24,7 @@ from rail.store.adminmodel import (
     RetryTarget,
 )
 from rail.store.deliveries import DSNBuilder, recipient_domain
+from rail.store.emit import operator_event
 from rail.store.model import (
     MessageStatus,
     NewMessage,
@@ -51,6 +53,7 @@ class MemoryAdmin:
     held: dict[str, float]
     actions: dict[str, list[AdminAction]]
     history: dict[str, list[Attempt]]
+    events: list[Event]
 
     def _rows(self, message: NewMessage) -> list[RecipientStatus]:
         raise NotImplementedError
@@ -309,6 +312,13 @@ class MemoryAdmin:
                 self._remote_mta[(message_id, index)] = None
         self.held.pop(message_id, None)
         self._act(message_id, now, actor, action, reason)
+        message = self.messages[message_id]
+        if message.sender:  # as the SQLite store tells (rail.store.emit.operator_events)
+            kind, details = operator_event(action, reply, reason)
+            self.events.extend(
+                Event(kind, message.client, message_id, message.recipients[index], details)
+                for index in pending
+            )
         if action != "bounce":
             return "done", None
         return "done", self._bounce_notification(message_id, dsn, pending)

@@ -108,8 +108,10 @@ class MemoryStore(MemoryAdmin, MemorySuppressions):
     - ``messages``: what was accepted, by id (read it, or seed it);
     - :meth:`update_recipient`: play the delivery side to test status rendering;
     - ``suppressions``: each client's suppression list, by (client, address), checked
-      by ``accept`` as the SQLite store checks it; ``events``: the events stored (every
-      client counts as subscribed to every type);
+      by ``accept`` as the SQLite store checks it; ``events``: the events stored of
+      those the fake makes (``message.suppressed`` at acceptance, and an operator's
+      bounce or delete; delivery results bring their own, ``recorded_events``), every
+      client counting as subscribed to every type;
     - damage at rest: replace a message in ``messages`` or ``inbound`` with one whose
       ``data`` differs from what was accepted (``attrs.evolve``; ``data`` may even be a
       ``str`` or None): the next claim that reads it quarantines it, as the SQLite store

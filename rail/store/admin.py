@@ -503,20 +503,18 @@ def _finish(
     else:
         status = "bounced"
         reply = f"550 5.0.0 bounced by the operator ({actor})" + (f": {reason}" if reason else "")
-    pending = [
+    # The recipients this statement ended, as it ended them: a result recorded by another
+    # node meanwhile (PostgreSQL, READ COMMITTED) is not counted as ended here.
+    pending = sorted(
         int(row[0])
         for row in connection.execute(
-            "SELECT idx FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')",
-            (message_id,),
-        )
-    ]
-    count = connection.execute(
-        "UPDATE recipients SET status = ?, last_reply = ?, remote_mta = NULL,"
-        " next_attempt_at = NULL, updated_at = ?"
-        " WHERE message_id = ? AND status IN ('queued', 'deferred')",
-        (status, reply, now, message_id),
-    ).rowcount
-    if not count:
+            "UPDATE recipients SET status = ?, last_reply = ?, remote_mta = NULL,"
+            " next_attempt_at = NULL, updated_at = ?"
+            " WHERE message_id = ? AND status IN ('queued', 'deferred') RETURNING idx",
+            (status, reply, now, message_id),
+        ).fetchall()
+    )
+    if not pending:
         return ("not_pending", None), 0
     connection.execute("DELETE FROM holds WHERE message_id = ?", (message_id,))
     _record(connection, message_id, now, actor, action, reason)

@@ -39,8 +39,15 @@ class SQLiteAdmin:
     def _read(self, read: Callable[[Any], Any]) -> Deferred[Any]:
         raise NotImplementedError
 
-    def _run(self, work: Callable[[Any], tuple[object, int]], write: bool) -> Deferred[Any]:
-        return self._submit(lambda token: AdminOp(work, write, token))
+    def _run(
+        self,
+        work: Callable[[Any], tuple[object, int]],
+        write: bool,
+        message_id: str | None = None,
+    ) -> Deferred[Any]:
+        """``message_id``: the outbound message a write changes, if one (its row is
+        locked in the batch's order: :attr:`rail.store.ops.AdminOp.message_id`)."""
+        return self._submit(lambda token: AdminOp(work, write, token, message_id))
 
     def _woken(self, result: Any, wake: bool) -> Any:
         if wake:
@@ -82,23 +89,33 @@ class SQLiteAdmin:
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""
-        done = self._run(lambda c: admin.retry(c, target, now, actor), write=True)
+        done = self._run(
+            lambda c: admin.retry(c, target, now, actor), write=True, message_id=target.message_id
+        )
         return done.addCallback(lambda count: self._woken(count, bool(count)))
 
     def hold(self, message_id: str, now: float, actor: str, reason: str | None) -> Deferred[Any]:
         """An AdminOutcome; see IAdminQueue."""
-        return self._run(lambda c: admin.hold(c, message_id, now, actor, reason), write=True)
+        return self._run(
+            lambda c: admin.hold(c, message_id, now, actor, reason),
+            write=True,
+            message_id=message_id,
+        )
 
     def release(self, message_id: str, now: float, actor: str) -> Deferred[Any]:
         """An AdminOutcome; see IAdminQueue."""
-        done = self._run(lambda c: admin.release(c, message_id, now, actor), write=True)
+        done = self._run(
+            lambda c: admin.release(c, message_id, now, actor), write=True, message_id=message_id
+        )
         return done.addCallback(lambda outcome: self._woken(outcome, outcome == "done"))
 
     def delete(self, message_id: str, now: float, actor: str, reason: str) -> Deferred[Any]:
         """An AdminOutcome; see IAdminQueue."""
         wanted = self.subscriptions  # who hears of it: message.deleted
         done = self._run(
-            lambda c: admin.delete(c, message_id, now, actor, reason, wanted), write=True
+            lambda c: admin.delete(c, message_id, now, actor, reason, wanted),
+            write=True,
+            message_id=message_id,
         )
         return done.addCallback(lambda result: result[0])
 
@@ -108,6 +125,8 @@ class SQLiteAdmin:
         """An AdminOutcome; see IAdminQueue."""
         wanted = self.subscriptions  # who hears of it: message.bounced
         done = self._run(
-            lambda c: admin.bounce(c, message_id, now, actor, reason, dsn, wanted), write=True
+            lambda c: admin.bounce(c, message_id, now, actor, reason, dsn, wanted),
+            write=True,
+            message_id=message_id,
         )
         return done.addCallback(lambda result: self._woken(result[0], result[1] is not None))

@@ -51,6 +51,7 @@ __all__ = [
     "accepted_events",
     "delivery_events",
     "inbound_failed_events",
+    "operator_event",
     "operator_events",
     "parse_reply",
 ]
@@ -193,6 +194,22 @@ def delivery_events(
         insert_events(connection, events, now, subscriptions)
 
 
+def operator_event(action: str, reply: str, reason: str | None) -> tuple[str, dict[str, Any]]:
+    """The type and details of the event an operator's ``action`` (``bounce`` or
+    ``delete``) makes for each recipient it ended, whose ``last_reply`` is now ``reply``."""
+    if action != "bounce":
+        return "message.deleted", {"reason": reason}
+    code, enhanced, text = parse_reply(reply)
+    return "message.bounced", {
+        "source": "operator",
+        "classification": classify(code, enhanced, text),
+        "status": enhanced,
+        "reply": reply,
+        "mx": None,
+        "suppressed": False,  # the address did nothing wrong
+    }
+
+
 def operator_events(
     connection: Connection,
     message_id: str,
@@ -207,7 +224,7 @@ def operator_events(
     client, for the recipients it ended (``indexes``), with the ``reply`` they now show:
     without it, an app that follows its messages' outcomes would wait for ever on mail an
     operator ended."""
-    kind = "message.bounced" if action == "bounce" else "message.deleted"
+    kind, details = operator_event(action, reply, reason)
     if not indexes or not subscriptions.by_client:
         return
     row = connection.execute(
@@ -217,19 +234,6 @@ def operator_events(
         return  # gone, Rail's own notification, or not wanted
     client = str(row[0])
     ended = set(indexes)
-    code, enhanced, text = parse_reply(reply)
-    details: dict[str, Any] = (
-        {
-            "source": "operator",
-            "classification": classify(code, enhanced, text),
-            "status": enhanced,
-            "reply": reply,
-            "mx": None,
-            "suppressed": False,
-        }
-        if action == "bounce"
-        else {"reason": reason}
-    )
     events = [
         Event(kind, client, message_id, str(address), details)
         for idx, address in connection.execute(

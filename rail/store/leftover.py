@@ -49,8 +49,18 @@ def left_in(directory: Path) -> Leftover:
     path = directory / QUEUE_FILE
     if not path.exists():
         return Leftover()
-    # mode=rw: never creates the file; a WAL left by a crash is read with it.
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=5)) as db:
+    # Read-only first: the directory may be read-only, or the disk full. Where that cannot
+    # read the file (a WAL without its shared-memory file), read-write, which never
+    # creates the file and reads a WAL left by a crash with it.
+    uri = path.resolve().as_uri()
+    try:
+        return _count(f"{uri}?mode=ro")
+    except sqlite3.Error:
+        return _count(f"{uri}?mode=rw")
+
+
+def _count(uri: str) -> Leftover:
+    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         counts = {
             name: db.execute(query).fetchone()[0] if _table(query) in tables else 0
@@ -88,6 +98,8 @@ def refuse_leftover(directory: Path) -> None:
     raise StoreUnavailableError(
         f"storage.backend is postgresql, but {path} still holds work not finished ({held}),"
         " which is not carried over: start once more with storage.backend: sqlite until"
-        " it is done (rail queue list; rail queue bounce or delete ends a message), or"
-        " move the file away to drop it"
+        " it is done (rail queue list; rail queue bounce or delete ends a message; webhook"
+        " and event POSTs end when delivered or given up), or move the file away to drop"
+        " it (and if this data_dir is a copy of another node's, remove its queue: that"
+        " node delivers that mail)"
     )

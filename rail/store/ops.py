@@ -181,6 +181,9 @@ class AdminOp:
     work: Callable[[Connection], tuple[object, int]]
     write: bool
     token: Any
+    message_id: str | None = None
+    """The outbound message whose rows it changes, if one: locked with the batch's others
+    before anything else (:func:`rail.store.deliveries.lock_messages`)."""
 
 
 @attrs.frozen

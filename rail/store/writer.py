@@ -162,12 +162,15 @@ def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
 
 
 def _recorded(writes: Sequence[Write | AdminOp]) -> list[str]:
-    """The outbound messages whose rows a batch locks (its results and quarantines)."""
+    """The outbound messages whose rows a batch locks (its results, quarantines and an
+    operator's actions on one message)."""
     found: list[str] = []
     for op in writes:
         if isinstance(op, RecordOp):
             found.append(op.result.message_id)
         elif isinstance(op, QuarantineOp) and op.queue == "outbound":
+            found.append(op.message_id)
+        elif isinstance(op, AdminOp) and op.write and op.message_id is not None:
             found.append(op.message_id)
     return found
 

@@ -497,6 +497,27 @@ class MemoryAdminTests(_AdminContract, TestCase):
     def make_store(self) -> Any:
         return MemoryStore(Clock())
 
+    async def test_operator_events(self) -> None:
+        """The fake tells of an operator's bounce and delete as the real stores do
+        (tests/store/test_emit.py OperatorEventTests): one event per recipient ended."""
+        bounced = await self._accept(recipients=("a@example.net", "b@example.net"))
+        deleted = await self._accept()
+        await self.store.bounce(bounced, _NOW, "ops", "spam trap", None)
+        await self.store.delete(deleted, _NOW, "ops", "sent twice")
+        self.assertEqual(
+            [(e.type, e.message_id, e.recipient) for e in self.store.events],
+            [
+                ("message.bounced", bounced, "a@example.net"),
+                ("message.bounced", bounced, "b@example.net"),
+                ("message.deleted", deleted, "bob@example.net"),
+            ],
+        )
+        self.assertEqual(
+            self.store.events[0].details["reply"],
+            "550 5.0.0 bounced by the operator (ops): spam trap",
+        )
+        self.assertEqual(self.store.events[2].details, {"reason": "sent twice"})
+
 
 class ListingPlanTests(TestCase):
     def test_pages_use_indexes(self) -> None:

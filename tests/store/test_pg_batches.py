@@ -415,3 +415,37 @@ class LockOrderTests(TestCase):
             pg_sql(dsn, "SELECT count(*) FROM finished WHERE id IN (?, ?)", first.id, second.id),
             [(2,)],
         )
+
+    async def test_an_operator_bounce_tells_only_what_it_ended(self) -> None:
+        """Another node records recipient 0 as sent while an operator bounces the message:
+        the bounce waits for it, then ends recipient 1 alone and tells of that one alone
+        (it read both as pending before, and told of a recipient already delivered)."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        store.subscriptions = Subscriptions({"alice": Subscription(frozenset(EVENT_TYPES))})
+        message = make_message(recipients=("a@example.net", "b@example.net"))
+        await store.accept(message)
+        when = message.received_at + 1
+        other = connect(dsn)
+        self.addCleanup(other.close)
+        other.execute("BEGIN")
+        record_result(
+            other, JobResult(message.id, when, (RecipientUpdate(0, "sent", "250"),)), None
+        )
+        bounced = store.bounce(message.id, when + 1, "ops", None, None)
+        for _ in range(1000):  # until the bounce waits for the other node's transaction
+            if pg_sql(
+                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ) == [(1,)]:
+                break
+            threading.Event().wait(0.01)
+        other.execute("COMMIT")
+        self.assertEqual(await bounced, "done")
+        self.assertEqual(
+            pg_sql(dsn, "SELECT type, recipient FROM events WHERE type <> 'message.accepted'"),
+            [("message.bounced", "b@example.net")],
+        )
+        self.assertEqual(
+            pg_sql(dsn, "SELECT idx, status FROM recipients ORDER BY idx"),
+            [(0, "sent"), (1, "bounced")],
+        )
