@@ -98,6 +98,7 @@ from rail.webhooks.secretcli import REFRESH_INTERVAL as SECRETS_REFRESH
 from rail.webhooks.secrets import read_secrets
 from rail.webhooks.secretwatch import SecretsWatch
 from rail.webhooks.service import build_webhooks, webhook_limits, webhook_policy
+from rail.webhooks.webhookstats import WebhookStats
 from rail.workers.child import AdoptedEndpoint
 from rail.workers.metrics import Gather, PeerMetrics, peer_path
 from rail.workers.plan import WorkerSpec
@@ -727,11 +728,15 @@ def build_service(
     event_stats = EventStats(stats.registry)
     stats.add_section("events", event_stats.summary)
     stats.add_refresh(lambda: store.event_counts().addCallback(event_stats.set_jobs))
+    webhook_stats = WebhookStats(stats.registry)
+    stats.add_section("webhooks", webhook_stats.summary)
+    stats.add_refresh(lambda: store.webhook_counts().addCallback(webhook_stats.set_jobs))
     webhooks = build_webhooks(
         config,
         reactor,
         store,
         webhook_key,
+        observer=webhook_stats,
         webhook_url=lambda client: webhook_urls.current().webhooks.get(client),
         event_observer=event_stats,
     )

@@ -1,0 +1,99 @@
+"""Inbound webhook figures in the running service tree: mail arrives on Rail's port 25,
+Rail POSTs it to a receiver on loopback, and ``/metrics`` and ``/stats`` (over real TLS)
+count the POST and show the webhook jobs by status, read from the store."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from twisted.web import server
+
+from rail.pki.issue import ClientRequest
+from rail.pki.operations import issue_client
+from rail.service import build_service
+from tests.integration.fixtures import make_config, storage_overrides
+from tests.integration.tlsclient import https_request
+from tests.interop.test_inbound import _Receiver
+from tests.support.dnsserver import start_dns
+
+
+def _send(port: int) -> None:
+    message = "From: <c@outside.test>\r\nTo: <shop@rail.test>\r\nSubject: hi\r\n\r\nhi\r\n"
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.sendmail("c@outside.test", ["shop@rail.test"], message.encode())
+
+
+class WebhookStatsTests(TestCase):
+    timeout = 60
+
+    async def test_a_delivered_post_is_counted(self) -> None:
+        """After one inbound message is POSTed and answered 2xx: ``rail_webhooks_total``
+        counts one delivered POST, ``rail_queue_webhooks`` one delivered job, and
+        ``/stats``' ``webhooks`` section says the same with the latency sample."""
+        receiver = _Receiver()
+        site = server.Site(receiver)
+        site.noisy = False
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        dns = await start_dns(reactor, {})
+        self.addCleanup(dns.stop)
+        base = Path(self.mktemp()).absolute()
+        base.mkdir(parents=True)
+        config = make_config(
+            base / "data",
+            **storage_overrides(self),
+            listen={
+                "https": "tcp:0:interface=127.0.0.1",
+                "submission": None,
+                "inbound": "tcp:0:interface=127.0.0.1",
+                "http": None,
+                "dns": None,
+            },
+            inbound={"nameservers": [f"127.0.0.1:{dns.port}"]},
+            webhooks={"allow_http_loopback": True, "allow_private": True},
+            delivery={"hold": True},
+        )
+        request = ClientRequest(
+            name="shop",
+            emails=("shop@rail.test",),
+            webhook=f"http://127.0.0.1:{listening.getHost().port}/hook",
+            key_type="ed25519",
+            validity=timedelta(days=1),
+        )
+        issue_client(config, request, base, datetime.now(UTC))
+        service = build_service(config, reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        https = service.getServiceNamed("https").port.getHost().port
+        inbound = service.getServiceNamed("inbound").port.getHost().port
+        ca = config.data_dir / "ca" / "ca.crt"
+
+        def get(path: str) -> Any:
+            return deferToThread(https_request, https, "GET", path, ca)
+
+        await deferToThread(_send, inbound)
+        metrics = ""
+        for _ in range(400):  # the result is recorded just after the receiver's answer
+            metrics = (await get("/metrics")).body.decode()
+            if 'rail_webhooks_total{status="delivered"} 1.0' in metrics:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(receiver.posts), 1)
+        self.assertIn('rail_webhooks_total{status="delivered"} 1.0', metrics)
+        self.assertIn('rail_webhooks_total{status="failed"} 0.0', metrics)
+        self.assertIn('rail_queue_webhooks{status="delivered"} 1.0', metrics)
+        self.assertIn('rail_queue_webhooks{status="queued"} 0.0', metrics)
+        section = json.loads((await get("/stats")).body)["webhooks"]
+        self.assertEqual(
+            (section["jobs"]["delivered"], section["results_since_start"]),
+            (1, {"delivered": 1, "deferred": 0, "failed": 0}),
+        )
+        self.assertEqual(section["received_to_delivered_seconds"]["samples"], 1)
