@@ -9,23 +9,19 @@ import json
 import smtplib
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
-from twisted.web import server
 
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
 from rail.webhooks.signing import verify
-from tests.integration.fixtures import make_config, storage_overrides
 from tests.integration.tlsclient import https_request
-from tests.interop.test_inbound import _Receiver
-from tests.support.dnsserver import start_dns
+from tests.integration.webhookrig import webhook_rig
 
 
 def _send(port: int, subject: str) -> None:
@@ -42,32 +38,11 @@ class WebhookSecretTests(TestCase):
         ``GET /api/v1/webhook-secret``; after an admin rotation with an overlap, the next
         POST verifies with the new secret and with the old one, and the endpoint gives
         the new one. An admin certificate, which has no webhooks, gets no secret."""
-        receiver = _Receiver()
-        site = server.Site(receiver)
-        site.noisy = False
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        dns = await start_dns(reactor, {})
-        self.addCleanup(dns.stop)
-        base = Path(self.mktemp()).absolute()
-        base.mkdir(parents=True)
-        config = make_config(
-            base / "data",
-            **storage_overrides(self),
-            listen={
-                "https": "tcp:0:interface=127.0.0.1",
-                "submission": None,
-                "inbound": "tcp:0:interface=127.0.0.1",
-                "http": None,
-                "dns": None,
-            },
-            inbound={"nameservers": [f"127.0.0.1:{dns.port}"]},
-            webhooks={"allow_http_loopback": True, "allow_private": True},
-            delivery={"hold": True},
-        )
+        rig = await webhook_rig(self)
+        receiver, base, config = rig.receiver, rig.base, rig.config
         now = datetime.now(UTC)
         for name, admin, hook in (
-            ("shop", False, f"http://127.0.0.1:{listening.getHost().port}/hook"),
+            ("shop", False, rig.hook),
             ("ops", True, None),
         ):
             request = ClientRequest(

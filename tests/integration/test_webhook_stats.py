@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import smtplib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
-from twisted.web import server
 
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
-from tests.integration.fixtures import make_config, storage_overrides
 from tests.integration.tlsclient import https_request
-from tests.interop.test_inbound import _Receiver
-from tests.support.dnsserver import start_dns
+from tests.integration.webhookrig import webhook_rig
 
 
 def _send(port: int) -> None:
@@ -37,33 +33,12 @@ class WebhookStatsTests(TestCase):
         """After one inbound message is POSTed and answered 2xx: ``rail_webhooks_total``
         counts one delivered POST, ``rail_queue_webhooks`` one delivered job, and
         ``/stats``' ``webhooks`` section says the same with the latency sample."""
-        receiver = _Receiver()
-        site = server.Site(receiver)
-        site.noisy = False
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        dns = await start_dns(reactor, {})
-        self.addCleanup(dns.stop)
-        base = Path(self.mktemp()).absolute()
-        base.mkdir(parents=True)
-        config = make_config(
-            base / "data",
-            **storage_overrides(self),
-            listen={
-                "https": "tcp:0:interface=127.0.0.1",
-                "submission": None,
-                "inbound": "tcp:0:interface=127.0.0.1",
-                "http": None,
-                "dns": None,
-            },
-            inbound={"nameservers": [f"127.0.0.1:{dns.port}"]},
-            webhooks={"allow_http_loopback": True, "allow_private": True},
-            delivery={"hold": True},
-        )
+        rig = await webhook_rig(self)
+        receiver, base, config = rig.receiver, rig.base, rig.config
         request = ClientRequest(
             name="shop",
             emails=("shop@rail.test",),
-            webhook=f"http://127.0.0.1:{listening.getHost().port}/hook",
+            webhook=rig.hook,
             key_type="ed25519",
             validity=timedelta(days=1),
         )
