@@ -258,11 +258,9 @@ class ConsoleBrowserTests(_RunningRail):
         self.assertEqual([(r.role, r.senders) for r in issued], [("client", ("shop@rail.test",))])
 
     def _operator(self, home: Path, message_id: str) -> list[str]:
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.expected_conditions import (
-            presence_of_element_located,
-            staleness_of,
-        )
+        from selenium.webdriver.support.expected_conditions import presence_of_element_located
         from selenium.webdriver.support.wait import WebDriverWait
 
         driver = self.browser(home)
@@ -270,12 +268,20 @@ class ConsoleBrowserTests(_RunningRail):
 
         def go(element: Any) -> None:
             """Click ``element`` and wait until the page it leads to has replaced this one
-            and finished loading (a click does not wait for the navigation it starts)."""
-            before = driver.find_element(By.TAG_NAME, "html")
+            and finished loading (a click does not wait for the navigation it starts).
+
+            The old page is told from the new one by a mark set on its window, not by an
+            element of it going stale: asked about an element while the document is being
+            swapped, chromedriver can answer "Node with given id does not belong to the
+            document" instead of a stale reference, which failed a CI run. Errors while the
+            navigation is under way are asked again; a page that never comes is a timeout."""
+            driver.execute_script("window.railLeaving = true;")
             element.click()
-            wait = WebDriverWait(driver, 20)
-            wait.until(staleness_of(before))
-            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+            WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+                lambda d: d.execute_script(
+                    "return window.railLeaving === undefined && document.readyState === 'complete';"
+                )
+            )
 
         def page(name: str, heading: str) -> None:
             WebDriverWait(driver, 20).until(presence_of_element_located((By.TAG_NAME, "h1")))
