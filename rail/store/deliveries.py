@@ -13,7 +13,7 @@ be made twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
@@ -44,6 +44,7 @@ __all__ = [
     "DSNBuilder",
     "claim_due",
     "finish_bounced",
+    "lock_message",
     "lock_messages",
     "oldest_pending_received_at",
     "quarantine_message",
@@ -214,9 +215,7 @@ def quarantine_message(
     finds the same fault and quarantines them in turn); if only such recipients are pending,
     :class:`LeaseLostError`."""
     spare, params = _not_held_by_others(node, now)
-    lock = dialect_of(connection).lock_message
-    if lock:  # as a result does: whoever ends last sees the other's change and finishes it
-        connection.execute("SELECT 1 FROM messages m WHERE m.id = ?" + lock, (message_id,))  # noqa: S608
+    lock_message(connection, "messages", message_id)  # as a result does
     updated = connection.execute(
         "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
         " updated_at = ?, claimed_by = NULL, lease_until = ?"
@@ -232,22 +231,35 @@ def quarantine_message(
     return True
 
 
-def lock_messages(connection: Connection, message_ids: list[str]) -> None:
-    """Lock the rows of ``message_ids`` in id order, first thing in a transaction that
-    records results or quarantines for them (where :attr:`rail.store.db.Dialect.lock_message`
-    locks anything). Each of those locks its message's row when it comes to it, in the
-    order the batch holds them: two nodes whose batches name two messages in opposite
-    orders would each hold one and wait for the other (a deadlock, which the server ends
-    by failing one batch). Taken up front in one order, the second batch waits for the
-    first before it holds anything."""
-    dialect = dialect_of(connection)
-    if not dialect.lock_message or not message_ids:
+def lock_messages(
+    connection: Connection, message_ids: Sequence[str], inbound_ids: Sequence[str] = ()
+) -> None:
+    """Lock the rows of outbound ``message_ids``, then of ``inbound_ids``, each in id
+    order, first thing in a transaction that records results or quarantines for them
+    (where :attr:`rail.store.db.Dialect.lock_message` locks anything). Each of those locks
+    its message's row when it comes to it, in the order the batch holds them: two nodes
+    whose batches name two messages in opposite orders would each hold one and wait for
+    the other (a deadlock, which the server ends by failing one batch). Taken up front in
+    one order, the second batch waits for the first before it holds anything."""
+    lock = dialect_of(connection).lock_message
+    if not lock:
         return
-    connection.execute(
-        "SELECT m.id FROM messages m WHERE m.id = ANY(?) ORDER BY m.id"  # noqa: S608
-        + dialect.lock_message,
-        (sorted(set(message_ids)),),
-    )
+    for table, ids in (("messages", message_ids), ("inbound", inbound_ids)):
+        if ids:
+            connection.execute(
+                f"SELECT m.id FROM {table} m WHERE m.id = ANY(?) ORDER BY m.id" + lock,  # noqa: S608
+                (sorted(set(ids)),),
+            )
+
+
+def lock_message(connection: Connection, table: str, message_id: str) -> None:
+    """Lock the row of ``message_id`` in ``table`` (``messages`` or ``inbound``) before
+    its jobs are changed, where the dialect locks: whoever ends the last pending job of a
+    message then sees the other nodes' changes and finishes it
+    (:attr:`rail.store.db.Dialect.lock_message`)."""
+    lock = dialect_of(connection).lock_message
+    if lock:
+        connection.execute(f"SELECT 1 FROM {table} m WHERE m.id = ?" + lock, (message_id,))  # noqa: S608
 
 
 def _not_held_by_others(node: str | None, now: float) -> tuple[str, tuple[object, ...]]:

@@ -19,7 +19,7 @@ from typing import Any
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
 from rail.store.db import Connection, dialect_of
-from rail.store.deliveries import DSNBuilder, insert_message
+from rail.store.deliveries import DSNBuilder, insert_message, lock_message
 from rail.store.emit import inbound_failed_events
 from rail.store.integrity import (
     UnreadableRowError,
@@ -232,6 +232,7 @@ def quarantine_inbound(
     leases (``node``), jobs another node holds are left to it, as in
     :func:`rail.store.deliveries.quarantine_message`."""
     spare, params = ("", ()) if node is None else _not_held_by_others(node, now)
+    lock_message(connection, "inbound", message_id)  # as a result does
     updated = connection.execute(
         "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
         " updated_at = ?, claimed_by = NULL, lease_until = ?"
@@ -270,6 +271,9 @@ def record_webhook(
         [(result.message_id, result.client)],
         node,
     )
+    # Two nodes ending a message's last two jobs at once: the second waits for the first
+    # and sees its change, so one of them finishes the message (rail.store.db.Dialect).
+    lock_message(connection, "inbound", result.message_id)
     updated = connection.execute(
         "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
         " last_reply = ?, updated_at = ?, claimed_by = NULL, lease_until = ?"

@@ -161,18 +161,21 @@ def _accepted(writes: Sequence[Write | AdminOp]) -> list[NewMessage]:
     return messages
 
 
-def _recorded(writes: Sequence[Write | AdminOp]) -> list[str]:
-    """The outbound messages whose rows a batch locks (its results, quarantines and an
-    operator's actions on one message)."""
-    found: list[str] = []
+def _recorded(writes: Sequence[Write | AdminOp]) -> tuple[list[str], list[str]]:
+    """The outbound and the inbound messages whose rows a batch locks: its results,
+    quarantines and an operator's actions on one message."""
+    outbound: list[str] = []
+    inbound: list[str] = []
     for op in writes:
         if isinstance(op, RecordOp):
-            found.append(op.result.message_id)
-        elif isinstance(op, QuarantineOp) and op.queue == "outbound":
-            found.append(op.message_id)
+            outbound.append(op.result.message_id)
+        elif isinstance(op, WebhookRecordOp):
+            inbound.append(op.result.message_id)
+        elif isinstance(op, QuarantineOp) and op.queue in ("outbound", "inbound"):
+            (outbound if op.queue == "outbound" else inbound).append(op.message_id)
         elif isinstance(op, AdminOp) and op.write and op.message_id is not None:
-            found.append(op.message_id)
-    return found
+            outbound.append(op.message_id)
+    return outbound, inbound
 
 
 class Writer:
@@ -411,7 +414,7 @@ class Writer:
         result, the budget (what the batch adds) and how many messages it finished."""
         connection.execute(dialect_of(connection).begin)
         self._open_savepoint = False
-        lock_messages(connection, _recorded(writes))  # one order on every node
+        lock_messages(connection, *_recorded(writes))  # one order on every node
         accepted = _accepted(writes)
         if self._assume:  # what the pass assumes is checked at the end (Dialect.assumes)
             known: Known | None = assume_unlisted(_pairs(accepted))

@@ -15,13 +15,16 @@ from twisted.trial.unittest import TestCase
 
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
+from rail.inbound.model import WebhookResult
 from rail.store.deliveries import quarantine_message, record_result
+from rail.store.inbound import quarantine_inbound, record_webhook
 from rail.store.model import Accepted, JobResult, MessageMeta, NewMessage, RecipientUpdate
 from rail.store.pg import PGConnection, connect
 from rail.store.pgschema import PG_SCHEMA_VERSION, pending_messages
 from rail.store.postgres import PostgresStore
 from rail.store.suppressions import Suppression
 from tests.store.test_contract import make_message, open_postgres, pg_sql
+from tests.store.test_inbound import make_inbound
 from tests.support.postgres import postgres_dsn
 
 # Every column the acceptance writes, in an order that does not depend on the batch.
@@ -370,6 +373,68 @@ class FinishRaceTests(TestCase):
         self.assertEqual(pending_messages(first), 0)
 
 
+class InboundFinishRaceTests(TestCase):
+    async def test_two_nodes_record_the_last_webhooks_at_once(self) -> None:
+        """Two nodes record the POSTs of an inbound message's last two webhook jobs (two
+        apps) in transactions that overlap: the message is finished once, so retention
+        purges it (each would otherwise see the other's job still pending)."""
+        await self._race(quarantine_first=False)
+
+    async def test_a_quarantine_and_a_webhook_result_at_once(self) -> None:
+        """One node quarantines an inbound message while another records the POST of the
+        job it holds: the message is finished once all the same."""
+        await self._race(quarantine_first=True)
+
+    async def _race(self, quarantine_first: bool) -> None:
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        message = make_inbound()
+        await store.accept_inbound(message)
+        await store.close()
+        first, second = connect(dsn), connect(dsn)
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        when = message.received_at + 1
+
+        def result(client: str) -> WebhookResult:
+            return WebhookResult(message.id, client, when, "delivered", "HTTP 200")
+
+        first.execute("BEGIN")
+        if quarantine_first:  # node n1 quarantines what it may: app1's job (app2's is n2's)
+            second.execute(
+                "UPDATE webhooks SET claimed_by = 'n2', lease_until = ? WHERE client = 'app2'",
+                (when + 60,),
+            )
+            self.assertTrue(quarantine_inbound(first, message.id, "damaged", when, "n1"))
+        else:
+            record_webhook(first, result("app1"), None)
+        (backend,) = second.execute("SELECT pg_backend_pid()").fetchone()
+        done = threading.Event()
+
+        def other_node() -> None:
+            second.execute("BEGIN")
+            record_webhook(second, result("app2"), None, node="n2" if quarantine_first else None)
+            second.execute("COMMIT")
+            done.set()
+
+        thread = threading.Thread(target=other_node)
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        for _ in range(1000):  # until it finished, or waits for the first one's lock
+            waiting = pg_sql(
+                dsn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", backend
+            )
+            if done.is_set() or waiting == [("Lock",)]:
+                break
+            threading.Event().wait(0.01)
+        first.execute("COMMIT")
+        thread.join(30)
+        self.assertTrue(done.is_set())
+        self.assertEqual(
+            pg_sql(dsn, "SELECT queue FROM finished WHERE id = ?", message.id), [("inbound",)]
+        )
+
+
 class LockOrderTests(TestCase):
     async def test_a_batch_locks_its_messages_in_id_order_first(self) -> None:
         """A batch whose results lock two messages takes both locks first, in id order,
@@ -415,6 +480,44 @@ class LockOrderTests(TestCase):
             pg_sql(dsn, "SELECT count(*) FROM finished WHERE id IN (?, ?)", first.id, second.id),
             [(2,)],
         )
+
+    async def test_a_batch_locks_its_inbound_messages_in_id_order_first(self) -> None:
+        """The same for webhook results, which lock their inbound messages: a batch
+        recording the second message's POST, then the first's, holds nothing while
+        another node holds the first."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        first = make_inbound(received_at=1_800_000_000.0)
+        second = make_inbound(received_at=1_800_000_001.0)
+        for message in (first, second):
+            await store.accept_inbound(message)
+        other = connect(dsn)
+        self.addCleanup(other.close)
+        other.execute("BEGIN")
+        other.execute("SELECT id FROM inbound WHERE id = ? FOR NO KEY UPDATE", (first.id,))
+        gate, entered = threading.Event(), threading.Event()
+
+        def hold(connection: Any) -> tuple[object, int]:
+            entered.set()
+            return gate.wait(30), 0
+
+        held = store._run(hold, True)
+        self.assertTrue(entered.wait(30))
+        pending = [
+            store.record_webhook(WebhookResult(m.id, "app1", m.received_at + 5, "delivered", "200"))
+            for m in (second, first)
+        ]
+        gate.set()
+        for _ in range(1000):  # until the batch waits for the lock on the first message
+            if pg_sql(
+                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ) == [(1,)]:
+                break
+            threading.Event().wait(0.01)
+        other.execute("SELECT id FROM inbound WHERE id = ? FOR NO KEY UPDATE NOWAIT", (second.id,))
+        other.execute("COMMIT")
+        await held
+        self.assertEqual(await _outcomes(pending), [None, None])
 
     async def test_an_operator_bounce_tells_only_what_it_ended(self) -> None:
         """Another node records recipient 0 as sent while an operator bounces the message:
