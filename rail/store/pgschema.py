@@ -18,7 +18,8 @@ processes do not queue behind one hot row's lock, and a read sums a few rows.
 The version is the one row of ``rail_schema``; a database at an older version runs every
 later step of :data:`MIGRATIONS` in order, in one transaction. PostgreSQL's versions start
 at 14 (SQLite's 13, plus the leases); 15 adds ``client_usage``, every node's acceptances
-per client for the rate limits (:mod:`rail.store.sharedusage`). Creating or migrating
+per client for the rate limits (:mod:`rail.store.sharedusage`); 16 and 17 count inserts,
+then changes of status and ``finished`` rows, once per statement. Creating or migrating
 takes a transaction-scoped advisory lock first, so nodes starting together do it once:
 the others wait, then find the schema made.
 """
@@ -326,6 +327,45 @@ BEGIN
 END
 $$;
 """
+# Changes of status are tallied once per statement too (schema 17): the rows after the
+# statement counted in, the rows before it counted out, so rows whose status did not change
+# cancel out (a claim, a lease renewal: no row written). A batch's delivery results,
+# updated in one statement (rail.store.recordbatch), cost one upsert; so do the
+# ``finished`` rows its messages make. A statement trigger on UPDATE cannot name columns
+# (transition tables forbid it), so it runs for every UPDATE of the table.
+_TALLY_CHANGES = """
+CREATE OR REPLACE FUNCTION rail_tally_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally (queue, status, shard, n)
+        SELECT TG_ARGV[0], status, pg_backend_pid() % 16, sum(d) FROM (
+            SELECT status, 1 AS d FROM after_rows
+            UNION ALL SELECT status, -1 FROM before_rows) AS c
+        GROUP BY status HAVING sum(d) <> 0
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = tally.n + excluded.n;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION rail_tally_finished_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tally (queue, status, shard, n)
+        SELECT 'finished', queue, pg_backend_pid() % 16, count(*) FROM added GROUP BY queue
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = tally.n + excluded.n;
+    RETURN NULL;
+END
+$$;
+"""
+_CHANGES = """
+CREATE TRIGGER {table}_tally_update AFTER UPDATE ON {table}
+    REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION rail_tally_changed('{queue}');
+"""
+_FINISHED = """
+CREATE TRIGGER finished_tally AFTER DELETE ON finished
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_rows('finished');
+CREATE TRIGGER finished_tally_insert AFTER INSERT ON finished
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT
+    EXECUTE FUNCTION rail_tally_finished_inserted();
+"""
 _TALLY = """
 CREATE TRIGGER {table}_tally AFTER DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION rail_tally('{queue}');
@@ -333,13 +373,7 @@ CREATE TRIGGER {table}_tally_insert AFTER INSERT ON {table}
     REFERENCING NEW TABLE AS added FOR EACH STATEMENT
     EXECUTE FUNCTION rail_tally_inserted('{queue}');
 """
-_PER_TABLE = (
-    _TALLY
-    + """CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION rail_tally('{queue}');
-"""
-)
+_PER_TABLE = _TALLY + _CHANGES
 _UNFINISHED = """
 CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
     FOR EACH ROW WHEN (NEW.status IN ('queued', 'deferred')
@@ -349,6 +383,7 @@ CREATE TRIGGER {table}_unfinished AFTER UPDATE OF status ON {table}
 
 SCHEMA += (
     _TALLY_INSERTS
+    + _TALLY_CHANGES
     + _ASSUMPTIONS
     + _PER_TABLE.format(table="recipients", queue="outbound")
     + _PER_TABLE.format(table="webhooks", queue="inbound")
@@ -367,9 +402,8 @@ CREATE TRIGGER messages_tally AFTER DELETE ON messages
 CREATE TRIGGER messages_tally_insert AFTER INSERT ON messages
     REFERENCING NEW TABLE AS added FOR EACH STATEMENT
     EXECUTE FUNCTION rail_tally_messages_inserted();
-CREATE TRIGGER finished_tally AFTER INSERT OR DELETE ON finished
-    FOR EACH ROW EXECUTE FUNCTION rail_tally_rows('finished');
 """
+    + _FINISHED
 )
 
 MIGRATIONS: dict[int, str] = {
@@ -410,6 +444,20 @@ CREATE TRIGGER messages_tally_insert AFTER INSERT ON messages
         f"DROP TRIGGER {table}_tally ON {table};\n"
         f"DROP TRIGGER IF EXISTS {table}_tally_insert ON {table};\n"
         + _TALLY.format(table=table, queue=queue)
+        for table, queue in (
+            ("recipients", "outbound"),
+            ("webhooks", "inbound"),
+            ("events", "events"),
+        )
+    ),
+    # 17: changes of status and ``finished`` rows are tallied once per statement.
+    17: _TALLY_CHANGES
+    + "DROP TRIGGER finished_tally ON finished;\n"
+    + "DROP TRIGGER IF EXISTS finished_tally_insert ON finished;\n"
+    + _FINISHED
+    + "".join(
+        f"DROP TRIGGER {table}_tally_update ON {table};\n"
+        + _CHANGES.format(table=table, queue=queue)
         for table, queue in (
             ("recipients", "outbound"),
             ("webhooks", "inbound"),

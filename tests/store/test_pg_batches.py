@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from rail.events.model import EVENT_TYPES
 from rail.events.subscriptions import Subscription, Subscriptions
 from rail.inbound.model import WebhookResult
+from rail.store.adminmodel import RetryTarget
 from rail.store.deliveries import quarantine_message, record_result
 from rail.store.inbound import quarantine_inbound, record_webhook
 from rail.store.model import Accepted, JobResult, MessageMeta, NewMessage, RecipientUpdate
@@ -211,6 +212,82 @@ class TallyMigrationTests(TestCase):
         await _outcomes([store.accept(make_message()) for _ in range(3)])
         self.assertEqual(store.queued, 4)
         self.assertEqual((await store.recipient_counts())["queued"], 5)
+
+
+# Version 16's triggers: changes of status and ``finished`` rows tallied once per row.
+_V16_TRIGGERS = """
+DROP TRIGGER finished_tally_insert ON finished;
+DROP TRIGGER finished_tally ON finished;
+CREATE TRIGGER finished_tally AFTER INSERT OR DELETE ON finished
+    FOR EACH ROW EXECUTE FUNCTION rail_tally_rows('finished');
+""" + "".join(
+    f"""
+DROP TRIGGER {table}_tally_update ON {table};
+CREATE TRIGGER {table}_tally_update AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION rail_tally('{queue}');
+"""
+    for table, queue in (("recipients", "outbound"), ("webhooks", "inbound"), ("events", "events"))
+)
+_COUNTED = (
+    "SELECT status, count(*) FROM recipients GROUP BY status ORDER BY status",
+    "SELECT status, sum(n) FROM tally WHERE queue = 'outbound' AND n <> 0"
+    " GROUP BY status HAVING sum(n) <> 0 ORDER BY status",
+)
+
+
+class ChangeTallyTests(TestCase):
+    async def test_version_16_tallies_changes_per_statement(self) -> None:
+        """A database at version 16 (a trigger per changed row) is migrated to statement
+        triggers on UPDATE and on ``finished`` inserts; what was tallied before and after
+        agrees with the rows, through results, a claim (no status changed) and an
+        operator's retry of a final recipient (back to pending, out of ``finished``)."""
+        dsn = postgres_dsn(self)
+        await (open_postgres(self, dsn)).close()
+        pg_sql(dsn, _V16_TRIGGERS)
+        pg_sql(dsn, "UPDATE rail_schema SET version = 16")
+        at = 1_800_000_000.0
+        old = open_postgres(self, dsn)
+        pg_sql(dsn, "UPDATE rail_schema SET version = 16")  # it was migrated on open
+        pg_sql(dsn, _V16_TRIGGERS)
+        first = make_message(recipients=("a@example.net", "b@example.net"), received_at=at)
+        await old.accept(first)
+        await old.record(JobResult(first.id, at + 1, (RecipientUpdate(0, "sent", "250"),)))
+        await old.close()
+        store = open_postgres(self, dsn)
+        self.assertEqual(pg_sql(dsn, "SELECT version FROM rail_schema"), [(PG_SCHEMA_VERSION,)])
+        triggers = pg_sql(
+            dsn,
+            "SELECT tgname, tgtype & 1 FROM pg_trigger WHERE NOT tgisinternal"
+            " AND tgname LIKE '%tally%' ORDER BY tgname",
+        )
+        self.assertIn(("recipients_tally_update", 0), triggers)  # bit 0 clear: per statement
+        self.assertIn(("finished_tally_insert", 0), triggers)
+        self.assertIn(("finished_tally", 1), triggers)  # deletes: per row
+        more = [make_message(received_at=at + 2 + n) for n in range(3)]
+        for message in more:
+            await store.accept(message)
+        self.assertTrue(await store.claim(at + 10, 10, frozenset()))
+        results = [
+            JobResult(first.id, at + 20, (RecipientUpdate(1, "sent", "250"),)),
+            JobResult(more[0].id, at + 20, (RecipientUpdate(0, "sent", "250"),)),
+            JobResult(more[1].id, at + 20, (RecipientUpdate(0, "deferred", "451", None, at + 99),)),
+        ]
+        answers, statements = await _as_one_batch(
+            store, lambda: [store.record(result) for result in results]
+        )
+        self.assertEqual(answers, [None] * 3)
+        self.assertEqual(statements("WITH ORDINALITY"), 1)  # the three updates, at once
+        self.assertEqual(await store.retry(RetryTarget(), at + 30, "ops"), 1)
+        counted, tallied = (pg_sql(dsn, query) for query in _COUNTED)
+        self.assertEqual(counted, [("deferred", 1), ("queued", 1), ("sent", 3)])
+        self.assertEqual(tallied, counted)
+        self.assertEqual(
+            pg_sql(dsn, "SELECT id FROM finished ORDER BY id"), [(first.id,), (more[0].id,)]
+        )
+        reader = connect(dsn)
+        self.addCleanup(reader.close)
+        self.assertEqual(pending_messages(reader), 2)  # stored less finished, from the tally
 
 
 # Every column recording writes, by position of message (ids differ between runs).
