@@ -56,9 +56,15 @@ class WebhookStatsTests(TestCase):
 
         await deferToThread(_send, inbound)
         metrics = ""
-        for _ in range(400):  # the result is recorded just after the receiver's answer
+        # The counter moves when the answer is decided; the gauge, read from the store,
+        # once the result is on disk and the counts cached (up to a second) are read again.
+        wanted = (
+            'rail_webhooks_total{status="delivered"} 1.0',
+            'rail_queue_webhooks{status="delivered"} 1.0',
+        )
+        for _ in range(400):
             metrics = (await get("/metrics")).body.decode()
-            if 'rail_webhooks_total{status="delivered"} 1.0' in metrics:
+            if all(line in metrics for line in wanted):
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(len(receiver.posts), 1)
