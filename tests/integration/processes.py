@@ -12,6 +12,8 @@ from twisted.internet import error, protocol, reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.utils import getProcessOutputAndValue
 
+from tests.support.ports import free_port
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,13 +29,6 @@ def other_listeners() -> list[str]:
         "--dns-port",
         str(free_port()),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run(

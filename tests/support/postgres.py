@@ -18,7 +18,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from itertools import count
 import psycopg
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.ports import free_port
 from tests.support.tools import missing
 
 __all__ = ["cluster_dsn", "postgres_dsn"]
@@ -39,12 +39,6 @@ _names = count(1)
 def _bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _start() -> str:
@@ -73,7 +67,7 @@ def _start() -> str:
     run(initdb, "-D", data, "--auth=trust", "--username=postgres", "-E", "UTF8", "--no-sync")
     log = os.path.join(directory, "log")
     for attempt in range(3):  # another process may take the free port first
-        port = _free_port()
+        port = free_port()
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={port}"
             f" -c unix_socket_directories={directory} -c max_connections=200"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import attrs
 
+from tests.support.ports import free_port
 from tests.support.tools import need_tool
 
 __all__ = ["SignedDNS", "need_signed_dns", "start_signed_dns"]
@@ -74,20 +74,6 @@ def need_signed_dns() -> dict[str, str]:
         "ldns-signzone": need_tool("ldns-signzone", "ldnsutils"),
         "unbound": need_tool("unbound", "unbound"),
     }
-
-
-def _free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
 
 
 def _zone_text(origin: str, lines: Sequence[str]) -> str:
@@ -165,7 +151,7 @@ def start_signed_dns(
                 anchors.append(_sign(tools, root, origin, path, bogus=origin in bogus))
                 path = path.with_name(path.name + ".signed")
             zones.append((origin, path))
-        nsd_port, unbound_port = _free_port(), _free_port()
+        nsd_port, unbound_port = free_port(), free_port()
         zone_blocks = "".join(
             f"zone:\n  name: {origin}\n  zonefile: {path}\n" for origin, path in zones
         )

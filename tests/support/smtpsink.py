@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.python.failure import Failure
 
+from tests.support.ports import free_port
 from tests.support.tools import missing
 
 __all__ = ["SMTP_SINK", "SMTPSink", "SinkDump", "read_dump", "start_smtp_sink"]
@@ -129,7 +129,7 @@ async def start_smtp_sink(
         args += ["-u", pwd.getpwuid(0).pw_name]
     if dump_dir is not None:
         args += ["-d", f"{dump_dir}/%M."]
-    port = _free_port()
+    port = free_port()
     args += [f"127.0.0.1:{port}", "100"]
     process = _SinkProcess()
     reactor.spawnProcess(process, SMTP_SINK, args, env={})
@@ -140,13 +140,6 @@ async def start_smtp_sink(
         await sink.stop()
         raise
     return sink
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _wait_for_listener(
