@@ -27,6 +27,7 @@ from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.policy.rates import ClientRates
 from rail.service import build_service, seed_rates
+from rail.shared.registry import registry_source
 from rail.store.schema import database_path
 from tests.integration.fixtures import make_config
 from tests.integration.test_header_limits import smtp_session, transaction
@@ -85,7 +86,9 @@ class ClientLimitTests(TestCase):
                 key_type="ed25519",
                 validity=timedelta(days=30),
             )
-            issue_client(self.config, request, base, datetime.now(UTC))
+            issue_client(
+                self.config, request, base, datetime.now(UTC), source=registry_source(self.config)
+            )
             self.pairs[name] = (base / f"{name}.crt", base / f"{name}.key")
         self.ca_file = data / "ca" / "ca.crt"
         self.service = build_service(self.config, reactor)

@@ -21,6 +21,7 @@ from rail.events.subscriptions import Subscription, Subscriptions
 from rail.inbound.model import InboundMessage, WebhookTarget
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
+from rail.shared.registry import registry_source
 from rail.store import suppressions
 from rail.store.events import insert_events
 from rail.store.ids import new_message_id
@@ -39,7 +40,7 @@ def issue_admin(config_path: Path, out: Path, name: str = "ops") -> tuple[Path, 
     config = load_config(config_path)
     request = ClientRequest(name, (), None, "ed25519", timedelta(days=10), admin=True)
     out.mkdir(parents=True, exist_ok=True)
-    issued = issue_client(config, request, out, datetime.now(UTC))
+    issued = issue_client(config, request, out, datetime.now(UTC), source=registry_source(config))
     return issued.certificate_path, issued.key_path
 
 

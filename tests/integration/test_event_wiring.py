@@ -21,6 +21,7 @@ from rail.events.subscriptions import Subscription, Subscriptions
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
+from rail.shared.registry import registry_source
 from rail.store.events import insert_events
 from rail.webhooks.key import load_or_create_key
 from tests.integration.fixtures import make_config, storage_overrides
@@ -53,7 +54,7 @@ class EventWiringTests(TestCase):
             key_type="ed25519",
             validity=timedelta(days=30),
         )
-        issue_client(config, request, base, datetime.now(UTC))
+        issue_client(config, request, base, datetime.now(UTC), source=registry_source(config))
         service = build_service(config, reactor)
         service.privilegedStartService()
         service.startService()

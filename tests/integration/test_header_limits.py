@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
+from rail.shared.registry import registry_source
 from tests.integration.fixtures import make_config, storage_overrides
 from tests.integration.tlsclient import https_request
 
@@ -92,7 +93,9 @@ class HeaderLimitListenerTests(TestCase):
             key_type="ed25519",
             validity=timedelta(days=30),
         )
-        issue_client(self.config, request, base, datetime.now(UTC))
+        issue_client(
+            self.config, request, base, datetime.now(UTC), source=registry_source(self.config)
+        )
         self.ca_file = data / "ca" / "ca.crt"
         self.pair = (base / "app.crt", base / "app.key")
         self.service = build_service(self.config, reactor)

@@ -24,6 +24,7 @@ from twisted.trial.unittest import TestCase
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client, revoke
 from rail.service import build_service
+from rail.shared.registry import registry_source
 from tests.integration.fixtures import (
     client_identity,
     make_config,
@@ -253,11 +254,13 @@ class HandshakeRefusalTests(_RunningRail):
             key_type="ed25519",
             validity=timedelta(days=30),
         )
-        issued = issue_client(self.config, request, self.base, datetime.now(UTC))
+        issued = issue_client(
+            self.config, request, self.base, datetime.now(UTC), source=registry_source(self.config)
+        )
         pair = (issued.certificate_path, issued.key_path)
         response = yield self.request("GET", "/api/who", cert=pair)
         self.assertEqual(response.status, 200)
-        revoke(self.config, "soon-revoked", datetime.now(UTC))
+        revoke(self.config, "soon-revoked", datetime.now(UTC), source=registry_source(self.config))
         # What the running server does within a second on its own (RevocationWatch).
         yield self.service.getServiceNamed("revocations").refresh()
         d = self.request("GET", "/api/who", cert=pair)

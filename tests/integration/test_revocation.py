@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThread
 
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client, revoke
+from rail.shared.registry import registry_source
 from tests.integration.test_https import _HANDSHAKE_REFUSED, _RunningRail
 from tests.integration.tlsclient import PersistentConnection, https_request
 
@@ -31,7 +32,9 @@ class OpenSessionRevocationTests(_RunningRail):
             key_type="ed25519",
             validity=timedelta(days=30),
         )
-        issued = issue_client(self.config, request, self.base, datetime.now(UTC))
+        issued = issue_client(
+            self.config, request, self.base, datetime.now(UTC), source=registry_source(self.config)
+        )
         return issued.certificate_path, issued.key_path
 
     @inlineCallbacks
@@ -43,7 +46,7 @@ class OpenSessionRevocationTests(_RunningRail):
 
     @inlineCallbacks
     def revoke_and_load(self, name: str) -> Any:
-        revoke(self.config, name, datetime.now(UTC))
+        revoke(self.config, name, datetime.now(UTC), source=registry_source(self.config))
         yield self.service.getServiceNamed("revocations").refresh()
 
     @inlineCallbacks

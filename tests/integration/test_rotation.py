@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client, revoke
+from rail.shared.registry import registry_source
 from tests.integration.test_https import _HANDSHAKE_REFUSED, _RunningRail
 
 
@@ -31,7 +32,9 @@ class RotationTests(_RunningRail):
             key_type="ed25519",
             validity=timedelta(days=30),
         )
-        issued = issue_client(self.config, request, out, datetime.now(UTC))
+        issued = issue_client(
+            self.config, request, out, datetime.now(UTC), source=registry_source(self.config)
+        )
         return (issued.certificate_path, issued.key_path), issued.record.serial
 
     @inlineCallbacks
@@ -58,7 +61,12 @@ class RotationTests(_RunningRail):
         again = yield self.request("GET", "/api/v1/webhook-secret", cert=new)
         self.assertEqual((again.status, again.body), (200, secret.body))
 
-        revoke(self.config, format(old_serial, "x"), datetime.now(UTC))
+        revoke(
+            self.config,
+            format(old_serial, "x"),
+            datetime.now(UTC),
+            source=registry_source(self.config),
+        )
         yield self.service.getServiceNamed("revocations").refresh()
         yield self.assertFailure(self.request("GET", "/api/who", cert=old), *_HANDSHAKE_REFUSED)
         sent = yield self.request(

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
+from rail.shared.registry import registry_source
 from rail.webhooks.signing import verify
 from tests.integration.tlsclient import https_request
 from tests.integration.webhookrig import webhook_rig
@@ -53,7 +54,7 @@ class WebhookSecretTests(TestCase):
                 validity=timedelta(days=1),
                 admin=admin,
             )
-            issue_client(config, request, base, now)
+            issue_client(config, request, base, now, source=registry_source(config))
         service = build_service(config, reactor)
         service.privilegedStartService()
         service.startService()

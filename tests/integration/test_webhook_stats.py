@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from rail.pki.issue import ClientRequest
 from rail.pki.operations import issue_client
 from rail.service import build_service
+from rail.shared.registry import registry_source
 from tests.integration.tlsclient import https_request
 from tests.integration.webhookrig import webhook_rig
 
@@ -42,7 +43,7 @@ class WebhookStatsTests(TestCase):
             key_type="ed25519",
             validity=timedelta(days=1),
         )
-        issue_client(config, request, base, datetime.now(UTC))
+        issue_client(config, request, base, datetime.now(UTC), source=registry_source(config))
         service = build_service(config, reactor)
         service.privilegedStartService()
         service.startService()
