@@ -13,7 +13,7 @@ be made twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import Any
 
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
@@ -27,10 +27,10 @@ from rail.store.integrity import (
     verified_row,
     verified_rows,
 )
+from rail.store.jobends import jobs_pending, quarantine_jobs
 from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
 from rail.store.messagemeta import insert_meta
 from rail.store.model import (
-    QUARANTINE_PREFIX,
     BouncedRecipient,
     BounceReport,
     DeliveryJob,
@@ -38,14 +38,11 @@ from rail.store.model import (
     JobResult,
     NewMessage,
 )
-from rail.store.purge import mark_finished
 
 __all__ = [
     "DSNBuilder",
     "claim_due",
     "finish_bounced",
-    "lock_message",
-    "lock_messages",
     "oldest_pending_received_at",
     "quarantine_message",
     "recipient_counts",
@@ -208,66 +205,9 @@ def quarantine_message(
     now: float,
     node: str | None = None,
 ) -> bool:
-    """Make every pending recipient of ``message_id`` ``failed`` with ``reason``; whether
-    any was pending. No attempt is counted and no DSN is made.
-
-    With leases (``node``: this node), recipients another node holds are left to it (it
-    finds the same fault and quarantines them in turn); if only such recipients are pending,
-    :class:`LeaseLostError`."""
-    spare, params = _not_held_by_others(node, now)
-    lock_message(connection, "messages", message_id)  # as a result does
-    updated = connection.execute(
-        "UPDATE recipients SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
-        " updated_at = ?, claimed_by = NULL, lease_until = ?"
-        " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
-        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
-    ).rowcount
-    if not updated:
-        if node is not None and _pending(connection, message_id):
-            raise LeaseLostError(f"the pending recipients of {message_id} are held by another node")
-        return False
-    if node is None or not _pending(connection, message_id):
-        mark_finished(connection, "outbound", message_id, now)
-    return True
-
-
-def lock_messages(
-    connection: Connection, message_ids: Sequence[str], inbound_ids: Sequence[str] = ()
-) -> None:
-    """Lock the rows of outbound ``message_ids``, then of ``inbound_ids``, each in id
-    order, first thing in a transaction that records results or quarantines for them
-    (where :attr:`rail.store.db.Dialect.lock_message` locks anything). Each of those locks
-    its message's row when it comes to it, in the order the batch holds them: two nodes
-    whose batches name two messages in opposite orders would each hold one and wait for
-    the other (a deadlock, which the server ends by failing one batch). Taken up front in
-    one order, the second batch waits for the first before it holds anything."""
-    lock = dialect_of(connection).lock_message
-    if not lock:
-        return
-    for table, ids in (("messages", message_ids), ("inbound", inbound_ids)):
-        if ids:
-            connection.execute(
-                f"SELECT m.id FROM {table} m WHERE m.id = ANY(?) ORDER BY m.id" + lock,  # noqa: S608
-                (sorted(set(ids)),),
-            )
-
-
-def lock_message(connection: Connection, table: str, message_id: str) -> None:
-    """Lock the row of ``message_id`` in ``table`` (``messages`` or ``inbound``) before
-    its jobs are changed, where the dialect locks: whoever ends the last pending job of a
-    message then sees the other nodes' changes and finishes it
-    (:attr:`rail.store.db.Dialect.lock_message`)."""
-    lock = dialect_of(connection).lock_message
-    if lock:
-        connection.execute(f"SELECT 1 FROM {table} m WHERE m.id = ?" + lock, (message_id,))  # noqa: S608
-
-
-def _not_held_by_others(node: str | None, now: float) -> tuple[str, tuple[object, ...]]:
-    """The condition under which a quarantine by ``node`` may change a row: nobody holds
-    it, its lease ended, or ``node`` holds it."""
-    if node is None:
-        return "", ()
-    return " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)", (node, now)
+    """Make every pending recipient of ``message_id`` ``failed`` with ``reason``
+    (:func:`rail.store.jobends.quarantine_jobs`); whether any was pending."""
+    return quarantine_jobs(connection, "outbound", message_id, reason, now, node)
 
 
 def record_result(
@@ -297,7 +237,7 @@ def record_result(
             [(message_id, update.idx) for update in result.updates],
             node,
         )
-        was_pending = _pending(connection, message_id)
+        was_pending = jobs_pending(connection, "outbound", message_id)
         # A message put on hold while this attempt was in flight stays held: a deferral
         # leaves it with no next attempt time (rail.store.admin).
         held = (
@@ -567,17 +507,6 @@ def oldest_pending_received_at(connection: Connection) -> float | None:
         "SELECT received_at FROM messages WHERE id = ?", (row[0],)
     ).fetchone()
     return None if received is None else float(received[0])
-
-
-def _pending(connection: Connection, message_id: str) -> bool:
-    return (
-        connection.execute(
-            "SELECT 1 FROM recipients WHERE message_id = ? AND status IN ('queued', 'deferred')"
-            " LIMIT 1",
-            (message_id,),
-        ).fetchone()
-        is not None
-    )
 
 
 def _bounce_report(

@@ -19,7 +19,7 @@ from typing import Any
 from rail.events.subscriptions import NO_SUBSCRIPTIONS, Subscriptions
 from rail.inbound.model import InboundMessage, InboundStatus, WebhookJob, WebhookResult
 from rail.store.db import Connection, dialect_of
-from rail.store.deliveries import DSNBuilder, insert_message, lock_message
+from rail.store.deliveries import DSNBuilder, insert_message
 from rail.store.emit import inbound_failed_events
 from rail.store.integrity import (
     UnreadableRowError,
@@ -28,8 +28,9 @@ from rail.store.integrity import (
     text,
     verified_row,
 )
-from rail.store.lease import Lease, LeaseLostError, claimable, for_update, still_held, take
-from rail.store.model import QUARANTINE_PREFIX, BouncedRecipient, BounceReport, NewMessage
+from rail.store.jobends import jobs_pending, lock_message, quarantine_jobs
+from rail.store.lease import Lease, claimable, for_update, still_held, take
+from rail.store.model import BouncedRecipient, BounceReport, NewMessage
 from rail.store.purge import mark_finished
 
 __all__ = [
@@ -228,28 +229,8 @@ def quarantine_inbound(
     node: str | None = None,
 ) -> bool:
     """Make every pending webhook job of inbound ``message_id`` ``failed`` with
-    ``reason``; whether any was pending. No attempt is counted and no DSN is made. With
-    leases (``node``), jobs another node holds are left to it, as in
-    :func:`rail.store.deliveries.quarantine_message`."""
-    spare, params = ("", ()) if node is None else _not_held_by_others(node, now)
-    lock_message(connection, "inbound", message_id)  # as a result does
-    updated = connection.execute(
-        "UPDATE webhooks SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
-        " updated_at = ?, claimed_by = NULL, lease_until = ?"
-        " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
-        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
-    ).rowcount
-    if not updated:
-        if node is not None and _jobs_pending(connection, message_id):
-            raise LeaseLostError(f"the pending webhooks of {message_id} are held by another node")
-        return False
-    if node is None or not _jobs_pending(connection, message_id):
-        mark_finished(connection, "inbound", message_id, now)
-    return True
-
-
-def _not_held_by_others(node: str, now: float) -> tuple[str, tuple[object, ...]]:
-    return " AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)", (node, now)
+    ``reason`` (:func:`rail.store.jobends.quarantine_jobs`); whether any was pending."""
+    return quarantine_jobs(connection, "inbound", message_id, reason, now, node)
 
 
 def record_webhook(
@@ -288,7 +269,7 @@ def record_webhook(
             result.client,
         ),
     ).rowcount
-    if updated and not _jobs_pending(connection, result.message_id):
+    if updated and not jobs_pending(connection, "inbound", result.message_id):
         mark_finished(connection, "inbound", result.message_id, result.attempted_at)
     if updated and result.status == "failed":
         inbound_failed_events(connection, result, subscriptions)
@@ -319,14 +300,6 @@ def record_webhook(
     if notification is not None:
         insert_message(connection, notification)
     return notification
-
-
-def _jobs_pending(connection: Connection, message_id: str) -> bool:
-    row = connection.execute(
-        "SELECT 1 FROM webhooks WHERE message_id = ? AND status IN ('queued', 'deferred') LIMIT 1",
-        (message_id,),
-    ).fetchone()
-    return row is not None
 
 
 def inbound_status(connection: Connection, client: str, message_id: str) -> InboundStatus | None:

@@ -42,9 +42,10 @@ from rail.store.accept import (
 )
 from rail.store.backend import ASSUMED_WRONG, Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
-from rail.store.deliveries import claim_due, lock_messages, quarantine_message, record_result
+from rail.store.deliveries import claim_due, quarantine_message, record_result
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
+from rail.store.jobends import lock_messages
 from rail.store.lease import LEASE_SECONDS, Lease, LeaseLostError, node_id, release, renew
 from rail.store.model import (
     Accepted,
