@@ -49,9 +49,11 @@ from rail.web.send import RETRY_AFTER, client_identity, finish_later
 
 __all__ = [
     "MAX_REASON",
+    "AdminJSONResource",
     "AdminResource",
     "admin_identity",
     "answer_later",
+    "known_admin",
     "page_to_json",
     "query_arg",
     "query_problem",
@@ -84,6 +86,25 @@ def admin_identity(request: Any) -> ClientIdentity | bytes:
             "this endpoint needs an admin certificate (rail certs issue --admin)",
         )
     return identity
+
+
+def known_admin(request: Any) -> ClientIdentity:
+    """The admin making ``request``, inside a method of :class:`AdminJSONResource`, whose
+    ``render`` has already refused everyone else."""
+    identity = admin_identity(request)
+    assert isinstance(identity, ClientIdentity)
+    return identity
+
+
+class AdminJSONResource(JSONResource):
+    """A JSON leaf only an admin may use: anyone else is answered 401 or 403 before the
+    method or the path is looked at, so a client learns nothing of what is here."""
+
+    def render(self, request: Any) -> Any:
+        identity = admin_identity(request)
+        if isinstance(identity, bytes):
+            return identity
+        return super().render(request)
 
 
 def summary_to_json(summary: MessageSummary) -> dict[str, Any]:
@@ -401,22 +422,15 @@ class _Message(Resource):
 _ACTIONS = ("retry", "hold", "release", "delete", "bounce")
 
 
-class _Action(JSONResource):
+class _Action(AdminJSONResource):
     def __init__(self, admin: AdminResource, message_id: str, action: str) -> None:
         super().__init__()
         self._admin = admin
         self._id = message_id
         self._action = action
 
-    def render(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        if isinstance(identity, bytes):
-            return identity
-        return super().render(request)
-
     def render_POST(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        assert isinstance(identity, ClientIdentity)
+        identity = known_admin(request)
         body = _body(request)
         if isinstance(body, str):
             return write_error(request, 400, "INVALID_REQUEST", body)
@@ -466,20 +480,13 @@ class _Action(JSONResource):
         return answer_later(request, work, render, self._action, actor)
 
 
-class _RetryMany(JSONResource):
+class _RetryMany(AdminJSONResource):
     def __init__(self, admin: AdminResource) -> None:
         super().__init__()
         self._admin = admin
 
-    def render(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        if isinstance(identity, bytes):
-            return identity
-        return super().render(request)
-
     def render_POST(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        assert isinstance(identity, ClientIdentity)
+        identity = known_admin(request)
         body = _body(request)
         if isinstance(body, str):
             return write_error(request, 400, "INVALID_REQUEST", body)

@@ -23,8 +23,8 @@ from twisted.web.resource import Resource
 from rail.pki.files import PKIError
 from rail.pki.inspect import format_time
 from rail.pki.registry import CertificateRecord, NothingToRevokeError
-from rail.web.admin import admin_identity
-from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
+from rail.web.admin import AdminJSONResource, known_admin
+from rail.web.jsonapi import NotFound, write_error, write_json
 from rail.web.send import finish_later
 
 __all__ = ["CertificatesResource", "Revoke"]
@@ -51,16 +51,14 @@ class CertificatesResource(Resource):
         return NotFound()
 
 
-class _Revoke(JSONResource):
+class _Revoke(AdminJSONResource):
     def __init__(self, revoke: Revoke, serial: str) -> None:
         super().__init__()
         self._revoke = revoke
         self._serial = serial
 
     def render_POST(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        if isinstance(identity, bytes):
-            return identity
+        identity = known_admin(request)
         if not _SERIAL.fullmatch(self._serial):
             return write_error(
                 request, 400, "INVALID_REQUEST", "the serial is 1 to 40 hexadecimal digits"

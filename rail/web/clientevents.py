@@ -25,8 +25,8 @@ from twisted.web.resource import Resource
 from rail.pki.clientevents import ClientEvents, EventSettingsError
 from rail.pki.registry import RegistryError, UnknownClientError
 from rail.policy.identity import ClientIdentity
-from rail.web.admin import admin_identity
-from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
+from rail.web.admin import AdminJSONResource, admin_identity, known_admin
+from rail.web.jsonapi import NotFound, write_error, write_json
 from rail.web.send import RETRY_AFTER, finish_later
 
 __all__ = ["ClientEventsResource", "IClientEventSettings", "settings_to_json"]
@@ -109,26 +109,18 @@ def _body(request: Any) -> tuple[list[str], str | None] | str:
     return types, url
 
 
-class _Events(JSONResource):
+class _Events(AdminJSONResource):
     def __init__(self, settings: IClientEventSettings, name: str) -> None:
         super().__init__()
         self._settings = settings
         self._name = name
 
-    def render(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        if isinstance(identity, bytes):
-            return identity
-        return super().render(request)
-
     def render_GET(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        assert isinstance(identity, ClientIdentity)
+        identity = known_admin(request)
         return self._answer(request, lambda: self._settings.settings(self._name), identity, "read")
 
     def render_PUT(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        assert isinstance(identity, ClientIdentity)
+        identity = known_admin(request)
         body = _body(request)
         if isinstance(body, str):
             return write_error(request, 400, "INVALID_REQUEST", body)

@@ -22,8 +22,8 @@ from twisted.web.resource import Resource
 
 from rail.config.units import parse_duration
 from rail.pki.files import PKIError
-from rail.web.admin import admin_identity
-from rail.web.jsonapi import JSONResource, NotFound, write_error, write_json
+from rail.web.admin import AdminJSONResource, known_admin
+from rail.web.jsonapi import NotFound, write_error, write_json
 from rail.web.send import finish_later
 from rail.webhooks.key import secret_text
 from rail.webhooks.secrets import DEFAULT_OVERLAP, Rotation, UnknownClientError
@@ -51,16 +51,14 @@ class ClientsResource(Resource):
         return NotFound()
 
 
-class _Rotate(JSONResource):
+class _Rotate(AdminJSONResource):
     def __init__(self, rotate: Rotate, client: str) -> None:
         super().__init__()
         self._rotate = rotate
         self._client = client
 
     def render_POST(self, request: Any) -> Any:
-        identity = admin_identity(request)
-        if isinstance(identity, bytes):
-            return identity
+        identity = known_admin(request)
         overlap = _overlap(request.content.read() if request.content is not None else b"")
         if isinstance(overlap, str):
             return write_error(request, 400, "INVALID_REQUEST", overlap)

@@ -62,6 +62,12 @@ class CertificateRevokeTests(_AdminSite):
         INVALID_REQUEST, an unknown one 409 NOT_REVOKED; nothing is revoked."""
         response = self.request("POST", self.path())
         self.assertEqual(response.json()["error"]["code"], "ADMIN_REQUIRED")
+        # Any method: a client learns nothing of the endpoint (it was a 405 for GET).
+        response = self.request("GET", self.path())
+        self.assertEqual(response.status, 403)
+        self.assertEqual(response.json()["error"]["code"], "ADMIN_REQUIRED")
+        response = self.admin_request("GET", self.path())
+        self.assertEqual(response.status, 405)
         response = self.admin_request("POST", self.path("not-hex"))
         self.assertEqual(response.status, 400)
         self.assertEqual(response.json()["error"]["code"], "INVALID_REQUEST")
