@@ -397,20 +397,31 @@ def _record(
 def retry(connection: Connection, target: RetryTarget, now: float, actor: str) -> Change:
     """Pending recipients of ``target`` waiting for a later attempt are due at ``now``;
     the answer is how many, or None for a ``message_id`` that does not exist. Held
-    messages (no next attempt time) are left alone."""
-    sql = (
-        "UPDATE recipients SET next_attempt_at = ?"
-        " WHERE status IN ('queued', 'deferred') AND next_attempt_at > ?"
-    )
+    messages (no next attempt time) are left alone.
+
+    One message's rows are locked with the batch's others, in order
+    (:attr:`rail.store.ops.AdminOp.message_id`). A domain, or everything, spans messages
+    other nodes may be recording results for at this moment: their rows are skipped, not
+    waited for (on PostgreSQL), since waiting on them while holding rows another node's
+    batch waits for would be a deadlock; a row being recorded gets its next attempt time
+    from its result anyway."""
+    dialect = dialect_of(connection)
+    condition = "status IN ('queued', 'deferred') AND next_attempt_at > ?"
     params: list[object] = [now, now]
     if target.message_id is not None:
         if not _exists(connection, target.message_id):
             return None, 0
-        sql += " AND message_id = ?"
+        sql = f"UPDATE recipients SET next_attempt_at = ? WHERE {condition} AND message_id = ?"  # noqa: S608
         params.append(target.message_id)
-    elif target.domain is not None:
-        sql += f" AND address {dialect_of(connection).like_nocase} ? ESCAPE '\\'"
-        params.append(_like_domain(target.domain))
+    else:
+        if target.domain is not None:
+            condition += f" AND address {dialect.like_nocase} ? ESCAPE '\\'"
+            params.append(_like_domain(target.domain))
+        skip = " FOR NO KEY UPDATE SKIP LOCKED" if dialect.skip_locked else ""
+        sql = (
+            "UPDATE recipients SET next_attempt_at = ? WHERE (message_id, idx) IN"  # noqa: S608
+            f" (SELECT message_id, idx FROM recipients WHERE {condition}{skip})"
+        )
     count = connection.execute(sql, params).rowcount
     if target.message_id is not None and count:
         _record(connection, target.message_id, now, actor, "retry", None)

@@ -596,6 +596,32 @@ class LockOrderTests(TestCase):
         await held
         self.assertEqual(await _outcomes(pending), [None, None])
 
+    async def test_a_retry_of_everything_skips_rows_being_recorded(self) -> None:
+        """An operator's retry of a domain or of everything does not wait for recipients
+        another node is recording a result for (their rows locked): it would hold the
+        rows it changed while waiting, and that node's batch could be waiting for those
+        (a deadlock). The others are due at once; the locked one is left to its result."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        at = 1_800_000_000.0
+        busy, free = make_message(received_at=at), make_message(received_at=at + 1)
+        for message in (busy, free):
+            await store.accept(message)
+        pg_sql(dsn, "UPDATE recipients SET next_attempt_at = ?", at + 3600)
+        other = connect(dsn)
+        self.addCleanup(other.close)
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM recipients WHERE message_id = ? FOR NO KEY UPDATE", (busy.id,))
+        self.assertEqual(await store.retry(RetryTarget(), at + 10, "ops"), 1)
+        self.assertEqual(await store.retry(RetryTarget(domain="example.net"), at + 10, "ops"), 0)
+        other.execute("COMMIT")
+        self.assertEqual(
+            pg_sql(dsn, "SELECT message_id, next_attempt_at FROM recipients ORDER BY message_id"),
+            [(busy.id, at + 3600), (free.id, at + 10)],
+        )
+
+    test_a_retry_of_everything_skips_rows_being_recorded.timeout = 30  # type: ignore[attr-defined]
+
     async def test_an_operator_bounce_tells_only_what_it_ended(self) -> None:
         """Another node records recipient 0 as sent while an operator bounces the message:
         the bounce waits for it, then ends recipient 1 alone and tells of that one alone
