@@ -30,6 +30,7 @@ from rail.memorysuppressions import MemorySuppressions
 from rail.store.accept import IDEMPOTENCY_TTL
 from rail.store.adminmodel import AdminAction, Attempt, IAdminQueue
 from rail.store.deliveries import DSNBuilder, recipient_domain
+from rail.store.emit import failed_event
 from rail.store.ids import id_time
 from rail.store.integrity import data_problem
 from rail.store.model import (
@@ -399,12 +400,25 @@ class MemoryStore(MemoryAdmin, MemorySuppressions):
         reply = QUARANTINE_PREFIX + reason
         if queue == "outbound":
             rows = self._recipients.get(message_id, [])
-            for index, row in enumerate(rows):
-                if row.status in ("queued", "deferred"):
-                    rows[index] = attrs.evolve(
-                        row, status="failed", last_reply=reply, next_attempt_at=None, updated_at=now
-                    )
-                    changed = True
+            ended = [
+                index for index, row in enumerate(rows) if row.status in ("queued", "deferred")
+            ]
+            for index in ended:
+                rows[index] = attrs.evolve(
+                    rows[index],
+                    status="failed",
+                    last_reply=reply,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+            changed = bool(ended)
+            message = self.messages.get(message_id)
+            event = failed_event(kind, reason)
+            if event is not None and message is not None and message.sender:
+                self.events.extend(  # as the stores tell (rail.store.emit.failed_events)
+                    Event(event[0], message.client, message_id, message.recipients[index], event[1])
+                    for index in ended
+                )
             record = Quarantined("outbound", message_id, kind, reason)
         else:
             for hook in self._hooks.get(message_id, []):

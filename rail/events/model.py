@@ -24,6 +24,7 @@ EVENT_TYPES: Final = (
     "message.suppressed",
     "message.complained",
     "message.deleted",
+    "message.failed",
     "inbound.failed",
 )
 

@@ -204,10 +204,11 @@ def quarantine_message(
     reason: str,
     now: float,
     node: str | None = None,
-) -> bool:
+) -> list[int]:
     """Make every pending recipient of ``message_id`` ``failed`` with ``reason``
-    (:func:`rail.store.jobends.quarantine_jobs`); whether any was pending."""
-    return quarantine_jobs(connection, "outbound", message_id, reason, now, node)
+    (:func:`rail.store.jobends.quarantine_jobs`); the ``idx`` of those that were pending."""
+    ended = quarantine_jobs(connection, "outbound", message_id, reason, now, node)
+    return [int(idx) for idx in ended]
 
 
 def record_result(

@@ -22,6 +22,10 @@ both or neither. docs/events.md says when each type fires and what it carries; i
 - An operator's bounce of a message: ``message.bounced``, ``source`` ``operator``, for each
   recipient it ended (never suppressing: the address did nothing wrong); an operator's
   delete: ``message.deleted`` for each.
+- ``message.failed``: the message was quarantined because it could not be prepared
+  (``error``, ``timeout``), for each recipient that ended. A message quarantined because
+  its stored row is damaged (``corrupt``) makes none: the row cannot be trusted to name
+  its client.
 
 Messages with a null reverse-path are Rail's own notifications (DSNs), not the app's: they
 make no events and suppress nothing. Nothing is read unless a subscribed client or a
@@ -225,6 +229,44 @@ def operator_events(
     without it, an app that follows its messages' outcomes would wait for ever on mail an
     operator ended."""
     kind, details = operator_event(action, reply, reason)
+    _ended_events(connection, message_id, indexes, kind, details, now, subscriptions)
+
+
+def failed_event(kind: str, reason: str) -> tuple[str, dict[str, Any]] | None:
+    """The type and details of the event a quarantine of ``kind`` makes for each recipient
+    it ended; None for ``corrupt``, whose damaged row cannot be trusted to name a client."""
+    if kind == "corrupt":
+        return None
+    return "message.failed", {"kind": kind, "reason": reason}
+
+
+def failed_events(
+    connection: Connection,
+    message_id: str,
+    indexes: Sequence[int],
+    kind: str,
+    reason: str,
+    now: float,
+    subscriptions: Subscriptions,
+) -> None:
+    """What quarantining ``message_id`` tells its client, for the recipients it ended
+    (``indexes``): the app would otherwise never hear of mail Rail gave up on."""
+    event = failed_event(kind, reason)
+    if event is not None:
+        _ended_events(connection, message_id, indexes, *event, now, subscriptions)
+
+
+def _ended_events(
+    connection: Connection,
+    message_id: str,
+    indexes: Sequence[int],
+    kind: str,
+    details: dict[str, Any],
+    now: float,
+    subscriptions: Subscriptions,
+) -> None:
+    """An event of ``kind`` with ``details`` for each recipient of ``indexes``, when the
+    message's client wants it (never for Rail's own notifications)."""
     if not indexes or not subscriptions.by_client:
         return
     row = connection.execute(

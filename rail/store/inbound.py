@@ -230,7 +230,7 @@ def quarantine_inbound(
 ) -> bool:
     """Make every pending webhook job of inbound ``message_id`` ``failed`` with
     ``reason`` (:func:`rail.store.jobends.quarantine_jobs`); whether any was pending."""
-    return quarantine_jobs(connection, "inbound", message_id, reason, now, node)
+    return bool(quarantine_jobs(connection, "inbound", message_id, reason, now, node))
 
 
 def record_webhook(

@@ -10,6 +10,7 @@ waits for the first, sees its change, and finishes the message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rail.store.db import Connection, dialect_of
 from rail.store.lease import LeaseLostError
@@ -73,29 +74,36 @@ def quarantine_jobs(
     reason: str,
     now: float,
     node: str | None = None,
-) -> bool:
-    """Make every pending job of ``message_id`` ``failed`` with ``reason``; whether any
-    was pending. No attempt is counted and no DSN is made.
+) -> list[Any]:
+    """Make every pending job of ``message_id`` ``failed`` with ``reason``; the jobs that
+    were pending (recipients' ``idx``, webhook jobs' ``client``), none if none was. No
+    attempt is counted and no DSN is made.
 
     With leases (``node``: this node), jobs another node holds are left to it (it finds
     the same fault and quarantines them in turn); if only such jobs are pending,
     :class:`LeaseLostError`."""
     _, jobs, called = _TABLES[queue]
+    key = "idx" if queue == "outbound" else "client"
     spare, params = _not_held_by_others(node, now)
     lock_message(connection, queue, message_id)
-    updated = connection.execute(
-        f"UPDATE {jobs} SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
-        " updated_at = ?, claimed_by = NULL, lease_until = ?"
-        " WHERE message_id = ? AND status IN ('queued', 'deferred')" + spare,
-        (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
-    ).rowcount
-    if not updated:
+    ended = [
+        row[0]
+        for row in connection.execute(
+            f"UPDATE {jobs} SET status = 'failed', last_reply = ?, next_attempt_at = NULL,"  # noqa: S608
+            " updated_at = ?, claimed_by = NULL, lease_until = ?"
+            " WHERE message_id = ? AND status IN ('queued', 'deferred')"
+            + spare
+            + f" RETURNING {key}",
+            (QUARANTINE_PREFIX + reason, now, now, message_id, *params),
+        ).fetchall()
+    ]
+    if not ended:
         if node is not None and jobs_pending(connection, queue, message_id):
             raise LeaseLostError(f"the pending {called} of {message_id} are held by another node")
-        return False
+        return ended
     if node is None or not jobs_pending(connection, queue, message_id):
         mark_finished(connection, queue, message_id, now)
-    return True
+    return ended
 
 
 def _not_held_by_others(node: str | None, now: float) -> tuple[str, tuple[object, ...]]:

@@ -43,6 +43,7 @@ from rail.store.accept import (
 from rail.store.backend import ASSUMED_WRONG, Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
+from rail.store.emit import failed_events
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
 from rail.store.jobends import lock_messages
@@ -662,10 +663,19 @@ class Writer:
 
     def _quarantine_one(self, op: QuarantineOp) -> object:
         def quarantine() -> Quarantined | None:
-            quarantine = _QUARANTINE[op.queue]
-            if not quarantine(self._conn, op.message_id, op.reason, op.now, self.node):
-                return None
-            return Quarantined(op.queue, op.message_id, op.kind, op.reason)
+            connection, message_id = self._conn, op.message_id
+            if op.queue != "outbound":
+                quarantine = _QUARANTINE[op.queue]
+                if not quarantine(connection, message_id, op.reason, op.now, self.node):
+                    return None
+            else:
+                ended = quarantine_message(connection, message_id, op.reason, op.now, self.node)
+                if not ended:
+                    return None
+                failed_events(
+                    connection, message_id, ended, op.kind, op.reason, op.now, self.subscriptions
+                )
+            return Quarantined(op.queue, message_id, op.kind, op.reason)
 
         return self._savepoint(
             self._unless_stale(op.queue, op.message_id, quarantine),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import jsonschema
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -179,6 +180,12 @@ class EmittedEventsMatchSchemasTests(TestCase):
             await store.accept(one)
         await store.bounce(ended[0].id, _T0 + 12, "ops", "spam trap", None)
         await store.delete(ended[1].id, _T0 + 12, "ops", "sent twice")
+        # A message that could not be prepared (quarantined by the scheduler).
+        unprepared = attrs.evolve(ended[0], id=new_message_id(_T0 + 13), received_at=_T0 + 13)
+        await store.accept(unprepared)
+        await store.quarantine(
+            unprepared.id, "error", "preparing the message failed (ValueError)", _T0 + 14
+        )
 
         payloads = await stored_payloads(store)
         self.assertEqual(
@@ -191,6 +198,7 @@ class EmittedEventsMatchSchemasTests(TestCase):
                     "message.bounced",
                     "message.expired",
                     "message.deleted",
+                    "message.failed",
                     "inbound.failed",
                 }
             ),

@@ -518,6 +518,21 @@ class MemoryAdminTests(_AdminContract, TestCase):
         )
         self.assertEqual(self.store.events[2].details, {"reason": "sent twice"})
 
+    async def test_quarantine_events(self) -> None:
+        """The fake tells of a quarantine as the real stores do (tests/store/test_emit.py
+        FailedTests): ``message.failed`` per recipient ended, none for ``corrupt``."""
+        failed = await self._accept(recipients=("a@example.net", "b@example.net"))
+        corrupt = await self._accept()
+        await self.store.quarantine(failed, "error", "ValueError", _NOW)
+        await self.store.quarantine(corrupt, "corrupt", "bad sha", _NOW)
+        self.assertEqual(
+            [(e.type, e.message_id, e.recipient, e.details) for e in self.store.events],
+            [
+                ("message.failed", failed, address, {"kind": "error", "reason": "ValueError"})
+                for address in ("a@example.net", "b@example.net")
+            ],
+        )
+
 
 class ListingPlanTests(TestCase):
     def test_pages_use_indexes(self) -> None:

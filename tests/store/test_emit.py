@@ -522,6 +522,46 @@ class OperatorEventTests(_StoreTest):
         )
 
 
+class FailedTests(_StoreTest):
+    async def test_quarantined_when_preparing_failed(self) -> None:
+        """A message quarantined because preparing it raised or overran tells its client
+        ``message.failed`` for each recipient that was still pending (a recipient already
+        delivered is not told again)."""
+        message = await self.queued(_message("a@example.net", "b@example.net", "c@example.net"))
+        await self.store.record(_result(message, _T0 + 1, _sent(0), _deferred(1, _T0 + 60)))
+        reason = "preparing the message took over 30s"
+        self.assertTrue(await self.store.quarantine(message.id, "timeout", reason, _T0 + 70))
+        self.assertEqual(
+            [
+                (e["recipient"], e["created_at"], e["details"])
+                for e in self.events("message.failed")
+            ],
+            [
+                (address, _T0 + 70, {"kind": "timeout", "reason": reason})
+                for address in ("b@example.net", "c@example.net")
+            ],
+        )
+
+    async def test_not_for_a_damaged_row_nor_twice(self) -> None:
+        """A ``corrupt`` quarantine tells nothing (the damaged row cannot be trusted to
+        name its client); a second quarantine of a message with nothing pending tells
+        nothing more; a client not subscribed to the type hears nothing."""
+        corrupt = await self.queued(_message("a@example.net"))
+        self.assertTrue(await self.store.quarantine(corrupt.id, "corrupt", "bad sha", _T0 + 1))
+        failed = await self.queued(_message("b@example.net", at=_T0 + 1))
+        self.assertTrue(await self.store.quarantine(failed.id, "error", "ValueError", _T0 + 2))
+        self.assertFalse(await self.store.quarantine(failed.id, "error", "ValueError", _T0 + 3))
+        self.store.subscriptions = Subscriptions(
+            {"app": Subscription(frozenset({"message.bounced"}))}
+        )
+        unwanted = await self.queued(_message("c@example.net", at=_T0 + 2))
+        self.assertTrue(await self.store.quarantine(unwanted.id, "error", "ValueError", _T0 + 4))
+        self.assertEqual(
+            [(e["message_id"], e["recipient"]) for e in self.events("message.failed")],
+            [(failed.id, "b@example.net")],
+        )
+
+
 class InboundFailedTests(_StoreTest):
     async def _inbound(self) -> InboundMessage:
         message = InboundMessage(
@@ -629,6 +669,10 @@ class PostgresInboundFailedTests(_OnPostgres, InboundFailedTests):
 
 
 class PostgresOperatorEventTests(_OnPostgres, OperatorEventTests):
+    pass
+
+
+class PostgresFailedTests(_OnPostgres, FailedTests):
     pass
 
 
