@@ -12,7 +12,7 @@ from rail.config.clients import ClientPolicies
 from rail.config.schema import ClientLimits
 from rail.console.clientpages import certificate_state, clients_page
 from rail.console.overview import overview_page
-from rail.console.resource import _quarantined
+from rail.console.reads import _quarantined
 from rail.delivery.stats import DeliveryStats
 from rail.pki.clientevents import ClientEvents
 from rail.pki.registry import CertificateRecord
