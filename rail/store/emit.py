@@ -18,7 +18,8 @@ both or neither. docs/events.md says when each type fires and what it carries; i
   list in the same transaction; an expiry never does.
 - ``message.expired``: a recipient reached ``delivery.max_age`` (with ``message.bounced``,
   ``source`` ``expired``, so an app that only follows bounces sees it too).
-- ``inbound.failed``: an inbound webhook job gave up (a 4xx, a refused URL, or max age).
+- ``inbound.failed``: an inbound webhook job gave up (a 4xx, a refused URL, or max age),
+  or was quarantined because its POST could not be built (not for a damaged row).
 - An operator's bounce of a message: ``message.bounced``, ``source`` ``operator``, for each
   recipient it ended (never suppressing: the address did nothing wrong); an operator's
   delete: ``message.deleted`` for each.
@@ -46,7 +47,7 @@ from rail.inbound.model import WebhookResult
 from rail.store import suppressions
 from rail.store.db import Connection
 from rail.store.events import insert_events
-from rail.store.model import JobResult, NewMessage, RecipientUpdate
+from rail.store.model import QUARANTINE_PREFIX, JobResult, NewMessage, RecipientUpdate
 
 __all__ = [
     "DEFERRED_PER_MESSAGE",
@@ -54,6 +55,9 @@ __all__ = [
     "EMISSION_SCHEMA",
     "accepted_events",
     "delivery_events",
+    "failed_event",
+    "failed_events",
+    "gave_up_events",
     "inbound_failed_events",
     "operator_event",
     "operator_events",
@@ -356,6 +360,26 @@ class _DeferralLimit:
             return False
         self._recent.append(address)
         return True
+
+
+def gave_up_events(
+    connection: Connection,
+    message_id: str,
+    clients: Sequence[str],
+    kind: str,
+    reason: str,
+    now: float,
+    subscriptions: Subscriptions,
+) -> None:
+    """``inbound.failed`` for each of ``clients`` whose webhook job a quarantine of inbound
+    ``message_id`` ended, unless the row was damaged (``corrupt``: it cannot be trusted to
+    name the clients): their POST could not even be built, and they would never hear of
+    that mail otherwise."""
+    if kind == "corrupt":
+        return
+    for client in clients:
+        failed = WebhookResult(message_id, client, now, "failed", QUARANTINE_PREFIX + reason)
+        inbound_failed_events(connection, failed, subscriptions)
 
 
 def inbound_failed_events(

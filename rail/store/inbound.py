@@ -227,10 +227,14 @@ def quarantine_inbound(
     reason: str,
     now: float,
     node: str | None = None,
-) -> bool:
+) -> list[str]:
     """Make every pending webhook job of inbound ``message_id`` ``failed`` with
-    ``reason`` (:func:`rail.store.jobends.quarantine_jobs`); whether any was pending."""
-    return bool(quarantine_jobs(connection, "inbound", message_id, reason, now, node))
+    ``reason`` (:func:`rail.store.jobends.quarantine_jobs`); the clients whose jobs were
+    pending."""
+    return [
+        str(client)
+        for client in quarantine_jobs(connection, "inbound", message_id, reason, now, node)
+    ]
 
 
 def record_webhook(

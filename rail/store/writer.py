@@ -43,7 +43,7 @@ from rail.store.accept import (
 from rail.store.backend import ASSUMED_WRONG, Backend
 from rail.store.db import DATABASE_ERRORS, Connection, dialect_of
 from rail.store.deliveries import claim_due, quarantine_message, record_result
-from rail.store.emit import failed_events
+from rail.store.emit import failed_events, gave_up_events
 from rail.store.events import claim_events, insert_events, quarantine_event, record_event
 from rail.store.inbound import claim_webhooks, quarantine_inbound, record_webhook
 from rail.store.jobends import lock_messages
@@ -663,18 +663,19 @@ class Writer:
 
     def _quarantine_one(self, op: QuarantineOp) -> object:
         def quarantine() -> Quarantined | None:
-            connection, message_id = self._conn, op.message_id
-            if op.queue != "outbound":
-                quarantine = _QUARANTINE[op.queue]
-                if not quarantine(connection, message_id, op.reason, op.now, self.node):
-                    return None
-            else:
+            connection, message_id, wanted = self._conn, op.message_id, self.subscriptions
+            if op.queue == "outbound":
                 ended = quarantine_message(connection, message_id, op.reason, op.now, self.node)
                 if not ended:
                     return None
-                failed_events(
-                    connection, message_id, ended, op.kind, op.reason, op.now, self.subscriptions
-                )
+                failed_events(connection, message_id, ended, op.kind, op.reason, op.now, wanted)
+            elif op.queue == "inbound":
+                clients = quarantine_inbound(connection, message_id, op.reason, op.now, self.node)
+                if not clients:
+                    return None
+                gave_up_events(connection, message_id, clients, op.kind, op.reason, op.now, wanted)
+            elif not quarantine_event(connection, message_id, op.reason, op.now, self.node):
+                return None
             return Quarantined(op.queue, message_id, op.kind, op.reason)
 
         return self._savepoint(

@@ -610,6 +610,30 @@ class InboundFailedTests(_StoreTest):
         )
         self.assertEqual(self.events(), [])
 
+    async def test_quarantined(self) -> None:
+        """A message quarantined because a POST could not be built tells each subscribed
+        client whose job it ended, with the quarantine's reply; a damaged row tells
+        nobody (it cannot be trusted to name the clients)."""
+        message = await self._inbound()
+        await self.store.record_webhook(
+            WebhookResult(message.id, "app", _T0 + 5, "deferred", "HTTP 503", _T0 + 60)
+        )
+        reason = "building the webhook failed (ValueError)"
+        self.assertTrue(await self.store.quarantine_inbound(message.id, "error", reason, _T0 + 9))
+        damaged = await self._inbound()
+        self.assertTrue(await self.store.quarantine_inbound(damaged.id, "corrupt", "bad", _T0 + 9))
+        self.assertEqual(
+            [(e["type"], e["client"], e["message_id"], e["details"]) for e in self.events()],
+            [
+                (
+                    "inbound.failed",
+                    "app",
+                    message.id,
+                    {"attempts": 1, "last_reply": "quarantined: " + reason},
+                )
+            ],
+        )
+
 
 class MigrationTests(TestCase):
     def test_from_version_12(self) -> None:
