@@ -66,6 +66,17 @@ async def _as_one_batch(
 ) -> tuple[list[object], Callable[[str], int]]:
     """What ``submit`` submits, written as one batch (the writer is kept busy meanwhile):
     each answer or error, and how many of the batch's statements have a given part."""
+    held, gate = _hold_writer(store)
+    statements = _count_statements(store)
+    pending = submit()
+    gate.set()
+    await held
+    return await _outcomes(pending), statements
+
+
+def _hold_writer(store: PostgresStore) -> tuple[Deferred[Any], threading.Event]:
+    """Keep ``store``'s writer busy until the returned event is set, so that what is
+    submitted meanwhile is written as one batch; the Deferred of the holding operation."""
     gate, entered = threading.Event(), threading.Event()
 
     def hold(connection: Any) -> tuple[object, int]:
@@ -74,11 +85,48 @@ async def _as_one_batch(
 
     held = store._run(hold, True)
     assert entered.wait(30)
-    statements = _count_statements(store)
-    pending = submit()
-    gate.set()
-    await held
-    return await _outcomes(pending), statements
+    return held, gate
+
+
+def _until_one_waits_for_a_lock(dsn: str, done: threading.Event | None = None) -> None:
+    """Return once a session of ``dsn``'s server waits for a lock, or ``done`` is set (or
+    after ten seconds, for the caller's assertions to tell what happened)."""
+    for _ in range(1000):
+        if done is not None and done.is_set():
+            return
+        if pg_sql(dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == [
+            (1,)
+        ]:
+            return
+        threading.Event().wait(0.01)
+
+
+def _overlapping(
+    testcase: TestCase, dsn: str, first: Callable[[Any], object], second: Callable[[Any], object]
+) -> None:
+    """Two nodes' transactions that overlap: ``first(connection)`` runs in one left open,
+    then ``second(connection)`` in another, in a thread, until it has finished or waits
+    for a lock the first holds; then the first commits, and the second is waited for."""
+    one, two = connect(dsn), connect(dsn)
+    testcase.addCleanup(one.close)
+    testcase.addCleanup(two.close)
+    one.execute("BEGIN")
+    first(one)
+    done = threading.Event()
+
+    def other_node() -> None:
+        two.execute("BEGIN")
+        second(two)
+        two.execute("COMMIT")
+        done.set()
+
+    thread = threading.Thread(target=other_node)
+    thread.start()
+    testcase.addCleanup(thread.join, 30)
+    _until_one_waits_for_a_lock(dsn, done)
+    one.execute("COMMIT")
+    thread.join(30)
+    testcase.assertTrue(done.is_set())
 
 
 def _count_statements(store: PostgresStore) -> Callable[[str], int]:
@@ -405,49 +453,36 @@ class FinishRaceTests(TestCase):
         message = make_message(recipients=("a@example.net", "b@example.net"))
         await store.accept(message)
         await store.close()
-        first, second = connect(dsn), connect(dsn)
-        self.addCleanup(first.close)
-        self.addCleanup(second.close)
         when = message.received_at + 1
 
         def result(idx: int) -> JobResult:
             return JobResult(message.id, when, (RecipientUpdate(idx, "sent", "250 ok"),))
 
-        first.execute("BEGIN")
-        if quarantine_first:  # node n1 quarantines what it may: recipient 0 (1 is n2's)
-            second.execute(
-                "UPDATE recipients SET claimed_by = 'n2', lease_until = ? WHERE idx = 1",
-                (when + 60,),
-            )
-            self.assertTrue(quarantine_message(first, message.id, "damaged", when, "n1"))
-        else:
-            record_result(first, result(0), None)
-        (backend,) = second.execute("SELECT pg_backend_pid()").fetchone()
-        done = threading.Event()
+        def first(connection: Any) -> None:
+            if quarantine_first:  # node n1 quarantines what it may: recipient 0 (1 is n2's)
+                pg_sql(
+                    dsn,
+                    "UPDATE recipients SET claimed_by = 'n2', lease_until = ? WHERE idx = 1",
+                    when + 60,
+                )
+                self.assertTrue(quarantine_message(connection, message.id, "damaged", when, "n1"))
+            else:
+                record_result(connection, result(0), None)
 
-        def other_node() -> None:
-            second.execute("BEGIN")
-            record_result(second, result(1), None, node="n2" if quarantine_first else None)
-            second.execute("COMMIT")
-            done.set()
-
-        thread = threading.Thread(target=other_node)
-        thread.start()
-        self.addCleanup(thread.join, 30)
-        for _ in range(1000):  # until it finished, or waits for the first one's lock
-            waiting = pg_sql(
-                dsn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", backend
-            )
-            if done.is_set() or waiting == [("Lock",)]:
-                break
-            threading.Event().wait(0.01)
-        first.execute("COMMIT")
-        thread.join(30)
-        self.assertTrue(done.is_set())
+        _overlapping(
+            self,
+            dsn,
+            first,
+            lambda connection: record_result(
+                connection, result(1), None, node="n2" if quarantine_first else None
+            ),
+        )
         self.assertEqual(
             pg_sql(dsn, "SELECT count(*) FROM finished WHERE id = ?", message.id), [(1,)]
         )
-        self.assertEqual(pending_messages(first), 0)
+        reader = connect(dsn)
+        self.addCleanup(reader.close)
+        self.assertEqual(pending_messages(reader), 0)
 
 
 class InboundFinishRaceTests(TestCase):
@@ -468,45 +503,30 @@ class InboundFinishRaceTests(TestCase):
         message = make_inbound()
         await store.accept_inbound(message)
         await store.close()
-        first, second = connect(dsn), connect(dsn)
-        self.addCleanup(first.close)
-        self.addCleanup(second.close)
         when = message.received_at + 1
 
         def result(client: str) -> WebhookResult:
             return WebhookResult(message.id, client, when, "delivered", "HTTP 200")
 
-        first.execute("BEGIN")
-        if quarantine_first:  # node n1 quarantines what it may: app1's job (app2's is n2's)
-            second.execute(
-                "UPDATE webhooks SET claimed_by = 'n2', lease_until = ? WHERE client = 'app2'",
-                (when + 60,),
-            )
-            self.assertTrue(quarantine_inbound(first, message.id, "damaged", when, "n1"))
-        else:
-            record_webhook(first, result("app1"), None)
-        (backend,) = second.execute("SELECT pg_backend_pid()").fetchone()
-        done = threading.Event()
+        def first(connection: Any) -> None:
+            if quarantine_first:  # node n1 quarantines what it may: app1's job (app2's: n2)
+                pg_sql(
+                    dsn,
+                    "UPDATE webhooks SET claimed_by = 'n2', lease_until = ? WHERE client = 'app2'",
+                    when + 60,
+                )
+                self.assertTrue(quarantine_inbound(connection, message.id, "damaged", when, "n1"))
+            else:
+                record_webhook(connection, result("app1"), None)
 
-        def other_node() -> None:
-            second.execute("BEGIN")
-            record_webhook(second, result("app2"), None, node="n2" if quarantine_first else None)
-            second.execute("COMMIT")
-            done.set()
-
-        thread = threading.Thread(target=other_node)
-        thread.start()
-        self.addCleanup(thread.join, 30)
-        for _ in range(1000):  # until it finished, or waits for the first one's lock
-            waiting = pg_sql(
-                dsn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", backend
-            )
-            if done.is_set() or waiting == [("Lock",)]:
-                break
-            threading.Event().wait(0.01)
-        first.execute("COMMIT")
-        thread.join(30)
-        self.assertTrue(done.is_set())
+        _overlapping(
+            self,
+            dsn,
+            first,
+            lambda connection: record_webhook(
+                connection, result("app2"), None, node="n2" if quarantine_first else None
+            ),
+        )
         self.assertEqual(
             pg_sql(dsn, "SELECT queue FROM finished WHERE id = ?", message.id), [("inbound",)]
         )
@@ -530,25 +550,13 @@ class LockOrderTests(TestCase):
         self.addCleanup(other.close)
         other.execute("BEGIN")
         other.execute("SELECT id FROM messages WHERE id = ? FOR NO KEY UPDATE", (first.id,))
-        gate, entered = threading.Event(), threading.Event()
-
-        def hold(connection: Any) -> tuple[object, int]:
-            entered.set()
-            return gate.wait(30), 0
-
-        held = store._run(hold, True)
-        self.assertTrue(entered.wait(30))
+        held, gate = _hold_writer(store)
         pending = [
             store.record(JobResult(m.id, at + 10, (RecipientUpdate(0, status, reply),)))
             for m, status, reply in ((second, "bounced", "550 no"), (first, "sent", "250 ok"))
         ]
         gate.set()
-        for _ in range(1000):  # until the batch waits for the lock on the first message
-            if pg_sql(
-                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            ) == [(1,)]:
-                break
-            threading.Event().wait(0.01)
+        _until_one_waits_for_a_lock(dsn)  # the batch, for the first message
         other.execute("SELECT id FROM messages WHERE id = ? FOR NO KEY UPDATE NOWAIT", (second.id,))
         other.execute("COMMIT")
         await held
@@ -572,25 +580,13 @@ class LockOrderTests(TestCase):
         self.addCleanup(other.close)
         other.execute("BEGIN")
         other.execute("SELECT id FROM inbound WHERE id = ? FOR NO KEY UPDATE", (first.id,))
-        gate, entered = threading.Event(), threading.Event()
-
-        def hold(connection: Any) -> tuple[object, int]:
-            entered.set()
-            return gate.wait(30), 0
-
-        held = store._run(hold, True)
-        self.assertTrue(entered.wait(30))
+        held, gate = _hold_writer(store)
         pending = [
             store.record_webhook(WebhookResult(m.id, "app1", m.received_at + 5, "delivered", "200"))
             for m in (second, first)
         ]
         gate.set()
-        for _ in range(1000):  # until the batch waits for the lock on the first message
-            if pg_sql(
-                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            ) == [(1,)]:
-                break
-            threading.Event().wait(0.01)
+        _until_one_waits_for_a_lock(dsn)  # the batch, for the first message
         other.execute("SELECT id FROM inbound WHERE id = ? FOR NO KEY UPDATE NOWAIT", (second.id,))
         other.execute("COMMIT")
         await held
@@ -639,12 +635,7 @@ class LockOrderTests(TestCase):
             other, JobResult(message.id, when, (RecipientUpdate(0, "sent", "250"),)), None
         )
         bounced = store.bounce(message.id, when + 1, "ops", None, None)
-        for _ in range(1000):  # until the bounce waits for the other node's transaction
-            if pg_sql(
-                dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            ) == [(1,)]:
-                break
-            threading.Event().wait(0.01)
+        _until_one_waits_for_a_lock(dsn)  # the bounce, for the other node's transaction
         other.execute("COMMIT")
         self.assertEqual(await bounced, "done")
         self.assertEqual(
