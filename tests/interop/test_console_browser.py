@@ -79,13 +79,18 @@ class ConsoleBrowserTests(_RunningRail):
         _POLICIES.mkdir(parents=True, exist_ok=True)
         subject = load_ca(config.data_dir).certificate.subject
         ca_cn = subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        # Every Chromium on the machine reads every file here, and of two files setting
+        # this policy only one counts: a pattern naming this test's port made a browser of
+        # a test running beside it in another process (trial -j2) get no certificate
+        # chosen, and hang on its first page. Any port of localhost, and the CA's name
+        # (the same for every test), make the files of all such tests alike.
         self.policy.write_text(
             json.dumps(
                 {
                     "AutoSelectCertificateForUrls": [
                         json.dumps(
                             {
-                                "pattern": f"https://localhost:{self.port}",
+                                "pattern": "[*.]localhost",
                                 "filter": {"ISSUER": {"CN": ca_cn}},
                             }
                         )
