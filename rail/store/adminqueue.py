@@ -44,10 +44,12 @@ class SQLiteAdmin:
         work: Callable[[Any], tuple[object, int]],
         write: bool,
         message_id: str | None = None,
+        inbound_id: str | None = None,
     ) -> Deferred[Any]:
-        """``message_id``: the outbound message a write changes, if one (its row is
-        locked in the batch's order: :attr:`rail.store.ops.AdminOp.message_id`)."""
-        return self._submit(lambda token: AdminOp(work, write, token, message_id))
+        """``message_id``, ``inbound_id``: the outbound or inbound message a write changes,
+        if one (its row is locked in the batch's order:
+        :attr:`rail.store.ops.AdminOp.message_id`)."""
+        return self._submit(lambda token: AdminOp(work, write, token, message_id, inbound_id))
 
     def _woken(self, result: Any, wake: bool) -> Any:
         if wake:
@@ -85,7 +87,9 @@ class SQLiteAdmin:
     def retry_inbound(self, message_id: str, now: float) -> Deferred[Any]:
         """Make ``message_id``'s pending webhook jobs due at ``now`` (writer thread);
         fires with how many were."""
-        return self._run(lambda c: (retry_inbound(c, message_id, now), 0), write=True)
+        return self._run(
+            lambda c: (retry_inbound(c, message_id, now), 0), write=True, inbound_id=message_id
+        )
 
     def retry(self, target: RetryTarget, now: float, actor: str) -> Deferred[Any]:
         """How many recipients were made due (None: no such message)."""

@@ -183,7 +183,9 @@ class AdminOp:
     token: Any
     message_id: str | None = None
     """The outbound message whose rows it changes, if one: locked with the batch's others
-    before anything else (:func:`rail.store.deliveries.lock_messages`)."""
+    before anything else (:func:`rail.store.jobends.lock_messages`)."""
+    inbound_id: str | None = None
+    """The same for an inbound message whose webhook jobs it changes."""
 
 
 @attrs.frozen

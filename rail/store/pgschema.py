@@ -285,8 +285,9 @@ END
 $$;
 """
 
-# Inserts are tallied once per statement (transition tables), deletes and changes of
-# status once per row: a batch of messages inserted in one statement costs one upsert.
+# Inserts are tallied once per statement (transition tables; changes of status too, since
+# schema 17, below), deletes once per row: a batch of messages inserted in one statement
+# costs one upsert.
 _TALLY_INSERTS = """
 CREATE OR REPLACE FUNCTION rail_tally_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -30,7 +30,7 @@ _STATES = (
     "SELECT r.message_id, r.idx, r.claimed_by, r.lease_until, m.client, m.sender,"
     " EXISTS (SELECT 1 FROM recipients p WHERE p.message_id = r.message_id"
     " AND p.status IN ('queued', 'deferred')),"
-    " EXISTS (SELECT 1 FROM holds h WHERE h.message_id = r.message_id)"
+    " EXISTS (SELECT 1 FROM holds h WHERE h.message_id = r.message_id), r.status"
     " FROM unnest(?::text[], ?::integer[]) AS k (message_id, idx)"
     " JOIN recipients r ON r.message_id = k.message_id AND r.idx = k.idx"
     " JOIN messages m ON m.id = r.message_id"
@@ -106,7 +106,9 @@ def record_plain(
         except LeaseLostError as error:
             outcomes.append(error)
             continue
-        if bool(states[0][6]):  # finished now, unless a recipient is still pending
+        # The message finishes now unless a recipient is still pending, when this result
+        # ends one (a result for recipients already final changes nothing, as alone).
+        if states[0][6] and any(row[8] in ("queued", "deferred") for row in states):
             finishing[result.message_id] = result.attempted_at
         held = bool(states[0][7])
         for update in result.updates:

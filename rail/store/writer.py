@@ -175,8 +175,11 @@ def _recorded(writes: Sequence[Write | AdminOp]) -> tuple[list[str], list[str]]:
             inbound.append(op.result.message_id)
         elif isinstance(op, QuarantineOp) and op.queue in ("outbound", "inbound"):
             (outbound if op.queue == "outbound" else inbound).append(op.message_id)
-        elif isinstance(op, AdminOp) and op.write and op.message_id is not None:
-            outbound.append(op.message_id)
+        elif isinstance(op, AdminOp) and op.write:
+            if op.message_id is not None:
+                outbound.append(op.message_id)
+            if op.inbound_id is not None:
+                inbound.append(op.inbound_id)
     return outbound, inbound
 
 
@@ -706,6 +709,9 @@ class Writer:
                 break
             try:
                 connection.execute(dialect_of(connection).begin)
+                if queue != "events":  # in the one order every node locks messages in
+                    ids = list(bad)
+                    lock_messages(connection, *((ids, []) if queue == "outbound" else ([], ids)))
                 done = []
                 for message_id, reason in bad.items():
                     try:

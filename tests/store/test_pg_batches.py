@@ -288,8 +288,8 @@ class ChangeTallyTests(TestCase):
     async def test_version_16_tallies_changes_per_statement(self) -> None:
         """A database at version 16 (a trigger per changed row) is migrated to statement
         triggers on UPDATE and on ``finished`` inserts; what was tallied before and after
-        agrees with the rows, through results, a claim (no status changed) and an
-        operator's retry of a final recipient (back to pending, out of ``finished``)."""
+        agrees with the rows, through results, a claim and an operator's retry (updates
+        that change no status)."""
         dsn = postgres_dsn(self)
         await (open_postgres(self, dsn)).close()
         pg_sql(dsn, _V16_TRIGGERS)
@@ -362,10 +362,12 @@ class PlainResultsTests(TestCase):
         held = make_message(received_at=at + 1)
         watched = make_message(client="watched", received_at=at + 2)
         sent = [make_message(received_at=at + 3 + n) for n in range(4)]
-        for message in (two, held, watched, *sent):
+        late = make_message(recipients=("c@example.net", "d@example.net"), received_at=at + 7)
+        for message in (two, held, watched, *sent, late):
             await store.accept(message)
         pg_sql(dsn, "INSERT INTO holds VALUES (?, ?, 'ops')", held.id, at + 5)
         when = at + 10
+        await store.record(JobResult(late.id, when - 1, (RecipientUpdate(1, "sent", "250 d"),)))
         results = [
             JobResult(two.id, when, (RecipientUpdate(0, "sent", "250 a", "mx.example"),)),
             JobResult(held.id, when, (RecipientUpdate(0, "deferred", "451 x", None, when + 60),)),
@@ -375,6 +377,10 @@ class PlainResultsTests(TestCase):
             JobResult(sent[2].id, when, (RecipientUpdate(0, "deferred", "421 y", None, when + 9),)),
             # A result for a recipient already final changes nothing.
             JobResult(sent[0].id, when + 2, (RecipientUpdate(0, "deferred", "4 z", None, 1.0),)),
+            # The message finishes with the result that ended it, not a later one for a
+            # recipient already final (which is also the first result for it here).
+            JobResult(late.id, when, (RecipientUpdate(0, "sent", "250 c"),)),
+            JobResult(late.id, when + 3, (RecipientUpdate(1, "deferred", "4 y", None, 1.0),)),
         ]
         if together:
             answers, statements = await _as_one_batch(
@@ -384,7 +390,7 @@ class PlainResultsTests(TestCase):
         else:
             answers = [await store.record(result) for result in results]
         self.assertEqual(answers, [None] * len(results))
-        ids = {m.id: f"m{n}" for n, m in enumerate((two, held, watched, *sent))}
+        ids = {m.id: f"m{n}" for n, m in enumerate((two, held, watched, *sent, late))}
         state = [
             [tuple(ids.get(value, value) for value in row) for row in pg_sql(dsn, query)]
             for query in _RECORDED
@@ -400,8 +406,9 @@ class PlainResultsTests(TestCase):
         apart = await self._record_all(False)
         self.assertEqual(together, apart)
         state, queued, sent = together
-        self.assertEqual((queued, sent), (3, 5))  # held and one deferred, one not tried
-        self.assertEqual([row[0] for row in state[2]], ["m0", "m2", "m3", "m4"])
+        self.assertEqual((queued, sent), (3, 7))  # held and one deferred, one not tried
+        self.assertEqual([row[0] for row in state[2]], ["m0", "m2", "m3", "m4", "m7"])
+        self.assertEqual(state[2][-1][1], 1_800_000_010.0)  # m7's own result, not the late one
         self.assertEqual(
             state[3],
             [("watched", "message.accepted", "m2"), ("watched", "message.delivered", "m2")],
@@ -591,6 +598,28 @@ class LockOrderTests(TestCase):
         other.execute("COMMIT")
         await held
         self.assertEqual(await _outcomes(pending), [None, None])
+
+    async def test_an_inbound_retry_locks_its_message_first(self) -> None:
+        """An operator's retry of an inbound message locks the message's row with the
+        batch's others, in their order, before it changes the webhook jobs: it waits for
+        a node that holds that row (recording a POST) rather than take the jobs first."""
+        dsn = postgres_dsn(self)
+        store = open_postgres(self, dsn)
+        message = make_inbound()
+        await store.accept_inbound(message)
+        pg_sql(dsn, "UPDATE webhooks SET next_attempt_at = ?", message.received_at + 3600)
+        other = connect(dsn)
+        self.addCleanup(other.close)
+        other.execute("BEGIN")
+        other.execute("SELECT id FROM inbound WHERE id = ? FOR NO KEY UPDATE", (message.id,))
+        retried = store.retry_inbound(message.id, message.received_at + 10)
+        _until_one_waits_for_a_lock(dsn)
+        waiting = pg_sql(
+            dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        other.execute("COMMIT")
+        self.assertEqual(waiting, [(1,)])
+        self.assertEqual(await retried, 2)
 
     async def test_a_retry_of_everything_skips_rows_being_recorded(self) -> None:
         """An operator's retry of a domain or of everything does not wait for recipients
