@@ -64,8 +64,8 @@ class Actions:
 
     def confirm_remove(self, args: dict[bytes, list[bytes]], admin: Admin) -> Deferred[Answer]:
         client, address = arg(args, "client"), arg(args, "address")
-        if not client or not address:
-            return not_found()
+        if not client or not address or max(len(client), len(address)) > MAX_FIELD:
+            return not_found()  # what the POST would refuse is not offered
         token = csrf_token(self._sources.secret, admin.fingerprint, "/console/suppressions/remove")
         return succeed(Answer(page=clientpages.remove_page(client, address, token)))
 

@@ -188,10 +188,9 @@ class Reads:
             lambda found: Answer(page=inboundpages.inbound_page(found, done))
         )
 
-    def clients(
-        self, args: dict[bytes, list[bytes]], done: str | None, admin: Admin
-    ) -> Deferred[Answer]:
+    def clients(self, args: dict[bytes, list[bytes]], admin: Admin) -> Deferred[Answer]:
         sources = self._sources
+        done: str | None = None
         now = sources.clock.seconds()
         client, q = arg(args, "client")[:MAX_FIELD], arg(args, "q")[:MAX_FIELD]
         revoked = arg(args, "revoked")

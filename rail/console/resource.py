@@ -149,7 +149,7 @@ class Console(Resource):
         if len(path) == 3 and path[0] == "inbound" and path[2] == "retry":
             return actions.confirm_retry_inbound(path[1], admin)
         if path == ["clients"]:
-            return reads.clients(args, None, admin)
+            return reads.clients(args, admin)
         if len(path) == 3 and path[0] == "certificates" and path[2] == "revoke":
             return actions.confirm_revoke(path[1], admin)
         if path == ["suppressions", "remove"]:

@@ -242,6 +242,10 @@ class ConsoleTests(_RunningRail):
         self.assertEqual(done.status, 303)
         listed = yield self.store.get_suppression("app", "gone@example.com")
         self.assertIsNone(listed)
+        # What the POST refuses (over 320 characters) gets no confirmation page either.
+        long = urlencode({"client": "app", "address": "x" * 321 + "@example.com"})
+        offered = yield self.get(f"/console/suppressions/remove?{long}")
+        self.assertEqual(offered.status, 404)
 
     @inlineCallbacks
     def test_inbound_page_and_retry(self) -> Any:
