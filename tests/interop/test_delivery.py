@@ -93,9 +93,9 @@ async def _poll_in_thread(check: Any, timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {check}")
 
 
-def _accepts(port: int) -> bool:
+def _accepts(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((address, port)) == 0
 
 
 class PostfixDeliveryTests(TestCase):
